@@ -1,1 +1,20 @@
-//! vswitch
+//! vswitch: tapnet's datapath core.
+//!
+//! A sans-IO core (the [`bridge`] and its [`fdb`] decide over frames, tables and `now`)
+//! inside a thin IO shell ([`datapath`]: one mio loop over [`port::Port`]s, such as
+//! [`tap::Tap`]). Frames live in a [`pool`] allocated at start-up and move by handle.
+
+pub mod bridge;
+pub mod counters;
+pub mod datapath;
+pub mod fdb;
+pub mod frame;
+pub mod pool;
+pub mod port;
+pub mod tap;
+
+pub use bridge::{Bridge, BridgeConfig, BridgeId, Decision};
+pub use counters::{DropReason, PortCounters};
+pub use datapath::{Datapath, PortInfo};
+pub use fdb::{Fdb, Mac};
+pub use port::{Port, PortId};

@@ -1,0 +1,304 @@
+//! The IO shell: one mio loop over every port. On each wakeup it reads a batch of frames
+//! from each readable port into pool buffers, lets the port's bridge decide, and writes
+//! each frame out. It never blocks on a port: a full egress queue drops (counted), and a
+//! port whose device vanished is taken down while the others keep forwarding.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
+use crate::counters::{DropReason, PortCounters};
+use crate::fdb::Mac;
+use crate::frame::{check_ingress, VNET_HDR_LEN};
+use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
+use crate::port::{is_fatal, Port, PortId};
+
+/// Frames read from one port per wakeup before moving on to the next, so one busy port
+/// cannot starve the others.
+pub const BATCH: usize = 64;
+/// Tokens from here up belong to the caller (signals, control channel); below are ports.
+pub const FIRST_FOREIGN_TOKEN: usize = 1 << 30;
+/// How often aged-out FDB entries are swept.
+const AGE_SWEEP: Duration = Duration::from_secs(1);
+
+/// What `show ports` says about a port, besides its counters.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub name: String,
+    pub bridge: BridgeId,
+    pub netns: Option<String>,
+    pub ifname: String,
+    pub mac: Mac,
+    pub ip: Option<String>,
+}
+
+struct PortSlot {
+    info: PortInfo,
+    /// `None` once the port is down; dropping the IO closes its descriptor.
+    io: Option<Box<dyn Port>>,
+    counters: PortCounters,
+    /// Edge-triggered readiness not yet drained to `WouldBlock`.
+    readable: bool,
+    down_reason: Option<String>,
+}
+
+/// A read-only view of one port for `show`.
+pub struct PortView<'a> {
+    pub id: PortId,
+    pub info: &'a PortInfo,
+    pub counters: &'a PortCounters,
+    pub up: bool,
+    pub down_reason: Option<&'a str>,
+}
+
+pub struct Datapath {
+    poll: Poll,
+    events: Events,
+    pool: Pool,
+    ports: Vec<PortSlot>,
+    bridges: Vec<Bridge>,
+    /// Frames read in the current batch: (buffer, length).
+    rx: Vec<(BufId, usize)>,
+    /// Ports that failed fatally while the current batch was being forwarded.
+    failed: Vec<(PortId, String)>,
+    fired: Vec<Token>,
+    went_down: Vec<PortId>,
+    next_sweep: Instant,
+}
+
+impl Datapath {
+    /// A datapath with `buffers` frame buffers (at least [`BATCH`]).
+    pub fn new(buffers: usize) -> io::Result<Datapath> {
+        Ok(Datapath {
+            poll: Poll::new()?,
+            events: Events::with_capacity(256),
+            pool: Pool::new(buffers.max(BATCH)),
+            ports: Vec::new(),
+            bridges: Vec::new(),
+            rx: Vec::with_capacity(BATCH),
+            failed: Vec::with_capacity(8),
+            fired: Vec::with_capacity(8),
+            went_down: Vec::new(),
+            next_sweep: Instant::now() + AGE_SWEEP,
+        })
+    }
+
+    pub fn add_bridge(&mut self, config: BridgeConfig) -> BridgeId {
+        self.bridges.push(Bridge::new(config));
+        BridgeId(self.bridges.len() - 1)
+    }
+
+    /// Attaches a port to its bridge and starts polling it.
+    pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
+        let id = PortId(self.ports.len());
+        assert!(id.0 < FIRST_FOREIGN_TOKEN);
+        let bridge = self.bridges.get_mut(info.bridge.0).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "port on an unknown bridge")
+        })?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&io.fd()), Token(id.0), Interest::READABLE)?;
+        bridge.attach(id);
+        self.ports.push(PortSlot {
+            info,
+            io: Some(io),
+            counters: PortCounters::default(),
+            readable: true,
+            down_reason: None,
+        });
+        Ok(id)
+    }
+
+    /// For the caller's own event sources; use tokens from [`FIRST_FOREIGN_TOKEN`] up.
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// Waits up to `timeout` (less while ports have frames waiting) and forwards what
+    /// arrived. Returns the caller's tokens that fired.
+    pub fn poll_once(&mut self, timeout: Option<Duration>) -> io::Result<&[Token]> {
+        self.fired.clear();
+        let now = Instant::now();
+        let until_sweep = self.next_sweep.saturating_duration_since(now);
+        let timeout = if self.ports.iter().any(|p| p.readable) {
+            Duration::ZERO
+        } else {
+            timeout.map_or(until_sweep, |t| t.min(until_sweep))
+        };
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for event in self.events.iter() {
+            let token = event.token();
+            if token.0 >= FIRST_FOREIGN_TOKEN {
+                self.fired.push(token);
+            } else if let Some(slot) = self.ports.get_mut(token.0) {
+                // Errors show up as a failed read, which takes the port down.
+                slot.readable = true;
+            }
+        }
+        let now = Instant::now();
+        for p in 0..self.ports.len() {
+            if self.ports[p].readable {
+                self.forward_from(PortId(p), now);
+            }
+        }
+        if now >= self.next_sweep {
+            for bridge in &mut self.bridges {
+                bridge.age(now);
+            }
+            self.next_sweep = now + AGE_SWEEP;
+        }
+        Ok(&self.fired)
+    }
+
+    /// Reads up to [`BATCH`] frames from `ingress`, then forwards them.
+    fn forward_from(&mut self, ingress: PortId, now: Instant) {
+        let slot = &mut self.ports[ingress.0];
+        let Some(io) = slot.io.as_mut() else {
+            slot.readable = false;
+            return;
+        };
+        while self.rx.len() < BATCH {
+            // An empty pool leaves frames queued in the port; `readable` stays set.
+            let Some(buf) = self.pool.alloc() else { break };
+            let room = &mut self.pool.buf_mut(buf)[DATA_OFFSET..];
+            match io.recv(room) {
+                Ok(len) => self.rx.push((buf, len)),
+                Err(e) => {
+                    self.pool.release(buf);
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock => slot.readable = false,
+                        _ if is_fatal(&e) => self.failed.push((ingress, e.to_string())),
+                        // A transient error: try again on the next wakeup.
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+        }
+        for i in 0..self.rx.len() {
+            let (buf, len) = self.rx[i];
+            self.forward_frame(ingress, buf, len, now);
+            self.pool.release(buf);
+        }
+        self.rx.clear();
+        while let Some((port, reason)) = self.failed.pop() {
+            self.take_down(port, reason);
+        }
+    }
+
+    fn forward_frame(&mut self, ingress: PortId, buf: BufId, len: usize, now: Instant) {
+        let Datapath {
+            ports,
+            bridges,
+            pool,
+            failed,
+            ..
+        } = self;
+        let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len.min(VNET_HDR_LEN + MAX_FRAME)];
+        let counters = &mut ports[ingress.0].counters;
+        counters.rx_packets += 1;
+        counters.rx_bytes += (data.len().saturating_sub(VNET_HDR_LEN)) as u64;
+        let bridge = &mut bridges[ports[ingress.0].info.bridge.0];
+        let vnet = match check_ingress(data, bridge.mtu()) {
+            Ok(vnet) => vnet,
+            Err(reason) => return ports[ingress.0].counters.drop(reason),
+        };
+        let gso = vnet.is_gso();
+        match bridge.decide(ingress, &data[VNET_HDR_LEN..], now) {
+            Decision::Unicast(egress) => send(ports, failed, egress, data, gso),
+            Decision::Flood => {
+                // Writing does not consume the buffer: every copy is the same bytes.
+                for egress in bridge.flood_targets(ingress) {
+                    send(ports, failed, egress, data, gso);
+                }
+            }
+            Decision::Drop(reason) => ports[ingress.0].counters.drop(reason),
+        }
+    }
+
+    fn take_down(&mut self, port: PortId, reason: String) {
+        let slot = &mut self.ports[port.0];
+        let Some(io) = slot.io.take() else { return };
+        let _ = self.poll.registry().deregister(&mut SourceFd(&io.fd()));
+        drop(io);
+        slot.readable = false;
+        slot.down_reason = Some(reason);
+        self.bridges[slot.info.bridge.0].detach(port);
+        self.went_down.push(port);
+    }
+
+    /// Ports that went down since the last call, with why.
+    pub fn take_went_down(&mut self) -> Vec<(PortId, String)> {
+        self.went_down
+            .drain(..)
+            .map(|p| {
+                let reason = self.ports[p.0].down_reason.clone().unwrap_or_default();
+                (p, reason)
+            })
+            .collect()
+    }
+
+    pub fn port(&self, id: PortId) -> Option<PortView<'_>> {
+        self.ports.get(id.0).map(|slot| PortView {
+            id,
+            info: &slot.info,
+            counters: &slot.counters,
+            up: slot.io.is_some(),
+            down_reason: slot.down_reason.as_deref(),
+        })
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = PortView<'_>> + '_ {
+        (0..self.ports.len()).filter_map(|i| self.port(PortId(i)))
+    }
+
+    pub fn up_ports(&self) -> usize {
+        self.ports.iter().filter(|p| p.io.is_some()).count()
+    }
+
+    pub fn bridges(&self) -> impl Iterator<Item = (BridgeId, &Bridge)> + '_ {
+        self.bridges.iter().enumerate().map(|(i, b)| (BridgeId(i), b))
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+/// Writes one frame to `egress`, counting the outcome there.
+fn send(
+    ports: &mut [PortSlot],
+    failed: &mut Vec<(PortId, String)>,
+    egress: PortId,
+    data: &[u8],
+    gso: bool,
+) {
+    let slot = &mut ports[egress.0];
+    let Some(io) = slot.io.as_mut() else { return };
+    if gso && !io.accepts_gso() {
+        return slot.counters.drop(DropReason::EgressNoGso);
+    }
+    match io.send(data) {
+        Ok(()) => {
+            slot.counters.tx_packets += 1;
+            slot.counters.tx_bytes += (data.len() - VNET_HDR_LEN) as u64;
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            slot.counters.drop(DropReason::EgressFull)
+        }
+        Err(e) => {
+            slot.counters.drop(DropReason::EgressError);
+            if is_fatal(&e) && !failed.iter().any(|(p, _)| *p == egress) {
+                failed.push((egress, e.to_string()));
+            }
+        }
+    }
+}

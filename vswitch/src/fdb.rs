@@ -1,0 +1,276 @@
+//! The forwarding database of one bridge: MAC address -> port, with aging and a size
+//! limit, like the Linux bridge's `ageing_time` and `max_entries`. Time is passed in.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::port::PortId;
+
+/// An Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+
+    /// Group bit set: broadcast and multicast.
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 1 != 0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == [0; 6]
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// One learned address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub port: PortId,
+    pub last_seen: Instant,
+}
+
+/// What learning a source address did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    New,
+    Refreshed,
+    Moved { from: PortId },
+    /// The table is full: the address was not learned (frames to it will flood).
+    TableFull,
+}
+
+/// Counters of table events (not drops: a full table still forwards, by flooding).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdbStats {
+    pub learned: u64,
+    pub moved: u64,
+    pub aged_out: u64,
+    pub not_learned_full: u64,
+}
+
+pub struct Fdb {
+    entries: HashMap<Mac, FdbEntry>,
+    max: usize,
+    aging: Duration,
+    stats: FdbStats,
+}
+
+impl Fdb {
+    /// A table of at most `max` entries that forgets an address `aging` after it was
+    /// last seen. Room for `max` entries is reserved now, so learning never allocates.
+    pub fn new(max: usize, aging: Duration) -> Fdb {
+        Fdb {
+            entries: HashMap::with_capacity(max),
+            max,
+            aging,
+            stats: FdbStats::default(),
+        }
+    }
+
+    fn expired(&self, e: &FdbEntry, now: Instant) -> bool {
+        now.saturating_duration_since(e.last_seen) >= self.aging
+    }
+
+    /// Records that `mac` was seen as a source on `port` at `now`.
+    pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
+        let aging = self.aging;
+        if let Some(e) = self.entries.get_mut(&mac) {
+            let from = e.port;
+            let stale = now.saturating_duration_since(e.last_seen) >= aging;
+            e.port = port;
+            e.last_seen = now;
+            return if from == port {
+                Learned::Refreshed
+            } else if stale {
+                // An expired entry that was not swept yet: a new sighting, not a move.
+                self.stats.learned += 1;
+                Learned::New
+            } else {
+                self.stats.moved += 1;
+                Learned::Moved { from }
+            };
+        }
+        if self.entries.len() >= self.max {
+            self.stats.not_learned_full += 1;
+            return Learned::TableFull;
+        }
+        self.entries.insert(mac, FdbEntry { port, last_seen: now });
+        self.stats.learned += 1;
+        Learned::New
+    }
+
+    /// The port `mac` was last seen on, unless it aged out.
+    pub fn lookup(&self, mac: Mac, now: Instant) -> Option<PortId> {
+        self.entries
+            .get(&mac)
+            .filter(|e| !self.expired(e, now))
+            .map(|e| e.port)
+    }
+
+    /// Removes entries older than the aging time; returns how many.
+    pub fn age(&mut self, now: Instant) -> usize {
+        let aging = self.aging;
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| now.saturating_duration_since(e.last_seen) < aging);
+        let removed = before - self.entries.len();
+        self.stats.aged_out += removed as u64;
+        removed
+    }
+
+    /// Forgets every address learned on `port` (it went down).
+    pub fn flush_port(&mut self, port: PortId) {
+        self.entries.retain(|_, e| e.port != port);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn aging(&self) -> Duration {
+        self.aging
+    }
+
+    pub fn stats(&self) -> FdbStats {
+        self.stats
+    }
+
+    /// Live entries, in no particular order.
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = (Mac, FdbEntry)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |(_, e)| !self.expired(e, now))
+            .map(|(m, e)| (*m, *e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u32) -> Mac {
+        let b = n.to_be_bytes();
+        Mac([2, 0, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn learns_refreshes_and_moves() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(16, Duration::from_secs(300));
+        assert_eq!(fdb.learn(mac(1), PortId(0), t0), Learned::New);
+        assert_eq!(fdb.learn(mac(1), PortId(0), t0), Learned::Refreshed);
+        assert_eq!(fdb.lookup(mac(1), t0), Some(PortId(0)));
+        assert_eq!(
+            fdb.learn(mac(1), PortId(2), t0),
+            Learned::Moved { from: PortId(0) }
+        );
+        assert_eq!(fdb.lookup(mac(1), t0), Some(PortId(2)));
+        assert_eq!(fdb.stats().moved, 1);
+        assert_eq!(fdb.lookup(mac(9), t0), None);
+    }
+
+    #[test]
+    fn entries_age_out_and_refresh_keeps_them() {
+        let t0 = Instant::now();
+        let aging = Duration::from_secs(10);
+        let mut fdb = Fdb::new(16, aging);
+        fdb.learn(mac(1), PortId(0), t0);
+        fdb.learn(mac(2), PortId(1), t0);
+        fdb.learn(mac(2), PortId(1), t0 + Duration::from_secs(8));
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(fdb.lookup(mac(1), t1), None, "expired before the sweep");
+        assert_eq!(fdb.lookup(mac(2), t1), Some(PortId(1)));
+        assert_eq!(fdb.age(t1), 1);
+        assert_eq!(fdb.len(), 1);
+        assert_eq!(fdb.stats().aged_out, 1);
+        assert_eq!(fdb.age(t0 + Duration::from_secs(18)), 1);
+        assert!(fdb.is_empty());
+    }
+
+    #[test]
+    fn stale_entry_relearned_elsewhere_is_new_not_moved() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(4, Duration::from_secs(1));
+        fdb.learn(mac(1), PortId(0), t0);
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(fdb.learn(mac(1), PortId(1), t1), Learned::New);
+        assert_eq!(fdb.lookup(mac(1), t1), Some(PortId(1)));
+    }
+
+    #[test]
+    fn full_table_does_not_learn_and_counts() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(3, Duration::from_secs(300));
+        for i in 0..3 {
+            assert_eq!(fdb.learn(mac(i), PortId(0), t0), Learned::New);
+        }
+        assert_eq!(fdb.learn(mac(3), PortId(0), t0), Learned::TableFull);
+        assert_eq!(fdb.lookup(mac(3), t0), None);
+        assert_eq!(fdb.len(), 3);
+        assert_eq!(fdb.stats().not_learned_full, 1);
+        // Known addresses still move while the table is full.
+        assert_eq!(
+            fdb.learn(mac(0), PortId(1), t0),
+            Learned::Moved { from: PortId(0) }
+        );
+    }
+
+    #[test]
+    fn flood_of_sources_stays_bounded() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(100, Duration::from_secs(300));
+        let cap = fdb.entries.capacity();
+        for i in 0..100_000 {
+            fdb.learn(mac(i), PortId(0), t0);
+        }
+        assert_eq!(fdb.len(), 100);
+        assert_eq!(fdb.entries.capacity(), cap, "never grows past the reservation");
+        assert_eq!(fdb.stats().not_learned_full, 100_000 - 100);
+    }
+
+    #[test]
+    fn flush_port_forgets_only_that_port() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(16, Duration::from_secs(300));
+        fdb.learn(mac(1), PortId(0), t0);
+        fdb.learn(mac(2), PortId(1), t0);
+        fdb.flush_port(PortId(0));
+        assert_eq!(fdb.lookup(mac(1), t0), None);
+        assert_eq!(fdb.lookup(mac(2), t0), Some(PortId(1)));
+    }
+
+    #[test]
+    fn mac_display_and_group_bit() {
+        assert_eq!(mac(0x0102_0304).to_string(), "02:00:01:02:03:04");
+        assert!(Mac::BROADCAST.is_multicast());
+        assert!(Mac([0x01, 0, 0x5e, 0, 0, 1]).is_multicast());
+        assert!(!mac(1).is_multicast());
+    }
+}

@@ -1,0 +1,31 @@
+//! Everything attached to a bridge is a port: a container's TAP today; the router's
+//! leg on a subnet, the VXLAN endpoint or a capture later. All share this small trait.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// A port's index in the datapath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub usize);
+
+/// The IO half of a port. Frames crossing this trait are a 10-byte virtio-net header
+/// followed by an Ethernet frame, whatever the port speaks natively.
+pub trait Port: Send {
+    /// Reads one frame into `buf` without blocking: `WouldBlock` when none is waiting.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one frame without blocking: `WouldBlock` when the port's queue is full.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// The descriptor the poll loop waits on for readability.
+    fn fd(&self) -> RawFd;
+    /// Whether `send` takes GSO super-frames as they are.
+    fn accepts_gso(&self) -> bool;
+}
+
+/// Errors after which a port cannot work again: its device is gone (its namespace was
+/// deleted, say) or its descriptor is dead.
+pub fn is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADFD | libc::EBADF | libc::ENODEV | libc::ENXIO | libc::EPIPE | libc::EIO)
+    )
+}
