@@ -1,0 +1,190 @@
+//! The poll loop over real descriptors (socketpair ports): forwarding, flooding,
+//! isolation, drops by reason, and a port going away.
+
+mod seqpacket_port;
+
+use std::time::Duration;
+
+use seqpacket_port::{frame, pair, Peer};
+use vswitch::{BridgeConfig, BridgeId, Datapath, DropReason, Mac, PortId, PortInfo};
+
+const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+const BCAST: [u8; 6] = [0xff; 6];
+
+fn bridge(dp: &mut Datapath, name: &str) -> BridgeId {
+    dp.add_bridge(BridgeConfig {
+        name: name.into(),
+        mtu: 1500,
+        fdb_max: 64,
+        fdb_aging: Duration::from_secs(300),
+    })
+}
+
+fn port(dp: &mut Datapath, bridge: BridgeId, name: &str) -> (PortId, Peer) {
+    let (io, peer) = pair(true);
+    let info = PortInfo {
+        name: name.into(),
+        bridge,
+        netns: None,
+        ifname: name.into(),
+        mac: Mac::default(),
+        ip: None,
+    };
+    (dp.add_port(info, Box::new(io)).unwrap(), peer)
+}
+
+fn run(dp: &mut Datapath) {
+    for _ in 0..4 {
+        dp.poll_once(Some(Duration::from_millis(5))).unwrap();
+    }
+}
+
+fn drain(peer: &Peer) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let mut out = Vec::new();
+    while let Some(n) = peer.recv(&mut buf) {
+        out.push(buf[..n].to_vec());
+    }
+    out
+}
+
+#[test]
+fn learns_floods_and_forwards_between_real_descriptors() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (pa, a) = port(&mut dp, br, "a");
+    let (_, b) = port(&mut dp, br, "b");
+    let (_, c) = port(&mut dp, br, "c");
+
+    // Broadcast from A reaches B and C, never A.
+    a.send(&frame(BCAST, A, 50));
+    run(&mut dp);
+    assert_eq!(drain(&b).len(), 1);
+    assert_eq!(drain(&c).len(), 1);
+    assert!(drain(&a).is_empty());
+
+    // B answers A: A is learned, so only A gets it, byte for byte.
+    let reply = frame(A, B, 60);
+    b.send(&reply);
+    run(&mut dp);
+    assert_eq!(drain(&a), vec![reply]);
+    assert!(drain(&c).is_empty());
+
+    let view = dp.port(pa).unwrap();
+    assert_eq!(view.counters.rx_packets, 1);
+    assert_eq!(view.counters.tx_packets, 1);
+    assert_eq!(view.counters.tx_bytes, 14 + 60);
+}
+
+#[test]
+fn a_burst_larger_than_a_batch_is_all_forwarded() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (_, a) = port(&mut dp, br, "a");
+    let (_, b) = port(&mut dp, br, "b");
+    b.send(&frame(BCAST, B, 10));
+    a.send(&frame(BCAST, A, 10));
+    run(&mut dp);
+    drain(&a);
+    drain(&b);
+    for _ in 0..150 {
+        a.send(&frame(B, A, 100));
+    }
+    let mut got = 0;
+    for _ in 0..20 {
+        dp.poll_once(Some(Duration::from_millis(5))).unwrap();
+        got += drain(&b).len();
+    }
+    assert_eq!(got, 150);
+}
+
+#[test]
+fn bridges_do_not_leak_into_each_other() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br0 = bridge(&mut dp, "br0");
+    let br1 = bridge(&mut dp, "br1");
+    let (_, a) = port(&mut dp, br0, "a");
+    let (_, b) = port(&mut dp, br0, "b");
+    let (_, c) = port(&mut dp, br1, "c");
+    let (_, d) = port(&mut dp, br1, "d");
+    a.send(&frame(BCAST, A, 10));
+    a.send(&frame(C, A, 10));
+    run(&mut dp);
+    assert_eq!(drain(&b).len(), 2);
+    assert!(drain(&c).is_empty());
+    assert!(drain(&d).is_empty());
+}
+
+#[test]
+fn bad_frames_are_counted_and_the_rest_still_flows() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (pa, a) = port(&mut dp, br, "a");
+    let (_, b) = port(&mut dp, br, "b");
+    a.send(&[0u8; 12]); // runt
+    a.send(&frame(B, A, 1600)); // oversize for MTU 1500
+    a.send(&frame(B, BCAST, 10)); // multicast source
+    let mut bad_gso = frame(B, A, 100);
+    bad_gso[1] = 0x42; // unknown GSO type
+    a.send(&bad_gso);
+    a.send(&frame(B, A, 100)); // good
+    run(&mut dp);
+    assert_eq!(drain(&b).len(), 1);
+    let c = dp.port(pa).unwrap().counters.clone();
+    assert_eq!(c.dropped(DropReason::Runt), 1);
+    assert_eq!(c.dropped(DropReason::Oversize), 1);
+    assert_eq!(c.dropped(DropReason::BadSourceMac), 1);
+    assert_eq!(c.dropped(DropReason::BadVnetHeader), 1);
+    assert_eq!(c.rx_packets, 5);
+}
+
+#[test]
+fn gso_frames_to_a_port_without_gso_are_dropped_and_counted() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (_, a) = port(&mut dp, br, "a");
+    let (io, b) = pair(false);
+    let info = PortInfo {
+        name: "nogso".into(),
+        bridge: br,
+        netns: None,
+        ifname: "nogso".into(),
+        mac: Mac::default(),
+        ip: None,
+    };
+    let pb = dp.add_port(info, Box::new(io)).unwrap();
+    let mut gso = frame(B, A, 3000);
+    gso[1] = 1; // TCPv4
+    gso[4..6].copy_from_slice(&1448u16.to_le_bytes());
+    a.send(&gso);
+    run(&mut dp);
+    assert!(drain(&b).is_empty());
+    assert_eq!(dp.port(pb).unwrap().counters.dropped(DropReason::EgressNoGso), 1);
+}
+
+#[test]
+fn a_vanished_port_goes_down_and_the_others_keep_forwarding() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (_, a) = port(&mut dp, br, "a");
+    let (_, b) = port(&mut dp, br, "b");
+    let (pc, c) = port(&mut dp, br, "c");
+    c.send(&frame(BCAST, C, 10));
+    run(&mut dp);
+    drop(c);
+    run(&mut dp);
+    let down = dp.take_went_down();
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0].0, pc);
+    assert!(!dp.port(pc).unwrap().up);
+    drain(&a);
+    drain(&b);
+    a.send(&frame(C, A, 10)); // C's MAC was forgotten with its port: floods to B only
+    b.send(&frame(A, B, 10));
+    run(&mut dp);
+    assert_eq!(drain(&b).len(), 1);
+    assert_eq!(drain(&a).len(), 1);
+    assert_eq!(dp.up_ports(), 2);
+}
