@@ -1,1 +1,175 @@
-fn main() {}
+//! `tapnet`: builds a container network in userspace from a lab file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tapnet::{control, lab, show, up};
+
+#[derive(Parser)]
+#[command(
+    name = "tapnet",
+    version,
+    about = "A userspace virtual network for containers, VMs and labs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the lab and run its datapath until SIGINT/SIGTERM, then remove what it created.
+    Up {
+        /// The lab file; without it, the embedded default lab (`tapnet example`).
+        lab: Option<PathBuf>,
+    },
+    /// Print the embedded default lab file.
+    Example,
+    /// Validate a lab file without touching the host.
+    Check { lab: PathBuf },
+    /// Read live state from a running lab.
+    Show {
+        /// ports, fdb or drops (routes, arp, nat, forwards, services, vxlan: later)
+        what: String,
+        /// The lab to ask; may be left out when exactly one runs.
+        #[arg(long)]
+        lab: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status 1: bad usage or a bad lab file, nothing changed on the host.
+const EXIT_BAD_INPUT: u8 = 1;
+/// Exit status 2: a failure while running.
+const EXIT_FAILURE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_BAD_INPUT } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Example => {
+            print!("{}", lab::DEFAULT_LAB);
+            ExitCode::SUCCESS
+        }
+        Command::Check { lab } => match lab::load(&lab) {
+            Ok(lab) => {
+                for line in unsupported(&lab) {
+                    eprintln!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(errors) => report(&errors),
+        },
+        Command::Up { lab } => {
+            let loaded = match &lab {
+                Some(path) => lab::load(path),
+                None => lab::parse("<default lab>", lab::DEFAULT_LAB),
+            };
+            let lab = match loaded {
+                Ok(lab) => lab,
+                Err(errors) => return report(&errors),
+            };
+            let unsupported = unsupported(&lab);
+            if !unsupported.is_empty() {
+                for line in &unsupported {
+                    eprintln!("{line}");
+                }
+                eprintln!(
+                    "tapnet: nothing was created; remove these sections to run the rest of the lab"
+                );
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+            match up::run(lab) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(up::HostError(e)) => {
+                    eprintln!("tapnet: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Show { what, lab, json } => {
+            if !show::WHATS.contains(&what.as_str()) {
+                eprintln!(
+                    "tapnet: show {what}: unknown; one of {}",
+                    show::WHATS.join(", ")
+                );
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+            let result = control::resolve_lab(lab.as_deref())
+                .and_then(|lab| control::request(&lab, &format!("show {what}")));
+            match result {
+                Ok(v) if json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(v) => {
+                    print!("{}", show::render(&what, &v));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tapnet: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn report(errors: &[lab::LabError]) -> ExitCode {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// Lab-file features that are valid by the contract but that this version cannot run
+/// yet: `up` refuses them rather than silently building a lab without them.
+fn unsupported(lab: &lab::Lab) -> Vec<String> {
+    let at = |pos: lab::Pos| format!("{}:{}:{}", lab.file, pos.line, pos.col);
+    let mut out = Vec::new();
+    for f in &lab.forwards {
+        out.push(format!(
+            "{}: [[forward]] is not yet supported (port forwards come with the router)",
+            at(f.pos)
+        ));
+    }
+    for s in &lab.services {
+        out.push(format!(
+            "{}: [[service]] `{}` is not yet supported (service VIPs come with the router)",
+            at(s.pos),
+            s.name
+        ));
+    }
+    if let Some(nat) = &lab.nat {
+        if nat.masquerade {
+            out.push(format!(
+                "{}: [nat] masquerade is not yet supported (it comes with the router)",
+                at(nat.pos)
+            ));
+        }
+    }
+    for b in &lab.bridges {
+        if let Some((_, pos)) = b.vni {
+            out.push(format!(
+                "{}: bridge `{}`: vni is not yet supported (VXLAN comes with the encap issue)",
+                at(pos),
+                b.name
+            ));
+        }
+    }
+    if let Some(v) = &lab.vxlan {
+        out.push(format!(
+            "{}: [vxlan] is not yet supported (VXLAN comes with the encap issue)",
+            at(v.pos)
+        ));
+    }
+    out
+}

@@ -170,9 +170,21 @@ mod tests {
         let now = Instant::now();
         let mut br = bridge(16, 300);
         assert_eq!(br.decide(PortId(0), &eth(B, A), now), Decision::Flood);
-        assert_eq!(br.decide(PortId(1), &eth(A, B), now), Decision::Unicast(PortId(0)));
-        assert_eq!(br.decide(PortId(0), &eth(B, A), now), Decision::Unicast(PortId(1)));
-        assert_eq!(br.stats(), BridgeStats { unicast: 2, flooded: 1 });
+        assert_eq!(
+            br.decide(PortId(1), &eth(A, B), now),
+            Decision::Unicast(PortId(0))
+        );
+        assert_eq!(
+            br.decide(PortId(0), &eth(B, A), now),
+            Decision::Unicast(PortId(1))
+        );
+        assert_eq!(
+            br.stats(),
+            BridgeStats {
+                unicast: 2,
+                flooded: 1
+            }
+        );
     }
 
     #[test]
@@ -180,7 +192,10 @@ mod tests {
         let now = Instant::now();
         let mut br = bridge(16, 300);
         br.decide(PortId(1), &eth(A, B), now);
-        assert_eq!(br.decide(PortId(0), &eth(Mac::BROADCAST, A), now), Decision::Flood);
+        assert_eq!(
+            br.decide(PortId(0), &eth(Mac::BROADCAST, A), now),
+            Decision::Flood
+        );
         let mcast = Mac([0x01, 0x00, 0x5e, 0, 0, 1]);
         assert_eq!(br.decide(PortId(0), &eth(mcast, A), now), Decision::Flood);
     }
@@ -210,7 +225,10 @@ mod tests {
         let mut br = bridge(16, 300);
         br.decide(PortId(0), &eth(B, A), now);
         br.decide(PortId(2), &eth(B, A), now);
-        assert_eq!(br.decide(PortId(1), &eth(A, B), now), Decision::Unicast(PortId(2)));
+        assert_eq!(
+            br.decide(PortId(1), &eth(A, B), now),
+            Decision::Unicast(PortId(2))
+        );
         assert_eq!(br.fdb_stats().moved, 1);
     }
 
@@ -233,7 +251,10 @@ mod tests {
         assert_eq!(br.fdb().len(), 1);
         assert_eq!(br.fdb_stats().not_learned_full, 1);
         assert_eq!(br.decide(PortId(2), &eth(B, C), now), Decision::Flood);
-        assert_eq!(br.decide(PortId(2), &eth(A, C), now), Decision::Unicast(PortId(0)));
+        assert_eq!(
+            br.decide(PortId(2), &eth(A, C), now),
+            Decision::Unicast(PortId(0))
+        );
     }
 
     #[test]

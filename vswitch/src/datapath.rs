@@ -265,7 +265,10 @@ impl Datapath {
     }
 
     pub fn bridges(&self) -> impl Iterator<Item = (BridgeId, &Bridge)> + '_ {
-        self.bridges.iter().enumerate().map(|(i, b)| (BridgeId(i), b))
+        self.bridges
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (BridgeId(i), b))
     }
 
     pub fn pool(&self) -> &Pool {

@@ -53,7 +53,9 @@ pub struct FdbEntry {
 pub enum Learned {
     New,
     Refreshed,
-    Moved { from: PortId },
+    Moved {
+        from: PortId,
+    },
     /// The table is full: the address was not learned (frames to it will flood).
     TableFull,
 }
@@ -113,7 +115,13 @@ impl Fdb {
             self.stats.not_learned_full += 1;
             return Learned::TableFull;
         }
-        self.entries.insert(mac, FdbEntry { port, last_seen: now });
+        self.entries.insert(
+            mac,
+            FdbEntry {
+                port,
+                last_seen: now,
+            },
+        );
         self.stats.learned += 1;
         Learned::New
     }
@@ -251,7 +259,11 @@ mod tests {
             fdb.learn(mac(i), PortId(0), t0);
         }
         assert_eq!(fdb.len(), 100);
-        assert_eq!(fdb.entries.capacity(), cap, "never grows past the reservation");
+        assert_eq!(
+            fdb.entries.capacity(),
+            cap,
+            "never grows past the reservation"
+        );
         assert_eq!(fdb.stats().not_learned_full, 100_000 - 100);
     }
 

@@ -148,7 +148,10 @@ mod tests {
     fn runts_are_dropped() {
         assert_eq!(check_ingress(&[0u8; 5], 1500), Err(DropReason::Runt));
         let f = frame(VnetHdr::default(), B, A, 0);
-        assert_eq!(check_ingress(&f[..f.len() - 1], 1500), Err(DropReason::Runt));
+        assert_eq!(
+            check_ingress(&f[..f.len() - 1], 1500),
+            Err(DropReason::Runt)
+        );
         assert!(check_ingress(&f, 1500).is_ok(), "a bare header is a frame");
     }
 
@@ -170,10 +173,17 @@ mod tests {
 
     #[test]
     fn inconsistent_vnet_headers_are_dropped() {
-        let bad_type = VnetHdr { gso_type: 9, gso_size: 100, ..Default::default() };
+        let bad_type = VnetHdr {
+            gso_type: 9,
+            gso_size: 100,
+            ..Default::default()
+        };
         let f = frame(bad_type, B, A, 100);
         assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadVnetHeader));
-        let no_size = VnetHdr { gso_type: GSO_TCPV4, ..Default::default() };
+        let no_size = VnetHdr {
+            gso_type: GSO_TCPV4,
+            ..Default::default()
+        };
         let f = frame(no_size, B, A, 100);
         assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadVnetHeader));
         let csum_past_end = VnetHdr {

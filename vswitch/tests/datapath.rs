@@ -161,7 +161,13 @@ fn gso_frames_to_a_port_without_gso_are_dropped_and_counted() {
     a.send(&gso);
     run(&mut dp);
     assert!(drain(&b).is_empty());
-    assert_eq!(dp.port(pb).unwrap().counters.dropped(DropReason::EgressNoGso), 1);
+    assert_eq!(
+        dp.port(pb)
+            .unwrap()
+            .counters
+            .dropped(DropReason::EgressNoGso),
+        1
+    );
 }
 
 #[test]

@@ -32,8 +32,13 @@ pub fn pair(gso: bool) -> (SeqpacketPort, Peer) {
     // SAFETY: both descriptors were just created and are owned here.
     unsafe {
         (
-            SeqpacketPort { fd: OwnedFd::from_raw_fd(fds[0]), gso },
-            Peer { fd: OwnedFd::from_raw_fd(fds[1]) },
+            SeqpacketPort {
+                fd: OwnedFd::from_raw_fd(fds[0]),
+                gso,
+            },
+            Peer {
+                fd: OwnedFd::from_raw_fd(fds[1]),
+            },
         )
     }
 }

@@ -1,0 +1,499 @@
+//! Named network namespaces, made and removed the way iproute2's `ip netns add/del` does,
+//! so that `ip netns` and tapnet see the same namespaces.
+
+use std::cell::Cell;
+use std::ffi::CString;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+
+use crate::rtnl::Rtnl;
+
+const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// ioctl(NS_GET_NSTYPE) = _IO(0xb7, 0x3): tells which kind of namespace an nsfs fd is.
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
+
+/// An open named network namespace (/run/netns/NAME). The open fd keeps the
+/// namespace alive; hand the duty of removing it to a [`NetnsRecord`] (which
+/// holds no fd) if it must be able to vanish while we run.
+pub struct Netns {
+    fd: OwnedFd,
+    name: String,
+    id: NsId,
+    created: bool,
+    /// This value removes the namespace on remove() or drop.
+    owns: Cell<bool>,
+}
+
+/// A namespace's name and identity, without an open fd: holding it does not
+/// keep the namespace alive, so a namespace deleted under us really goes away.
+/// It removes the namespace (on remove() or drop) if it was handed that duty.
+pub struct NetnsRecord {
+    name: String,
+    id: NsId,
+    owns: Cell<bool>,
+}
+
+/// (st_dev, st_ino) of a namespace: never remove a same-named namespace that
+/// someone else made after ours was deleted.
+type NsId = (u64, u64);
+
+impl Netns {
+    /// Opens /run/netns/NAME if it exists, else creates it like `ip netns add`
+    /// and brings `lo` up inside.
+    pub fn open_or_create(name: &str) -> io::Result<Netns> {
+        if let Some(ns) = Netns::open(name)? {
+            return Ok(ns);
+        }
+        match create(name) {
+            // Someone made it between our open and create.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Netns::open(name)?
+                .ok_or_else(|| io::Error::other(format!("netns {name} vanished while opening"))),
+            other => other,
+        }
+    }
+
+    /// Opens the existing namespace NAME; None if /run/netns/NAME does not exist.
+    pub fn open(name: &str) -> io::Result<Option<Netns>> {
+        check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let path = path_of(name);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(annotate(e, &format!("open {path}"))),
+        };
+        // A plain file here is a leftover of an interrupted `ip netns add`.
+        // SAFETY: ioctl with no argument on an fd we own.
+        let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+        if nstype != libc::CLONE_NEWNET {
+            return Err(io::Error::other(format!(
+                "{path} is not a network namespace (stale? `ip netns del {name}` removes it)"
+            )));
+        }
+        Netns::from_file(name, file, false).map(Some)
+    }
+
+    fn from_file(name: &str, file: File, created: bool) -> io::Result<Netns> {
+        let meta = file.metadata()?;
+        Ok(Netns {
+            fd: file.into(),
+            name: name.to_string(),
+            id: (meta.dev(), meta.ino()),
+            created,
+            owns: Cell::new(created),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True if this value made the namespace (rather than finding it).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace, so the
+    /// caller's thread never changes namespace. A panic in `f` is passed on.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+        run_in_fd(self.fd(), f)
+    }
+
+    /// A record of this namespace without the fd. The duty of removing the
+    /// namespace, if this value had it, passes to the record: from now on
+    /// dropping or removing this value leaves the namespace alone.
+    pub fn record(&self) -> NetnsRecord {
+        NetnsRecord {
+            name: self.name.clone(),
+            id: self.id,
+            owns: Cell::new(self.owns.replace(false)),
+        }
+    }
+
+    /// Removes the namespace (like `ip netns del`) if this value created it;
+    /// a no-op otherwise.
+    pub fn remove(self) -> io::Result<()> {
+        if self.owns.replace(false) {
+            remove_ns(&self.name, self.id)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Best effort: nothing half-built is left behind, even on a panic.
+        if self.owns.replace(false) {
+            let _ = remove_ns(&self.name, self.id);
+        }
+    }
+}
+
+impl NetnsRecord {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Removes the namespace (like `ip netns del`) if this record has that
+    /// duty and the namespace is still ours; a no-op otherwise, or if repeated.
+    pub fn remove(&self) -> io::Result<()> {
+        if self.owns.replace(false) {
+            remove_ns(&self.name, self.id)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for NetnsRecord {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
+/// `ip netns del NAME`, but only if /run/netns/NAME is still the namespace `id`.
+fn remove_ns(name: &str, id: NsId) -> io::Result<()> {
+    let path = path_of(name);
+    match std::fs::metadata(&path) {
+        Ok(meta) if (meta.dev(), meta.ino()) == id => {}
+        // Already deleted (and perhaps recreated by someone else): not ours.
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(annotate(e, &format!("stat {path}"))),
+    }
+    let cpath = c_path(&path)?;
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(cpath.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(annotate(
+            io::Error::last_os_error(),
+            &format!("umount {path}"),
+        ));
+    }
+    std::fs::remove_file(&path).map_err(|e| annotate(e, &format!("unlink {path}")))
+}
+
+/// [`Netns::run_in`] for any network namespace fd.
+pub fn run_in_fd<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("netns".to_string())
+            .spawn_scoped(scope, move || {
+                // SAFETY: setns on a valid fd only affects this thread.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(f())
+            })?;
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// True if /run/netns/NAME exists.
+pub fn exists(name: &str) -> bool {
+    check_name(name).is_ok() && std::fs::symlink_metadata(path_of(name)).is_ok()
+}
+
+/// Checks that NAME can name a file in /run/netns.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("namespace name is empty".to_string())
+    } else if name.len() > 255 {
+        Err(format!("namespace name is longer than 255 bytes: {name:?}"))
+    } else if name == "." || name == ".." {
+        Err(format!("namespace name cannot be {name:?}"))
+    } else if name.contains(['/', '\0']) {
+        Err(format!("namespace name contains '/' or NUL: {name:?}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `ip netns add NAME`, plus `lo` up. Fails with AlreadyExists if the file exists.
+fn create(name: &str) -> io::Result<Netns> {
+    check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(NETNS_RUN_DIR)
+        .map_err(|e| annotate(e, &format!("mkdir {NETNS_RUN_DIR}")))?;
+    make_run_dir_shared()?;
+
+    let path = path_of(name);
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => e,
+            _ => annotate(e, &format!("create {path}")),
+        })?;
+    let target = c_path(&path)?;
+    let fd = std::thread::Builder::new()
+        .name("netns-create".to_string())
+        .spawn(move || bind_new_netns(&target))
+        .and_then(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(annotate(e, &format!("create netns {name}")));
+        }
+    };
+
+    // From here on dropping `ns` removes the namespace if anything fails.
+    let ns = Netns::from_file(name, File::from(fd), true)?;
+    ns.run_in(|| -> io::Result<()> {
+        let mut rtnl = Rtnl::new()?;
+        let lo = rtnl
+            .link_index("lo")?
+            .ok_or_else(|| io::Error::other("no lo in new namespace"))?;
+        rtnl.set_up(lo)
+    })?
+    .map_err(|e| annotate(e, &format!("bring lo up in netns {name}")))?;
+    Ok(ns)
+}
+
+/// Runs on a throwaway thread: gives it a new network namespace, pins that
+/// namespace by bind-mounting it on `target` and returns an fd of it.
+fn bind_new_netns(target: &CString) -> io::Result<OwnedFd> {
+    // SAFETY: unshare only changes this thread's network namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(annotate(
+            io::Error::last_os_error(),
+            "unshare(CLONE_NEWNET)",
+        ));
+    }
+    let source = c"/proc/thread-self/ns/net";
+    // Opened before mounting, so nothing can fail once the mount exists.
+    let fd = File::open("/proc/thread-self/ns/net")?;
+    // SAFETY: valid NUL-terminated strings.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            c"none".as_ptr(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(annotate(io::Error::last_os_error(), "bind mount"));
+    }
+    Ok(fd.into())
+}
+
+/// Makes /run/netns a shared mount point, as iproute2 does, so namespaces
+/// mounted there show up in mount namespaces cloned from ours.
+fn make_run_dir_shared() -> io::Result<()> {
+    let dir = c"/run/netns";
+    let mut bound = false;
+    loop {
+        // SAFETY: valid NUL-terminated strings.
+        let r = unsafe {
+            libc::mount(
+                c"".as_ptr(),
+                dir.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_SHARED | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        // EINVAL: not a mount point yet; make it one by binding it on itself.
+        if err.raw_os_error() != Some(libc::EINVAL) || bound {
+            return Err(annotate(err, "mount --make-rshared /run/netns"));
+        }
+        // SAFETY: as above.
+        let r = unsafe {
+            libc::mount(
+                dir.as_ptr(),
+                dir.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(annotate(
+                io::Error::last_os_error(),
+                "mount --rbind /run/netns /run/netns",
+            ));
+        }
+        bound = true;
+    }
+}
+
+fn path_of(name: &str) -> String {
+    format!("{NETNS_RUN_DIR}/{name}")
+}
+
+fn c_path(path: &str) -> io::Result<CString> {
+    CString::new(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Adds what was being done to an error, keeping its kind.
+fn annotate(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A number unique within this test process (also used in test addresses).
+    pub(crate) fn unique() -> u32 {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn unique_ns_name() -> String {
+        format!("tnt-{}-{}", std::process::id(), unique())
+    }
+
+    fn lo_is_up(ns: &Netns) -> bool {
+        let mut rtnl = Rtnl::in_netns(ns).expect("rtnl in netns");
+        let lo = rtnl.get_link("lo").expect("get lo").expect("lo exists");
+        lo.flags.contains(netlink_packet_route::link::LinkFlags::Up)
+    }
+
+    #[test]
+    fn create_has_lo_up_and_remove_deletes() {
+        let name = unique_ns_name();
+        assert!(!exists(&name));
+        let ns = Netns::open_or_create(&name).expect("create");
+        assert!(ns.created());
+        assert_eq!(ns.name(), name);
+        assert!(exists(&name));
+        assert!(lo_is_up(&ns));
+        // iproute2 sees it too.
+        let out = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
+        ns.remove().expect("remove");
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn opening_an_existing_namespace_does_not_own_it() {
+        let name = unique_ns_name();
+        let owner = Netns::open_or_create(&name).expect("create");
+        let other = Netns::open(&name).expect("open").expect("exists");
+        assert!(!other.created());
+        let again = Netns::open_or_create(&name).expect("open_or_create");
+        assert!(!again.created());
+        other.remove().expect("remove (no-op)");
+        drop(again);
+        assert!(exists(&name));
+        owner.remove().expect("remove");
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn drop_removes_what_it_created() {
+        let name = unique_ns_name();
+        {
+            let ns = Netns::open_or_create(&name).expect("create");
+            assert!(exists(&name));
+            let record = ns.record();
+            drop(ns);
+            assert!(exists(&name), "the record has the duty now");
+            assert_eq!(record.name(), name);
+        }
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn a_panic_does_not_leave_the_namespace_behind() {
+        let name = unique_ns_name();
+        let result = std::panic::catch_unwind(|| {
+            let _ns = Netns::open_or_create(&name).expect("create");
+            panic!("test failure while the namespace exists");
+        });
+        assert!(result.is_err());
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn a_stale_file_is_not_a_namespace() {
+        let name = unique_ns_name();
+        let path = path_of(&name);
+        std::fs::create_dir_all(NETNS_RUN_DIR).expect("mkdir");
+        std::fs::write(&path, b"").expect("create stale file");
+        let opened = Netns::open(&name).map(|ns| ns.is_some());
+        let created = Netns::open_or_create(&name).map(|ns| ns.created());
+        std::fs::remove_file(&path).expect("remove stale file");
+        assert!(opened.is_err(), "{opened:?}");
+        assert!(created.is_err(), "{created:?}");
+    }
+
+    #[test]
+    fn open_missing_is_none() {
+        assert!(Netns::open(&unique_ns_name()).expect("open").is_none());
+        assert!(Netns::open("a/b").is_err());
+    }
+
+    #[test]
+    fn run_in_enters_the_namespace_only_on_its_thread() {
+        let ns = Netns::open_or_create(&unique_ns_name()).expect("create");
+        let ns_ino = std::fs::metadata(format!("/proc/self/fd/{}", ns.fd().as_raw_fd()))
+            .expect("stat ns fd")
+            .ino();
+        let netns_ino = || {
+            std::fs::metadata("/proc/thread-self/ns/net")
+                .expect("stat own netns")
+                .ino()
+        };
+        let before = netns_ino();
+        assert_eq!(ns.run_in(netns_ino).expect("run_in"), ns_ino);
+        assert_ne!(before, ns_ino);
+        assert_eq!(netns_ino(), before);
+    }
+
+    #[test]
+    fn remove_spares_a_namespace_recreated_by_someone_else() {
+        let name = unique_ns_name();
+        let first = Netns::open_or_create(&name).expect("create").record();
+        let status = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .status()
+            .expect("ip netns del");
+        assert!(status.success());
+        let second = Netns::open_or_create(&name).expect("recreate");
+        assert!(second.created());
+        first.remove().expect("remove stale record");
+        assert!(exists(&name), "the new namespace must survive");
+        second.remove().expect("remove");
+        assert!(!exists(&name));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["web", "a.b", "-x", &"x".repeat(255)] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+    }
+}

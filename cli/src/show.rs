@@ -1,0 +1,242 @@
+//! `tapnet show`: the datapath thread turns live state into JSON; the client prints that
+//! JSON as it is (`--json`) or as a table.
+
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use vswitch::{Datapath, DropReason};
+
+/// What `show` can name. The ones later issues fill in answer with a clear error.
+pub const WHATS: [&str; 9] = [
+    "ports", "fdb", "drops", "routes", "arp", "nat", "forwards", "services", "vxlan",
+];
+
+/// Answers one control request line, e.g. `show fdb`, on the datapath thread.
+pub fn answer(dp: &Datapath, lab: &str, line: &str, now: Instant) -> Value {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("show"), Some(what), None) => match what {
+            "ports" => ports(dp, lab),
+            "fdb" => fdb(dp, lab, now),
+            "drops" => drops(dp, lab),
+            w if WHATS.contains(&w) => {
+                json!({"error": format!("show {w}: not yet supported by this tapnet (no router, NAT or VXLAN yet)")})
+            }
+            w => json!({"error": format!("show {w}: unknown; one of {}", WHATS.join(", "))}),
+        },
+        _ => json!({"error": format!("unknown request {line:?}")}),
+    }
+}
+
+fn ports(dp: &Datapath, lab: &str) -> Value {
+    let bridges: Vec<_> = dp.bridges().map(|(_, b)| b.name().to_string()).collect();
+    let ports: Vec<Value> = dp
+        .ports()
+        .map(|p| {
+            json!({
+                "name": p.info.name,
+                "bridge": bridges[p.info.bridge.0],
+                "netns": p.info.netns,
+                "ifname": p.info.ifname,
+                "mac": p.info.mac.to_string(),
+                "ip": p.info.ip,
+                "up": p.up,
+                "down_reason": p.down_reason,
+                "rx_packets": p.counters.rx_packets,
+                "rx_bytes": p.counters.rx_bytes,
+                "tx_packets": p.counters.tx_packets,
+                "tx_bytes": p.counters.tx_bytes,
+                "drops": p.counters.total_drops(),
+            })
+        })
+        .collect();
+    json!({"lab": lab, "ports": ports})
+}
+
+fn fdb(dp: &Datapath, lab: &str, now: Instant) -> Value {
+    let names: Vec<_> = dp.ports().map(|p| p.info.name.clone()).collect();
+    let mut entries = Vec::new();
+    for (_, bridge) in dp.bridges() {
+        let mut rows: Vec<_> = bridge.fdb().entries(now).collect();
+        rows.sort_by_key(|(mac, _)| *mac);
+        for (mac, e) in rows {
+            entries.push(json!({
+                "bridge": bridge.name(),
+                "mac": mac.to_string(),
+                "port": names[e.port.0],
+                "age_s": now.saturating_duration_since(e.last_seen).as_secs(),
+            }));
+        }
+    }
+    json!({"lab": lab, "fdb": entries})
+}
+
+fn drops(dp: &Datapath, lab: &str) -> Value {
+    let ports: Vec<Value> = dp
+        .ports()
+        .map(|p| {
+            let reasons: serde_json::Map<String, Value> = DropReason::ALL
+                .iter()
+                .map(|r| (r.name().to_string(), json!(p.counters.dropped(*r))))
+                .collect();
+            json!({"port": p.info.name, "drops": reasons})
+        })
+        .collect();
+    let bridges: Vec<Value> = dp
+        .bridges()
+        .map(|(_, b)| {
+            let s = b.fdb_stats();
+            json!({
+                "bridge": b.name(),
+                "fdb_entries": b.fdb().len(),
+                "fdb_max": b.fdb().max(),
+                "fdb_not_learned_full": s.not_learned_full,
+                "fdb_learned": s.learned,
+                "fdb_moved": s.moved,
+                "fdb_aged_out": s.aged_out,
+                "unicast": b.stats().unicast,
+                "flooded": b.stats().flooded,
+            })
+        })
+        .collect();
+    json!({"lab": lab, "ports": ports, "bridges": bridges})
+}
+
+/// Prints an answer for a person.
+pub fn render(what: &str, v: &Value) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let list = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    match what {
+        "ports" => {
+            rows.push(
+                [
+                    "PORT", "BRIDGE", "NETNS", "IFNAME", "MAC", "IP", "STATE", "RX_PKTS",
+                    "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for p in list("ports") {
+                let state = if p["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                };
+                rows.push(vec![
+                    s(&p["name"]),
+                    s(&p["bridge"]),
+                    s(&p["netns"]),
+                    s(&p["ifname"]),
+                    s(&p["mac"]),
+                    s(&p["ip"]),
+                    state.to_string(),
+                    s(&p["rx_packets"]),
+                    s(&p["rx_bytes"]),
+                    s(&p["tx_packets"]),
+                    s(&p["tx_bytes"]),
+                    s(&p["drops"]),
+                ]);
+            }
+        }
+        "fdb" => {
+            rows.push(
+                ["BRIDGE", "MAC", "PORT", "AGE_S"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for e in list("fdb") {
+                rows.push(vec![
+                    s(&e["bridge"]),
+                    s(&e["mac"]),
+                    s(&e["port"]),
+                    s(&e["age_s"]),
+                ]);
+            }
+        }
+        "drops" => {
+            rows.push(["PORT", "REASON", "COUNT"].map(String::from).to_vec());
+            for p in list("ports") {
+                if let Some(reasons) = p["drops"].as_object() {
+                    for (reason, count) in reasons {
+                        if count.as_u64().unwrap_or(0) > 0 {
+                            rows.push(vec![s(&p["port"]), reason.clone(), s(count)]);
+                        }
+                    }
+                }
+            }
+            for b in list("bridges") {
+                let full = b["fdb_not_learned_full"].as_u64().unwrap_or(0);
+                if full > 0 {
+                    rows.push(vec![
+                        format!("bridge {}", s(&b["bridge"])),
+                        "fdb_full_not_learned (flooded instead)".into(),
+                        full.to_string(),
+                    ]);
+                }
+            }
+        }
+        _ => return serde_json::to_string_pretty(v).unwrap_or_default(),
+    }
+    table(&rows)
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|x| x.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_aligned_tables() {
+        let v = json!({"fdb": [
+            {"bridge": "br0", "mac": "02:00:ac:10:01:02", "port": "db", "age_s": 3},
+            {"bridge": "br0", "mac": "02:00:ac:10:01:03", "port": "web", "age_s": 12},
+        ]});
+        let out = render("fdb", &v);
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("BRIDGE  MAC"));
+        assert!(lines[2].contains("02:00:ac:10:01:03  web"));
+    }
+
+    #[test]
+    fn drops_table_lists_only_nonzero_reasons() {
+        let v =
+            json!({"ports": [{"port": "web", "drops": {"runt": 2, "oversize": 0}}], "bridges": []});
+        let out = render("drops", &v);
+        assert!(out.contains("web   runt"));
+        assert!(!out.contains("oversize"));
+    }
+}

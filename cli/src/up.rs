@@ -1,0 +1,238 @@
+//! `tapnet up`: builds the lab on the host (namespaces, TAPs, addresses, routes), runs
+//! the datapath until SIGINT/SIGTERM, then removes everything it created.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mio::{Interest, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use vswitch::datapath::FIRST_FOREIGN_TOKEN;
+use vswitch::tap::Tap;
+use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortInfo};
+
+use crate::control;
+use crate::lab::{Lab, PortCfg};
+use crate::netns::{Netns, NetnsRecord};
+use crate::rtnl::Rtnl;
+use crate::show;
+
+/// Frame buffers in the pool: one batch in flight per wakeup needs [`vswitch::datapath::BATCH`];
+/// the rest is room for later stages that hold frames (delays, reassembly).
+const POOL_BUFFERS: usize = 256;
+/// Each TAP's queue towards tapnet, in frames: deep enough to ride out a busy loop turn.
+pub const TXQUEUELEN: u32 = 1000;
+
+const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
+const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
+
+/// A failure that is the host's fault, not the lab file's: exit status 2.
+#[derive(Debug)]
+pub struct HostError(pub anyhow::Error);
+
+/// What `up` built on the host and must take down again.
+struct Built {
+    /// Namespaces this run created (removed at the end), without holding them open:
+    /// an open descriptor would keep a namespace alive after `ip netns del`.
+    namespaces: Vec<NetnsRecord>,
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            if let Err(e) = ns.remove() {
+                eprintln!("tapnet: could not remove namespace {}: {e}", ns.name());
+            }
+        }
+    }
+}
+
+/// Everything `up` refuses before touching the host.
+fn preflight(lab: &Lab) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tapnet up needs root (CAP_NET_ADMIN) to create namespaces and TAP devices: run it with sudo");
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        bail!("cannot open /dev/net/tun ({e}): load the tun module (`modprobe tun`) or create the device node");
+    }
+    let mut root = Rtnl::new().context("cannot open a netlink socket")?;
+    for port in &lab.ports {
+        let taken = match &port.netns {
+            Some(ns) => match Netns::open(ns)? {
+                Some(ns) => Rtnl::in_netns(&ns)?.link_index(&port.ifname)?.is_some(),
+                None => false,
+            },
+            None => root.link_index(&port.ifname)?.is_some(),
+        };
+        if taken {
+            let place = port
+                .netns
+                .as_ref()
+                .map_or("tapnet's own namespace".to_string(), |n| {
+                    format!("namespace `{n}`")
+                });
+            bail!(
+                "port `{}`: a device named `{}` already exists in {place}: remove it or set another `ifname`",
+                port.name,
+                port.ifname
+            );
+        }
+    }
+    Ok(())
+}
+
+fn gateway_of(lab: &Lab, port: &PortCfg) -> Option<Ipv4Addr> {
+    lab.bridges
+        .iter()
+        .find(|b| b.name == port.bridge)
+        .and_then(|b| b.gateway)
+}
+
+/// Creates one port's TAP and puts it in place, configured. The TAP is created in our
+/// own namespace under a temporary name and then moved (and renamed) into the
+/// container's, so that deleting the container's namespace deletes the device and the
+/// datapath sees it (EBADFD) instead of holding the namespace alive.
+fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Built) -> Result<Tap> {
+    let mut root = Rtnl::new()?;
+    let Some(ns_name) = &port.netns else {
+        let tap = Tap::create(&port.ifname)
+            .with_context(|| format!("cannot create TAP `{}`", port.ifname))?;
+        let idx = root
+            .link_index(&port.ifname)?
+            .ok_or_else(|| anyhow!("TAP `{}` vanished after creation", port.ifname))?;
+        root.set_link(idx, Some(port.mac), Some(mtu), Some(TXQUEUELEN))?;
+        if let Some((ip, prefix)) = port.ip {
+            root.add_ipv4_address(idx, ip, prefix)?;
+        }
+        root.set_up(idx)?;
+        return Ok(tap);
+    };
+    let temp = format!("tn{}p{index}", std::process::id());
+    let tap = Tap::create(&temp).with_context(|| format!("cannot create TAP `{temp}`"))?;
+    let idx = root
+        .link_index(&temp)?
+        .ok_or_else(|| anyhow!("TAP `{temp}` vanished after creation"))?;
+    root.set_link(idx, Some(port.mac), Some(mtu), Some(TXQUEUELEN))?;
+    let ns = Netns::open_or_create(ns_name)
+        .with_context(|| format!("cannot create namespace `{ns_name}`"))?;
+    let ns = if ns.created() {
+        // Recorded at once, so a failure below still removes it.
+        built.namespaces.push(ns.record());
+        ns
+    } else {
+        ns
+    };
+    root.move_to_netns(idx, ns.fd(), &port.ifname).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            anyhow!("port `{}`: a device named `{}` already exists in namespace `{ns_name}`: remove it or set another `ifname`", port.name, port.ifname)
+        } else {
+            anyhow!("cannot move TAP into namespace `{ns_name}`: {e}")
+        }
+    })?;
+    let mut inner = Rtnl::in_netns(&ns)?;
+    let idx = inner.link_index(&port.ifname)?.ok_or_else(|| {
+        anyhow!(
+            "`{}` not found in namespace `{ns_name}` after the move",
+            port.ifname
+        )
+    })?;
+    inner.set_up(idx)?;
+    if let Some((ip, prefix)) = port.ip {
+        inner.add_ipv4_address(idx, ip, prefix)?;
+        if let Some(gw) = gateway_of(lab, port) {
+            inner.add_default_route_v4(gw, idx)?;
+        }
+    }
+    Ok(tap)
+}
+
+/// Builds the lab, runs it until a signal, tears it down.
+pub fn run(lab: Lab) -> Result<(), HostError> {
+    preflight(&lab).map_err(HostError)?;
+    let mut built = Built {
+        namespaces: Vec::new(),
+    };
+    let mut dp = Datapath::new(POOL_BUFFERS).map_err(|e| HostError(e.into()))?;
+    let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
+    for b in &lab.bridges {
+        let id = dp.add_bridge(BridgeConfig {
+            name: b.name.clone(),
+            mtu: b.mtu,
+            fdb_max: b.fdb_max,
+            fdb_aging: Duration::from_secs(b.fdb_aging_s),
+        });
+        bridge_ids.push((b.name.clone(), id, b.mtu));
+    }
+    for (i, port) in lab.ports.iter().enumerate() {
+        let (_, bridge, mtu) = bridge_ids
+            .iter()
+            .find(|(n, _, _)| *n == port.bridge)
+            .cloned()
+            .expect("validated: the port's bridge exists");
+        let tap = build_port(&lab, i, port, mtu, &mut built)
+            .map_err(|e| HostError(e.context(format!("building port `{}`", port.name))))?;
+        let info = PortInfo {
+            name: port.name.clone(),
+            bridge,
+            netns: port.netns.clone(),
+            ifname: port.ifname.clone(),
+            mac: Mac(port.mac),
+            ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
+        };
+        dp.add_port(info, Box::new(tap))
+            .map_err(|e| HostError(e.into()))?;
+    }
+
+    let result = serve(&lab, &mut dp).map_err(HostError);
+    // TAPs go first (closing their descriptors deletes the devices), then namespaces.
+    drop(dp);
+    drop(built);
+    result
+}
+
+fn serve(lab: &Lab, dp: &mut Datapath) -> Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    dp.registry()
+        .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(dp.registry(), CONTROL_TOKEN)?);
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<control::Request>(64);
+    let wake = {
+        let waker = waker.clone();
+        Arc::new(move || {
+            let _ = waker.wake();
+        })
+    };
+    let _server = control::Server::start(&lab.name, req_tx, wake)?;
+
+    println!("ready: lab {}, {} ports", lab.name, dp.up_ports());
+    std::io::stdout().flush()?;
+
+    loop {
+        let fired = dp.poll_once(None)?;
+        let (signalled, control) = fired.iter().fold((false, false), |(s, c), t| {
+            (s || *t == SIGNAL_TOKEN, c || *t == CONTROL_TOKEN)
+        });
+        if control {
+            let now = Instant::now();
+            control::drain(&req_rx, |line| show::answer(dp, &lab.name, line, now));
+        }
+        for (port, reason) in dp.take_went_down() {
+            let name = dp
+                .port(port)
+                .map(|p| p.info.name.clone())
+                .unwrap_or_default();
+            eprintln!("tapnet: port `{name}` is down ({reason}); the other ports keep forwarding");
+        }
+        if signalled && signals.pending().next().is_some() {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests run (real clients in real
+# namespaces), then runs every test. Needs root: the integration tests create network
+# namespaces and TAP devices.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: run as root (the tests create namespaces and TAP devices)" >&2
+  exit 2
+fi
+
+# Debian packages the tests use: ip (iproute2), ping, iperf3, setpriv (util-linux),
+# timeout (coreutils), python3 (raw-socket frames in the bad-frame test).
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+modprobe tun 2>/dev/null || true
+[ -c /dev/net/tun ] || { echo "scripts/test.sh: /dev/net/tun is missing" >&2; exit 2; }
+
+# Release build: the datapath tests push real traffic (iperf3) through tapnet.
+exec cargo test --release --workspace "$@"

@@ -1,0 +1,220 @@
+//! Bad input: lab files with problems, unsupported sections, no root, a device name
+//! that is taken. Each gets a clear message and the right exit status, and nothing is
+//! left on the host.
+
+mod common;
+
+use common::*;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column() {
+    let ns = unique("n");
+    let text = format!(
+        r#"name = "bad"
+
+[[bridge]]
+name = "br0"
+subnet = "10.203.0.0/24"
+mtu = "big"
+
+[[port]]
+name = "a"
+bridge = "br9"
+netns = "{ns}"
+
+[[port]]
+name = "b"
+bridge = "br0"
+ip = "10.9.9.9/24"
+colour = "red"
+"#
+    );
+    let file = LabFile::new(&text);
+    let path = file.path.to_str().unwrap();
+    let out = run(&[TAPNET, "check", path], 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 4, "{err}");
+    for line in &lines {
+        assert!(line.starts_with(&format!("{path}:")), "{line}");
+    }
+    assert!(err.contains(&format!("{path}:6:7:")), "mtu at 6:7: {err}");
+    assert!(
+        err.contains(&format!("{path}:10:10:")),
+        "bridge at 10:10: {err}"
+    );
+    assert!(err.contains(&format!("{path}:16:6:")), "ip at 16:6: {err}");
+    assert!(
+        err.contains(&format!("{path}:17:1:")),
+        "colour at 17:1: {err}"
+    );
+
+    // `up` refuses the same file the same way and creates nothing.
+    let out = run(&[TAPNET, "up", path], 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!netns_exists(&ns));
+}
+
+#[test]
+fn check_accepts_a_good_file_silently() {
+    let out = run(&[TAPNET, "example"], 10);
+    let file = LabFile::new(&String::from_utf8_lossy(&out.stdout));
+    let out = run(&[TAPNET, "check", file.path.to_str().unwrap()], 10);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = run(&[TAPNET, "check", "/nonexistent/lab.toml"], 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("/nonexistent/lab.toml:1:1: cannot read"));
+}
+
+#[test]
+fn sections_of_later_issues_are_refused_not_ignored() {
+    let ns = unique("n");
+    let text = format!(
+        r#"name = "{}"
+[[bridge]]
+name = "br0"
+subnet = "10.204.0.0/24"
+[[port]]
+name = "web"
+bridge = "br0"
+netns = "{ns}"
+ip = "10.204.0.3/24"
+[[forward]]
+proto = "tcp"
+listen = "0.0.0.0:8080"
+to = "10.204.0.3:80"
+[nat]
+masquerade = true
+"#,
+        unique("l")
+    );
+    let file = LabFile::new(&text);
+    let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 10);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(":10:1: [[forward]] is not yet supported"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[nat] masquerade is not yet supported"),
+        "{err}"
+    );
+    assert!(!netns_exists(&ns));
+}
+
+#[test]
+fn without_root_up_says_so_and_exits_2() {
+    let ns = unique("n");
+    let text = format!(
+        "name = \"{}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n",
+        unique("l")
+    );
+    let file = LabFile::new(&text);
+    let path = file.path.to_str().unwrap();
+    // SAFETY: chmod on our own temp file so user nobody can read it.
+    let out = run(&["chmod", "0644", path], 5);
+    assert!(out.status.success());
+    let out = run(
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            TAPNET,
+            "up",
+            path,
+        ],
+        10,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs root"), "{err}");
+    assert!(!netns_exists(&ns));
+}
+
+#[test]
+fn a_taken_device_name_is_refused_and_nothing_is_left() {
+    let existing = TestNetns::new("x");
+    let out = run(
+        &[
+            "ip",
+            "-n",
+            &existing.name,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "dummy",
+        ],
+        10,
+    );
+    assert!(out.status.success());
+    let fresh = unique("n");
+    let text = format!(
+        r#"name = "{}"
+[[bridge]]
+name = "br0"
+[[port]]
+name = "a"
+bridge = "br0"
+netns = "{fresh}"
+[[port]]
+name = "b"
+bridge = "br0"
+netns = "{}"
+"#,
+        unique("l"),
+        existing.name
+    );
+    let file = LabFile::new(&text);
+    let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("`eth0` already exists"), "{err}");
+    assert!(!netns_exists(&fresh), "half-built namespace left behind");
+    assert!(netns_exists(&existing.name));
+}
+
+#[test]
+fn a_lab_name_that_is_already_running_is_refused() {
+    let name = unique("l");
+    let ns = unique("n");
+    let text = format!(
+        "name = \"{name}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n"
+    );
+    let lab = RunningLab::start(&name, std::slice::from_ref(&ns), &text);
+    let other = unique("n");
+    let file = LabFile::new(&text.replace(&ns, &other));
+    let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+    assert!(!netns_exists(&other));
+    assert_eq!(lab.port("a")["up"], true, "the running lab is untouched");
+}
+
+#[test]
+fn show_for_a_lab_that_is_not_running_fails_clearly() {
+    let out = run(&[TAPNET, "show", "ports", "--lab", &unique("none")], 10);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot reach lab"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[TAPNET, "show", "colours"], 10);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -1,0 +1,247 @@
+//! Shared parts of the integration tests: a running lab as a guard that tears down on
+//! drop (even when a test fails), unique names, and helpers that run real clients in
+//! the lab's namespaces. Every address used lives inside namespaces the test created.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const TAPNET: &str = env!("CARGO_BIN_EXE_tapnet");
+
+/// A short name unique to this test process and call: "t" + pid + counter.
+pub fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("t{}{tag}{n}", std::process::id() % 100_000)
+}
+
+pub fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+/// Runs a command, bounded in time, and returns its output.
+pub fn run(cmd: &[&str], timeout_s: u32) -> Output {
+    let mut args = vec!["-k", "2", Box::leak(timeout_s.to_string().into_boxed_str())];
+    args.extend_from_slice(cmd);
+    Command::new("timeout")
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command inside a namespace.
+pub fn ns_run(ns: &str, cmd: &[&str], timeout_s: u32) -> Output {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(cmd);
+    run(&full, timeout_s)
+}
+
+/// True if `count` pings from `ns` to `ip` all get answers.
+pub fn ping(ns: &str, ip: &str, count: u32) -> bool {
+    let c = count.to_string();
+    ns_run(
+        ns,
+        &["ping", "-c", &c, "-i", "0.05", "-W", "1", "-q", ip],
+        10,
+    )
+    .status
+    .success()
+}
+
+/// A lab file written to a temporary path, removed on drop.
+pub struct LabFile {
+    pub path: PathBuf,
+}
+
+impl LabFile {
+    pub fn new(text: &str) -> LabFile {
+        let path = std::env::temp_dir().join(format!("{}.toml", unique("lab")));
+        std::fs::write(&path, text).unwrap();
+        LabFile { path }
+    }
+}
+
+impl Drop for LabFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A running `tapnet up`. Dropping it stops tapnet (SIGTERM, then SIGKILL) and removes
+/// whatever namespaces it named, should tapnet itself have failed to.
+pub struct RunningLab {
+    pub name: String,
+    pub namespaces: Vec<String>,
+    pub ready_line: String,
+    /// tapnet's process id: its temporary TAP names start with `tn<pid>`.
+    pub pid: u32,
+    child: Option<Child>,
+    _file: Option<LabFile>,
+}
+
+impl RunningLab {
+    /// Starts `tapnet up` on `text` and waits for its ready line.
+    pub fn start(name: &str, namespaces: &[String], text: &str) -> RunningLab {
+        let file = LabFile::new(text);
+        let mut lab = RunningLab {
+            name: name.to_string(),
+            namespaces: namespaces.to_vec(),
+            ready_line: String::new(),
+            pid: 0,
+            child: None,
+            _file: None,
+        };
+        let child = Command::new(TAPNET)
+            .arg("up")
+            .arg(&file.path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tapnet");
+        lab._file = Some(file);
+        lab.wait_ready(child);
+        lab
+    }
+
+    /// Starts `tapnet up` with no file: the embedded default lab.
+    pub fn start_default(namespaces: &[&str]) -> RunningLab {
+        let mut lab = RunningLab {
+            name: "lab".into(),
+            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            ready_line: String::new(),
+            pid: 0,
+            child: None,
+            _file: None,
+        };
+        let child = Command::new(TAPNET)
+            .arg("up")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tapnet");
+        lab.wait_ready(child);
+        lab
+    }
+
+    fn wait_ready(&mut self, mut child: Child) {
+        self.pid = child.id();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => self.ready_line = line,
+            Err(_) => {
+                let out = self.stop();
+                panic!(
+                    "tapnet did not get ready; status {:?}, stderr:\n{}",
+                    out.0, out.1
+                );
+            }
+        }
+    }
+
+    /// `tapnet show WHAT --json` for this lab.
+    pub fn show(&self, what: &str) -> serde_json::Value {
+        let out = run(&[TAPNET, "show", what, "--lab", &self.name, "--json"], 10);
+        assert!(
+            out.status.success(),
+            "show {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("show --json gives JSON")
+    }
+
+    /// The `show ports` entry of a port.
+    pub fn port(&self, name: &str) -> serde_json::Value {
+        let v = self.show("ports");
+        v["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no port {name} in {v}"))
+    }
+
+    /// Sends a signal and waits for tapnet to exit; returns (exit code, stderr).
+    pub fn stop_with(&mut self, signal: i32) -> (Option<i32>, String) {
+        let Some(mut child) = self.child.take() else {
+            return (None, String::new());
+        };
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        }
+        (status.and_then(|s| s.code()), err)
+    }
+
+    pub fn stop(&mut self) -> (Option<i32>, String) {
+        self.stop_with(libc::SIGTERM)
+    }
+}
+
+impl Drop for RunningLab {
+    fn drop(&mut self) {
+        self.stop();
+        for ns in &self.namespaces {
+            if netns_exists(ns) {
+                let _ = run(&["ip", "netns", "del", ns], 10);
+            }
+        }
+    }
+}
+
+/// A namespace made by the test itself (not by tapnet), deleted on drop.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> TestNetns {
+        let name = unique(tag);
+        let out = run(&["ip", "netns", "add", &name], 10);
+        assert!(out.status.success(), "ip netns add {name}");
+        TestNetns { name }
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name], 10);
+    }
+}
+
+/// Every TAP device in the root namespace whose name starts with `prefix`.
+pub fn root_taps(prefix: &str) -> Vec<String> {
+    let out = run(&["ip", "-o", "link", "show", "type", "tun"], 10);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
