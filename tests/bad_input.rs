@@ -157,7 +157,10 @@ fn a_taken_device_name_is_refused_and_nothing_is_left() {
             "add",
             "eth0",
             "type",
-            "dummy",
+            "veth",
+            "peer",
+            "name",
+            "peer0",
         ],
         10,
     );

@@ -308,14 +308,16 @@ ip = "10.202.0.3/24"
 #[test]
 fn malformed_frames_are_dropped_counted_and_forwarding_goes_on() {
     let t = three_ports();
-    // A raw packet socket inside container a sends a runt and a frame with a
-    // multicast source, then ordinary traffic follows.
+    // A raw packet socket inside container a sends frames with a multicast and an
+    // all-zero source MAC, then ordinary traffic follows. (The kernel will not send a
+    // runt or a bad virtio-net header from a namespace; the socketpair datapath tests
+    // cover those.)
     let script = r#"
 import socket
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
-s.send(b"\xff" * 10)
 s.send(b"\xff" * 6 + b"\x01\x00\x5e\x00\x00\x01" + b"\x08\x00" + b"x" * 46)
+s.send(b"\xff" * 6 + b"\x00" * 6 + b"\x08\x00" + b"x" * 46)
 "#;
     let out = ns_run(&t.ns[0], &["python3", "-c", script], 10);
     assert!(
@@ -331,12 +333,8 @@ s.send(b"\xff" * 6 + b"\x01\x00\x5e\x00\x00\x01" + b"\x08\x00" + b"x" * 46)
         .iter()
         .find(|p| p["port"] == "a")
         .unwrap();
-    assert_eq!(a["drops"]["runt"], 1, "{drops}");
-    assert_eq!(a["drops"]["bad_source_mac"], 1, "{drops}");
+    assert_eq!(a["drops"]["bad_source_mac"], 2, "{drops}");
     let out = run(&[TAPNET, "show", "drops", "--lab", &t.lab.name], 10);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("runt") && text.contains("bad_source_mac"),
-        "{text}"
-    );
+    assert!(text.contains("bad_source_mac  2"), "{text}");
 }
