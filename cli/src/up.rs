@@ -212,8 +212,10 @@ fn serve(lab: &Lab, dp: &mut Datapath) -> Result<()> {
     };
     let _server = control::Server::start(&lab.name, req_tx, wake)?;
 
-    println!("ready: lab {}, {} ports", lab.name, dp.up_ports());
-    std::io::stdout().flush()?;
+    // A closed stdout (the reader went away) must not stop the lab.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "ready: lab {}, {} ports", lab.name, dp.up_ports());
+    let _ = stdout.flush();
 
     loop {
         let fired = dp.poll_once(None)?;
