@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use mio::{Interest, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
 use vswitch::tap::Tap;
@@ -154,9 +154,12 @@ fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Bui
     Ok(tap)
 }
 
-/// Builds the lab, runs it until a signal, tears it down.
+/// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
 pub fn run(lab: Lab) -> Result<(), HostError> {
     preflight(&lab).map_err(HostError)?;
+    // Caught from before the first namespace exists, so a signal during the build
+    // still ends in a full teardown rather than a half-built host.
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| HostError(e.into()))?;
     let mut built = Built {
         namespaces: Vec::new(),
     };
@@ -191,15 +194,14 @@ pub fn run(lab: Lab) -> Result<(), HostError> {
             .map_err(|e| HostError(e.into()))?;
     }
 
-    let result = serve(&lab, &mut dp).map_err(HostError);
+    let result = serve(&lab, &mut dp, signals).map_err(HostError);
     // TAPs go first (closing their descriptors deletes the devices), then namespaces.
     drop(dp);
     drop(built);
     result
 }
 
-fn serve(lab: &Lab, dp: &mut Datapath) -> Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+fn serve(lab: &Lab, dp: &mut Datapath, mut signals: Signals) -> Result<()> {
     dp.registry()
         .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(dp.registry(), CONTROL_TOKEN)?);
