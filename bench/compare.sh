@@ -16,6 +16,7 @@
 # frames/bytes per frame tapnet read from port a during the TCP test.
 #
 # Usage: bench/compare.sh [--seconds N] [--repeat R] [--json FILE] [--no-build]
+#                         [--busy-poll-us US]   (passed to `tapnet up`)
 # Needs root, iproute2, iperf3, ping, python3. Everything it creates carries the
 # script's PID in its name and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
@@ -24,6 +25,7 @@ SECS=5
 REPEAT=3
 JSON_OUT=""
 BUILD=1
+BUSY_POLL_US=""
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -38,6 +40,7 @@ while [[ $# -gt 0 ]]; do
         --json) JSON_OUT="${2:?--json needs a file}"; shift 2 ;;
         --json=*) JSON_OUT="${1#*=}"; shift ;;
         --no-build) BUILD=0; shift ;;
+        --busy-poll-us) BUSY_POLL_US="${2:?--busy-poll-us needs a value}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument: $1 (see --help)" >&2; exit 1 ;;
     esac
@@ -341,7 +344,7 @@ netns = "$T_B_NS"
 ip = "$T_B_IP/24"
 EOF
 log "tapnet: $BIN up (lab $T_LAB: $T_A_NS $T_A_IP, $T_B_NS $T_B_IP)"
-"$BIN" up "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
+"$BIN" up ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
 TN_PID=$!
 for _ in $(seq 300); do
     grep -q '^ready: ' "$TMP/tapnet.out" 2>/dev/null && break
@@ -494,7 +497,7 @@ json.dump({"seconds": int(a[2]), "repeat": int(a[3]),
           open(a[1], "w"))
 PY
 
-echo "tapnet vs Linux kernel bridge, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "tapnet vs Linux kernel bridge, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')${BUSY_POLL_US:+, --busy-poll-us $BUSY_POLL_US}"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
 if [[ $TN_RC -ne 0 || ${#LEFT[@]} -gt 0 ]]; then
     die "tapnet exited $TN_RC after SIGTERM / left behind: ${LEFT[*]-}"

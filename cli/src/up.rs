@@ -155,7 +155,7 @@ fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Bui
 }
 
 /// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
-pub fn run(lab: Lab) -> Result<(), HostError> {
+pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     preflight(&lab).map_err(HostError)?;
     // Caught from before the first namespace exists, so a signal during the build
     // still ends in a full teardown rather than a half-built host.
@@ -164,6 +164,7 @@ pub fn run(lab: Lab) -> Result<(), HostError> {
         namespaces: Vec::new(),
     };
     let mut dp = Datapath::new(POOL_BUFFERS).map_err(|e| HostError(e.into()))?;
+    dp.set_busy_poll(busy_poll);
     let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
     for b in &lab.bridges {
         let id = dp.add_bridge(BridgeConfig {

@@ -194,3 +194,30 @@ fn a_vanished_port_goes_down_and_the_others_keep_forwarding() {
     assert_eq!(drain(&a).len(), 1);
     assert_eq!(dp.up_ports(), 2);
 }
+
+#[test]
+fn busy_poll_keeps_the_loop_awake_after_traffic_only() {
+    use std::time::Instant;
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (_, a) = port(&mut dp, br, "a");
+    let (_, _b) = port(&mut dp, br, "b");
+    dp.set_busy_poll(Duration::from_secs(30));
+    run(&mut dp);
+    // No frame yet: the loop sleeps for the timeout it was given.
+    let t = Instant::now();
+    dp.poll_once(Some(Duration::from_millis(200))).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    a.send(&frame(BCAST, A, 10));
+    run(&mut dp);
+    // After a frame it polls without sleeping, however long the timeout.
+    let t = Instant::now();
+    for _ in 0..10 {
+        dp.poll_once(Some(Duration::from_millis(200))).unwrap();
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        t.elapsed()
+    );
+}
