@@ -123,7 +123,29 @@ fn without_root_up_says_so_and_exits_2() {
     );
     let file = LabFile::new(&text);
     let path = file.path.to_str().unwrap();
-    // SAFETY: chmod on our own temp file so user nobody can read it.
+    // User nobody must be able to read the lab and run the binary, wherever the
+    // checkout lives: copy the binary to a world-readable temporary directory.
+    let dir = std::env::temp_dir().join(unique("bin"));
+    std::fs::create_dir(&dir).unwrap();
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _dir = RemoveDir(dir.clone());
+    let bin = dir.join("tapnet");
+    std::fs::copy(TAPNET, &bin).unwrap();
+    let out = run(
+        &[
+            "chmod",
+            "0755",
+            dir.to_str().unwrap(),
+            bin.to_str().unwrap(),
+        ],
+        5,
+    );
+    assert!(out.status.success());
     let out = run(&["chmod", "0644", path], 5);
     assert!(out.status.success());
     let out = run(
@@ -132,7 +154,7 @@ fn without_root_up_says_so_and_exits_2() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            TAPNET,
+            bin.to_str().unwrap(),
             "up",
             path,
         ],

@@ -97,33 +97,20 @@ fn every_pair_pings_and_fdb_learns_each_mac_on_its_port() {
 #[test]
 fn iperf3_tcp_transfer_completes() {
     let t = three_ports();
-    let server = std::process::Command::new("ip")
-        .args([
-            "netns", "exec", &t.ns[0], "timeout", "30", "iperf3", "-s", "-1", "-B", IPS[0],
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Reap(server);
+    let _server = Background::spawn(&t.ns[0], &["iperf3", "-s", "-B", IPS[0]]);
+    // Retry until the server listens and a whole test ran (iperf3 can exit 0 with an
+    // error in its JSON when it connects too early).
     let mut out = None;
     for _ in 0..50 {
         let o = ns_run(&t.ns[1], &["iperf3", "-c", IPS[0], "-t", "2", "-J"], 20);
-        if o.status.success() {
-            out = Some(o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if o.status.success() && v["end"]["sum_received"]["bytes"].is_u64() {
+            out = Some(v);
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let out = out.expect("iperf3 client never connected");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = out.expect("iperf3 never completed a test");
     let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap();
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -138,6 +125,10 @@ fn iperf3_tcp_transfer_completes() {
         b["rx_bytes"].as_u64().unwrap(),
     );
     assert!(bytes >= received, "port b handed over {bytes} bytes");
+    assert!(
+        bytes / pkts.max(1) > 4000,
+        "{pkts} frames for {bytes} bytes: super-frames were not passed through"
+    );
     eprintln!(
         "port b: {pkts} frames, {} bytes per frame",
         bytes / pkts.max(1)

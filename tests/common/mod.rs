@@ -245,3 +245,27 @@ pub fn root_taps(prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(prefix))
         .collect()
 }
+
+/// A server running in a namespace, killed on drop. `ip netns exec` execs the command,
+/// so the child is the server itself and the kill reaches it.
+pub struct Background(Child);
+
+impl Background {
+    pub fn spawn(ns: &str, cmd: &[&str]) -> Background {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Background(child)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
