@@ -101,8 +101,8 @@ fn iperf3_tcp_transfer_completes() {
     // Retry until the server listens and a whole test ran (iperf3 can exit 0 with an
     // error in its JSON when it connects too early).
     let mut out = None;
-    for _ in 0..50 {
-        let o = ns_run(&t.ns[1], &["iperf3", "-c", IPS[0], "-t", "2", "-J"], 20);
+    for _ in 0..30 {
+        let o = ns_run(&t.ns[1], &["iperf3", "-c", IPS[0], "-t", "2", "-J"], 10);
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
         if o.status.success() && v["end"]["sum_received"]["bytes"].is_u64() {
             out = Some(v);
@@ -226,7 +226,7 @@ fn teardown_leaves_nothing_behind() {
         assert!(!netns_exists(n), "namespace {n} left behind");
     }
     assert!(
-        root_taps(&format!("tn{pid}")).is_empty(),
+        root_taps(&format!("tn{pid}p")).is_empty(),
         "TAPs left behind"
     );
     assert!(!std::path::Path::new(&format!("/run/tapnet/{}.sock", t.lab.name)).exists());
@@ -253,11 +253,13 @@ mtu_note = 0
 "#,
         existing.name
     );
-    // Unknown key: refused, nothing created (not even the namespace of another port).
+    // Unknown key: refused, and nothing is created or changed.
     let file = LabFile::new(&text);
     let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mtu_note"));
+    let out = ns_run(&existing.name, &["ip", "link", "show", "veth-like0"], 10);
+    assert!(!out.status.success(), "a refused lab created a device");
 
     let text = text.replace("mtu_note = 0\n", "")
         + &format!(
@@ -328,4 +330,84 @@ s.send(b"\xff" * 6 + b"\x00" * 6 + b"\x08\x00" + b"x" * 46)
     let out = run(&[TAPNET, "show", "drops", "--lab", &t.lab.name], 10);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("bad_source_mac  2"), "{text}");
+}
+
+#[test]
+fn a_port_without_netns_is_the_hosts_door_into_the_bridge() {
+    // tapnet runs inside a test "host" namespace, so the door lands there, not in the
+    // machine's own namespace.
+    let host = TestNetns::new("h");
+    let name = unique("l");
+    let c = unique("n");
+    let text = format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "br0"
+subnet = "10.206.0.0/24"
+[[port]]
+name = "door"
+bridge = "br0"
+ifname = "door0"
+ip = "10.206.0.254/24"
+[[port]]
+name = "c"
+bridge = "br0"
+netns = "{c}"
+ip = "10.206.0.2/24"
+"#
+    );
+    let mut lab = RunningLab::start_in(Some(&host.name), &name, std::slice::from_ref(&c), &text);
+    assert!(ping(&c, "10.206.0.254", 2), "container to the host's door");
+    assert!(ping(&host.name, "10.206.0.2", 2), "host to the container");
+    let out = ns_run(&host.name, &["ip", "route", "show", "default"], 10);
+    assert!(
+        out.stdout.is_empty(),
+        "the door must not take the host's default route"
+    );
+    let (code, stderr) = lab.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    let out = ns_run(&host.name, &["ip", "link", "show", "door0"], 10);
+    assert!(!out.status.success(), "the door outlived tapnet");
+    assert!(!netns_exists(&c));
+}
+
+#[test]
+fn a_killed_run_is_cleaned_up_by_the_next_run_of_the_lab() {
+    let name = unique("l");
+    let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
+    let text = format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "br0"
+subnet = "10.207.0.0/24"
+[[port]]
+name = "a"
+bridge = "br0"
+netns = "{}"
+ip = "10.207.0.2/24"
+[[port]]
+name = "b"
+bridge = "br0"
+netns = "{}"
+ip = "10.207.0.3/24"
+"#,
+        ns[0], ns[1]
+    );
+    let mut first = RunningLab::start(&name, &ns, &text);
+    first.stop_with(libc::SIGKILL);
+    assert!(
+        ns.iter().all(|n| netns_exists(n)),
+        "SIGKILL leaves them (no teardown)"
+    );
+    let mut second = RunningLab::start(&name, &ns, &text);
+    assert!(ping(&ns[0], "10.207.0.3", 2));
+    let (code, stderr) = second.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("left behind by an earlier run"), "{stderr}");
+    for n in &ns {
+        assert!(!netns_exists(n), "namespace {n} left behind");
+    }
+    assert!(!std::path::Path::new(&format!("/run/tapnet/{name}.state")).exists());
 }

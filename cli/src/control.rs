@@ -58,7 +58,9 @@ impl Server {
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
         let listener = bound.with_context(|| format!("cannot bind {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        // From here on the guard removes the file, whatever fails next.
+        let server = Server { path };
+        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -66,7 +68,7 @@ impl Server {
                     let _ = serve(stream, &requests, &*wake);
                 }
             })?;
-        Ok(Server { path })
+        Ok(server)
     }
 }
 

@@ -63,13 +63,10 @@ fn main() -> ExitCode {
             print!("{}", lab::DEFAULT_LAB);
             ExitCode::SUCCESS
         }
+        // A valid file prints nothing, even with sections `up` cannot run yet: they
+        // are valid by the contract, and `up` names them.
         Command::Check { lab } => match lab::load(&lab) {
-            Ok(lab) => {
-                for line in unsupported(&lab) {
-                    eprintln!("{line}");
-                }
-                ExitCode::SUCCESS
-            }
+            Ok(_) => ExitCode::SUCCESS,
             Err(errors) => report(&errors),
         },
         Command::Up { lab, busy_poll_us } => {

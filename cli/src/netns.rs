@@ -141,6 +141,27 @@ impl NetnsRecord {
         &self.name
     }
 
+    /// The namespace's device and inode numbers: with the name, enough to find it
+    /// again after a crash (see [`NetnsRecord::adopt`]).
+    pub fn identity(&self) -> (u64, u64) {
+        self.id
+    }
+
+    /// A record with the duty to remove namespace `name`, if it is still the one
+    /// with this identity: for reaping what a crashed run left behind.
+    pub fn adopt(name: &str, identity: (u64, u64)) -> NetnsRecord {
+        NetnsRecord {
+            name: name.to_string(),
+            id: identity,
+            owns: Cell::new(true),
+        }
+    }
+
+    /// Whether /run/netns/NAME is still this namespace.
+    pub fn still_there(&self) -> bool {
+        std::fs::metadata(path_of(&self.name)).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
+
     /// Removes the namespace (like `ip netns del`) if this record has that
     /// duty and the namespace is still ours; a no-op otherwise, or if repeated.
     pub fn remove(&self) -> io::Result<()> {

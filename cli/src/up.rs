@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,14 +39,73 @@ struct Built {
     /// Namespaces this run created (removed at the end), without holding them open:
     /// an open descriptor would keep a namespace alive after `ip netns del`.
     namespaces: Vec<NetnsRecord>,
+    /// `/run/tapnet/NAME.state`: the same list on disk, so that a run killed before
+    /// its teardown (SIGKILL, a crash) is cleaned up by the next `up` of the lab.
+    state: PathBuf,
+}
+
+impl Built {
+    fn new(lab: &str) -> Built {
+        Built {
+            namespaces: Vec::new(),
+            state: Path::new(control::RUN_DIR).join(format!("{lab}.state")),
+        }
+    }
+
+    fn add(&mut self, ns: NetnsRecord) -> Result<()> {
+        self.namespaces.push(ns);
+        let list: Vec<_> = self
+            .namespaces
+            .iter()
+            .map(|ns| {
+                let (dev, ino) = ns.identity();
+                serde_json::json!({"netns": ns.name(), "dev": dev, "ino": ino})
+            })
+            .collect();
+        std::fs::write(&self.state, serde_json::to_vec(&list)?)
+            .with_context(|| format!("cannot write {}", self.state.display()))
+    }
+
+    /// Removes the namespaces an earlier run of this lab created and, killed, never
+    /// removed; namespaces recreated since by someone else are left alone.
+    fn reap_earlier_run(&self) {
+        let Ok(text) = std::fs::read(&self.state) else {
+            return;
+        };
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&text).unwrap_or_default();
+        for entry in list {
+            let (Some(name), Some(dev), Some(ino)) = (
+                entry["netns"].as_str(),
+                entry["dev"].as_u64(),
+                entry["ino"].as_u64(),
+            ) else {
+                continue;
+            };
+            let ns = NetnsRecord::adopt(name, (dev, ino));
+            if ns.still_there() {
+                match ns.remove() {
+                    Ok(()) => eprintln!(
+                        "tapnet: removed namespace `{name}`, left behind by an earlier run that did not exit cleanly"
+                    ),
+                    Err(e) => eprintln!("tapnet: could not remove stale namespace `{name}`: {e}"),
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.state);
+    }
 }
 
 impl Drop for Built {
     fn drop(&mut self) {
+        let mut all_gone = true;
         for ns in self.namespaces.drain(..).rev() {
             if let Err(e) = ns.remove() {
+                all_gone = false;
                 eprintln!("tapnet: could not remove namespace {}: {e}", ns.name());
             }
+        }
+        if all_gone {
+            let _ = std::fs::remove_file(&self.state);
         }
     }
 }
@@ -123,13 +183,10 @@ fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Bui
     root.set_link(idx, Some(port.mac), Some(mtu), Some(TXQUEUELEN))?;
     let ns = Netns::open_or_create(ns_name)
         .with_context(|| format!("cannot create namespace `{ns_name}`"))?;
-    let ns = if ns.created() {
+    if ns.created() {
         // Recorded at once, so a failure below still removes it.
-        built.namespaces.push(ns.record());
-        ns
-    } else {
-        ns
-    };
+        built.add(ns.record())?;
+    }
     root.move_to_netns(idx, ns.fd(), &port.ifname).map_err(|e| {
         if e.raw_os_error() == Some(libc::EEXIST) {
             anyhow!("port `{}`: a device named `{}` already exists in namespace `{ns_name}`: remove it or set another `ifname`", port.name, port.ifname)
@@ -159,10 +216,21 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     preflight(&lab).map_err(HostError)?;
     // Caught from before the first namespace exists, so a signal during the build
     // still ends in a full teardown rather than a half-built host.
-    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| HostError(e.into()))?;
-    let mut built = Built {
-        namespaces: Vec::new(),
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| HostError(e.into()))?;
+    // Bound before anything is built: it is what claims the lab's name.
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<control::Request>(64);
+    let wake_slot: Arc<std::sync::OnceLock<Waker>> = Arc::new(std::sync::OnceLock::new());
+    let wake = {
+        let slot = wake_slot.clone();
+        Arc::new(move || {
+            if let Some(waker) = slot.get() {
+                let _ = waker.wake();
+            }
+        })
     };
+    let server = control::Server::start(&lab.name, req_tx, wake).map_err(HostError)?;
+    let mut built = Built::new(&lab.name);
+    built.reap_earlier_run();
     let mut dp = Datapath::new(POOL_BUFFERS).map_err(|e| HostError(e.into()))?;
     dp.set_busy_poll(busy_poll);
     let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
@@ -193,27 +261,35 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         };
         dp.add_port(info, Box::new(tap))
             .map_err(|e| HostError(e.into()))?;
+        if signals.pending().next().is_some() {
+            // Stopped while building: tear down without ever saying ready.
+            return Ok(());
+        }
+    }
+    let waker = Waker::new(dp.registry(), CONTROL_TOKEN).map_err(|e| HostError(e.into()))?;
+    let _ = wake_slot.set(waker);
+    // Requests that came in during the build are waiting: look at them at once.
+    if let Some(waker) = wake_slot.get() {
+        let _ = waker.wake();
     }
 
-    let result = serve(&lab, &mut dp, signals).map_err(HostError);
-    // TAPs go first (closing their descriptors deletes the devices), then namespaces.
+    let result = serve(&lab, &mut dp, signals, &req_rx).map_err(HostError);
+    // TAPs go first (closing their descriptors deletes the devices), then namespaces,
+    // then the control socket.
     drop(dp);
     drop(built);
+    drop(server);
     result
 }
 
-fn serve(lab: &Lab, dp: &mut Datapath, mut signals: Signals) -> Result<()> {
+fn serve(
+    lab: &Lab,
+    dp: &mut Datapath,
+    mut signals: Signals,
+    req_rx: &crossbeam_channel::Receiver<control::Request>,
+) -> Result<()> {
     dp.registry()
         .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
-    let waker = Arc::new(Waker::new(dp.registry(), CONTROL_TOKEN)?);
-    let (req_tx, req_rx) = crossbeam_channel::bounded::<control::Request>(64);
-    let wake = {
-        let waker = waker.clone();
-        Arc::new(move || {
-            let _ = waker.wake();
-        })
-    };
-    let _server = control::Server::start(&lab.name, req_tx, wake)?;
 
     // A closed stdout (the reader went away) must not stop the lab.
     let mut stdout = std::io::stdout();
@@ -227,7 +303,7 @@ fn serve(lab: &Lab, dp: &mut Datapath, mut signals: Signals) -> Result<()> {
         });
         if control {
             let now = Instant::now();
-            control::drain(&req_rx, |line| show::answer(dp, &lab.name, line, now));
+            control::drain(req_rx, |line| show::answer(dp, &lab.name, line, now));
         }
         for (port, reason) in dp.take_went_down() {
             let name = dp

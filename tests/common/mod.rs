@@ -77,7 +77,7 @@ pub struct RunningLab {
     pub name: String,
     pub namespaces: Vec<String>,
     pub ready_line: String,
-    /// tapnet's process id: its temporary TAP names start with `tn<pid>`.
+    /// tapnet's process id: its temporary TAP names start with `tn<pid>p`.
     pub pid: u32,
     child: Option<Child>,
     _file: Option<LabFile>,
@@ -86,6 +86,18 @@ pub struct RunningLab {
 impl RunningLab {
     /// Starts `tapnet up` on `text` and waits for its ready line.
     pub fn start(name: &str, namespaces: &[String], text: &str) -> RunningLab {
+        RunningLab::start_in(None, name, namespaces, text)
+    }
+
+    /// Starts `tapnet up` with tapnet itself inside network namespace `host` (entered
+    /// with nsenter, which leaves the mount namespace alone, so the namespaces tapnet
+    /// creates are visible to everyone).
+    pub fn start_in(
+        host: Option<&str>,
+        name: &str,
+        namespaces: &[String],
+        text: &str,
+    ) -> RunningLab {
         let file = LabFile::new(text);
         let mut lab = RunningLab {
             name: name.to_string(),
@@ -95,7 +107,15 @@ impl RunningLab {
             child: None,
             _file: None,
         };
-        let child = Command::new(TAPNET)
+        let mut cmd = match host {
+            Some(host) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{host}")).arg(TAPNET);
+                c
+            }
+            None => Command::new(TAPNET),
+        };
+        let child = cmd
             .arg("up")
             .arg(&file.path)
             .stdout(Stdio::piped())

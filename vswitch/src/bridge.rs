@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbStats, Learned};
-use crate::frame::{destination_mac, source_mac};
+use crate::frame::{destination_mac, source_mac, ETH_HDR_LEN};
 use crate::port::PortId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,7 +87,10 @@ impl Bridge {
     /// where the frame goes.
     pub fn decide(&mut self, ingress: PortId, eth: &[u8], now: Instant) -> Decision {
         let decision = self.peek(ingress, eth, now);
-        if !matches!(decision, Decision::Drop(DropReason::BadSourceMac)) {
+        if !matches!(
+            decision,
+            Decision::Drop(DropReason::BadSourceMac | DropReason::Runt)
+        ) {
             // A full table still forwards: the frames to this source will flood.
             let _: Learned = self.fdb.learn(source_mac(eth), ingress, now);
         }
@@ -102,12 +105,18 @@ impl Bridge {
     /// The decision [`decide`](Self::decide) would take, without learning or counting:
     /// what `tapnet trace` shows.
     pub fn peek(&self, ingress: PortId, eth: &[u8], now: Instant) -> Decision {
+        if eth.len() < ETH_HDR_LEN {
+            return Decision::Drop(DropReason::Runt);
+        }
         let src = source_mac(eth);
         if src.is_multicast() || src.is_zero() {
             return Decision::Drop(DropReason::BadSourceMac);
         }
         let dst = destination_mac(eth);
         if dst.is_multicast() {
+            if dst.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && dst.0[5] <= 0x0f {
+                return Decision::Drop(DropReason::LinkLocalGroup);
+            }
             return Decision::Flood;
         }
         match self.fdb.lookup(dst, now) {
@@ -295,6 +304,33 @@ mod tests {
         br.detach(PortId(0));
         assert_eq!(br.decide(PortId(1), &eth(A, B), now), Decision::Flood);
         assert!(br.flood_targets(PortId(1)).all(|p| p == PortId(2)));
+    }
+
+    #[test]
+    fn short_frames_are_runts_not_panics() {
+        let now = Instant::now();
+        let mut br = bridge(16, 300);
+        for len in 0..14 {
+            let f = vec![2u8; len];
+            assert_eq!(
+                br.decide(PortId(0), &f, now),
+                Decision::Drop(DropReason::Runt)
+            );
+        }
+        assert!(br.fdb().is_empty());
+    }
+
+    #[test]
+    fn reserved_link_local_groups_are_not_forwarded() {
+        let now = Instant::now();
+        let mut br = bridge(16, 300);
+        let stp = Mac([0x01, 0x80, 0xc2, 0, 0, 0]);
+        let lldp = Mac([0x01, 0x80, 0xc2, 0, 0, 0x0e]);
+        let above = Mac([0x01, 0x80, 0xc2, 0, 0, 0x10]);
+        let drop = Decision::Drop(DropReason::LinkLocalGroup);
+        assert_eq!(br.decide(PortId(0), &eth(stp, A), now), drop);
+        assert_eq!(br.decide(PortId(0), &eth(lldp, A), now), drop);
+        assert_eq!(br.decide(PortId(0), &eth(above, A), now), Decision::Flood);
     }
 
     #[test]

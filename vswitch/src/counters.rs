@@ -21,10 +21,15 @@ pub enum DropReason {
     EgressError,
     /// The egress port cannot take a GSO super-frame (no vnet-header support).
     EgressNoGso,
+    /// The egress device is administratively down (the container set its link down).
+    EgressLinkDown,
+    /// IEEE 802.1D reserved link-local group (01:80:c2:00:00:0x: STP, LACP, LLDP,
+    /// 802.1X, pause): a bridge consumes these and never forwards them.
+    LinkLocalGroup,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 10;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Oversize,
@@ -34,6 +39,8 @@ impl DropReason {
         DropReason::EgressFull,
         DropReason::EgressError,
         DropReason::EgressNoGso,
+        DropReason::EgressLinkDown,
+        DropReason::LinkLocalGroup,
     ];
 
     /// The name `show drops` prints.
@@ -47,6 +54,8 @@ impl DropReason {
             DropReason::EgressFull => "egress_full",
             DropReason::EgressError => "egress_error",
             DropReason::EgressNoGso => "egress_no_gso",
+            DropReason::EgressLinkDown => "egress_link_down",
+            DropReason::LinkLocalGroup => "link_local_group",
         }
     }
 }

@@ -191,8 +191,9 @@ impl Datapath {
                         io::ErrorKind::Interrupted => continue,
                         io::ErrorKind::WouldBlock => slot.readable = false,
                         _ if is_fatal(&e) => self.failed.push((ingress, e.to_string())),
-                        // A transient error: try again on the next wakeup.
-                        _ => {}
+                        // Anything else: wait for the next readiness event rather than
+                        // spinning on an error.
+                        _ => slot.readable = false,
                     }
                     break;
                 }
@@ -220,10 +221,14 @@ impl Datapath {
             failed,
             ..
         } = self;
-        let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len.min(VNET_HDR_LEN + MAX_FRAME)];
         let counters = &mut ports[ingress.0].counters;
         counters.rx_packets += 1;
-        counters.rx_bytes += (data.len().saturating_sub(VNET_HDR_LEN)) as u64;
+        counters.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+        if len > VNET_HDR_LEN + MAX_FRAME {
+            // Longer than any frame a TAP may hand over (the buffer has a little slack).
+            return counters.drop(DropReason::Oversize);
+        }
+        let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len];
         let bridge = &mut bridges[ports[ingress.0].info.bridge.0];
         let vnet = match check_ingress(data, bridge.mtu()) {
             Ok(vnet) => vnet,
@@ -314,6 +319,9 @@ fn send(
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             slot.counters.drop(DropReason::EgressFull)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            slot.counters.drop(DropReason::EgressLinkDown)
         }
         Err(e) => {
             slot.counters.drop(DropReason::EgressError);

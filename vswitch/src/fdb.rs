@@ -78,10 +78,12 @@ pub struct Fdb {
 
 impl Fdb {
     /// A table of at most `max` entries that forgets an address `aging` after it was
-    /// last seen. Room for `max` entries is reserved now, so learning never allocates.
+    /// last seen. Room for twice `max` is reserved now: with at most half the slots
+    /// full, the map clears its tombstones in place instead of growing, so learning
+    /// never allocates, however much the addresses churn.
     pub fn new(max: usize, aging: Duration) -> Fdb {
         Fdb {
-            entries: HashMap::with_capacity(max),
+            entries: HashMap::with_capacity(max.saturating_mul(2)),
             max,
             aging,
             stats: FdbStats::default(),
@@ -265,6 +267,22 @@ mod tests {
             "never grows past the reservation"
         );
         assert_eq!(fdb.stats().not_learned_full, 100_000 - 100);
+    }
+
+    #[test]
+    fn churn_of_learning_and_aging_never_grows_the_table() {
+        let mut now = Instant::now();
+        let aging = Duration::from_secs(1);
+        let mut fdb = Fdb::new(1000, aging);
+        let cap = fdb.entries.capacity();
+        for round in 0..200u32 {
+            for i in 0..1000 {
+                fdb.learn(mac(round * 1000 + i), PortId(0), now);
+            }
+            now += aging;
+            fdb.age(now);
+        }
+        assert_eq!(fdb.entries.capacity(), cap);
     }
 
     #[test]

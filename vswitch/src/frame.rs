@@ -80,6 +80,10 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
             if vnet.gso_size == 0 {
                 return Err(DropReason::BadVnetHeader);
             }
+            // Each segment must fit the bridge's MTU once cut.
+            if vnet.gso_size as u32 > mtu {
+                return Err(DropReason::Oversize);
+            }
         }
         _ => return Err(DropReason::BadVnetHeader),
     }
@@ -169,6 +173,18 @@ mod tests {
         };
         let f = frame(gso, B, A, 65000);
         assert!(check_ingress(&f, 1500).is_ok());
+    }
+
+    #[test]
+    fn gso_segments_larger_than_the_mtu_are_oversize() {
+        let gso = VnetHdr {
+            gso_type: GSO_TCPV4,
+            gso_size: 8948,
+            ..Default::default()
+        };
+        let f = frame(gso, B, A, 20000);
+        assert_eq!(check_ingress(&f, 1500), Err(DropReason::Oversize));
+        assert!(check_ingress(&f, 9000).is_ok());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct BufId(u32);
 pub struct Pool {
     slab: Box<[u8]>,
     free: Vec<u32>,
+    /// Which buffers are lent out: a double release would hand one buffer to two
+    /// frames, so it is checked in every build, not only debug ones.
+    lent: Vec<bool>,
     count: usize,
 }
 
@@ -39,18 +42,23 @@ impl Pool {
         Pool {
             slab: vec![0u8; count * BUF_SIZE].into_boxed_slice(),
             free: (0..count as u32).rev().collect(),
+            lent: vec![false; count],
             count,
         }
     }
 
     /// Takes a free buffer, or `None` when every buffer is in use.
     pub fn alloc(&mut self) -> Option<BufId> {
-        self.free.pop().map(BufId)
+        let id = self.free.pop()?;
+        self.lent[id as usize] = true;
+        Some(BufId(id))
     }
 
     /// Returns a buffer to the pool.
     pub fn release(&mut self, id: BufId) {
-        debug_assert!(!self.free.contains(&id.0), "double release of {id:?}");
+        let lent = &mut self.lent[id.0 as usize];
+        assert!(*lent, "{id:?} released twice");
+        *lent = false;
         // Never grows: there are at most `count` handles, and capacity is `count`.
         self.free.push(id.0);
     }
@@ -94,6 +102,15 @@ mod tests {
         pool.release(b);
         pool.release(c);
         assert_eq!(pool.available(), pool.capacity());
+    }
+
+    #[test]
+    #[should_panic(expected = "released twice")]
+    fn double_release_is_caught() {
+        let mut pool = Pool::new(2);
+        let a = pool.alloc().unwrap();
+        pool.release(a);
+        pool.release(a);
     }
 
     #[test]

@@ -22,10 +22,11 @@ pub trait Port: Send {
 }
 
 /// Errors after which a port cannot work again: its device is gone (its namespace was
-/// deleted, say) or its descriptor is dead.
+/// deleted, say) or its descriptor is dead. Not EIO: a TAP answers writes with EIO
+/// while its link is merely down, and the container may bring it up again.
 pub fn is_fatal(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EBADFD | libc::EBADF | libc::ENODEV | libc::ENXIO | libc::EPIPE | libc::EIO)
+        Some(libc::EBADFD | libc::EBADF | libc::ENODEV | libc::ENXIO | libc::EPIPE)
     )
 }

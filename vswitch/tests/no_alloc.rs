@@ -72,13 +72,28 @@ fn forwarding_allocates_nothing_per_packet() {
     let unicast_ab = frame(B, A, 1000);
     let unicast_ba = frame(A, B, 64);
     let broadcast = frame([0xff; 6], C, 64);
+    // A 60 KB TCP super-frame as a container with TSO hands it over.
+    let mut super_frame = frame(B, A, 60_000);
+    super_frame[0] = 1; // NEEDS_CSUM
+    super_frame[1] = 1; // GSO TCPv4
+    super_frame[2..4].copy_from_slice(&66u16.to_le_bytes());
+    super_frame[4..6].copy_from_slice(&1448u16.to_le_bytes());
+    super_frame[6..8].copy_from_slice(&34u16.to_le_bytes());
+    super_frame[8..10].copy_from_slice(&16u16.to_le_bytes());
+    // Each round also brings a source MAC never seen before, to be learned.
+    let mut newcomer = frame(B, [2, 0, 1, 0, 0, 0], 64);
     let mut sink = vec![0u8; 70_000];
 
+    let mut n: u32 = 0;
     let mut round = |dp: &mut Datapath| {
         for _ in 0..20 {
             peers[0].send(&unicast_ab);
             peers[1].send(&unicast_ba);
         }
+        peers[0].send(&super_frame);
+        n += 1;
+        newcomer[18..22].copy_from_slice(&n.to_be_bytes());
+        peers[2].send(&newcomer);
         peers[2].send(&broadcast);
         for _ in 0..3 {
             dp.poll_once(Some(Duration::from_millis(1))).unwrap();
@@ -103,7 +118,8 @@ fn forwarding_allocates_nothing_per_packet() {
     }
     WATCHING.with(|w| w.set(false));
 
-    assert_eq!(forwarded, 200 * (40 + 2), "every frame delivered");
+    // Per round: 40 unicast, one super-frame, one newcomer to B, a broadcast to two.
+    assert_eq!(forwarded, 200 * (40 + 1 + 1 + 2), "every frame delivered");
     assert_eq!(
         ALLOCATIONS.load(Ordering::Relaxed),
         0,
