@@ -26,10 +26,12 @@ pub enum DropReason {
     /// IEEE 802.1D reserved link-local group (01:80:c2:00:00:0x: STP, LACP, LLDP,
     /// 802.1X, pause): a bridge consumes these and never forwards them.
     LinkLocalGroup,
+    /// A frame still circling between internal ports after many hand-overs.
+    InternalLoop,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Oversize,
@@ -41,6 +43,7 @@ impl DropReason {
         DropReason::EgressNoGso,
         DropReason::EgressLinkDown,
         DropReason::LinkLocalGroup,
+        DropReason::InternalLoop,
     ];
 
     /// The name `show drops` prints.
@@ -56,6 +59,7 @@ impl DropReason {
             DropReason::EgressNoGso => "egress_no_gso",
             DropReason::EgressLinkDown => "egress_link_down",
             DropReason::LinkLocalGroup => "link_local_group",
+            DropReason::InternalLoop => "internal_loop",
         }
     }
 }

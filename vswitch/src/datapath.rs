@@ -13,6 +13,7 @@ use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::Mac;
 use crate::frame::{check_ingress, VNET_HDR_LEN};
+use crate::internal::{Emitter, Handler, HandlerId, Verdict};
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
 
@@ -37,8 +38,11 @@ pub struct PortInfo {
 
 struct PortSlot {
     info: PortInfo,
-    /// `None` once the port is down; dropping the IO closes its descriptor.
+    /// `None` once the port is down (or for an internal port); dropping the IO closes
+    /// its descriptor.
     io: Option<Box<dyn Port>>,
+    /// For an internal port, the handler behind it.
+    handler: Option<HandlerId>,
     counters: PortCounters,
     /// Edge-triggered readiness not yet drained to `WouldBlock`.
     readable: bool,
@@ -67,6 +71,13 @@ pub struct Datapath {
     fired: Vec<Token>,
     went_down: Vec<PortId>,
     next_sweep: Instant,
+    handlers: Vec<Box<dyn Handler>>,
+    /// Frames bound for internal ports, and frames handlers send on; each pair is a
+    /// queue and the batch being worked through, swapped so neither ever allocates.
+    to_handlers: Vec<(PortId, BufId, usize)>,
+    to_handlers_work: Vec<(PortId, BufId, usize)>,
+    injected: Vec<(PortId, BufId, usize)>,
+    injected_work: Vec<(PortId, BufId, usize)>,
     /// See [`Datapath::set_busy_poll`].
     busy_poll: Duration,
     last_frame: Option<Instant>,
@@ -75,10 +86,17 @@ pub struct Datapath {
 impl Datapath {
     /// A datapath with `buffers` frame buffers (at least [`BATCH`]).
     pub fn new(buffers: usize) -> io::Result<Datapath> {
+        let buffers = buffers.max(BATCH);
         Ok(Datapath {
             poll: Poll::new()?,
             events: Events::with_capacity(256),
-            pool: Pool::new(buffers.max(BATCH)),
+            pool: Pool::new(buffers),
+            handlers: Vec::new(),
+            // A queued frame holds a buffer, so no queue outgrows the pool.
+            to_handlers: Vec::with_capacity(buffers),
+            to_handlers_work: Vec::with_capacity(buffers),
+            injected: Vec::with_capacity(buffers),
+            injected_work: Vec::with_capacity(buffers),
             ports: Vec::new(),
             bridges: Vec::new(),
             rx: Vec::with_capacity(BATCH),
@@ -110,11 +128,47 @@ impl Datapath {
         self.ports.push(PortSlot {
             info,
             io: Some(io),
+            handler: None,
             counters: PortCounters::default(),
             readable: true,
             down_reason: None,
         });
         Ok(id)
+    }
+
+    /// Adds the logic behind internal ports.
+    pub fn add_handler(&mut self, handler: Box<dyn Handler>) -> HandlerId {
+        self.handlers.push(handler);
+        HandlerId(self.handlers.len() - 1)
+    }
+
+    /// Attaches an internal port, served by `handler`, to its bridge.
+    pub fn add_internal_port(&mut self, info: PortInfo, handler: HandlerId) -> io::Result<PortId> {
+        let id = PortId(self.ports.len());
+        if handler.0 >= self.handlers.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unknown handler",
+            ));
+        }
+        let bridge = self.bridges.get_mut(info.bridge.0).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "port on an unknown bridge")
+        })?;
+        bridge.attach(id);
+        self.ports.push(PortSlot {
+            info,
+            io: None,
+            handler: Some(handler),
+            counters: PortCounters::default(),
+            readable: false,
+            down_reason: None,
+        });
+        Ok(id)
+    }
+
+    /// The handler behind internal ports, for the control plane.
+    pub fn handler(&self, id: HandlerId) -> Option<&dyn Handler> {
+        self.handlers.get(id.0).map(|h| &**h)
     }
 
     /// After forwarding a frame, keep polling without sleeping for `window`. On a VM a
@@ -167,6 +221,14 @@ impl Datapath {
             for bridge in &mut self.bridges {
                 bridge.age(now);
             }
+            let mut out = Emitter {
+                pool: &mut self.pool,
+                inject: &mut self.injected,
+            };
+            for handler in &mut self.handlers {
+                handler.tick(&mut out, now);
+            }
+            self.run_internal(now);
             self.next_sweep = now + AGE_SWEEP;
         }
         Ok(&self.fired)
@@ -205,20 +267,60 @@ impl Datapath {
         for i in 0..self.rx.len() {
             let (buf, len) = self.rx[i];
             self.forward_frame(ingress, buf, len, now);
-            self.pool.release(buf);
         }
         self.rx.clear();
+        self.run_internal(now);
         while let Some((port, reason)) = self.failed.pop() {
             self.take_down(port, reason);
         }
     }
 
+    /// Hands queued frames to their handlers and forwards what the handlers send on,
+    /// until both queues are empty. Bounded: a loop between handlers ends in drops.
+    fn run_internal(&mut self, now: Instant) {
+        const MAX_ROUNDS: usize = 16;
+        for _ in 0..MAX_ROUNDS {
+            if self.to_handlers.is_empty() && self.injected.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut self.to_handlers, &mut self.to_handlers_work);
+            for i in 0..self.to_handlers_work.len() {
+                let (port, buf, len) = self.to_handlers_work[i];
+                let handler = self.ports[port.0].handler.expect("queued for a handler");
+                let mut out = Emitter {
+                    pool: &mut self.pool,
+                    inject: &mut self.injected,
+                };
+                match self.handlers[handler.0].handle(port, buf, len, &mut out, now) {
+                    Verdict::Inject { via, len } => self.injected.push((via, buf, len)),
+                    Verdict::Keep => {}
+                    Verdict::Release => self.pool.release(buf),
+                }
+            }
+            self.to_handlers_work.clear();
+            std::mem::swap(&mut self.injected, &mut self.injected_work);
+            for i in 0..self.injected_work.len() {
+                let (via, buf, len) = self.injected_work[i];
+                self.forward_frame(via, buf, len, now);
+            }
+            self.injected_work.clear();
+        }
+        // Still going after MAX_ROUNDS: frames circling between handlers.
+        for (port, buf, _) in self.to_handlers.drain(..).chain(self.injected.drain(..)) {
+            self.ports[port.0].counters.drop(DropReason::InternalLoop);
+            self.pool.release(buf);
+        }
+    }
+
+    /// Forwards one frame that entered at `ingress`; takes the buffer (releases it, or
+    /// passes it on to a handler).
     fn forward_frame(&mut self, ingress: PortId, buf: BufId, len: usize, now: Instant) {
         let Datapath {
             ports,
             bridges,
             pool,
             failed,
+            to_handlers,
             ..
         } = self;
         let counters = &mut ports[ingress.0].counters;
@@ -226,25 +328,54 @@ impl Datapath {
         counters.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
         if len > VNET_HDR_LEN + MAX_FRAME {
             // Longer than any frame a TAP may hand over (the buffer has a little slack).
-            return counters.drop(DropReason::Oversize);
+            counters.drop(DropReason::Oversize);
+            return pool.release(buf);
         }
-        let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len];
         let bridge = &mut bridges[ports[ingress.0].info.bridge.0];
+        let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len];
         let vnet = match check_ingress(data, bridge.mtu()) {
             Ok(vnet) => vnet,
-            Err(reason) => return ports[ingress.0].counters.drop(reason),
+            Err(reason) => {
+                ports[ingress.0].counters.drop(reason);
+                return pool.release(buf);
+            }
         };
         let gso = vnet.is_gso();
         match bridge.decide(ingress, &data[VNET_HDR_LEN..], now) {
+            Decision::Unicast(egress) if ports[egress.0].handler.is_some() => {
+                // The handler gets this very buffer: no copy.
+                count_tx(&mut ports[egress.0].counters, len);
+                return to_handlers.push((egress, buf, len));
+            }
             Decision::Unicast(egress) => send(ports, failed, egress, data, gso),
             Decision::Flood => {
-                // Writing does not consume the buffer: every copy is the same bytes.
                 for egress in bridge.flood_targets(ingress) {
-                    send(ports, failed, egress, data, gso);
+                    if ports[egress.0].handler.is_none() {
+                        // Writing does not consume the buffer: every copy is the same bytes.
+                        send(
+                            ports,
+                            failed,
+                            egress,
+                            pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len].as_ref(),
+                            gso,
+                        );
+                        continue;
+                    }
+                    // A handler may rewrite its frame, so it gets a copy of its own.
+                    let Some(copy) = pool.alloc() else {
+                        ports[egress.0].counters.drop(DropReason::EgressFull);
+                        continue;
+                    };
+                    let (src, dst) = pool.two_bufs(buf, copy);
+                    dst[DATA_OFFSET..DATA_OFFSET + len]
+                        .copy_from_slice(&src[DATA_OFFSET..DATA_OFFSET + len]);
+                    count_tx(&mut ports[egress.0].counters, len);
+                    to_handlers.push((egress, copy, len));
                 }
             }
             Decision::Drop(reason) => ports[ingress.0].counters.drop(reason),
         }
+        pool.release(buf);
     }
 
     fn take_down(&mut self, port: PortId, reason: String) {
@@ -274,7 +405,7 @@ impl Datapath {
             id,
             info: &slot.info,
             counters: &slot.counters,
-            up: slot.io.is_some(),
+            up: slot.io.is_some() || slot.handler.is_some(),
             down_reason: slot.down_reason.as_deref(),
         })
     }
@@ -284,7 +415,10 @@ impl Datapath {
     }
 
     pub fn up_ports(&self) -> usize {
-        self.ports.iter().filter(|p| p.io.is_some()).count()
+        self.ports
+            .iter()
+            .filter(|p| p.io.is_some() || p.handler.is_some())
+            .count()
     }
 
     pub fn bridges(&self) -> impl Iterator<Item = (BridgeId, &Bridge)> + '_ {
@@ -313,10 +447,7 @@ fn send(
         return slot.counters.drop(DropReason::EgressNoGso);
     }
     match io.send(data) {
-        Ok(()) => {
-            slot.counters.tx_packets += 1;
-            slot.counters.tx_bytes += (data.len() - VNET_HDR_LEN) as u64;
-        }
+        Ok(()) => count_tx(&mut slot.counters, data.len()),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             slot.counters.drop(DropReason::EgressFull)
         }
@@ -330,4 +461,9 @@ fn send(
             }
         }
     }
+}
+
+fn count_tx(counters: &mut PortCounters, len: usize) {
+    counters.tx_packets += 1;
+    counters.tx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
 }

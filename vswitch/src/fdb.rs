@@ -281,8 +281,9 @@ mod tests {
             }
             now += aging;
             fdb.age(now);
+            // Tombstones lower `capacity()` a little; growing would double it.
+            assert!(fdb.entries.capacity() <= cap, "grew at round {round}");
         }
-        assert_eq!(fdb.entries.capacity(), cap);
     }
 
     #[test]

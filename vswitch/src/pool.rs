@@ -73,6 +73,19 @@ impl Pool {
         &mut self.slab[start..start + BUF_SIZE]
     }
 
+    /// Two different buffers at once, the first to read and the second to write.
+    pub fn two_bufs(&mut self, a: BufId, b: BufId) -> (&[u8], &mut [u8]) {
+        assert_ne!(a, b, "two_bufs needs two buffers");
+        let (ia, ib) = (a.0 as usize * BUF_SIZE, b.0 as usize * BUF_SIZE);
+        if ia < ib {
+            let (lo, hi) = self.slab.split_at_mut(ib);
+            (&lo[ia..ia + BUF_SIZE], &mut hi[..BUF_SIZE])
+        } else {
+            let (lo, hi) = self.slab.split_at_mut(ia);
+            (&hi[..BUF_SIZE], &mut lo[ib..ib + BUF_SIZE])
+        }
+    }
+
     pub fn available(&self) -> usize {
         self.free.len()
     }

@@ -1,0 +1,80 @@
+//! Internal ports: ports served inside the process rather than by a device, such as the
+//! router's leg on each subnet. A frame the bridge sends to an internal port is handed,
+//! buffer and all, to the port's [`Handler`], which may rewrite it in place and send it
+//! on into another bridge through another internal port, answer it, keep it for a while,
+//! or let it go. The datapath knows nothing of what the handler does.
+
+use std::any::Any;
+use std::time::Instant;
+
+use crate::pool::{BufId, Pool, DATA_OFFSET};
+use crate::port::PortId;
+
+/// Index of a handler in the datapath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerId(pub usize);
+
+/// What becomes of a frame handed to a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Enter the bridge of internal port `via`, as if `via` had received it; `len` is
+    /// the frame's length now (virtio-net header included).
+    Inject { via: PortId, len: usize },
+    /// The handler keeps the buffer and will inject or release it later.
+    Keep,
+    /// Done with it (consumed, or dropped and counted by the handler).
+    Release,
+}
+
+/// The handler's way to the datapath's buffers and injection queue.
+pub struct Emitter<'a> {
+    pub(crate) pool: &'a mut Pool,
+    pub(crate) inject: &'a mut Vec<(PortId, BufId, usize)>,
+}
+
+impl Emitter<'_> {
+    /// A frame's bytes (virtio-net header, then Ethernet), for reading and rewriting.
+    pub fn data(&mut self, buf: BufId, len: usize) -> &mut [u8] {
+        &mut self.pool.buf_mut(buf)[DATA_OFFSET..DATA_OFFSET + len]
+    }
+
+    /// All the room a buffer has for a frame, for building a new one.
+    pub fn room(&mut self, buf: BufId) -> &mut [u8] {
+        &mut self.pool.buf_mut(buf)[DATA_OFFSET..]
+    }
+
+    /// A fresh buffer for a new frame (an ARP request, an ICMP error), if one is free.
+    pub fn alloc(&mut self) -> Option<BufId> {
+        self.pool.alloc()
+    }
+
+    /// Sends a frame (one the handler kept or built) into the bridge of `via`.
+    pub fn inject(&mut self, via: PortId, buf: BufId, len: usize) {
+        self.inject.push((via, buf, len));
+    }
+
+    /// Gives back a buffer the handler kept or allocated.
+    pub fn release(&mut self, buf: BufId) {
+        self.pool.release(buf);
+    }
+}
+
+/// The logic behind one or more internal ports.
+pub trait Handler: Send {
+    /// A frame sent to internal port `port`; the handler owns `buf` until it says
+    /// otherwise.
+    fn handle(
+        &mut self,
+        port: PortId,
+        buf: BufId,
+        len: usize,
+        out: &mut Emitter<'_>,
+        now: Instant,
+    ) -> Verdict;
+
+    /// Called about once a second: aging, retries, giving up on kept frames.
+    fn tick(&mut self, _out: &mut Emitter<'_>, _now: Instant) {}
+
+    /// For the control plane to reach the concrete handler (`show`).
+    fn as_any(&self) -> &dyn Any;
+}
