@@ -1,1 +1,12 @@
-//! vrouter
+//! vrouter: layer 3 for tapnet. A gateway per bridge subnet that answers ARP and ping,
+//! routing between subnets (longest-prefix match, TTL, ICMP errors, incremental
+//! checksums), plugged into each routed bridge as an internal port.
+
+pub mod checksum;
+pub mod handler;
+pub mod neighbor;
+pub mod route;
+pub mod router;
+
+pub use handler::RouterHandler;
+pub use router::{Action, Iface, Router, RouterConfig, RouterDrop, RouterStats};

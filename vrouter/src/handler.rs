@@ -1,0 +1,163 @@
+//! The router as the logic behind one internal port per routed bridge: the thin shell
+//! around [`Router`] that owns buffers. It sends what the router made, and keeps frames
+//! waiting for ARP answers (a few per next hop, a few seconds at most).
+
+use std::any::Any;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use vswitch::pool::BufId;
+use vswitch::{Emitter, Handler, PortId, Verdict};
+
+use crate::router::{Action, Router};
+
+/// Frames kept waiting for ARP, in all.
+const HOLD_MAX: usize = 64;
+/// ... and for any one next hop (Linux keeps 3 by default too).
+const HOLD_PER_NEXT_HOP: usize = 3;
+/// How long a kept frame waits before the router gives up (host unreachable).
+const HOLD_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Held {
+    ingress: usize,
+    iface: usize,
+    next_hop: Ipv4Addr,
+    buf: BufId,
+    len: usize,
+    since: Instant,
+}
+
+pub struct RouterHandler {
+    router: Router,
+    /// The internal port of each router interface, by interface index.
+    ports: Vec<PortId>,
+    held: Vec<Held>,
+}
+
+impl RouterHandler {
+    /// `ports[i]` is the internal port of `router.ifaces()[i]`.
+    pub fn new(router: Router, ports: Vec<PortId>) -> RouterHandler {
+        assert_eq!(router.ifaces().len(), ports.len());
+        RouterHandler {
+            router,
+            ports,
+            held: Vec::with_capacity(HOLD_MAX),
+        }
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    fn iface_of(&self, port: PortId) -> Option<usize> {
+        self.ports.iter().position(|&p| p == port)
+    }
+
+    /// Sends what the router built (ARP requests, ICMP errors) in fresh buffers.
+    fn flush_outbox(&mut self, out: &mut Emitter<'_>) {
+        let ports = &self.ports;
+        let mut no_buffer = 0;
+        self.router.outbox().drain(|iface, bytes| {
+            let Some(buf) = out.alloc() else {
+                no_buffer += 1;
+                return;
+            };
+            out.room(buf)[..bytes.len()].copy_from_slice(bytes);
+            out.inject(ports[iface], buf, bytes.len());
+        });
+        for _ in 0..no_buffer {
+            self.router.hold_queue_full();
+        }
+    }
+
+    /// Sends every kept frame whose next hop is known now.
+    fn release_resolved(&mut self, out: &mut Emitter<'_>, now: Instant) {
+        let mut i = 0;
+        while i < self.held.len() {
+            let h = &self.held[i];
+            if self
+                .router
+                .complete(h.iface, h.next_hop, out.data(h.buf, h.len), now)
+            {
+                let h = self.held.swap_remove(i);
+                out.inject(self.ports[h.iface], h.buf, h.len);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl Handler for RouterHandler {
+    fn handle(
+        &mut self,
+        port: PortId,
+        buf: BufId,
+        len: usize,
+        out: &mut Emitter<'_>,
+        now: Instant,
+    ) -> Verdict {
+        let Some(ingress) = self.iface_of(port) else {
+            return Verdict::Release;
+        };
+        let action = self.router.handle(ingress, out.data(buf, len), now);
+        self.flush_outbox(out);
+        if self.router.take_learned() && !self.held.is_empty() {
+            self.release_resolved(out, now);
+        }
+        match action {
+            Action::Send { iface } => Verdict::Inject {
+                via: self.ports[iface],
+                len,
+            },
+            Action::Resolve { iface, next_hop } => {
+                let waiting = self.held.iter().filter(|h| h.next_hop == next_hop).count();
+                if self.held.len() >= HOLD_MAX || waiting >= HOLD_PER_NEXT_HOP {
+                    self.router.hold_queue_full();
+                    return Verdict::Release;
+                }
+                self.held.push(Held {
+                    ingress,
+                    iface,
+                    next_hop,
+                    buf,
+                    len,
+                    since: now,
+                });
+                Verdict::Keep
+            }
+            Action::Done => Verdict::Release,
+        }
+    }
+
+    fn tick(&mut self, out: &mut Emitter<'_>, now: Instant) {
+        self.router.tick(now);
+        let mut i = 0;
+        while i < self.held.len() {
+            if now.saturating_duration_since(self.held[i].since) >= HOLD_TIMEOUT {
+                let h = self.held.swap_remove(i);
+                self.router
+                    .unresolved(Some(h.ingress), out.data(h.buf, h.len), now);
+                out.release(h.buf);
+            } else {
+                i += 1;
+            }
+        }
+        // Ask again, once a second, for next hops that frames still wait on.
+        for i in 0..self.held.len() {
+            let (iface, next_hop) = (self.held[i].iface, self.held[i].next_hop);
+            if self.held[..i].iter().all(|h| h.next_hop != next_hop) {
+                self.router.arp_request(iface, next_hop);
+            }
+        }
+        self.flush_outbox(out);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

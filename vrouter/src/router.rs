@@ -1,0 +1,645 @@
+//! The router's decisions, with no IO: a frame that reached a router interface goes in
+//! (a virtio-net header, then Ethernet), rewritten in place where it can be, and an
+//! [`Action`] comes out. Frames the router makes itself (ARP requests, ICMP errors) wait
+//! in a small fixed outbox. Time is passed in.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
+    IpProtocol, Ipv4Packet,
+};
+use vswitch::frame::{VnetHdr, ETH_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use vswitch::Mac;
+
+use crate::checksum;
+use crate::neighbor::NeighborTable;
+use crate::route::{mask, Route, RouteTable};
+
+/// One leg of the router: its address on one bridge's subnet.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    pub name: String,
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Iface {
+    fn network(&self) -> u32 {
+        u32::from(self.ip) & mask(self.prefix)
+    }
+
+    fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network() | !mask(self.prefix))
+    }
+
+    fn on_link(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == self.network()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RouterConfig {
+    pub neighbor_max: usize,
+    pub neighbor_aging: Duration,
+    /// ICMP errors per second, and the burst allowed above that rate.
+    pub icmp_rate: u32,
+    pub icmp_burst: u32,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            neighbor_max: 4096,
+            neighbor_aging: Duration::from_secs(300),
+            icmp_rate: 100,
+            icmp_burst: 50,
+        }
+    }
+}
+
+/// What becomes of a frame the router was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Rewritten in place: send it into the bridge of interface `iface`.
+    Send { iface: usize },
+    /// Rewritten but for the destination MAC, which is not known yet: keep the frame
+    /// until `next_hop` answers ARP (an ARP request is in the outbox), then
+    /// [`Router::complete`] it.
+    Resolve { iface: usize, next_hop: Ipv4Addr },
+    /// Nothing more to do: answered, consumed, or dropped (counted under its reason).
+    Done,
+}
+
+/// Why the router did not forward a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum RouterDrop {
+    /// Too short for the headers it claims.
+    Truncated,
+    /// An IPv4 header that does not parse (version, lengths).
+    BadIpHeader,
+    BadIpChecksum,
+    /// TTL ran out here (an ICMP time-exceeded went back).
+    TtlExceeded,
+    /// No route to the destination (an ICMP network-unreachable went back).
+    NoRoute,
+    /// The next hop never answered ARP (an ICMP host-unreachable went back).
+    NeighborUnresolved,
+    /// Too many frames already waiting for ARP answers.
+    HoldQueueFull,
+    /// Neither ARP nor IPv4 (IPv6 comes later).
+    UnsupportedEthertype,
+    /// A unicast frame for another MAC that flooded onto the router's port.
+    NotForRouter,
+    /// Addressed to the router but not something it serves (only ping is).
+    ToRouterUnsupported,
+    /// Sent to a subnet's broadcast or network address, or from a multicast,
+    /// broadcast or unspecified source: not routed.
+    NotRoutable,
+}
+
+impl RouterDrop {
+    pub const COUNT: usize = 11;
+    pub const ALL: [RouterDrop; Self::COUNT] = [
+        RouterDrop::Truncated,
+        RouterDrop::BadIpHeader,
+        RouterDrop::BadIpChecksum,
+        RouterDrop::TtlExceeded,
+        RouterDrop::NoRoute,
+        RouterDrop::NeighborUnresolved,
+        RouterDrop::HoldQueueFull,
+        RouterDrop::UnsupportedEthertype,
+        RouterDrop::NotForRouter,
+        RouterDrop::ToRouterUnsupported,
+        RouterDrop::NotRoutable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterDrop::Truncated => "truncated",
+            RouterDrop::BadIpHeader => "bad_ip_header",
+            RouterDrop::BadIpChecksum => "bad_ip_checksum",
+            RouterDrop::TtlExceeded => "ttl_exceeded",
+            RouterDrop::NoRoute => "no_route",
+            RouterDrop::NeighborUnresolved => "neighbor_unresolved",
+            RouterDrop::HoldQueueFull => "hold_queue_full",
+            RouterDrop::UnsupportedEthertype => "unsupported_ethertype",
+            RouterDrop::NotForRouter => "not_for_router",
+            RouterDrop::ToRouterUnsupported => "to_router_unsupported",
+            RouterDrop::NotRoutable => "not_routable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    pub routed: u64,
+    pub arp_replies: u64,
+    pub arp_requests: u64,
+    pub echo_replies: u64,
+    pub icmp_errors: u64,
+    pub icmp_rate_limited: u64,
+    pub outbox_full: u64,
+    pub drops: [u64; RouterDrop::COUNT],
+}
+
+impl RouterStats {
+    pub fn dropped(&self, reason: RouterDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+/// Room for a frame the router builds: the virtio-net header, Ethernet, IPv4 and an
+/// ICMP error quoting at most a 60-byte IP header and 8 bytes.
+pub const SMALL_FRAME: usize = 128;
+const OUTBOX_SLOTS: usize = 32;
+
+/// Frames the router made, waiting to be sent. Fixed size: nothing is allocated.
+pub struct Outbox {
+    frames: [(usize, usize, [u8; SMALL_FRAME]); OUTBOX_SLOTS],
+    len: usize,
+}
+
+impl Outbox {
+    fn new() -> Outbox {
+        Outbox {
+            frames: [(0, 0, [0; SMALL_FRAME]); OUTBOX_SLOTS],
+            len: 0,
+        }
+    }
+
+    /// A zeroed slot for a frame to leave by `iface`, or `None` when full.
+    fn slot(&mut self, iface: usize) -> Option<&mut (usize, usize, [u8; SMALL_FRAME])> {
+        if self.len == OUTBOX_SLOTS {
+            return None;
+        }
+        let slot = &mut self.frames[self.len];
+        self.len += 1;
+        *slot = (iface, 0, [0; SMALL_FRAME]);
+        Some(slot)
+    }
+
+    /// Hands each waiting frame (interface, bytes) to `f`, then empties the box.
+    pub fn drain(&mut self, mut f: impl FnMut(usize, &[u8])) {
+        for (iface, len, bytes) in &self.frames[..self.len] {
+            f(*iface, &bytes[..*len]);
+        }
+        self.len = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+struct TokenBucket {
+    rate: u32,
+    burst: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = self
+            .last
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.last = Some(now);
+        self.tokens = (self.tokens + elapsed * self.rate as f64).min(self.burst as f64);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const DEFAULT_TTL: u8 = 64;
+
+pub struct Router {
+    ifaces: Vec<Iface>,
+    routes: RouteTable,
+    neighbors: NeighborTable,
+    icmp: TokenBucket,
+    outbox: Outbox,
+    stats: RouterStats,
+    /// Set when ARP taught the router something: kept frames may now go.
+    learned: bool,
+}
+
+/// What a parsed frame is, for the dispatch in [`Router::handle`].
+enum Kind {
+    Arp,
+    Ipv4,
+}
+
+impl Router {
+    pub fn new(ifaces: Vec<Iface>, config: RouterConfig) -> Router {
+        let mut routes = RouteTable::default();
+        for (i, iface) in ifaces.iter().enumerate() {
+            routes.add(Route {
+                network: Ipv4Addr::from(iface.network()),
+                prefix: iface.prefix,
+                iface: i,
+                gateway: None,
+            });
+        }
+        Router {
+            ifaces,
+            routes,
+            neighbors: NeighborTable::new(config.neighbor_max, config.neighbor_aging),
+            icmp: TokenBucket {
+                rate: config.icmp_rate,
+                burst: config.icmp_burst,
+                tokens: config.icmp_burst as f64,
+                last: None,
+            },
+            outbox: Outbox::new(),
+            stats: RouterStats::default(),
+            learned: false,
+        }
+    }
+
+    pub fn ifaces(&self) -> &[Iface] {
+        &self.ifaces
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    pub fn neighbors(&self) -> &NeighborTable {
+        &self.neighbors
+    }
+
+    pub fn stats(&self) -> &RouterStats {
+        &self.stats
+    }
+
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// True once after ARP taught the router an address.
+    pub fn take_learned(&mut self) -> bool {
+        std::mem::take(&mut self.learned)
+    }
+
+    fn drop(&mut self, reason: RouterDrop) -> Action {
+        self.stats.drops[reason as usize] += 1;
+        Action::Done
+    }
+
+    fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
+        self.ifaces.iter().any(|i| i.ip == ip)
+    }
+
+    /// Decides over `frame`, which arrived on interface `iface` at `now`.
+    pub fn handle(&mut self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
+        if frame.len() < VNET_HDR_LEN + ETH_HDR_LEN || iface >= self.ifaces.len() {
+            return self.drop(RouterDrop::Truncated);
+        }
+        let kind = {
+            let eth = EthernetFrame::new_unchecked(&frame[VNET_HDR_LEN..]);
+            let dst = Mac(eth.dst_addr().0);
+            let ours = dst == self.ifaces[iface].mac;
+            match u16::from(eth.ethertype()) {
+                ETHERTYPE_ARP if ours || dst == Mac::BROADCAST => Kind::Arp,
+                ETHERTYPE_IPV4 if ours => Kind::Ipv4,
+                _ if !ours && !dst.is_multicast() => return self.drop(RouterDrop::NotForRouter),
+                // Multicast and broadcast that is not ARP (IPv6 neighbour discovery, mDNS):
+                // a router does not forward it.
+                ETHERTYPE_IPV4 => return self.drop(RouterDrop::NotRoutable),
+                _ => return self.drop(RouterDrop::UnsupportedEthertype),
+            }
+        };
+        match kind {
+            Kind::Arp => self.arp(iface, frame, now),
+            Kind::Ipv4 => self.ipv4(iface, frame, now),
+        }
+    }
+
+    fn arp(&mut self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
+        let me = self.ifaces[iface].clone();
+        let (op, sha, spa, tpa) = {
+            let Ok(arp) = ArpPacket::new_checked(&frame[VNET_HDR_LEN + ETH_HDR_LEN..]) else {
+                return self.drop(RouterDrop::Truncated);
+            };
+            if arp.hardware_len() != 6 || arp.protocol_len() != 4 {
+                return self.drop(RouterDrop::UnsupportedEthertype);
+            }
+            let ip = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            (
+                arp.operation(),
+                Mac(arp.source_hardware_addr().try_into().expect("hlen 6")),
+                ip(arp.source_protocol_addr()),
+                ip(arp.target_protocol_addr()),
+            )
+        };
+        let sender_ok = me.on_link(spa) && !sha.is_multicast() && !sha.is_zero();
+        if tpa != me.ip {
+            // Not for us: only refresh what we know (gratuitous ARP, a moved address).
+            if sender_ok {
+                self.neighbors.refresh(iface, spa, sha, now);
+            }
+            return Action::Done;
+        }
+        if sender_ok {
+            self.neighbors.learn(iface, spa, sha, now);
+            self.learned = true;
+        }
+        if op != ArpOperation::Request {
+            return Action::Done;
+        }
+        // Turn the request into the reply, in place.
+        let eth_bytes = &mut frame[VNET_HDR_LEN..];
+        let mut eth = EthernetFrame::new_unchecked(&mut *eth_bytes);
+        eth.set_dst_addr(smoltcp::wire::EthernetAddress(sha.0));
+        eth.set_src_addr(smoltcp::wire::EthernetAddress(me.mac.0));
+        let mut arp = ArpPacket::new_unchecked(&mut eth_bytes[ETH_HDR_LEN..]);
+        arp.set_operation(ArpOperation::Reply);
+        arp.set_source_hardware_addr(&me.mac.0);
+        arp.set_source_protocol_addr(&me.ip.octets());
+        arp.set_target_hardware_addr(&sha.0);
+        arp.set_target_protocol_addr(&spa.octets());
+        self.stats.arp_replies += 1;
+        Action::Send { iface }
+    }
+
+    fn ipv4(&mut self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
+        let (src, dst, ttl, proto, frag_offset, header_len) = {
+            let ip_bytes = &frame[VNET_HDR_LEN + ETH_HDR_LEN..];
+            let Ok(ip) = Ipv4Packet::new_checked(ip_bytes) else {
+                return self.drop(RouterDrop::BadIpHeader);
+            };
+            if ip.version() != 4 {
+                return self.drop(RouterDrop::BadIpHeader);
+            }
+            if !ip.verify_checksum() {
+                return self.drop(RouterDrop::BadIpChecksum);
+            }
+            (
+                ip.src_addr(),
+                ip.dst_addr(),
+                ip.hop_limit(),
+                ip.next_header(),
+                ip.frag_offset(),
+                ip.header_len() as usize,
+            )
+        };
+        if src.is_multicast() || src.is_broadcast() || src.is_unspecified() {
+            return self.drop(RouterDrop::NotRoutable);
+        }
+        if self.is_own_ip(dst) {
+            return self.addressed_to_router(iface, frame, proto, header_len, now);
+        }
+        let Some(route) = self.routes.lookup(dst).copied() else {
+            self.icmp_error(
+                iface,
+                frame,
+                Icmpv4Message::DstUnreachable,
+                0,
+                frag_offset,
+                now,
+            );
+            return self.drop(RouterDrop::NoRoute);
+        };
+        let out = &self.ifaces[route.iface];
+        if dst == out.broadcast() || u32::from(dst) == out.network() || dst.is_multicast() {
+            return self.drop(RouterDrop::NotRoutable);
+        }
+        if ttl <= 1 {
+            self.icmp_error(
+                iface,
+                frame,
+                Icmpv4Message::TimeExceeded,
+                0,
+                frag_offset,
+                now,
+            );
+            return self.drop(RouterDrop::TtlExceeded);
+        }
+        // TTL shares a 16-bit word with the protocol: update the checksum for that word.
+        let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
+        let old_word = u16::from_be_bytes([ttl, frame[ip_off + 9]]);
+        let new_word = u16::from_be_bytes([ttl - 1, frame[ip_off + 9]]);
+        frame[ip_off + 8] = ttl - 1;
+        let check = u16::from_be_bytes([frame[ip_off + 10], frame[ip_off + 11]]);
+        let check = checksum::update16(check, old_word, new_word);
+        frame[ip_off + 10..ip_off + 12].copy_from_slice(&check.to_be_bytes());
+
+        let next_hop = route.gateway.unwrap_or(dst);
+        let out_mac = out.mac;
+        frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&out_mac.0);
+        self.stats.routed += 1;
+        match self.neighbors.lookup(route.iface, next_hop, now) {
+            Some(mac) => {
+                frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac.0);
+                Action::Send { iface: route.iface }
+            }
+            None => {
+                self.arp_request(route.iface, next_hop);
+                Action::Resolve {
+                    iface: route.iface,
+                    next_hop,
+                }
+            }
+        }
+    }
+
+    /// Fills in the destination MAC of a frame kept by [`Action::Resolve`], if the next
+    /// hop is known by now.
+    pub fn complete(
+        &self,
+        iface: usize,
+        next_hop: Ipv4Addr,
+        frame: &mut [u8],
+        now: Instant,
+    ) -> bool {
+        match self.neighbors.lookup(iface, next_hop, now) {
+            Some(mac) if frame.len() >= VNET_HDR_LEN + 6 => {
+                frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac.0);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A kept frame whose next hop never answered: count it, and tell the sender.
+    pub fn unresolved(&mut self, ingress: Option<usize>, frame: &[u8], now: Instant) {
+        self.stats.drops[RouterDrop::NeighborUnresolved as usize] += 1;
+        if let Some(iface) = ingress {
+            self.icmp_error(iface, frame, Icmpv4Message::DstUnreachable, 1, 0, now);
+        }
+    }
+
+    /// A frame that could not even be kept.
+    pub fn hold_queue_full(&mut self) {
+        self.stats.drops[RouterDrop::HoldQueueFull as usize] += 1;
+    }
+
+    /// Traffic to one of the router's own addresses: answer ping, refuse the rest.
+    fn addressed_to_router(
+        &mut self,
+        iface: usize,
+        frame: &mut [u8],
+        proto: IpProtocol,
+        header_len: usize,
+        now: Instant,
+    ) -> Action {
+        let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
+        if proto != IpProtocol::Icmp {
+            if proto == IpProtocol::Udp {
+                self.icmp_error(iface, frame, Icmpv4Message::DstUnreachable, 3, 0, now);
+            }
+            return self.drop(RouterDrop::ToRouterUnsupported);
+        }
+        let total_len = u16::from_be_bytes([frame[ip_off + 2], frame[ip_off + 3]]) as usize;
+        let icmp_range = ip_off + header_len..ip_off + total_len;
+        {
+            let Ok(icmp) = Icmpv4Packet::new_checked(&frame[icmp_range.clone()]) else {
+                return self.drop(RouterDrop::Truncated);
+            };
+            if icmp.msg_type() != Icmpv4Message::EchoRequest {
+                return self.drop(RouterDrop::ToRouterUnsupported);
+            }
+        }
+        // Echo request -> echo reply, in place: swap the addresses, reset the TTL, fix
+        // both checksums. The ICMP checksum is computed afresh, so a checksum the
+        // sender left to offload does not matter.
+        let (eth, rest) = frame[VNET_HDR_LEN..].split_at_mut(ETH_HDR_LEN);
+        let requester: [u8; 6] = eth[6..12].try_into().expect("6 bytes");
+        eth[0..6].copy_from_slice(&requester);
+        eth[6..12].copy_from_slice(&self.ifaces[iface].mac.0);
+        let mut ip = Ipv4Packet::new_unchecked(&mut rest[..total_len]);
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        ip.set_src_addr(dst);
+        ip.set_dst_addr(src);
+        ip.set_hop_limit(DEFAULT_TTL);
+        ip.fill_checksum();
+        let mut icmp = Icmpv4Packet::new_unchecked(ip.payload_mut());
+        icmp.set_msg_type(Icmpv4Message::EchoReply);
+        icmp.fill_checksum();
+        clear_vnet(frame);
+        self.stats.echo_replies += 1;
+        Action::Send { iface }
+    }
+
+    /// Queues an ARP request for `target` out of `iface`.
+    pub fn arp_request(&mut self, iface: usize, target: Ipv4Addr) {
+        let me = self.ifaces[iface].clone();
+        let Some(slot) = self.outbox.slot(iface) else {
+            self.stats.outbox_full += 1;
+            return;
+        };
+        let bytes = &mut slot.2;
+        let eth = &mut bytes[VNET_HDR_LEN..];
+        eth[0..6].copy_from_slice(&Mac::BROADCAST.0);
+        eth[6..12].copy_from_slice(&me.mac.0);
+        eth[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        let mut arp = ArpPacket::new_unchecked(&mut eth[ETH_HDR_LEN..ETH_HDR_LEN + 28]);
+        arp.set_hardware_type(smoltcp::wire::ArpHardware::Ethernet);
+        arp.set_protocol_type(EthernetProtocol::Ipv4);
+        arp.set_hardware_len(6);
+        arp.set_protocol_len(4);
+        arp.set_operation(ArpOperation::Request);
+        arp.set_source_hardware_addr(&me.mac.0);
+        arp.set_source_protocol_addr(&me.ip.octets());
+        arp.set_target_hardware_addr(&[0; 6]);
+        arp.set_target_protocol_addr(&target.octets());
+        slot.1 = VNET_HDR_LEN + ETH_HDR_LEN + 28;
+        self.stats.arp_requests += 1;
+    }
+
+    /// Queues an ICMP error about `frame` (as received on `iface`) back to its sender,
+    /// unless the rules or the rate limit say not to.
+    fn icmp_error(
+        &mut self,
+        iface: usize,
+        frame: &[u8],
+        kind: Icmpv4Message,
+        code: u8,
+        frag_offset: u16,
+        now: Instant,
+    ) {
+        let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
+        let Some(orig) = frame.get(ip_off..) else {
+            return;
+        };
+        if orig.len() < 20 || frag_offset != 0 {
+            return;
+        }
+        let header_len = ((orig[0] & 0x0f) as usize * 4).clamp(20, 60);
+        let src = Ipv4Addr::new(orig[12], orig[13], orig[14], orig[15]);
+        if src.is_unspecified() || src.is_broadcast() || src.is_multicast() {
+            return;
+        }
+        // Never an error about an ICMP error.
+        if orig[9] == 1 {
+            let t = orig.get(header_len).copied().unwrap_or(0);
+            if !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18) {
+                return;
+            }
+        }
+        if !self.icmp.take(now) {
+            self.stats.icmp_rate_limited += 1;
+            return;
+        }
+        let quoted = orig.len().min(header_len + 8);
+        let me = self.ifaces[iface].clone();
+        let requester: [u8; 6] = frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
+            .try_into()
+            .expect("6 bytes");
+        let Some(slot) = self.outbox.slot(iface) else {
+            self.stats.outbox_full += 1;
+            return;
+        };
+        let bytes = &mut slot.2;
+        let eth = &mut bytes[VNET_HDR_LEN..];
+        eth[0..6].copy_from_slice(&requester);
+        eth[6..12].copy_from_slice(&me.mac.0);
+        eth[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let ip_len = 20 + 8 + quoted;
+        {
+            let ip = &mut eth[ETH_HDR_LEN..ETH_HDR_LEN + ip_len];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            ip[6] = 0x40; // don't fragment
+            ip[8] = DEFAULT_TTL;
+            ip[9] = 1; // ICMP
+            ip[12..16].copy_from_slice(&me.ip.octets());
+            ip[16..20].copy_from_slice(&src.octets());
+            let c = checksum::checksum(&ip[..20]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let icmp = &mut ip[20..];
+            icmp[0] = u8::from(kind);
+            icmp[1] = code;
+            icmp[8..8 + quoted].copy_from_slice(&orig[..quoted]);
+            let c = checksum::checksum(icmp);
+            icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        slot.1 = VNET_HDR_LEN + ETH_HDR_LEN + ip_len;
+        self.stats.icmp_errors += 1;
+    }
+
+    /// Ages the ARP table.
+    pub fn tick(&mut self, now: Instant) {
+        self.neighbors.age(now);
+    }
+}
+
+/// A frame the router rewrote and fully checksummed: no offload work is left.
+fn clear_vnet(frame: &mut [u8]) {
+    if let Some(vnet) = VnetHdr::parse(frame) {
+        if vnet.flags & VNET_F_NEEDS_CSUM != 0 || vnet.is_gso() {
+            VnetHdr::default().emit(frame);
+        }
+    }
+}
