@@ -4,7 +4,16 @@
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use vrouter::{RouterDrop, RouterHandler};
 use vswitch::{Datapath, DropReason};
+
+/// The router, if the lab has one (a bridge with a subnet).
+fn router(dp: &Datapath) -> Option<&RouterHandler> {
+    dp.ports()
+        .find_map(|p| p.internal)
+        .and_then(|h| dp.handler(h))
+        .and_then(|h| h.as_any().downcast_ref::<RouterHandler>())
+}
 
 /// What `show` can name. The ones later issues fill in answer with a clear error.
 pub const WHATS: [&str; 9] = [
@@ -19,8 +28,10 @@ pub fn answer(dp: &Datapath, lab: &str, line: &str, now: Instant) -> Value {
             "ports" => ports(dp, lab),
             "fdb" => fdb(dp, lab, now),
             "drops" => drops(dp, lab),
+            "routes" => routes(dp, lab),
+            "arp" => arp(dp, lab, now),
             w if WHATS.contains(&w) => {
-                json!({"error": format!("show {w}: not yet supported by this tapnet (no router, NAT or VXLAN yet)")})
+                json!({"error": format!("show {w}: not yet supported by this tapnet (no NAT, forwards, services or VXLAN yet)")})
             }
             w => json!({"error": format!("show {w}: unknown; one of {}", WHATS.join(", "))}),
         },
@@ -35,6 +46,7 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
         .map(|p| {
             json!({
                 "name": p.info.name,
+                "kind": if p.internal.is_some() { "router" } else { "tap" },
                 "bridge": bridges[p.info.bridge.0],
                 "netns": p.info.netns,
                 "ifname": p.info.ifname,
@@ -99,7 +111,62 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
             })
         })
         .collect();
-    json!({"lab": lab, "ports": ports, "bridges": bridges})
+    let router = router(dp).map(|r| {
+        let stats = r.router().stats();
+        let reasons: serde_json::Map<String, Value> = RouterDrop::ALL
+            .iter()
+            .map(|d| (d.name().to_string(), json!(stats.dropped(*d))))
+            .collect();
+        json!({
+            "drops": reasons,
+            "routed": stats.routed,
+            "icmp_errors": stats.icmp_errors,
+            "icmp_rate_limited": stats.icmp_rate_limited,
+            "held_for_arp": r.held(),
+        })
+    });
+    json!({"lab": lab, "ports": ports, "bridges": bridges, "router": router})
+}
+
+fn routes(dp: &Datapath, lab: &str) -> Value {
+    let routes: Vec<Value> = router(dp)
+        .map(|r| {
+            let ifaces = r.router().ifaces();
+            r.router()
+                .routes()
+                .routes()
+                .iter()
+                .map(|route| {
+                    let iface = &ifaces[route.iface];
+                    json!({
+                        "destination": format!("{}/{}", route.network, route.prefix),
+                        "bridge": iface.name,
+                        "gateway": iface.ip.to_string(),
+                        "via": route.gateway.map_or("connected".to_string(), |g| g.to_string()),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"lab": lab, "routes": routes})
+}
+
+fn arp(dp: &Datapath, lab: &str, now: Instant) -> Value {
+    let mut entries: Vec<Value> = Vec::new();
+    if let Some(r) = router(dp) {
+        let ifaces = r.router().ifaces();
+        let mut rows: Vec<_> = r.router().neighbors().entries().collect();
+        rows.sort_by_key(|(i, ip, _)| (*i, *ip));
+        for (i, ip, n) in rows {
+            entries.push(json!({
+                "bridge": ifaces[i].name,
+                "ip": ip.to_string(),
+                "mac": n.mac.to_string(),
+                "age_s": now.saturating_duration_since(n.updated).as_secs(),
+            }));
+        }
+    }
+    json!({"lab": lab, "arp": entries})
 }
 
 /// Prints an answer for a person.
@@ -163,6 +230,32 @@ pub fn render(what: &str, v: &Value) -> String {
                 ]);
             }
         }
+        "routes" => {
+            rows.push(
+                ["DESTINATION", "BRIDGE", "GATEWAY", "VIA"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for r in list("routes") {
+                rows.push(vec![
+                    s(&r["destination"]),
+                    s(&r["bridge"]),
+                    s(&r["gateway"]),
+                    s(&r["via"]),
+                ]);
+            }
+        }
+        "arp" => {
+            rows.push(["BRIDGE", "IP", "MAC", "AGE_S"].map(String::from).to_vec());
+            for e in list("arp") {
+                rows.push(vec![
+                    s(&e["bridge"]),
+                    s(&e["ip"]),
+                    s(&e["mac"]),
+                    s(&e["age_s"]),
+                ]);
+            }
+        }
         "drops" => {
             rows.push(["PORT", "REASON", "COUNT"].map(String::from).to_vec());
             for p in list("ports") {
@@ -171,6 +264,13 @@ pub fn render(what: &str, v: &Value) -> String {
                         if count.as_u64().unwrap_or(0) > 0 {
                             rows.push(vec![s(&p["port"]), reason.clone(), s(count)]);
                         }
+                    }
+                }
+            }
+            if let Some(reasons) = v["router"]["drops"].as_object() {
+                for (reason, count) in reasons {
+                    if count.as_u64().unwrap_or(0) > 0 {
+                        rows.push(vec!["router".into(), reason.clone(), s(count)]);
                     }
                 }
             }

@@ -11,9 +11,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use mio::{Interest, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use vrouter::{Iface, Router, RouterConfig, RouterHandler};
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
 use vswitch::tap::Tap;
-use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortInfo};
+use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
 
 use crate::control;
 use crate::lab::{Lab, PortCfg};
@@ -211,6 +212,68 @@ fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Bui
     Ok(tap)
 }
 
+/// The router: one leg, an internal port, on every bridge with a subnet.
+fn add_router(
+    lab: &Lab,
+    dp: &mut Datapath,
+    bridges: &[(String, BridgeId, u32)],
+) -> std::io::Result<()> {
+    let mut ifaces = Vec::new();
+    let mut legs = Vec::new();
+    for b in &lab.bridges {
+        let (Some(subnet), Some(gateway)) = (&b.subnet, b.gateway) else {
+            continue;
+        };
+        let bridge = bridges
+            .iter()
+            .find(|(n, _, _)| *n == b.name)
+            .expect("added")
+            .1;
+        ifaces.push(Iface {
+            name: b.name.clone(),
+            mac: router_mac(&lab.name, &b.name),
+            ip: gateway,
+            prefix: subnet.prefix,
+        });
+        legs.push(bridge);
+    }
+    if ifaces.is_empty() {
+        return Ok(());
+    }
+    let first = dp.next_port_id().0;
+    let ports: Vec<PortId> = (0..legs.len()).map(|i| PortId(first + i)).collect();
+    let infos: Vec<PortInfo> = ifaces
+        .iter()
+        .zip(&legs)
+        .map(|(iface, &bridge)| PortInfo {
+            name: format!("router:{}", iface.name),
+            bridge,
+            netns: None,
+            ifname: "-".into(),
+            mac: iface.mac,
+            ip: Some(format!("{}/{}", iface.ip, iface.prefix)),
+        })
+        .collect();
+    let router = Router::new(ifaces, RouterConfig::default());
+    let handler = dp.add_handler(Box::new(RouterHandler::new(router, ports.clone())));
+    for (info, want) in infos.into_iter().zip(ports) {
+        let got = dp.add_internal_port(info, handler)?;
+        assert_eq!(got, want, "router ports are numbered in order");
+    }
+    Ok(())
+}
+
+/// The router's MAC on a bridge: locally administered, "tn" in the second and third
+/// bytes, then three bytes hashed from the lab and bridge names (stable across runs).
+pub fn router_mac(lab: &str, bridge: &str) -> Mac {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in lab.bytes().chain([b'/']).chain(bridge.bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    Mac([0x02, 0x74, 0x6e, b[5], b[6], b[7]])
+}
+
 /// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
 pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     preflight(&lab).map_err(HostError)?;
@@ -266,6 +329,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             return Ok(());
         }
     }
+    add_router(&lab, &mut dp, &bridge_ids).map_err(|e| HostError(e.into()))?;
     let waker = Waker::new(dp.registry(), CONTROL_TOKEN).map_err(|e| HostError(e.into()))?;
     let _ = wake_slot.set(waker);
     // Requests that came in during the build are waiting: look at them at once.

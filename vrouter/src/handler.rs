@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use vswitch::pool::BufId;
-use vswitch::{Emitter, Handler, PortId, Verdict};
+use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
 use crate::router::{Action, Router};
 
@@ -20,6 +20,7 @@ const HOLD_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Held {
     ingress: usize,
+    sender: Mac,
     iface: usize,
     next_hop: Ipv4Addr,
     buf: BufId,
@@ -114,7 +115,11 @@ impl Handler for RouterHandler {
                 via: self.ports[iface],
                 len,
             },
-            Action::Resolve { iface, next_hop } => {
+            Action::Resolve {
+                iface,
+                next_hop,
+                sender,
+            } => {
                 let waiting = self.held.iter().filter(|h| h.next_hop == next_hop).count();
                 if self.held.len() >= HOLD_MAX || waiting >= HOLD_PER_NEXT_HOP {
                     self.router.hold_queue_full();
@@ -122,6 +127,7 @@ impl Handler for RouterHandler {
                 }
                 self.held.push(Held {
                     ingress,
+                    sender,
                     iface,
                     next_hop,
                     buf,
@@ -141,7 +147,7 @@ impl Handler for RouterHandler {
             if now.saturating_duration_since(self.held[i].since) >= HOLD_TIMEOUT {
                 let h = self.held.swap_remove(i);
                 self.router
-                    .unresolved(Some(h.ingress), out.data(h.buf, h.len), now);
+                    .unresolved(h.ingress, h.sender, out.data(h.buf, h.len), now);
                 out.release(h.buf);
             } else {
                 i += 1;

@@ -68,7 +68,13 @@ pub enum Action {
     /// Rewritten but for the destination MAC, which is not known yet: keep the frame
     /// until `next_hop` answers ARP (an ARP request is in the outbox), then
     /// [`Router::complete`] it.
-    Resolve { iface: usize, next_hop: Ipv4Addr },
+    Resolve {
+        iface: usize,
+        next_hop: Ipv4Addr,
+        /// Who sent it, for the ICMP error should ARP fail (the frame's own source
+        /// MAC has been rewritten by then).
+        sender: Mac,
+    },
     /// Nothing more to do: answered, consumed, or dropped (counted under its reason).
     Done,
 }
@@ -437,6 +443,9 @@ impl Router {
 
         let next_hop = route.gateway.unwrap_or(dst);
         let out_mac = out.mac;
+        let sender = Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
+            .try_into()
+            .expect("6 bytes"));
         frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&out_mac.0);
         self.stats.routed += 1;
         match self.neighbors.lookup(route.iface, next_hop, now) {
@@ -449,6 +458,7 @@ impl Router {
                 Action::Resolve {
                     iface: route.iface,
                     next_hop,
+                    sender,
                 }
             }
         }
@@ -472,12 +482,19 @@ impl Router {
         }
     }
 
-    /// A kept frame whose next hop never answered: count it, and tell the sender.
-    pub fn unresolved(&mut self, ingress: Option<usize>, frame: &[u8], now: Instant) {
+    /// A kept frame whose next hop never answered: count it, and tell its sender
+    /// (`sender` on interface `ingress`) that the host is unreachable.
+    pub fn unresolved(&mut self, ingress: usize, sender: Mac, frame: &[u8], now: Instant) {
         self.stats.drops[RouterDrop::NeighborUnresolved as usize] += 1;
-        if let Some(iface) = ingress {
-            self.icmp_error(iface, frame, Icmpv4Message::DstUnreachable, 1, 0, now);
-        }
+        self.icmp_error_to(
+            ingress,
+            sender,
+            frame,
+            Icmpv4Message::DstUnreachable,
+            1,
+            0,
+            now,
+        );
     }
 
     /// A frame that could not even be kept.
@@ -569,6 +586,25 @@ impl Router {
         frag_offset: u16,
         now: Instant,
     ) {
+        let Some(sender) = frame.get(VNET_HDR_LEN + 6..VNET_HDR_LEN + 12) else {
+            return;
+        };
+        let sender = Mac(sender.try_into().expect("6 bytes"));
+        self.icmp_error_to(iface, sender, frame, kind, code, frag_offset, now);
+    }
+
+    /// [`Router::icmp_error`] to a given MAC.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error_to(
+        &mut self,
+        iface: usize,
+        requester: Mac,
+        frame: &[u8],
+        kind: Icmpv4Message,
+        code: u8,
+        frag_offset: u16,
+        now: Instant,
+    ) {
         let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
         let Some(orig) = frame.get(ip_off..) else {
             return;
@@ -594,16 +630,13 @@ impl Router {
         }
         let quoted = orig.len().min(header_len + 8);
         let me = self.ifaces[iface].clone();
-        let requester: [u8; 6] = frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
-            .try_into()
-            .expect("6 bytes");
         let Some(slot) = self.outbox.slot(iface) else {
             self.stats.outbox_full += 1;
             return;
         };
         let bytes = &mut slot.2;
         let eth = &mut bytes[VNET_HDR_LEN..];
-        eth[0..6].copy_from_slice(&requester);
+        eth[0..6].copy_from_slice(&requester.0);
         eth[6..12].copy_from_slice(&me.mac.0);
         eth[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         let ip_len = 20 + 8 + quoted;

@@ -194,7 +194,8 @@ fn routes_between_subnets_resolving_the_next_hop_first() {
         action,
         Action::Resolve {
             iface: 1,
-            next_hop: B_IP
+            next_hop: B_IP,
+            sender: A,
         }
     );
     // TTL down by one, checksum updated incrementally and equal to a fresh one.

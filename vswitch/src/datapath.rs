@@ -56,6 +56,8 @@ pub struct PortView<'a> {
     pub counters: &'a PortCounters,
     pub up: bool,
     pub down_reason: Option<&'a str>,
+    /// The handler behind an internal port.
+    pub internal: Option<HandlerId>,
 }
 
 pub struct Datapath {
@@ -134,6 +136,11 @@ impl Datapath {
             down_reason: None,
         });
         Ok(id)
+    }
+
+    /// The id the next port added will get (handlers need their ports' ids up front).
+    pub fn next_port_id(&self) -> PortId {
+        PortId(self.ports.len())
     }
 
     /// Adds the logic behind internal ports.
@@ -406,6 +413,7 @@ impl Datapath {
             info: &slot.info,
             counters: &slot.counters,
             up: slot.io.is_some() || slot.handler.is_some(),
+            internal: slot.handler,
             down_reason: slot.down_reason.as_deref(),
         })
     }
@@ -414,11 +422,9 @@ impl Datapath {
         (0..self.ports.len()).filter_map(|i| self.port(PortId(i)))
     }
 
+    /// Device ports (not internal ones) that are up.
     pub fn up_ports(&self) -> usize {
-        self.ports
-            .iter()
-            .filter(|p| p.io.is_some() || p.handler.is_some())
-            .count()
+        self.ports.iter().filter(|p| p.io.is_some()).count()
     }
 
     pub fn bridges(&self) -> impl Iterator<Item = (BridgeId, &Bridge)> + '_ {

@@ -1,0 +1,182 @@
+//! The router in real namespaces: gateways answer, subnets reach each other through
+//! tapnet, TTL expiry and unknown networks come back as ICMP errors from the gateway.
+
+mod common;
+
+use common::*;
+
+struct TwoSubnets {
+    lab: RunningLab,
+    ns: Vec<String>,
+}
+
+fn two_subnets() -> TwoSubnets {
+    let name = unique("l");
+    let ns: Vec<String> = (0..3).map(|_| unique("n")).collect();
+    let text = format!(
+        r#"
+name = "{name}"
+
+[[bridge]]
+name = "front"
+subnet = "10.220.1.0/24"
+
+[[bridge]]
+name = "back"
+subnet = "10.220.2.0/24"
+gateway = "10.220.2.254"
+
+[[port]]
+name = "web"
+bridge = "front"
+netns = "{}"
+ip = "10.220.1.2/24"
+
+[[port]]
+name = "db"
+bridge = "back"
+netns = "{}"
+ip = "10.220.2.2/24"
+
+[[port]]
+name = "cache"
+bridge = "back"
+netns = "{}"
+ip = "10.220.2.3/24"
+"#,
+        ns[0], ns[1], ns[2]
+    );
+    let lab = RunningLab::start(&name, &ns, &text);
+    TwoSubnets { lab, ns }
+}
+
+#[test]
+fn containers_ping_their_gateway_and_across_subnets() {
+    let t = two_subnets();
+    assert!(ping(&t.ns[0], "10.220.1.1", 2), "web to its gateway");
+    assert!(ping(&t.ns[1], "10.220.2.254", 2), "db to its gateway");
+    assert!(
+        ping(&t.ns[0], "10.220.2.2", 3),
+        "web to db across the router"
+    );
+    assert!(
+        ping(&t.ns[2], "10.220.1.2", 3),
+        "cache to web across the router"
+    );
+    assert!(
+        ping(&t.ns[1], "10.220.2.3", 2),
+        "db to cache on the same bridge"
+    );
+    // The received TTL shows one hop: 64 from the container, 63 after the router.
+    let out = ns_run(&t.ns[0], &["ping", "-c", "1", "-W", "1", "10.220.2.2"], 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ttl=63"), "{text}");
+
+    let routes = t.lab.show("routes");
+    let dests: Vec<_> = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["destination"].as_str().unwrap().to_string())
+        .collect();
+    assert!(dests.contains(&"10.220.1.0/24".to_string()), "{routes}");
+    assert!(dests.contains(&"10.220.2.0/24".to_string()), "{routes}");
+    let arp = t.lab.show("arp");
+    let ips: Vec<_> = arp["arp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["ip"].as_str().unwrap().to_string(),
+                e["mac"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        ips.contains(&("10.220.1.2".into(), "02:00:0a:dc:01:02".into())),
+        "{arp}"
+    );
+    assert!(
+        ips.contains(&("10.220.2.3".into(), "02:00:0a:dc:02:03".into())),
+        "{arp}"
+    );
+}
+
+#[test]
+fn ttl_one_and_unknown_networks_come_back_from_the_gateway() {
+    let t = two_subnets();
+    let out = ns_run(
+        &t.ns[0],
+        &["ping", "-c", "1", "-W", "1", "-t", "1", "10.220.2.2"],
+        5,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.220.1.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+    let out = ns_run(&t.ns[0], &["ping", "-c", "1", "-W", "1", "10.99.99.99"], 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.220.1.1") && text.contains("Net Unreachable"),
+        "{text}"
+    );
+    let drops = t.lab.show("drops");
+    assert!(
+        drops["router"]["drops"]["ttl_exceeded"].as_u64().unwrap() >= 1,
+        "{drops}"
+    );
+    assert!(
+        drops["router"]["drops"]["no_route"].as_u64().unwrap() >= 1,
+        "{drops}"
+    );
+}
+
+#[test]
+fn an_address_nobody_holds_is_host_unreachable_after_arp_gives_up() {
+    let t = two_subnets();
+    let out = ns_run(&t.ns[0], &["ping", "-c", "1", "-W", "6", "10.220.2.77"], 10);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Destination Host Unreachable"), "{text}");
+    let drops = t.lab.show("drops");
+    assert!(
+        drops["router"]["drops"]["neighbor_unresolved"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{drops}"
+    );
+}
+
+#[test]
+fn iperf3_tcp_across_subnets_completes() {
+    let t = two_subnets();
+    let _server = Background::spawn(&t.ns[1], &["iperf3", "-s", "-B", "10.220.2.2"]);
+    let mut result = None;
+    for _ in 0..30 {
+        let o = ns_run(
+            &t.ns[0],
+            &["iperf3", "-c", "10.220.2.2", "-t", "2", "-J"],
+            10,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if o.status.success() && v["end"]["sum_received"]["bytes"].is_u64() {
+            result = Some(v);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let v = result.expect("iperf3 never completed a test");
+    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    assert!(bytes > 1_000_000, "{bytes} bytes");
+    eprintln!(
+        "routed iperf3: {:.2} Gbit/s",
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
+            / 1e9
+    );
+    let router = t.lab.port("router:front");
+    assert!(router["tx_packets"].as_u64().unwrap() > 100, "{router}");
+}
