@@ -142,13 +142,6 @@ fn unsupported(lab: &lab::Lab) -> Vec<String> {
             at(f.pos)
         ));
     }
-    for s in &lab.services {
-        out.push(format!(
-            "{}: [[service]] `{}` is not yet supported (service VIPs come with the router)",
-            at(s.pos),
-            s.name
-        ));
-    }
     if let Some(nat) = &lab.nat {
         if nat.masquerade {
             out.push(format!(

@@ -29,6 +29,8 @@ pub fn answer(dp: &Datapath, lab: &str, line: &str, now: Instant) -> Value {
             "fdb" => fdb(dp, lab, now),
             "drops" => drops(dp, lab),
             "routes" => routes(dp, lab),
+            "services" => services(dp, lab),
+            "nat" => nat(dp, lab, now),
             "arp" => arp(dp, lab, now),
             w if WHATS.contains(&w) => {
                 json!({"error": format!("show {w}: not yet supported by this tapnet (no NAT, forwards, services or VXLAN yet)")})
@@ -151,6 +153,62 @@ fn routes(dp: &Datapath, lab: &str) -> Value {
     json!({"lab": lab, "routes": routes})
 }
 
+fn services(dp: &Datapath, lab: &str) -> Value {
+    let mut out = Vec::new();
+    if let Some(r) = router(dp) {
+        let router = r.router();
+        for (i, svc) in router.services().iter().enumerate() {
+            let backends: Vec<Value> = svc
+                .backends
+                .iter()
+                .map(|b| {
+                    let live = router
+                        .flows()
+                        .flows()
+                        .filter(|f| f.owner == i && f.reply.src == *b)
+                        .count();
+                    json!({"backend": b.to_string(), "connections": live})
+                })
+                .collect();
+            out.push(json!({
+                "name": svc.name,
+                "vip": svc.vip.to_string(),
+                "proto": if svc.proto == vrouter::nat::PROTO_TCP { "tcp" } else { "udp" },
+                "backends": backends,
+            }));
+        }
+    }
+    json!({"lab": lab, "services": out})
+}
+
+fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
+    let mut flows = Vec::new();
+    let mut summary = json!(null);
+    if let Some(r) = router(dp) {
+        let table = r.router().flows();
+        for f in table.flows() {
+            flows.push(json!({
+                "proto": if f.original.proto == vrouter::nat::PROTO_TCP { "tcp" } else { "udp" },
+                "client": f.original.src.to_string(),
+                "to": f.original.dst.to_string(),
+                "backend": f.reply.src.to_string(),
+                "seen_by_backend_as": f.reply.dst.to_string(),
+                "idle_s": now.saturating_duration_since(f.last_seen).as_secs(),
+                "closing": f.closing,
+            }));
+        }
+        let st = table.stats();
+        summary = json!({
+            "flows": table.len(),
+            "max": table.capacity(),
+            "created": st.created,
+            "expired": st.expired,
+            "evicted": st.evicted,
+        });
+    }
+    json!({"lab": lab, "nat": flows, "table": summary})
+}
+
 fn arp(dp: &Datapath, lab: &str, now: Instant) -> Value {
     let mut entries: Vec<Value> = Vec::new();
     if let Some(r) = router(dp) {
@@ -242,6 +300,50 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&r["bridge"]),
                     s(&r["gateway"]),
                     s(&r["via"]),
+                ]);
+            }
+        }
+        "services" => {
+            rows.push(
+                ["SERVICE", "PROTO", "VIP", "BACKEND", "CONNECTIONS"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for svc in list("services") {
+                for b in svc["backends"].as_array().cloned().unwrap_or_default() {
+                    rows.push(vec![
+                        s(&svc["name"]),
+                        s(&svc["proto"]),
+                        s(&svc["vip"]),
+                        s(&b["backend"]),
+                        s(&b["connections"]),
+                    ]);
+                }
+            }
+        }
+        "nat" => {
+            rows.push(
+                [
+                    "PROTO",
+                    "CLIENT",
+                    "TO",
+                    "BACKEND",
+                    "BACKEND_SEES",
+                    "IDLE_S",
+                    "CLOSING",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for f in list("nat") {
+                rows.push(vec![
+                    s(&f["proto"]),
+                    s(&f["client"]),
+                    s(&f["to"]),
+                    s(&f["backend"]),
+                    s(&f["seen_by_backend_as"]),
+                    s(&f["idle_s"]),
+                    s(&f["closing"]),
                 ]);
             }
         }

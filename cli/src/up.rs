@@ -11,13 +11,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use mio::{Interest, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use vrouter::{Iface, Router, RouterConfig, RouterHandler};
+use vrouter::{Iface, Router, RouterConfig, RouterHandler, Service};
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
 use vswitch::tap::Tap;
 use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
 
 use crate::control;
-use crate::lab::{Lab, PortCfg};
+use crate::lab::{Lab, PortCfg, Proto};
 use crate::netns::{Netns, NetnsRecord};
 use crate::rtnl::Rtnl;
 use crate::show;
@@ -254,13 +254,28 @@ fn add_router(
             ip: Some(format!("{}/{}", iface.ip, iface.prefix)),
         })
         .collect();
-    let router = Router::new(ifaces, RouterConfig::default());
+    let router = Router::new(ifaces, lab_services(lab), RouterConfig::default());
     let handler = dp.add_handler(Box::new(RouterHandler::new(router, ports.clone())));
     for (info, want) in infos.into_iter().zip(ports) {
         let got = dp.add_internal_port(info, handler)?;
         assert_eq!(got, want, "router ports are numbered in order");
     }
     Ok(())
+}
+
+fn lab_services(lab: &Lab) -> Vec<Service> {
+    lab.services
+        .iter()
+        .map(|s| Service {
+            name: s.name.clone(),
+            proto: match s.proto {
+                Proto::Tcp => vrouter::nat::PROTO_TCP,
+                Proto::Udp => vrouter::nat::PROTO_UDP,
+            },
+            vip: s.vip,
+            backends: s.backends.clone(),
+        })
+        .collect()
 }
 
 /// The router's MAC on a bridge: locally administered, "tn" in the second and third

@@ -4,9 +4,10 @@
 
 pub mod checksum;
 pub mod handler;
+pub mod nat;
 pub mod neighbor;
 pub mod route;
 pub mod router;
 
 pub use handler::RouterHandler;
-pub use router::{Action, Iface, Router, RouterConfig, RouterDrop, RouterStats};
+pub use router::{Action, Iface, Router, RouterConfig, RouterDrop, RouterStats, Service};

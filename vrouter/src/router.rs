@@ -3,7 +3,7 @@
 //! [`Action`] comes out. Frames the router makes itself (ARP requests, ICMP errors) wait
 //! in a small fixed outbox. Time is passed in.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{
@@ -14,6 +14,7 @@ use vswitch::frame::{VnetHdr, ETH_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::Mac;
 
 use crate::checksum;
+use crate::nat::{Direction, Flow, FlowKey, FlowTable, Timeouts, PROTO_TCP, PROTO_UDP};
 use crate::neighbor::NeighborTable;
 use crate::route::{mask, Route, RouteTable};
 
@@ -40,6 +41,16 @@ impl Iface {
     }
 }
 
+/// A load-balanced virtual address: connections to `vip` go to one of `backends`.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    pub vip: SocketAddrV4,
+    pub backends: Vec<SocketAddrV4>,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RouterConfig {
     pub neighbor_max: usize,
@@ -47,6 +58,10 @@ pub struct RouterConfig {
     /// ICMP errors per second, and the burst allowed above that rate.
     pub icmp_rate: u32,
     pub icmp_burst: u32,
+    /// Translated flows (service connections) at most; the least recently used is
+    /// evicted past that.
+    pub nat_max_flows: usize,
+    pub nat_timeouts: Timeouts,
 }
 
 impl Default for RouterConfig {
@@ -56,6 +71,8 @@ impl Default for RouterConfig {
             neighbor_aging: Duration::from_secs(300),
             icmp_rate: 100,
             icmp_burst: 50,
+            nat_max_flows: 65536,
+            nat_timeouts: Timeouts::default(),
         }
     }
 }
@@ -105,10 +122,12 @@ pub enum RouterDrop {
     /// Sent to a subnet's broadcast or network address, or from a multicast,
     /// broadcast or unspecified source: not routed.
     NotRoutable,
+    /// No free port to translate a hairpin service connection's source to.
+    NatPortsExhausted,
 }
 
 impl RouterDrop {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [RouterDrop; Self::COUNT] = [
         RouterDrop::Truncated,
         RouterDrop::BadIpHeader,
@@ -121,6 +140,7 @@ impl RouterDrop {
         RouterDrop::NotForRouter,
         RouterDrop::ToRouterUnsupported,
         RouterDrop::NotRoutable,
+        RouterDrop::NatPortsExhausted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -136,6 +156,7 @@ impl RouterDrop {
             RouterDrop::NotForRouter => "not_for_router",
             RouterDrop::ToRouterUnsupported => "to_router_unsupported",
             RouterDrop::NotRoutable => "not_routable",
+            RouterDrop::NatPortsExhausted => "nat_ports_exhausted",
         }
     }
 }
@@ -143,6 +164,7 @@ impl RouterDrop {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterStats {
     pub routed: u64,
+    pub translated: u64,
     pub arp_replies: u64,
     pub arp_requests: u64,
     pub echo_replies: u64,
@@ -231,6 +253,8 @@ const DEFAULT_TTL: u8 = 64;
 
 pub struct Router {
     ifaces: Vec<Iface>,
+    services: Vec<Service>,
+    flows: FlowTable,
     routes: RouteTable,
     neighbors: NeighborTable,
     icmp: TokenBucket,
@@ -247,7 +271,7 @@ enum Kind {
 }
 
 impl Router {
-    pub fn new(ifaces: Vec<Iface>, config: RouterConfig) -> Router {
+    pub fn new(ifaces: Vec<Iface>, services: Vec<Service>, config: RouterConfig) -> Router {
         let mut routes = RouteTable::default();
         for (i, iface) in ifaces.iter().enumerate() {
             routes.add(Route {
@@ -259,6 +283,8 @@ impl Router {
         }
         Router {
             ifaces,
+            services,
+            flows: FlowTable::new(config.nat_max_flows, config.nat_timeouts),
             routes,
             neighbors: NeighborTable::new(config.neighbor_max, config.neighbor_aging),
             icmp: TokenBucket {
@@ -285,6 +311,14 @@ impl Router {
         &self.neighbors
     }
 
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
     pub fn stats(&self) -> &RouterStats {
         &self.stats
     }
@@ -303,8 +337,9 @@ impl Router {
         Action::Done
     }
 
+    /// The gateways' addresses and the services' VIPs: the router answers for them.
     fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
-        self.ifaces.iter().any(|i| i.ip == ip)
+        self.ifaces.iter().any(|i| i.ip == ip) || self.services.iter().any(|s| *s.vip.ip() == ip)
     }
 
     /// Decides over `frame`, which arrived on interface `iface` at `now`.
@@ -350,7 +385,9 @@ impl Router {
             )
         };
         let sender_ok = me.on_link(spa) && !sha.is_multicast() && !sha.is_zero();
-        if tpa != me.ip {
+        let answers_for =
+            tpa == me.ip || (me.on_link(tpa) && self.services.iter().any(|s| *s.vip.ip() == tpa));
+        if !answers_for {
             // Not for us: only refresh what we know (gratuitous ARP, a moved address).
             if sender_ok {
                 self.neighbors.refresh(iface, spa, sha, now);
@@ -372,7 +409,7 @@ impl Router {
         let mut arp = ArpPacket::new_unchecked(&mut eth_bytes[ETH_HDR_LEN..]);
         arp.set_operation(ArpOperation::Reply);
         arp.set_source_hardware_addr(&me.mac.0);
-        arp.set_source_protocol_addr(&me.ip.octets());
+        arp.set_source_protocol_addr(&tpa.octets());
         arp.set_target_hardware_addr(&sha.0);
         arp.set_target_protocol_addr(&spa.octets());
         self.stats.arp_replies += 1;
@@ -403,7 +440,19 @@ impl Router {
         if src.is_multicast() || src.is_broadcast() || src.is_unspecified() {
             return self.drop(RouterDrop::NotRoutable);
         }
-        if self.is_own_ip(dst) {
+        let mut dst = dst;
+        let mut translated = false;
+        if frag_offset == 0 {
+            match self.translate(frame, header_len, u8::from(proto), now) {
+                Ok(Some(new_dst)) => {
+                    dst = new_dst;
+                    translated = true;
+                }
+                Ok(None) => {}
+                Err(reason) => return self.drop(reason),
+            }
+        }
+        if !translated && self.is_own_ip(dst) {
             return self.addressed_to_router(iface, frame, proto, header_len, now);
         }
         let Some(route) = self.routes.lookup(dst).copied() else {
@@ -662,9 +711,114 @@ impl Router {
         self.stats.icmp_errors += 1;
     }
 
-    /// Ages the ARP table.
+    /// Service translation. A packet of a known flow is rewritten to the other side's
+    /// view; a new connection to a VIP gets a backend (and a flow). Returns the new
+    /// destination if the packet was rewritten.
+    fn translate(
+        &mut self,
+        frame: &mut [u8],
+        header_len: usize,
+        proto: u8,
+        now: Instant,
+    ) -> Result<Option<Ipv4Addr>, RouterDrop> {
+        if proto != PROTO_TCP && proto != PROTO_UDP {
+            return Ok(None);
+        }
+        let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
+        let l4 = ip_off + header_len;
+        let csum_at = l4 + if proto == PROTO_TCP { 16 } else { 6 };
+        if frame.len() < csum_at + 2 {
+            return Ok(None);
+        }
+        let addr =
+            |at: usize| Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]);
+        let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+        let key = FlowKey {
+            proto,
+            src: SocketAddrV4::new(addr(ip_off + 12), port(l4)),
+            dst: SocketAddrV4::new(addr(ip_off + 16), port(l4 + 2)),
+        };
+        let ends_flow = proto == PROTO_TCP && frame.get(l4 + 13).is_some_and(|f| f & 0x05 != 0);
+        let (new_src, new_dst) = match self.flows.lookup(&key, now) {
+            Some((flow, Direction::Original)) => (flow.reply.dst, flow.reply.src),
+            Some((flow, Direction::Reply)) => (flow.original.dst, flow.original.src),
+            None => {
+                let Some(svc) = self
+                    .services
+                    .iter()
+                    .position(|s| s.proto == proto && s.vip == key.dst)
+                else {
+                    return Ok(None);
+                };
+                let flow = self.new_service_flow(svc, key, now)?;
+                (flow.reply.dst, flow.reply.src)
+            }
+        };
+        if ends_flow {
+            self.flows.closing(&key);
+        }
+        let partial = VnetHdr::parse(frame).is_some_and(|v| v.flags & VNET_F_NEEDS_CSUM != 0);
+        rewrite_addresses(
+            frame, ip_off, l4, csum_at, proto, partial, key, new_src, new_dst,
+        );
+        self.stats.translated += 1;
+        Ok(Some(*new_dst.ip()))
+    }
+
+    /// Chooses a backend for a new connection to service `svc` and records the flow.
+    /// A backend that would answer the client directly on its own subnet (hairpin)
+    /// sees the connection come from the router's address on that subnet instead, so
+    /// that its replies come back through the router.
+    fn new_service_flow(
+        &mut self,
+        svc: usize,
+        key: FlowKey,
+        now: Instant,
+    ) -> Result<Flow, RouterDrop> {
+        let service = &self.services[svc];
+        let backend = *service
+            .backends
+            .iter()
+            .max_by_key(|b| flow_hash(&key, b))
+            .expect("a service has backends");
+        let mut client = key.src;
+        if let Some(leg) = self
+            .ifaces
+            .iter()
+            .find(|i| i.on_link(*backend.ip()) && i.on_link(*key.src.ip()))
+        {
+            let start = flow_hash(&key, &backend) as u16;
+            let free = (0..64u16)
+                .map(|k| 32768 + (start.wrapping_add(k.wrapping_mul(7919))) % 28232)
+                .map(|p| SocketAddrV4::new(leg.ip, p))
+                .find(|&a| {
+                    !self.flows.contains(&FlowKey {
+                        proto: key.proto,
+                        src: backend,
+                        dst: a,
+                    })
+                });
+            client = free.ok_or(RouterDrop::NatPortsExhausted)?;
+        }
+        let flow = Flow {
+            original: key,
+            reply: FlowKey {
+                proto: key.proto,
+                src: backend,
+                dst: client,
+            },
+            owner: svc,
+            last_seen: now,
+            closing: false,
+        };
+        self.flows.insert(flow);
+        Ok(flow)
+    }
+
+    /// Ages the ARP table and the NAT flows.
     pub fn tick(&mut self, now: Instant) {
         self.neighbors.age(now);
+        self.flows.expire(now);
     }
 }
 
@@ -675,4 +829,60 @@ fn clear_vnet(frame: &mut [u8]) {
             VnetHdr::default().emit(frame);
         }
     }
+}
+
+/// Rendezvous hash of a flow and a backend: each flow picks the backend scoring
+/// highest, so backends added or removed move only their share of new flows.
+fn flow_hash(key: &FlowKey, backend: &SocketAddrV4) -> u64 {
+    let mut x = u64::from(u32::from(*key.src.ip())) << 16 | key.src.port() as u64;
+    x ^= (u64::from(u32::from(*backend.ip())) << 16 | backend.port() as u64).rotate_left(29);
+    x ^= key.proto as u64;
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Rewrites a TCP or UDP packet's addresses and ports from `old` to `new_src` ->
+/// `new_dst`, updating the checksums incrementally (RFC 1624). A checksum the sender
+/// left to offload (NEEDS_CSUM) holds the uninverted pseudo-header sum: only the
+/// addresses change it, the ports are summed later by whoever finishes it.
+#[allow(clippy::too_many_arguments)]
+pub fn rewrite_addresses(
+    frame: &mut [u8],
+    ip_off: usize,
+    l4: usize,
+    csum_at: usize,
+    proto: u8,
+    partial: bool,
+    old: FlowKey,
+    new_src: SocketAddrV4,
+    new_dst: SocketAddrV4,
+) {
+    let (os, od) = (u32::from(*old.src.ip()), u32::from(*old.dst.ip()));
+    let (ns, nd) = (u32::from(*new_src.ip()), u32::from(*new_dst.ip()));
+    let ip_check = u16::from_be_bytes([frame[ip_off + 10], frame[ip_off + 11]]);
+    let ip_check = checksum::update32(checksum::update32(ip_check, os, ns), od, nd);
+    frame[ip_off + 10..ip_off + 12].copy_from_slice(&ip_check.to_be_bytes());
+    frame[ip_off + 12..ip_off + 16].copy_from_slice(&ns.to_be_bytes());
+    frame[ip_off + 16..ip_off + 20].copy_from_slice(&nd.to_be_bytes());
+
+    let l4_check = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    let l4_check = if partial {
+        !checksum::update32(checksum::update32(!l4_check, os, ns), od, nd)
+    } else if proto == PROTO_UDP && l4_check == 0 {
+        0 // no checksum was sent: none to keep right
+    } else {
+        let c = checksum::update32(checksum::update32(l4_check, os, ns), od, nd);
+        let c = checksum::update16(c, old.src.port(), new_src.port());
+        let c = checksum::update16(c, old.dst.port(), new_dst.port());
+        if proto == PROTO_UDP && c == 0 {
+            0xffff
+        } else {
+            c
+        }
+    };
+    frame[csum_at..csum_at + 2].copy_from_slice(&l4_check.to_be_bytes());
+    frame[l4..l4 + 2].copy_from_slice(&new_src.port().to_be_bytes());
+    frame[l4 + 2..l4 + 4].copy_from_slice(&new_dst.port().to_be_bytes());
 }

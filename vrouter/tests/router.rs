@@ -31,6 +31,7 @@ fn router() -> Router {
                 prefix: 24,
             },
         ],
+        vec![],
         RouterConfig::default(),
     )
 }

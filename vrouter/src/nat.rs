@@ -1,0 +1,344 @@
+//! NAT flows: each translated connection, found from either direction, with idle
+//! timeouts and a hard limit (`nat_max_flows`): when full, the least recently used
+//! flow is evicted (counted). A slab with an index-linked LRU list, so every operation
+//! is O(1) and nothing is allocated after start-up.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::time::{Duration, Instant};
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// One direction of a flow as it appears on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub proto: u8,
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+}
+
+impl FlowKey {
+    pub fn reversed(self) -> FlowKey {
+        FlowKey {
+            proto: self.proto,
+            src: self.dst,
+            dst: self.src,
+        }
+    }
+}
+
+/// A translated flow: what the client sent (`original`), and what the far side sees
+/// and answers (`reply`, as the reply arrives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// client -> service address, as the client sent it.
+    pub original: FlowKey,
+    /// backend -> client (or the address the client was translated to), as the
+    /// backend answers.
+    pub reply: FlowKey,
+    /// Which service (or forward) the flow belongs to, for counting.
+    pub owner: usize,
+    pub last_seen: Instant,
+    /// A FIN or RST was seen: the flow is let go soon.
+    pub closing: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub tcp: Duration,
+    pub tcp_closing: Duration,
+    pub udp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp: Duration::from_secs(600),
+            tcp_closing: Duration::from_secs(10),
+            udp: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub created: u64,
+    pub expired: u64,
+    pub evicted: u64,
+}
+
+/// Which way a packet runs through a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Original,
+    Reply,
+}
+
+const NIL: u32 = u32::MAX;
+
+struct Slot {
+    flow: Option<Flow>,
+    prev: u32,
+    next: u32,
+}
+
+pub struct FlowTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashMap<FlowKey, (u32, Direction)>,
+    /// Most recently used first.
+    head: u32,
+    tail: u32,
+    len: usize,
+    timeouts: Timeouts,
+    stats: FlowStats,
+}
+
+impl FlowTable {
+    pub fn new(max: usize, timeouts: Timeouts) -> FlowTable {
+        let max = max.max(1);
+        FlowTable {
+            slots: (0..max)
+                .map(|_| Slot {
+                    flow: None,
+                    prev: NIL,
+                    next: NIL,
+                })
+                .collect(),
+            free: (0..max as u32).rev().collect(),
+            // Two keys per flow; twice that again so churn never grows the map.
+            index: HashMap::with_capacity(max * 4),
+            head: NIL,
+            tail: NIL,
+            len: 0,
+            timeouts,
+            stats: FlowStats::default(),
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = (self.slots[i as usize].prev, self.slots[i as usize].next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        self.slots[i as usize].prev = NIL;
+        self.slots[i as usize].next = self.head;
+        if self.head != NIL {
+            self.slots[self.head as usize].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+
+    fn timeout(&self, flow: &Flow) -> Duration {
+        match (flow.original.proto, flow.closing) {
+            (PROTO_TCP, false) => self.timeouts.tcp,
+            (PROTO_TCP, true) => self.timeouts.tcp_closing,
+            _ => self.timeouts.udp,
+        }
+    }
+
+    fn remove_slot(&mut self, i: u32) -> Option<Flow> {
+        let flow = self.slots[i as usize].flow.take()?;
+        self.index.remove(&flow.original);
+        self.index.remove(&flow.reply);
+        self.unlink(i);
+        self.free.push(i);
+        self.len -= 1;
+        Some(flow)
+    }
+
+    /// The flow a packet with this key belongs to, refreshed, and which way it runs.
+    /// An expired flow is removed and not found.
+    pub fn lookup(&mut self, key: &FlowKey, now: Instant) -> Option<(Flow, Direction)> {
+        let &(i, dir) = self.index.get(key)?;
+        let flow = self.slots[i as usize].flow?;
+        if now.saturating_duration_since(flow.last_seen) >= self.timeout(&flow) {
+            self.remove_slot(i);
+            self.stats.expired += 1;
+            return None;
+        }
+        let slot = &mut self.slots[i as usize];
+        let f = slot.flow.as_mut().expect("checked");
+        f.last_seen = now;
+        let flow = *f;
+        self.unlink(i);
+        self.push_front(i);
+        Some((flow, dir))
+    }
+
+    /// Marks the flow of `key` as closing (a FIN or RST went by).
+    pub fn closing(&mut self, key: &FlowKey) {
+        if let Some(&(i, _)) = self.index.get(key) {
+            if let Some(f) = self.slots[i as usize].flow.as_mut() {
+                f.closing = true;
+            }
+        }
+    }
+
+    /// Whether a key is taken by a live flow (for choosing a free translated port).
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Adds a flow, evicting the least recently used one if the table is full.
+    /// Returns false (and adds nothing) if either key is already taken.
+    pub fn insert(&mut self, flow: Flow) -> bool {
+        if self.index.contains_key(&flow.original) || self.index.contains_key(&flow.reply) {
+            return false;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                let victim = self.tail;
+                self.remove_slot(victim);
+                self.stats.evicted += 1;
+                self.free.pop().expect("just freed")
+            }
+        };
+        self.slots[i as usize].flow = Some(flow);
+        self.index.insert(flow.original, (i, Direction::Original));
+        self.index.insert(flow.reply, (i, Direction::Reply));
+        self.push_front(i);
+        self.len += 1;
+        self.stats.created += 1;
+        true
+    }
+
+    /// Removes flows idle past their timeout, oldest first.
+    pub fn expire(&mut self, now: Instant) {
+        let mut i = self.tail;
+        while i != NIL {
+            let prev = self.slots[i as usize].prev;
+            if let Some(flow) = self.slots[i as usize].flow {
+                if now.saturating_duration_since(flow.last_seen) >= self.timeout(&flow) {
+                    self.remove_slot(i);
+                    self.stats.expired += 1;
+                }
+            }
+            i = prev;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        self.stats
+    }
+
+    /// Live flows, most recently used first.
+    pub fn flows(&self) -> impl Iterator<Item = &Flow> + '_ {
+        let mut i = self.head;
+        std::iter::from_fn(move || {
+            while i != NIL {
+                let slot = &self.slots[i as usize];
+                i = slot.next;
+                if let Some(f) = &slot.flow {
+                    return Some(f);
+                }
+            }
+            None
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(last: u8, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new([10, 0, 0, last].into(), port)
+    }
+
+    fn flow(client_port: u16, now: Instant) -> Flow {
+        let original = FlowKey {
+            proto: PROTO_TCP,
+            src: sa(2, client_port),
+            dst: sa(100, 80),
+        };
+        Flow {
+            original,
+            reply: FlowKey {
+                proto: PROTO_TCP,
+                src: sa(3, 80),
+                dst: sa(2, client_port),
+            },
+            owner: 0,
+            last_seen: now,
+            closing: false,
+        }
+    }
+
+    #[test]
+    fn found_from_both_directions() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(8, Timeouts::default());
+        let f = flow(40000, now);
+        assert!(t.insert(f));
+        assert!(!t.insert(f), "keys taken");
+        assert_eq!(t.lookup(&f.original, now).unwrap().1, Direction::Original);
+        assert_eq!(t.lookup(&f.reply, now).unwrap().1, Direction::Reply);
+        assert!(t.lookup(&f.original.reversed(), now).is_none());
+    }
+
+    #[test]
+    fn idle_flows_expire_and_closing_ones_sooner() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(8, Timeouts::default());
+        let a = flow(1, now);
+        let b = flow(2, now);
+        t.insert(a);
+        t.insert(b);
+        t.closing(&b.reply);
+        let later = now + Duration::from_secs(11);
+        t.expire(later);
+        assert_eq!(t.len(), 1);
+        assert!(t.lookup(&a.original, later).is_some());
+        assert!(t
+            .lookup(&a.original, later + Duration::from_secs(601))
+            .is_none());
+        assert!(t.is_empty());
+        assert_eq!(t.stats().expired, 2);
+    }
+
+    #[test]
+    fn a_flood_of_flows_stays_within_the_limit_evicting_the_least_recent() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(100, Timeouts::default());
+        let keep = flow(1, now);
+        t.insert(keep);
+        let cap = t.index.capacity();
+        for p in 2..10_000u16 {
+            t.insert(flow(p, now));
+            // The flow in use stays: it is looked up all along.
+            assert!(t.lookup(&keep.original, now).is_some(), "evicted at {p}");
+        }
+        assert_eq!(t.len(), 100);
+        assert_eq!(t.stats().evicted, 10_000 - 1 - 100);
+        assert!(t.index.capacity() <= cap, "the index never grew");
+        assert_eq!(t.flows().count(), 100);
+    }
+}
