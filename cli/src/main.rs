@@ -90,6 +90,10 @@ fn main() -> ExitCode {
             }
             match up::run(lab, std::time::Duration::from_micros(busy_poll_us)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(up::HostError(e)) if e.is::<up::LabRefused>() => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
                 Err(up::HostError(e)) => {
                     eprintln!("tapnet: {e:#}");
                     ExitCode::from(EXIT_FAILURE)
@@ -136,20 +140,6 @@ fn report(errors: &[lab::LabError]) -> ExitCode {
 fn unsupported(lab: &lab::Lab) -> Vec<String> {
     let at = |pos: lab::Pos| format!("{}:{}:{}", lab.file, pos.line, pos.col);
     let mut out = Vec::new();
-    for f in &lab.forwards {
-        out.push(format!(
-            "{}: [[forward]] is not yet supported (port forwards come with the router)",
-            at(f.pos)
-        ));
-    }
-    if let Some(nat) = &lab.nat {
-        if nat.masquerade {
-            out.push(format!(
-                "{}: [nat] masquerade is not yet supported (it comes with the router)",
-                at(nat.pos)
-            ));
-        }
-    }
     for b in &lab.bridges {
         if let Some((_, pos)) = b.vni {
             out.push(format!(

@@ -31,9 +31,10 @@ pub fn answer(dp: &Datapath, lab: &str, line: &str, now: Instant) -> Value {
             "routes" => routes(dp, lab),
             "services" => services(dp, lab),
             "nat" => nat(dp, lab, now),
+            "forwards" => forwards(dp, lab),
             "arp" => arp(dp, lab, now),
             w if WHATS.contains(&w) => {
-                json!({"error": format!("show {w}: not yet supported by this tapnet (no NAT, forwards, services or VXLAN yet)")})
+                json!({"error": format!("show {w}: not yet supported by this tapnet (no VXLAN yet)")})
             }
             w => json!({"error": format!("show {w}: unknown; one of {}", WHATS.join(", "))}),
         },
@@ -181,9 +182,59 @@ fn services(dp: &Datapath, lab: &str) -> Value {
     json!({"lab": lab, "services": out})
 }
 
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        _ => "?",
+    }
+}
+
+fn forwards(dp: &Datapath, lab: &str) -> Value {
+    let mut out = Vec::new();
+    if let Some(proxy) = router(dp).and_then(|r| r.proxy()) {
+        for (rule, st) in proxy.rules().iter().zip(proxy.forward_stats()) {
+            out.push(json!({
+                "proto": proto_name(rule.proto),
+                "listen": rule.listen.to_string(),
+                "to": rule.to.to_string(),
+                "connections": st.connections,
+                "active": st.active,
+                "bytes_in": st.bytes_in,
+                "bytes_out": st.bytes_out,
+            }));
+        }
+    }
+    json!({"lab": lab, "forwards": out})
+}
+
 fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
     let mut flows = Vec::new();
     let mut summary = json!(null);
+    let mut host = Vec::new();
+    let mut host_stats = json!(null);
+    if let Some(proxy) = router(dp).and_then(|r| r.proxy()) {
+        let mut rows: Vec<_> = proxy.flows().collect();
+        rows.sort();
+        for (proto, container, remote) in rows {
+            host.push(json!({
+                "proto": proto_name(proto),
+                "container": container.to_string(),
+                "remote": remote.to_string(),
+            }));
+        }
+        let st = proxy.stats();
+        host_stats = json!({
+            "masquerade": proxy.masquerade(),
+            "tcp_opened": st.tcp_opened,
+            "tcp_refused": st.tcp_refused,
+            "udp_flows": st.udp_flows,
+            "flows_evicted": st.flows_evicted,
+            "no_flow": st.no_flow,
+            "ping_refused": st.ping_refused,
+        });
+    }
     if let Some(r) = router(dp) {
         let table = r.router().flows();
         for f in table.flows() {
@@ -206,7 +257,7 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
             "evicted": st.evicted,
         });
     }
-    json!({"lab": lab, "nat": flows, "table": summary})
+    json!({"lab": lab, "nat": flows, "table": summary, "host_flows": host, "host": host_stats})
 }
 
 fn arp(dp: &Datapath, lab: &str, now: Instant) -> Value {
@@ -300,6 +351,32 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&r["bridge"]),
                     s(&r["gateway"]),
                     s(&r["via"]),
+                ]);
+            }
+        }
+        "forwards" => {
+            rows.push(
+                [
+                    "PROTO",
+                    "LISTEN",
+                    "TO",
+                    "CONNECTIONS",
+                    "ACTIVE",
+                    "BYTES_IN",
+                    "BYTES_OUT",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for f in list("forwards") {
+                rows.push(vec![
+                    s(&f["proto"]),
+                    s(&f["listen"]),
+                    s(&f["to"]),
+                    s(&f["connections"]),
+                    s(&f["active"]),
+                    s(&f["bytes_in"]),
+                    s(&f["bytes_out"]),
                 ]);
             }
         }

@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mio::{Interest, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use vrouter::proxy::{ForwardRule, HostProxy};
 use vrouter::{Iface, Router, RouterConfig, RouterHandler, Service};
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
 use vswitch::tap::Tap;
@@ -31,9 +32,80 @@ pub const TXQUEUELEN: u32 = 1000;
 const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
 const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
 
-/// A failure that is the host's fault, not the lab file's: exit status 2.
+/// A failure that is the host's fault, not the lab file's: exit status 2 (but for a
+/// [`LabRefused`] inside: 1).
 #[derive(Debug)]
 pub struct HostError(pub anyhow::Error);
+
+/// A lab that cannot run on this host as written, found before anything was built
+/// (a forward's port taken on the host, say): exit status 1, like a bad lab file.
+#[derive(Debug)]
+pub struct LabRefused(pub Vec<String>);
+
+impl std::fmt::Display for LabRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for LabRefused {}
+
+/// The host proxy, for masquerade and port forwards. Each forward's port is bound
+/// here, before anything else is built, so a taken port refuses the lab cleanly.
+fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
+    let masquerade = lab.nat.as_ref().is_some_and(|n| n.masquerade);
+    if !masquerade && lab.forwards.is_empty() {
+        return Ok(None);
+    }
+    let at = |pos: crate::lab::Pos| format!("{}:{}:{}", lab.file, pos.line, pos.col);
+    let routed = |ip: &Ipv4Addr| {
+        lab.bridges.iter().any(|b| {
+            b.subnet.as_ref().is_some_and(|s| {
+                u32::from(*ip) & vrouter::route::mask(s.prefix) == u32::from(s.addr)
+            })
+        })
+    };
+    let mut problems = Vec::new();
+    if let Some(nat) = lab.nat.as_ref().filter(|n| n.masquerade) {
+        if !lab.bridges.iter().any(|b| b.subnet.is_some()) {
+            problems.push(format!("{}: masquerade needs a bridge with a `subnet` (its gateway is the containers' way out)", at(nat.pos)));
+        }
+    }
+    let mut rules = Vec::new();
+    for f in &lab.forwards {
+        if !routed(f.to.ip()) {
+            problems.push(format!("{}: forward to {}: that address is on no bridge with a `subnet`, so its replies could not come back", at(f.pos), f.to));
+        }
+        let bound = match f.proto {
+            Proto::Tcp => std::net::TcpListener::bind(f.listen).map(drop),
+            Proto::Udp => std::net::UdpSocket::bind(f.listen).map(drop),
+        };
+        if let Err(e) = bound {
+            problems.push(format!(
+                "{}: forward listen {}: cannot bind it on this host: {e}",
+                at(f.pos),
+                f.listen
+            ));
+        }
+        rules.push(ForwardRule {
+            proto: match f.proto {
+                Proto::Tcp => vrouter::nat::PROTO_TCP,
+                Proto::Udp => vrouter::nat::PROTO_UDP,
+            },
+            listen: f.listen,
+            to: f.to,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(LabRefused(problems).into());
+    }
+    let proxy = HostProxy::new(masquerade, rules, NAT_MAX_FLOWS, Instant::now())
+        .context("cannot bind the forwards' ports")?;
+    Ok(Some(proxy))
+}
+
+/// Host-side flows (masquerade and forwards) at most.
+const NAT_MAX_FLOWS: usize = 65536;
 
 /// What `up` built on the host and must take down again.
 struct Built {
@@ -217,6 +289,7 @@ fn add_router(
     lab: &Lab,
     dp: &mut Datapath,
     bridges: &[(String, BridgeId, u32)],
+    proxy: Option<HostProxy>,
 ) -> std::io::Result<()> {
     let mut ifaces = Vec::new();
     let mut legs = Vec::new();
@@ -255,7 +328,11 @@ fn add_router(
         })
         .collect();
     let router = Router::new(ifaces, lab_services(lab), RouterConfig::default());
-    let handler = dp.add_handler(Box::new(RouterHandler::new(router, ports.clone())));
+    let mut handler = RouterHandler::new(router, ports.clone());
+    if let Some(proxy) = proxy {
+        handler = handler.with_proxy(proxy);
+    }
+    let handler = dp.add_handler(Box::new(handler));
     for (info, want) in infos.into_iter().zip(ports) {
         let got = dp.add_internal_port(info, handler)?;
         assert_eq!(got, want, "router ports are numbered in order");
@@ -307,6 +384,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         })
     };
     let server = control::Server::start(&lab.name, req_tx, wake).map_err(HostError)?;
+    let proxy = host_proxy(&lab).map_err(HostError)?;
     let mut built = Built::new(&lab.name);
     built.reap_earlier_run();
     let mut dp = Datapath::new(POOL_BUFFERS).map_err(|e| HostError(e.into()))?;
@@ -344,7 +422,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             return Ok(());
         }
     }
-    add_router(&lab, &mut dp, &bridge_ids).map_err(|e| HostError(e.into()))?;
+    add_router(&lab, &mut dp, &bridge_ids, proxy).map_err(|e| HostError(e.into()))?;
     let waker = Waker::new(dp.registry(), CONTROL_TOKEN).map_err(|e| HostError(e.into()))?;
     let _ = wake_slot.set(waker);
     // Requests that came in during the build are waiting: look at them at once.

@@ -289,3 +289,217 @@ impl Drop for Background {
         let _ = self.0.wait();
     }
 }
+
+/// A test "host" namespace whose only link is a veth to a test "outside" namespace:
+/// tapnet runs in the host, so masquerade and forwards reach nothing but the outside.
+/// Host is 10.250.0.1/24, outside 10.250.0.2/24.
+pub struct HostAndOutside {
+    pub host: TestNetns,
+    pub outside: TestNetns,
+}
+
+pub const HOST_IP: &str = "10.250.0.1";
+pub const OUTSIDE_IP: &str = "10.250.0.2";
+
+impl HostAndOutside {
+    pub fn new() -> HostAndOutside {
+        let host = TestNetns::new("h");
+        let outside = TestNetns::new("o");
+        let steps: [&[&str]; 8] = [
+            &[
+                "ip",
+                "link",
+                "add",
+                "veth0",
+                "netns",
+                &host.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "veth0",
+                "netns",
+                &outside.name,
+            ],
+            &[
+                "ip",
+                "-n",
+                &host.name,
+                "addr",
+                "add",
+                "10.250.0.1/24",
+                "dev",
+                "veth0",
+            ],
+            &[
+                "ip",
+                "-n",
+                &outside.name,
+                "addr",
+                "add",
+                "10.250.0.2/24",
+                "dev",
+                "veth0",
+            ],
+            &["ip", "-n", &host.name, "link", "set", "veth0", "up"],
+            &["ip", "-n", &outside.name, "link", "set", "veth0", "up"],
+            &["ip", "-n", &host.name, "link", "set", "lo", "up"],
+            &["ip", "-n", &outside.name, "link", "set", "lo", "up"],
+            // Unprivileged ICMP sockets for masquerade's ping, in the host only.
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &host.name,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ping_group_range=0 2147483647",
+            ],
+        ];
+        for step in steps {
+            let out = run(step, 10);
+            assert!(
+                out.status.success(),
+                "{step:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        HostAndOutside { host, outside }
+    }
+}
+
+/// Python's http.server serving `dir`, writing each client's address to `log`;
+/// reverse DNS (getfqdn) is switched off so it starts at once anywhere.
+pub fn http_server(
+    ns: &str,
+    ip: &str,
+    port: u16,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> Background {
+    const CODE: &str = r#"
+import http.server as h, socket, sys, os
+socket.getfqdn = lambda *a: "x"
+ip, port, d, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+os.chdir(d)
+class Handler(h.SimpleHTTPRequestHandler):
+    def log_message(self, fmt, *args):
+        with open(log, "a") as f:
+            f.write(self.client_address[0] + "\n")
+h.ThreadingHTTPServer((ip, port), Handler).serve_forever()
+"#;
+    Background::spawn(
+        ns,
+        &[
+            "python3",
+            "-c",
+            CODE,
+            ip,
+            &port.to_string(),
+            dir.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+    )
+}
+
+/// A UDP echo server on ip:port.
+pub fn udp_echo(ns: &str, ip: &str, port: u16) -> Background {
+    const CODE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(d, a)
+"#;
+    Background::spawn(ns, &["python3", "-c", CODE, ip, &port.to_string()])
+}
+
+/// Sends `msg` to ip:port over UDP from `ns` and returns the answer, if one came
+/// within a second (tries a few times, for a server still starting).
+pub fn udp_ask(ns: &str, ip: &str, port: u16, msg: &str) -> Option<String> {
+    const CODE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+for _ in range(5):
+    s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
+    try:
+        print(s.recvfrom(65535)[0].decode(), end="")
+        break
+    except socket.timeout:
+        pass
+"#;
+    let out = ns_run(ns, &["python3", "-c", CODE, ip, &port.to_string(), msg], 10);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// A directory of files for a web server, removed on drop.
+pub struct WebRoot {
+    pub dir: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+}
+
+impl WebRoot {
+    pub fn new(page: &str) -> WebRoot {
+        let dir = std::env::temp_dir().join(unique("www"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), page).unwrap();
+        let log = std::env::temp_dir().join(format!("{}.log", unique("clients")));
+        WebRoot { dir, log }
+    }
+
+    /// The client addresses the server logged.
+    pub fn clients(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for WebRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// curl from `ns`, retried while the server starts; the body on success.
+pub fn curl(ns: &str, url: &str) -> Option<String> {
+    for _ in 0..50 {
+        let out = ns_run(ns, &["curl", "-s", "-m", "3", url], 6);
+        if out.status.success() {
+            return Some(String::from_utf8_lossy(&out.stdout).to_string());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// An iperf3 TCP test from `ns` to ip:port, retried while the server starts; bytes
+/// received.
+pub fn iperf3(ns: &str, ip: &str, port: u16) -> Option<u64> {
+    let p = port.to_string();
+    for _ in 0..30 {
+        let o = ns_run(ns, &["iperf3", "-c", ip, "-p", &p, "-t", "2", "-J"], 15);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        if o.status.success() {
+            if let Some(b) = v["end"]["sum_received"]["bytes"].as_u64() {
+                eprintln!(
+                    "iperf3 {ip}:{port}: {:.2} Gbit/s",
+                    v["end"]["sum_received"]["bits_per_second"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        / 1e9
+                );
+                return Some(b);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use vswitch::pool::BufId;
 use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
+use crate::proxy::HostProxy;
 use crate::router::{Action, Router};
+use vswitch::frame::{ETH_HDR_LEN, VNET_HDR_LEN};
 
 /// Frames kept waiting for ARP, in all.
 const HOLD_MAX: usize = 64;
@@ -30,6 +32,9 @@ struct Held {
 
 pub struct RouterHandler {
     router: Router,
+    proxy: Option<HostProxy>,
+    /// When the proxy next wants polling (cached: `next_timeout` borrows immutably).
+    proxy_due: Option<Instant>,
     /// The internal port of each router interface, by interface index.
     ports: Vec<PortId>,
     held: Vec<Held>,
@@ -41,13 +46,77 @@ impl RouterHandler {
         assert_eq!(router.ifaces().len(), ports.len());
         RouterHandler {
             router,
+            proxy: None,
+            proxy_due: None,
             ports,
             held: Vec::with_capacity(HOLD_MAX),
         }
     }
 
+    /// Hands outside addresses to `proxy` (masquerade, port forwards).
+    pub fn with_proxy(mut self, proxy: HostProxy) -> RouterHandler {
+        self.router.set_host_egress(true);
+        self.proxy = Some(proxy);
+        self
+    }
+
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    pub fn proxy(&self) -> Option<&HostProxy> {
+        self.proxy.as_ref()
+    }
+
+    /// Runs the proxy and routes what it made to the containers.
+    fn run_proxy(&mut self, out: &mut Emitter<'_>, now: Instant) {
+        let Some(proxy) = self.proxy.as_mut() else {
+            return;
+        };
+        proxy.poll(now);
+        let RouterHandler {
+            router,
+            ports,
+            held,
+            ..
+        } = self;
+        let mut dropped = 0;
+        proxy.drain_output(|packet| {
+            let Some(buf) = out.alloc() else {
+                dropped += 1;
+                return;
+            };
+            let len = VNET_HDR_LEN + ETH_HDR_LEN + packet.len();
+            let room = out.room(buf);
+            if room.len() < len {
+                out.release(buf);
+                return;
+            }
+            room[..VNET_HDR_LEN + ETH_HDR_LEN].fill(0);
+            room[VNET_HDR_LEN + ETH_HDR_LEN..len].copy_from_slice(packet);
+            match router.from_host(&mut out.data(buf, len)[..], now) {
+                Action::Send { iface } => out.inject(ports[iface], buf, len),
+                Action::Resolve {
+                    iface,
+                    next_hop,
+                    sender,
+                } if held.len() < HOLD_MAX => held.push(Held {
+                    ingress: iface,
+                    sender,
+                    iface,
+                    next_hop,
+                    buf,
+                    len,
+                    since: now,
+                }),
+                _ => out.release(buf),
+            }
+        });
+        for _ in 0..dropped {
+            router.hold_queue_full();
+        }
+        self.flush_outbox(out);
+        self.proxy_due = self.proxy.as_mut().and_then(|p| p.next_timeout(now));
     }
 
     pub fn held(&self) -> usize {
@@ -136,12 +205,55 @@ impl Handler for RouterHandler {
                 });
                 Verdict::Keep
             }
+            Action::ToHost => {
+                if let Some(proxy) = self.proxy.as_mut() {
+                    let base = out.token(0).0;
+                    let token = move |n: usize| mio::Token(base + n);
+                    let packet = &out.data(buf, len)[VNET_HDR_LEN + ETH_HDR_LEN..];
+                    let packet = packet.to_vec();
+                    proxy.from_container(&packet, out.registry(), &token, now);
+                    self.run_proxy(out, now);
+                }
+                Verdict::Release
+            }
             Action::Done => Verdict::Release,
         }
     }
 
+    fn attach(&mut self, out: &mut Emitter<'_>) {
+        if let Some(proxy) = self.proxy.as_mut() {
+            let base = out.token(0).0;
+            proxy.register_listeners(out.registry(), &move |n: usize| mio::Token(base + n));
+        }
+    }
+
+    fn ready(&mut self, n: usize, out: &mut Emitter<'_>, now: Instant) {
+        if let Some(proxy) = self.proxy.as_mut() {
+            let base = out.token(0).0;
+            proxy.ready(
+                n,
+                out.registry(),
+                &move |n: usize| mio::Token(base + n),
+                now,
+            );
+            self.run_proxy(out, now);
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.proxy_due
+    }
+
+    fn timeout(&mut self, out: &mut Emitter<'_>, now: Instant) {
+        self.run_proxy(out, now);
+    }
+
     fn tick(&mut self, out: &mut Emitter<'_>, now: Instant) {
         self.router.tick(now);
+        if let Some(proxy) = self.proxy.as_mut() {
+            proxy.tick(now);
+            self.run_proxy(out, now);
+        }
         let mut i = 0;
         while i < self.held.len() {
             if now.saturating_duration_since(self.held[i].since) >= HOLD_TIMEOUT {

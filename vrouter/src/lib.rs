@@ -6,6 +6,7 @@ pub mod checksum;
 pub mod handler;
 pub mod nat;
 pub mod neighbor;
+pub mod proxy;
 pub mod route;
 pub mod router;
 

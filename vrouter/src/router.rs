@@ -92,6 +92,9 @@ pub enum Action {
         /// MAC has been rewritten by then).
         sender: Mac,
     },
+    /// For an address outside every subnet, with the host proxy on (masquerade, or the
+    /// return half of a port forward): hand the IP packet to the proxy.
+    ToHost,
     /// Nothing more to do: answered, consumed, or dropped (counted under its reason).
     Done,
 }
@@ -262,6 +265,8 @@ pub struct Router {
     stats: RouterStats,
     /// Set when ARP taught the router something: kept frames may now go.
     learned: bool,
+    /// Whether addresses outside every subnet go to the host proxy.
+    host_egress: bool,
 }
 
 /// What a parsed frame is, for the dispatch in [`Router::handle`].
@@ -296,7 +301,13 @@ impl Router {
             outbox: Outbox::new(),
             stats: RouterStats::default(),
             learned: false,
+            host_egress: false,
         }
+    }
+
+    /// Sends what no subnet holds to the host proxy instead of answering "no route".
+    pub fn set_host_egress(&mut self, on: bool) {
+        self.host_egress = on;
     }
 
     pub fn ifaces(&self) -> &[Iface] {
@@ -456,6 +467,9 @@ impl Router {
             return self.addressed_to_router(iface, frame, proto, header_len, now);
         }
         let Some(route) = self.routes.lookup(dst).copied() else {
+            if self.host_egress && !dst.is_multicast() && !dst.is_broadcast() {
+                return Action::ToHost;
+            }
             self.icmp_error(
                 iface,
                 frame,
@@ -513,6 +527,47 @@ impl Router {
         }
     }
 
+    /// A packet the host proxy made (from a remote or a forward's client, to a
+    /// container or a VIP), in `frame` after a virtio-net and an Ethernet header to be
+    /// filled in: translated if it is for a VIP, then sent to its container.
+    pub fn from_host(&mut self, frame: &mut [u8], now: Instant) -> Action {
+        let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
+        let (dst, proto, header_len) = {
+            let Ok(ip) = Ipv4Packet::new_checked(&frame[ip_off..]) else {
+                return self.drop(RouterDrop::BadIpHeader);
+            };
+            (ip.dst_addr(), ip.next_header(), ip.header_len() as usize)
+        };
+        frame[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let dst = match self.translate(frame, header_len, u8::from(proto), now) {
+            Ok(Some(new_dst)) => new_dst,
+            Ok(None) => dst,
+            Err(reason) => return self.drop(reason),
+        };
+        let Some(route) = self.routes.lookup(dst).copied() else {
+            return self.drop(RouterDrop::NoRoute);
+        };
+        let out = &self.ifaces[route.iface];
+        let out_mac = out.mac;
+        frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&out_mac.0);
+        self.stats.routed += 1;
+        match self.neighbors.lookup(route.iface, dst, now) {
+            Some(mac) => {
+                frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac.0);
+                Action::Send { iface: route.iface }
+            }
+            None => {
+                self.arp_request(route.iface, dst);
+                Action::Resolve {
+                    iface: route.iface,
+                    next_hop: dst,
+                    // Nobody to tell on failure: the proxy times out on its own.
+                    sender: Mac::BROADCAST,
+                }
+            }
+        }
+    }
+
     /// Fills in the destination MAC of a frame kept by [`Action::Resolve`], if the next
     /// hop is known by now.
     pub fn complete(
@@ -535,6 +590,9 @@ impl Router {
     /// (`sender` on interface `ingress`) that the host is unreachable.
     pub fn unresolved(&mut self, ingress: usize, sender: Mac, frame: &[u8], now: Instant) {
         self.stats.drops[RouterDrop::NeighborUnresolved as usize] += 1;
+        if sender == Mac::BROADCAST {
+            return;
+        }
         self.icmp_error_to(
             ingress,
             sender,

@@ -13,15 +13,17 @@ use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::Mac;
 use crate::frame::{check_ingress, VNET_HDR_LEN};
-use crate::internal::{Emitter, Handler, HandlerId, Verdict};
+use crate::internal::{Emitter, Handler, HandlerId, Verdict, HANDLER_TOKENS};
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
 
 /// Frames read from one port per wakeup before moving on to the next, so one busy port
 /// cannot starve the others.
 pub const BATCH: usize = 64;
-/// Tokens from here up belong to the caller (signals, control channel); below are ports.
+/// Tokens from here up belong to the caller (signals, control channel); below
+/// [`HANDLER_TOKEN_BASE`] are ports; between, each handler has [`HANDLER_TOKENS`].
 pub const FIRST_FOREIGN_TOKEN: usize = 1 << 30;
+pub const HANDLER_TOKEN_BASE: usize = 1 << 24;
 /// How often aged-out FDB entries are swept.
 const AGE_SWEEP: Duration = Duration::from_secs(1);
 
@@ -74,6 +76,8 @@ pub struct Datapath {
     went_down: Vec<PortId>,
     next_sweep: Instant,
     handlers: Vec<Box<dyn Handler>>,
+    /// Handler descriptors that fired this wakeup: (handler, number).
+    handler_events: Vec<(usize, usize)>,
     /// Frames bound for internal ports, and frames handlers send on; each pair is a
     /// queue and the batch being worked through, swapped so neither ever allocates.
     to_handlers: Vec<(PortId, BufId, usize)>,
@@ -94,6 +98,7 @@ impl Datapath {
             events: Events::with_capacity(256),
             pool: Pool::new(buffers),
             handlers: Vec::new(),
+            handler_events: Vec::with_capacity(256),
             // A queued frame holds a buffer, so no queue outgrows the pool.
             to_handlers: Vec::with_capacity(buffers),
             to_handlers_work: Vec::with_capacity(buffers),
@@ -119,7 +124,7 @@ impl Datapath {
     /// Attaches a port to its bridge and starts polling it.
     pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
         let id = PortId(self.ports.len());
-        assert!(id.0 < FIRST_FOREIGN_TOKEN);
+        assert!(id.0 < HANDLER_TOKEN_BASE);
         let bridge = self.bridges.get_mut(info.bridge.0).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "port on an unknown bridge")
         })?;
@@ -144,9 +149,18 @@ impl Datapath {
     }
 
     /// Adds the logic behind internal ports.
-    pub fn add_handler(&mut self, handler: Box<dyn Handler>) -> HandlerId {
+    pub fn add_handler(&mut self, mut handler: Box<dyn Handler>) -> HandlerId {
+        let h = self.handlers.len();
+        assert!(HANDLER_TOKEN_BASE + (h + 1) * HANDLER_TOKENS <= FIRST_FOREIGN_TOKEN);
+        let mut out = Emitter {
+            pool: &mut self.pool,
+            inject: &mut self.injected,
+            registry: self.poll.registry(),
+            token_base: HANDLER_TOKEN_BASE + h * HANDLER_TOKENS,
+        };
+        handler.attach(&mut out);
         self.handlers.push(handler);
-        HandlerId(self.handlers.len() - 1)
+        HandlerId(h)
     }
 
     /// Attaches an internal port, served by `handler`, to its bridge.
@@ -199,10 +213,18 @@ impl Datapath {
         let spinning = self
             .last_frame
             .is_some_and(|t| now.saturating_duration_since(t) < self.busy_poll);
+        let until_handler = self
+            .handlers
+            .iter()
+            .filter_map(|h| h.next_timeout())
+            .min()
+            .map_or(until_sweep, |t| t.saturating_duration_since(now));
         let timeout = if spinning || self.ports.iter().any(|p| p.readable) {
             Duration::ZERO
         } else {
-            timeout.map_or(until_sweep, |t| t.min(until_sweep))
+            timeout
+                .map_or(until_sweep, |t| t.min(until_sweep))
+                .min(until_handler)
         };
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
@@ -213,6 +235,10 @@ impl Datapath {
             let token = event.token();
             if token.0 >= FIRST_FOREIGN_TOKEN {
                 self.fired.push(token);
+            } else if token.0 >= HANDLER_TOKEN_BASE {
+                let t = token.0 - HANDLER_TOKEN_BASE;
+                self.handler_events
+                    .push((t / HANDLER_TOKENS, t % HANDLER_TOKENS));
             } else if let Some(slot) = self.ports.get_mut(token.0) {
                 // Errors show up as a failed read, which takes the port down.
                 slot.readable = true;
@@ -224,15 +250,42 @@ impl Datapath {
                 self.forward_from(PortId(p), now);
             }
         }
+        for i in 0..self.handler_events.len() {
+            let (h, n) = self.handler_events[i];
+            let mut out = Emitter {
+                pool: &mut self.pool,
+                inject: &mut self.injected,
+                registry: self.poll.registry(),
+                token_base: HANDLER_TOKEN_BASE + h * HANDLER_TOKENS,
+            };
+            if let Some(handler) = self.handlers.get_mut(h) {
+                handler.ready(n, &mut out, now);
+            }
+        }
+        self.handler_events.clear();
+        for h in 0..self.handlers.len() {
+            if self.handlers[h].next_timeout().is_some_and(|t| t <= now) {
+                let mut out = Emitter {
+                    pool: &mut self.pool,
+                    inject: &mut self.injected,
+                    registry: self.poll.registry(),
+                    token_base: HANDLER_TOKEN_BASE + h * HANDLER_TOKENS,
+                };
+                self.handlers[h].timeout(&mut out, now);
+            }
+        }
+        self.run_internal(now);
         if now >= self.next_sweep {
             for bridge in &mut self.bridges {
                 bridge.age(now);
             }
-            let mut out = Emitter {
-                pool: &mut self.pool,
-                inject: &mut self.injected,
-            };
-            for handler in &mut self.handlers {
+            for (h, handler) in self.handlers.iter_mut().enumerate() {
+                let mut out = Emitter {
+                    pool: &mut self.pool,
+                    inject: &mut self.injected,
+                    registry: self.poll.registry(),
+                    token_base: HANDLER_TOKEN_BASE + h * HANDLER_TOKENS,
+                };
                 handler.tick(&mut out, now);
             }
             self.run_internal(now);
@@ -297,6 +350,8 @@ impl Datapath {
                 let mut out = Emitter {
                     pool: &mut self.pool,
                     inject: &mut self.injected,
+                    registry: self.poll.registry(),
+                    token_base: HANDLER_TOKEN_BASE + handler.0 * HANDLER_TOKENS,
                 };
                 match self.handlers[handler.0].handle(port, buf, len, &mut out, now) {
                     Verdict::Inject { via, len } => self.injected.push((via, buf, len)),

@@ -7,6 +7,8 @@
 use std::any::Any;
 use std::time::Instant;
 
+use mio::{Registry, Token};
+
 use crate::pool::{BufId, Pool, DATA_OFFSET};
 use crate::port::PortId;
 
@@ -30,9 +32,26 @@ pub enum Verdict {
 pub struct Emitter<'a> {
     pub(crate) pool: &'a mut Pool,
     pub(crate) inject: &'a mut Vec<(PortId, BufId, usize)>,
+    pub(crate) registry: &'a Registry,
+    pub(crate) token_base: usize,
 }
 
+/// Tokens each handler may use for its own descriptors.
+pub const HANDLER_TOKENS: usize = 1 << 20;
+
 impl Emitter<'_> {
+    /// The poll loop's registry, for the handler's own descriptors (host sockets).
+    pub fn registry(&self) -> &Registry {
+        self.registry
+    }
+
+    /// The token for the handler's descriptor number `n` (below [`HANDLER_TOKENS`]);
+    /// when it fires the datapath calls [`Handler::ready`] with `n`.
+    pub fn token(&self, n: usize) -> Token {
+        assert!(n < HANDLER_TOKENS, "handler token {n} out of range");
+        Token(self.token_base + n)
+    }
+
     /// A frame's bytes (virtio-net header, then Ethernet), for reading and rewriting.
     pub fn data(&mut self, buf: BufId, len: usize) -> &mut [u8] {
         &mut self.pool.buf_mut(buf)[DATA_OFFSET..DATA_OFFSET + len]
@@ -72,8 +91,22 @@ pub trait Handler: Send {
         now: Instant,
     ) -> Verdict;
 
+    /// Called once, when the handler joins the datapath: register descriptors here.
+    fn attach(&mut self, _out: &mut Emitter<'_>) {}
+
     /// Called about once a second: aging, retries, giving up on kept frames.
     fn tick(&mut self, _out: &mut Emitter<'_>, _now: Instant) {}
+
+    /// One of the handler's own descriptors (token number `n`) is ready.
+    fn ready(&mut self, _n: usize, _out: &mut Emitter<'_>, _now: Instant) {}
+
+    /// When the handler next needs [`Handler::timeout`] called (TCP timers, say).
+    fn next_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Its [`Handler::next_timeout`] has come.
+    fn timeout(&mut self, _out: &mut Emitter<'_>, _now: Instant) {}
 
     /// For the control plane to reach the concrete handler (`show`).
     fn as_any(&self) -> &dyn Any;

@@ -18,5 +18,5 @@ pub use bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 pub use counters::{DropReason, PortCounters};
 pub use datapath::{Datapath, PortInfo};
 pub use fdb::{Fdb, Mac};
-pub use internal::{Emitter, Handler, HandlerId, Verdict};
+pub use internal::{Emitter, Handler, HandlerId, Verdict, HANDLER_TOKENS};
 pub use port::{Port, PortId};

@@ -1,0 +1,209 @@
+//! Masquerade and port forwards through the host's own sockets. tapnet runs inside a
+//! test "host" namespace whose only link is a veth to a test "outside" namespace, so
+//! nothing these tests send can leave the machine.
+
+mod common;
+
+use common::*;
+
+fn lab_text(name: &str, c: &str, d: &str, extra: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+
+[[bridge]]
+name = "br0"
+subnet = "10.251.1.0/24"
+
+[[port]]
+name = "web"
+bridge = "br0"
+netns = "{c}"
+ip = "10.251.1.2/24"
+
+[[port]]
+name = "api"
+bridge = "br0"
+netns = "{d}"
+ip = "10.251.1.3/24"
+
+{extra}
+"#
+    )
+}
+
+#[test]
+fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let text = lab_text(&name, &c, &d, "[nat]\nmasquerade = true\n");
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let www = WebRoot::new("outside page");
+    let _web = http_server(&net.outside.name, OUTSIDE_IP, 8000, &www.dir, &www.log);
+    let _echo = udp_echo(&net.outside.name, OUTSIDE_IP, 7000);
+
+    let body = curl(&c, &format!("http://{OUTSIDE_IP}:8000/")).expect("curl through masquerade");
+    assert_eq!(body, "outside page");
+    // The outside saw the host's address: the connection came from the host's socket.
+    assert_eq!(www.clients(), vec![HOST_IP.to_string()]);
+
+    assert_eq!(
+        udp_ask(&c, OUTSIDE_IP, 7000, "hello").as_deref(),
+        Some("hello")
+    );
+    assert!(ping(&c, OUTSIDE_IP, 3), "ping through masquerade");
+
+    // A closed port on the outside: the host's connect is refused, the container gets
+    // a reset at once (curl exit 7), not a timeout.
+    let t = std::time::Instant::now();
+    let out = ns_run(
+        &c,
+        &["curl", "-s", "-m", "5", &format!("http://{OUTSIDE_IP}:9/")],
+        10,
+    );
+    assert_eq!(out.status.code(), Some(7), "refused");
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+
+    let nat = lab.show("nat");
+    assert!(nat["host"]["tcp_opened"].as_u64().unwrap() >= 2, "{nat}");
+    assert!(nat["host"]["tcp_refused"].as_u64().unwrap() >= 1, "{nat}");
+    assert!(nat["host"]["udp_flows"].as_u64().unwrap() >= 1, "{nat}");
+}
+
+#[test]
+fn forwards_publish_container_ports_with_the_real_client_address() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let extra = r#"
+[[forward]]
+proto = "tcp"
+listen = "0.0.0.0:8080"
+to = "10.251.1.2:80"
+
+[[forward]]
+proto = "udp"
+listen = "0.0.0.0:5353"
+to = "10.251.1.3:5353"
+"#;
+    let text = lab_text(&name, &c, &d, extra);
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let www = WebRoot::new("inside page");
+    let _web = http_server(&c, "10.251.1.2", 80, &www.dir, &www.log);
+    let _echo = udp_echo(&d, "10.251.1.3", 5353);
+
+    let body = curl(&net.outside.name, &format!("http://{HOST_IP}:8080/"))
+        .expect("curl through the forward");
+    assert_eq!(body, "inside page");
+    assert_eq!(
+        www.clients(),
+        vec![OUTSIDE_IP.to_string()],
+        "the container saw the real client"
+    );
+
+    assert_eq!(
+        udp_ask(&net.outside.name, HOST_IP, 5353, "ping?").as_deref(),
+        Some("ping?")
+    );
+
+    let fw = lab.show("forwards");
+    let tcp = &fw["forwards"][0];
+    assert_eq!(tcp["listen"], "0.0.0.0:8080");
+    assert!(tcp["connections"].as_u64().unwrap() >= 1, "{fw}");
+    assert!(
+        tcp["bytes_in"].as_u64().unwrap() > 0 && tcp["bytes_out"].as_u64().unwrap() > 0,
+        "{fw}"
+    );
+    assert!(fw["forwards"][1]["bytes_in"].as_u64().unwrap() >= 5, "{fw}");
+}
+
+#[test]
+fn a_forward_to_a_service_vip_is_balanced_too() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let extra = r#"
+[[service]]
+name = "site"
+vip = "10.251.1.100:80"
+proto = "tcp"
+backends = ["10.251.1.2:80", "10.251.1.3:80"]
+
+[[forward]]
+proto = "tcp"
+listen = "0.0.0.0:8081"
+to = "10.251.1.100:80"
+"#;
+    let text = lab_text(&name, &c, &d, extra);
+    let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let (w1, w2) = (WebRoot::new("one"), WebRoot::new("two"));
+    let _s1 = http_server(&c, "10.251.1.2", 80, &w1.dir, &w1.log);
+    let _s2 = http_server(&d, "10.251.1.3", 80, &w2.dir, &w2.log);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..16 {
+        let body = curl(&net.outside.name, &format!("http://{HOST_IP}:8081/"))
+            .expect("curl to the VIP's forward");
+        assert!(body == "one" || body == "two", "{body:?}");
+        seen.insert(body);
+    }
+    assert_eq!(seen.len(), 2, "16 connections all went to one backend");
+    for client in w1.clients().iter().chain(&w2.clients()) {
+        assert_eq!(client, OUTSIDE_IP);
+    }
+}
+
+#[test]
+fn iperf3_through_a_forward_and_through_masquerade() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let extra = r#"
+[nat]
+masquerade = true
+
+[[forward]]
+proto = "tcp"
+listen = "0.0.0.0:5201"
+to = "10.251.1.2:5201"
+"#;
+    let text = lab_text(&name, &c, &d, extra);
+    let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let _in = Background::spawn(&c, &["iperf3", "-s", "-B", "10.251.1.2"]);
+    let _out = Background::spawn(
+        &net.outside.name,
+        &["iperf3", "-s", "-B", OUTSIDE_IP, "-p", "5202"],
+    );
+    let fwd = iperf3(&net.outside.name, HOST_IP, 5201).expect("iperf3 through the forward");
+    assert!(fwd > 1_000_000, "{fwd} bytes");
+    let masq = iperf3(&d, OUTSIDE_IP, 5202).expect("iperf3 through masquerade");
+    assert!(masq > 1_000_000, "{masq} bytes");
+}
+
+#[test]
+fn a_forward_port_taken_on_the_host_refuses_the_lab() {
+    let net = HostAndOutside::new();
+    let _squatter = Background::spawn(
+        &net.host.name,
+        &["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen(); time.sleep(60)"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let extra = "[[forward]]\nproto = \"tcp\"\nlisten = \"0.0.0.0:8080\"\nto = \"10.251.1.2:80\"\n";
+    let file = LabFile::new(&lab_text(&name, &c, &d, extra));
+    let path = file.path.to_str().unwrap();
+    let host = format!("--net=/run/netns/{}", net.host.name);
+    let out = run(&["nsenter", &host, TAPNET, "up", path], 20);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("forward listen 0.0.0.0:8080: cannot bind"),
+        "{err}"
+    );
+    assert!(err.starts_with(path), "{err}");
+    assert!(
+        !netns_exists(&c) && !netns_exists(&d),
+        "something was built"
+    );
+}

@@ -1,0 +1,935 @@
+//! The host proxy: how containers reach the outside (masquerade) and how the outside
+//! reaches containers (port forwards), through the host's own sockets, with no
+//! iptables rule and no kernel forwarding.
+//!
+//! - TCP is terminated in tapnet by smoltcp with any-IP on (it accepts a connection to
+//!   any address), and spliced to a host TCP socket: for masquerade, one connected to
+//!   the real destination; for a forward, the connection the host listener accepted.
+//!   The smoltcp side of a forward connects *from the real client's address*, so the
+//!   container sees who is calling.
+//! - UDP maps each flow to a host UDP socket (masquerade), or to the forward's listening
+//!   socket and the client's address (forward).
+//!
+//! The proxy deals in IP packets: the router hands it what is for outside addresses and
+//! routes what it makes ([`HostProxy::drain_output`]) to the containers.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+
+use crate::checksum;
+use crate::nat::{PROTO_TCP, PROTO_UDP};
+
+/// A published port: connections or datagrams to `listen` on the host go to `to`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardRule {
+    pub proto: u8,
+    pub listen: SocketAddrV4,
+    pub to: SocketAddrV4,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub connections: u64,
+    pub active: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    pub tcp_opened: u64,
+    pub tcp_refused: u64,
+    pub udp_flows: u64,
+    pub flows_evicted: u64,
+    /// Packets for outside addresses that masquerade is off for and no forward owns.
+    pub no_flow: u64,
+    /// ICMP sockets refused (net.ipv4.ping_group_range leaves our group out).
+    pub ping_refused: u64,
+}
+
+const TCP_BUFFER: usize = 256 * 1024;
+const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// The smoltcp device: IP packets in from the router, out to the router.
+struct Queues {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl phy::Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((Rx(packet), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        // Containers hand over 64 KiB TCP super-frames: take them whole.
+        caps.max_transmission_unit = 65535;
+        let mut sums = ChecksumCapabilities::default();
+        // Their TCP checksums are often left to offload (partial): do not check them.
+        sums.tcp = Checksum::Tx;
+        caps.checksum = sums;
+        caps
+    }
+}
+
+enum Entry {
+    TcpListener { socket: TcpListener, rule: usize },
+    UdpListener { socket: UdpSocket, rule: usize },
+    Tcp(TcpConn),
+    Udp(UdpFlow),
+    Ping(PingFlow),
+}
+
+/// A container's pings to one address, through an unprivileged ICMP socket
+/// (SOCK_DGRAM/IPPROTO_ICMP): the kernel picks the echo identifier, so the
+/// container's own is kept here and put back into the replies.
+struct PingFlow {
+    socket: socket2::Socket,
+    container: Ipv4Addr,
+    remote: Ipv4Addr,
+    ident: u16,
+    last_active: Instant,
+}
+
+const PROTO_ICMP: u8 = 1;
+
+struct TcpConn {
+    smol: SocketHandle,
+    host: TcpStream,
+    /// The container side's view: (container address, the other end's address).
+    container: SocketAddrV4,
+    remote: SocketAddrV4,
+    rule: Option<usize>,
+    connected: bool,
+    host_eof: bool,
+    container_eof: bool,
+}
+
+struct UdpFlow {
+    /// Masquerade: its own host socket; forward: the listener's entry.
+    socket: Option<UdpSocket>,
+    listener: Option<usize>,
+    container: SocketAddrV4,
+    remote: SocketAddrV4,
+    rule: Option<usize>,
+    last_active: Instant,
+}
+
+pub struct HostProxy {
+    masquerade: bool,
+    rules: Vec<ForwardRule>,
+    forward_stats: Vec<ForwardStats>,
+    iface: Interface,
+    queues: Queues,
+    sockets: SocketSet<'static>,
+    /// Token number n is entries[n].
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// (container side, other end) -> entry, for TCP and UDP flows.
+    flows: HashMap<(u8, SocketAddrV4, SocketAddrV4), usize>,
+    max_flows: usize,
+    epoch: Instant,
+    stats: ProxyStats,
+    registered: bool,
+}
+
+fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
+    match addr {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+impl HostProxy {
+    /// Binds every forward's listening socket now, so that a port taken on the host is
+    /// found before anything else is built.
+    pub fn new(
+        masquerade: bool,
+        rules: Vec<ForwardRule>,
+        max_flows: usize,
+        now: Instant,
+    ) -> io::Result<HostProxy> {
+        let mut queues = Queues {
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+        };
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut queues,
+            smoltcp::time::Instant::ZERO,
+        );
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::v4(169, 254, 0, 1), 16));
+        });
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Addr::new(169, 254, 0, 2));
+        let mut proxy = HostProxy {
+            masquerade,
+            forward_stats: vec![ForwardStats::default(); rules.len()],
+            rules,
+            iface,
+            queues,
+            sockets: SocketSet::new(Vec::new()),
+            entries: Vec::new(),
+            free: Vec::new(),
+            flows: HashMap::new(),
+            max_flows,
+            epoch: now,
+            stats: ProxyStats::default(),
+            registered: false,
+        };
+        for (i, rule) in proxy.rules.clone().iter().enumerate() {
+            let entry = match rule.proto {
+                PROTO_TCP => Entry::TcpListener {
+                    socket: TcpListener::bind(SocketAddr::V4(rule.listen))?,
+                    rule: i,
+                },
+                _ => Entry::UdpListener {
+                    socket: UdpSocket::bind(SocketAddr::V4(rule.listen))?,
+                    rule: i,
+                },
+            };
+            proxy.entries.push(Some(entry));
+        }
+        Ok(proxy)
+    }
+
+    pub fn rules(&self) -> &[ForwardRule] {
+        &self.rules
+    }
+
+    pub fn forward_stats(&self) -> &[ForwardStats] {
+        &self.forward_stats
+    }
+
+    pub fn stats(&self) -> ProxyStats {
+        self.stats
+    }
+
+    pub fn masquerade(&self) -> bool {
+        self.masquerade
+    }
+
+    /// Live flows: (protocol, container side, other end).
+    pub fn flows(&self) -> impl Iterator<Item = (u8, SocketAddrV4, SocketAddrV4)> + '_ {
+        self.flows.keys().copied()
+    }
+
+    fn smol_now(&self, now: Instant) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(
+            now.saturating_duration_since(self.epoch).as_micros() as i64
+        )
+    }
+
+    fn add(&mut self, entry: Entry) -> usize {
+        match self.free.pop() {
+            Some(n) => {
+                self.entries[n] = Some(entry);
+                n
+            }
+            None => {
+                self.entries.push(Some(entry));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// Registers the listeners with the poll loop (once).
+    pub fn register_listeners(&mut self, registry: &Registry, token: &dyn Fn(usize) -> Token) {
+        if self.registered {
+            return;
+        }
+        self.registered = true;
+        for (n, e) in self.entries.iter_mut().enumerate() {
+            let _ = match e {
+                Some(Entry::TcpListener { socket, .. }) => {
+                    registry.register(socket, token(n), Interest::READABLE)
+                }
+                Some(Entry::UdpListener { socket, .. }) => {
+                    registry.register(socket, token(n), Interest::READABLE)
+                }
+                _ => Ok(()),
+            };
+        }
+    }
+
+    /// An IP packet from a container for an address outside every subnet.
+    pub fn from_container(
+        &mut self,
+        packet: &[u8],
+        registry: &Registry,
+        token: &dyn Fn(usize) -> Token,
+        now: Instant,
+    ) {
+        self.register_listeners(registry, token);
+        let Some((proto, src, dst, l4)) = parse(packet) else {
+            return;
+        };
+        let key = (proto, src, dst);
+        match proto {
+            PROTO_TCP => {
+                let syn_only = packet.get(l4 + 13).is_some_and(|f| f & 0x12 == 0x02);
+                if syn_only && !self.flows.contains_key(&key) {
+                    if !self.masquerade {
+                        self.stats.no_flow += 1;
+                        return;
+                    }
+                    self.open_masquerade_tcp(src, dst, registry, token);
+                }
+                self.queues.rx.push_back(packet.to_vec());
+            }
+            PROTO_UDP => {
+                let payload = &packet[(l4 + 8).min(packet.len())..];
+                if let Some(&n) = self.flows.get(&key) {
+                    let Some(Entry::Udp(flow)) = self.entries[n].as_mut() else {
+                        return;
+                    };
+                    flow.last_active = now;
+                    let (remote, rule, listener) = (flow.remote, flow.rule, flow.listener);
+                    let sent = match (&flow.socket, listener) {
+                        (Some(socket), _) => socket.send(payload),
+                        (None, Some(l)) => match &self.entries[l] {
+                            Some(Entry::UdpListener { socket, .. }) => {
+                                socket.send_to(payload, SocketAddr::V4(remote))
+                            }
+                            _ => Ok(0),
+                        },
+                        _ => Ok(0),
+                    };
+                    if let (Ok(k), Some(r)) = (sent, rule) {
+                        self.forward_stats[r].bytes_out += k as u64;
+                    }
+                    return;
+                }
+                if !self.masquerade {
+                    self.stats.no_flow += 1;
+                    return;
+                }
+                let Ok(socket) = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))) else {
+                    return;
+                };
+                if socket.connect(SocketAddr::V4(dst)).is_err() {
+                    return;
+                }
+                let _ = socket.send(payload);
+                self.make_room();
+                let n = self.add(Entry::Udp(UdpFlow {
+                    socket: Some(socket),
+                    listener: None,
+                    container: src,
+                    remote: dst,
+                    rule: None,
+                    last_active: now,
+                }));
+                if let Some(Entry::Udp(UdpFlow {
+                    socket: Some(s), ..
+                })) = self.entries[n].as_mut()
+                {
+                    let _ = registry.register(s, token(n), Interest::READABLE);
+                }
+                self.flows.insert(key, n);
+                self.stats.udp_flows += 1;
+            }
+            PROTO_ICMP => self.ping(packet, l4, registry, token, now),
+            _ => self.stats.no_flow += 1,
+        }
+    }
+
+    /// An ICMP echo request from a container to the outside.
+    fn ping(
+        &mut self,
+        packet: &[u8],
+        l4: usize,
+        registry: &Registry,
+        token: &dyn Fn(usize) -> Token,
+        now: Instant,
+    ) {
+        let icmp = &packet[l4..];
+        if !self.masquerade || icmp.len() < 8 || icmp[0] != 8 {
+            self.stats.no_flow += 1;
+            return;
+        }
+        let ip = |o: usize| Ipv4Addr::new(packet[o], packet[o + 1], packet[o + 2], packet[o + 3]);
+        let (container, remote) = (ip(12), ip(16));
+        let ident = u16::from_be_bytes([icmp[4], icmp[5]]);
+        // Echo flows are keyed by (container, identifier) -> remote, ports unused.
+        let key = (
+            PROTO_ICMP,
+            SocketAddrV4::new(container, ident),
+            SocketAddrV4::new(remote, 0),
+        );
+        let n = match self.flows.get(&key) {
+            Some(&n) => n,
+            None => {
+                let socket = match socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::DGRAM,
+                    Some(socket2::Protocol::ICMPV4),
+                ) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        // net.ipv4.ping_group_range does not include our group.
+                        self.stats.ping_refused += 1;
+                        return;
+                    }
+                };
+                let _ = socket.set_nonblocking(true);
+                if socket
+                    .connect(&SocketAddr::from((remote, 0)).into())
+                    .is_err()
+                {
+                    return;
+                }
+                self.make_room();
+                let n = self.add(Entry::Ping(PingFlow {
+                    socket,
+                    container,
+                    remote,
+                    ident,
+                    last_active: now,
+                }));
+                if let Some(Entry::Ping(f)) = &self.entries[n] {
+                    use std::os::fd::AsRawFd;
+                    let fd = f.socket.as_raw_fd();
+                    let _ = registry.register(
+                        &mut mio::unix::SourceFd(&fd),
+                        token(n),
+                        Interest::READABLE,
+                    );
+                }
+                self.flows.insert(key, n);
+                n
+            }
+        };
+        if let Some(Some(Entry::Ping(f))) = self.entries.get_mut(n) {
+            f.last_active = now;
+            let _ = f.socket.send(icmp);
+        }
+    }
+
+    fn receive_ping(&mut self, n: usize, now: Instant) {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 65536];
+        loop {
+            let Some(Some(Entry::Ping(flow))) = self.entries.get_mut(n) else {
+                return;
+            };
+            let Ok(len) = flow.socket.recv(&mut buf) else {
+                return;
+            };
+            flow.last_active = now;
+            // SAFETY: recv initialised the first `len` bytes.
+            let reply: Vec<u8> = buf[..len]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            if reply.len() < 8 || reply[0] != 0 {
+                continue;
+            }
+            let packet = icmp_echo_reply(flow.remote, flow.container, flow.ident, &reply);
+            self.queues.tx.push_back(packet);
+        }
+    }
+
+    /// Keeps the flow count within its limit: the oldest idle UDP flow goes first.
+    fn make_room(&mut self) {
+        if self.flows.len() < self.max_flows {
+            return;
+        }
+        let oldest = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| match e {
+                Some(Entry::Udp(f)) => Some((f.last_active, n)),
+                Some(Entry::Ping(f)) => Some((f.last_active, n)),
+                _ => None,
+            })
+            .min();
+        if let Some((_, n)) = oldest {
+            self.remove(n);
+            self.stats.flows_evicted += 1;
+        }
+    }
+
+    fn open_masquerade_tcp(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        registry: &Registry,
+        token: &dyn Fn(usize) -> Token,
+    ) {
+        let Ok(host) = TcpStream::connect(SocketAddr::V4(dst)) else {
+            self.stats.tcp_refused += 1;
+            return;
+        };
+        let mut smol = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        );
+        // One listening socket per SYN, made just before the SYN reaches smoltcp.
+        if smol
+            .listen(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*dst.ip())),
+                port: dst.port(),
+            })
+            .is_err()
+        {
+            return;
+        }
+        let handle = self.sockets.add(smol);
+        self.make_room();
+        let n = self.add(Entry::Tcp(TcpConn {
+            smol: handle,
+            host,
+            container: src,
+            remote: dst,
+            rule: None,
+            connected: false,
+            host_eof: false,
+            container_eof: false,
+        }));
+        if let Some(Entry::Tcp(c)) = self.entries[n].as_mut() {
+            let _ = registry.register(
+                &mut c.host,
+                token(n),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
+        self.flows.insert((PROTO_TCP, src, dst), n);
+        self.stats.tcp_opened += 1;
+    }
+
+    /// Host socket number `n` is ready.
+    pub fn ready(
+        &mut self,
+        n: usize,
+        registry: &Registry,
+        token: &dyn Fn(usize) -> Token,
+        now: Instant,
+    ) {
+        self.register_listeners(registry, token);
+        match self.entries.get_mut(n) {
+            Some(Some(Entry::TcpListener { .. })) => self.accept_tcp(n, registry, token),
+            Some(Some(Entry::UdpListener { .. })) => self.receive_forward_udp(n, now),
+            Some(Some(Entry::Udp(_))) => self.receive_masquerade_udp(n, now),
+            Some(Some(Entry::Ping(_))) => self.receive_ping(n, now),
+            // TCP connections are served by `poll`.
+            _ => {}
+        }
+    }
+
+    fn accept_tcp(&mut self, n: usize, registry: &Registry, token: &dyn Fn(usize) -> Token) {
+        loop {
+            let (accepted, rule) = match &self.entries[n] {
+                Some(Entry::TcpListener { socket, rule }) => (socket.accept(), *rule),
+                _ => return,
+            };
+            let Ok((host, peer)) = accepted else { return };
+            let Some(client) = v4(peer) else { continue };
+            let to = self.rules[rule].to;
+            let mut smol = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            );
+            // Connect from the client's own address: the container sees who calls.
+            let local = IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*client.ip())),
+                port: client.port(),
+            };
+            if smol
+                .connect(
+                    self.iface.context(),
+                    IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port()),
+                    local,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let handle = self.sockets.add(smol);
+            self.make_room();
+            let m = self.add(Entry::Tcp(TcpConn {
+                smol: handle,
+                host,
+                container: to,
+                remote: client,
+                rule: Some(rule),
+                connected: true,
+                host_eof: false,
+                container_eof: false,
+            }));
+            if let Some(Entry::Tcp(c)) = self.entries[m].as_mut() {
+                let _ = registry.register(
+                    &mut c.host,
+                    token(m),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+            }
+            self.flows.insert((PROTO_TCP, to, client), m);
+            self.forward_stats[rule].connections += 1;
+            self.forward_stats[rule].active += 1;
+        }
+    }
+
+    fn receive_forward_udp(&mut self, n: usize, now: Instant) {
+        let mut buf = [0u8; 65536];
+        loop {
+            let (got, rule) = match &self.entries[n] {
+                Some(Entry::UdpListener { socket, rule }) => (socket.recv_from(&mut buf), *rule),
+                _ => return,
+            };
+            let Ok((len, peer)) = got else { return };
+            let Some(client) = v4(peer) else { continue };
+            let to = self.rules[rule].to;
+            let key = (PROTO_UDP, to, client);
+            match self.flows.get(&key).copied() {
+                Some(f) => {
+                    if let Some(Entry::Udp(flow)) = self.entries[f].as_mut() {
+                        flow.last_active = now;
+                    }
+                }
+                None => {
+                    self.make_room();
+                    let f = self.add(Entry::Udp(UdpFlow {
+                        socket: None,
+                        listener: Some(n),
+                        container: to,
+                        remote: client,
+                        rule: Some(rule),
+                        last_active: now,
+                    }));
+                    self.flows.insert(key, f);
+                    self.forward_stats[rule].connections += 1;
+                    self.stats.udp_flows += 1;
+                }
+            }
+            self.forward_stats[rule].bytes_in += len as u64;
+            self.queues
+                .tx
+                .push_back(udp_packet(client, to, &buf[..len]));
+        }
+    }
+
+    fn receive_masquerade_udp(&mut self, n: usize, now: Instant) {
+        let mut buf = [0u8; 65536];
+        loop {
+            let Some(Some(Entry::Udp(flow))) = self.entries.get_mut(n) else {
+                return;
+            };
+            let Some(socket) = &flow.socket else { return };
+            let Ok(len) = socket.recv(&mut buf) else {
+                return;
+            };
+            flow.last_active = now;
+            let packet = udp_packet(flow.remote, flow.container, &buf[..len]);
+            self.queues.tx.push_back(packet);
+        }
+    }
+
+    /// Runs smoltcp and moves bytes between each connection's two sides.
+    pub fn poll(&mut self, now: Instant) {
+        let ts = self.smol_now(now);
+        for _ in 0..4 {
+            self.iface.poll(ts, &mut self.queues, &mut self.sockets);
+            if !self.splice() {
+                break;
+            }
+        }
+    }
+
+    /// One pass over the TCP connections; true if anything moved.
+    fn splice(&mut self) -> bool {
+        let mut moved = false;
+        let mut dead = Vec::new();
+        for n in 0..self.entries.len() {
+            let Some(Entry::Tcp(c)) = self.entries[n].as_mut() else {
+                continue;
+            };
+            let smol = self.sockets.get_mut::<tcp::Socket>(c.smol);
+            if !c.connected {
+                match c.host.peer_addr() {
+                    Ok(_) => c.connected = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        if let Ok(Some(_)) | Err(_) = c.host.take_error() {
+                            // Refused or unreachable: the container gets a reset.
+                            smol.abort();
+                            self.stats.tcp_refused += 1;
+                            dead.push(n);
+                            moved = true;
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        smol.abort();
+                        self.stats.tcp_refused += 1;
+                        dead.push(n);
+                        moved = true;
+                        continue;
+                    }
+                }
+            }
+            let mut bytes_in = 0u64;
+            let mut bytes_out = 0u64;
+            // Host -> container.
+            while !c.host_eof && smol.can_send() {
+                let host = &mut c.host;
+                let r = smol.send(|buf| match host.read(buf) {
+                    Ok(0) => (0, Some(0)),
+                    Ok(k) => (k, Some(k)),
+                    Err(_) => (0, None),
+                });
+                match r {
+                    Ok(Some(0)) => {
+                        c.host_eof = true;
+                        smol.close();
+                        moved = true;
+                    }
+                    Ok(Some(k)) => {
+                        bytes_in += k as u64;
+                        moved = true;
+                    }
+                    _ => break,
+                }
+            }
+            // Container -> host.
+            while smol.can_recv() {
+                let host = &mut c.host;
+                let r = smol.recv(|buf| match host.write(buf) {
+                    Ok(k) => (k, k),
+                    Err(_) => (0, 0),
+                });
+                match r {
+                    Ok(k) if k > 0 => {
+                        bytes_out += k as u64;
+                        moved = true;
+                    }
+                    _ => break,
+                }
+            }
+            if !c.container_eof
+                && !smol.may_recv()
+                && !smol.can_recv()
+                && smol.state() != tcp::State::Listen
+                && smol.state() != tcp::State::SynReceived
+                && smol.state() != tcp::State::SynSent
+            {
+                c.container_eof = true;
+                let _ = c.host.shutdown(Shutdown::Write);
+                moved = true;
+            }
+            if let Some(r) = c.rule {
+                self.forward_stats[r].bytes_in += bytes_in;
+                self.forward_stats[r].bytes_out += bytes_out;
+            }
+            let state = smol.state();
+            if state == tcp::State::Closed || (state == tcp::State::TimeWait && c.host_eof) {
+                dead.push(n);
+            }
+        }
+        for n in dead {
+            self.remove(n);
+        }
+        moved
+    }
+
+    fn remove(&mut self, n: usize) {
+        let Some(entry) = self.entries[n].take() else {
+            return;
+        };
+        match entry {
+            Entry::Tcp(c) => {
+                self.flows.remove(&(PROTO_TCP, c.container, c.remote));
+                // The socket may still owe the container a reset or a last ACK: it
+                // stays in the set until `tick` finds it closed.
+                let smol = self.sockets.get_mut::<tcp::Socket>(c.smol);
+                if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                    smol.abort();
+                }
+                if let Some(r) = c.rule {
+                    self.forward_stats[r].active = self.forward_stats[r].active.saturating_sub(1);
+                }
+            }
+            Entry::Udp(f) => {
+                self.flows.remove(&(PROTO_UDP, f.container, f.remote));
+            }
+            Entry::Ping(f) => {
+                self.flows.remove(&(
+                    PROTO_ICMP,
+                    SocketAddrV4::new(f.container, f.ident),
+                    SocketAddrV4::new(f.remote, 0),
+                ));
+            }
+            other => {
+                // Listeners stay for the lab's life.
+                self.entries[n] = Some(other);
+                return;
+            }
+        }
+        self.free.push(n);
+    }
+
+    /// IP packets for containers, for the router to send on.
+    pub fn drain_output(&mut self, mut f: impl FnMut(&[u8])) {
+        while let Some(p) = self.queues.tx.pop_front() {
+            f(&p);
+        }
+    }
+
+    /// When smoltcp next needs polling (retransmissions, delayed ACKs).
+    pub fn next_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let ts = self.smol_now(now);
+        self.iface
+            .poll_delay(ts, &self.sockets)
+            .map(|d| now + Duration::from_micros(d.total_micros()))
+    }
+
+    /// Drops idle UDP flows, and sockets smoltcp has finished with.
+    pub fn tick(&mut self, now: Instant) {
+        let idle: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| match e {
+                Some(Entry::Udp(f)) if now.saturating_duration_since(f.last_active) >= UDP_IDLE => {
+                    Some(n)
+                }
+                _ => None,
+            })
+            .collect();
+        for n in idle {
+            self.remove(n);
+        }
+        let live: Vec<SocketHandle> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Some(Entry::Tcp(c)) => Some(c.smol),
+                _ => None,
+            })
+            .collect();
+        let finished: Vec<SocketHandle> = self
+            .sockets
+            .iter()
+            .filter_map(|(h, s)| match s {
+                smoltcp::socket::Socket::Tcp(t)
+                    if t.state() == tcp::State::Closed && !live.contains(&h) =>
+                {
+                    Some(h)
+                }
+                _ => None,
+            })
+            .collect();
+        for h in finished {
+            self.sockets.remove(h);
+        }
+    }
+}
+
+/// (protocol, source, destination, offset of the L4 header) of an IPv4 packet.
+fn parse(packet: &[u8]) -> Option<(u8, SocketAddrV4, SocketAddrV4, usize)> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return None;
+    }
+    let l4 = (packet[0] & 0x0f) as usize * 4;
+    if packet.len() < l4 + 4 {
+        return None;
+    }
+    let ip = |o: usize| Ipv4Addr::new(packet[o], packet[o + 1], packet[o + 2], packet[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([packet[o], packet[o + 1]]);
+    Some((
+        packet[9],
+        SocketAddrV4::new(ip(12), port(l4)),
+        SocketAddrV4::new(ip(16), port(l4 + 2)),
+        l4,
+    ))
+}
+
+/// An IPv4 ICMP echo reply from `src` to `dst`: the reply the kernel gave us (ICMP
+/// header and data), with the container's identifier put back.
+fn icmp_echo_reply(src: Ipv4Addr, dst: Ipv4Addr, ident: u16, icmp: &[u8]) -> Vec<u8> {
+    let total = 20 + icmp.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = PROTO_ICMP;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let c = checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..].copy_from_slice(icmp);
+    p[24..26].copy_from_slice(&ident.to_be_bytes());
+    p[22..24].fill(0);
+    let c = checksum::checksum(&p[20..]);
+    p[22..24].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// An IPv4/UDP packet from `src` to `dst`, checksummed.
+pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = PROTO_UDP;
+    p[12..16].copy_from_slice(&src.ip().octets());
+    p[16..20].copy_from_slice(&dst.ip().octets());
+    let c = checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&src.port().to_be_bytes());
+    p[22..24].copy_from_slice(&dst.port().to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    let mut pseudo = Vec::with_capacity(12 + 8 + payload.len());
+    pseudo.extend_from_slice(&p[12..20]);
+    pseudo.extend_from_slice(&[0, PROTO_UDP]);
+    pseudo.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&p[20..]);
+    let c = match checksum::checksum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    p[26..28].copy_from_slice(&c.to_be_bytes());
+    p
+}
