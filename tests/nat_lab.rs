@@ -64,7 +64,22 @@ fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
     assert_eq!(out.status.code(), Some(7), "refused");
     assert!(t.elapsed() < std::time::Duration::from_secs(3));
 
+    // An address the host has no route to: ICMP net-unreachable from the gateway, as
+    // a router would say it. (Linux TCP treats that as a soft error while it retries,
+    // so curl times out; the proxy's counter shows the verdict.)
+    let out = ns_run(&c, &["ping", "-c", "1", "-W", "2", "10.99.0.1"], 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.251.1.1") && text.contains("Unreachable"),
+        "{text}"
+    );
+    let _ = ns_run(&c, &["curl", "-s", "-m", "1", "http://10.99.0.1/"], 5);
+
     let nat = lab.show("nat");
+    assert!(
+        nat["host"]["tcp_unreachable"].as_u64().unwrap() >= 1,
+        "{nat}"
+    );
     assert!(nat["host"]["tcp_opened"].as_u64().unwrap() >= 2, "{nat}");
     assert!(nat["host"]["tcp_refused"].as_u64().unwrap() >= 1, "{nat}");
     assert!(nat["host"]["udp_flows"].as_u64().unwrap() >= 1, "{nat}");

@@ -113,7 +113,14 @@ pub struct ServiceCfg {
 pub struct NatCfg {
     pub pos: Pos,
     pub masquerade: bool,
+    /// Translated flows at most, in each of the router's table (services) and the
+    /// host proxy's (masquerade, forwards); the least recently used goes past that.
+    /// An extension of the contract's `[nat]`; defaults to [`DEFAULT_NAT_MAX_FLOWS`].
+    pub max_flows: usize,
 }
+
+/// `nat_max_flows` when `[nat] max_flows` is not given.
+pub const DEFAULT_NAT_MAX_FLOWS: usize = 65536;
 
 #[derive(Debug, Clone)]
 pub struct VxlanCfg {
@@ -173,7 +180,7 @@ const BRIDGE_KEYS: &[&str] = &[
 const PORT_KEYS: &[&str] = &["name", "bridge", "netns", "ifname", "mac", "ip"];
 const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
-const NAT_KEYS: &[&str] = &["masquerade"];
+const NAT_KEYS: &[&str] = &["masquerade", "max_flows"];
 const VXLAN_KEYS: &[&str] = &["listen", "peers"];
 
 /// Largest inner MTU that still fits a VXLAN frame into a 1500-byte underlay.
@@ -540,6 +547,9 @@ fn build(cx: &mut Cx<'_>, file: &str, root_t: &toml_edit::Table) -> Lab {
         NatCfg {
             pos: cx.pos(s.at),
             masquerade: cx.bool_(&s, "masquerade").is_none_or(|m| m.v),
+            max_flows: cx
+                .int(&s, "max_flows", 16, 4_000_000)
+                .map_or(DEFAULT_NAT_MAX_FLOWS, |m| m.v as usize),
         }
     });
     let vxlan = cx
@@ -1716,6 +1726,16 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
     }
 
     #[test]
+    fn nat_max_flows_is_an_integer_in_range() {
+        let l = lab("name = \"x\"\n[nat]\nmax_flows = 1000\n");
+        assert_eq!(l.nat.unwrap().max_flows, 1000);
+        let l = lab("name = \"x\"\n[nat]\n");
+        assert_eq!(l.nat.unwrap().max_flows, DEFAULT_NAT_MAX_FLOWS);
+        let errs = parse("t.toml", "name = \"x\"\n[nat]\nmax_flows = 3\n").unwrap_err();
+        assert_eq!((errs[0].pos.line, errs[0].pos.col), (3, 13));
+    }
+
+    #[test]
     fn minimal_labs() {
         let l = lab("name = \"x\"\n");
         assert!(l.bridges.is_empty() && l.ports.is_empty());
@@ -1843,7 +1863,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             e,
             vec![
                 "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`)",
-                "10:1: unknown key `masq` in [nat] (expected one of `masquerade`)",
+                "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",
             ]

@@ -229,6 +229,7 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
             "masquerade": proxy.masquerade(),
             "tcp_opened": st.tcp_opened,
             "tcp_refused": st.tcp_refused,
+            "tcp_unreachable": st.tcp_unreachable,
             "udp_flows": st.udp_flows,
             "flows_evicted": st.flows_evicted,
             "no_flow": st.no_flow,

@@ -18,7 +18,7 @@ use vswitch::tap::Tap;
 use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
 
 use crate::control;
-use crate::lab::{Lab, PortCfg, Proto};
+use crate::lab::{Lab, PortCfg, Proto, DEFAULT_NAT_MAX_FLOWS};
 use crate::netns::{Netns, NetnsRecord};
 use crate::rtnl::Rtnl;
 use crate::show;
@@ -99,13 +99,14 @@ fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
     if !problems.is_empty() {
         return Err(LabRefused(problems).into());
     }
-    let proxy = HostProxy::new(masquerade, rules, NAT_MAX_FLOWS, Instant::now())
+    let max_flows = lab
+        .nat
+        .as_ref()
+        .map_or(DEFAULT_NAT_MAX_FLOWS, |n| n.max_flows);
+    let proxy = HostProxy::new(masquerade, rules, max_flows, Instant::now())
         .context("cannot bind the forwards' ports")?;
     Ok(Some(proxy))
 }
-
-/// Host-side flows (masquerade and forwards) at most.
-const NAT_MAX_FLOWS: usize = 65536;
 
 /// What `up` built on the host and must take down again.
 struct Built {
@@ -327,7 +328,14 @@ fn add_router(
             ip: Some(format!("{}/{}", iface.ip, iface.prefix)),
         })
         .collect();
-    let router = Router::new(ifaces, lab_services(lab), RouterConfig::default());
+    let config = RouterConfig {
+        nat_max_flows: lab
+            .nat
+            .as_ref()
+            .map_or(DEFAULT_NAT_MAX_FLOWS, |n| n.max_flows),
+        ..RouterConfig::default()
+    };
+    let router = Router::new(ifaces, lab_services(lab), config);
     let mut handler = RouterHandler::new(router, ports.clone());
     if let Some(proxy) = proxy {
         handler = handler.with_proxy(proxy);

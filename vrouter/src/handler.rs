@@ -54,8 +54,21 @@ impl RouterHandler {
     }
 
     /// Hands outside addresses to `proxy` (masquerade, port forwards).
-    pub fn with_proxy(mut self, proxy: HostProxy) -> RouterHandler {
+    pub fn with_proxy(mut self, mut proxy: HostProxy) -> RouterHandler {
         self.router.set_host_egress(true);
+        proxy.set_gateways(
+            self.router
+                .ifaces()
+                .iter()
+                .map(|i| {
+                    (
+                        u32::from(i.ip) & crate::route::mask(i.prefix),
+                        i.prefix,
+                        i.ip,
+                    )
+                })
+                .collect(),
+        );
         self.proxy = Some(proxy);
         self
     }

@@ -48,6 +48,7 @@ pub struct ForwardStats {
 pub struct ProxyStats {
     pub tcp_opened: u64,
     pub tcp_refused: u64,
+    pub tcp_unreachable: u64,
     pub udp_flows: u64,
     pub flows_evicted: u64,
     /// Packets for outside addresses that masquerade is off for and no forward owns.
@@ -131,8 +132,13 @@ struct PingFlow {
 const PROTO_ICMP: u8 = 1;
 
 struct TcpConn {
-    smol: SocketHandle,
+    /// `None` while a masquerade connection waits for its host connect: the
+    /// container's SYN is held (`pending_syn`) so that the container learns the
+    /// outcome as a real peer would tell it (SYN-ACK, reset, or ICMP unreachable).
+    smol: Option<SocketHandle>,
+    pending_syn: Option<Vec<u8>>,
     host: TcpStream,
+    last_active: Instant,
     /// The container side's view: (container address, the other end's address).
     container: SocketAddrV4,
     remote: SocketAddrV4,
@@ -168,6 +174,7 @@ pub struct HostProxy {
     epoch: Instant,
     stats: ProxyStats,
     registered: bool,
+    gateways: Vec<(u32, u8, Ipv4Addr)>,
 }
 
 fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
@@ -216,6 +223,7 @@ impl HostProxy {
             epoch: now,
             stats: ProxyStats::default(),
             registered: false,
+            gateways: Vec::new(),
         };
         for (i, rule) in proxy.rules.clone().iter().enumerate() {
             let entry = match rule.proto {
@@ -308,12 +316,27 @@ impl HostProxy {
         match proto {
             PROTO_TCP => {
                 let syn_only = packet.get(l4 + 13).is_some_and(|f| f & 0x12 == 0x02);
-                if syn_only && !self.flows.contains_key(&key) {
-                    if !self.masquerade {
-                        self.stats.no_flow += 1;
-                        return;
+                match self.flows.get(&key).copied() {
+                    Some(n) => {
+                        if let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) {
+                            c.last_active = now;
+                            if c.pending_syn.is_some() {
+                                // Still connecting: keep the latest SYN (a retry).
+                                if syn_only {
+                                    c.pending_syn = Some(packet.to_vec());
+                                }
+                                return;
+                            }
+                        }
                     }
-                    self.open_masquerade_tcp(src, dst, registry, token);
+                    None if syn_only => {
+                        if !self.masquerade {
+                            self.stats.no_flow += 1;
+                            return;
+                        }
+                        return self.open_masquerade_tcp(src, dst, packet, registry, token, now);
+                    }
+                    None => {}
                 }
                 self.queues.rx.push_back(packet.to_vec());
             }
@@ -347,10 +370,12 @@ impl HostProxy {
                 let Ok(socket) = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0))) else {
                     return;
                 };
-                if socket.connect(SocketAddr::V4(dst)).is_err() {
-                    return;
+                if let Err(e) = socket
+                    .connect(SocketAddr::V4(dst))
+                    .and_then(|()| socket.send(payload))
+                {
+                    return self.unreachable_for(packet, &e);
                 }
-                let _ = socket.send(payload);
                 self.make_room();
                 let n = self.add(Entry::Udp(UdpFlow {
                     socket: Some(socket),
@@ -413,11 +438,8 @@ impl HostProxy {
                     }
                 };
                 let _ = socket.set_nonblocking(true);
-                if socket
-                    .connect(&SocketAddr::from((remote, 0)).into())
-                    .is_err()
-                {
-                    return;
+                if let Err(e) = socket.connect(&SocketAddr::from((remote, 0)).into()) {
+                    return self.unreachable_for(packet, &e);
                 }
                 self.make_room();
                 let n = self.add(Entry::Ping(PingFlow {
@@ -440,9 +462,27 @@ impl HostProxy {
                 n
             }
         };
-        if let Some(Some(Entry::Ping(f))) = self.entries.get_mut(n) {
-            f.last_active = now;
-            let _ = f.socket.send(icmp);
+        let sent = match self.entries.get_mut(n) {
+            Some(Some(Entry::Ping(f))) => {
+                f.last_active = now;
+                f.socket.send(icmp)
+            }
+            _ => return,
+        };
+        if let Err(e) = sent {
+            self.unreachable_for(packet, &e);
+        }
+    }
+
+    /// A host socket found no way to where `packet` goes: say so as a router would.
+    fn unreachable_for(&mut self, packet: &[u8], e: &io::Error) {
+        let code = match e.raw_os_error() {
+            Some(libc::ENETUNREACH) => 0,
+            Some(libc::EHOSTUNREACH) => 1,
+            _ => return,
+        };
+        if let Some(p) = self.icmp_unreachable(packet, code) {
+            self.queues.tx.push_back(p);
         }
     }
 
@@ -469,7 +509,7 @@ impl HostProxy {
         }
     }
 
-    /// Keeps the flow count within its limit: the oldest idle UDP flow goes first.
+    /// Keeps the flow count within its limit: the flow idle longest goes (counted).
     fn make_room(&mut self) {
         if self.flows.len() < self.max_flows {
             return;
@@ -481,6 +521,7 @@ impl HostProxy {
             .filter_map(|(n, e)| match e {
                 Some(Entry::Udp(f)) => Some((f.last_active, n)),
                 Some(Entry::Ping(f)) => Some((f.last_active, n)),
+                Some(Entry::Tcp(c)) => Some((c.last_active, n)),
                 _ => None,
             })
             .min();
@@ -490,36 +531,26 @@ impl HostProxy {
         }
     }
 
+    /// Starts the host side of a container's new connection, holding its SYN.
     fn open_masquerade_tcp(
         &mut self,
         src: SocketAddrV4,
         dst: SocketAddrV4,
+        syn: &[u8],
         registry: &Registry,
         token: &dyn Fn(usize) -> Token,
+        now: Instant,
     ) {
-        let Ok(host) = TcpStream::connect(SocketAddr::V4(dst)) else {
-            self.stats.tcp_refused += 1;
-            return;
+        let host = match TcpStream::connect(SocketAddr::V4(dst)) {
+            Ok(host) => host,
+            Err(e) => return self.host_connect_failed(&e, syn),
         };
-        let mut smol = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-        );
-        // One listening socket per SYN, made just before the SYN reaches smoltcp.
-        if smol
-            .listen(IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(*dst.ip())),
-                port: dst.port(),
-            })
-            .is_err()
-        {
-            return;
-        }
-        let handle = self.sockets.add(smol);
         self.make_room();
         let n = self.add(Entry::Tcp(TcpConn {
-            smol: handle,
+            smol: None,
+            pending_syn: Some(syn.to_vec()),
             host,
+            last_active: now,
             container: src,
             remote: dst,
             rule: None,
@@ -536,6 +567,66 @@ impl HostProxy {
         }
         self.flows.insert((PROTO_TCP, src, dst), n);
         self.stats.tcp_opened += 1;
+    }
+
+    /// The host could not connect where a container's SYN asked: tell the container
+    /// as the network would. Refused: smoltcp, with no socket listening, answers the
+    /// SYN with a reset. Unreachable: an ICMP destination-unreachable from the
+    /// container's gateway, quoting the SYN.
+    fn host_connect_failed(&mut self, e: &io::Error, syn: &[u8]) {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => {
+                self.stats.tcp_refused += 1;
+                self.queues.rx.push_back(syn.to_vec());
+            }
+            code => {
+                self.stats.tcp_unreachable += 1;
+                let icmp_code = if code == Some(libc::ENETUNREACH) {
+                    0
+                } else {
+                    1
+                };
+                if let Some(p) = self.icmp_unreachable(syn, icmp_code) {
+                    self.queues.tx.push_back(p);
+                }
+            }
+        }
+    }
+
+    /// An ICMP destination-unreachable about `packet` (a container's), from the
+    /// gateway of the container's subnet.
+    fn icmp_unreachable(&self, packet: &[u8], code: u8) -> Option<Vec<u8>> {
+        if packet.len() < 28 {
+            return None;
+        }
+        let to = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+        let from = self
+            .gateways
+            .iter()
+            .find(|(net, prefix, _)| u32::from(to) & crate::route::mask(*prefix) == *net)
+            .map(|(_, _, gw)| *gw)?;
+        let quote = &packet[..((packet[0] & 0x0f) as usize * 4 + 8).min(packet.len())];
+        let total = 20 + 8 + quote.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = PROTO_ICMP;
+        p[12..16].copy_from_slice(&from.octets());
+        p[16..20].copy_from_slice(&to.octets());
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20] = 3;
+        p[21] = code;
+        p[28..].copy_from_slice(quote);
+        let c = checksum::checksum(&p[20..]);
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+        Some(p)
+    }
+
+    /// The gateways of the routed subnets: (network, prefix, gateway address).
+    pub fn set_gateways(&mut self, gateways: Vec<(u32, u8, Ipv4Addr)>) {
+        self.gateways = gateways;
     }
 
     /// Host socket number `n` is ready.
@@ -588,8 +679,10 @@ impl HostProxy {
             let handle = self.sockets.add(smol);
             self.make_room();
             let m = self.add(Entry::Tcp(TcpConn {
-                smol: handle,
+                smol: Some(handle),
+                pending_syn: None,
                 host,
+                last_active: Instant::now(),
                 container: to,
                 remote: client,
                 rule: Some(rule),
@@ -684,29 +777,46 @@ impl HostProxy {
             let Some(Entry::Tcp(c)) = self.entries[n].as_mut() else {
                 continue;
             };
-            let smol = self.sockets.get_mut::<tcp::Socket>(c.smol);
             if !c.connected {
-                match c.host.peer_addr() {
-                    Ok(_) => c.connected = true,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                        if let Ok(Some(_)) | Err(_) = c.host.take_error() {
-                            // Refused or unreachable: the container gets a reset.
-                            smol.abort();
-                            self.stats.tcp_refused += 1;
-                            dead.push(n);
-                            moved = true;
-                        }
-                        continue;
+                let failed = match c.host.take_error() {
+                    Ok(Some(e)) | Err(e) => Some(e),
+                    Ok(None) => None,
+                };
+                if let Some(e) = failed {
+                    let syn = c.pending_syn.take();
+                    if let Some(h) = c.smol {
+                        self.sockets.get_mut::<tcp::Socket>(h).abort();
                     }
-                    Err(_) => {
-                        smol.abort();
-                        self.stats.tcp_refused += 1;
-                        dead.push(n);
+                    dead.push(n);
+                    moved = true;
+                    if let Some(syn) = syn {
+                        self.host_connect_failed(&e, &syn);
+                    }
+                    continue;
+                }
+                if c.host.peer_addr().is_err() {
+                    continue; // still connecting
+                }
+                c.connected = true;
+                if let Some(syn) = c.pending_syn.take() {
+                    // Connected: now let smoltcp answer the held SYN.
+                    let mut smol = tcp::Socket::new(
+                        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                    );
+                    let listening = smol.listen(IpListenEndpoint {
+                        addr: Some(IpAddress::Ipv4(*c.remote.ip())),
+                        port: c.remote.port(),
+                    });
+                    if listening.is_ok() {
+                        c.smol = Some(self.sockets.add(smol));
+                        self.queues.rx.push_back(syn);
                         moved = true;
-                        continue;
                     }
                 }
             }
+            let Some(handle) = c.smol else { continue };
+            let smol = self.sockets.get_mut::<tcp::Socket>(handle);
             let mut bytes_in = 0u64;
             let mut bytes_out = 0u64;
             // Host -> container.
@@ -756,6 +866,9 @@ impl HostProxy {
                 let _ = c.host.shutdown(Shutdown::Write);
                 moved = true;
             }
+            if bytes_in + bytes_out > 0 {
+                c.last_active = Instant::now();
+            }
             if let Some(r) = c.rule {
                 self.forward_stats[r].bytes_in += bytes_in;
                 self.forward_stats[r].bytes_out += bytes_out;
@@ -780,9 +893,11 @@ impl HostProxy {
                 self.flows.remove(&(PROTO_TCP, c.container, c.remote));
                 // The socket may still owe the container a reset or a last ACK: it
                 // stays in the set until `tick` finds it closed.
-                let smol = self.sockets.get_mut::<tcp::Socket>(c.smol);
-                if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
-                    smol.abort();
+                if let Some(h) = c.smol {
+                    let smol = self.sockets.get_mut::<tcp::Socket>(h);
+                    if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                        smol.abort();
+                    }
                 }
                 if let Some(r) = c.rule {
                     self.forward_stats[r].active = self.forward_stats[r].active.saturating_sub(1);
@@ -842,7 +957,7 @@ impl HostProxy {
             .entries
             .iter()
             .filter_map(|e| match e {
-                Some(Entry::Tcp(c)) => Some(c.smol),
+                Some(Entry::Tcp(c)) => c.smol,
                 _ => None,
             })
             .collect();
