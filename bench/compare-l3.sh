@@ -144,10 +144,18 @@ cleanup() {
     for pid in "$SRV_PID" "$SOCAT_PID"; do
         [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
+    # Anything running inside our namespaces was started by this script (iperf3,
+    # socat and its children). Kill it before tapnet removes the namespaces it
+    # created, so that nothing survives in an unnamed namespace; tapnet itself
+    # gets SIGTERM and the chance to tear its lab down.
+    for ns in "${OUR_NS[@]}"; do
+        [[ -e "/run/netns/$ns" ]] || continue
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            [[ $pid == "$TF_PID" || $pid == "$TR_PID" ]] || kill -KILL "$pid" 2>/dev/null
+        done
+    done
     [[ -n "$TF_PID" ]] && stop_tapnet_hard "$TF_PID"
     [[ -n "$TR_PID" ]] && stop_tapnet_hard "$TR_PID"
-    # Anything still running inside our namespaces was started by this script
-    # (iperf3, socat and its children).
     for ns in "${OUR_NS[@]}"; do
         [[ -e "/run/netns/$ns" ]] || continue
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
@@ -634,7 +642,7 @@ json.dump({"seconds": int(a[2]), "repeat": int(a[3]),
           open(a[1], "w"))
 PY
 
-echo "tapnet router and forwards vs the Linux kernel, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "tapnet router and forwards vs the Linux kernel, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["env"]["git"])' "$TMP/meta.json")"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
 BAD=""
 for f in "$TMP/stop-routed" "$TMP/stop-forward"; do

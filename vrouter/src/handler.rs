@@ -11,7 +11,7 @@ use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
 use crate::proxy::HostProxy;
 use crate::router::{Action, Router};
-use vswitch::frame::{ETH_HDR_LEN, VNET_HDR_LEN};
+use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 
 /// Frames kept waiting for ARP, in all.
 const HOLD_MAX: usize = 64;
@@ -94,7 +94,7 @@ impl RouterHandler {
             ..
         } = self;
         let mut dropped = 0;
-        proxy.drain_output(|packet| {
+        proxy.drain_output(|packet, gso| {
             let Some(buf) = out.alloc() else {
                 dropped += 1;
                 return;
@@ -107,6 +107,21 @@ impl RouterHandler {
             }
             room[..VNET_HDR_LEN + ETH_HDR_LEN].fill(0);
             room[VNET_HDR_LEN + ETH_HDR_LEN..len].copy_from_slice(packet);
+            if let Some(mss) = gso {
+                // A TCP super-frame: the container's kernel cuts it (or takes it whole).
+                let ihl = (packet[0] & 0x0f) as u16 * 4;
+                let thl = (packet[ihl as usize + 12] >> 4) as u16 * 4;
+                let eth = ETH_HDR_LEN as u16;
+                VnetHdr {
+                    flags: VNET_F_NEEDS_CSUM,
+                    gso_type: GSO_TCPV4,
+                    hdr_len: eth + ihl + thl,
+                    gso_size: mss,
+                    csum_start: eth + ihl,
+                    csum_offset: 16,
+                }
+                .emit(room);
+            }
             match router.from_host(&mut out.data(buf, len)[..], now) {
                 Action::Send { iface } => out.inject(ports[iface], buf, len),
                 Action::Resolve {

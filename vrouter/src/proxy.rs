@@ -922,10 +922,26 @@ impl HostProxy {
         self.free.push(n);
     }
 
-    /// IP packets for containers, for the router to send on.
-    pub fn drain_output(&mut self, mut f: impl FnMut(&[u8])) {
-        while let Some(p) = self.queues.tx.pop_front() {
-            f(&p);
+    /// IP packets for containers, for the router to send on. Runs of TCP segments of
+    /// one connection are merged into super-frames first (with `Some(segment size)`),
+    /// to be handed to the container's TAP as one GSO frame instead of one write per
+    /// 1448 bytes; everything else comes with `None`.
+    pub fn drain_output(&mut self, mut f: impl FnMut(&[u8], Option<u16>)) {
+        while let Some(first) = self.queues.tx.pop_front() {
+            let Some(mut merged) = TcpRun::start(&first) else {
+                f(&first, None);
+                continue;
+            };
+            while let Some(next) = self.queues.tx.front() {
+                if !merged.append(next) {
+                    break;
+                }
+                self.queues.tx.pop_front();
+            }
+            match merged.finish() {
+                Some((packet, mss)) => f(&packet, Some(mss)),
+                None => f(&first, None),
+            }
         }
     }
 
@@ -976,6 +992,102 @@ impl HostProxy {
         for h in finished {
             self.sockets.remove(h);
         }
+    }
+}
+
+/// Consecutive TCP segments of one connection, gathered into one super-packet for GSO.
+struct TcpRun {
+    packet: Vec<u8>,
+    headers: usize,
+    mss: usize,
+    segments: usize,
+    next_seq: u32,
+}
+
+/// Headers plus payload of a super-packet at most (the IPv4 total length field).
+const GSO_MAX: usize = 65535;
+
+impl TcpRun {
+    /// Starts a run at a data segment with only ACK (and PSH) set.
+    fn start(p: &[u8]) -> Option<TcpRun> {
+        let (proto, _, _, l4) = parse(p)?;
+        if proto != PROTO_TCP || p.len() < l4 + 20 || p[6] & 0x3f != 0 || p[7] != 0 {
+            return None; // not TCP, or a fragment
+        }
+        let thl = (p[l4 + 12] >> 4) as usize * 4;
+        let headers = l4 + thl;
+        let total = u16::from_be_bytes([p[2], p[3]]) as usize;
+        if thl < 20 || total != p.len() || headers >= total || p[l4 + 13] & !0x18 != 0 {
+            return None;
+        }
+        let seq = u32::from_be_bytes(p[l4 + 4..l4 + 8].try_into().ok()?);
+        let mss = total - headers;
+        Some(TcpRun {
+            packet: p.to_vec(),
+            headers,
+            mss,
+            segments: 1,
+            next_seq: seq.wrapping_add(mss as u32),
+        })
+    }
+
+    /// Appends `p` if it continues the run: same addresses, ports, ACK, window and
+    /// options, the next sequence number, and all but the last segment full-sized.
+    fn append(&mut self, p: &[u8]) -> bool {
+        let h = self.headers;
+        let l4 = (self.packet[0] & 0x0f) as usize * 4;
+        if p.len() <= h || self.packet.len() + (p.len() - h) > GSO_MAX {
+            return false;
+        }
+        let len = p.len() - h;
+        let last_len = self.packet.len() - h - (self.segments - 1) * self.mss;
+        if last_len != self.mss || len > self.mss {
+            return false;
+        }
+        let same = p[..2] == self.packet[..2]
+            && p[6..10] == self.packet[6..10]
+            && p[12..20] == self.packet[12..20]
+            && p[l4..l4 + 4] == self.packet[l4..l4 + 4]
+            && p[l4 + 8..l4 + 12] == self.packet[l4 + 8..l4 + 12]
+            && p[l4 + 12] == self.packet[l4 + 12]
+            && p[l4 + 13] & !0x18 == 0
+            && p[l4 + 14..l4 + 16] == self.packet[l4 + 14..l4 + 16]
+            && p[l4 + 20..h] == self.packet[l4 + 20..h]
+            && u16::from_be_bytes([p[2], p[3]]) as usize == p.len();
+        if !same
+            || u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]) != self.next_seq
+        {
+            return false;
+        }
+        self.packet.extend_from_slice(&p[h..]);
+        // The super-segment pushes if its last part did.
+        self.packet[l4 + 13] |= p[l4 + 13] & 0x08;
+        self.segments += 1;
+        self.next_seq = self.next_seq.wrapping_add(len as u32);
+        true
+    }
+
+    /// The super-packet and its segment size, or `None` if it stayed one segment.
+    /// Its TCP checksum is left for the receiver's side to finish (NEEDS_CSUM): the
+    /// field holds the pseudo-header sum over the whole length, as TSO expects.
+    fn finish(mut self) -> Option<(Vec<u8>, u16)> {
+        if self.segments < 2 {
+            return None;
+        }
+        let p = &mut self.packet;
+        let l4 = (p[0] & 0x0f) as usize * 4;
+        let total = p.len();
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[10..12].fill(0);
+        let c = checksum::checksum(&p[..l4]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&p[12..20]);
+        pseudo[9] = PROTO_TCP;
+        pseudo[10..12].copy_from_slice(&((total - l4) as u16).to_be_bytes());
+        let sum = checksum::sum(&pseudo);
+        p[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+        Some((self.packet, self.mss as u16))
     }
 }
 
@@ -1047,4 +1159,87 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u
     };
     p[26..28].copy_from_slice(&c.to_be_bytes());
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP data segment from smoltcp's point of view (checksum irrelevant here).
+    fn segment(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {
+        let total = 20 + 20 + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = PROTO_TCP;
+        p[12..16].copy_from_slice(&[10, 250, 0, 2]);
+        p[16..20].copy_from_slice(&[10, 251, 1, 2]);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[28..32].copy_from_slice(&7u32.to_be_bytes());
+        p[32] = 5 << 4;
+        p[33] = flags;
+        p[34..36].copy_from_slice(&1024u16.to_be_bytes());
+        p[40..].copy_from_slice(payload);
+        p
+    }
+
+    fn run_of(packets: &[Vec<u8>]) -> Vec<(Vec<u8>, Option<u16>)> {
+        let mut proxy = HostProxy::new(false, vec![], 16, Instant::now()).unwrap();
+        proxy.queues.tx.extend(packets.iter().cloned());
+        let mut out = Vec::new();
+        proxy.drain_output(|p, gso| out.push((p.to_vec(), gso)));
+        out
+    }
+
+    #[test]
+    fn contiguous_segments_become_one_super_packet() {
+        let a = segment(1000, &[1; 100], 0x10);
+        let b = segment(1100, &[2; 100], 0x10);
+        let c = segment(1200, &[3; 40], 0x18);
+        let out = run_of(&[a, b, c]);
+        assert_eq!(out.len(), 1);
+        let (p, gso) = &out[0];
+        assert_eq!(*gso, Some(100));
+        assert_eq!(p.len(), 40 + 240);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
+        assert_eq!(checksum::sum(&p[..20]), 0xffff, "IP checksum");
+        assert_eq!(p[33], 0x18, "PSH from the last part");
+        assert_eq!(&p[40..140], &[1; 100]);
+        assert_eq!(&p[240..280], &[3; 40]);
+        // The TCP field holds the pseudo-header sum over the whole segment.
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+        assert_eq!(u16::from_be_bytes([p[36], p[37]]), checksum::sum(&pseudo));
+    }
+
+    #[test]
+    fn gaps_short_segments_and_control_flags_break_a_run() {
+        let out = run_of(&[
+            segment(1000, &[1; 100], 0x10),
+            segment(1200, &[2; 100], 0x10), // gap
+            segment(1300, &[3; 50], 0x10),  // short, then
+            segment(1350, &[4; 50], 0x10),  // one after a short one
+            segment(1400, &[5; 10], 0x11),  // FIN
+        ]);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].1, None);
+        assert_eq!(out[1].1, Some(100), "1200 and the short 1300 merge");
+        assert_eq!(out[2].1, None);
+        assert_eq!(out[3].1, None);
+    }
+
+    #[test]
+    fn odd_packets_pass_through_untouched() {
+        let udp = udp_packet("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap(), b"x");
+        let out = run_of(&[udp.clone(), vec![0x45, 0, 0], udp.clone()]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], (udp.clone(), None));
+        assert_eq!(out[1], (vec![0x45, 0, 0], None));
+    }
 }
