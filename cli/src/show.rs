@@ -234,6 +234,7 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
             "flows_evicted": st.flows_evicted,
             "no_flow": st.no_flow,
             "ping_refused": st.ping_refused,
+            "malformed": st.malformed,
         });
     }
     if let Some(r) = router(dp) {

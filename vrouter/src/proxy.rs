@@ -55,6 +55,8 @@ pub struct ProxyStats {
     pub no_flow: u64,
     /// ICMP sockets refused (net.ipv4.ping_group_range leaves our group out).
     pub ping_refused: u64,
+    /// Packets for the outside too short or malformed to carry ports: dropped.
+    pub malformed: u64,
 }
 
 const TCP_BUFFER: usize = 256 * 1024;
@@ -310,6 +312,7 @@ impl HostProxy {
     ) {
         self.register_listeners(registry, token);
         let Some((proto, src, dst, l4)) = parse(packet) else {
+            self.stats.malformed += 1;
             return;
         };
         let key = (proto, src, dst);
@@ -1235,8 +1238,52 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_flows_stays_within_the_limit() {
+        // Loopback only: the discard port on 127.0.0.1.
+        let now = Instant::now();
+        let mut proxy = HostProxy::new(true, vec![], 16, now).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let token = |n: usize| Token(n);
+        for port in 0..100u16 {
+            let src: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 20000 + port);
+            let p = udp_packet(src, "127.0.0.1:9".parse().unwrap(), b"x");
+            proxy.from_container(
+                &p,
+                poll.registry(),
+                &token,
+                now + Duration::from_millis(port as u64),
+            );
+        }
+        assert_eq!(proxy.flows().count(), 16);
+        assert_eq!(proxy.stats().flows_evicted, 84);
+        assert_eq!(proxy.stats().udp_flows, 100);
+        // The survivors are the newest.
+        assert!(proxy.flows().all(|(_, c, _)| c.port() >= 20084));
+    }
+
+    #[test]
+    fn truncated_packets_are_counted_not_followed() {
+        let mut proxy = HostProxy::new(true, vec![], 16, Instant::now()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let full = udp_packet(
+            "10.0.0.2:1".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+            b"x",
+        );
+        for cut in 0..23 {
+            proxy.from_container(&full[..cut], poll.registry(), &|n| Token(n), Instant::now());
+        }
+        assert_eq!(proxy.stats().malformed, 23);
+        assert_eq!(proxy.flows().count(), 0);
+    }
+
+    #[test]
     fn odd_packets_pass_through_untouched() {
-        let udp = udp_packet("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap(), b"x");
+        let udp = udp_packet(
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:2".parse().unwrap(),
+            b"x",
+        );
         let out = run_of(&[udp.clone(), vec![0x45, 0, 0], udp.clone()]);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0], (udp.clone(), None));
