@@ -660,10 +660,7 @@ impl HostProxy {
             let Ok((host, peer)) = accepted else { return };
             let Some(client) = v4(peer) else { continue };
             let to = self.rules[rule].to;
-            let mut smol = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-            );
+            let mut smol = new_tcp_socket();
             // Connect from the client's own address: the container sees who calls.
             let local = IpListenEndpoint {
                 addr: Some(IpAddress::Ipv4(*client.ip())),
@@ -803,10 +800,7 @@ impl HostProxy {
                 c.connected = true;
                 if let Some(syn) = c.pending_syn.take() {
                     // Connected: now let smoltcp answer the held SYN.
-                    let mut smol = tcp::Socket::new(
-                        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-                    );
+                    let mut smol = new_tcp_socket();
                     let listening = smol.listen(IpListenEndpoint {
                         addr: Some(IpAddress::Ipv4(*c.remote.ip())),
                         port: c.remote.port(),
@@ -1092,6 +1086,17 @@ impl TcpRun {
         p[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
         Some((self.packet, self.mss as u16))
     }
+}
+
+/// A smoltcp socket for one spliced connection. Data unacknowledged for two minutes
+/// means the container is gone: the socket aborts and the connection is let go.
+fn new_tcp_socket() -> tcp::Socket<'static> {
+    let mut smol = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+    );
+    smol.set_timeout(Some(smoltcp::time::Duration::from_secs(120)));
+    smol
 }
 
 /// (protocol, source, destination, offset of the L4 header) of an IPv4 packet.
