@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use vswitch::pool::BufId;
 use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
-use crate::proxy::HostProxy;
+use crate::proxy::{HostProxy, Reg};
 use crate::router::{Action, Router};
 use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 
@@ -235,11 +235,8 @@ impl Handler for RouterHandler {
             }
             Action::ToHost => {
                 if let Some(proxy) = self.proxy.as_mut() {
-                    let base = out.token(0).0;
-                    let token = move |n: usize| mio::Token(base + n);
-                    let packet = &out.data(buf, len)[VNET_HDR_LEN + ETH_HDR_LEN..];
-                    let packet = packet.to_vec();
-                    proxy.from_container(&packet, out.registry(), &token, now);
+                    let packet = &out.frame(buf, len)[VNET_HDR_LEN + ETH_HDR_LEN..];
+                    proxy.from_container(packet, &reg(out), now);
                     self.run_proxy(out, now);
                 }
                 Verdict::Release
@@ -250,20 +247,13 @@ impl Handler for RouterHandler {
 
     fn attach(&mut self, out: &mut Emitter<'_>) {
         if let Some(proxy) = self.proxy.as_mut() {
-            let base = out.token(0).0;
-            proxy.register_listeners(out.registry(), &move |n: usize| mio::Token(base + n));
+            proxy.register_listeners(&reg(out));
         }
     }
 
     fn ready(&mut self, n: usize, out: &mut Emitter<'_>, now: Instant) {
         if let Some(proxy) = self.proxy.as_mut() {
-            let base = out.token(0).0;
-            proxy.ready(
-                n,
-                out.registry(),
-                &move |n: usize| mio::Token(base + n),
-                now,
-            );
+            proxy.ready(n, &reg(out), now);
             self.run_proxy(out, now);
         }
     }
@@ -305,5 +295,13 @@ impl Handler for RouterHandler {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// The handler's share of the poll loop, for the proxy's host sockets.
+fn reg<'a>(out: &'a Emitter<'_>) -> Reg<'a> {
+    Reg {
+        registry: out.registry(),
+        base: out.token(0).0,
     }
 }

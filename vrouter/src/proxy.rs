@@ -28,6 +28,19 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndp
 use crate::checksum;
 use crate::nat::{PROTO_TCP, PROTO_UDP};
 
+/// Where the proxy registers its host sockets: the poll loop's registry and the first
+/// of the tokens it may use (socket number n gets token `base + n`).
+pub struct Reg<'a> {
+    pub registry: &'a Registry,
+    pub base: usize,
+}
+
+impl Reg<'_> {
+    fn token(&self, n: usize) -> Token {
+        Token(self.base + n)
+    }
+}
+
 /// A published port: connections or datagrams to `listen` on the host go to `to`.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardRule {
@@ -284,7 +297,7 @@ impl HostProxy {
     }
 
     /// Registers the listeners with the poll loop (once).
-    pub fn register_listeners(&mut self, registry: &Registry, token: &dyn Fn(usize) -> Token) {
+    pub fn register_listeners(&mut self, reg: &Reg<'_>) {
         if self.registered {
             return;
         }
@@ -292,10 +305,12 @@ impl HostProxy {
         for (n, e) in self.entries.iter_mut().enumerate() {
             let _ = match e {
                 Some(Entry::TcpListener { socket, .. }) => {
-                    registry.register(socket, token(n), Interest::READABLE)
+                    reg.registry
+                        .register(socket, reg.token(n), Interest::READABLE)
                 }
                 Some(Entry::UdpListener { socket, .. }) => {
-                    registry.register(socket, token(n), Interest::READABLE)
+                    reg.registry
+                        .register(socket, reg.token(n), Interest::READABLE)
                 }
                 _ => Ok(()),
             };
@@ -303,14 +318,8 @@ impl HostProxy {
     }
 
     /// An IP packet from a container for an address outside every subnet.
-    pub fn from_container(
-        &mut self,
-        packet: &[u8],
-        registry: &Registry,
-        token: &dyn Fn(usize) -> Token,
-        now: Instant,
-    ) {
-        self.register_listeners(registry, token);
+    pub fn from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
+        self.register_listeners(reg);
         let Some((proto, src, dst, l4)) = parse(packet) else {
             self.stats.malformed += 1;
             return;
@@ -337,7 +346,7 @@ impl HostProxy {
                             self.stats.no_flow += 1;
                             return;
                         }
-                        return self.open_masquerade_tcp(src, dst, packet, registry, token, now);
+                        return self.open_masquerade_tcp(src, dst, packet, reg, now);
                     }
                     None => {}
                 }
@@ -392,25 +401,18 @@ impl HostProxy {
                     socket: Some(s), ..
                 })) = self.entries[n].as_mut()
                 {
-                    let _ = registry.register(s, token(n), Interest::READABLE);
+                    let _ = reg.registry.register(s, reg.token(n), Interest::READABLE);
                 }
                 self.flows.insert(key, n);
                 self.stats.udp_flows += 1;
             }
-            PROTO_ICMP => self.ping(packet, l4, registry, token, now),
+            PROTO_ICMP => self.ping(packet, l4, reg, now),
             _ => self.stats.no_flow += 1,
         }
     }
 
     /// An ICMP echo request from a container to the outside.
-    fn ping(
-        &mut self,
-        packet: &[u8],
-        l4: usize,
-        registry: &Registry,
-        token: &dyn Fn(usize) -> Token,
-        now: Instant,
-    ) {
+    fn ping(&mut self, packet: &[u8], l4: usize, reg: &Reg<'_>, now: Instant) {
         let icmp = &packet[l4..];
         if !self.masquerade || icmp.len() < 8 || icmp[0] != 8 {
             self.stats.no_flow += 1;
@@ -455,9 +457,9 @@ impl HostProxy {
                 if let Some(Entry::Ping(f)) = &self.entries[n] {
                     use std::os::fd::AsRawFd;
                     let fd = f.socket.as_raw_fd();
-                    let _ = registry.register(
+                    let _ = reg.registry.register(
                         &mut mio::unix::SourceFd(&fd),
-                        token(n),
+                        reg.token(n),
                         Interest::READABLE,
                     );
                 }
@@ -540,8 +542,7 @@ impl HostProxy {
         src: SocketAddrV4,
         dst: SocketAddrV4,
         syn: &[u8],
-        registry: &Registry,
-        token: &dyn Fn(usize) -> Token,
+        reg: &Reg<'_>,
         now: Instant,
     ) {
         let host = match TcpStream::connect(SocketAddr::V4(dst)) {
@@ -562,9 +563,9 @@ impl HostProxy {
             container_eof: false,
         }));
         if let Some(Entry::Tcp(c)) = self.entries[n].as_mut() {
-            let _ = registry.register(
+            let _ = reg.registry.register(
                 &mut c.host,
-                token(n),
+                reg.token(n),
                 Interest::READABLE | Interest::WRITABLE,
             );
         }
@@ -633,16 +634,10 @@ impl HostProxy {
     }
 
     /// Host socket number `n` is ready.
-    pub fn ready(
-        &mut self,
-        n: usize,
-        registry: &Registry,
-        token: &dyn Fn(usize) -> Token,
-        now: Instant,
-    ) {
-        self.register_listeners(registry, token);
+    pub fn ready(&mut self, n: usize, reg: &Reg<'_>, now: Instant) {
+        self.register_listeners(reg);
         match self.entries.get_mut(n) {
-            Some(Some(Entry::TcpListener { .. })) => self.accept_tcp(n, registry, token),
+            Some(Some(Entry::TcpListener { .. })) => self.accept_tcp(n, reg),
             Some(Some(Entry::UdpListener { .. })) => self.receive_forward_udp(n, now),
             Some(Some(Entry::Udp(_))) => self.receive_masquerade_udp(n, now),
             Some(Some(Entry::Ping(_))) => self.receive_ping(n, now),
@@ -651,7 +646,7 @@ impl HostProxy {
         }
     }
 
-    fn accept_tcp(&mut self, n: usize, registry: &Registry, token: &dyn Fn(usize) -> Token) {
+    fn accept_tcp(&mut self, n: usize, reg: &Reg<'_>) {
         loop {
             let (accepted, rule) = match &self.entries[n] {
                 Some(Entry::TcpListener { socket, rule }) => (socket.accept(), *rule),
@@ -691,9 +686,9 @@ impl HostProxy {
                 container_eof: false,
             }));
             if let Some(Entry::Tcp(c)) = self.entries[m].as_mut() {
-                let _ = registry.register(
+                let _ = reg.registry.register(
                     &mut c.host,
-                    token(m),
+                    reg.token(m),
                     Interest::READABLE | Interest::WRITABLE,
                 );
             }
@@ -1248,16 +1243,14 @@ mod tests {
         let now = Instant::now();
         let mut proxy = HostProxy::new(true, vec![], 16, now).unwrap();
         let poll = mio::Poll::new().unwrap();
-        let token = |n: usize| Token(n);
+        let reg = Reg {
+            registry: poll.registry(),
+            base: 0,
+        };
         for port in 0..100u16 {
             let src: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 20000 + port);
             let p = udp_packet(src, "127.0.0.1:9".parse().unwrap(), b"x");
-            proxy.from_container(
-                &p,
-                poll.registry(),
-                &token,
-                now + Duration::from_millis(port as u64),
-            );
+            proxy.from_container(&p, &reg, now + Duration::from_millis(port as u64));
         }
         assert_eq!(proxy.flows().count(), 16);
         assert_eq!(proxy.stats().flows_evicted, 84);
@@ -1276,7 +1269,11 @@ mod tests {
             b"x",
         );
         for cut in 0..23 {
-            proxy.from_container(&full[..cut], poll.registry(), &|n| Token(n), Instant::now());
+            let reg = Reg {
+                registry: poll.registry(),
+                base: 0,
+            };
+            proxy.from_container(&full[..cut], &reg, Instant::now());
         }
         assert_eq!(proxy.stats().malformed, 23);
         assert_eq!(proxy.flows().count(), 0);

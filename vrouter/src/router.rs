@@ -504,11 +504,23 @@ impl Router {
         let check = checksum::update16(check, old_word, new_word);
         frame[ip_off + 10..ip_off + 12].copy_from_slice(&check.to_be_bytes());
 
-        let next_hop = route.gateway.unwrap_or(dst);
-        let out_mac = out.mac;
         let sender = Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
             .try_into()
             .expect("6 bytes"));
+        self.send_via(frame, route, dst, sender, now)
+    }
+
+    /// Addresses `frame` from the leg of `route` to its next hop, or asks ARP for it.
+    fn send_via(
+        &mut self,
+        frame: &mut [u8],
+        route: Route,
+        dst: Ipv4Addr,
+        sender: Mac,
+        now: Instant,
+    ) -> Action {
+        let next_hop = route.gateway.unwrap_or(dst);
+        let out_mac = self.ifaces[route.iface].mac;
         frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&out_mac.0);
         self.stats.routed += 1;
         match self.neighbors.lookup(route.iface, next_hop, now) {
@@ -547,25 +559,8 @@ impl Router {
         let Some(route) = self.routes.lookup(dst).copied() else {
             return self.drop(RouterDrop::NoRoute);
         };
-        let out = &self.ifaces[route.iface];
-        let out_mac = out.mac;
-        frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&out_mac.0);
-        self.stats.routed += 1;
-        match self.neighbors.lookup(route.iface, dst, now) {
-            Some(mac) => {
-                frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac.0);
-                Action::Send { iface: route.iface }
-            }
-            None => {
-                self.arp_request(route.iface, dst);
-                Action::Resolve {
-                    iface: route.iface,
-                    next_hop: dst,
-                    // Nobody to tell on failure: the proxy times out on its own.
-                    sender: Mac::BROADCAST,
-                }
-            }
-        }
+        // Nobody to tell should ARP fail: the proxy's side times out on its own.
+        self.send_via(frame, route, dst, Mac::BROADCAST, now)
     }
 
     /// Fills in the destination MAC of a frame kept by [`Action::Resolve`], if the next

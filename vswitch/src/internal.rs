@@ -57,6 +57,11 @@ impl Emitter<'_> {
         &mut self.pool.buf_mut(buf)[DATA_OFFSET..DATA_OFFSET + len]
     }
 
+    /// A frame's bytes, read-only (while other parts of the emitter are borrowed).
+    pub fn frame(&self, buf: BufId, len: usize) -> &[u8] {
+        &self.pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len]
+    }
+
     /// All the room a buffer has for a frame, for building a new one.
     pub fn room(&mut self, buf: BufId) -> &mut [u8] {
         &mut self.pool.buf_mut(buf)[DATA_OFFSET..]
