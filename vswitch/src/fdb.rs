@@ -43,18 +43,18 @@ impl fmt::Debug for Mac {
 
 /// One learned address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdbEntry {
-    pub port: PortId,
+pub struct FdbEntry<P = PortId> {
+    pub port: P,
     pub last_seen: Instant,
 }
 
 /// What learning a source address did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Learned {
+pub enum Learned<P = PortId> {
     New,
     Refreshed,
     Moved {
-        from: PortId,
+        from: P,
     },
     /// The table is full: the address was not learned (frames to it will flood).
     TableFull,
@@ -69,19 +69,19 @@ pub struct FdbStats {
     pub not_learned_full: u64,
 }
 
-pub struct Fdb {
-    entries: HashMap<Mac, FdbEntry>,
+pub struct Fdb<P = PortId> {
+    entries: HashMap<Mac, FdbEntry<P>>,
     max: usize,
     aging: Duration,
     stats: FdbStats,
 }
 
-impl Fdb {
+impl<P: Copy + Eq> Fdb<P> {
     /// A table of at most `max` entries that forgets an address `aging` after it was
     /// last seen. Room for twice `max` is reserved now: with at most half the slots
     /// full, the map clears its tombstones in place instead of growing, so learning
     /// never allocates, however much the addresses churn.
-    pub fn new(max: usize, aging: Duration) -> Fdb {
+    pub fn new(max: usize, aging: Duration) -> Fdb<P> {
         Fdb {
             entries: HashMap::with_capacity(max.saturating_mul(2)),
             max,
@@ -90,12 +90,12 @@ impl Fdb {
         }
     }
 
-    fn expired(&self, e: &FdbEntry, now: Instant) -> bool {
+    fn expired(&self, e: &FdbEntry<P>, now: Instant) -> bool {
         now.saturating_duration_since(e.last_seen) >= self.aging
     }
 
     /// Records that `mac` was seen as a source on `port` at `now`.
-    pub fn learn(&mut self, mac: Mac, port: PortId, now: Instant) -> Learned {
+    pub fn learn(&mut self, mac: Mac, port: P, now: Instant) -> Learned<P> {
         let aging = self.aging;
         if let Some(e) = self.entries.get_mut(&mac) {
             let from = e.port;
@@ -129,7 +129,7 @@ impl Fdb {
     }
 
     /// The port `mac` was last seen on, unless it aged out.
-    pub fn lookup(&self, mac: Mac, now: Instant) -> Option<PortId> {
+    pub fn lookup(&self, mac: Mac, now: Instant) -> Option<P> {
         self.entries
             .get(&mac)
             .filter(|e| !self.expired(e, now))
@@ -148,7 +148,7 @@ impl Fdb {
     }
 
     /// Forgets every address learned on `port` (it went down).
-    pub fn flush_port(&mut self, port: PortId) {
+    pub fn flush_port(&mut self, port: P) {
         self.entries.retain(|_, e| e.port != port);
     }
 
@@ -173,7 +173,7 @@ impl Fdb {
     }
 
     /// Live entries, in no particular order.
-    pub fn entries(&self, now: Instant) -> impl Iterator<Item = (Mac, FdbEntry)> + '_ {
+    pub fn entries(&self, now: Instant) -> impl Iterator<Item = (Mac, FdbEntry<P>)> + '_ {
         self.entries
             .iter()
             .filter(move |(_, e)| !self.expired(e, now))
