@@ -78,16 +78,6 @@ fn main() -> ExitCode {
                 Ok(lab) => lab,
                 Err(errors) => return report(&errors),
             };
-            let unsupported = unsupported(&lab);
-            if !unsupported.is_empty() {
-                for line in &unsupported {
-                    eprintln!("{line}");
-                }
-                eprintln!(
-                    "tapnet: nothing was created; remove these sections to run the rest of the lab"
-                );
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
             match up::run(lab, std::time::Duration::from_micros(busy_poll_us)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(up::HostError(e)) if e.is::<up::LabRefused>() => {
@@ -133,27 +123,4 @@ fn report(errors: &[lab::LabError]) -> ExitCode {
         eprintln!("{e}");
     }
     ExitCode::from(EXIT_BAD_INPUT)
-}
-
-/// Lab-file features that are valid by the contract but that this version cannot run
-/// yet: `up` refuses them rather than silently building a lab without them.
-fn unsupported(lab: &lab::Lab) -> Vec<String> {
-    let at = |pos: lab::Pos| format!("{}:{}:{}", lab.file, pos.line, pos.col);
-    let mut out = Vec::new();
-    for b in &lab.bridges {
-        if let Some((_, pos)) = b.vni {
-            out.push(format!(
-                "{}: bridge `{}`: vni is not yet supported (VXLAN comes with the encap issue)",
-                at(pos),
-                b.name
-            ));
-        }
-    }
-    if let Some(v) = &lab.vxlan {
-        out.push(format!(
-            "{}: [vxlan] is not yet supported (VXLAN comes with the encap issue)",
-            at(v.pos)
-        ));
-    }
-    out
 }

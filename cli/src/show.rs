@@ -3,9 +3,19 @@
 
 use std::time::Instant;
 
+use encap::vtep::VtepDrop;
+use encap::Vtep;
 use serde_json::{json, Value};
 use vrouter::{RouterDrop, RouterHandler};
 use vswitch::{Datapath, DropReason};
+
+/// The VXLAN endpoint, if the lab has one.
+fn vtep(dp: &Datapath) -> Option<&Vtep> {
+    dp.ports()
+        .filter_map(|p| p.internal)
+        .filter_map(|h| dp.handler(h))
+        .find_map(|h| h.as_any().downcast_ref::<Vtep>())
+}
 
 /// The router, if the lab has one (a bridge with a subnet).
 fn router(dp: &Datapath) -> Option<&RouterHandler> {
@@ -32,9 +42,10 @@ pub fn answer(dp: &Datapath, lab: &str, line: &str, now: Instant) -> Value {
             "services" => services(dp, lab),
             "nat" => nat(dp, lab, now),
             "forwards" => forwards(dp, lab),
+            "vxlan" => vxlan(dp, lab, now),
             "arp" => arp(dp, lab, now),
             w if WHATS.contains(&w) => {
-                json!({"error": format!("show {w}: not yet supported by this tapnet (no VXLAN yet)")})
+                json!({"error": format!("show {w}: not supported by this tapnet")})
             }
             w => json!({"error": format!("show {w}: unknown; one of {}", WHATS.join(", "))}),
         },
@@ -49,7 +60,11 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
         .map(|p| {
             json!({
                 "name": p.info.name,
-                "kind": if p.internal.is_some() { "router" } else { "tap" },
+                "kind": match (p.internal, p.info.name.split(':').next()) {
+                    (None, _) => "tap",
+                    (Some(_), Some("vxlan")) => "vxlan",
+                    (Some(_), _) => "router",
+                },
                 "bridge": bridges[p.info.bridge.0],
                 "netns": p.info.netns,
                 "ifname": p.info.ifname,
@@ -128,7 +143,13 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
             "held_for_arp": r.held(),
         })
     });
-    json!({"lab": lab, "ports": ports, "bridges": bridges, "router": router})
+    let vxlan = vtep(dp).map(|v| {
+        VtepDrop::ALL
+            .iter()
+            .map(|d| (d.name().to_string(), json!(v.dropped(*d))))
+            .collect::<serde_json::Map<String, Value>>()
+    });
+    json!({"lab": lab, "ports": ports, "bridges": bridges, "router": router, "vxlan": vxlan})
 }
 
 fn routes(dp: &Datapath, lab: &str) -> Value {
@@ -180,6 +201,56 @@ fn services(dp: &Datapath, lab: &str) -> Value {
         }
     }
     json!({"lab": lab, "services": out})
+}
+
+fn vxlan(dp: &Datapath, lab: &str, now: Instant) -> Value {
+    let Some(v) = vtep(dp) else {
+        return json!({"lab": lab, "listen": null, "peers": [], "vnis": [], "drops": {}});
+    };
+    let peers: Vec<Value> = v
+        .peers()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut macs: Vec<String> = v
+                .segments()
+                .iter()
+                .flat_map(|seg| {
+                    seg.remote
+                        .entries(now)
+                        .filter(move |(_, e)| e.port == i)
+                        .map(move |(mac, _)| format!("{} (vni {})", mac, seg.vni))
+                })
+                .collect();
+            macs.sort();
+            json!({
+                "peer": p.addr.to_string(),
+                "tx_packets": p.stats.tx_packets,
+                "tx_bytes": p.stats.tx_bytes,
+                "rx_packets": p.stats.rx_packets,
+                "rx_bytes": p.stats.rx_bytes,
+                "tx_errors": p.stats.tx_errors,
+                "remote_macs": macs,
+            })
+        })
+        .collect();
+    let vnis: Vec<Value> = v
+        .segments()
+        .iter()
+        .map(|seg| json!({"vni": seg.vni, "mtu": seg.mtu, "remote_macs": seg.remote.len()}))
+        .collect();
+    let drops: serde_json::Map<String, Value> = VtepDrop::ALL
+        .iter()
+        .map(|d| (d.name().to_string(), json!(v.dropped(*d))))
+        .collect();
+    json!({
+        "lab": lab,
+        "listen": v.listen().to_string(),
+        "source_ports": v.source_ports(),
+        "peers": peers,
+        "vnis": vnis,
+        "drops": drops,
+    })
 }
 
 fn proto_name(p: u8) -> &'static str {
@@ -356,6 +427,40 @@ pub fn render(what: &str, v: &Value) -> String {
                 ]);
             }
         }
+        "vxlan" => {
+            rows.push(
+                [
+                    "PEER",
+                    "TX_PKTS",
+                    "TX_BYTES",
+                    "RX_PKTS",
+                    "RX_BYTES",
+                    "TX_ERRORS",
+                    "REMOTE_MACS",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for p in list("peers") {
+                let macs: Vec<String> = p["remote_macs"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect())
+                    .unwrap_or_default();
+                rows.push(vec![
+                    s(&p["peer"]),
+                    s(&p["tx_packets"]),
+                    s(&p["tx_bytes"]),
+                    s(&p["rx_packets"]),
+                    s(&p["rx_bytes"]),
+                    s(&p["tx_errors"]),
+                    if macs.is_empty() {
+                        "-".into()
+                    } else {
+                        macs.join(", ")
+                    },
+                ]);
+            }
+        }
         "forwards" => {
             rows.push(
                 [
@@ -445,6 +550,13 @@ pub fn render(what: &str, v: &Value) -> String {
                         if count.as_u64().unwrap_or(0) > 0 {
                             rows.push(vec![s(&p["port"]), reason.clone(), s(count)]);
                         }
+                    }
+                }
+            }
+            if let Some(reasons) = v["vxlan"].as_object() {
+                for (reason, count) in reasons {
+                    if count.as_u64().unwrap_or(0) > 0 {
+                        rows.push(vec!["vxlan".into(), reason.clone(), s(count)]);
                     }
                 }
             }

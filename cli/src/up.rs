@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use encap::{Vtep, VtepConfig};
 use mio::{Interest, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -363,6 +364,68 @@ fn lab_services(lab: &Lab) -> Vec<Service> {
         .collect()
 }
 
+/// The VXLAN endpoint, its sockets bound now so that an unbindable `listen` refuses
+/// the lab before anything else is built.
+fn vtep(lab: &Lab) -> Result<Option<Vtep>> {
+    let Some(vx) = &lab.vxlan else {
+        return Ok(None);
+    };
+    let config = VtepConfig {
+        listen: vx.listen,
+        peers: vx.peers.clone(),
+        remote_max: lab.bridges.iter().map(|b| b.fdb_max).max().unwrap_or(8192),
+        remote_aging: Duration::from_secs(
+            lab.bridges
+                .iter()
+                .map(|b| b.fdb_aging_s)
+                .max()
+                .unwrap_or(300),
+        ),
+    };
+    Vtep::bind(&config).map(Some).map_err(|e| {
+        LabRefused(vec![format!(
+            "{}:{}:{}: vxlan listen {}: cannot bind it on this host: {e}",
+            lab.file, vx.pos.line, vx.pos.col, vx.listen
+        )])
+        .into()
+    })
+}
+
+/// The VXLAN endpoint: one internal port on every bridge with a VNI.
+fn add_vtep(
+    lab: &Lab,
+    dp: &mut Datapath,
+    bridges: &[(String, BridgeId, u32)],
+    mut vtep: Vtep,
+) -> std::io::Result<()> {
+    let mut infos = Vec::new();
+    let first = dp.next_port_id().0;
+    for b in &lab.bridges {
+        let Some((vni, _)) = b.vni else { continue };
+        let (_, bridge, mtu) = bridges
+            .iter()
+            .find(|(n, _, _)| *n == b.name)
+            .cloned()
+            .expect("added");
+        let port = PortId(first + infos.len());
+        vtep.add_vni(vni, port, mtu);
+        infos.push(PortInfo {
+            name: format!("vxlan:{}", b.name),
+            bridge,
+            netns: None,
+            ifname: format!("vni {vni}"),
+            mac: Mac::default(),
+            ip: Some(vtep.listen().to_string()),
+        });
+    }
+    let handler = dp.add_handler(Box::new(vtep));
+    for (i, info) in infos.into_iter().enumerate() {
+        let got = dp.add_internal_port(info, handler)?;
+        assert_eq!(got, PortId(first + i), "VXLAN ports are numbered in order");
+    }
+    Ok(())
+}
+
 /// The router's MAC on a bridge: locally administered, "tn" in the second and third
 /// bytes, then three bytes hashed from the lab and bridge names (stable across runs).
 pub fn router_mac(lab: &str, bridge: &str) -> Mac {
@@ -393,6 +456,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     };
     let server = control::Server::start(&lab.name, req_tx, wake).map_err(HostError)?;
     let proxy = host_proxy(&lab).map_err(HostError)?;
+    let vtep = vtep(&lab).map_err(HostError)?;
     let mut built = Built::new(&lab.name);
     built.reap_earlier_run();
     let mut dp = Datapath::new(POOL_BUFFERS).map_err(|e| HostError(e.into()))?;
@@ -431,6 +495,9 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         }
     }
     add_router(&lab, &mut dp, &bridge_ids, proxy).map_err(|e| HostError(e.into()))?;
+    if let Some(vtep) = vtep {
+        add_vtep(&lab, &mut dp, &bridge_ids, vtep).map_err(|e| HostError(e.into()))?;
+    }
     let waker = Waker::new(dp.registry(), CONTROL_TOKEN).map_err(|e| HostError(e.into()))?;
     let _ = wake_slot.set(waker);
     // Requests that came in during the build are waiting: look at them at once.

@@ -251,11 +251,12 @@ impl Handler for RouterHandler {
         }
     }
 
-    fn ready(&mut self, n: usize, out: &mut Emitter<'_>, now: Instant) {
+    fn ready(&mut self, n: usize, out: &mut Emitter<'_>, now: Instant) -> bool {
         if let Some(proxy) = self.proxy.as_mut() {
             proxy.ready(n, &reg(out), now);
             self.run_proxy(out, now);
         }
+        false
     }
 
     fn next_timeout(&self) -> Option<Instant> {

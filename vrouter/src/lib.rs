@@ -2,7 +2,7 @@
 //! routing between subnets (longest-prefix match, TTL, ICMP errors, incremental
 //! checksums), plugged into each routed bridge as an internal port.
 
-pub mod checksum;
+pub use vswitch::checksum;
 pub mod handler;
 pub mod nat;
 pub mod neighbor;

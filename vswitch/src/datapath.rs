@@ -78,6 +78,8 @@ pub struct Datapath {
     handlers: Vec<Box<dyn Handler>>,
     /// Handler descriptors that fired this wakeup: (handler, number).
     handler_events: Vec<(usize, usize)>,
+    /// Handler descriptors to serve again next turn (they stopped at a batch limit).
+    handler_again: Vec<(usize, usize)>,
     /// Frames bound for internal ports, and frames handlers send on; each pair is a
     /// queue and the batch being worked through, swapped so neither ever allocates.
     to_handlers: Vec<(PortId, BufId, usize)>,
@@ -99,6 +101,7 @@ impl Datapath {
             pool: Pool::new(buffers),
             handlers: Vec::new(),
             handler_events: Vec::with_capacity(256),
+            handler_again: Vec::with_capacity(16),
             // A queued frame holds a buffer, so no queue outgrows the pool.
             to_handlers: Vec::with_capacity(buffers),
             to_handlers_work: Vec::with_capacity(buffers),
@@ -219,7 +222,10 @@ impl Datapath {
             .filter_map(|h| h.next_timeout())
             .min()
             .map_or(until_sweep, |t| t.saturating_duration_since(now));
-        let timeout = if spinning || self.ports.iter().any(|p| p.readable) {
+        let timeout = if spinning
+            || !self.handler_again.is_empty()
+            || self.ports.iter().any(|p| p.readable)
+        {
             Duration::ZERO
         } else {
             timeout
@@ -250,6 +256,8 @@ impl Datapath {
                 self.forward_from(PortId(p), now);
             }
         }
+        // Handler descriptors still ready from the last turn go first, then new ones.
+        self.handler_events.append(&mut self.handler_again);
         for i in 0..self.handler_events.len() {
             let (h, n) = self.handler_events[i];
             let mut out = Emitter {
@@ -258,8 +266,14 @@ impl Datapath {
                 registry: self.poll.registry(),
                 token_base: HANDLER_TOKEN_BASE + h * HANDLER_TOKENS,
             };
-            if let Some(handler) = self.handlers.get_mut(h) {
-                handler.ready(n, &mut out, now);
+            let again = self
+                .handlers
+                .get_mut(h)
+                .is_some_and(|handler| handler.ready(n, &mut out, now));
+            // Forward what the handler injected before it reads more.
+            self.run_internal(now);
+            if again && !self.handler_again.contains(&(h, n)) {
+                self.handler_again.push((h, n));
             }
         }
         self.handler_events.clear();

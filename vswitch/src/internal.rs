@@ -102,8 +102,12 @@ pub trait Handler: Send {
     /// Called about once a second: aging, retries, giving up on kept frames.
     fn tick(&mut self, _out: &mut Emitter<'_>, _now: Instant) {}
 
-    /// One of the handler's own descriptors (token number `n`) is ready.
-    fn ready(&mut self, _n: usize, _out: &mut Emitter<'_>, _now: Instant) {}
+    /// One of the handler's own descriptors (token number `n`) is ready. Returns true
+    /// if it stopped before draining it (a batch limit): the datapath calls again on
+    /// its next turn, as readiness is edge-triggered and will not be reported again.
+    fn ready(&mut self, _n: usize, _out: &mut Emitter<'_>, _now: Instant) -> bool {
+        false
+    }
 
     /// When the handler next needs [`Handler::timeout`] called (TCP timers, say).
     fn next_timeout(&self) -> Option<Instant> {

@@ -5,6 +5,7 @@
 //! [`tap::Tap`]). Frames live in a [`pool`] allocated at start-up and move by handle.
 
 pub mod bridge;
+pub mod checksum;
 pub mod counters;
 pub mod datapath;
 pub mod fdb;

@@ -3,7 +3,12 @@
 
 /// The one's-complement sum of `data` folded to 16 bits (not inverted).
 pub fn sum(data: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
+    sum_with(data, 0)
+}
+
+/// [`sum`], starting from `init` (another part's sum, a pseudo-header's say).
+pub fn sum_with(data: &[u8], init: u16) -> u16 {
+    let mut acc: u32 = init as u32;
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
         acc += u16::from_be_bytes([c[0], c[1]]) as u32;

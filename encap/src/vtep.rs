@@ -1,0 +1,449 @@
+//! The tunnel endpoint: one internal port on every bridge with a VNI, and UDP sockets
+//! on the underlay. A frame the bridge sends to the port is encapsulated (its checksum
+//! finished, a TCP super-frame cut into segments first) and sent to the peer that has
+//! its destination MAC, or to every peer (head-end replication) when none does. A
+//! datagram from a peer is checked, its inner source MAC learned (MAC -> peer, with
+//! aging and a limit, per VNI), and the inner frame injected into the VNI's bridge.
+
+use std::any::Any;
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::Interest;
+use vswitch::frame::{VnetHdr, ETH_HDR_LEN, VNET_HDR_LEN};
+use vswitch::pool::BufId;
+use vswitch::{Emitter, Fdb, Handler, Mac, PortId, Verdict};
+
+use crate::offload;
+use crate::vxlan::{self, Vxlan, HEADER_LEN};
+
+#[derive(Debug, Clone)]
+pub struct VtepConfig {
+    pub listen: SocketAddrV4,
+    pub peers: Vec<SocketAddrV4>,
+    /// Remote MACs per VNI at most, and how long one is remembered.
+    pub remote_max: usize,
+    pub remote_aging: Duration,
+}
+
+/// Why a frame or datagram went no further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum VtepDrop {
+    /// A datagram from an address that is not a peer.
+    NotPeer,
+    /// Shorter than a VXLAN header and an inner Ethernet header.
+    Truncated,
+    /// Flags other than 0x08.
+    BadFlags,
+    /// A VNI no bridge here has.
+    UnknownVni,
+    /// An inner frame larger than the bridge's MTU allows (it would need fragments).
+    Oversize,
+    /// A super-frame this software cannot cut (TCP over IPv6, UDP).
+    UnsupportedGso,
+    /// Headers that do not match what the virtio-net header says.
+    Malformed,
+    /// No free buffer for an arriving datagram.
+    NoBuffer,
+    /// The underlay socket refused to send.
+    SendError,
+}
+
+impl VtepDrop {
+    pub const COUNT: usize = 9;
+    pub const ALL: [VtepDrop; Self::COUNT] = [
+        VtepDrop::NotPeer,
+        VtepDrop::Truncated,
+        VtepDrop::BadFlags,
+        VtepDrop::UnknownVni,
+        VtepDrop::Oversize,
+        VtepDrop::UnsupportedGso,
+        VtepDrop::Malformed,
+        VtepDrop::NoBuffer,
+        VtepDrop::SendError,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VtepDrop::NotPeer => "not_peer",
+            VtepDrop::Truncated => "truncated",
+            VtepDrop::BadFlags => "bad_flags",
+            VtepDrop::UnknownVni => "unknown_vni",
+            VtepDrop::Oversize => "oversize",
+            VtepDrop::UnsupportedGso => "unsupported_gso",
+            VtepDrop::Malformed => "malformed",
+            VtepDrop::NoBuffer => "no_buffer",
+            VtepDrop::SendError => "send_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_errors: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddrV4,
+    pub stats: PeerStats,
+}
+
+/// One VNI: its bridge's port and MTU, and the MACs learned behind each peer.
+pub struct Segment {
+    pub vni: u32,
+    pub port: PortId,
+    pub mtu: u32,
+    pub remote: Fdb<usize>,
+}
+
+/// Sockets sending from these many source ports: flows are hashed over them, so the
+/// underlay's ECMP and the peer's receive queues see the flows apart.
+const SENDERS: usize = 8;
+/// Source ports come from the dynamic range, as RFC 7348 recommends.
+const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
+const SOCKET_BUFFER: usize = 4 << 20;
+/// The largest datagram: header plus a 64 KiB inner frame.
+const MAX_DATAGRAM: usize = HEADER_LEN + 65535;
+/// Datagrams read per turn of the poll loop: each holds a buffer until it is
+/// forwarded, so this stays well under the pool's size.
+const RX_BATCH: usize = 64;
+
+pub struct Vtep {
+    listen: SocketAddrV4,
+    socket: UdpSocket,
+    senders: Vec<(UdpSocket, u16)>,
+    peers: Vec<Peer>,
+    segments: Vec<Segment>,
+    drops: [u64; VtepDrop::COUNT],
+    remote_max: usize,
+    remote_aging: Duration,
+    /// Where super-frames are cut into segments, and where datagrams that find no
+    /// free buffer are read and dropped.
+    scratch: Vec<u8>,
+}
+
+fn udp_socket(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&SocketAddr::V4(addr).into())?;
+    Ok(s)
+}
+
+/// VXLAN sends UDP checksum zero (RFC 7348 section 5), as the kernel does by default.
+fn no_udp_checksum(s: &socket2::Socket) {
+    let one: libc::c_int = 1;
+    // SAFETY: SO_NO_CHECK takes an int; the fd is valid.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+impl Vtep {
+    /// Binds the listening socket and the senders now, so that an unbindable `listen`
+    /// refuses the lab before anything else is built.
+    pub fn bind(config: &VtepConfig) -> io::Result<Vtep> {
+        let socket = udp_socket(config.listen)?;
+        no_udp_checksum(&socket);
+        let mut senders = Vec::new();
+        let span = (*SOURCE_PORTS.end() - *SOURCE_PORTS.start()) as u32 + 1;
+        let seed = std::process::id();
+        for k in 0..64u32 {
+            if senders.len() == SENDERS {
+                break;
+            }
+            let port = *SOURCE_PORTS.start()
+                + ((seed.wrapping_mul(2654435761).wrapping_add(k * 4099)) % span) as u16;
+            if let Ok(s) = udp_socket(SocketAddrV4::new(*config.listen.ip(), port)) {
+                no_udp_checksum(&s);
+                senders.push((UdpSocket::from_std(s.into()), port));
+            }
+        }
+        if senders.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "no free source port in 49152-65535",
+            ));
+        }
+        Ok(Vtep {
+            listen: config.listen,
+            socket: UdpSocket::from_std(socket.into()),
+            senders,
+            peers: config
+                .peers
+                .iter()
+                .map(|&addr| Peer {
+                    addr,
+                    stats: PeerStats::default(),
+                })
+                .collect(),
+            segments: Vec::new(),
+            drops: [0; VtepDrop::COUNT],
+            remote_max: config.remote_max,
+            remote_aging: config.remote_aging,
+            scratch: vec![0; MAX_DATAGRAM + 64],
+        })
+    }
+
+    /// Serves VNI `vni` through internal port `port` of a bridge with MTU `mtu`.
+    pub fn add_vni(&mut self, vni: u32, port: PortId, mtu: u32) {
+        self.segments.push(Segment {
+            vni,
+            port,
+            mtu,
+            remote: Fdb::new(self.remote_max, self.remote_aging),
+        });
+    }
+
+    pub fn listen(&self) -> SocketAddrV4 {
+        self.listen
+    }
+
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub fn source_ports(&self) -> Vec<u16> {
+        self.senders.iter().map(|(_, p)| *p).collect()
+    }
+
+    pub fn dropped(&self, reason: VtepDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    fn drop(&mut self, reason: VtepDrop) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Sends one datagram (header included) to peer `p` from the sender that the
+    /// inner flow hashes to.
+    fn send(senders: &[(UdpSocket, u16)], peer: &mut Peer, flow: u64, datagram: &[u8]) -> bool {
+        let (socket, _) = &senders[(flow % senders.len() as u64) as usize];
+        match socket.send_to(datagram, SocketAddr::V4(peer.addr)) {
+            Ok(_) => {
+                peer.stats.tx_packets += 1;
+                peer.stats.tx_bytes += datagram.len() as u64;
+                true
+            }
+            Err(_) => {
+                peer.stats.tx_errors += 1;
+                false
+            }
+        }
+    }
+
+    /// Reads up to a batch of datagrams; true if there may be more.
+    fn receive(&mut self, out: &mut Emitter<'_>, now: Instant) -> bool {
+        for _ in 0..RX_BATCH {
+            let Some(buf) = out.alloc() else {
+                // No buffer: read the datagram anyway (readiness is edge-triggered) and
+                // drop it, counted.
+                match self.socket.recv_from(&mut self.scratch) {
+                    Ok(_) => {
+                        self.drop(VtepDrop::NoBuffer);
+                        continue;
+                    }
+                    Err(_) => return false,
+                }
+            };
+            // The VXLAN header lands where the virtio-net header's tail goes, so the
+            // inner frame sits exactly where a port's frame does: no copy.
+            let at = VNET_HDR_LEN - HEADER_LEN;
+            let room = out.room(buf);
+            let max = (room.len() - at).min(MAX_DATAGRAM);
+            let (n, from) = match self.socket.recv_from(&mut room[at..at + max]) {
+                Ok(got) => got,
+                Err(_) => {
+                    out.release(buf);
+                    return false;
+                }
+            };
+            let verdict = self.accept(from, &room[at..at + n], now);
+            match verdict {
+                Ok(port) => {
+                    VnetHdr::default().emit(&mut room[..VNET_HDR_LEN]);
+                    out.inject(port, buf, VNET_HDR_LEN + n - HEADER_LEN);
+                }
+                Err(reason) => {
+                    self.drop(reason);
+                    out.release(buf);
+                }
+            }
+        }
+        true
+    }
+
+    /// Checks a datagram and learns its inner source; the port to inject it at.
+    fn accept(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<PortId, VtepDrop> {
+        let SocketAddr::V4(from) = from else {
+            return Err(VtepDrop::NotPeer);
+        };
+        // Peers are known by address: the kernel's VXLAN sends from ports of its own.
+        let peer = self
+            .peers
+            .iter()
+            .position(|p| p.addr.ip() == from.ip())
+            .ok_or(VtepDrop::NotPeer)?;
+        let v = Vxlan::new_checked(datagram).map_err(|e| match e {
+            vxlan::HeaderError::Truncated => VtepDrop::Truncated,
+            vxlan::HeaderError::BadFlags => VtepDrop::BadFlags,
+        })?;
+        let seg = self
+            .segments
+            .iter_mut()
+            .find(|s| s.vni == v.vni())
+            .ok_or(VtepDrop::UnknownVni)?;
+        let inner = v.inner();
+        if inner.len() > seg.mtu as usize + ETH_HDR_LEN + 4 {
+            return Err(VtepDrop::Oversize);
+        }
+        let src = Mac(inner[6..12].try_into().expect("checked length"));
+        if !src.is_multicast() && !src.is_zero() {
+            seg.remote.learn(src, peer, now);
+        }
+        let stats = &mut self.peers[peer].stats;
+        stats.rx_packets += 1;
+        stats.rx_bytes += datagram.len() as u64;
+        Ok(seg.port)
+    }
+}
+
+/// A hash of the inner flow (MACs, and IP addresses and ports when there are any),
+/// to spread flows over the source ports while keeping each flow on one.
+fn flow_hash(eth: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ x as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    mix(&eth[..12.min(eth.len())]);
+    if eth.len() >= 38 && eth[12..14] == [0x08, 0x00] {
+        mix(&eth[26..38]);
+    }
+    h
+}
+
+impl Handler for Vtep {
+    fn attach(&mut self, out: &mut Emitter<'_>) {
+        let _ = out
+            .registry()
+            .register(&mut self.socket, out.token(0), Interest::READABLE);
+    }
+
+    fn handle(
+        &mut self,
+        port: PortId,
+        buf: BufId,
+        len: usize,
+        out: &mut Emitter<'_>,
+        _now: Instant,
+    ) -> Verdict {
+        let Some(seg) = self.segments.iter().position(|s| s.port == port) else {
+            return Verdict::Release;
+        };
+        let data = out.data(buf, len);
+        let Some(vnet) = VnetHdr::parse(data) else {
+            self.drop(VtepDrop::Truncated);
+            return Verdict::Release;
+        };
+        let (vni, mtu) = (self.segments[seg].vni, self.segments[seg].mtu);
+        let dst = Mac(data[VNET_HDR_LEN..VNET_HDR_LEN + 6]
+            .try_into()
+            .expect("a frame"));
+        // One peer if it is known to have the destination; all of them otherwise.
+        let known = if dst.is_multicast() {
+            None
+        } else {
+            self.segments[seg].remote.lookup(dst, _now)
+        };
+        let targets = match known {
+            Some(p) => p..p + 1,
+            None => 0..self.peers.len(),
+        };
+        let flow = flow_hash(&data[VNET_HDR_LEN..]);
+        if vnet.is_gso() {
+            let (senders, peers, scratch) = (&self.senders, &mut self.peers, &mut self.scratch);
+            let cut = offload::segment(
+                &vnet,
+                &data[VNET_HDR_LEN..],
+                scratch,
+                HEADER_LEN,
+                |datagram| {
+                    vxlan::emit(datagram, vni);
+                    for p in targets.clone() {
+                        Self::send(senders, &mut peers[p], flow, datagram);
+                    }
+                },
+            );
+            match cut {
+                Ok(_) => {}
+                Err(offload::OffloadError::UnsupportedGso) => self.drop(VtepDrop::UnsupportedGso),
+                Err(offload::OffloadError::Malformed) => self.drop(VtepDrop::Malformed),
+            }
+            return Verdict::Release;
+        }
+        if len - VNET_HDR_LEN > mtu as usize + ETH_HDR_LEN + 4 {
+            self.drop(VtepDrop::Oversize);
+            return Verdict::Release;
+        }
+        if offload::finish(&vnet, &mut data[VNET_HDR_LEN..]).is_err() {
+            self.drop(VtepDrop::Malformed);
+            return Verdict::Release;
+        }
+        // The header goes over the virtio-net header's tail: the frame is not copied.
+        let datagram = &mut data[VNET_HDR_LEN - HEADER_LEN..];
+        vxlan::emit(datagram, vni);
+        let mut failed = 0;
+        for p in targets {
+            if !Self::send(&self.senders, &mut self.peers[p], flow, datagram) {
+                failed += 1;
+            }
+        }
+        self.drops[VtepDrop::SendError as usize] += failed;
+        Verdict::Release
+    }
+
+    fn ready(&mut self, _n: usize, out: &mut Emitter<'_>, now: Instant) -> bool {
+        self.receive(out, now)
+    }
+
+    fn tick(&mut self, _out: &mut Emitter<'_>, now: Instant) {
+        for seg in &mut self.segments {
+            seg.remote.age(now);
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
