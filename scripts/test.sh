@@ -11,7 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages the tests use: ip (iproute2), ping, iperf3, setpriv (util-linux),
-# timeout (coreutils), python3 (raw-socket frames, http.server), curl.
+# timeout (coreutils), python3 (raw-socket frames, http.server), curl, ethtool and
+# tcpdump (the VXLAN tests).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
@@ -19,6 +20,8 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+command -v ethtool >/dev/null || need+=(ethtool)
+command -v tcpdump >/dev/null || need+=(tcpdump)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -1,0 +1,335 @@
+//! The VXLAN overlay between test "host" namespaces joined by an underlay of their own
+//! (veths, or a kernel bridge in a "switch" namespace for three hosts): tapnet to
+//! tapnet, tapnet to the kernel's own vxlan device, head-end replication, per-peer
+//! learning and a MAC moving between hosts. All addresses are inside these namespaces.
+
+mod common;
+
+use common::*;
+
+/// A host's lab: one bridge with VNI 42 and one container.
+fn host_lab(name: &str, me: &str, peers: &[&str], container: &str, ip: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}:4789\"")).collect();
+    format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "ov"
+subnet = "10.62.0.0/24"
+vni = 42
+[[port]]
+name = "c"
+bridge = "ov"
+netns = "{container}"
+ip = "{ip}/24"
+[vxlan]
+listen = "{me}:4789"
+peers = [{}]
+"#,
+        peers.join(", ")
+    )
+}
+
+/// Two hosts joined by one veth: 10.60.0.1 and 10.60.0.2.
+fn two_hosts() -> (TestNetns, TestNetns) {
+    let (a, b) = (TestNetns::new("h"), TestNetns::new("h"));
+    for step in [
+        vec![
+            "ip", "link", "add", "u0", "netns", &a.name, "type", "veth", "peer", "name", "u0",
+            "netns", &b.name,
+        ],
+        vec![
+            "ip",
+            "-n",
+            &a.name,
+            "addr",
+            "add",
+            "10.60.0.1/24",
+            "dev",
+            "u0",
+        ],
+        vec![
+            "ip",
+            "-n",
+            &b.name,
+            "addr",
+            "add",
+            "10.60.0.2/24",
+            "dev",
+            "u0",
+        ],
+        vec!["ip", "-n", &a.name, "link", "set", "u0", "up"],
+        vec!["ip", "-n", &b.name, "link", "set", "u0", "up"],
+    ] {
+        assert!(run(&step, 10).status.success(), "{step:?}");
+    }
+    (a, b)
+}
+
+fn peer_stats(lab: &RunningLab, peer: &str) -> serde_json::Value {
+    let v = lab.show("vxlan");
+    v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == format!("{peer}:4789"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no peer {peer} in {v}"))
+}
+
+#[test]
+fn two_tapnets_share_a_subnet_over_vxlan() {
+    let (ha, hb) = two_hosts();
+    let (ca, cb) = (unique("n"), unique("n"));
+    let (la, lb) = (unique("l"), unique("l"));
+    let a = RunningLab::start_in(
+        Some(&ha.name),
+        &la,
+        std::slice::from_ref(&ca),
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2"),
+    );
+    let b = RunningLab::start_in(
+        Some(&hb.name),
+        &lb,
+        std::slice::from_ref(&cb),
+        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3"),
+    );
+
+    // A capture on the underlay (tcpdump, stopping after 8 datagrams) while the
+    // containers talk.
+    let hb_name = hb.name.clone();
+    let capture = std::thread::spawn(move || {
+        let out = ns_run(
+            &hb_name,
+            &[
+                "tcpdump", "-c", "8", "-nvv", "-i", "u0", "udp", "port", "4789",
+            ],
+            15,
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(ping(&ca, "10.62.0.3", 3), "a to b over the overlay");
+    assert!(ping(&cb, "10.62.0.2", 3), "b to a over the overlay");
+    let text = capture.join().unwrap();
+    let from_a: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("> 10.60.0.2.4789"))
+        .collect();
+    assert!(!from_a.is_empty(), "{text}");
+    for line in &from_a {
+        assert!(line.contains("flags [I] (0x08), vni 42"), "{line}");
+        assert!(line.contains("[no cksum]"), "{line}");
+        let port: u16 = line
+            .split_whitespace()
+            .find(|w| w.starts_with("10.60.0.1."))
+            .and_then(|w| w.rsplit('.').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            (49152..=65535).contains(&port),
+            "source port {port}: {line}"
+        );
+    }
+
+    let _server = Background::spawn(&cb, &["iperf3", "-s", "-B", "10.62.0.3"]);
+    let got = iperf3(&ca, "10.62.0.3", 5201).expect("iperf3 over the overlay");
+    assert!(got > 1_000_000);
+
+    let pa = peer_stats(&a, "10.60.0.2");
+    assert!(
+        pa["remote_macs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap().starts_with("02:00:0a:3e:00:03")),
+        "{pa}"
+    );
+    let drops = b.show("drops");
+    let vx = &drops["vxlan"];
+    for reason in ["not_peer", "bad_flags", "unknown_vni", "no_buffer"] {
+        assert_eq!(vx[reason], 0, "{drops}");
+    }
+}
+
+#[test]
+fn tapnet_and_the_kernels_vxlan_interoperate() {
+    let (ha, hb) = two_hosts();
+    let ca = unique("n");
+    let la = unique("l");
+    let _a = RunningLab::start_in(
+        Some(&ha.name),
+        &la,
+        std::slice::from_ref(&ca),
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2"),
+    );
+    // Host b: the kernel's vxlan device on port 4789, a Linux bridge, a veth to a
+    // container.
+    let cb = TestNetns::new("k");
+    for step in [
+        vec![
+            "ip",
+            "-n",
+            &hb.name,
+            "link",
+            "add",
+            "vx42",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "dstport",
+            "4789",
+            "remote",
+            "10.60.0.1",
+            "local",
+            "10.60.0.2",
+        ],
+        vec![
+            "ip", "-n", &hb.name, "link", "add", "br42", "type", "bridge",
+        ],
+        vec![
+            "ip", "-n", &hb.name, "link", "set", "vx42", "master", "br42",
+        ],
+        vec![
+            "ip", "-n", &hb.name, "link", "add", "cv", "type", "veth", "peer", "name", "eth0",
+            "netns", &cb.name,
+        ],
+        vec!["ip", "-n", &hb.name, "link", "set", "cv", "master", "br42"],
+        vec!["ip", "-n", &hb.name, "link", "set", "vx42", "up"],
+        vec!["ip", "-n", &hb.name, "link", "set", "br42", "up"],
+        vec!["ip", "-n", &hb.name, "link", "set", "cv", "up"],
+        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "mtu", "1450"],
+        // A veth passes checksums left to offload through the kernel's VXLAN and the
+        // underlay veth unfinished, where a real NIC would finish them: have the
+        // container finish its own, as on a wire.
+        vec![
+            "ip", "netns", "exec", &cb.name, "ethtool", "-K", "eth0", "tx", "off",
+        ],
+        vec![
+            "ip",
+            "-n",
+            &cb.name,
+            "addr",
+            "add",
+            "10.62.0.3/24",
+            "dev",
+            "eth0",
+        ],
+        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "up"],
+    ] {
+        let out = run(&step, 10);
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(ping(&ca, "10.62.0.3", 3), "tapnet side to kernel side");
+    assert!(ping(&cb.name, "10.62.0.2", 3), "kernel side to tapnet side");
+    let _s1 = Background::spawn(&cb.name, &["iperf3", "-s", "-B", "10.62.0.3"]);
+    assert!(iperf3(&ca, "10.62.0.3", 5201).expect("iperf3 tapnet -> kernel") > 1_000_000);
+    let _s2 = Background::spawn(&ca, &["iperf3", "-s", "-B", "10.62.0.2", "-p", "5202"]);
+    assert!(iperf3(&cb.name, "10.62.0.2", 5202).expect("iperf3 kernel -> tapnet") > 1_000_000);
+}
+
+/// Three hosts on a kernel bridge in a "switch" namespace: 10.60.0.1, .2, .3.
+fn three_hosts() -> (TestNetns, Vec<TestNetns>) {
+    let sw = TestNetns::new("s");
+    let hosts: Vec<TestNetns> = (0..3).map(|_| TestNetns::new("h")).collect();
+    assert!(run(
+        &["ip", "-n", &sw.name, "link", "add", "sw", "type", "bridge"],
+        10
+    )
+    .status
+    .success());
+    assert!(run(&["ip", "-n", &sw.name, "link", "set", "sw", "up"], 10)
+        .status
+        .success());
+    for (i, h) in hosts.iter().enumerate() {
+        let port = format!("p{i}");
+        let addr = format!("10.60.0.{}/24", i + 1);
+        for step in [
+            vec![
+                "ip", "-n", &sw.name, "link", "add", &port, "type", "veth", "peer", "name", "u0",
+                "netns", &h.name,
+            ],
+            vec!["ip", "-n", &sw.name, "link", "set", &port, "master", "sw"],
+            vec!["ip", "-n", &sw.name, "link", "set", &port, "up"],
+            vec!["ip", "-n", &h.name, "addr", "add", &addr, "dev", "u0"],
+            vec!["ip", "-n", &h.name, "link", "set", "u0", "up"],
+        ] {
+            assert!(run(&step, 10).status.success(), "{step:?}");
+        }
+    }
+    (sw, hosts)
+}
+
+/// Sends one broadcast frame with source MAC `mac` from `ns`'s eth0.
+fn send_from_mac(ns: &str, mac: &str) {
+    let code = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+src = bytes(int(x, 16) for x in sys.argv[1].split(":"))
+s.send(b"\xff" * 6 + src + b"\x88\xb5" + b"tapnet" * 8)
+"#;
+    let out = ns_run(ns, &["python3", "-c", code, mac], 10);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn three_hosts_flood_to_both_peers_learn_per_peer_and_follow_a_moved_mac() {
+    let (_sw, hosts) = three_hosts();
+    let ips = ["10.60.0.1", "10.60.0.2", "10.60.0.3"];
+    let cs: Vec<String> = (0..3).map(|_| unique("n")).collect();
+    let labs: Vec<RunningLab> = (0..3)
+        .map(|i| {
+            let name = unique("l");
+            let peers: Vec<&str> = (0..3).filter(|&j| j != i).map(|j| ips[j]).collect();
+            let text = host_lab(&name, ips[i], &peers, &cs[i], &format!("10.62.0.{}", i + 2));
+            RunningLab::start_in(
+                Some(&hosts[i].name),
+                &name,
+                std::slice::from_ref(&cs[i]),
+                &text,
+            )
+        })
+        .collect();
+    // a's first ping floods its ARP request to both peers; after that, unicast goes to
+    // b's host only.
+    assert!(ping(&cs[0], "10.62.0.3", 2));
+    let c_before = peer_stats(&labs[0], ips[2])["tx_packets"].as_u64().unwrap();
+    assert!(c_before >= 1, "the flood reached host c");
+    assert!(peer_stats(&labs[2], ips[0])["rx_packets"].as_u64().unwrap() >= 1);
+    let b_before = peer_stats(&labs[0], ips[1])["tx_packets"].as_u64().unwrap();
+    assert!(ping(&cs[0], "10.62.0.3", 10));
+    let b_after = peer_stats(&labs[0], ips[1])["tx_packets"].as_u64().unwrap();
+    let c_after = peer_stats(&labs[0], ips[2])["tx_packets"].as_u64().unwrap();
+    assert!(
+        b_after >= b_before + 10,
+        "unicast went to b: {b_before} -> {b_after}"
+    );
+    assert!(
+        c_after <= c_before + 2,
+        "unicast leaked to c: {c_before} -> {c_after}"
+    );
+
+    // A MAC seen behind host b, then behind host c: a's endpoint follows it.
+    let moving = "02:aa:bb:cc:dd:01";
+    send_from_mac(&cs[1], moving);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let at_b = peer_stats(&labs[0], ips[1]);
+    assert!(at_b["remote_macs"].to_string().contains(moving), "{at_b}");
+    send_from_mac(&cs[2], moving);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let at_c = peer_stats(&labs[0], ips[2]);
+    assert!(at_c["remote_macs"].to_string().contains(moving), "{at_c}");
+    assert!(!peer_stats(&labs[0], ips[1])["remote_macs"]
+        .to_string()
+        .contains(moving));
+}
