@@ -47,11 +47,43 @@ fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
     // The outside saw the host's address: the connection came from the host's socket.
     assert_eq!(www.clients(), vec![HOST_IP.to_string()]);
 
+    // The TCP flow is gone once both sides closed.
+    let t = std::time::Instant::now();
+    while lab.show("nat")["host_flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["proto"] == "tcp")
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "TCP host flow left behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     assert_eq!(
         udp_ask(&c, OUTSIDE_IP, 7000, "hello").as_deref(),
         Some("hello")
     );
     assert!(ping(&c, OUTSIDE_IP, 3), "ping through masquerade");
+    // TTL still counts on the way out.
+    let out = ns_run(
+        &c,
+        &["ping", "-c", "1", "-W", "2", "-t", "1", OUTSIDE_IP],
+        5,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.251.1.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+    // The host's own loopback is not the containers' to reach.
+    let out = ns_run(&c, &["curl", "-s", "-m", "2", "http://127.0.0.2:8000/"], 5);
+    assert!(
+        !out.status.success(),
+        "a container reached the host's loopback"
+    );
 
     // A closed port on the outside: the host's connect is refused, the container gets
     // a reset at once (curl exit 7), not a timeout.
@@ -114,6 +146,15 @@ to = "10.251.1.3:5353"
         vec![OUTSIDE_IP.to_string()],
         "the container saw the real client"
     );
+    // From the host itself (loopback), the container sees the gateway instead: it
+    // could not answer 127.0.0.1.
+    let host_curl = ns_run(
+        &net.host.name,
+        &["curl", "-s", "-m", "5", "http://127.0.0.1:8080/"],
+        10,
+    );
+    assert_eq!(String::from_utf8_lossy(&host_curl.stdout), "inside page");
+    assert_eq!(www.clients().last().map(String::as_str), Some("10.251.1.1"));
 
     assert_eq!(
         udp_ask(&net.outside.name, HOST_IP, 5353, "ping?").as_deref(),

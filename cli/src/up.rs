@@ -100,10 +100,21 @@ fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
     if !problems.is_empty() {
         return Err(LabRefused(problems).into());
     }
-    let max_flows = lab
+    // Every proxied flow holds a host socket: as many descriptors as the host allows,
+    // and no more flows than they can hold.
+    let descriptors = raise_descriptor_limit();
+    let wanted = lab
         .nat
         .as_ref()
         .map_or(DEFAULT_NAT_MAX_FLOWS, |n| n.max_flows);
+    let room = (descriptors.saturating_sub(RESERVED_DESCRIPTORS) as usize)
+        .clamp(16, vswitch::HANDLER_TOKENS - 1024);
+    let max_flows = wanted.min(room);
+    if max_flows < wanted {
+        eprintln!(
+            "tapnet: at most {max_flows} host flows (not {wanted}): the descriptor limit is {descriptors}"
+        );
+    }
     let proxy = HostProxy::new(masquerade, rules, max_flows, Instant::now())
         .context("cannot bind the forwards' ports")?;
     Ok(Some(proxy))
@@ -362,6 +373,31 @@ fn lab_services(lab: &Lab) -> Vec<Service> {
             backends: s.backends.clone(),
         })
         .collect()
+}
+
+/// Descriptors kept for everything but proxied flows (TAPs, listeners, control).
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// Raises the soft limit on open descriptors to the hard one; returns it.
+fn raise_descriptor_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
 }
 
 /// The VXLAN endpoint, its sockets bound now so that an unbindable `listen` refuses

@@ -181,7 +181,8 @@ impl RouterHandler {
                 .router
                 .complete(h.iface, h.next_hop, out.data(h.buf, h.len), now)
             {
-                let h = self.held.swap_remove(i);
+                // In order: frames for one next hop leave as they came.
+                let h = self.held.remove(i);
                 out.inject(self.ports[h.iface], h.buf, h.len);
             } else {
                 i += 1;
@@ -252,11 +253,12 @@ impl Handler for RouterHandler {
     }
 
     fn ready(&mut self, n: usize, out: &mut Emitter<'_>, now: Instant) -> bool {
-        if let Some(proxy) = self.proxy.as_mut() {
-            proxy.ready(n, &reg(out), now);
-            self.run_proxy(out, now);
-        }
-        false
+        let Some(proxy) = self.proxy.as_mut() else {
+            return false;
+        };
+        let again = proxy.ready(n, &reg(out), now);
+        self.run_proxy(out, now);
+        again
     }
 
     fn next_timeout(&self) -> Option<Instant> {

@@ -68,12 +68,19 @@ pub struct ProxyStats {
     pub no_flow: u64,
     /// ICMP sockets refused (net.ipv4.ping_group_range leaves our group out).
     pub ping_refused: u64,
-    /// Packets for the outside too short or malformed to carry ports: dropped.
+    /// Packets for the outside too short or malformed to carry ports, or fragments:
+    /// dropped.
     pub malformed: u64,
+    /// accept() failing on a forward's listener (out of descriptors, say).
+    pub accept_errors: u64,
+    /// Spliced connections cut because one side failed or reset.
+    pub tcp_reset: u64,
 }
 
 const TCP_BUFFER: usize = 256 * 1024;
 const UDP_IDLE: Duration = Duration::from_secs(60);
+/// A spliced TCP connection with no traffic either way for this long is let go.
+const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
 
 /// The smoltcp device: IP packets in from the router, out to the router.
 struct Queues {
@@ -168,7 +175,10 @@ struct UdpFlow {
     socket: Option<UdpSocket>,
     listener: Option<usize>,
     container: SocketAddrV4,
+    /// The other end as the container sees it (the flow's key).
     remote: SocketAddrV4,
+    /// The other end on the host side, where its datagrams go.
+    peer: SocketAddrV4,
     rule: Option<usize>,
     last_active: Instant,
 }
@@ -190,6 +200,8 @@ pub struct HostProxy {
     stats: ProxyStats,
     registered: bool,
     gateways: Vec<(u32, u8, Ipv4Addr)>,
+    /// The last port handed out on a gateway's address for forwarded connections.
+    next_port: u16,
 }
 
 fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
@@ -239,6 +251,7 @@ impl HostProxy {
             stats: ProxyStats::default(),
             registered: false,
             gateways: Vec::new(),
+            next_port: 0,
         };
         for (i, rule) in proxy.rules.clone().iter().enumerate() {
             let entry = match rule.proto {
@@ -325,6 +338,9 @@ impl HostProxy {
             return;
         };
         let key = (proto, src, dst);
+        // Gateways are tapnet's own addresses: only flows it made itself go there,
+        // never a new connection out through the host.
+        let to_gateway = self.gateways.iter().any(|g| g.2 == *dst.ip());
         match proto {
             PROTO_TCP => {
                 let syn_only = packet.get(l4 + 13).is_some_and(|f| f & 0x12 == 0x02);
@@ -342,6 +358,11 @@ impl HostProxy {
                         }
                     }
                     None if syn_only => {
+                        if to_gateway {
+                            // Nothing listens on a gateway: smoltcp answers with a reset.
+                            self.queues.rx.push_back(packet.to_vec());
+                            return;
+                        }
                         if !self.masquerade {
                             self.stats.no_flow += 1;
                             return;
@@ -353,13 +374,20 @@ impl HostProxy {
                 self.queues.rx.push_back(packet.to_vec());
             }
             PROTO_UDP => {
-                let payload = &packet[(l4 + 8).min(packet.len())..];
+                // The UDP length, not the frame's: Ethernet may have padded it.
+                let udp_len = packet
+                    .get(l4 + 4..l4 + 6)
+                    .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+                let Some(payload) = packet.get(l4 + 8..l4 + udp_len.max(8)) else {
+                    self.stats.malformed += 1;
+                    return;
+                };
                 if let Some(&n) = self.flows.get(&key) {
                     let Some(Entry::Udp(flow)) = self.entries[n].as_mut() else {
                         return;
                     };
                     flow.last_active = now;
-                    let (remote, rule, listener) = (flow.remote, flow.rule, flow.listener);
+                    let (remote, rule, listener) = (flow.peer, flow.rule, flow.listener);
                     let sent = match (&flow.socket, listener) {
                         (Some(socket), _) => socket.send(payload),
                         (None, Some(l)) => match &self.entries[l] {
@@ -375,7 +403,7 @@ impl HostProxy {
                     }
                     return;
                 }
-                if !self.masquerade {
+                if !self.masquerade || to_gateway {
                     self.stats.no_flow += 1;
                     return;
                 }
@@ -394,6 +422,7 @@ impl HostProxy {
                     listener: None,
                     container: src,
                     remote: dst,
+                    peer: dst,
                     rule: None,
                     last_active: now,
                 }));
@@ -634,32 +663,50 @@ impl HostProxy {
     }
 
     /// Host socket number `n` is ready.
-    pub fn ready(&mut self, n: usize, reg: &Reg<'_>, now: Instant) {
+    /// Host socket `n` is ready. True if it could not be drained (accept failing for
+    /// want of descriptors): the caller asks again on its next turn.
+    pub fn ready(&mut self, n: usize, reg: &Reg<'_>, now: Instant) -> bool {
         self.register_listeners(reg);
         match self.entries.get_mut(n) {
-            Some(Some(Entry::TcpListener { .. })) => self.accept_tcp(n, reg),
+            Some(Some(Entry::TcpListener { .. })) => return self.accept_tcp(n, reg),
             Some(Some(Entry::UdpListener { .. })) => self.receive_forward_udp(n, now),
             Some(Some(Entry::Udp(_))) => self.receive_masquerade_udp(n, now),
             Some(Some(Entry::Ping(_))) => self.receive_ping(n, now),
             // TCP connections are served by `poll`.
             _ => {}
         }
+        false
     }
 
-    fn accept_tcp(&mut self, n: usize, reg: &Reg<'_>) {
+    /// Accepts what waits on forward listener `n`; true if accepting failed for a
+    /// reason other than an empty queue (out of descriptors, say).
+    fn accept_tcp(&mut self, n: usize, reg: &Reg<'_>) -> bool {
         loop {
+            self.make_room();
             let (accepted, rule) = match &self.entries[n] {
                 Some(Entry::TcpListener { socket, rule }) => (socket.accept(), *rule),
-                _ => return,
+                _ => return false,
             };
-            let Ok((host, peer)) = accepted else { return };
+            let (host, peer) = match accepted {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.stats.accept_errors += 1;
+                    return true;
+                }
+            };
             let Some(client) = v4(peer) else { continue };
             let to = self.rules[rule].to;
             let mut smol = new_tcp_socket();
-            // Connect from the client's own address: the container sees who calls.
+            // Connect from the client's own address, so the container sees who calls;
+            // but a client the container could not answer directly (the host's
+            // loopback, or an address inside a lab subnet) is sourced from the
+            // gateway of `to`'s subnet instead.
+            let source = self.forward_source(client, to);
             let local = IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(*client.ip())),
-                port: client.port(),
+                addr: Some(IpAddress::Ipv4(*source.ip())),
+                port: source.port(),
             };
             if smol
                 .connect(
@@ -679,7 +726,7 @@ impl HostProxy {
                 host,
                 last_active: Instant::now(),
                 container: to,
-                remote: client,
+                remote: source,
                 rule: Some(rule),
                 connected: true,
                 host_eof: false,
@@ -692,10 +739,45 @@ impl HostProxy {
                     Interest::READABLE | Interest::WRITABLE,
                 );
             }
-            self.flows.insert((PROTO_TCP, to, client), m);
+            self.flows.insert((PROTO_TCP, to, source), m);
             self.forward_stats[rule].connections += 1;
             self.forward_stats[rule].active += 1;
         }
+    }
+
+    /// The address a forwarded connection from `client` comes from inside the lab.
+    fn forward_source(&mut self, client: SocketAddrV4, to: SocketAddrV4) -> SocketAddrV4 {
+        let in_lab = |ip: Ipv4Addr, gws: &[(u32, u8, Ipv4Addr)]| {
+            gws.iter()
+                .any(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
+        };
+        if !client.ip().is_loopback()
+            && !client.ip().is_unspecified()
+            && !in_lab(*client.ip(), &self.gateways)
+        {
+            return client;
+        }
+        let gw = self
+            .gateways
+            .iter()
+            .find(|(net, prefix, _)| u32::from(*to.ip()) & crate::route::mask(*prefix) == *net)
+            .or(self.gateways.first())
+            .map_or(Ipv4Addr::new(169, 254, 0, 1), |g| g.2);
+        // A free port on the gateway's address, towards `to`.
+        for _ in 0..1024 {
+            self.next_port = if self.next_port < 32768 || self.next_port >= 60999 {
+                32768
+            } else {
+                self.next_port + 1
+            };
+            let source = SocketAddrV4::new(gw, self.next_port);
+            if !self.flows.contains_key(&(PROTO_TCP, to, source))
+                && !self.flows.contains_key(&(PROTO_UDP, to, source))
+            {
+                return source;
+            }
+        }
+        client
     }
 
     fn receive_forward_udp(&mut self, n: usize, now: Instant) {
@@ -708,32 +790,47 @@ impl HostProxy {
             let Ok((len, peer)) = got else { return };
             let Some(client) = v4(peer) else { continue };
             let to = self.rules[rule].to;
-            let key = (PROTO_UDP, to, client);
-            match self.flows.get(&key).copied() {
-                Some(f) => {
-                    if let Some(Entry::Udp(flow)) = self.entries[f].as_mut() {
-                        flow.last_active = now;
-                    }
+            // The flow this client already has: found by its own address, or (for a
+            // client the lab sees from the gateway) by looking.
+            let existing = self
+                .flows
+                .get(&(PROTO_UDP, to, client))
+                .copied()
+                .or_else(|| {
+                    self.entries.iter().position(|e| {
+                    matches!(e, Some(Entry::Udp(f)) if f.listener == Some(n) && f.peer == client)
+                })
+                });
+            let source = match existing.and_then(|f| match self.entries[f].as_mut() {
+                Some(Entry::Udp(flow)) => {
+                    flow.last_active = now;
+                    Some(flow.remote)
                 }
+                _ => None,
+            }) {
+                Some(source) => source,
                 None => {
+                    let source = self.forward_source(client, to);
                     self.make_room();
                     let f = self.add(Entry::Udp(UdpFlow {
                         socket: None,
                         listener: Some(n),
                         container: to,
-                        remote: client,
+                        remote: source,
+                        peer: client,
                         rule: Some(rule),
                         last_active: now,
                     }));
-                    self.flows.insert(key, f);
+                    self.flows.insert((PROTO_UDP, to, source), f);
                     self.forward_stats[rule].connections += 1;
                     self.stats.udp_flows += 1;
+                    source
                 }
-            }
+            };
             self.forward_stats[rule].bytes_in += len as u64;
             self.queues
                 .tx
-                .push_back(udp_packet(client, to, &buf[..len]));
+                .push_back(udp_packet(source, to, &buf[..len]));
         }
     }
 
@@ -811,23 +908,30 @@ impl HostProxy {
             let smol = self.sockets.get_mut::<tcp::Socket>(handle);
             let mut bytes_in = 0u64;
             let mut bytes_out = 0u64;
+            let mut broken = false;
             // Host -> container.
             while !c.host_eof && smol.can_send() {
                 let host = &mut c.host;
                 let r = smol.send(|buf| match host.read(buf) {
-                    Ok(0) => (0, Some(0)),
-                    Ok(k) => (k, Some(k)),
-                    Err(_) => (0, None),
+                    Ok(0) => (0, Ok(0)),
+                    Ok(k) => (k, Ok(k)),
+                    Err(e) => (0, Err(e)),
                 });
                 match r {
-                    Ok(Some(0)) => {
+                    Ok(Ok(0)) => {
                         c.host_eof = true;
                         smol.close();
                         moved = true;
                     }
-                    Ok(Some(k)) => {
+                    Ok(Ok(k)) => {
                         bytes_in += k as u64;
                         moved = true;
+                    }
+                    Ok(Err(e)) if !transient(&e) => {
+                        // The far side reset (or worse): so does the container's side.
+                        smol.abort();
+                        broken = true;
+                        break;
                     }
                     _ => break,
                 }
@@ -836,13 +940,18 @@ impl HostProxy {
             while smol.can_recv() {
                 let host = &mut c.host;
                 let r = smol.recv(|buf| match host.write(buf) {
-                    Ok(k) => (k, k),
-                    Err(_) => (0, 0),
+                    Ok(k) => (k, Ok(k)),
+                    Err(e) => (0, Err(e)),
                 });
                 match r {
-                    Ok(k) if k > 0 => {
+                    Ok(Ok(k)) if k > 0 => {
                         bytes_out += k as u64;
                         moved = true;
+                    }
+                    Ok(Err(e)) if !transient(&e) => {
+                        smol.abort();
+                        broken = true;
+                        break;
                     }
                     _ => break,
                 }
@@ -866,7 +975,19 @@ impl HostProxy {
                 self.forward_stats[r].bytes_out += bytes_out;
             }
             let state = smol.state();
-            if state == tcp::State::Closed || (state == tcp::State::TimeWait && c.host_eof) {
+            if broken {
+                self.stats.tcp_reset += 1;
+                dead.push(n);
+                moved = true;
+            } else if state == tcp::State::Closed {
+                if !c.host_eof && !c.container_eof {
+                    // The container reset the connection: reset the host side too
+                    // (closing with a zero linger sends RST, not FIN).
+                    let _ = socket2::SockRef::from(&c.host).set_linger(Some(Duration::ZERO));
+                    self.stats.tcp_reset += 1;
+                }
+                dead.push(n);
+            } else if state == tcp::State::TimeWait && c.host_eof && !smol.can_recv() {
                 dead.push(n);
             }
         }
@@ -953,6 +1074,14 @@ impl HostProxy {
             .enumerate()
             .filter_map(|(n, e)| match e {
                 Some(Entry::Udp(f)) if now.saturating_duration_since(f.last_active) >= UDP_IDLE => {
+                    Some(n)
+                }
+                Some(Entry::Ping(f))
+                    if now.saturating_duration_since(f.last_active) >= UDP_IDLE =>
+                {
+                    Some(n)
+                }
+                Some(Entry::Tcp(c)) if now.saturating_duration_since(c.last_active) >= TCP_IDLE => {
                     Some(n)
                 }
                 _ => None,
@@ -1094,13 +1223,26 @@ fn new_tcp_socket() -> tcp::Socket<'static> {
     smol
 }
 
+/// Errors after which a socket is still fine: try again later.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 /// (protocol, source, destination, offset of the L4 header) of an IPv4 packet.
 fn parse(packet: &[u8]) -> Option<(u8, SocketAddrV4, SocketAddrV4, usize)> {
     if packet.len() < 20 || packet[0] >> 4 != 4 {
         return None;
     }
+    // Fragments carry no ports past the first: not followed (counted as malformed).
+    if packet[6] & 0x3f != 0 || packet[7] != 0 {
+        return None;
+    }
     let l4 = (packet[0] & 0x0f) as usize * 4;
-    if packet.len() < l4 + 4 {
+    let total = u16::from_be_bytes([packet[2], packet[3]]) as usize;
+    if l4 < 20 || packet.len() < l4 + 4 || total < l4 + 4 || total > packet.len() {
         return None;
     }
     let ip = |o: usize| Ipv4Addr::new(packet[o], packet[o + 1], packet[o + 2], packet[o + 3]);

@@ -267,7 +267,12 @@ pub struct Router {
     learned: bool,
     /// Whether addresses outside every subnet go to the host proxy.
     host_egress: bool,
+    /// Next hops asked for in the last second: one ARP request each, not one per frame.
+    arp_asked: Vec<(usize, Ipv4Addr, Instant)>,
 }
+
+/// Next hops remembered as asked for at most.
+const ARP_ASKED_MAX: usize = 64;
 
 /// What a parsed frame is, for the dispatch in [`Router::handle`].
 enum Kind {
@@ -302,6 +307,7 @@ impl Router {
             stats: RouterStats::default(),
             learned: false,
             host_egress: false,
+            arp_asked: Vec::with_capacity(ARP_ASKED_MAX),
         }
     }
 
@@ -451,6 +457,14 @@ impl Router {
         if src.is_multicast() || src.is_broadcast() || src.is_unspecified() {
             return self.drop(RouterDrop::NotRoutable);
         }
+        // Traffic from a neighbour confirms where it is, as TCP's ACKs do for Linux:
+        // a busy next hop does not have to go through ARP again every few minutes.
+        if self.ifaces[iface].on_link(src) {
+            let mac = Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
+                .try_into()
+                .expect("6 bytes"));
+            self.neighbors.refresh(iface, src, mac, now);
+        }
         let mut dst = dst;
         let mut translated = false;
         if frag_offset == 0 {
@@ -464,10 +478,27 @@ impl Router {
             }
         }
         if !translated && self.is_own_ip(dst) {
+            // The host proxy sources some forwarded connections from a gateway (for
+            // clients a container could not answer directly): their replies are its.
+            let gateway = self.ifaces.iter().any(|i| i.ip == dst);
+            if self.host_egress && gateway && matches!(proto, IpProtocol::Tcp | IpProtocol::Udp) {
+                return Action::ToHost;
+            }
             return self.addressed_to_router(iface, frame, proto, header_len, now);
         }
         let Some(route) = self.routes.lookup(dst).copied() else {
-            if self.host_egress && !dst.is_multicast() && !dst.is_broadcast() {
+            if self.host_egress && outside_routable(dst) {
+                if ttl <= 1 {
+                    self.icmp_error(
+                        iface,
+                        frame,
+                        Icmpv4Message::TimeExceeded,
+                        0,
+                        frag_offset,
+                        now,
+                    );
+                    return self.drop(RouterDrop::TtlExceeded);
+                }
                 return Action::ToHost;
             }
             self.icmp_error(
@@ -529,7 +560,20 @@ impl Router {
                 Action::Send { iface: route.iface }
             }
             None => {
-                self.arp_request(route.iface, next_hop);
+                let asked = self.arp_asked.iter().any(|&(i, ip, t)| {
+                    i == route.iface
+                        && ip == next_hop
+                        && now.saturating_duration_since(t) < Duration::from_secs(1)
+                });
+                if !asked {
+                    self.arp_asked.retain(|&(_, _, t)| {
+                        now.saturating_duration_since(t) < Duration::from_secs(1)
+                    });
+                    if self.arp_asked.len() < ARP_ASKED_MAX {
+                        self.arp_asked.push((route.iface, next_hop, now));
+                    }
+                    self.arp_request(route.iface, next_hop);
+                }
                 Action::Resolve {
                     iface: route.iface,
                     next_hop,
@@ -864,7 +908,11 @@ impl Router {
             last_seen: now,
             closing: false,
         };
-        self.flows.insert(flow);
+        if !self.flows.insert(flow) {
+            // The reply key is taken by another flow (a client port reused towards
+            // another VIP with the same backend): no translation could be undone.
+            return Err(RouterDrop::NatPortsExhausted);
+        }
         Ok(flow)
     }
 
@@ -938,4 +986,12 @@ pub fn rewrite_addresses(
     frame[csum_at..csum_at + 2].copy_from_slice(&l4_check.to_be_bytes());
     frame[l4..l4 + 2].copy_from_slice(&new_src.port().to_be_bytes());
     frame[l4 + 2..l4 + 4].copy_from_slice(&new_dst.port().to_be_bytes());
+}
+
+/// Whether an address may be reached through the host's sockets: never the host's own
+/// loopback (a container must not reach services bound to 127.0.0.1 there), nor
+/// "this network", class E, multicast or broadcast.
+pub fn outside_routable(dst: Ipv4Addr) -> bool {
+    let first = dst.octets()[0];
+    !(dst.is_loopback() || first == 0 || first >= 224)
 }

@@ -364,3 +364,20 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn with_host_egress_outside_goes_to_the_host_but_never_loopback() {
+    let now = Instant::now();
+    let mut r = router();
+    r.set_host_egress(true);
+    let mut f = ipv4(GW0, A, A_IP, Ipv4Addr::new(192, 0, 2, 1), 64, 17, &[0; 8]);
+    assert_eq!(r.handle(0, &mut f, now), Action::ToHost);
+    for dst in [[127, 0, 0, 1], [0, 1, 2, 3], [240, 0, 0, 1]] {
+        let mut f = ipv4(GW0, A, A_IP, Ipv4Addr::from(dst), 64, 17, &[0; 8]);
+        assert_eq!(r.handle(0, &mut f, now), Action::Done, "{dst:?}");
+    }
+    // TTL is checked before the host takes it.
+    let mut f = ipv4(GW0, A, A_IP, Ipv4Addr::new(192, 0, 2, 1), 1, 17, &[0; 8]);
+    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert_eq!(r.stats().dropped(RouterDrop::TtlExceeded), 1);
+}
