@@ -27,6 +27,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndp
 
 use crate::checksum;
 use crate::nat::{PROTO_TCP, PROTO_UDP};
+use vswitch::gro::TcpRun;
 
 /// Where the proxy registers its host sockets: the poll loop's registry and the first
 /// of the tokens it may use (socket number n gets token `base + n`).
@@ -1040,21 +1041,21 @@ impl HostProxy {
     /// to be handed to the container's TAP as one GSO frame instead of one write per
     /// 1448 bytes; everything else comes with `None`.
     pub fn drain_output(&mut self, mut f: impl FnMut(&[u8], Option<u16>)) {
-        while let Some(first) = self.queues.tx.pop_front() {
-            let Some(mut merged) = TcpRun::start(&first) else {
+        while let Some(mut first) = self.queues.tx.pop_front() {
+            let Some(mut run) = TcpRun::start(&first) else {
                 f(&first, None);
                 continue;
             };
             while let Some(next) = self.queues.tx.front() {
-                if !merged.append(next) {
+                if !run.accepts(&first, next) {
                     break;
                 }
+                first.extend_from_slice(&next[run.headers()..]);
+                run.appended(&mut first, next);
                 self.queues.tx.pop_front();
             }
-            match merged.finish() {
-                Some((packet, mss)) => f(&packet, Some(mss)),
-                None => f(&first, None),
-            }
+            let mss = run.finish(&mut first);
+            f(&first, mss);
         }
     }
 
@@ -1113,102 +1114,6 @@ impl HostProxy {
         for h in finished {
             self.sockets.remove(h);
         }
-    }
-}
-
-/// Consecutive TCP segments of one connection, gathered into one super-packet for GSO.
-struct TcpRun {
-    packet: Vec<u8>,
-    headers: usize,
-    mss: usize,
-    segments: usize,
-    next_seq: u32,
-}
-
-/// Headers plus payload of a super-packet at most (the IPv4 total length field).
-const GSO_MAX: usize = 65535;
-
-impl TcpRun {
-    /// Starts a run at a data segment with only ACK (and PSH) set.
-    fn start(p: &[u8]) -> Option<TcpRun> {
-        let (proto, _, _, l4) = parse(p)?;
-        if proto != PROTO_TCP || p.len() < l4 + 20 || p[6] & 0x3f != 0 || p[7] != 0 {
-            return None; // not TCP, or a fragment
-        }
-        let thl = (p[l4 + 12] >> 4) as usize * 4;
-        let headers = l4 + thl;
-        let total = u16::from_be_bytes([p[2], p[3]]) as usize;
-        if thl < 20 || total != p.len() || headers >= total || p[l4 + 13] & !0x18 != 0 {
-            return None;
-        }
-        let seq = u32::from_be_bytes(p[l4 + 4..l4 + 8].try_into().ok()?);
-        let mss = total - headers;
-        Some(TcpRun {
-            packet: p.to_vec(),
-            headers,
-            mss,
-            segments: 1,
-            next_seq: seq.wrapping_add(mss as u32),
-        })
-    }
-
-    /// Appends `p` if it continues the run: same addresses, ports, ACK, window and
-    /// options, the next sequence number, and all but the last segment full-sized.
-    fn append(&mut self, p: &[u8]) -> bool {
-        let h = self.headers;
-        let l4 = (self.packet[0] & 0x0f) as usize * 4;
-        if p.len() <= h || self.packet.len() + (p.len() - h) > GSO_MAX {
-            return false;
-        }
-        let len = p.len() - h;
-        let last_len = self.packet.len() - h - (self.segments - 1) * self.mss;
-        if last_len != self.mss || len > self.mss {
-            return false;
-        }
-        let same = p[..2] == self.packet[..2]
-            && p[6..10] == self.packet[6..10]
-            && p[12..20] == self.packet[12..20]
-            && p[l4..l4 + 4] == self.packet[l4..l4 + 4]
-            && p[l4 + 8..l4 + 12] == self.packet[l4 + 8..l4 + 12]
-            && p[l4 + 12] == self.packet[l4 + 12]
-            && p[l4 + 13] & !0x18 == 0
-            && p[l4 + 14..l4 + 16] == self.packet[l4 + 14..l4 + 16]
-            && p[l4 + 20..h] == self.packet[l4 + 20..h]
-            && u16::from_be_bytes([p[2], p[3]]) as usize == p.len();
-        if !same
-            || u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]) != self.next_seq
-        {
-            return false;
-        }
-        self.packet.extend_from_slice(&p[h..]);
-        // The super-segment pushes if its last part did.
-        self.packet[l4 + 13] |= p[l4 + 13] & 0x08;
-        self.segments += 1;
-        self.next_seq = self.next_seq.wrapping_add(len as u32);
-        true
-    }
-
-    /// The super-packet and its segment size, or `None` if it stayed one segment.
-    /// Its TCP checksum is left for the receiver's side to finish (NEEDS_CSUM): the
-    /// field holds the pseudo-header sum over the whole length, as TSO expects.
-    fn finish(mut self) -> Option<(Vec<u8>, u16)> {
-        if self.segments < 2 {
-            return None;
-        }
-        let p = &mut self.packet;
-        let l4 = (p[0] & 0x0f) as usize * 4;
-        let total = p.len();
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[10..12].fill(0);
-        let c = checksum::checksum(&p[..l4]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        let mut pseudo = [0u8; 12];
-        pseudo[..8].copy_from_slice(&p[12..20]);
-        pseudo[9] = PROTO_TCP;
-        pseudo[10..12].copy_from_slice(&((total - l4) as u16).to_be_bytes());
-        let sum = checksum::sum(&pseudo);
-        p[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
-        Some((self.packet, self.mss as u16))
     }
 }
 

@@ -62,6 +62,13 @@ impl Emitter<'_> {
         &self.pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len]
     }
 
+    /// Two frames at once: `a` (its first `len` bytes) to read, and all of `b`'s room
+    /// to write.
+    pub fn two(&mut self, a: BufId, len: usize, b: BufId) -> (&[u8], &mut [u8]) {
+        let (ra, rb) = self.pool.two_bufs(a, b);
+        (&ra[DATA_OFFSET..DATA_OFFSET + len], &mut rb[DATA_OFFSET..])
+    }
+
     /// All the room a buffer has for a frame, for building a new one.
     pub fn room(&mut self, buf: BufId) -> &mut [u8] {
         &mut self.pool.buf_mut(buf)[DATA_OFFSET..]

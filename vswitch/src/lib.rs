@@ -10,6 +10,7 @@ pub mod counters;
 pub mod datapath;
 pub mod fdb;
 pub mod frame;
+pub mod gro;
 pub mod internal;
 pub mod pool;
 pub mod port;
