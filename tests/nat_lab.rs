@@ -239,7 +239,19 @@ fn a_forward_port_taken_on_the_host_refuses_the_lab() {
         &net.host.name,
         &["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8080)); s.listen(); time.sleep(60)"],
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Wait until the squatter really holds the port.
+    let t = std::time::Instant::now();
+    while !String::from_utf8_lossy(
+        &ns_run(&net.host.name, &["ss", "-Htln", "sport = :8080"], 5).stdout,
+    )
+    .contains("8080")
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "the squatter never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
     let extra = "[[forward]]\nproto = \"tcp\"\nlisten = \"0.0.0.0:8080\"\nto = \"10.251.1.2:80\"\n";
     let file = LabFile::new(&lab_text(&name, &c, &d, extra));

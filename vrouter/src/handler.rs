@@ -11,6 +11,7 @@ use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
 use crate::proxy::{HostProxy, Reg};
 use crate::router::{Action, Router};
+
 use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 
 /// Frames kept waiting for ARP, in all.
@@ -93,7 +94,7 @@ impl RouterHandler {
             held,
             ..
         } = self;
-        let mut dropped = 0;
+        let (mut dropped, mut full) = (0, 0);
         proxy.drain_output(|packet, gso| {
             let Some(buf) = out.alloc() else {
                 dropped += 1;
@@ -128,19 +129,29 @@ impl RouterHandler {
                     iface,
                     next_hop,
                     sender,
-                } if held.len() < HOLD_MAX => held.push(Held {
-                    ingress: iface,
-                    sender,
-                    iface,
-                    next_hop,
-                    buf,
-                    len,
-                    since: now,
-                }),
+                } => {
+                    if may_hold(held, next_hop) {
+                        held.push(Held {
+                            ingress: iface,
+                            sender,
+                            iface,
+                            next_hop,
+                            buf,
+                            len,
+                            since: now,
+                        });
+                    } else {
+                        full += 1;
+                        out.release(buf);
+                    }
+                }
                 _ => out.release(buf),
             }
         });
         for _ in 0..dropped {
+            router.no_buffer();
+        }
+        for _ in 0..full {
             router.hold_queue_full();
         }
         self.flush_outbox(out);
@@ -168,7 +179,7 @@ impl RouterHandler {
             out.inject(ports[iface], buf, bytes.len());
         });
         for _ in 0..no_buffer {
-            self.router.hold_queue_full();
+            self.router.no_buffer();
         }
     }
 
@@ -218,8 +229,7 @@ impl Handler for RouterHandler {
                 next_hop,
                 sender,
             } => {
-                let waiting = self.held.iter().filter(|h| h.next_hop == next_hop).count();
-                if self.held.len() >= HOLD_MAX || waiting >= HOLD_PER_NEXT_HOP {
+                if !may_hold(&self.held, next_hop) {
                     self.router.hold_queue_full();
                     return Verdict::Release;
                 }
@@ -307,4 +317,10 @@ fn reg<'a>(out: &'a Emitter<'_>) -> Reg<'a> {
         registry: out.registry(),
         base: out.token(0).0,
     }
+}
+
+/// Whether one more frame may wait for `next_hop`: a few per next hop, a few dozen in all.
+fn may_hold(held: &[Held], next_hop: Ipv4Addr) -> bool {
+    held.len() < HOLD_MAX
+        && held.iter().filter(|h| h.next_hop == next_hop).count() < HOLD_PER_NEXT_HOP
 }

@@ -127,10 +127,12 @@ pub enum RouterDrop {
     NotRoutable,
     /// No free port to translate a hairpin service connection's source to.
     NatPortsExhausted,
+    /// No free buffer for a frame the router or its proxy made.
+    NoBuffer,
 }
 
 impl RouterDrop {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [RouterDrop; Self::COUNT] = [
         RouterDrop::Truncated,
         RouterDrop::BadIpHeader,
@@ -144,6 +146,7 @@ impl RouterDrop {
         RouterDrop::ToRouterUnsupported,
         RouterDrop::NotRoutable,
         RouterDrop::NatPortsExhausted,
+        RouterDrop::NoBuffer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -160,6 +163,7 @@ impl RouterDrop {
             RouterDrop::ToRouterUnsupported => "to_router_unsupported",
             RouterDrop::NotRoutable => "not_routable",
             RouterDrop::NatPortsExhausted => "nat_ports_exhausted",
+            RouterDrop::NoBuffer => "no_buffer",
         }
     }
 }
@@ -646,6 +650,11 @@ impl Router {
     /// A frame that could not even be kept.
     pub fn hold_queue_full(&mut self) {
         self.stats.drops[RouterDrop::HoldQueueFull as usize] += 1;
+    }
+
+    /// A frame lost for want of a buffer.
+    pub fn no_buffer(&mut self) {
+        self.stats.drops[RouterDrop::NoBuffer as usize] += 1;
     }
 
     /// Traffic to one of the router's own addresses: answer ping, refuse the rest.
