@@ -97,6 +97,8 @@ TMP="$(mktemp -d /tmp/tapnet-bench-vxlan.XXXXXX)"
 TA_PID=""                        # tapnet, lab a (host a: the sending side)
 TB_PID=""                        # tapnet, lab b (host b: the receiving side)
 SRV_PID=""
+CLI_PID=""                       # the iperf3 client (under timeout)
+OURS=0                           # 1 once our names were found free: only then are they ours to remove
 
 proc_live() {  # running, not a zombie: a dead child stays in /proc (and answers kill -0) until reaped
     local s
@@ -124,7 +126,10 @@ cleanup() {
     set +e
     trap - EXIT INT TERM
     local pid ns lab
-    [[ -n "$SRV_PID" ]] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
+    for pid in "$CLI_PID" "$SRV_PID"; do
+        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    if [[ $OURS -eq 0 ]]; then rm -rf "$TMP"; exit "$rc"; fi
     # Anything running inside our namespaces was started by this script (iperf3
     # servers and clients). Kill it before tapnet removes the namespaces it created,
     # so that nothing survives in an unnamed namespace; tapnet itself gets SIGTERM and
@@ -369,10 +374,16 @@ if [[ $BUILD -eq 1 ]]; then
         || { cat "$TMP/build.log" >&2; die "cargo build failed"; }
 fi
 [[ -x "$BIN" ]] || die "$BIN not found (build it, or drop --no-build)"
+# The commit the binary was built from (taken now: others may commit during the run).
+GIT_ID="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)"
 
 for ns in "${OUR_NS[@]}"; do
-    [[ ! -e "/run/netns/$ns" ]] || die "namespace $ns already exists"
+    [[ ! -e "/run/netns/$ns" ]] || die "namespace $ns already exists (not ours: left alone)"
 done
+for lab in "${OUR_LABS[@]}"; do
+    [[ ! -e "/run/tapnet/$lab.sock" ]] || die "a lab $lab already runs (not ours: left alone)"
+done
+OURS=1
 
 # ---------------------------------------------------------------- building blocks
 new_ns() {
@@ -521,6 +532,28 @@ tn_counters() {  # lab out: "c_rx_pkts c_rx_bytes c_tx_pkts c_tx_bytes peer_tx_p
     H counters "$TMP/ports.json" "$TMP/vxlan.json" >"$2" || die "cannot read the counters of lab $1"
 }
 
+# run_client IMPL OUT NS CMD...: runs CMD in NS (at most SECS + 30 s), its output to
+# OUT, exit status in CLI_RC. Both tapnets are watched meanwhile: if one dies, the
+# client is stopped and the run fails at once instead of waiting for the timeout.
+run_client() {
+    local impl=$1 out=$2 ns=$3
+    shift 3
+    timeout $((SECS + 30)) ip netns exec "$ns" "$@" >"$out" 2>&1 &
+    CLI_PID=$!
+    while proc_live "$CLI_PID"; do
+        if [[ $impl == tapnet ]] && ! { proc_live "$TA_PID" && proc_live "$TB_PID"; }; then
+            kill "$CLI_PID" 2>/dev/null || true
+            wait "$CLI_PID" 2>/dev/null || true
+            CLI_PID=""
+            tapnet_alive
+        fi
+        sleep 0.2
+    done
+    CLI_RC=0
+    wait "$CLI_PID" || CLI_RC=$?
+    CLI_PID=""
+}
+
 # deltas NAME_PREFIX FILE0 FILE1 -> JSON members (no braces) for the sample
 deltas() {
     python3 - "$@" <<'PY'
@@ -555,11 +588,11 @@ run_one() {
             ca0="$(cpu_ticks "$TA_PID")" || tapnet_alive
             cb0="$(cpu_ticks "$TB_PID")" || tapnet_alive
         fi
-        rc=0
         case $test in
-            tcp) timeout $((SECS + 30)) ip netns exec "$cns" iperf3 -c "$sip" -p "$PORT" -t "$SECS" -J >"$out" 2>&1 || rc=$? ;;
-            udp) timeout $((SECS + 30)) ip netns exec "$cns" iperf3 -c "$sip" -p "$PORT" -u -l 64 -b 0 -t "$SECS" -J >"$out" 2>&1 || rc=$? ;;
+            tcp) run_client "$impl" "$out" "$cns" iperf3 -c "$sip" -p "$PORT" -t "$SECS" -J ;;
+            udp) run_client "$impl" "$out" "$cns" iperf3 -c "$sip" -p "$PORT" -u -l 64 -b 0 -t "$SECS" -J ;;
         esac
+        rc=$CLI_RC
         if [[ $impl == tapnet ]]; then
             tapnet_alive
             ca1="$(cpu_ticks "$TA_PID")" || tapnet_alive
@@ -654,7 +687,7 @@ python3 - "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" \
     "$TB_C0" "$TB_C1" "$TB_T0" "$TB_T1" "$TMP/stop-b" \
     "$TMP/vxlan-a.json" "$TMP/vxlan-b.json" \
     "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" \
-    "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)" <<'PY'
+    "$GIT_ID" <<'PY'
 import json, sys
 a = sys.argv
 tck = int(a[4])
