@@ -592,15 +592,20 @@ impl HostProxy {
             host_eof: false,
             container_eof: false,
         }));
+        self.track_tcp(n, reg);
+        self.stats.tcp_opened += 1;
+    }
+
+    /// Watches connection `n`'s host socket and files it under its flow key.
+    fn track_tcp(&mut self, n: usize, reg: &Reg<'_>) {
         if let Some(Entry::Tcp(c)) = self.entries[n].as_mut() {
             let _ = reg.registry.register(
                 &mut c.host,
                 reg.token(n),
                 Interest::READABLE | Interest::WRITABLE,
             );
+            self.flows.insert((PROTO_TCP, c.container, c.remote), n);
         }
-        self.flows.insert((PROTO_TCP, src, dst), n);
-        self.stats.tcp_opened += 1;
     }
 
     /// The host could not connect where a container's SYN asked: tell the container
@@ -733,14 +738,7 @@ impl HostProxy {
                 host_eof: false,
                 container_eof: false,
             }));
-            if let Some(Entry::Tcp(c)) = self.entries[m].as_mut() {
-                let _ = reg.registry.register(
-                    &mut c.host,
-                    reg.token(m),
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-            }
-            self.flows.insert((PROTO_TCP, to, source), m);
+            self.track_tcp(m, reg);
             self.forward_stats[rule].connections += 1;
             self.forward_stats[rule].active += 1;
         }

@@ -493,15 +493,7 @@ impl Router {
         let Some(route) = self.routes.lookup(dst).copied() else {
             if self.host_egress && outside_routable(dst) {
                 if ttl <= 1 {
-                    self.icmp_error(
-                        iface,
-                        frame,
-                        Icmpv4Message::TimeExceeded,
-                        0,
-                        frag_offset,
-                        now,
-                    );
-                    return self.drop(RouterDrop::TtlExceeded);
+                    return self.ttl_expired(iface, frame, frag_offset, now);
                 }
                 return Action::ToHost;
             }
@@ -520,15 +512,7 @@ impl Router {
             return self.drop(RouterDrop::NotRoutable);
         }
         if ttl <= 1 {
-            self.icmp_error(
-                iface,
-                frame,
-                Icmpv4Message::TimeExceeded,
-                0,
-                frag_offset,
-                now,
-            );
-            return self.drop(RouterDrop::TtlExceeded);
+            return self.ttl_expired(iface, frame, frag_offset, now);
         }
         // TTL shares a 16-bit word with the protocol: update the checksum for that word.
         let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
@@ -543,6 +527,25 @@ impl Router {
             .try_into()
             .expect("6 bytes"));
         self.send_via(frame, route, dst, sender, now)
+    }
+
+    /// A packet whose TTL runs out here: time-exceeded back to its sender.
+    fn ttl_expired(
+        &mut self,
+        iface: usize,
+        frame: &[u8],
+        frag_offset: u16,
+        now: Instant,
+    ) -> Action {
+        self.icmp_error(
+            iface,
+            frame,
+            Icmpv4Message::TimeExceeded,
+            0,
+            frag_offset,
+            now,
+        );
+        self.drop(RouterDrop::TtlExceeded)
     }
 
     /// Addresses `frame` from the leg of `route` to its next hop, or asks ARP for it.
