@@ -180,3 +180,79 @@ fn iperf3_tcp_across_subnets_completes() {
     let router = t.lab.port("router:front");
     assert!(router["tx_packets"].as_u64().unwrap() > 100, "{router}");
 }
+
+#[test]
+fn a_packet_too_big_for_the_next_bridge_gets_fragmentation_needed() {
+    let name = unique("l");
+    let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
+    let text = format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "wide"
+subnet = "10.221.1.0/24"
+[[bridge]]
+name = "narrow"
+subnet = "10.221.2.0/24"
+mtu = 1400
+[[port]]
+name = "a"
+bridge = "wide"
+netns = "{}"
+ip = "10.221.1.2/24"
+[[port]]
+name = "b"
+bridge = "narrow"
+netns = "{}"
+ip = "10.221.2.2/24"
+"#,
+        ns[0], ns[1]
+    );
+    let lab = RunningLab::start(&name, &ns, &text);
+    assert!(ping(&ns[0], "10.221.2.2", 1));
+    let out = ns_run(
+        &ns[0],
+        &[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1450",
+            "10.221.2.2",
+        ],
+        5,
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("mtu = 1400") || text.contains("Frag needed"),
+        "{text}"
+    );
+    let drops = lab.show("drops");
+    assert!(
+        drops["router"]["drops"]["too_big"].as_u64().unwrap() >= 1,
+        "{drops}"
+    );
+    // What fits still goes.
+    let out = ns_run(
+        &ns[0],
+        &[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1300",
+            "10.221.2.2",
+        ],
+        5,
+    );
+    assert!(out.status.success());
+}

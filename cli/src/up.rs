@@ -347,7 +347,12 @@ fn add_router(
             .map_or(DEFAULT_NAT_MAX_FLOWS, |n| n.max_flows),
         ..RouterConfig::default()
     };
-    let router = Router::new(ifaces, lab_services(lab), config);
+    let mut router = Router::new(ifaces, lab_services(lab), config);
+    for (i, &bridge) in legs.iter().enumerate() {
+        if let Some((_, _, mtu)) = bridges.iter().find(|(_, id, _)| *id == bridge) {
+            router.set_mtu(i, *mtu);
+        }
+    }
     let mut handler = RouterHandler::new(router, ports.clone());
     if let Some(proxy) = proxy {
         handler = handler.with_proxy(proxy);

@@ -129,10 +129,12 @@ pub enum RouterDrop {
     NatPortsExhausted,
     /// No free buffer for a frame the router or its proxy made.
     NoBuffer,
+    /// Larger than the outgoing bridge's MTU (fragmentation-needed went back if DF).
+    TooBig,
 }
 
 impl RouterDrop {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [RouterDrop; Self::COUNT] = [
         RouterDrop::Truncated,
         RouterDrop::BadIpHeader,
@@ -147,6 +149,7 @@ impl RouterDrop {
         RouterDrop::NotRoutable,
         RouterDrop::NatPortsExhausted,
         RouterDrop::NoBuffer,
+        RouterDrop::TooBig,
     ];
 
     pub fn name(self) -> &'static str {
@@ -164,6 +167,7 @@ impl RouterDrop {
             RouterDrop::NotRoutable => "not_routable",
             RouterDrop::NatPortsExhausted => "nat_ports_exhausted",
             RouterDrop::NoBuffer => "no_buffer",
+            RouterDrop::TooBig => "too_big",
         }
     }
 }
@@ -260,6 +264,8 @@ const DEFAULT_TTL: u8 = 64;
 
 pub struct Router {
     ifaces: Vec<Iface>,
+    /// Each leg's bridge MTU (65535 until told).
+    mtus: Vec<u32>,
     services: Vec<Service>,
     flows: FlowTable,
     routes: RouteTable,
@@ -296,6 +302,7 @@ impl Router {
             });
         }
         Router {
+            mtus: vec![65535; ifaces.len()],
             ifaces,
             services,
             flows: FlowTable::new(config.nat_max_flows, config.nat_timeouts),
@@ -312,6 +319,13 @@ impl Router {
             learned: false,
             host_egress: false,
             arp_asked: Vec::with_capacity(ARP_ASKED_MAX),
+        }
+    }
+
+    /// The MTU of leg `iface`'s bridge: larger packets are not routed into it.
+    pub fn set_mtu(&mut self, iface: usize, mtu: u32) {
+        if let Some(m) = self.mtus.get_mut(iface) {
+            *m = mtu;
         }
     }
 
@@ -514,6 +528,25 @@ impl Router {
         if ttl <= 1 {
             return self.ttl_expired(iface, frame, frag_offset, now);
         }
+        // Too big for the outgoing bridge (a VXLAN bridge's 1450, say): no fragments
+        // here; tell a DF sender the size that fits (RFC 1191), as a router would.
+        let out_mtu = self.mtus[route.iface];
+        if ip_size(frame) > out_mtu as usize {
+            let df = frame[VNET_HDR_LEN + ETH_HDR_LEN + 6] & 0x40 != 0;
+            if df {
+                self.icmp_error_to(
+                    iface,
+                    sender_of(frame),
+                    frame,
+                    Icmpv4Message::DstUnreachable,
+                    4,
+                    frag_offset,
+                    out_mtu.min(0xffff),
+                    now,
+                );
+            }
+            return self.drop(RouterDrop::TooBig);
+        }
         // TTL shares a 16-bit word with the protocol: update the checksum for that word.
         let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
         let old_word = u16::from_be_bytes([ttl, frame[ip_off + 9]]);
@@ -646,6 +679,7 @@ impl Router {
             Icmpv4Message::DstUnreachable,
             1,
             0,
+            0,
             now,
         );
     }
@@ -748,7 +782,7 @@ impl Router {
             return;
         };
         let sender = Mac(sender.try_into().expect("6 bytes"));
-        self.icmp_error_to(iface, sender, frame, kind, code, frag_offset, now);
+        self.icmp_error_to(iface, sender, frame, kind, code, frag_offset, 0, now);
     }
 
     /// [`Router::icmp_error`] to a given MAC.
@@ -761,6 +795,8 @@ impl Router {
         kind: Icmpv4Message,
         code: u8,
         frag_offset: u16,
+        // The ICMP header's last four bytes: the next-hop MTU for "fragmentation needed".
+        rest: u32,
         now: Instant,
     ) {
         let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
@@ -812,6 +848,7 @@ impl Router {
             let icmp = &mut ip[20..];
             icmp[0] = u8::from(kind);
             icmp[1] = code;
+            icmp[4..8].copy_from_slice(&rest.to_be_bytes());
             icmp[8..8 + quoted].copy_from_slice(&orig[..quoted]);
             let c = checksum::checksum(icmp);
             icmp[2..4].copy_from_slice(&c.to_be_bytes());
@@ -1006,4 +1043,21 @@ pub fn rewrite_addresses(
 pub fn outside_routable(dst: Ipv4Addr) -> bool {
     let first = dst.octets()[0];
     !(dst.is_loopback() || first == 0 || first >= 224)
+}
+
+/// The size of the IP packets a frame will be on the wire: a super-frame's segments
+/// (headers plus one segment), or the packet itself.
+fn ip_size(frame: &[u8]) -> usize {
+    match VnetHdr::parse(frame) {
+        Some(v) if v.is_gso() => {
+            (v.hdr_len as usize).saturating_sub(ETH_HDR_LEN) + v.gso_size as usize
+        }
+        _ => frame.len().saturating_sub(VNET_HDR_LEN + ETH_HDR_LEN),
+    }
+}
+
+fn sender_of(frame: &[u8]) -> Mac {
+    Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
+        .try_into()
+        .expect("6 bytes"))
 }

@@ -381,3 +381,43 @@ fn with_host_egress_outside_goes_to_the_host_but_never_loopback() {
     assert_eq!(r.handle(0, &mut f, now), Action::Done);
     assert_eq!(r.stats().dropped(RouterDrop::TtlExceeded), 1);
 }
+
+#[test]
+fn too_big_for_the_next_bridge_gets_fragmentation_needed_with_its_mtu() {
+    let now = Instant::now();
+    let mut r = router();
+    r.set_mtu(1, 1400);
+    let mut f = ipv4(GW0, A, A_IP, B_IP, 64, 17, &vec![0; 1480 - 20]);
+    f[10 + 14 + 6] = 0x40; // DF
+    let c = checksum::checksum(&{
+        let mut h = f[24..44].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    });
+    f[34..36].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert_eq!(r.stats().dropped(RouterDrop::TooBig), 1);
+    let out = outbox(&mut r);
+    assert_eq!(out.len(), 1);
+    let ip = Ipv4Packet::new_checked(&out[0].1[24..]).unwrap();
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(icmp.msg_type(), Icmpv4Message::DstUnreachable);
+    assert_eq!(icmp.msg_code(), 4);
+    assert!(icmp.verify_checksum());
+    assert_eq!(&ip.payload()[6..8], &1400u16.to_be_bytes(), "next-hop MTU");
+    // Without DF: dropped, no ICMP (no fragments here).
+    let mut f = ipv4(GW0, A, A_IP, B_IP, 64, 17, &vec![0; 1460]);
+    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert!(outbox(&mut r).is_empty());
+    // A super-frame whose segments would not fit is too big too.
+    let mut g = ipv4(GW0, A, A_IP, B_IP, 64, 6, &vec![0; 3000]);
+    g[1] = 1; // GSO TCPv4
+    g[2..4].copy_from_slice(&66u16.to_le_bytes());
+    g[4..6].copy_from_slice(&1448u16.to_le_bytes());
+    assert_eq!(r.handle(0, &mut g, now), Action::Done);
+    assert_eq!(r.stats().dropped(RouterDrop::TooBig), 3);
+    // One that fits goes.
+    let mut ok = ipv4(GW0, A, A_IP, B_IP, 64, 17, &vec![0; 1000]);
+    assert!(matches!(r.handle(0, &mut ok, now), Action::Resolve { .. }));
+}
