@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use vswitch::datapath::Captured;
 
 pub const RUN_DIR: &str = "/run/tapnet";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,9 +24,17 @@ pub fn socket_path(lab: &str) -> PathBuf {
 }
 
 /// A request for the datapath thread, with where to send its JSON answer.
-pub struct Request {
-    pub line: String,
-    pub reply: Sender<serde_json::Value>,
+pub enum Request {
+    /// `show ...`: answered with JSON.
+    Show {
+        line: String,
+        reply: Sender<serde_json::Value>,
+    },
+    /// `capture PORT`: answered with the frames' channel, or why not.
+    Capture {
+        port: String,
+        reply: Sender<Result<Receiver<Captured>, String>>,
+    },
 }
 
 /// A listening control socket; removes its file when dropped.
@@ -65,7 +75,11 @@ impl Server {
             .name("control".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let _ = serve(stream, &requests, &*wake);
+                    // One thread per client: a capture streams for as long as it is read.
+                    let (requests, wake) = (requests.clone(), wake.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("control-client".into())
+                        .spawn(move || serve(stream, &requests, &*wake));
                 }
             })?;
         Ok(server)
@@ -84,10 +98,14 @@ fn serve(stream: UnixStream, requests: &Sender<Request>, wake: &dyn Fn()) -> io:
     let mut line = String::new();
     // A request is one short line; never read more than 4 KiB of one.
     BufReader::new(io::Read::take(&stream, 4096)).read_line(&mut line)?;
+    let line = line.trim().to_string();
+    if let Some(port) = line.strip_prefix("capture ") {
+        return stream_capture(&stream, port.trim(), requests, wake);
+    }
     let (reply_tx, reply_rx) = bounded(1);
     let answer = if requests
-        .send(Request {
-            line: line.trim().to_string(),
+        .send(Request::Show {
+            line,
             reply: reply_tx,
         })
         .is_ok()
@@ -104,11 +122,114 @@ fn serve(stream: UnixStream, requests: &Sender<Request>, wake: &dyn Fn()) -> io:
     out.write_all(b"\n")
 }
 
-/// The datapath side: answers every waiting request with `answer`.
-pub fn drain(requests: &Receiver<Request>, mut answer: impl FnMut(&str) -> serde_json::Value) {
-    while let Ok(req) = requests.try_recv() {
-        let _ = req.reply.send(answer(&req.line));
+/// `capture PORT`: one JSON line (`{"ok":true}` or an error), then a pcap stream of
+/// the port's frames until the client goes away.
+fn stream_capture(
+    stream: &UnixStream,
+    port: &str,
+    requests: &Sender<Request>,
+    wake: &dyn Fn(),
+) -> io::Result<()> {
+    let (reply_tx, reply_rx) = bounded(1);
+    let sent = requests.send(Request::Capture {
+        port: port.to_string(),
+        reply: reply_tx,
+    });
+    let frames = match sent {
+        Ok(()) => {
+            wake();
+            reply_rx
+                .recv_timeout(CLIENT_TIMEOUT)
+                .unwrap_or_else(|_| Err("the datapath did not answer".into()))
+        }
+        Err(_) => Err("the lab is stopping".into()),
+    };
+    let mut out = stream;
+    let frames = match frames {
+        Ok(frames) => frames,
+        Err(e) => {
+            serde_json::to_writer(&mut out, &serde_json::json!({"error": e}))?;
+            return out.write_all(b"\n");
+        }
+    };
+    out.write_all(b"{\"ok\":true}\n")?;
+    // A reader slower than the traffic loses copies (counted on the port), never
+    // slows the datapath: the channel is bounded and the datapath never waits.
+    stream.set_write_timeout(None)?;
+    let header = PcapHeader {
+        snaplen: SNAPLEN,
+        ..PcapHeader::default()
+    };
+    let mut pcap = PcapWriter::with_header(out, header).map_err(io::Error::other)?;
+    loop {
+        let captured = match frames.recv_timeout(Duration::from_secs(1)) {
+            Ok(c) => c,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Nothing to write: see whether the reader is still there.
+                if peer_gone(stream) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(_) => return Ok(()),
+        };
+        let ts = captured
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let data = &captured.frame[..captured.frame.len().min(SNAPLEN as usize)];
+        let packet = PcapPacket::new(ts, captured.frame.len() as u32, data);
+        if pcap.write_packet(&packet).is_err() {
+            return Ok(()); // the reader went away: the capture stops, the lab runs on
+        }
     }
+}
+
+/// The largest frame a capture keeps whole (a TSO super-frame is 64 KiB and more).
+const SNAPLEN: u32 = 262_144;
+
+/// Whether the client closed its end (readable with nothing to read).
+fn peer_gone(stream: &UnixStream) -> bool {
+    let mut fds = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(stream),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let ready = unsafe { libc::poll(&mut fds, 1, 0) };
+    ready > 0 && fds.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLIN) != 0
+}
+
+/// Starts a capture of `port` on a running lab: the pcap stream to read.
+pub fn capture(lab: &str, port: &str) -> Result<UnixStream> {
+    let path = socket_path(lab);
+    let stream = UnixStream::connect(&path).map_err(|e| {
+        anyhow!(
+            "cannot reach lab `{lab}` at {}: {e} (is it running? `tapnet up` starts it)",
+            path.display()
+        )
+    })?;
+    let mut w = &stream;
+    w.write_all(format!("capture {port}\n").as_bytes())?;
+    // The status line, read a byte at a time so no pcap byte is consumed with it.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match io::Read::read(&mut &stream, &mut byte)? {
+            0 => bail!("lab `{lab}` closed the capture"),
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+        if line.len() > 4096 {
+            bail!("bad answer from lab `{lab}`");
+        }
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&line).with_context(|| format!("bad answer from lab `{lab}`"))?;
+    if let Some(err) = status.get("error").and_then(|e| e.as_str()) {
+        bail!("{err}");
+    }
+    Ok(stream)
 }
 
 /// Finds the lab to talk to: `--lab NAME`, or the only one running.

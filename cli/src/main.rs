@@ -32,6 +32,18 @@ enum Command {
     Example,
     /// Validate a lab file without touching the host.
     Check { lab: PathBuf },
+    /// Stream every frame a port receives or sends, as pcap, to FILE or stdout
+    /// (`tapnet capture web | tcpdump -nr -`), until interrupted.
+    Capture {
+        /// The port, by its name in the lab file (router and VXLAN ports too:
+        /// `router:BRIDGE`, `vxlan:BRIDGE`).
+        port: String,
+        #[arg(long)]
+        lab: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'w', value_name = "FILE")]
+        write: Option<PathBuf>,
+    },
     /// Read live state from a running lab.
     Show {
         /// ports, fdb or drops (routes, arp, nat, forwards, services, vxlan: later)
@@ -86,6 +98,31 @@ fn main() -> ExitCode {
                 }
                 Err(up::HostError(e)) => {
                     eprintln!("tapnet: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Capture { port, lab, write } => {
+            let stream = match control::resolve_lab(lab.as_deref())
+                .and_then(|lab| control::capture(&lab, &port))
+            {
+                Ok(stream) => stream,
+                Err(e) => {
+                    eprintln!("tapnet: {e:#}");
+                    return ExitCode::from(EXIT_BAD_INPUT);
+                }
+            };
+            let copied = match write {
+                Some(path) => std::fs::File::create(&path)
+                    .and_then(|mut f| std::io::copy(&mut &stream, &mut f)),
+                None => std::io::copy(&mut &stream, &mut std::io::stdout().lock()),
+            };
+            match copied {
+                Ok(_) => ExitCode::SUCCESS,
+                // The reader went away (`| head`): that ends a capture.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tapnet: capture: {e}");
                     ExitCode::from(EXIT_FAILURE)
                 }
             }

@@ -77,6 +77,7 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
                 "tx_packets": p.counters.tx_packets,
                 "tx_bytes": p.counters.tx_bytes,
                 "drops": p.counters.total_drops(),
+                "capture_dropped": p.counters.capture_dropped,
             })
         })
         .collect();

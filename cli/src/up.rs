@@ -576,7 +576,20 @@ fn serve(
         });
         if control {
             let now = Instant::now();
-            control::drain(req_rx, |line| show::answer(dp, &lab.name, line, now));
+            while let Ok(req) = req_rx.try_recv() {
+                match req {
+                    control::Request::Show { line, reply } => {
+                        let _ = reply.send(show::answer(dp, &lab.name, &line, now));
+                    }
+                    control::Request::Capture { port, reply } => {
+                        let frames = dp
+                            .port_by_name(&port)
+                            .and_then(|id| dp.capture(id))
+                            .ok_or_else(|| format!("no port `{port}` in lab `{}`", lab.name));
+                        let _ = reply.send(frames);
+                    }
+                }
+            }
         }
         for (port, reason) in dp.take_went_down() {
             let name = dp

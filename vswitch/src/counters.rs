@@ -73,6 +73,8 @@ pub struct PortCounters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+    /// Copies a slow capture reader could not take (the frames themselves went on).
+    pub capture_dropped: u64,
 }
 
 impl PortCounters {

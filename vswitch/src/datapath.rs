@@ -4,7 +4,9 @@
 //! port whose device vanished is taken down while the others keep forwarding.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -49,6 +51,35 @@ struct PortSlot {
     /// Edge-triggered readiness not yet drained to `WouldBlock`.
     readable: bool,
     down_reason: Option<String>,
+    /// Where copies of the port's frames go while someone captures it.
+    capture: Option<Sender<Captured>>,
+}
+
+/// A copy of a frame seen on a port (either way), for `tapnet capture`.
+pub struct Captured {
+    pub at: SystemTime,
+    /// The Ethernet frame, without the virtio-net header.
+    pub frame: Vec<u8>,
+}
+
+/// Copies waiting for a slow capture reader at most; past that they are dropped
+/// (counted), never the datapath stalled.
+pub const CAPTURE_QUEUE: usize = 4096;
+
+/// Copies `data` (virtio-net header and frame) to the port's capture, if any. Costs a
+/// branch when nobody captures.
+fn capture_copy(slot: &mut PortSlot, data: &[u8]) {
+    let Some(tx) = &slot.capture else { return };
+    let frame = data.get(VNET_HDR_LEN..).unwrap_or_default().to_vec();
+    match tx.try_send(Captured {
+        at: SystemTime::now(),
+        frame,
+    }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => slot.counters.capture_dropped += 1,
+        // The reader went away: stop copying.
+        Err(TrySendError::Disconnected(_)) => slot.capture = None,
+    }
 }
 
 /// A read-only view of one port for `show`.
@@ -142,8 +173,26 @@ impl Datapath {
             counters: PortCounters::default(),
             readable: true,
             down_reason: None,
+            capture: None,
         });
         Ok(id)
+    }
+
+    /// Starts copying every frame port `port` receives or sends (a capture already
+    /// running on it is replaced). Copying stops when the receiver is dropped.
+    pub fn capture(&mut self, port: PortId) -> Option<Receiver<Captured>> {
+        let slot = self.ports.get_mut(port.0)?;
+        let (tx, rx) = bounded(CAPTURE_QUEUE);
+        slot.capture = Some(tx);
+        Some(rx)
+    }
+
+    /// A port by its name.
+    pub fn port_by_name(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.info.name == name)
+            .map(PortId)
     }
 
     /// The id the next port added will get (handlers need their ports' ids up front).
@@ -186,6 +235,7 @@ impl Datapath {
             counters: PortCounters::default(),
             readable: false,
             down_reason: None,
+            capture: None,
         });
         Ok(id)
     }
@@ -402,6 +452,11 @@ impl Datapath {
         let counters = &mut ports[ingress.0].counters;
         counters.rx_packets += 1;
         counters.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+        capture_copy(
+            &mut ports[ingress.0],
+            &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len.min(VNET_HDR_LEN + MAX_FRAME)],
+        );
+        let counters = &mut ports[ingress.0].counters;
         if len > VNET_HDR_LEN + MAX_FRAME {
             // Longer than any frame a TAP may hand over (the buffer has a little slack).
             counters.drop(DropReason::Oversize);
@@ -421,6 +476,7 @@ impl Datapath {
             Decision::Unicast(egress) if ports[egress.0].handler.is_some() => {
                 // The handler gets this very buffer: no copy.
                 count_tx(&mut ports[egress.0].counters, len);
+                capture_copy(&mut ports[egress.0], data);
                 return to_handlers.push((egress, buf, len));
             }
             Decision::Unicast(egress) => send(ports, failed, egress, data, gso),
@@ -446,6 +502,10 @@ impl Datapath {
                     dst[DATA_OFFSET..DATA_OFFSET + len]
                         .copy_from_slice(&src[DATA_OFFSET..DATA_OFFSET + len]);
                     count_tx(&mut ports[egress.0].counters, len);
+                    capture_copy(
+                        &mut ports[egress.0],
+                        &pool.buf(copy)[DATA_OFFSET..DATA_OFFSET + len],
+                    );
                     to_handlers.push((egress, copy, len));
                 }
             }
@@ -522,7 +582,10 @@ fn send(
         return slot.counters.drop(DropReason::EgressNoGso);
     }
     match io.send(data) {
-        Ok(()) => count_tx(&mut slot.counters, data.len()),
+        Ok(()) => {
+            count_tx(&mut slot.counters, data.len());
+            capture_copy(slot, data);
+        }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             slot.counters.drop(DropReason::EgressFull)
         }

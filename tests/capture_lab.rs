@@ -1,0 +1,137 @@
+//! `tapnet capture`: every frame of a port, both ways, as pcap to a file or a pipe,
+//! read back by tcpdump; a slow or vanished reader never stalls the lab.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn lab() -> (RunningLab, Vec<String>) {
+    let name = unique("l");
+    let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
+    let text = format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "br0"
+subnet = "10.223.0.0/24"
+[[port]]
+name = "a"
+bridge = "br0"
+netns = "{}"
+ip = "10.223.0.2/24"
+[[port]]
+name = "b"
+bridge = "br0"
+netns = "{}"
+ip = "10.223.0.3/24"
+"#,
+        ns[0], ns[1]
+    );
+    (RunningLab::start(&name, &ns, &text), ns)
+}
+
+/// A child process killed on drop.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_capture_file_holds_the_pings_both_ways() {
+    let (lab, ns) = lab();
+    let file = std::env::temp_dir().join(format!("{}.pcap", unique("cap")));
+    let capture = Reap(
+        Command::new(TAPNET)
+            .args([
+                "capture",
+                "a",
+                "--lab",
+                &lab.name,
+                "-w",
+                file.to_str().unwrap(),
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ping(&ns[0], "10.223.0.3", 3));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(capture);
+    let out = run(&["tcpdump", "-nr", file.to_str().unwrap()], 10);
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests = text
+        .lines()
+        .filter(|l| l.contains("10.223.0.2 > 10.223.0.3: ICMP echo request"))
+        .count();
+    let replies = text
+        .lines()
+        .filter(|l| l.contains("10.223.0.3 > 10.223.0.2: ICMP echo reply"))
+        .count();
+    assert_eq!((requests, replies), (3, 3), "{text}");
+}
+
+#[test]
+fn a_capture_streams_live_to_tcpdump_and_unknown_ports_are_refused() {
+    let (lab, ns) = lab();
+    let pipeline = format!(
+        "{TAPNET} capture b --lab {} | tcpdump -l -nr - -c 4 icmp",
+        lab.name
+    );
+    let live = Command::new("timeout")
+        .args(["10", "sh", "-c", &pipeline])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ping(&ns[0], "10.223.0.3", 4));
+    let out = live.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ICMP echo"), "{text}");
+
+    let out = run(&[TAPNET, "capture", "nosuch", "--lab", &lab.name], 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no port `nosuch`"));
+    let out = run(&[TAPNET, "capture", "a", "--lab", &unique("none")], 10);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_reader_that_never_reads_costs_copies_not_the_datapath() {
+    let (lab, ns) = lab();
+    // Asks for a capture, then never reads a byte.
+    let stuck = format!(
+        "import socket, time\ns = socket.socket(socket.AF_UNIX)\ns.connect('/run/tapnet/{}.sock')\ns.sendall(b'capture a\\n')\ntime.sleep(30)\n",
+        lab.name
+    );
+    let reader = Reap(
+        Command::new("python3")
+            .args(["-c", &stuck])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // A flood of pings still gets through, at full speed.
+    let out = ns_run(
+        &ns[0],
+        &["ping", "-f", "-c", "20000", "-q", "10.223.0.3"],
+        60,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("20000 received"), "{text}");
+    let a = lab.port("a");
+    assert!(a["capture_dropped"].as_u64().unwrap() > 0, "{a}");
+    // The reader goes away: the capture stops, the lab runs on.
+    drop(reader);
+    assert!(ping(&ns[0], "10.223.0.3", 2));
+    assert_eq!(lab.port("a")["up"], true);
+}
