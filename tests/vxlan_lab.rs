@@ -132,6 +132,24 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
         );
     }
 
+    // A trace of a packet for the far container names the tunnel and the peer.
+    let out = run(
+        &[
+            TAPNET,
+            "trace",
+            "c",
+            "icmp 10.62.0.2 -> 10.62.0.3",
+            "--lab",
+            &la,
+        ],
+        10,
+    );
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        t.contains("vxlan: encapsulated with VNI 42") && t.contains("10.60.0.2:4789"),
+        "{t}"
+    );
+
     let _server = Background::spawn(&cb, &["iperf3", "-s", "-B", "10.62.0.3"]);
     let got = iperf3(&ca, "10.62.0.3", 5201).expect("iperf3 over the overlay");
     assert!(got > 1_000_000);

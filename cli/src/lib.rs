@@ -6,4 +6,5 @@ pub mod lab;
 pub mod netns;
 pub mod rtnl;
 pub mod show;
+pub mod trace;
 pub mod up;

@@ -44,6 +44,17 @@ enum Command {
         #[arg(short = 'w', value_name = "FILE")]
         write: Option<PathBuf>,
     },
+    /// Follow a synthetic packet entering at PORT through the lab's decisions (bridge,
+    /// router, services and NAT, VXLAN) and print each step. Nothing is sent.
+    Trace {
+        port: String,
+        /// `tcp SRC:PORT -> DST:PORT`, `udp ...`, or `icmp SRC -> DST`.
+        packet: String,
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read live state from a running lab.
     Show {
         /// ports, fdb or drops (routes, arp, nat, forwards, services, vxlan: later)
@@ -124,6 +135,35 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("tapnet: capture: {e}");
                     ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Trace {
+            port,
+            packet,
+            lab,
+            json,
+        } => {
+            if let Err(e) = tapnet::trace::parse(&packet) {
+                eprintln!("tapnet: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+            let result = control::resolve_lab(lab.as_deref())
+                .and_then(|lab| control::request(&lab, &format!("trace {port} {packet}")));
+            match result {
+                Ok(v) if json => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(v) => {
+                    for step in v["steps"].as_array().into_iter().flatten() {
+                        println!("{}", step.as_str().unwrap_or_default());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tapnet: {e:#}");
+                    ExitCode::from(EXIT_BAD_INPUT)
                 }
             }
         }

@@ -579,7 +579,12 @@ fn serve(
             while let Ok(req) = req_rx.try_recv() {
                 match req {
                     control::Request::Show { line, reply } => {
-                        let _ = reply.send(show::answer(dp, &lab.name, &line, now));
+                        let answer =
+                            match line.strip_prefix("trace ").and_then(|r| r.split_once(' ')) {
+                                Some((port, packet)) => crate::trace::trace(dp, port, packet, now),
+                                None => show::answer(dp, &lab.name, &line, now),
+                            };
+                        let _ = reply.send(answer);
                     }
                     control::Request::Capture { port, reply } => {
                         let frames = dp

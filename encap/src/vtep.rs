@@ -292,6 +292,20 @@ impl Vtep {
         self.senders.iter().map(|(_, p)| *p).collect()
     }
 
+    /// Where a frame for `dst` leaving by VNI port `port` would go: its VNI and the
+    /// peers (one if learned, all otherwise). For `tapnet trace`.
+    pub fn peek(&self, port: PortId, dst: Mac, now: Instant) -> Option<(u32, Vec<SocketAddrV4>)> {
+        let seg = self.segments.iter().find(|s| s.port == port)?;
+        let peers = match (!dst.is_multicast())
+            .then(|| seg.remote.lookup(dst, now))
+            .flatten()
+        {
+            Some(p) => vec![self.peers[p].addr],
+            None => self.peers.iter().map(|p| p.addr).collect(),
+        };
+        Some((seg.vni, peers))
+    }
+
     pub fn dropped(&self, reason: VtepDrop) -> u64 {
         self.drops[reason as usize]
     }

@@ -82,6 +82,16 @@ impl RouterHandler {
         self.proxy.as_ref()
     }
 
+    /// The router leg (interface index) behind internal port `port`.
+    pub fn leg_of(&self, port: PortId) -> Option<usize> {
+        self.iface_of(port)
+    }
+
+    /// The internal port of router leg `iface`.
+    pub fn port_of(&self, iface: usize) -> Option<PortId> {
+        self.ports.get(iface).copied()
+    }
+
     /// Runs the proxy and routes what it made to the containers.
     fn run_proxy(&mut self, out: &mut Emitter<'_>, now: Instant) {
         let Some(proxy) = self.proxy.as_mut() else {

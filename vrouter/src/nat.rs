@@ -77,12 +77,14 @@ pub enum Direction {
 
 const NIL: u32 = u32::MAX;
 
+#[derive(Clone)]
 struct Slot {
     flow: Option<Flow>,
     prev: u32,
     next: u32,
 }
 
+#[derive(Clone)]
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<u32>,

@@ -19,6 +19,7 @@ pub struct NeighborStats {
     pub not_learned_full: u64,
 }
 
+#[derive(Clone)]
 pub struct NeighborTable {
     entries: HashMap<(usize, Ipv4Addr), Neighbor>,
     max: usize,

@@ -197,6 +197,7 @@ pub const SMALL_FRAME: usize = 128;
 const OUTBOX_SLOTS: usize = 32;
 
 /// Frames the router made, waiting to be sent. Fixed size: nothing is allocated.
+#[derive(Clone)]
 pub struct Outbox {
     frames: [(usize, usize, [u8; SMALL_FRAME]); OUTBOX_SLOTS],
     len: usize,
@@ -235,6 +236,7 @@ impl Outbox {
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Clone)]
 struct TokenBucket {
     rate: u32,
     burst: u32,
@@ -262,6 +264,7 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const DEFAULT_TTL: u8 = 64;
 
+#[derive(Clone)]
 pub struct Router {
     ifaces: Vec<Iface>,
     /// Each leg's bridge MTU (65535 until told).
@@ -963,6 +966,25 @@ impl Router {
             return Err(RouterDrop::NatPortsExhausted);
         }
         Ok(flow)
+    }
+
+    /// What [`Router::handle`] would do with `frame` (rewritten in place, as it would
+    /// be), decided on a copy of the router: no table changes, nothing is sent. With
+    /// the drop reason, if it drops. For `tapnet trace`.
+    pub fn trace(
+        &self,
+        iface: usize,
+        frame: &mut [u8],
+        now: Instant,
+    ) -> (Action, Option<RouterDrop>) {
+        let mut copy = self.clone();
+        let before = copy.stats.drops;
+        let action = copy.handle(iface, frame, now);
+        let reason = RouterDrop::ALL
+            .iter()
+            .copied()
+            .find(|r| copy.stats.drops[*r as usize] > before[*r as usize]);
+        (action, reason)
     }
 
     /// Ages the ARP table and the NAT flows.

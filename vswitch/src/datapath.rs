@@ -556,6 +556,10 @@ impl Datapath {
         self.ports.iter().filter(|p| p.io.is_some()).count()
     }
 
+    pub fn bridge(&self, id: BridgeId) -> Option<&Bridge> {
+        self.bridges.get(id.0)
+    }
+
     pub fn bridges(&self) -> impl Iterator<Item = (BridgeId, &Bridge)> + '_ {
         self.bridges
             .iter()

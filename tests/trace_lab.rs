@@ -1,0 +1,82 @@
+//! `tapnet trace`: a synthetic packet followed through the lab's own decisions, with
+//! nothing sent and no table changed.
+
+mod common;
+
+use common::*;
+
+fn trace(lab: &RunningLab, port: &str, packet: &str) -> (Option<i32>, String) {
+    let out = run(&[TAPNET, "trace", port, packet, "--lab", &lab.name], 10);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+#[test]
+fn traces_name_the_egress_the_route_and_the_rewrite() {
+    let name = unique("l");
+    let ns: Vec<String> = (0..3).map(|_| unique("n")).collect();
+    let text = format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "front"
+subnet = "10.224.1.0/24"
+[[bridge]]
+name = "back"
+subnet = "10.224.2.0/24"
+[[port]]
+name = "web"
+bridge = "front"
+netns = "{}"
+ip = "10.224.1.2/24"
+[[port]]
+name = "db"
+bridge = "back"
+netns = "{}"
+ip = "10.224.2.2/24"
+[[port]]
+name = "db2"
+bridge = "back"
+netns = "{}"
+ip = "10.224.2.3/24"
+[[service]]
+name = "api"
+vip = "10.224.2.100:80"
+proto = "tcp"
+backends = ["10.224.2.2:8080", "10.224.2.3:8080"]
+"#,
+        ns[0], ns[1], ns[2]
+    );
+    let lab = RunningLab::start(&name, &ns, &text);
+    // Let the router and bridges learn everyone.
+    assert!(ping(&ns[0], "10.224.2.2", 1));
+    assert!(ping(&ns[0], "10.224.2.3", 1));
+
+    let (code, t) = trace(&lab, "db", "udp 10.224.2.2:5000 -> 10.224.2.3:53");
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("leaves by port db2"), "{t}");
+
+    let (_, t) = trace(&lab, "web", "tcp 10.224.1.2:40000 -> 10.224.2.2:3306");
+    assert!(t.contains("route 10.224.2.0/24, out by leg back"), "{t}");
+    assert!(t.contains("ttl 63"), "{t}");
+    assert!(t.contains("leaves by port db "), "{t}");
+
+    let (_, t) = trace(&lab, "web", "tcp 10.224.1.2:40001 -> 10.224.2.100:80");
+    assert!(t.contains("becomes 10.224.1.2:40001 -> 10.224.2."), "{t}");
+    assert!(t.contains(":8080"), "{t}");
+    assert!(t.contains("leaves by port db"), "{t}");
+
+    let (_, t) = trace(&lab, "web", "icmp 10.224.1.2 -> 192.0.2.1");
+    assert!(t.contains("dropped (no_route)"), "{t}");
+
+    // Nothing was changed: no NAT flow from the service trace.
+    assert_eq!(lab.show("nat")["table"]["flows"], 0);
+
+    let (code, t) = trace(&lab, "nosuch", "icmp 10.224.1.2 -> 10.224.2.2");
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("no port `nosuch`"), "{t}");
+    let (code, t) = trace(&lab, "web", "tcp 10.224.1.2 -> 10.224.2.2");
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("expected"), "{t}");
+}
