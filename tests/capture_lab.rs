@@ -135,3 +135,43 @@ fn a_reader_that_never_reads_costs_copies_not_the_datapath() {
     assert!(ping(&ns[0], "10.223.0.3", 2));
     assert_eq!(lab.port("a")["up"], true);
 }
+
+#[test]
+fn top_shows_each_ports_rates() {
+    let (lab, ns) = lab();
+    let top = std::process::Command::new(TAPNET)
+        .args([
+            "top",
+            "--lab",
+            &lab.name,
+            "--interval-ms",
+            "500",
+            "--count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let flood = ns_run(
+        &ns[0],
+        &["ping", "-f", "-c", "3000", "-q", "10.223.0.3"],
+        30,
+    );
+    assert!(flood.status.success());
+    let out = top.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("RX_PPS") && text.contains("TX_MBIT/S"),
+        "{text}"
+    );
+    // Some refresh saw port a receiving pings at a rate above zero.
+    let busy = text.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.first() == Some(&"a")
+            && w.get(2)
+                .and_then(|r| r.parse::<f64>().ok())
+                .is_some_and(|r| r > 0.0)
+    });
+    assert!(busy, "{text}");
+}

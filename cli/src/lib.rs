@@ -6,5 +6,6 @@ pub mod lab;
 pub mod netns;
 pub mod rtnl;
 pub mod show;
+pub mod top;
 pub mod trace;
 pub mod up;

@@ -55,6 +55,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of every port's packet and bit rates, refreshed in place.
+    Top {
+        #[arg(long)]
+        lab: Option<String>,
+        /// Milliseconds between refreshes.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        interval_ms: u64,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Read live state from a running lab.
     Show {
         /// ports, fdb or drops (routes, arp, nat, forwards, services, vxlan: later)
@@ -164,6 +175,22 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("tapnet: {e:#}");
                     ExitCode::from(EXIT_BAD_INPUT)
+                }
+            }
+        }
+        Command::Top {
+            lab,
+            interval_ms,
+            count,
+        } => {
+            let result = control::resolve_lab(lab.as_deref()).and_then(|lab| {
+                tapnet::top::run(&lab, std::time::Duration::from_millis(interval_ms), count)
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tapnet: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
                 }
             }
         }

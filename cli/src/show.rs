@@ -584,7 +584,7 @@ pub fn render(what: &str, v: &Value) -> String {
     table(&rows)
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
