@@ -84,6 +84,9 @@ pub struct PortCfg {
     /// locally administered address hashed from the lab and port names.
     pub mac: [u8; 6],
     pub ip: Option<(Ipv4Addr, u8)>,
+    /// Impairment of the frames tapnet sends to the port (an extension of the
+    /// contract): `impair = "loss=1% delay=20ms"`, as `tapnet impair` takes.
+    pub impair: Option<vswitch::impair::Impairment>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +180,7 @@ const BRIDGE_KEYS: &[&str] = &[
     "fdb_max",
     "fdb_aging_s",
 ];
-const PORT_KEYS: &[&str] = &["name", "bridge", "netns", "ifname", "mac", "ip"];
+const PORT_KEYS: &[&str] = &["name", "bridge", "netns", "ifname", "mac", "ip", "impair"];
 const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
 const NAT_KEYS: &[&str] = &["masquerade", "max_flows"];
@@ -994,7 +997,13 @@ fn ports<'a>(
             }
         }
 
+        let impair = cx.str_(&s, "impair").and_then(|f| {
+            vswitch::impair::Impairment::parse(f.v)
+                .map_err(|e| cx.err(f.at, format!("`impair`: {e}")))
+                .ok()
+        });
         cfgs.push(PortCfg {
+            impair,
             pos: cx.pos(s.at),
             name: name.map_or_else(String::new, |n| n.v.to_string()),
             bridge: bridge.map_or_else(String::new, |b| b.v.to_string()),
@@ -1736,6 +1745,20 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
     }
 
     #[test]
+    fn a_port_impairment_is_parsed_or_refused_at_its_value() {
+        let l = lab(&with_head(
+            "[[port]]\nname = \"p\"\nbridge = \"br0\"\nimpair = \"delay=20ms loss=1%\"\n",
+        ));
+        let i = l.ports[0].impair.unwrap();
+        assert_eq!(i.delay, std::time::Duration::from_millis(20));
+        let e = errs(&with_head(
+            "[[port]]\nname = \"p\"\nbridge = \"br0\"\nimpair = \"loss=200%\"\n",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains(":10: `impair`: `loss=200%`"), "{e:?}");
+    }
+
+    #[test]
     fn minimal_labs() {
         let l = lab("name = \"x\"\n");
         assert!(l.bridges.is_empty() && l.ports.is_empty());
@@ -1862,7 +1885,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert_eq!(
             e,
             vec![
-                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`)",
+                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`)",
                 "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",

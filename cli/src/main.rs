@@ -66,6 +66,16 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Impair a port's outgoing frames at run time, like `tc netem`:
+    /// `tapnet impair web loss=1% delay=20ms jitter=5ms rate=10mbit duplicate=1%`;
+    /// `tapnet impair web clear` removes it.
+    Impair {
+        port: String,
+        #[arg(required = true, num_args = 1..)]
+        spec: Vec<String>,
+        #[arg(long)]
+        lab: Option<String>,
+    },
     /// Read live state from a running lab.
     Show {
         /// ports, fdb or drops (routes, arp, nat, forwards, services, vxlan: later)
@@ -191,6 +201,25 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("tapnet: {e:#}");
                     ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Impair { port, spec, lab } => {
+            let spec = spec.join(" ");
+            if let Err(e) = vswitch::impair::Impairment::parse(&spec) {
+                eprintln!("tapnet: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+            let result = control::resolve_lab(lab.as_deref())
+                .and_then(|lab| control::request(&lab, &format!("impair {port} {spec}")));
+            match result {
+                Ok(v) => {
+                    println!("{}: {}", port, v["impair"].as_str().unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tapnet: {e:#}");
+                    ExitCode::from(EXIT_BAD_INPUT)
                 }
             }
         }

@@ -78,6 +78,7 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
                 "tx_bytes": p.counters.tx_bytes,
                 "drops": p.counters.total_drops(),
                 "capture_dropped": p.counters.capture_dropped,
+                "impair": dp.impairment(p.id).map(|i| i.to_string()),
             })
         })
         .collect();

@@ -380,6 +380,24 @@ fn lab_services(lab: &Lab) -> Vec<Service> {
         .collect()
 }
 
+/// `impair PORT SPEC`, at run time.
+fn impair(dp: &mut Datapath, rest: &str) -> serde_json::Value {
+    let (port, spec) = rest.split_once(' ').unwrap_or((rest, ""));
+    let spec = match vswitch::impair::Impairment::parse(spec) {
+        Ok(s) => s,
+        Err(e) => return serde_json::json!({"error": e}),
+    };
+    match dp.port_by_name(port) {
+        Some(id) if dp.set_impairment(id, spec) => {
+            serde_json::json!({"port": port, "impair": spec.to_string()})
+        }
+        Some(_) => {
+            serde_json::json!({"error": format!("port `{port}` cannot be impaired (it is down, or internal)")})
+        }
+        None => serde_json::json!({"error": format!("no port `{port}` in this lab")}),
+    }
+}
+
 /// Descriptors kept for everything but proxied flows (TAPs, listeners, control).
 const RESERVED_DESCRIPTORS: u64 = 512;
 
@@ -528,8 +546,12 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             mac: Mac(port.mac),
             ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
         };
-        dp.add_port(info, Box::new(tap))
+        let id = dp
+            .add_port(info, Box::new(tap))
             .map_err(|e| HostError(e.into()))?;
+        if let Some(spec) = port.impair {
+            dp.set_impairment(id, spec);
+        }
         if signals.pending().next().is_some() {
             // Stopped while building: tear down without ever saying ready.
             return Ok(());
@@ -579,11 +601,14 @@ fn serve(
             while let Ok(req) = req_rx.try_recv() {
                 match req {
                     control::Request::Show { line, reply } => {
-                        let answer =
+                        let answer = if let Some(rest) = line.strip_prefix("impair ") {
+                            impair(dp, rest)
+                        } else {
                             match line.strip_prefix("trace ").and_then(|r| r.split_once(' ')) {
                                 Some((port, packet)) => crate::trace::trace(dp, port, packet, now),
                                 None => show::answer(dp, &lab.name, &line, now),
-                            };
+                            }
+                        };
                         let _ = reply.send(answer);
                     }
                     control::Request::Capture { port, reply } => {

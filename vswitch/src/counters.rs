@@ -28,10 +28,12 @@ pub enum DropReason {
     LinkLocalGroup,
     /// A frame still circling between internal ports after many hand-overs.
     InternalLoop,
+    /// Lost to the port's impairment (`loss=`), or its hold-back queue was full.
+    Impaired,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Oversize,
@@ -44,6 +46,7 @@ impl DropReason {
         DropReason::EgressLinkDown,
         DropReason::LinkLocalGroup,
         DropReason::InternalLoop,
+        DropReason::Impaired,
     ];
 
     /// The name `show drops` prints.
@@ -60,6 +63,7 @@ impl DropReason {
             DropReason::EgressLinkDown => "egress_link_down",
             DropReason::LinkLocalGroup => "link_local_group",
             DropReason::InternalLoop => "internal_loop",
+            DropReason::Impaired => "impaired",
         }
     }
 }

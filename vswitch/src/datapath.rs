@@ -15,6 +15,7 @@ use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::Mac;
 use crate::frame::{check_ingress, VNET_HDR_LEN};
+use crate::impair::{Fate, Impairment, Shaper};
 use crate::internal::{Emitter, Handler, HandlerId, Verdict, HANDLER_TOKENS};
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
@@ -53,6 +54,8 @@ struct PortSlot {
     down_reason: Option<String>,
     /// Where copies of the port's frames go while someone captures it.
     capture: Option<Sender<Captured>>,
+    /// The port's impairment and the frames it holds back, if it has one.
+    shaper: Option<Shaper>,
 }
 
 /// A copy of a frame seen on a port (either way), for `tapnet capture`.
@@ -174,6 +177,7 @@ impl Datapath {
             readable: true,
             down_reason: None,
             capture: None,
+            shaper: None,
         });
         Ok(id)
     }
@@ -236,6 +240,7 @@ impl Datapath {
             readable: false,
             down_reason: None,
             capture: None,
+            shaper: None,
         });
         Ok(id)
     }
@@ -270,6 +275,11 @@ impl Datapath {
             .handlers
             .iter()
             .filter_map(|h| h.next_timeout())
+            .chain(
+                self.ports
+                    .iter()
+                    .filter_map(|p| p.shaper.as_ref()?.next_due()),
+            )
             .min()
             .map_or(until_sweep, |t| t.saturating_duration_since(now));
         let timeout = if spinning
@@ -306,6 +316,7 @@ impl Datapath {
                 self.forward_from(PortId(p), now);
             }
         }
+        self.release_impaired(now);
         // Handler descriptors still ready from the last turn go first, then new ones.
         self.handler_events.append(&mut self.handler_again);
         for i in 0..self.handler_events.len() {
@@ -399,6 +410,50 @@ impl Datapath {
         }
     }
 
+    /// Sends what impaired ports held back and is now due.
+    fn release_impaired(&mut self, now: Instant) {
+        let Datapath { ports, failed, .. } = self;
+        for (p, slot) in ports.iter_mut().enumerate() {
+            while let Some(frame) = slot.shaper.as_mut().and_then(|s| s.release(now)) {
+                write_out(slot, failed, PortId(p), &frame);
+            }
+        }
+        while let Some((port, reason)) = self.failed.pop() {
+            self.take_down(port, reason);
+        }
+    }
+
+    /// Sets (or, with [`Impairment::default`], clears) the impairment of `port`'s
+    /// outgoing frames. Frames it was holding are sent at once on a change.
+    pub fn set_impairment(&mut self, port: PortId, spec: Impairment) -> bool {
+        let Some(slot) = self.ports.get_mut(port.0) else {
+            return false;
+        };
+        if slot.io.is_none() {
+            return false;
+        }
+        let old = slot.shaper.take();
+        if let Some(mut old) = old {
+            let far = Instant::now() + Duration::from_secs(3600);
+            while let Some(f) = old.release(far) {
+                write_out(slot, &mut self.failed, port, &f);
+            }
+        }
+        if !spec.is_none() {
+            let seed = (port.0 as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+            slot.shaper = Some(Shaper::new(spec, seed));
+        }
+        true
+    }
+
+    /// A port's impairment, if it has one.
+    pub fn impairment(&self, port: PortId) -> Option<Impairment> {
+        self.ports.get(port.0)?.shaper.as_ref().map(|s| s.spec)
+    }
+
     /// Hands queued frames to their handlers and forwards what the handlers send on,
     /// until both queues are empty. Bounded: a loop between handlers ends in drops.
     fn run_internal(&mut self, now: Instant) {
@@ -479,7 +534,7 @@ impl Datapath {
                 capture_copy(&mut ports[egress.0], data);
                 return to_handlers.push((egress, buf, len));
             }
-            Decision::Unicast(egress) => send(ports, failed, egress, data, gso),
+            Decision::Unicast(egress) => send(ports, failed, egress, data, gso, now),
             Decision::Flood => {
                 for egress in bridge.flood_targets(ingress) {
                     if ports[egress.0].handler.is_none() {
@@ -490,6 +545,7 @@ impl Datapath {
                             egress,
                             pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len].as_ref(),
                             gso,
+                            now,
                         );
                         continue;
                     }
@@ -579,12 +635,27 @@ fn send(
     egress: PortId,
     data: &[u8],
     gso: bool,
+    now: Instant,
 ) {
     let slot = &mut ports[egress.0];
-    let Some(io) = slot.io.as_mut() else { return };
+    let Some(io) = slot.io.as_ref() else { return };
     if gso && !io.accepts_gso() {
         return slot.counters.drop(DropReason::EgressNoGso);
     }
+    if let Some(shaper) = slot.shaper.as_mut() {
+        // An impaired port: the frame waits its turn in the port's queue (or is lost).
+        match shaper.admit(data, now) {
+            Fate::Held => {}
+            Fate::Lost | Fate::Overflow => slot.counters.drop(DropReason::Impaired),
+        }
+        return;
+    }
+    write_out(slot, failed, egress, data);
+}
+
+/// Writes one frame to a port now, counting the outcome there.
+fn write_out(slot: &mut PortSlot, failed: &mut Vec<(PortId, String)>, egress: PortId, data: &[u8]) {
+    let Some(io) = slot.io.as_mut() else { return };
     match io.send(data) {
         Ok(()) => {
             count_tx(&mut slot.counters, data.len());
