@@ -31,42 +31,14 @@
 # namespace: no address, route, nft rule or device.
 set -euo pipefail
 
-SECS=5
-REPEAT=3
-JSON_OUT=""
-BUILD=1
+BENCH_NAME=compare-l3.sh
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+parse_args "$@"
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --seconds) SECS="${2:?--seconds needs a value}"; shift 2 ;;
-        --seconds=*) SECS="${1#*=}"; shift ;;
-        --repeat) REPEAT="${2:?--repeat needs a value}"; shift 2 ;;
-        --repeat=*) REPEAT="${1#*=}"; shift ;;
-        --json) JSON_OUT="${2:?--json needs a file}"; shift 2 ;;
-        --json=*) JSON_OUT="${1#*=}"; shift ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "compare-l3.sh: unknown argument: $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-[[ "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "compare-l3.sh: --seconds must be a positive integer" >&2; exit 1; }
-[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "compare-l3.sh: --repeat must be a positive integer" >&2; exit 1; }
-if [[ -n "$JSON_OUT" && "$JSON_OUT" != /* ]]; then JSON_OUT="$PWD/$JSON_OUT"; fi
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/tapnet"
-
-die() { echo "compare-l3.sh: error: $*" >&2; exit 2; }
-log() { echo "# $*" >&2; }
-
-[[ $EUID -eq 0 ]] || die "must run as root (namespaces, veth, TAP, nft)"
-for c in ip iperf3 ping python3 timeout nsenter nft socat ss; do
-    command -v "$c" >/dev/null || die "$c not found (apt-get install -y iproute2 iperf3 iputils-ping util-linux nftables socat)"
-done
+require_root "namespaces, veth, TAP, nft"
+require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux nftables socat" \
+    ip iperf3 ping python3 timeout nsenter nft socat ss
 
 # ---------------------------------------------------------------- names (unique per run)
 ID=$$
@@ -115,108 +87,37 @@ TF_PID=""                        # tapnet, forward lab
 SRV_PID=""
 SOCAT_PID=""
 
-proc_live() {  # running, not a zombie: a dead child stays in /proc (and answers kill -0) until reaped
-    local s
-    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    s="${s##*) }"
-    [[ "${s:0:1}" != Z && "${s:0:1}" != X ]]
-}
-
 # ---------------------------------------------------------------- teardown
-stop_tapnet_hard() {  # pid: SIGTERM while it is still our tapnet, SIGKILL after 10 s, reap
-    local pid=$1
-    if proc_live "$pid" && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == tapnet ]]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 100); do proc_live "$pid" || break; sleep 0.1; done
-        if proc_live "$pid"; then
-            echo "compare-l3.sh: tapnet (pid $pid) ignored SIGTERM for 10 s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null
-        fi
-    fi
-    wait "$pid" 2>/dev/null
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    local pid ns lab
+teardown() {  # called by lib.sh's EXIT trap, which then deletes $TMP
+    local pid
     for pid in "$SRV_PID" "$SOCAT_PID"; do
         [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    # Anything running inside our namespaces was started by this script (iperf3,
-    # socat and its children). Kill it before tapnet removes the namespaces it
-    # created, so that nothing survives in an unnamed namespace; tapnet itself
-    # gets SIGTERM and the chance to tear its lab down.
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            [[ $pid == "$TF_PID" || $pid == "$TR_PID" ]] || kill -KILL "$pid" 2>/dev/null
-        done
-    done
-    [[ -n "$TF_PID" ]] && stop_tapnet_hard "$TF_PID"
-    [[ -n "$TR_PID" ]] && stop_tapnet_hard "$TR_PID"
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-    done
-    # Deleting a namespace takes its veth ends (and so their peers), its TAPs and
-    # its nft table with it.
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] && ip netns del "$ns" 2>/dev/null
-    done
-    # A tapnet killed hard leaves its control socket and state file; the names are ours.
-    for lab in "${OUR_LABS[@]}"; do
-        rm -f "/run/tapnet/$lab.sock" "/run/tapnet/$lab.state"
-    done
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] && echo "compare-l3.sh: warning: namespace $ns is still there" >&2
-    done
-    rm -rf "$TMP"
-    exit "$rc"
+    # then everything else in our namespaces (iperf3 clients, socat's children), the
+    # tapnets, the namespaces (with their veths, TAPs and the nft table), the labs' files
+    teardown_labs "$TF_PID" "$TR_PID"
 }
-trap cleanup EXIT
-trap 'echo "compare-l3.sh: interrupted" >&2; exit 130' INT
-trap 'echo "compare-l3.sh: terminated" >&2; exit 143' TERM
+bench_traps
 
 # ---------------------------------------------------------------- python helpers
-cat >"$TMP/h.py" <<'PY'
-import json, statistics, sys
-
-def tcp(path):
-    with open(path) as f:
-        d = json.load(f)
-    if "error" in d:
-        sys.exit("iperf3: " + d["error"])
-    e = d["end"]
-    print(json.dumps({"bps": e["sum_received"]["bits_per_second"],
-                      "retransmits": e.get("sum_sent", {}).get("retransmits")}))
-
-def port(path, name):
-    # rx = frames tapnet read from the port, tx = frames tapnet wrote to it
-    for p in json.load(open(path))["ports"]:
-        if p["name"] == name:
-            print(p["rx_packets"], p["rx_bytes"], p["tx_packets"], p["tx_bytes"])
-            return
-    sys.exit("port %s not in show ports output" % name)
-
-def sample(base, parsed, extra):
-    d = json.loads(base); d.update(json.loads(parsed)); d.update(json.loads(extra or "{}"))
-    print(json.dumps(d))
-
+write_helpers <<'PY'
 ROUTED = ("kernel", "tapnet")
 FWD = ("direct", "dnat", "socat", "tapnet")
 FWD_LABEL = {"direct": "direct (veth, no host)", "dnat": "kernel DNAT (nft)",
              "socat": "socat", "tapnet": "tapnet forward"}
 
-def report(samples_path, meta_path, json_out):
-    meta = json.load(open(meta_path))
-    S = [json.loads(l) for l in open(samples_path) if l.strip()]
-    def vals(test, impl, key="bps"):
-        return [s[key] for s in S if s["test"] == test and s["impl"] == impl and s.get(key) is not None]
-    def med(test, impl, key="bps"):
-        v = vals(test, impl, key)
-        return statistics.median(v) if v else None
+def meta(path, secs, repeat, tck, rc0, rc1, rt0, rt1, rstop, fc0, fc1, ft0, ft1, fstop,
+         forwards, forward_lab, *env_):
+    fw = json.load(open(forwards))
+    json.dump({"seconds": int(secs), "repeat": int(repeat),
+               "tapnet": {"routed": stopped(tck, rc0, rc1, rt0, rt1, rstop),
+                          "forward": stopped(tck, fc0, fc1, ft0, ft1, fstop),
+                          "forwards": fw.get("forwards", fw), "forward_lab": forward_lab},
+               "env": env(*env_)},
+              open(path, "w"))
+
+def report(samples_path, meta_path, json_out=""):
+    meta, S, out = run_data(samples_path, meta_path)
     def g(v):
         return "%.2f" % (v / 1e9) if v is not None else "-"
     def ratio(a, b):
@@ -225,13 +126,11 @@ def report(samples_path, meta_path, json_out):
         return "%.2fx" % r if r is not None else "-"
     def met(r, tgt):
         return "-" if r is None else ("yes" if r >= tgt else "NO")
-    out = {"seconds": meta["seconds"], "repeat": meta["repeat"], "tests": {},
-           "tapnet": meta.get("tapnet", {}), "env": meta.get("env", {}), "samples": S}
 
     print()
     print("A. routed, subnet to subnet: iperf3 TCP, one stream, MTU 1500 (Gbit/s)")
     print("%-22s %-10s %-10s %-15s %-9s %s" % ("test", "kernel", "tapnet", "tapnet/kernel", "target", "met"))
-    k, t = med("routed", "kernel"), med("routed", "tapnet")
+    k, t = med(S, "routed", "kernel"), med(S, "routed", "tapnet")
     r = ratio(t, k)
     print("%-22s %-10s %-10s %-15s %-9s %s" % ("tcp routed (Gbit/s)", g(k), g(t), rx(r), ">= 0.5x", met(r, 0.5)))
     out["tests"]["routed"] = {"unit": "Gbit/s", "kernel": k and k / 1e9, "tapnet": t and t / 1e9,
@@ -240,7 +139,7 @@ def report(samples_path, meta_path, json_out):
     print()
     print("B. port forward, outside -> host:5201 -> container: iperf3 TCP, one stream (Gbit/s)")
     print("%-22s %-10s %s" % ("path", "Gbit/s", "vs direct"))
-    m = {i: med("forward", i) for i in FWD}
+    m = {i: med(S, "forward", i) for i in FWD}
     fw = {"unit": "Gbit/s"}
     for i in FWD:
         vd = ratio(m[i], m["direct"])
@@ -265,15 +164,10 @@ def report(samples_path, meta_path, json_out):
                 "%.2f (%s rtx)" % (s["bps"] / 1e9, s.get("retransmits")) for s in ss)))
 
     tn = meta.get("tapnet", {})
-    print("\ntapnet CPU time (utime+stime from /proc/PID/stat, all threads):")
-    for test in ("routed", "forward"):
-        c = sum(vals(test, "tapnet", "cpu_s")); w = sum(vals(test, "tapnet", "wall_s"))
-        if w:
-            print("  %-7s %7.2f s CPU over %7.2f s  = %5.1f%% of one core" % (test, c, w, 100 * c / w))
-            out["tests"][test]["tapnet_cpu_pct_of_core"] = 100 * c / w
+    cpu_rows(S, out, ("routed", "forward"), 7)
 
     def frames(test, key_f, key_b, what):
-        fr = sum(vals(test, "tapnet", key_f)); by = sum(vals(test, "tapnet", key_b))
+        fr = sum(vals(S, test, "tapnet", key_f)); by = sum(vals(S, test, "tapnet", key_b))
         if not fr:
             return
         kind = ("super-frames: GSO frames, unsegmented" if by / fr > 3000 else
@@ -291,59 +185,15 @@ def report(samples_path, meta_path, json_out):
         print("\ntapnet show forwards --lab %s --json (after the forward runs):" % tn.get("forward_lab", "?"))
         print("  " + json.dumps(fwd))
     for which in ("routed", "forward"):
-        st = tn.get(which, {})
-        if "exit_status" in st:
-            print("tapnet (%s lab) exit status after SIGTERM: %s; left behind: %s" % (
-                which, st["exit_status"], ", ".join(st.get("leftovers", [])) or "nothing"))
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
-        print("\nJSON written to " + json_out)
-
-cmd = sys.argv[1]
-if cmd == "report":
-    report(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
-elif cmd == "port":
-    port(sys.argv[2], sys.argv[3])
-elif cmd == "sample":
-    sample(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
-else:
-    globals()[cmd](sys.argv[2])
+        exit_line("tapnet (%s lab)" % which, tn.get(which, {}))
+    write_json(out, json_out)
 PY
-H() { python3 "$TMP/h.py" "$@"; }
-SAMPLES="$TMP/samples.jsonl"
-: >"$SAMPLES"
-
-now() { date +%s.%N; }
-cpu_ticks() {  # utime+stime of a process (whole thread group), in clock ticks
-    local s f
-    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    read -ra f <<<"${s##*) }"   # f[0] is field 3 (state); utime is field 14, stime 15
-    echo $(( f[11] + f[12] ))
-}
-CLK_TCK="$(getconf CLK_TCK)"
 
 # ---------------------------------------------------------------- build
-if [[ $BUILD -eq 1 ]]; then
-    log "building: cargo build --release -p tapnet"
-    (cd "$ROOT" && cargo build --release -p tapnet) >"$TMP/build.log" 2>&1 \
-        || { cat "$TMP/build.log" >&2; die "cargo build failed"; }
-fi
-[[ -x "$BIN" ]] || die "$BIN not found (build it, or drop --no-build)"
-
-for ns in "${OUR_NS[@]}"; do
-    [[ ! -e "/run/netns/$ns" ]] || die "namespace $ns already exists"
-done
+build_tapnet
+ns_free
 
 # ---------------------------------------------------------------- building blocks
-new_ns() {
-    local ns
-    for ns in "$@"; do
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-    done
-}
 # veth NS_A IF_A ADDR_A NS_B IF_B ADDR_B: a veth pair between two of our namespaces
 veth() {
     ip -n "$1" link add "$2" mtu 1500 type veth peer name "$5" mtu 1500 netns "$4"
@@ -394,20 +244,6 @@ new_ns "$X_O_NS" "$X_C_NS"
 veth "$X_O_NS" eth0 10.255.4.1/24 "$X_C_NS" eth0 "$X_C_IP/24"
 
 # ---------------------------------------------------------------- tapnet labs
-start_tapnet() {  # home-ns lab-file out-prefix -> sets STARTED_PID
-    nsenter --net="/run/netns/$1" "$BIN" up "$2" >"$3.out" 2>"$3.err" &
-    STARTED_PID=$!
-}
-wait_ready() {  # pid out-prefix
-    for _ in $(seq 300); do
-        grep -q '^ready: ' "$2.out" 2>/dev/null && break
-        proc_live "$1" || { cat "$2.err" >&2; die "tapnet up ($2) exited before ready"; }
-        sleep 0.1
-    done
-    grep -q '^ready: ' "$2.out" || { cat "$2.err" >&2; die "tapnet ($2) not ready after 30 s"; }
-    log "tapnet (pid $1): $(grep '^ready: ' "$2.out")"
-}
-
 cat >"$TMP/routed.toml" <<EOF
 name = "$T_R_LAB"
 [[bridge]]
@@ -479,32 +315,28 @@ ends() {
     esac
 }
 
-start_server() {  # ns ip
-    ip netns exec "$1" iperf3 -s -1 -B "$2" -p "$PORT" >"$TMP/server.log" 2>&1 &
-    SRV_PID=$!
-    for _ in $(seq 100); do
-        if ip netns exec "$1" ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .; then return 0; fi
-        proc_live "$SRV_PID" || { cat "$TMP/server.log" >&2; die "iperf3 server in $1 exited"; }
-        sleep 0.05
-    done
-    die "iperf3 server in $1 not listening after 5 s"
-}
-
-stop_server() {  # wait up to $1 tenths of a second for `-1` to end it, then kill
-    for _ in $(seq "${1:-50}"); do proc_live "$SRV_PID" || break; sleep 0.1; done
-    kill "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
-    SRV_PID=""
-}
-
 ports_json() {  # lab file
     "$BIN" show ports --lab "$1" --json >"$2" || die "tapnet show ports --lab $1 failed"
+}
+
+# one client run of run_one, for iperf3_tries (which calls it in run_one's scope)
+try_client() {
+    if [[ -n $tpid ]]; then
+        ports_json "$lab" "$TMP/ports0.json"
+        t0="$(now)"; c0="$(cpu_ticks "$tpid")" || tapnet_alive "$tpid" "$test"
+    fi
+    timeout $((SECS + 30)) ip netns exec "$cns" iperf3 -c "$dst" -p "$PORT" -t "$SECS" -J >"$out" 2>&1 || TRY_RC=$?
+    if [[ -n $tpid ]]; then
+        tapnet_alive "$tpid" "$test"
+        c1="$(cpu_ticks "$tpid")" || tapnet_alive "$tpid" "$test"
+        t1="$(now)"
+    fi
 }
 
 # run_one TEST IMPL ROUND: one iperf3 TCP measurement, appends a JSON line to $SAMPLES
 run_one() {
     local test=$1 impl=$2 round=$3 cns sns sip dst out tpid lab port1 port2 t0 c0 t1 c1
-    local extra='{}' attempt rc
+    local extra='{}'
     read -r cns sns sip dst <<<"$(ends "$test" "$impl")"
     out="$TMP/$test-$impl-$round.json"
     tpid=""
@@ -513,30 +345,7 @@ run_one() {
         else tpid=$TF_PID lab=$T_F_LAB port1=c port2=c; fi
         tapnet_alive "$tpid" "$test"
     fi
-    # The server is a fresh `iperf3 -s -1`; a client that fails (a path not ready
-    # yet) is retried against a fresh server.
-    for attempt in 1 2 3 4 5; do
-        start_server "$sns" "$sip"
-        if [[ -n $tpid ]]; then
-            ports_json "$lab" "$TMP/ports0.json"
-            t0="$(now)"; c0="$(cpu_ticks "$tpid")" || tapnet_alive "$tpid" "$test"
-        fi
-        rc=0
-        timeout $((SECS + 30)) ip netns exec "$cns" iperf3 -c "$dst" -p "$PORT" -t "$SECS" -J >"$out" 2>&1 || rc=$?
-        if [[ -n $tpid ]]; then
-            tapnet_alive "$tpid" "$test"
-            c1="$(cpu_ticks "$tpid")" || tapnet_alive "$tpid" "$test"
-            t1="$(now)"
-        fi
-        if [[ $rc -eq 0 ]]; then stop_server 50; break; fi
-        stop_server 0
-        log "$test $impl run $round: iperf3 client failed (attempt $attempt, status $rc): $(grep -o '"error":.*' "$out" | head -1)"
-        [[ $attempt -lt 5 ]] && sleep 1
-    done
-    if [[ $rc -ne 0 ]]; then
-        echo "--- $test via $impl, exit status $rc:" >&2; tail -20 "$out" >&2
-        die "$test via $impl failed 5 times"
-    fi
+    iperf3_tries "$test" "$impl" "$round" "$sns" "$sip" "$out" try_client
     if [[ -n $tpid ]]; then
         local a0 b0 c0_ d0 a1 b1 c1_ d1 e0 f0 g0 h0 e1 f1 g1 h1
         ports_json "$lab" "$TMP/ports1.json"
@@ -555,24 +364,16 @@ run_one() {
             extra="{\"container_tx_frames\": $((c1_ - c0_)), \"container_tx_bytes\": $((d1 - d0)),"
             extra+=" \"container_rx_frames\": $((a1 - a0)), \"container_rx_bytes\": $((b1 - b0)),"
         fi
-        extra+=" $(python3 -c 'import sys; a=sys.argv; print("\"cpu_s\": %.3f, \"wall_s\": %.3f}" % ((int(a[2])-int(a[1]))/int(a[5]), float(a[4])-float(a[3])))' "$c0" "$c1" "$t0" "$t1" "$CLK_TCK")"
+        extra+=" $(H cpu_wall "$CLK_TCK" "$t0" "$t1" cpu_s "$c0" "$c1")}"
     fi
     local parsed
     parsed="$(H tcp "$out")" || die "cannot read the iperf3 result of $test via $impl"
-    H sample "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, \"attempts\": $attempt}" \
+    H sample "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, \"attempts\": $TRY_N}" \
         "$parsed" "$extra" >>"$SAMPLES"
-    log "$(printf '%-7s %-6s run %d: %s' "$test" "$impl" "$round" \
-        "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.2f Gbit/s, %s retransmits" % (d["bps"]/1e9, d["retransmits"]))' "$parsed")")"
+    log "$(printf '%-7s %-6s run %d: %s' "$test" "$impl" "$round" "$(H line tcp "$parsed")")"
 }
 
 # ---------------------------------------------------------------- connectivity
-ping_ok() {  # ns ip
-    for _ in $(seq 50); do
-        ip netns exec "$1" ping -c 1 -W 1 -q "$2" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    die "no ping from $1 to $2"
-}
 ping_ok "$K_1_NS" "$K_2_IP"
 ping_ok "$T_A_NS" "$T_B_IP"
 ping_ok "$F_O_NS" "$HOST_IP"
@@ -599,53 +400,22 @@ done
 "$BIN" show forwards --lab "$T_F_LAB" --json >"$TMP/forwards.json" || die "tapnet show forwards failed"
 
 # ---------------------------------------------------------------- stop tapnet
-stop_tapnet() {  # pid name lab ns... -> prints "exit-status leftover..." (one per line)
-    local pid=$1 name=$2 lab=$3 rc=0 ns
-    shift 3
-    kill -TERM "$pid"
-    for _ in $(seq 100); do proc_live "$pid" || break; sleep 0.1; done
-    proc_live "$pid" && die "tapnet ($name lab) still running 10 s after SIGTERM"
-    wait "$pid" || rc=$?
-    echo "$rc"
-    for ns in "$@"; do [[ -e "/run/netns/$ns" ]] && echo "netns $ns"; done
-    [[ -S "/run/tapnet/$lab.sock" ]] && echo "/run/tapnet/$lab.sock"
-    return 0
-}
 tapnet_alive "$TR_PID" routed
 tapnet_alive "$TF_PID" forward
 TR_C1="$(cpu_ticks "$TR_PID")"; TR_T1="$(now)"
 TF_C1="$(cpu_ticks "$TF_PID")"; TF_T1="$(now)"
-stop_tapnet "$TR_PID" routed "$T_R_LAB" "$T_A_NS" "$T_B_NS" >"$TMP/stop-routed"
+stop_tapnet "$TR_PID" "routed lab" "$T_R_LAB" "$T_A_NS" "$T_B_NS" >"$TMP/stop-routed"
 TR_PID=""
-stop_tapnet "$TF_PID" forward "$T_F_LAB" "$F_C_NS" >"$TMP/stop-forward"
+stop_tapnet "$TF_PID" "forward lab" "$T_F_LAB" "$F_C_NS" >"$TMP/stop-forward"
 TF_PID=""
 log "tapnet stopped: routed lab exit status $(head -1 "$TMP/stop-routed"), forward lab exit status $(head -1 "$TMP/stop-forward")"
 
-python3 - "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" \
+H meta "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" \
     "$TR_C0" "$TR_C1" "$TR_T0" "$TR_T1" "$TMP/stop-routed" \
     "$TF_C0" "$TF_C1" "$TF_T0" "$TF_T1" "$TMP/stop-forward" \
     "$TMP/forwards.json" "$T_F_LAB" \
-    "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" \
-    "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)" <<'PY'
-import json, sys
-a = sys.argv
-tck = int(a[4])
-def lab(c0, c1, t0, t1, stop):
-    lines = open(stop).read().split("\n")
-    return {"cpu_s": (int(c1) - int(c0)) / tck, "wall_s": float(t1) - float(t0),
-            "exit_status": int(lines[0]), "leftovers": [l for l in lines[1:] if l]}
-fw = json.load(open(a[15]))
-json.dump({"seconds": int(a[2]), "repeat": int(a[3]),
-           "tapnet": {"routed": lab(*a[5:10]), "forward": lab(*a[10:15]),
-                      "forwards": fw.get("forwards", fw), "forward_lab": a[16]},
-           "env": {"kernel": a[17], "iperf3": a[18], "cpus": int(a[19]), "git": a[20]}},
-          open(a[1], "w"))
-PY
+    "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" "$(git_id)"
 
 echo "tapnet router and forwards vs the Linux kernel, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["env"]["git"])' "$TMP/meta.json")"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
-BAD=""
-for f in "$TMP/stop-routed" "$TMP/stop-forward"; do
-    [[ "$(head -1 "$f")" == 0 && "$(wc -l <"$f")" -eq 1 ]] || BAD+=" $(basename "$f"): $(tr '\n' ' ' <"$f")"
-done
-[[ -z $BAD ]] || die "tapnet did not exit 0 after SIGTERM or left something behind:$BAD"
+check_stops "$TMP/stop-routed" "$TMP/stop-forward"

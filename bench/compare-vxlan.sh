@@ -28,42 +28,14 @@
 # device (veth, bridge, vxlan, TAP), and all traffic stays between its namespaces.
 set -euo pipefail
 
-SECS=5
-REPEAT=3
-JSON_OUT=""
-BUILD=1
+BENCH_NAME=compare-vxlan.sh
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+parse_args "$@"
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --seconds) SECS="${2:?--seconds needs a value}"; shift 2 ;;
-        --seconds=*) SECS="${1#*=}"; shift ;;
-        --repeat) REPEAT="${2:?--repeat needs a value}"; shift 2 ;;
-        --repeat=*) REPEAT="${1#*=}"; shift ;;
-        --json) JSON_OUT="${2:?--json needs a file}"; shift 2 ;;
-        --json=*) JSON_OUT="${1#*=}"; shift ;;
-        --no-build) BUILD=0; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "compare-vxlan.sh: unknown argument: $1 (see --help)" >&2; exit 1 ;;
-    esac
-done
-[[ "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "compare-vxlan.sh: --seconds must be a positive integer" >&2; exit 1; }
-[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "compare-vxlan.sh: --repeat must be a positive integer" >&2; exit 1; }
-if [[ -n "$JSON_OUT" && "$JSON_OUT" != /* ]]; then JSON_OUT="$PWD/$JSON_OUT"; fi
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/tapnet"
-
-die() { echo "compare-vxlan.sh: error: $*" >&2; exit 2; }
-log() { echo "# $*" >&2; }
-
-[[ $EUID -eq 0 ]] || die "must run as root (namespaces, veth, vxlan, bridge, TAP)"
-for c in ip iperf3 ping python3 timeout nsenter ethtool ss; do
-    command -v "$c" >/dev/null || die "$c not found (apt-get install -y iproute2 iperf3 iputils-ping util-linux ethtool)"
-done
+require_root "namespaces, veth, vxlan, bridge, TAP"
+require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux ethtool" \
+    ip iperf3 ping python3 timeout nsenter ethtool ss
 
 # ---------------------------------------------------------------- names (unique per run)
 ID=$$
@@ -100,111 +72,22 @@ SRV_PID=""
 CLI_PID=""                       # the iperf3 client (under timeout)
 OURS=0                           # 1 once our names were found free: only then are they ours to remove
 
-proc_live() {  # running, not a zombie: a dead child stays in /proc (and answers kill -0) until reaped
-    local s
-    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    s="${s##*) }"
-    [[ "${s:0:1}" != Z && "${s:0:1}" != X ]]
-}
-
 # ---------------------------------------------------------------- teardown
-stop_tapnet_hard() {  # pid: SIGTERM while it is still our tapnet, SIGKILL after 10 s, reap
-    local pid=$1
-    if proc_live "$pid" && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == tapnet ]]; then
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 100); do proc_live "$pid" || break; sleep 0.1; done
-        if proc_live "$pid"; then
-            echo "compare-vxlan.sh: tapnet (pid $pid) ignored SIGTERM for 10 s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null
-        fi
-    fi
-    wait "$pid" 2>/dev/null
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    local pid ns lab
+teardown() {  # called by lib.sh's EXIT trap, which then deletes $TMP
+    local pid
     for pid in "$CLI_PID" "$SRV_PID"; do
         [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    if [[ $OURS -eq 0 ]]; then rm -rf "$TMP"; exit "$rc"; fi
-    # Anything running inside our namespaces was started by this script (iperf3
-    # servers and clients). Kill it before tapnet removes the namespaces it created,
-    # so that nothing survives in an unnamed namespace; tapnet itself gets SIGTERM and
-    # the chance to tear its lab down.
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do
-            [[ $pid == "$TA_PID" || $pid == "$TB_PID" ]] || kill -KILL "$pid" 2>/dev/null
-        done
-    done
-    [[ -n "$TA_PID" ]] && stop_tapnet_hard "$TA_PID"
-    [[ -n "$TB_PID" ]] && stop_tapnet_hard "$TB_PID"
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-    done
-    # Deleting a namespace takes its devices with it: veth ends (and so their peers),
-    # the bridge, the vxlan device, TAPs, and tapnet's underlay sockets are gone with
-    # the process.
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] && ip netns del "$ns" 2>/dev/null
-    done
-    # A tapnet killed hard leaves its control socket and state file; the names are ours.
-    for lab in "${OUR_LABS[@]}"; do
-        rm -f "/run/tapnet/$lab.sock" "/run/tapnet/$lab.state"
-    done
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] && echo "compare-vxlan.sh: warning: namespace $ns is still there" >&2
-    done
-    rm -rf "$TMP"
-    exit "$rc"
+    [[ $OURS -eq 1 ]] || return 0
+    # then everything else in our namespaces, both tapnets, the namespaces (with the
+    # underlay and container veths, the bridges, the vxlan devices and the TAPs; tapnet's
+    # underlay sockets are gone with the process), the labs' files
+    teardown_labs "$TA_PID" "$TB_PID"
 }
-trap cleanup EXIT
-trap 'echo "compare-vxlan.sh: interrupted" >&2; exit 130' INT
-trap 'echo "compare-vxlan.sh: terminated" >&2; exit 143' TERM
+bench_traps
 
 # ---------------------------------------------------------------- python helpers
-cat >"$TMP/h.py" <<'PY'
-import json, statistics, sys
-
-def load(path):
-    with open(path) as f:
-        d = json.load(f)
-    if "error" in d:
-        sys.exit("iperf3: " + d["error"])
-    return d
-
-def tcp(path):
-    e = load(path)["end"]
-    print(json.dumps({"bps": e["sum_received"]["bits_per_second"],
-                      "retransmits": e.get("sum_sent", {}).get("retransmits")}))
-
-def udp(path):
-    e = load(path)["end"]
-    sent = e.get("sum_sent", e["sum"])["packets"]
-    # iperf3's receiver "packets" is the highest sequence number seen, lost
-    # packets included; what arrived is packets - lost_packets (= bytes / 64).
-    # Packets lost after the last one that arrived are in neither figure, so
-    # loss is taken against what the client sent.
-    r = e.get("sum_received") or e["sum"]
-    rx = r["packets"] - r["lost_packets"]
-    secs = r["seconds"]
-    print(json.dumps({"sent": sent, "received": rx, "seconds": secs,
-                      "pps": rx / secs, "tx_pps": sent / e.get("sum_sent", e["sum"])["seconds"],
-                      "loss_pct": 100.0 * (sent - rx) / sent if sent else 0.0,
-                      "iperf_lost_pct": r.get("lost_percent")}))
-
-def drops(link_path, snmp_path):
-    # tx drops on the sender's eth0 (a TAP whose queue tapnet does not drain in time,
-    # or a veth) and receive-buffer overflows of the receiver's UDP sockets
-    tx = json.load(open(link_path))[0]["stats64"]["tx"]["dropped"]
-    rows = [l.split() for l in open(snmp_path) if l.startswith("Udp:")]
-    rcvbuf = int(rows[1][rows[0].index("RcvbufErrors")])
-    print(tx, rcvbuf)
-
+write_helpers <<'PY'
 def counters(ports_path, vxlan_path):
     # port c: rx = frames tapnet read from the container, tx = frames it wrote to it;
     # the lab's only VXLAN peer: datagrams sent to it and received from it
@@ -216,30 +99,27 @@ def counters(ports_path, vxlan_path):
     print(c["rx_packets"], c["rx_bytes"], c["tx_packets"], c["tx_bytes"],
           v["tx_packets"], v["tx_bytes"], v["rx_packets"], v["rx_bytes"], v["tx_errors"])
 
-def sample(base, parsed, extra):
-    d = json.loads(base); d.update(json.loads(parsed)); d.update(json.loads(extra or "{}"))
-    print(json.dumps(d))
+def meta(path, secs, repeat, tck, ac0, ac1, at0, at1, astop, bc0, bc1, bt0, bt1, bstop,
+         vxlan_a, vxlan_b, *env_):
+    json.dump({"seconds": int(secs), "repeat": int(repeat),
+               "tapnet": {"a": stopped(tck, ac0, ac1, at0, at1, astop),
+                          "b": stopped(tck, bc0, bc1, bt0, bt1, bstop),
+                          "vxlan_a": json.load(open(vxlan_a)), "vxlan_b": json.load(open(vxlan_b))},
+               "env": env(*env_)},
+              open(path, "w"))
 
-def report(samples_path, meta_path, json_out):
-    meta = json.load(open(meta_path))
-    S = [json.loads(l) for l in open(samples_path) if l.strip()]
-    def vals(test, impl, key):
-        return [s[key] for s in S if s["test"] == test and s["impl"] == impl and s.get(key) is not None]
-    def med(test, impl, key):
-        v = vals(test, impl, key)
-        return statistics.median(v) if v else None
+def report(samples_path, meta_path, json_out=""):
+    meta, S, out = run_data(samples_path, meta_path)
     rows = [
         # test, label, key, scale, fmt, target (tapnet/kernel at least), or None
         ("tcp", "tcp 1450 (Gbit/s)", "bps", 1e-9, "%.2f", 0.5),
         ("udp", "udp 64B rx (kpps)", "pps", 1e-3, "%.1f", None),
     ]
-    out = {"seconds": meta["seconds"], "repeat": meta["repeat"], "tests": {},
-           "tapnet": meta.get("tapnet", {}), "env": meta.get("env", {}), "samples": S}
     print()
     print("VXLAN overlay (VNI 42, UDP 4789), container a on host a -> container b on host b")
     print("%-21s %-16s %-10s %-15s %-9s %s" % ("test", "kernel vxlan", "tapnet", "tapnet/kernel", "target", "met"))
     for test, label, key, scale, fmt, tgt in rows:
-        k, t = med(test, "kernel", key), med(test, "tapnet", key)
+        k, t = med(S, test, "kernel", key), med(S, test, "tapnet", key)
         ratio = t / k if k and t is not None else None
         ok = None if ratio is None or tgt is None else ratio >= tgt
         print("%-21s %-16s %-10s %-15s %-9s %s" % (
@@ -254,26 +134,17 @@ def report(samples_path, meta_path, json_out):
                               "tapnet": t * scale if t is not None else None,
                               "ratio": ratio, "target": None if tgt is None else ">= %g" % tgt,
                               "met": ok}
-    rk_, rt_ = med("tcp", "kernel", "retransmits"), med("tcp", "tapnet", "retransmits")
+    rk_, rt_ = med(S, "tcp", "kernel", "retransmits"), med(S, "tcp", "tapnet", "retransmits")
     if rk_ is not None and rt_ is not None:
         print("%-21s %-16s %-10s" % ("tcp retransmits", "%g" % rk_, "%g" % rt_))
-    lk, lt = med("udp", "kernel", "loss_pct"), med("udp", "tapnet", "loss_pct")
-    sk, st = med("udp", "kernel", "tx_pps"), med("udp", "tapnet", "tx_pps")
+    lk, lt = med(S, "udp", "kernel", "loss_pct"), med(S, "udp", "tapnet", "loss_pct")
+    sk, st = med(S, "udp", "kernel", "tx_pps"), med(S, "udp", "tapnet", "tx_pps")
     if None not in (lk, lt, sk, st):
         print("%-21s %-16s %-10s" % ("udp 64B loss (%)", "%.2f" % lk, "%.2f" % lt))
         print("%-21s %-16s %-10s" % ("udp 64B tx (kpps)", "%.1f" % (sk / 1e3), "%.1f" % (st / 1e3)))
         out["tests"]["udp"].update({"kernel_loss_pct": lk, "tapnet_loss_pct": lt,
                                     "kernel_tx_kpps": sk / 1e3, "tapnet_tx_kpps": st / 1e3})
-    def share(impl, key):
-        v = [s[key] / s["sent"] * 100 for s in S if s["test"] == "udp" and s["impl"] == impl and key in s and s["sent"]]
-        return statistics.median(v) if v else None
-    dk, dt = share("kernel", "sender_txq_drops"), share("tapnet", "sender_txq_drops")
-    rk, rt = share("kernel", "rcvbuf_drops"), share("tapnet", "rcvbuf_drops")
-    if None not in (dk, dt, rk, rt):
-        print("%-21s %-16s %-10s" % ("  lost at a eth0 (%)", "%.2f" % dk, "%.2f" % dt))
-        print("%-21s %-16s %-10s" % ("  lost at b sock (%)", "%.2f" % rk, "%.2f" % rt))
-        out["tests"]["udp"].update({"kernel_lost_at_sender_eth0_pct": dk, "tapnet_lost_at_sender_eth0_pct": dt,
-                                    "kernel_lost_at_receiver_socket_pct": rk, "tapnet_lost_at_receiver_socket_pct": rt})
+    udp_drop_rows(S, out)
     print("(medians of %d run(s) each, %d s per iperf3 run; kernel and tapnet alternate.\n"
           " udp: the kernel forwards and encapsulates inside the sender's sendmsg, which paces\n"
           " the sender; a TAP queue does not push back, so compare received kpps, not loss.)"
@@ -291,8 +162,8 @@ def report(samples_path, meta_path, json_out):
 
     print("\ntapnet CPU time per test (utime+stime from /proc/PID/stat, all threads, both tapnets):")
     for test in ("tcp", "udp"):
-        ca = sum(vals(test, "tapnet", "cpu_a_s")); cb = sum(vals(test, "tapnet", "cpu_b_s"))
-        w = sum(vals(test, "tapnet", "wall_s"))
+        ca = sum(vals(S, test, "tapnet", "cpu_a_s")); cb = sum(vals(S, test, "tapnet", "cpu_b_s"))
+        w = sum(vals(S, test, "tapnet", "wall_s"))
         if w:
             print("  %-4s host a (sender) %5.1f%%, host b (receiver) %5.1f%%, together %5.1f%% of one core"
                   "  (%.2f + %.2f s CPU over %.2f s)" % (test, 100 * ca / w, 100 * cb / w,
@@ -306,7 +177,7 @@ def report(samples_path, meta_path, json_out):
             print("  whole run, host %s: %.2f s CPU over %.2f s from ready to SIGTERM" % (which, st_["cpu_s"], st_["wall_s"]))
 
     def per(test, key_n, key_b, what):
-        n = sum(vals(test, "tapnet", key_n)); b = sum(vals(test, "tapnet", key_b))
+        n = sum(vals(S, test, "tapnet", key_n)); b = sum(vals(S, test, "tapnet", key_b))
         if not n:
             return
         print("  %-48s %10d, %13d bytes, %6.0f bytes each" % (what, n, b, b / n))
@@ -319,7 +190,7 @@ def report(samples_path, meta_path, json_out):
         per(test, "b_c_tx_frames", "b_c_tx_bytes", "host b: frames written to container b")
         per(test, "b_peer_tx_packets", "b_peer_tx_bytes", "host b: datagrams sent back to a (acks, reports)")
         per(test, "a_c_tx_frames", "a_c_tx_bytes", "host a: frames written to container a")
-        e = sum(vals(test, "tapnet", "a_peer_tx_errors")) + sum(vals(test, "tapnet", "b_peer_tx_errors"))
+        e = sum(vals(S, test, "tapnet", "a_peer_tx_errors")) + sum(vals(S, test, "tapnet", "b_peer_tx_errors"))
         if e:
             print("  peer tx_errors (both hosts): %d" % e)
 
@@ -334,65 +205,22 @@ def report(samples_path, meta_path, json_out):
             nz = {k: c for k, c in v.get("drops", {}).items() if c}
             print("  drops: %s" % (", ".join("%s %d" % kv for kv in sorted(nz.items())) or "none"))
     for which in ("a", "b"):
-        st_ = tn.get(which, {})
-        if "exit_status" in st_:
-            print("tapnet (host %s) exit status after SIGTERM: %s; left behind: %s" % (
-                which, st_["exit_status"], ", ".join(st_.get("leftovers", [])) or "nothing"))
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
-        print("\nJSON written to " + json_out)
-
-cmd = sys.argv[1]
-if cmd == "report":
-    report(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
-elif cmd in ("drops", "counters"):
-    globals()[cmd](sys.argv[2], sys.argv[3])
-elif cmd == "sample":
-    sample(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
-else:
-    globals()[cmd](sys.argv[2])
+        exit_line("tapnet (host %s)" % which, tn.get(which, {}))
+    write_json(out, json_out)
 PY
-H() { python3 "$TMP/h.py" "$@"; }
-SAMPLES="$TMP/samples.jsonl"
-: >"$SAMPLES"
-
-now() { date +%s.%N; }
-cpu_ticks() {  # utime+stime of a process (whole thread group), in clock ticks
-    local s f
-    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    read -ra f <<<"${s##*) }"   # f[0] is field 3 (state); utime is field 14, stime 15
-    echo $(( f[11] + f[12] ))
-}
-CLK_TCK="$(getconf CLK_TCK)"
 
 # ---------------------------------------------------------------- build
-if [[ $BUILD -eq 1 ]]; then
-    log "building: cargo build --release -p tapnet"
-    (cd "$ROOT" && cargo build --release -p tapnet) >"$TMP/build.log" 2>&1 \
-        || { cat "$TMP/build.log" >&2; die "cargo build failed"; }
-fi
-[[ -x "$BIN" ]] || die "$BIN not found (build it, or drop --no-build)"
+build_tapnet
 # The commit the binary was built from (taken now: others may commit during the run).
-GIT_ID="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)"
+GIT_ID="$(git_id)"
 
-for ns in "${OUR_NS[@]}"; do
-    [[ ! -e "/run/netns/$ns" ]] || die "namespace $ns already exists (not ours: left alone)"
-done
+ns_free " (not ours: left alone)"
 for lab in "${OUR_LABS[@]}"; do
     [[ ! -e "/run/tapnet/$lab.sock" ]] || die "a lab $lab already runs (not ours: left alone)"
 done
 OURS=1
 
 # ---------------------------------------------------------------- building blocks
-new_ns() {
-    local ns
-    for ns in "$@"; do
-        ip netns add "$ns"
-        ip -n "$ns" link set lo up
-    done
-}
 # underlay HOST_A HOST_B: one veth between two host namespaces, u0 on both sides.
 # The pair is created inside HOST_A with its peer placed straight into HOST_B, so
 # neither end ever exists in the root namespace.
@@ -459,20 +287,6 @@ lab_file "$T_LAB_B" "$UL_B" "$UL_A" "$T_CB" "$T_CB_IP" >"$TMP/b.toml"
 "$BIN" check "$TMP/a.toml" || die "tapnet check refused the lab of host a"
 "$BIN" check "$TMP/b.toml" || die "tapnet check refused the lab of host b"
 
-start_tapnet() {  # home-ns lab-file out-prefix -> sets STARTED_PID
-    nsenter --net="/run/netns/$1" "$BIN" up "$2" >"$3.out" 2>"$3.err" &
-    STARTED_PID=$!
-}
-wait_ready() {  # pid out-prefix
-    for _ in $(seq 300); do
-        grep -q '^ready: ' "$2.out" 2>/dev/null && break
-        proc_live "$1" || { cat "$2.err" >&2; die "tapnet up ($2) exited before ready"; }
-        sleep 0.1
-    done
-    grep -q '^ready: ' "$2.out" || { cat "$2.err" >&2; die "tapnet ($2) not ready after 30 s"; }
-    log "tapnet (pid $1): $(grep '^ready: ' "$2.out")"
-}
-
 log "tapnet: $T_CA ($T_CA_IP) - $T_HA ($UL_A, lab $T_LAB_A) =underlay= $T_HB ($UL_B, lab $T_LAB_B) - $T_CB ($T_CB_IP)"
 new_ns "$T_HA" "$T_HB"
 underlay "$T_HA" "$T_HB"
@@ -500,30 +314,6 @@ ends() {  # impl -> client ns, server ns, server ip
         tapnet) echo "$T_CA $T_CB $T_CB_IP" ;;
         *) die "no such network: $1" ;;
     esac
-}
-
-start_server() {  # ns ip
-    ip netns exec "$1" iperf3 -s -1 -B "$2" -p "$PORT" >"$TMP/server.log" 2>&1 &
-    SRV_PID=$!
-    for _ in $(seq 100); do
-        if ip netns exec "$1" ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .; then return 0; fi
-        proc_live "$SRV_PID" || { cat "$TMP/server.log" >&2; die "iperf3 server in $1 exited"; }
-        sleep 0.05
-    done
-    die "iperf3 server in $1 not listening after 5 s"
-}
-
-stop_server() {  # wait up to $1 tenths of a second for `-1` to end it, then kill
-    for _ in $(seq "${1:-50}"); do proc_live "$SRV_PID" || break; sleep 0.1; done
-    kill "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
-    SRV_PID=""
-}
-
-udp_drops() {  # client-ns server-ns -> "eth0-tx-dropped-in-client-ns udp-rcvbuf-errors-in-server-ns"
-    ip -n "$1" -s -j link show eth0 >"$TMP/link.json"
-    ip netns exec "$2" cat /proc/net/snmp >"$TMP/snmp.txt"
-    H drops "$TMP/link.json" "$TMP/snmp.txt"
 }
 
 tn_counters() {  # lab out: "c_rx_pkts c_rx_bytes c_tx_pkts c_tx_bytes peer_tx_pkts peer_tx_bytes peer_rx_pkts peer_rx_bytes peer_tx_errors"
@@ -567,48 +357,40 @@ print(", ".join('"%s_%s": %d' % (p, k, y - x) for k, x, y in zip(keys, a, b)))
 PY
 }
 
+# one client run of run_one, for iperf3_tries (which calls it in run_one's scope)
+try_client() {
+    if [[ $test == udp ]]; then
+        udp_drops "$cns" "$sns" >"$TMP/drops0" || die "cannot read drop counters via $impl"
+    fi
+    if [[ $impl == tapnet ]]; then
+        tn_counters "$T_LAB_A" "$TMP/cnt-a0"
+        tn_counters "$T_LAB_B" "$TMP/cnt-b0"
+        t0="$(now)"
+        ca0="$(cpu_ticks "$TA_PID")" || tapnet_alive
+        cb0="$(cpu_ticks "$TB_PID")" || tapnet_alive
+    fi
+    case $test in
+        tcp) run_client "$impl" "$out" "$cns" iperf3 -c "$sip" -p "$PORT" -t "$SECS" -J ;;
+        udp) run_client "$impl" "$out" "$cns" iperf3 -c "$sip" -p "$PORT" -u -l 64 -b 0 -t "$SECS" -J ;;
+    esac
+    TRY_RC=$CLI_RC
+    if [[ $impl == tapnet ]]; then
+        tapnet_alive
+        ca1="$(cpu_ticks "$TA_PID")" || tapnet_alive
+        cb1="$(cpu_ticks "$TB_PID")" || tapnet_alive
+        t1="$(now)"
+    fi
+}
+
 # run_one TEST IMPL ROUND: one measurement, appends a JSON line to $SAMPLES
 run_one() {
-    local test=$1 impl=$2 round=$3 cns sns sip out t0 ca0 cb0 t1 ca1 cb1 attempt rc
+    local test=$1 impl=$2 round=$3 cns sns sip out t0 ca0 cb0 t1 ca1 cb1 check=""
     local extra d0 r0 d1 r1
     read -r cns sns sip <<<"$(ends "$impl")"
     out="$TMP/$test-$impl-$round.json"
     [[ $impl == tapnet ]] && tapnet_alive
-    # The server is a fresh `iperf3 -s -1`; a client that fails (a path not ready
-    # yet) is retried against a fresh server.
-    for attempt in 1 2 3 4 5; do
-        start_server "$sns" "$sip"
-        if [[ $test == udp ]]; then
-            udp_drops "$cns" "$sns" >"$TMP/drops0" || die "cannot read drop counters via $impl"
-        fi
-        if [[ $impl == tapnet ]]; then
-            tn_counters "$T_LAB_A" "$TMP/cnt-a0"
-            tn_counters "$T_LAB_B" "$TMP/cnt-b0"
-            t0="$(now)"
-            ca0="$(cpu_ticks "$TA_PID")" || tapnet_alive
-            cb0="$(cpu_ticks "$TB_PID")" || tapnet_alive
-        fi
-        case $test in
-            tcp) run_client "$impl" "$out" "$cns" iperf3 -c "$sip" -p "$PORT" -t "$SECS" -J ;;
-            udp) run_client "$impl" "$out" "$cns" iperf3 -c "$sip" -p "$PORT" -u -l 64 -b 0 -t "$SECS" -J ;;
-        esac
-        rc=$CLI_RC
-        if [[ $impl == tapnet ]]; then
-            tapnet_alive
-            ca1="$(cpu_ticks "$TA_PID")" || tapnet_alive
-            cb1="$(cpu_ticks "$TB_PID")" || tapnet_alive
-            t1="$(now)"
-        fi
-        if [[ $rc -eq 0 ]]; then stop_server 50; break; fi
-        stop_server 0
-        log "$test $impl run $round: iperf3 client failed (attempt $attempt, status $rc): $(grep -o '"error":.*' "$out" | head -1)"
-        [[ $attempt -lt 5 ]] && sleep 1
-    done
-    if [[ $rc -ne 0 ]]; then
-        echo "--- $test via $impl, exit status $rc:" >&2; tail -20 "$out" >&2
-        [[ $impl == tapnet ]] && tapnet_alive
-        die "$test via $impl failed 5 times"
-    fi
+    [[ $impl == tapnet ]] && check=tapnet_alive   # after the last failed try, before dying
+    iperf3_tries "$test" "$impl" "$round" "$sns" "$sip" "$out" try_client "$check"
     local m=()                   # JSON members of the sample beyond iperf3's figures
     if [[ $test == udp ]]; then
         read -r d0 r0 <"$TMP/drops0"
@@ -620,27 +402,17 @@ run_one() {
         tn_counters "$T_LAB_A" "$TMP/cnt-a1"
         tn_counters "$T_LAB_B" "$TMP/cnt-b1"
         m+=("$(deltas a "$TMP/cnt-a0" "$TMP/cnt-a1")" "$(deltas b "$TMP/cnt-b0" "$TMP/cnt-b1")")
-        m+=("$(python3 -c 'import sys; a=sys.argv; t=int(a[7]); print("\"cpu_a_s\": %.3f, \"cpu_b_s\": %.3f, \"wall_s\": %.3f" % ((int(a[2])-int(a[1]))/t, (int(a[4])-int(a[3]))/t, float(a[6])-float(a[5])))' "$ca0" "$ca1" "$cb0" "$cb1" "$t0" "$t1" "$CLK_TCK")")
+        m+=("$(H cpu_wall "$CLK_TCK" "$t0" "$t1" cpu_a_s "$ca0" "$ca1" cpu_b_s "$cb0" "$cb1")")
     fi
     extra="{$(IFS=,; echo "${m[*]}")}"
     local parsed
     parsed="$(H "$test" "$out")" || die "cannot read the $test result via $impl"
-    H sample "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, \"attempts\": $attempt}" \
+    H sample "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, \"attempts\": $TRY_N}" \
         "$parsed" "$extra" >>"$SAMPLES"
-    case $test in
-        tcp) log "$(printf '%-3s %-6s run %d: %s' "$test" "$impl" "$round" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.2f Gbit/s, %s retransmits" % (d["bps"]/1e9, d["retransmits"]))' "$parsed")")" ;;
-        udp) log "$(printf '%-3s %-6s run %d: %s' "$test" "$impl" "$round" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.1f kpps rx, %.1f kpps tx, loss %.2f%%" % (d["pps"]/1e3, d["tx_pps"]/1e3, d["loss_pct"]))' "$parsed")")" ;;
-    esac
+    log "$(printf '%-3s %-6s run %d: %s' "$test" "$impl" "$round" "$(H line "$test" "$parsed")")"
 }
 
 # ---------------------------------------------------------------- connectivity
-ping_ok() {  # ns ip
-    for _ in $(seq 50); do
-        ip netns exec "$1" ping -c 1 -W 1 -q "$2" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    die "no ping from $1 to $2"
-}
 ping_ok "$K_HA" "$UL_B"
 ping_ok "$T_HA" "$UL_B"
 ping_ok "$K_CA" "$K_CB_IP"
@@ -661,51 +433,21 @@ done
 "$BIN" show vxlan --lab "$T_LAB_B" --json >"$TMP/vxlan-b.json" || die "tapnet show vxlan --lab $T_LAB_B failed"
 
 # ---------------------------------------------------------------- stop tapnet
-stop_tapnet() {  # pid which lab ns... -> prints "exit-status leftover..." (one per line)
-    local pid=$1 which=$2 lab=$3 rc=0 ns
-    shift 3
-    kill -TERM "$pid"
-    for _ in $(seq 100); do proc_live "$pid" || break; sleep 0.1; done
-    proc_live "$pid" && die "tapnet (host $which) still running 10 s after SIGTERM"
-    wait "$pid" || rc=$?
-    echo "$rc"
-    for ns in "$@"; do [[ -e "/run/netns/$ns" ]] && echo "netns $ns"; done
-    [[ -S "/run/tapnet/$lab.sock" ]] && echo "/run/tapnet/$lab.sock"
-    return 0
-}
 tapnet_alive
 TA_C1="$(cpu_ticks "$TA_PID")"; TA_T1="$(now)"
 TB_C1="$(cpu_ticks "$TB_PID")"; TB_T1="$(now)"
-stop_tapnet "$TA_PID" a "$T_LAB_A" "$T_CA" >"$TMP/stop-a"
+stop_tapnet "$TA_PID" "host a" "$T_LAB_A" "$T_CA" >"$TMP/stop-a"
 TA_PID=""
-stop_tapnet "$TB_PID" b "$T_LAB_B" "$T_CB" >"$TMP/stop-b"
+stop_tapnet "$TB_PID" "host b" "$T_LAB_B" "$T_CB" >"$TMP/stop-b"
 TB_PID=""
 log "tapnet stopped: host a exit status $(head -1 "$TMP/stop-a"), host b exit status $(head -1 "$TMP/stop-b")"
 
-python3 - "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" \
+H meta "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" \
     "$TA_C0" "$TA_C1" "$TA_T0" "$TA_T1" "$TMP/stop-a" \
     "$TB_C0" "$TB_C1" "$TB_T0" "$TB_T1" "$TMP/stop-b" \
     "$TMP/vxlan-a.json" "$TMP/vxlan-b.json" \
-    "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" \
-    "$GIT_ID" <<'PY'
-import json, sys
-a = sys.argv
-tck = int(a[4])
-def lab(c0, c1, t0, t1, stop):
-    lines = open(stop).read().split("\n")
-    return {"cpu_s": (int(c1) - int(c0)) / tck, "wall_s": float(t1) - float(t0),
-            "exit_status": int(lines[0]), "leftovers": [l for l in lines[1:] if l]}
-json.dump({"seconds": int(a[2]), "repeat": int(a[3]),
-           "tapnet": {"a": lab(*a[5:10]), "b": lab(*a[10:15]),
-                      "vxlan_a": json.load(open(a[15])), "vxlan_b": json.load(open(a[16]))},
-           "env": {"kernel": a[17], "iperf3": a[18], "cpus": int(a[19]), "git": a[20]}},
-          open(a[1], "w"))
-PY
+    "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" "$GIT_ID"
 
 echo "tapnet VXLAN vs the Linux kernel's vxlan + bridge, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["env"]["git"])' "$TMP/meta.json")"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
-BAD=""
-for f in "$TMP/stop-a" "$TMP/stop-b"; do
-    [[ "$(head -1 "$f")" == 0 && "$(wc -l <"$f")" -eq 1 ]] || BAD+=" $(basename "$f"): $(tr '\n' ' ' <"$f")"
-done
-[[ -z $BAD ]] || die "tapnet did not exit 0 after SIGTERM or left something behind:$BAD"
+check_stops "$TMP/stop-a" "$TMP/stop-b"

@@ -21,44 +21,20 @@
 # script's PID in its name and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
 
-SECS=5
-REPEAT=3
-JSON_OUT=""
-BUILD=1
+BENCH_NAME=compare.sh
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
 BUSY_POLL_US=""
-
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-while [[ $# -gt 0 ]]; do
+extra_arg() {  # this script's options beyond lib.sh's
     case "$1" in
-        --seconds) SECS="${2:?--seconds needs a value}"; shift 2 ;;
-        --seconds=*) SECS="${1#*=}"; shift ;;
-        --repeat) REPEAT="${2:?--repeat needs a value}"; shift 2 ;;
-        --repeat=*) REPEAT="${1#*=}"; shift ;;
-        --json) JSON_OUT="${2:?--json needs a file}"; shift 2 ;;
-        --json=*) JSON_OUT="${1#*=}"; shift ;;
-        --no-build) BUILD=0; shift ;;
-        --busy-poll-us) BUSY_POLL_US="${2:?--busy-poll-us needs a value}"; shift 2 ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "compare.sh: unknown argument: $1 (see --help)" >&2; exit 1 ;;
+        --busy-poll-us) BUSY_POLL_US="${2:?--busy-poll-us needs a value}"; ARGS_USED=2 ;;
     esac
-done
-[[ "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --seconds must be a positive integer" >&2; exit 1; }
-[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --repeat must be a positive integer" >&2; exit 1; }
-if [[ -n "$JSON_OUT" && "$JSON_OUT" != /* ]]; then JSON_OUT="$PWD/$JSON_OUT"; fi
+}
+parse_args "$@"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/tapnet"
-
-die() { echo "compare.sh: error: $*" >&2; exit 2; }
-log() { echo "# $*" >&2; }
-
-[[ $EUID -eq 0 ]] || die "must run as root (namespaces, bridge, TAP)"
-for c in ip iperf3 ping python3 timeout; do
-    command -v "$c" >/dev/null || die "$c not found"
-done
+require_root "namespaces, bridge, TAP"
+require_cmds "" ip iperf3 ping python3 timeout
 
 # ---------------------------------------------------------------- names (unique per run)
 ID=$$
@@ -84,74 +60,22 @@ SRV_PID=""
 CREATED_NS=()
 
 # ---------------------------------------------------------------- teardown
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
+teardown() {  # called by lib.sh's EXIT trap, which then deletes $TMP
     if [[ -n "$SRV_PID" ]] && kill -0 "$SRV_PID" 2>/dev/null; then
         kill "$SRV_PID" 2>/dev/null; wait "$SRV_PID" 2>/dev/null
     fi
-    if [[ -n "$TN_PID" ]]; then
-        # signal it only while it is still our tapnet; then reap it, dead or alive
-        if proc_live "$TN_PID" && [[ "$(cat "/proc/$TN_PID/comm" 2>/dev/null)" == tapnet ]]; then
-            kill -TERM "$TN_PID" 2>/dev/null
-            for _ in $(seq 100); do proc_live "$TN_PID" || break; sleep 0.1; done
-            if proc_live "$TN_PID"; then
-                echo "compare.sh: tapnet (pid $TN_PID) ignored SIGTERM for 10 s; killing it" >&2
-                kill -KILL "$TN_PID" 2>/dev/null
-            fi
-        fi
-        wait "$TN_PID" 2>/dev/null
-    fi
+    [[ -n "$TN_PID" ]] && stop_tapnet_hard "$TN_PID"
     # Anything still running inside our namespaces was started by this script.
-    local ns pid
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] || continue
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-    done
-    for ns in "${OUR_NS[@]}"; do
-        [[ -e "/run/netns/$ns" ]] && ip netns del "$ns" 2>/dev/null
-    done
+    kill_in_ns
+    del_ns
     # A tapnet killed hard leaves its control socket behind; the name is ours.
     [[ -S "/run/tapnet/$T_LAB.sock" ]] && rm -f "/run/tapnet/$T_LAB.sock"
-    rm -rf "$TMP"
-    exit "$rc"
+    rm -f "/run/tapnet/$T_LAB.state"
 }
-trap cleanup EXIT
-trap 'echo "compare.sh: interrupted" >&2; exit 130' INT
-trap 'echo "compare.sh: terminated" >&2; exit 143' TERM
+bench_traps
 
 # ---------------------------------------------------------------- python helpers
-cat >"$TMP/h.py" <<'PY'
-import json, re, statistics, sys
-
-def load(path):
-    with open(path) as f:
-        d = json.load(f)
-    if "error" in d:
-        sys.exit("iperf3: " + d["error"])
-    return d
-
-def tcp(path):
-    e = load(path)["end"]
-    print(json.dumps({"bps": e["sum_received"]["bits_per_second"],
-                      "retransmits": e.get("sum_sent", {}).get("retransmits")}))
-
-def udp(path):
-    e = load(path)["end"]
-    sent = e.get("sum_sent", e["sum"])["packets"]
-    # iperf3's receiver "packets" is the highest sequence number seen, lost
-    # packets included; what arrived is packets - lost_packets (= bytes / 64).
-    # Packets lost after the last one that arrived are in neither figure, so
-    # loss is taken against what the client sent.
-    r = e.get("sum_received") or e["sum"]
-    rx = r["packets"] - r["lost_packets"]
-    secs = r["seconds"]
-    print(json.dumps({"sent": sent, "received": rx, "seconds": secs,
-                      "pps": rx / secs, "tx_pps": sent / e.get("sum_sent", e["sum"])["seconds"],
-                      "loss_pct": 100.0 * (sent - rx) / sent if sent else 0.0,
-                      "iperf_lost_pct": r.get("lost_percent")}))
-
+write_helpers <<'PY'
 def ping(path):
     t = open(path).read()
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", t)
@@ -162,42 +86,23 @@ def ping(path):
                       "max_us": float(m.group(3)) * 1000, "mdev_us": float(m.group(4)) * 1000,
                       "sent": int(l.group(1)), "received": int(l.group(2))}))
 
-def drops(link_path, snmp_path):
-    # tx drops on the sender's eth0 (a TAP whose queue tapnet does not drain in time,
-    # or a veth) and receive-buffer overflows of the receiver's UDP sockets
-    tx = json.load(open(link_path))[0]["stats64"]["tx"]["dropped"]
-    rows = [l.split() for l in open(snmp_path) if l.startswith("Udp:")]
-    rcvbuf = int(rows[1][rows[0].index("RcvbufErrors")])
-    print(tx, rcvbuf)
+def meta(path, secs, repeat, tck, c0, c1, t0, t1, stop, *env_):
+    json.dump({"seconds": int(secs), "repeat": int(repeat),
+               "tapnet": stopped(tck, c0, c1, t0, t1, stop), "env": env(*env_)},
+              open(path, "w"))
 
-def port(path, name):
-    d = json.load(open(path))
-    for p in d["ports"]:
-        if p["name"] == name:
-            print(p["rx_packets"], p["rx_bytes"])
-            return
-    sys.exit("port %s not in show ports output" % name)
-
-def report(samples_path, meta_path, json_out):
-    meta = json.load(open(meta_path))
-    S = [json.loads(l) for l in open(samples_path) if l.strip()]
-    def vals(test, impl, key):
-        return [s[key] for s in S if s["test"] == test and s["impl"] == impl]
-    def med(test, impl, key):
-        v = vals(test, impl, key)
-        return statistics.median(v) if v else None
+def report(samples_path, meta_path, json_out=""):
+    meta, S, out = run_data(samples_path, meta_path)
     rows = [
         # test, label, key, scale, fmt, target op, target
         ("tcp", "tcp 1500 (Gbit/s)", "bps", 1e-9, "%.2f", ">=", 0.85),
         ("udp", "udp 64B rx (kpps)", "pps", 1e-3, "%.1f", ">=", 0.75),
         ("ping", "ping rtt (us)", "avg_us", 1.0, "%.1f", "<=", 2.0),
     ]
-    out = {"seconds": meta["seconds"], "repeat": meta["repeat"], "tests": {},
-           "tapnet": meta.get("tapnet", {}), "env": meta.get("env", {}), "samples": S}
     print()
     print("%-21s %-16s %-10s %-15s %-8s %s" % ("test", "kernel bridge", "tapnet", "tapnet/kernel", "target", "met"))
     for test, label, key, scale, fmt, op, tgt in rows:
-        k, t = med(test, "kernel", key), med(test, "tapnet", key)
+        k, t = med(S, test, "kernel", key), med(S, test, "tapnet", key)
         ratio = t / k if k and t is not None else None
         ok = None if ratio is None else (ratio >= tgt if op == ">=" else ratio <= tgt)
         print("%-21s %-16s %-10s %-15s %-8s %s" % (
@@ -211,23 +116,14 @@ def report(samples_path, meta_path, json_out):
                               "kernel": k * scale if k is not None else None,
                               "tapnet": t * scale if t is not None else None,
                               "ratio": ratio, "target": "%s %g" % (op, tgt), "met": ok}
-    lk, lt = med("udp", "kernel", "loss_pct"), med("udp", "tapnet", "loss_pct")
-    sk, st = med("udp", "kernel", "tx_pps"), med("udp", "tapnet", "tx_pps")
+    lk, lt = med(S, "udp", "kernel", "loss_pct"), med(S, "udp", "tapnet", "loss_pct")
+    sk, st = med(S, "udp", "kernel", "tx_pps"), med(S, "udp", "tapnet", "tx_pps")
     print("%-21s %-16s %-10s" % ("udp 64B loss (%)", "%.2f" % lk, "%.2f" % lt))
     print("%-21s %-16s %-10s" % ("udp 64B tx (kpps)", "%.1f" % (sk / 1e3), "%.1f" % (st / 1e3)))
-    def share(impl, key):
-        v = [s[key] / s["sent"] * 100 for s in S if s["test"] == "udp" and s["impl"] == impl and key in s]
-        return statistics.median(v) if v else None
-    dk, dt = share("kernel", "sender_txq_drops"), share("tapnet", "sender_txq_drops")
-    rk, rt = share("kernel", "rcvbuf_drops"), share("tapnet", "rcvbuf_drops")
-    if None not in (dk, dt, rk, rt):
-        print("%-21s %-16s %-10s" % ("  lost at a eth0 (%)", "%.2f" % dk, "%.2f" % dt))
-        print("%-21s %-16s %-10s" % ("  lost at b sock (%)", "%.2f" % rk, "%.2f" % rt))
-        out["tests"]["udp"].update({"kernel_lost_at_sender_eth0_pct": dk, "tapnet_lost_at_sender_eth0_pct": dt,
-                                    "kernel_lost_at_receiver_socket_pct": rk, "tapnet_lost_at_receiver_socket_pct": rt})
+    udp_drop_rows(S, out)
     out["tests"]["udp"].update({"kernel_loss_pct": lk, "tapnet_loss_pct": lt,
                                 "kernel_tx_kpps": sk / 1e3, "tapnet_tx_kpps": st / 1e3})
-    nk, nt = med("ping", "kernel", "min_us"), med("ping", "tapnet", "min_us")
+    nk, nt = med(S, "ping", "kernel", "min_us"), med(S, "ping", "tapnet", "min_us")
     print("%-21s %-16s %-10s" % ("ping rtt min (us)", "%.1f" % nk, "%.1f" % nt))
     out["tests"]["ping"].update({"kernel_min_us": nk, "tapnet_min_us": nt})
     print("(udp: the kernel bridge forwards inside the sender's sendmsg, which paces the sender;\n"
@@ -240,18 +136,13 @@ def report(samples_path, meta_path, json_out):
     print("\nper-run samples:")
     for test, label, key, scale, fmt, op, tgt in rows:
         for impl in ("kernel", "tapnet"):
-            print("  %-5s %-7s %s" % (test, impl, "  ".join(fmt % (v * scale) for v in vals(test, impl, key))))
+            print("  %-5s %-7s %s" % (test, impl, "  ".join(fmt % (v * scale) for v in vals(S, test, impl, key))))
 
     tn = meta.get("tapnet", {})
-    print("\ntapnet CPU time (utime+stime from /proc/PID/stat, all threads):")
-    for test in ("tcp", "udp", "ping"):
-        c = sum(vals(test, "tapnet", "cpu_s")); w = sum(vals(test, "tapnet", "wall_s"))
-        if w:
-            print("  %-5s %7.2f s CPU over %7.2f s  = %5.1f%% of one core" % (test, c, w, 100 * c / w))
-            out["tests"][test]["tapnet_cpu_pct_of_core"] = 100 * c / w
+    cpu_rows(S, out, ("tcp", "udp", "ping"), 5)
     if "cpu_s" in tn:
         print("  whole run: %.2f s CPU over %.2f s from ready to SIGTERM" % (tn["cpu_s"], tn["wall_s"]))
-    fr = sum(vals("tcp", "tapnet", "a_rx_frames")); by = sum(vals("tcp", "tapnet", "a_rx_bytes"))
+    fr = sum(vals(S, "tcp", "tapnet", "a_rx_frames")); by = sum(vals(S, "tcp", "tapnet", "a_rx_bytes"))
     if fr:
         print("\ntapnet port a during the TCP test (a -> b data direction, `tapnet show ports`):")
         print("  rx frames %d, rx bytes %d, %.0f bytes/frame%s" % (
@@ -259,62 +150,17 @@ def report(samples_path, meta_path, json_out):
             "  (<= MTU-sized: traffic is being segmented)"))
         out["tests"]["tcp"].update({"tapnet_port_a_rx_frames": fr, "tapnet_port_a_rx_bytes": by,
                                     "tapnet_port_a_bytes_per_frame": by / fr})
-    if "exit_status" in tn:
-        print("\ntapnet exit status after SIGTERM: %s; left behind: %s" % (
-            tn["exit_status"], ", ".join(tn.get("leftovers", [])) or "nothing"))
-    if json_out:
-        with open(json_out, "w") as f:
-            json.dump(out, f, indent=2)
-            f.write("\n")
-        print("\nJSON written to " + json_out)
-
-cmd = sys.argv[1]
-if cmd == "report":
-    report(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
-elif cmd == "drops":
-    drops(sys.argv[2], sys.argv[3])
-elif cmd == "port":
-    port(sys.argv[2], sys.argv[3])
-else:
-    globals()[cmd](sys.argv[2])
+    exit_line("tapnet", tn, "\n")
+    write_json(out, json_out)
 PY
-H() { python3 "$TMP/h.py" "$@"; }
-SAMPLES="$TMP/samples.jsonl"
-: >"$SAMPLES"
-
-now() { date +%s.%N; }
-proc_live() {  # running, not a zombie: a dead child stays in /proc (and answers kill -0) until reaped
-    local s
-    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    s="${s##*) }"
-    [[ "${s:0:1}" != Z && "${s:0:1}" != X ]]
-}
-cpu_ticks() {  # utime+stime of a process (whole thread group), in clock ticks
-    local s f
-    s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    read -ra f <<<"${s##*) }"   # f[0] is field 3 (state); utime is field 14, stime 15
-    echo $(( f[11] + f[12] ))
-}
-CLK_TCK="$(getconf CLK_TCK)"
 
 # ---------------------------------------------------------------- build
-if [[ $BUILD -eq 1 ]]; then
-    log "building: cargo build --release -p tapnet"
-    (cd "$ROOT" && cargo build --release -p tapnet) >"$TMP/build.log" 2>&1 \
-        || { cat "$TMP/build.log" >&2; die "cargo build failed"; }
-fi
-[[ -x "$BIN" ]] || die "$BIN not found (build it, or drop --no-build)"
-
-for ns in "${OUR_NS[@]}"; do
-    [[ ! -e "/run/netns/$ns" ]] || die "namespace $ns already exists"
-done
+build_tapnet
+ns_free
 
 # ---------------------------------------------------------------- kernel bridge
 log "kernel: bridge $K_BR in $K_BR_NS, veth to $K_A_NS ($K_A_IP) and $K_B_NS ($K_B_IP)"
-for ns in "$K_BR_NS" "$K_A_NS" "$K_B_NS"; do
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-done
+new_ns "$K_BR_NS" "$K_A_NS" "$K_B_NS"
 ip -n "$K_BR_NS" link add "$K_BR" type bridge stp_state 0 forward_delay 0
 ip -n "$K_BR_NS" link set "$K_BR" mtu 1500
 ip -n "$K_BR_NS" link add "$K_VA" mtu 1500 type veth peer name eth0 mtu 1500 netns "$K_A_NS"
@@ -346,13 +192,7 @@ EOF
 log "tapnet: $BIN up (lab $T_LAB: $T_A_NS $T_A_IP, $T_B_NS $T_B_IP)"
 "$BIN" up ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
 TN_PID=$!
-for _ in $(seq 300); do
-    grep -q '^ready: ' "$TMP/tapnet.out" 2>/dev/null && break
-    proc_live "$TN_PID" || { cat "$TMP/tapnet.err" >&2; die "tapnet up exited before ready"; }
-    sleep 0.1
-done
-grep -q '^ready: ' "$TMP/tapnet.out" || { cat "$TMP/tapnet.err" >&2; die "tapnet not ready after 30 s"; }
-log "tapnet (pid $TN_PID): $(grep '^ready: ' "$TMP/tapnet.out")"
+wait_ready "$TN_PID" "$TMP/tapnet" ""
 TN_T0="$(now)"; TN_C0="$(cpu_ticks "$TN_PID")"
 
 tapnet_alive() {
@@ -365,30 +205,6 @@ tapnet_alive() {
 # impl -> client ns, server ns, server ip
 ends() {
     if [[ $1 == kernel ]]; then echo "$K_A_NS $K_B_NS $K_B_IP"; else echo "$T_A_NS $T_B_NS $T_B_IP"; fi
-}
-
-start_server() {  # ns ip
-    ip netns exec "$1" iperf3 -s -1 -B "$2" -p "$PORT" >"$TMP/server.log" 2>&1 &
-    SRV_PID=$!
-    for _ in $(seq 100); do
-        if ip netns exec "$1" ss -Hltn "sport = :$PORT" 2>/dev/null | grep -q .; then return 0; fi
-        proc_live "$SRV_PID" || { cat "$TMP/server.log" >&2; die "iperf3 server exited"; }
-        sleep 0.05
-    done
-    die "iperf3 server in $1 not listening after 5 s"
-}
-
-stop_server() {
-    for _ in $(seq 50); do proc_live "$SRV_PID" || break; sleep 0.1; done
-    kill "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
-    SRV_PID=""
-}
-
-udp_drops() {  # client-ns server-ns -> "eth0-tx-dropped-in-client-ns udp-rcvbuf-errors-in-server-ns"
-    ip -n "$1" -s -j link show eth0 >"$TMP/link.json"
-    ip netns exec "$2" cat /proc/net/snmp >"$TMP/snmp.txt"
-    H drops "$TMP/link.json" "$TMP/snmp.txt"
 }
 
 # run_one TEST IMPL ROUND: one measurement, appends a JSON line to $SAMPLES
@@ -417,13 +233,13 @@ run_one() {
         tapnet_alive
         c1="$(cpu_ticks "$TN_PID")" || tapnet_alive
         t1="$(now)"
-        extra="$(python3 -c 'import sys; a=sys.argv; print(", \"cpu_s\": %.3f, \"wall_s\": %.3f" % ((int(a[2])-int(a[1]))/int(a[5]), float(a[4])-float(a[3])))' "$c0" "$c1" "$t0" "$t1" "$CLK_TCK")"
+        extra=", $(H cpu_wall "$CLK_TCK" "$t0" "$t1" cpu_s "$c0" "$c1")"
         if [[ $test == tcp ]]; then
             "$BIN" show ports --lab "$T_LAB" --json >"$TMP/ports1.json" || die "tapnet show ports failed"
             H port "$TMP/ports0.json" a >"$TMP/port0" || die "cannot read port a counters"
             H port "$TMP/ports1.json" a >"$TMP/port1" || die "cannot read port a counters"
-            read -r p0 b0 <"$TMP/port0"
-            read -r p1 b1 <"$TMP/port1"
+            read -r p0 b0 _ <"$TMP/port0"
+            read -r p1 b1 _ <"$TMP/port1"
             extra+=", \"a_rx_frames\": $((p1 - p0)), \"a_rx_bytes\": $((b1 - b0))"
         fi
     fi
@@ -443,22 +259,15 @@ run_one() {
     parsed="$(H "$test" "$out")" || die "cannot read $test result via $impl"
     echo "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, ${parsed#\{}" \
         | sed "s/}\$/$extra}/" >>"$SAMPLES"
-    case $test in
-        tcp)  log "$(printf '%-4s %-6s run %d: %s' "$test" "$impl" "$round" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.2f Gbit/s" % (d["bps"]/1e9))' "$parsed")")" ;;
-        udp)  log "$(printf '%-4s %-6s run %d: %s' "$test" "$impl" "$round" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.1f kpps rx, %.1f kpps tx, loss %.2f%%" % (d["pps"]/1e3, d["tx_pps"]/1e3, d["loss_pct"]))' "$parsed")")" ;;
-        ping) log "$(printf '%-4s %-6s run %d: %s' "$test" "$impl" "$round" "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("avg %.1f us (min %.1f, max %.1f), %d/%d replies" % (d["avg_us"], d["min_us"], d["max_us"], d["received"], d["sent"]))' "$parsed")")" ;;
-    esac
+    local kind=$test
+    [[ $test == tcp ]] && kind=tcp_bps
+    log "$(printf '%-4s %-6s run %d: %s' "$test" "$impl" "$round" "$(H line "$kind" "$parsed")")"
 }
 
 # ---------------------------------------------------------------- connectivity
 for impl in kernel tapnet; do
     read -r cns sns sip <<<"$(ends "$impl")"
-    ok=0
-    for _ in $(seq 50); do
-        if ip netns exec "$cns" ping -c 1 -W 1 -q "$sip" >/dev/null 2>&1; then ok=1; break; fi
-        sleep 0.1
-    done
-    [[ $ok -eq 1 ]] || die "no ping from $cns to $sip via $impl"
+    ping_ok "$cns" "$sip" "$impl"
 done
 log "both networks answer ping; running tcp, udp, ping: $REPEAT x ${SECS}s each, alternating"
 
@@ -473,29 +282,14 @@ done
 # ---------------------------------------------------------------- stop tapnet
 tapnet_alive
 TN_C1="$(cpu_ticks "$TN_PID")"; TN_T1="$(now)"
-kill -TERM "$TN_PID"
-TN_RC=0
-for _ in $(seq 100); do proc_live "$TN_PID" || break; sleep 0.1; done
-proc_live "$TN_PID" && die "tapnet still running 10 s after SIGTERM"
-wait "$TN_PID" || TN_RC=$?
+stop_tapnet "$TN_PID" "" "$T_LAB" "$T_A_NS" "$T_B_NS" >"$TMP/stop"
 TN_PID=""
-LEFT=()
-for ns in "$T_A_NS" "$T_B_NS"; do [[ -e "/run/netns/$ns" ]] && LEFT+=("netns $ns"); done
-[[ -S "/run/tapnet/$T_LAB.sock" ]] && LEFT+=("/run/tapnet/$T_LAB.sock")
+TN_RC="$(head -1 "$TMP/stop")"
+mapfile -t LEFT < <(tail -n +2 "$TMP/stop")
 log "tapnet stopped, exit status $TN_RC"
 
-python3 - "$TMP/meta.json" "$SECS" "$REPEAT" "$TN_C0" "$TN_C1" "$TN_T0" "$TN_T1" "$CLK_TCK" "$TN_RC" \
-    "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" \
-    "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)" \
-    "${LEFT[@]+"${LEFT[@]}"}" <<'PY'
-import json, sys
-a = sys.argv
-json.dump({"seconds": int(a[2]), "repeat": int(a[3]),
-           "tapnet": {"cpu_s": (int(a[5]) - int(a[4])) / int(a[8]), "wall_s": float(a[7]) - float(a[6]),
-                      "exit_status": int(a[9]), "leftovers": a[14:]},
-           "env": {"kernel": a[10], "iperf3": a[11], "cpus": int(a[12]), "git": a[13]}},
-          open(a[1], "w"))
-PY
+H meta "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" "$TN_C0" "$TN_C1" "$TN_T0" "$TN_T1" "$TMP/stop" \
+    "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" "$(git_id)"
 
 echo "tapnet vs Linux kernel bridge, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')${BUSY_POLL_US:+, --busy-poll-us $BUSY_POLL_US}"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
