@@ -175,3 +175,56 @@ fn top_shows_each_ports_rates() {
     });
     assert!(busy, "{text}");
 }
+
+#[test]
+fn a_mirror_tap_shows_a_ports_frames_to_tcpdump_in_the_host() {
+    // tapnet runs in a test host namespace, where its mirror TAP appears.
+    let host = TestNetns::new("h");
+    let name = unique("l");
+    let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
+    let text = format!(
+        r#"
+name = "{name}"
+[[bridge]]
+name = "br0"
+subnet = "10.226.0.0/24"
+[[port]]
+name = "a"
+bridge = "br0"
+netns = "{}"
+ip = "10.226.0.2/24"
+mirror = "mon0"
+[[port]]
+name = "b"
+bridge = "br0"
+netns = "{}"
+ip = "10.226.0.3/24"
+"#,
+        ns[0], ns[1]
+    );
+    let mut lab = RunningLab::start_in(Some(&host.name), &name, &ns, &text);
+    let host_name = host.name.clone();
+    let watch = std::thread::spawn(move || {
+        let out = ns_run(
+            &host_name,
+            &["tcpdump", "-l", "-n", "-i", "mon0", "-c", "4", "icmp"],
+            15,
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(ping(&ns[0], "10.226.0.3", 3));
+    let text = watch.join().unwrap();
+    assert!(
+        text.contains("10.226.0.2 > 10.226.0.3: ICMP echo request"),
+        "{text}"
+    );
+    assert!(
+        text.contains("10.226.0.3 > 10.226.0.2: ICMP echo reply"),
+        "{text}"
+    );
+    let (code, _) = lab.stop();
+    assert_eq!(code, Some(0));
+    let out = ns_run(&host.name, &["ip", "link", "show", "mon0"], 5);
+    assert!(!out.status.success(), "the mirror outlived the lab");
+}

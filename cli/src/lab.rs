@@ -87,6 +87,9 @@ pub struct PortCfg {
     /// Impairment of the frames tapnet sends to the port (an extension of the
     /// contract): `impair = "loss=1% delay=20ms"`, as `tapnet impair` takes.
     pub impair: Option<vswitch::impair::Impairment>,
+    /// A TAP of this name in tapnet's own namespace that gets a copy of every frame
+    /// the port receives or sends, for tcpdump or Wireshark (an extension).
+    pub mirror: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +183,9 @@ const BRIDGE_KEYS: &[&str] = &[
     "fdb_max",
     "fdb_aging_s",
 ];
-const PORT_KEYS: &[&str] = &["name", "bridge", "netns", "ifname", "mac", "ip", "impair"];
+const PORT_KEYS: &[&str] = &[
+    "name", "bridge", "netns", "ifname", "mac", "ip", "impair", "mirror",
+];
 const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
 const NAT_KEYS: &[&str] = &["masquerade", "max_flows"];
@@ -997,6 +1002,20 @@ fn ports<'a>(
             }
         }
 
+        let mirror = cx.str_(&s, "mirror").and_then(|m| {
+            if valid_ifname(m.v) {
+                Some(m.v.to_string())
+            } else {
+                cx.err(
+                    m.at,
+                    format!(
+                        "mirror {} is not a valid interface name (1 to 15 bytes, no `/`, `:` or whitespace)",
+                        q(m.v)
+                    ),
+                );
+                None
+            }
+        });
         let impair = cx.str_(&s, "impair").and_then(|f| {
             vswitch::impair::Impairment::parse(f.v)
                 .map_err(|e| cx.err(f.at, format!("`impair`: {e}")))
@@ -1004,6 +1023,7 @@ fn ports<'a>(
         });
         cfgs.push(PortCfg {
             impair,
+            mirror,
             pos: cx.pos(s.at),
             name: name.map_or_else(String::new, |n| n.v.to_string()),
             bridge: bridge.map_or_else(String::new, |b| b.v.to_string()),
@@ -1885,7 +1905,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert_eq!(
             e,
             vec![
-                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`)",
+                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`, `mirror`)",
                 "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",

@@ -218,6 +218,14 @@ fn preflight(lab: &Lab) -> Result<()> {
             },
             None => root.link_index(&port.ifname)?.is_some(),
         };
+        if let Some(m) = &port.mirror {
+            if root.link_index(m)?.is_some() {
+                bail!(
+                    "port `{}`: a device named `{m}` already exists here: choose another `mirror`",
+                    port.name
+                );
+            }
+        }
         if taken {
             let place = port
                 .netns
@@ -378,6 +386,21 @@ fn lab_services(lab: &Lab) -> Vec<Service> {
             backends: s.backends.clone(),
         })
         .collect()
+}
+
+/// A mirror: a TAP in tapnet's own namespace, up, with no address, that tcpdump or
+/// Wireshark can open; it goes with the lab.
+fn build_mirror(name: &str) -> Result<Tap> {
+    let mut rtnl = Rtnl::new()?;
+    if rtnl.link_index(name)?.is_some() {
+        bail!("a device named `{name}` already exists here: choose another `mirror`");
+    }
+    let tap = Tap::create(name).with_context(|| format!("cannot create TAP `{name}`"))?;
+    let idx = rtnl
+        .link_index(name)?
+        .ok_or_else(|| anyhow!("TAP `{name}` vanished after creation"))?;
+    rtnl.set_up(idx)?;
+    Ok(tap)
 }
 
 /// `impair PORT SPEC`, at run time.
@@ -551,6 +574,11 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             .map_err(|e| HostError(e.into()))?;
         if let Some(spec) = port.impair {
             dp.set_impairment(id, spec);
+        }
+        if let Some(name) = &port.mirror {
+            let mirror = build_mirror(name)
+                .map_err(|e| HostError(e.context(format!("mirror of port `{}`", port.name))))?;
+            dp.set_mirror(id, Box::new(mirror));
         }
         if signals.pending().next().is_some() {
             // Stopped while building: tear down without ever saying ready.

@@ -56,6 +56,8 @@ struct PortSlot {
     capture: Option<Sender<Captured>>,
     /// The port's impairment and the frames it holds back, if it has one.
     shaper: Option<Shaper>,
+    /// A device (a TAP in tapnet's namespace) that gets a copy of every frame.
+    mirror: Option<Box<dyn Port>>,
 }
 
 /// A copy of a frame seen on a port (either way), for `tapnet capture`.
@@ -72,6 +74,12 @@ pub const CAPTURE_QUEUE: usize = 4096;
 /// Copies `data` (virtio-net header and frame) to the port's capture, if any. Costs a
 /// branch when nobody captures.
 fn capture_copy(slot: &mut PortSlot, data: &[u8]) {
+    if let Some(mirror) = slot.mirror.as_mut() {
+        // Best effort: a mirror nobody reads fills its queue and drops there.
+        if mirror.send(data).is_err() {
+            slot.counters.capture_dropped += 1;
+        }
+    }
     let Some(tx) = &slot.capture else { return };
     let frame = data.get(VNET_HDR_LEN..).unwrap_or_default().to_vec();
     match tx.try_send(Captured {
@@ -178,6 +186,7 @@ impl Datapath {
             down_reason: None,
             capture: None,
             shaper: None,
+            mirror: None,
         });
         Ok(id)
     }
@@ -189,6 +198,16 @@ impl Datapath {
         let (tx, rx) = bounded(CAPTURE_QUEUE);
         slot.capture = Some(tx);
         Some(rx)
+    }
+
+    /// Copies every frame `port` receives or sends to `mirror` (a device port outside
+    /// every bridge, e.g. a TAP that tcpdump opens).
+    pub fn set_mirror(&mut self, port: PortId, mirror: Box<dyn Port>) -> bool {
+        let Some(slot) = self.ports.get_mut(port.0) else {
+            return false;
+        };
+        slot.mirror = Some(mirror);
+        true
     }
 
     /// A port by its name.
@@ -241,6 +260,7 @@ impl Datapath {
             down_reason: None,
             capture: None,
             shaper: None,
+            mirror: None,
         });
         Ok(id)
     }
