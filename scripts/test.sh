@@ -11,8 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages the tests use: ip (iproute2), ping, iperf3, setpriv (util-linux),
-# timeout (coreutils), python3 (raw-socket frames, http.server), curl, ethtool and
-# tcpdump (the VXLAN tests).
+# timeout (coreutils), python3 (raw-socket frames, http.server), curl, ethtool,
+# tcpdump and tshark (VXLAN and capture tests).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
@@ -22,6 +22,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v tshark >/dev/null || need+=(tshark)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -64,6 +64,21 @@ fn a_capture_file_holds_the_pings_both_ways() {
     assert!(ping(&ns[0], "10.223.0.3", 3));
     std::thread::sleep(Duration::from_millis(300));
     drop(capture);
+    // tshark reads the file as Wireshark would.
+    let shark = run(
+        &["tshark", "-n", "-r", file.to_str().unwrap(), "-Y", "icmp"],
+        30,
+    );
+    let shark = String::from_utf8_lossy(&shark.stdout).to_string();
+    let asks = shark
+        .lines()
+        .filter(|l| l.contains("10.223.0.2 → 10.223.0.3") && l.contains("Echo (ping) request"))
+        .count();
+    let answers = shark
+        .lines()
+        .filter(|l| l.contains("10.223.0.3 → 10.223.0.2") && l.contains("Echo (ping) reply"))
+        .count();
+    assert_eq!((asks, answers), (3, 3), "{shark}");
     let out = run(&["tcpdump", "-nr", file.to_str().unwrap()], 10);
     let _ = std::fs::remove_file(&file);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -132,6 +132,39 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
         );
     }
 
+    // The underlay side, outer headers and all, through `tapnet capture underlay`.
+    let file = std::env::temp_dir().join(format!("{}.pcap", unique("ul")));
+    let mut capture = std::process::Command::new(TAPNET)
+        .args([
+            "capture",
+            "underlay",
+            "--lab",
+            &la,
+            "-w",
+            file.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(ping(&ca, "10.62.0.3", 2));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = capture.kill();
+    let _ = capture.wait();
+    let out = run(&["tcpdump", "-nr", file.to_str().unwrap()], 10);
+    let _ = std::fs::remove_file(&file);
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.lines().any(|l| l.contains("10.60.0.1.")
+            && l.contains("> 10.60.0.2.4789: VXLAN")
+            && l.contains("vni 42")),
+        "{dump}"
+    );
+    assert!(
+        dump.lines()
+            .any(|l| l.contains("10.60.0.2.") && l.contains("> 10.60.0.1.4789: VXLAN")),
+        "{dump}"
+    );
+
     // A trace of a packet for the far container names the tunnel and the peer.
     let out = run(
         &[

@@ -640,10 +640,15 @@ fn serve(
                         let _ = reply.send(answer);
                     }
                     control::Request::Capture { port, reply } => {
-                        let frames = dp
-                            .port_by_name(&port)
-                            .and_then(|id| dp.capture(id))
-                            .ok_or_else(|| format!("no port `{port}` in lab `{}`", lab.name));
+                        let frames = if port == "underlay" {
+                            dp.capture_outside().ok_or_else(|| {
+                                format!("lab `{}` has no VXLAN underlay to capture", lab.name)
+                            })
+                        } else {
+                            dp.port_by_name(&port)
+                                .and_then(|id| dp.capture(id))
+                                .ok_or_else(|| format!("no port `{port}` in lab `{}`", lab.name))
+                        };
                         let _ = reply.send(frames);
                     }
                 }

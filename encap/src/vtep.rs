@@ -11,8 +11,10 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use mio::net::UdpSocket;
 use mio::Interest;
+use vswitch::datapath::Captured;
 use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::gro::TcpRun;
 use vswitch::pool::BufId;
@@ -132,6 +134,45 @@ pub struct Vtep {
     scratch: Vec<u8>,
     /// Equal-sized datagrams gathered for one sendmmsg.
     batch: Vec<u8>,
+    /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
+    underlay: Option<Sender<Captured>>,
+}
+
+/// Copies a datagram, with outer Ethernet, IPv4 and UDP headers made up for it, to the
+/// underlay capture. Costs a branch when nobody captures.
+fn underlay_copy(
+    tap: &mut Option<Sender<Captured>>,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    datagram: &[u8],
+) {
+    let Some(tx) = tap else { return };
+    let mut f = Vec::with_capacity(14 + 28 + datagram.len());
+    f.extend_from_slice(&[0; 12]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (28 + datagram.len()).min(0xffff) as u16;
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src.ip().octets());
+    ip[16..20].copy_from_slice(&dst.ip().octets());
+    let c = vswitch::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&src.port().to_be_bytes());
+    f.extend_from_slice(&dst.port().to_be_bytes());
+    f.extend_from_slice(&(total - 20).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // checksum zero, as sent
+    f.extend_from_slice(datagram);
+    let copy = Captured {
+        at: std::time::SystemTime::now(),
+        frame: f,
+    };
+    if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(copy) {
+        *tap = None;
+    }
 }
 
 /// A batch of segments holds at most this many bytes...
@@ -263,6 +304,7 @@ impl Vtep {
             remote_aging: config.remote_aging,
             scratch: vec![0; MAX_DATAGRAM + 64],
             batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
+            underlay: None,
         })
     }
 
@@ -365,6 +407,9 @@ impl Vtep {
                     break;
                 }
             };
+            if let SocketAddr::V4(from4) = from {
+                underlay_copy(&mut self.underlay, from4, self.listen, &room[at..at + n]);
+            }
             let port = match self.accept(from, &room[at..at + n], now) {
                 Ok(port) => port,
                 Err(reason) => {
@@ -553,11 +598,13 @@ impl Handler for Vtep {
         if vnet.is_gso() {
             // The segments go out in batches, one sendmmsg per batch and peer, so a
             // 64 KiB super-frame costs a syscall, not forty-five.
+            let listen = self.listen;
             let Vtep {
                 senders,
                 peers,
                 scratch,
                 batch,
+                underlay,
                 ..
             } = self;
             batch.clear();
@@ -570,6 +617,15 @@ impl Handler for Vtep {
                 HEADER_LEN,
                 |datagram| {
                     vxlan::emit(datagram, vni);
+                    if underlay.is_some() {
+                        let src = SocketAddrV4::new(
+                            *listen.ip(),
+                            senders[(flow % senders.len() as u64) as usize].1,
+                        );
+                        for p in targets.clone() {
+                            underlay_copy(underlay, src, peers[p].addr, datagram);
+                        }
+                    }
                     if count > 0
                         && (batch.len() + datagram.len() > GSO_BATCH_BYTES
                             || count == GSO_BATCH_SEGMENTS)
@@ -611,6 +667,15 @@ impl Handler for Vtep {
         let datagram = &mut data[VNET_HDR_LEN - HEADER_LEN..];
         vxlan::emit(datagram, vni);
         let mut failed = 0;
+        if self.underlay.is_some() {
+            let src = SocketAddrV4::new(
+                *self.listen.ip(),
+                self.senders[(flow % self.senders.len() as u64) as usize].1,
+            );
+            for p in targets.clone() {
+                underlay_copy(&mut self.underlay, src, self.peers[p].addr, datagram);
+            }
+        }
         for p in targets {
             if !Self::send(&self.senders, &mut self.peers[p], flow, datagram) {
                 failed += 1;
@@ -628,6 +693,11 @@ impl Handler for Vtep {
         for seg in &mut self.segments {
             seg.remote.age(now);
         }
+    }
+
+    fn capture_outside(&mut self, tx: Sender<Captured>) -> bool {
+        self.underlay = Some(tx);
+        true
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -265,6 +265,16 @@ impl Datapath {
         Ok(id)
     }
 
+    /// Starts a capture of what some handler exchanges outside the datapath (VXLAN's
+    /// underlay): the first handler that has such traffic takes it.
+    pub fn capture_outside(&mut self) -> Option<Receiver<Captured>> {
+        let (tx, rx) = bounded(CAPTURE_QUEUE);
+        self.handlers
+            .iter_mut()
+            .any(|h| h.capture_outside(tx.clone()))
+            .then_some(rx)
+    }
+
     /// The handler behind internal ports, for the control plane.
     pub fn handler(&self, id: HandlerId) -> Option<&dyn Handler> {
         self.handlers.get(id.0).map(|h| &**h)

@@ -124,6 +124,15 @@ pub trait Handler: Send {
     /// Its [`Handler::next_timeout`] has come.
     fn timeout(&mut self, _out: &mut Emitter<'_>, _now: Instant) {}
 
+    /// Starts copying the frames the handler exchanges outside the datapath (VXLAN's
+    /// underlay datagrams, with their outer headers) to `tx`; false if it has none.
+    fn capture_outside(
+        &mut self,
+        _tx: crossbeam_channel::Sender<crate::datapath::Captured>,
+    ) -> bool {
+        false
+    }
+
     /// For the control plane to reach the concrete handler (`show`).
     fn as_any(&self) -> &dyn Any;
 }
