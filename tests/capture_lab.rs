@@ -33,16 +33,6 @@ ip = "10.223.0.3/24"
     (RunningLab::start(&name, &ns, &text), ns)
 }
 
-/// A child process killed on drop.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_capture_file_holds_the_pings_both_ways() {
     let (lab, ns) = lab();

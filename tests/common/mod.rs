@@ -266,6 +266,16 @@ pub fn root_taps(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// A child process killed (and waited for) on drop.
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A server running in a namespace, killed on drop. `ip netns exec` execs the command,
 /// so the child is the server itself and the kill reaches it.
 pub struct Background(Child);
