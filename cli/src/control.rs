@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Sender};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use vswitch::datapath::Captured;
+use vswitch::datapath::CaptureStream;
 
 pub const RUN_DIR: &str = "/run/tapnet";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,7 +33,7 @@ pub enum Request {
     /// `capture PORT`: answered with the frames' channel, or why not.
     Capture {
         port: String,
-        reply: Sender<Result<Receiver<Captured>, String>>,
+        reply: Sender<Result<CaptureStream, String>>,
     },
 }
 
@@ -145,7 +145,7 @@ fn stream_capture(
         Err(_) => Err("the lab is stopping".into()),
     };
     let mut out = stream;
-    let frames = match frames {
+    let stream_handle = match frames {
         Ok(frames) => frames,
         Err(e) => {
             serde_json::to_writer(&mut out, &serde_json::json!({"error": e}))?;
@@ -161,6 +161,7 @@ fn stream_capture(
         ..PcapHeader::default()
     };
     let mut pcap = PcapWriter::with_header(out, header).map_err(io::Error::other)?;
+    let frames = &stream_handle.frames;
     loop {
         let captured = match frames.recv_timeout(Duration::from_secs(1)) {
             Ok(c) => c,

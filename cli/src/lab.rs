@@ -793,6 +793,7 @@ fn ports<'a>(
     let mut infos: Vec<PInfo<'a>> = Vec::new();
     let mut name_lines: Vec<usize> = Vec::new();
     let mut incomplete = false;
+    let mut mirrors: Vec<&str> = Vec::new();
     for s in cx.array(root, "port", "[[port]]") {
         cx.check_keys(&s, PORT_KEYS);
         cx.require(&s, &["name", "bridge"]);
@@ -806,6 +807,12 @@ fn ports<'a>(
                         "port name {} must be 1 to 15 characters of A-Z a-z 0-9 _ . -",
                         q(n.v)
                     ),
+                );
+            } else if n.v == "underlay" {
+                cx.err(
+                    n.at,
+                    "port name `underlay` is taken: `tapnet capture underlay` means VXLAN's underlay"
+                        .to_string(),
                 );
             } else if let Some(i) = infos.iter().position(|p| p.name == Some(n.v)) {
                 cx.err(
@@ -1003,7 +1010,11 @@ fn ports<'a>(
         }
 
         let mirror = cx.str_(&s, "mirror").and_then(|m| {
-            if valid_ifname(m.v) {
+            if mirrors.contains(&m.v) {
+                cx.err(m.at, format!("mirror {} is already another port's mirror", q(m.v)));
+                None
+            } else if valid_ifname(m.v) {
+                mirrors.push(m.v);
                 Some(m.v.to_string())
             } else {
                 cx.err(
@@ -1776,6 +1787,16 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         ));
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains(":10: `impair`: `loss=200%`"), "{e:?}");
+    }
+
+    #[test]
+    fn mirrors_are_unique_and_underlay_is_reserved() {
+        let e = errs(&with_head(
+            "[[port]]\nname = \"p\"\nbridge = \"br0\"\nmirror = \"m0\"\n[[port]]\nname = \"q\"\nbridge = \"br0\"\nmirror = \"m0\"\n[[port]]\nname = \"underlay\"\nbridge = \"br0\"\n",
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("already another port's mirror"), "{e:?}");
+        assert!(e[1].contains("`underlay` is taken"), "{e:?}");
     }
 
     #[test]

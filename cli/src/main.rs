@@ -78,7 +78,7 @@ enum Command {
     },
     /// Read live state from a running lab.
     Show {
-        /// ports, fdb or drops (routes, arp, nat, forwards, services, vxlan: later)
+        /// ports, fdb, drops, routes, arp, nat, forwards, services or vxlan
         what: String,
         /// The lab to ask; may be left out when exactly one runs.
         #[arg(long)]
@@ -147,7 +147,20 @@ fn main() -> ExitCode {
             let copied = match write {
                 Some(path) => std::fs::File::create(&path)
                     .and_then(|mut f| std::io::copy(&mut &stream, &mut f)),
-                None => std::io::copy(&mut &stream, &mut std::io::stdout().lock()),
+                // Straight to fd 1, not through Stdout's line buffer: Ctrl-C must not
+                // leave the last pcap record behind in it.
+                None => {
+                    use std::os::fd::FromRawFd;
+                    // SAFETY: dup returns a new descriptor of our own, or -1 (checked).
+                    let fd = unsafe { libc::dup(1) };
+                    if fd < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        // SAFETY: `fd` is ours alone.
+                        let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
+                        std::io::copy(&mut &stream, &mut out)
+                    }
+                }
             };
             match copied {
                 Ok(_) => ExitCode::SUCCESS,

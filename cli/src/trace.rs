@@ -308,8 +308,13 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
                         if let (Some(v), Some(t)) = (vtep, tunnel) {
                             let (vni, peers) = v.peek(t, dst, now).unwrap_or_default();
                             let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                            let how = if peers.len() == 1 {
+                                "to the peer that has it"
+                            } else {
+                                "to every peer"
+                            };
                             steps.push(format!(
-                                "vxlan: encapsulated with VNI {vni}, sent to every peer: {}",
+                                "vxlan: encapsulated with VNI {vni}, sent {how}: {}",
                                 peers.join(", ")
                             ));
                         }

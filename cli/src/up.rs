@@ -641,13 +641,18 @@ fn serve(
                     }
                     control::Request::Capture { port, reply } => {
                         let frames = if port == "underlay" {
-                            dp.capture_outside().ok_or_else(|| {
-                                format!("lab `{}` has no VXLAN underlay to capture", lab.name)
-                            })
+                            dp.capture_outside()
+                                .map(vswitch::datapath::CaptureStream::outside)
+                                .ok_or_else(|| {
+                                    format!("lab `{}` has no VXLAN underlay to capture", lab.name)
+                                })
                         } else {
-                            dp.port_by_name(&port)
-                                .and_then(|id| dp.capture(id))
-                                .ok_or_else(|| format!("no port `{port}` in lab `{}`", lab.name))
+                            match dp.port_by_name(&port) {
+                                Some(id) => {
+                                    dp.capture(id).map_err(|e| format!("port `{port}` {e}"))
+                                }
+                                None => Err(format!("no port `{port}` in lab `{}`", lab.name)),
+                            }
                         };
                         let _ = reply.send(frames);
                     }

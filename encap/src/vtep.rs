@@ -16,7 +16,7 @@ use mio::net::UdpSocket;
 use mio::Interest;
 use vswitch::datapath::Captured;
 use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
-use vswitch::gro::TcpRun;
+use vswitch::gro::{self, TcpRun};
 use vswitch::pool::BufId;
 use vswitch::{Emitter, Fdb, Handler, Mac, PortId, Verdict};
 
@@ -183,7 +183,14 @@ const GSO_BATCH_SEGMENTS: usize = 64;
 /// Sends `batch`, datagrams of `size` bytes back to back (the last may be shorter), to
 /// `peer` with one sendmmsg. (Not UDP GSO: the kernel refuses it on a socket that
 /// sends UDP checksum zero, and RFC 7348 asks for zero.)
-fn send_batch(senders: &[(UdpSocket, u16)], peer: &mut Peer, flow: u64, batch: &[u8], size: usize) {
+/// Returns false if some did not go.
+fn send_batch(
+    senders: &[(UdpSocket, u16)],
+    peer: &mut Peer,
+    flow: u64,
+    batch: &[u8],
+    size: usize,
+) -> bool {
     let (socket, _) = &senders[(flow % senders.len() as u64) as usize];
     let addr = socket2::SockAddr::from(SocketAddr::V4(peer.addr));
     // SAFETY: all-zero is a valid iovec and mmsghdr.
@@ -222,7 +229,7 @@ fn send_batch(senders: &[(UdpSocket, u16)], peer: &mut Peer, flow: u64, batch: &
         };
         if n <= 0 {
             peer.stats.tx_errors += (count - done) as u64;
-            return;
+            return false;
         }
         for m in &msgs[done..done + n as usize] {
             peer.stats.tx_packets += 1;
@@ -230,6 +237,7 @@ fn send_batch(senders: &[(UdpSocket, u16)], peer: &mut Peer, flow: u64, batch: &
         }
         done += n as usize;
     }
+    true
 }
 
 fn udp_socket(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
@@ -245,8 +253,21 @@ fn udp_socket(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
     Ok(s)
 }
 
-/// VXLAN sends UDP checksum zero (RFC 7348 section 5), as the kernel does by default.
+/// VXLAN sends UDP checksum zero (RFC 7348 section 5), as the kernel does by default,
+/// and never lets its datagrams be fragmented (section 4.3): a datagram too big for
+/// the underlay fails to send (EMSGSIZE, counted) instead.
 fn no_udp_checksum(s: &socket2::Socket) {
+    let pmtu: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: IP_MTU_DISCOVER takes an int; the fd is valid.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&pmtu as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
     let one: libc::c_int = 1;
     // SAFETY: SO_NO_CHECK takes an int; the fd is valid.
     unsafe {
@@ -498,6 +519,9 @@ impl Open {
             return None;
         }
         let run = TcpRun::start(&frame[IP_AT..])?;
+        if !gro::checksums_ok(&frame[IP_AT..]) {
+            return None;
+        }
         Some(Open { buf, port, run })
     }
 
@@ -510,7 +534,7 @@ impl Open {
             return false;
         }
         let ip = &new[IP_AT..];
-        if !self.run.accepts(&open[IP_AT..have], ip) {
+        if !self.run.accepts(&open[IP_AT..have], ip) || !gro::checksums_ok(ip) {
             return false;
         }
         let payload = &ip[self.run.headers()..];
@@ -610,12 +634,20 @@ impl Handler for Vtep {
             batch.clear();
             let mut size = 0;
             let mut count = 0;
+            let mut failed = 0u64;
+            let mut oversize = false;
             let cut = offload::segment(
                 &vnet,
                 &data[VNET_HDR_LEN..],
                 scratch,
                 HEADER_LEN,
                 |datagram| {
+                    // Each segment must fit the bridge's MTU on its own: VXLAN
+                    // never fragments.
+                    if datagram.len() - HEADER_LEN > mtu as usize + ETH_HDR_LEN {
+                        oversize = true;
+                        return;
+                    }
                     vxlan::emit(datagram, vni);
                     if underlay.is_some() {
                         let src = SocketAddrV4::new(
@@ -631,7 +663,9 @@ impl Handler for Vtep {
                             || count == GSO_BATCH_SEGMENTS)
                     {
                         for p in targets.clone() {
-                            send_batch(senders, &mut peers[p], flow, batch, size);
+                            if !send_batch(senders, &mut peers[p], flow, batch, size) {
+                                failed += 1;
+                            }
                         }
                         batch.clear();
                         count = 0;
@@ -645,8 +679,14 @@ impl Handler for Vtep {
             );
             if count > 0 {
                 for p in targets.clone() {
-                    send_batch(senders, &mut peers[p], flow, batch, size);
+                    if !send_batch(senders, &mut peers[p], flow, batch, size) {
+                        failed += 1;
+                    }
                 }
+            }
+            self.drops[VtepDrop::SendError as usize] += failed;
+            if oversize {
+                self.drop(VtepDrop::Oversize);
             }
             match cut {
                 Ok(_) => {}

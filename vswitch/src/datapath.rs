@@ -6,6 +6,8 @@
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use mio::unix::SourceFd;
@@ -54,10 +56,28 @@ struct PortSlot {
     down_reason: Option<String>,
     /// Where copies of the port's frames go while someone captures it.
     capture: Option<Sender<Captured>>,
+    /// Shared with the capture's reader: more than one holder means it still reads.
+    capture_alive: Option<Arc<()>>,
     /// The port's impairment and the frames it holds back, if it has one.
     shaper: Option<Shaper>,
     /// A device (a TAP in tapnet's namespace) that gets a copy of every frame.
     mirror: Option<Box<dyn Port>>,
+}
+
+/// A running capture, as its reader holds it: dropping it ends the capture.
+pub struct CaptureStream {
+    pub frames: Receiver<Captured>,
+    _alive: Arc<()>,
+}
+
+impl CaptureStream {
+    /// A stream fed from outside the ports (VXLAN's underlay).
+    pub fn outside(frames: Receiver<Captured>) -> CaptureStream {
+        CaptureStream {
+            frames,
+            _alive: Arc::new(()),
+        }
+    }
 }
 
 /// A copy of a frame seen on a port (either way), for `tapnet capture`.
@@ -185,19 +205,33 @@ impl Datapath {
             readable: true,
             down_reason: None,
             capture: None,
+            capture_alive: None,
             shaper: None,
             mirror: None,
         });
         Ok(id)
     }
 
-    /// Starts copying every frame port `port` receives or sends (a capture already
-    /// running on it is replaced). Copying stops when the receiver is dropped.
-    pub fn capture(&mut self, port: PortId) -> Option<Receiver<Captured>> {
-        let slot = self.ports.get_mut(port.0)?;
+    /// Starts copying every frame port `port` receives or sends. Copying stops when the
+    /// receiver is dropped; while it runs, a second capture of the port is refused.
+    pub fn capture(&mut self, port: PortId) -> Result<CaptureStream, &'static str> {
+        let slot = self.ports.get_mut(port.0).ok_or("no such port")?;
+        // One capture a port: a second would silently end the first.
+        if slot
+            .capture_alive
+            .as_ref()
+            .is_some_and(|a| Arc::strong_count(a) > 1)
+        {
+            return Err("is already being captured");
+        }
         let (tx, rx) = bounded(CAPTURE_QUEUE);
+        let alive = Arc::new(());
         slot.capture = Some(tx);
-        Some(rx)
+        slot.capture_alive = Some(alive.clone());
+        Ok(CaptureStream {
+            frames: rx,
+            _alive: alive,
+        })
     }
 
     /// Copies every frame `port` receives or sends to `mirror` (a device port outside
@@ -259,6 +293,7 @@ impl Datapath {
             readable: false,
             down_reason: None,
             capture: None,
+            capture_alive: None,
             shaper: None,
             mirror: None,
         });
@@ -462,10 +497,9 @@ impl Datapath {
         if slot.io.is_none() {
             return false;
         }
-        let old = slot.shaper.take();
-        if let Some(mut old) = old {
-            let far = Instant::now() + Duration::from_secs(3600);
-            while let Some(f) = old.release(far) {
+        if let Some(mut old) = slot.shaper.take() {
+            // What the old impairment held goes now, in order (none is lost).
+            while let Some(f) = old.release_any() {
                 write_out(slot, &mut self.failed, port, &f);
             }
         }

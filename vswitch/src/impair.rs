@@ -16,7 +16,7 @@ pub struct Impairment {
     /// Chance of sending a frame twice, 0 to 1.
     pub duplicate: f64,
     pub delay: Duration,
-    /// Each frame's delay varies uniformly within delay +- jitter.
+    /// Each frame's delay varies within delay +- jitter, but frames keep their order.
     pub jitter: Duration,
     /// Bits per second at most (0: no limit).
     pub rate_bps: u64,
@@ -147,8 +147,8 @@ impl Impairment {
     }
 }
 
-/// Frames an impaired port may hold at most, and bytes.
-const QUEUE_FRAMES: usize = 16384;
+/// Frames an impaired port may hold at most (netem's default limit), and bytes.
+const QUEUE_FRAMES: usize = 1000;
 const QUEUE_BYTES: usize = 64 << 20;
 
 /// What an impairment decided for one frame.
@@ -209,7 +209,18 @@ impl Shaper {
                 self.overflowed += 1;
                 return Fate::Overflow;
             }
-            let mut due = now + self.spec.delay;
+            // The wire first (the rate limit), then the delay on top, as netem does.
+            let mut sent = now;
+            if self.spec.rate_bps > 0 {
+                // The wire is busy until the previous frame is out; then this one
+                // takes len * 8 / rate.
+                let start = self.next_free.map_or(now, |t| t.max(now));
+                let took =
+                    Duration::from_secs_f64(frame.len() as f64 * 8.0 / self.spec.rate_bps as f64);
+                self.next_free = Some(start + took);
+                sent = start + took;
+            }
+            let mut due = sent + self.spec.delay;
             if !self.spec.jitter.is_zero() {
                 let j = self.spec.jitter.as_secs_f64() * (2.0 * self.random() - 1.0);
                 due = if j >= 0.0 {
@@ -218,17 +229,8 @@ impl Shaper {
                     due - Duration::from_secs_f64(-j)
                 };
             }
-            if self.spec.rate_bps > 0 {
-                // The wire is busy until the previous frame is out; then this one
-                // takes len * 8 / rate.
-                let start = self.next_free.map_or(now, |t| t.max(now));
-                let took =
-                    Duration::from_secs_f64(frame.len() as f64 * 8.0 / self.spec.rate_bps as f64);
-                self.next_free = Some(start + took);
-                due = due.max(start + took);
-            }
-            // Kept in order of release, as a wire keeps them (jitter may not reorder
-            // past a rate limit; without one, later frames wait for earlier ones).
+            // Kept in order of release, as a wire keeps them: jitter delays a frame
+            // but never lets it overtake the one before.
             if let Some((last, _)) = self.queue.back() {
                 due = due.max(*last);
             }
@@ -251,6 +253,13 @@ impl Shaper {
             return Some(f);
         }
         None
+    }
+
+    /// The next held frame, due or not (when the impairment is changed).
+    pub fn release_any(&mut self) -> Option<Vec<u8>> {
+        let (_, f) = self.queue.pop_front()?;
+        self.bytes -= f.len();
+        Some(f)
     }
 
     pub fn held(&self) -> usize {
