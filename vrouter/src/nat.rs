@@ -77,14 +77,12 @@ pub enum Direction {
 
 const NIL: u32 = u32::MAX;
 
-#[derive(Clone)]
 struct Slot {
     flow: Option<Flow>,
     prev: u32,
     next: u32,
 }
 
-#[derive(Clone)]
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -189,6 +187,22 @@ impl FlowTable {
                 f.closing = true;
             }
         }
+    }
+
+    /// A small table holding only the flows of `keys` (either direction), for
+    /// deciding on a copy (`tapnet trace`) without copying the whole table.
+    pub fn excerpt(&self, keys: &[FlowKey]) -> FlowTable {
+        let mut t = FlowTable::new(8, self.timeouts);
+        for key in keys {
+            let found = self
+                .index
+                .get(key)
+                .or_else(|| self.index.get(&key.reversed()));
+            if let Some(flow) = found.and_then(|&(i, _)| self.slots[i as usize].flow) {
+                t.insert(flow);
+            }
+        }
+        t
     }
 
     /// Whether a key is taken by a live flow (for choosing a free translated port).

@@ -264,7 +264,6 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const DEFAULT_TTL: u8 = 64;
 
-#[derive(Clone)]
 pub struct Router {
     ifaces: Vec<Iface>,
     /// Each leg's bridge MTU (65535 until told).
@@ -977,7 +976,23 @@ impl Router {
         frame: &mut [u8],
         now: Instant,
     ) -> (Action, Option<RouterDrop>) {
-        let mut copy = self.clone();
+        // A copy of the router, but for its NAT table: of that, only the flow this
+        // packet may belong to (the whole table could be tens of megabytes).
+        let key = flow_key(frame);
+        let mut copy = Router {
+            ifaces: self.ifaces.clone(),
+            mtus: self.mtus.clone(),
+            services: self.services.clone(),
+            flows: self.flows.excerpt(key.as_slice()),
+            routes: self.routes.clone(),
+            neighbors: self.neighbors.clone(),
+            icmp: self.icmp.clone(),
+            outbox: Outbox::new(),
+            stats: self.stats.clone(),
+            learned: false,
+            host_egress: self.host_egress,
+            arp_asked: self.arp_asked.clone(),
+        };
         let before = copy.stats.drops;
         let action = copy.handle(iface, frame, now);
         let reason = RouterDrop::ALL
@@ -1082,4 +1097,23 @@ fn sender_of(frame: &[u8]) -> Mac {
     Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
         .try_into()
         .expect("6 bytes"))
+}
+
+/// The NAT flow key of a TCP or UDP packet in `frame` (a first fragment), if any.
+fn flow_key(frame: &[u8]) -> Option<FlowKey> {
+    let ip = frame.get(VNET_HDR_LEN + ETH_HDR_LEN..)?;
+    if ip.len() < 24 || ip[0] >> 4 != 4 || (ip[6] & 0x1f) != 0 || ip[7] != 0 {
+        return None;
+    }
+    let l4 = (ip[0] & 0x0f) as usize * 4;
+    if !matches!(ip[9], PROTO_TCP | PROTO_UDP) || ip.len() < l4 + 4 {
+        return None;
+    }
+    let a = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
+    let port = |o: usize| u16::from_be_bytes([ip[o], ip[o + 1]]);
+    Some(FlowKey {
+        proto: ip[9],
+        src: SocketAddrV4::new(a(12), port(l4)),
+        dst: SocketAddrV4::new(a(16), port(l4 + 2)),
+    })
 }
