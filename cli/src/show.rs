@@ -249,6 +249,7 @@ fn vxlan(dp: &Datapath, lab: &str, now: Instant) -> Value {
         "lab": lab,
         "listen": v.listen().to_string(),
         "source_ports": v.source_ports(),
+        "underlay_capture_dropped": v.underlay_capture_dropped(),
         "peers": peers,
         "vnis": vnis,
         "drops": drops,

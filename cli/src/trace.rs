@@ -334,8 +334,11 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
                 .netns
                 .as_deref()
                 .map_or("tapnet's namespace".to_string(), |n| format!("netns {n}"));
+            let impaired = dp
+                .impairment(next)
+                .map_or(String::new(), |i| format!(", impaired there: {i}"));
             steps.push(format!(
-                "leaves by port {} ({place}, {}): {}",
+                "leaves by port {} ({place}, {}): {}{impaired}",
                 there.info.name,
                 there.info.ifname,
                 addrs_of(&frame)

@@ -136,12 +136,15 @@ pub struct Vtep {
     batch: Vec<u8>,
     /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
     underlay: Option<Sender<Captured>>,
+    /// Underlay copies a slow capture reader could not take (the datagrams went on).
+    underlay_dropped: u64,
 }
 
 /// Copies a datagram, with outer Ethernet, IPv4 and UDP headers made up for it, to the
 /// underlay capture. Costs a branch when nobody captures.
 fn underlay_copy(
     tap: &mut Option<Sender<Captured>>,
+    dropped: &mut u64,
     src: SocketAddrV4,
     dst: SocketAddrV4,
     datagram: &[u8],
@@ -170,8 +173,10 @@ fn underlay_copy(
         at: std::time::SystemTime::now(),
         frame: f,
     };
-    if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(copy) {
-        *tap = None;
+    match tx.try_send(copy) {
+        Ok(()) => {}
+        Err(crossbeam_channel::TrySendError::Full(_)) => *dropped += 1,
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => *tap = None,
     }
 }
 
@@ -326,6 +331,7 @@ impl Vtep {
             scratch: vec![0; MAX_DATAGRAM + 64],
             batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
             underlay: None,
+            underlay_dropped: 0,
         })
     }
 
@@ -367,6 +373,11 @@ impl Vtep {
             None => self.peers.iter().map(|p| p.addr).collect(),
         };
         Some((seg.vni, peers))
+    }
+
+    /// Underlay copies a slow capture reader missed.
+    pub fn underlay_capture_dropped(&self) -> u64 {
+        self.underlay_dropped
     }
 
     pub fn dropped(&self, reason: VtepDrop) -> u64 {
@@ -429,7 +440,13 @@ impl Vtep {
                 }
             };
             if let SocketAddr::V4(from4) = from {
-                underlay_copy(&mut self.underlay, from4, self.listen, &room[at..at + n]);
+                underlay_copy(
+                    &mut self.underlay,
+                    &mut self.underlay_dropped,
+                    from4,
+                    self.listen,
+                    &room[at..at + n],
+                );
             }
             let port = match self.accept(from, &room[at..at + n], now) {
                 Ok(port) => port,
@@ -629,6 +646,7 @@ impl Handler for Vtep {
                 scratch,
                 batch,
                 underlay,
+                underlay_dropped,
                 ..
             } = self;
             batch.clear();
@@ -655,7 +673,7 @@ impl Handler for Vtep {
                             senders[(flow % senders.len() as u64) as usize].1,
                         );
                         for p in targets.clone() {
-                            underlay_copy(underlay, src, peers[p].addr, datagram);
+                            underlay_copy(underlay, underlay_dropped, src, peers[p].addr, datagram);
                         }
                     }
                     if count > 0
@@ -713,7 +731,13 @@ impl Handler for Vtep {
                 self.senders[(flow % self.senders.len() as u64) as usize].1,
             );
             for p in targets.clone() {
-                underlay_copy(&mut self.underlay, src, self.peers[p].addr, datagram);
+                underlay_copy(
+                    &mut self.underlay,
+                    &mut self.underlay_dropped,
+                    src,
+                    self.peers[p].addr,
+                    datagram,
+                );
             }
         }
         for p in targets {
