@@ -43,6 +43,20 @@ pub struct PortInfo {
     pub ip: Option<String>,
 }
 
+impl PortInfo {
+    /// A port known only by its name: no namespace, MAC or address to show.
+    pub fn named(name: &str, bridge: BridgeId) -> PortInfo {
+        PortInfo {
+            name: name.into(),
+            bridge,
+            netns: None,
+            ifname: name.into(),
+            mac: Mac::default(),
+            ip: None,
+        }
+    }
+}
+
 struct PortSlot {
     info: PortInfo,
     /// `None` once the port is down (or for an internal port); dropping the IO closes

@@ -6,7 +6,7 @@ mod seqpacket_port;
 use std::time::Duration;
 
 use seqpacket_port::{frame, pair, Peer};
-use vswitch::{BridgeConfig, BridgeId, Datapath, DropReason, Mac, PortId, PortInfo};
+use vswitch::{BridgeConfig, BridgeId, Datapath, DropReason, PortId, PortInfo};
 
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
 const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
@@ -24,14 +24,7 @@ fn bridge(dp: &mut Datapath, name: &str) -> BridgeId {
 
 fn port(dp: &mut Datapath, bridge: BridgeId, name: &str) -> (PortId, Peer) {
     let (io, peer) = pair(true);
-    let info = PortInfo {
-        name: name.into(),
-        bridge,
-        netns: None,
-        ifname: name.into(),
-        mac: Mac::default(),
-        ip: None,
-    };
+    let info = PortInfo::named(name, bridge);
     (dp.add_port(info, Box::new(io)).unwrap(), peer)
 }
 
@@ -146,14 +139,7 @@ fn gso_frames_to_a_port_without_gso_are_dropped_and_counted() {
     let br = bridge(&mut dp, "br0");
     let (_, a) = port(&mut dp, br, "a");
     let (io, b) = pair(false);
-    let info = PortInfo {
-        name: "nogso".into(),
-        bridge: br,
-        netns: None,
-        ifname: "nogso".into(),
-        mac: Mac::default(),
-        ip: None,
-    };
+    let info = PortInfo::named("nogso", br);
     let pb = dp.add_port(info, Box::new(io)).unwrap();
     let mut gso = frame(B, A, 3000);
     gso[1] = 1; // TCPv4
@@ -259,17 +245,6 @@ impl vswitch::Handler for Joiner {
     }
 }
 
-fn internal_info(bridge: BridgeId, name: &str) -> PortInfo {
-    PortInfo {
-        name: name.into(),
-        bridge,
-        netns: None,
-        ifname: name.into(),
-        mac: Mac::default(),
-        ip: None,
-    }
-}
-
 #[test]
 fn internal_ports_carry_frames_between_bridges_through_their_handler() {
     const R0: [u8; 6] = [2, 0, 0, 0, 1, 0];
@@ -286,8 +261,8 @@ fn internal_ports_carry_frames_between_bridges_through_their_handler() {
         peer_macs: [A, C],
         seen: 0,
     }));
-    let r0 = dp.add_internal_port(internal_info(br0, "r0"), h).unwrap();
-    let r1 = dp.add_internal_port(internal_info(br1, "r1"), h).unwrap();
+    let r0 = dp.add_internal_port(PortInfo::named("r0", br0), h).unwrap();
+    let r1 = dp.add_internal_port(PortInfo::named("r1", br1), h).unwrap();
     assert_eq!((r0, r1), (PortId(2), PortId(3)));
     // A broadcast reaches the handler as a copy (and c never sees it: other bridge).
     a.send(&frame(BCAST, A, 20));
@@ -356,8 +331,8 @@ fn a_loop_between_handlers_is_cut_and_counted() {
     let h = dp.add_handler(Box::new(Boomerang {
         me: [2, 7, 7, 7, 7, 7],
     }));
-    dp.add_internal_port(internal_info(br0, "x"), h).unwrap();
-    dp.add_internal_port(internal_info(br0, "y"), h).unwrap();
+    dp.add_internal_port(PortInfo::named("x", br0), h).unwrap();
+    dp.add_internal_port(PortInfo::named("y", br0), h).unwrap();
     a.send(&frame([2, 7, 7, 7, 7, 7], A, 20));
     run(&mut dp);
     let loops: u64 = dp

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use seqpacket_port::{frame, pair};
-use vswitch::{BridgeConfig, Datapath, Mac, PortInfo};
+use vswitch::{BridgeConfig, Datapath, PortInfo};
 
 struct Counting;
 
@@ -58,14 +58,7 @@ fn forwarding_allocates_nothing_per_packet() {
     let mut peers = Vec::new();
     for name in ["a", "b", "c"] {
         let (io, peer) = pair(true);
-        let info = PortInfo {
-            name: name.into(),
-            bridge: br,
-            netns: None,
-            ifname: name.into(),
-            mac: Mac::default(),
-            ip: None,
-        };
+        let info = PortInfo::named(name, br);
         dp.add_port(info, Box::new(io)).unwrap();
         peers.push(peer);
     }
