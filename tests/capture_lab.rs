@@ -135,8 +135,44 @@ fn a_reader_that_never_reads_costs_copies_not_the_datapath() {
     assert!(text.contains("20000 received"), "{text}");
     let a = lab.port("a");
     assert!(a["capture_dropped"].as_u64().unwrap() > 0, "{a}");
-    // The reader goes away: the capture stops, the lab runs on.
+    // While it holds the capture, a second one of the port is refused.
+    let second = |secs: &str| {
+        run(
+            &[
+                "timeout",
+                secs,
+                TAPNET,
+                "capture",
+                "a",
+                "--lab",
+                &lab.name,
+                "-w",
+                "/dev/null",
+            ],
+            10,
+        )
+    };
+    let out = second("1");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already being captured"));
+    // The reader goes away: the capture stops (a new one is taken), the lab runs on.
     drop(reader);
+    let t = std::time::Instant::now();
+    loop {
+        let out = second("1");
+        if !String::from_utf8_lossy(&out.stderr).contains("already being captured") {
+            assert_eq!(
+                out.status.code(),
+                Some(124),
+                "the new capture ran until stopped"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the vanished reader's capture never stopped"
+        );
+    }
     assert!(ping(&ns[0], "10.223.0.3", 2));
     assert_eq!(lab.port("a")["up"], true);
 }

@@ -67,8 +67,19 @@ backends = ["10.224.2.2:8080", "10.224.2.3:8080"]
     assert!(t.contains(":8080"), "{t}");
     assert!(t.contains("leaves by port db"), "{t}");
 
+    let no_route = || {
+        lab.show("drops")["router"]["drops"]["no_route"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = no_route();
     let (_, t) = trace(&lab, "web", "icmp 10.224.1.2 -> 192.0.2.1");
     assert!(t.contains("dropped (no_route)"), "{t}");
+    assert_eq!(
+        no_route(),
+        before,
+        "a traced drop was counted as a real one"
+    );
 
     // Nothing was changed: no NAT flow from the service trace.
     assert_eq!(lab.show("nat")["table"]["flows"], 0);
