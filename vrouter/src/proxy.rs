@@ -87,20 +87,50 @@ const TCP_IDLE: Duration = Duration::from_secs(2 * 3600);
 struct Queues {
     rx: VecDeque<Vec<u8>>,
     tx: VecDeque<Vec<u8>>,
+    /// Buffers that carried packets before, reused so the proxy path does not allocate
+    /// one per packet: rx ones come back from smoltcp, tx ones from `drain_output`.
+    spare_rx: Vec<Vec<u8>>,
+    spare_tx: Vec<Vec<u8>>,
 }
 
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+/// Spare buffers kept at most, each way.
+const SPARES: usize = 256;
 
-impl phy::RxToken for Rx {
+impl Queues {
+    /// Queues a packet for smoltcp, in a reused buffer when there is one.
+    fn push_rx(&mut self, packet: &[u8]) {
+        let mut buf = self.spare_rx.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.rx.push_back(buf);
+    }
+
+    /// Gives a buffer that went out back for reuse.
+    fn recycle_tx(&mut self, buf: Vec<u8>) {
+        if self.spare_tx.len() < SPARES {
+            self.spare_tx.push(buf);
+        }
+    }
+}
+
+struct Rx<'a>(Vec<u8>, &'a mut Vec<Vec<u8>>);
+struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, &'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for Rx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.0);
+        if self.1.len() < SPARES {
+            self.1.push(self.0);
+        }
+        r
     }
 }
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        let mut buf = self.1.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
         let r = f(&mut buf);
         self.0.push_back(buf);
         r
@@ -108,16 +138,19 @@ impl phy::TxToken for Tx<'_> {
 }
 
 impl phy::Device for Queues {
-    type RxToken<'a> = Rx;
+    type RxToken<'a> = Rx<'a>;
     type TxToken<'a> = Tx<'a>;
 
-    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx<'_>, Tx<'_>)> {
         let packet = self.rx.pop_front()?;
-        Some((Rx(packet), Tx(&mut self.tx)))
+        Some((
+            Rx(packet, &mut self.spare_rx),
+            Tx(&mut self.tx, &mut self.spare_tx),
+        ))
     }
 
     fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
+        Some(Tx(&mut self.tx, &mut self.spare_tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -224,6 +257,8 @@ impl HostProxy {
         let mut queues = Queues {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
+            spare_rx: Vec::new(),
+            spare_tx: Vec::new(),
         };
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ip),
@@ -361,7 +396,7 @@ impl HostProxy {
                     None if syn_only => {
                         if to_gateway {
                             // Nothing listens on a gateway: smoltcp answers with a reset.
-                            self.queues.rx.push_back(packet.to_vec());
+                            self.queues.push_rx(packet);
                             return;
                         }
                         if !self.masquerade {
@@ -372,7 +407,7 @@ impl HostProxy {
                     }
                     None => {}
                 }
-                self.queues.rx.push_back(packet.to_vec());
+                self.queues.push_rx(packet);
             }
             PROTO_UDP => {
                 // The UDP length, not the frame's: Ethernet may have padded it.
@@ -616,7 +651,7 @@ impl HostProxy {
         match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => {
                 self.stats.tcp_refused += 1;
-                self.queues.rx.push_back(syn.to_vec());
+                self.queues.push_rx(syn);
             }
             code => {
                 self.stats.tcp_unreachable += 1;
@@ -1042,6 +1077,7 @@ impl HostProxy {
         while let Some(mut first) = self.queues.tx.pop_front() {
             let Some(mut run) = TcpRun::start(&first) else {
                 f(&first, None);
+                self.queues.recycle_tx(first);
                 continue;
             };
             while let Some(next) = self.queues.tx.front() {
@@ -1050,10 +1086,13 @@ impl HostProxy {
                 }
                 first.extend_from_slice(&next[run.headers()..]);
                 run.appended(&mut first, next);
-                self.queues.tx.pop_front();
+                if let Some(next) = self.queues.tx.pop_front() {
+                    self.queues.recycle_tx(next);
+                }
             }
             let mss = run.finish(&mut first);
             f(&first, mss);
+            self.queues.recycle_tx(first);
         }
     }
 
