@@ -9,8 +9,12 @@ use crate::fdb::Mac;
 /// `IFF_VNET_HDR` use unless TUNSETVNETHDRSZ says otherwise.
 pub const VNET_HDR_LEN: usize = 10;
 pub const ETH_HDR_LEN: usize = 14;
-/// Room for one 802.1Q tag on top of the MTU, as the Linux bridge allows.
+/// Room for one 802.1Q tag on top of the MTU, as the Linux bridge allows, but only for
+/// a frame that carries one.
 pub const VLAN_TAG_LEN: usize = 4;
+/// 802.1Q and 802.1ad tag protocol identifiers.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 pub const VNET_F_NEEDS_CSUM: u8 = 1;
 pub const GSO_NONE: u8 = 0;
@@ -72,7 +76,7 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
     }
     match vnet.gso_type & !GSO_ECN {
         GSO_NONE => {
-            if eth_len > mtu as usize + ETH_HDR_LEN + VLAN_TAG_LEN {
+            if eth_len > max_frame_len(mtu, &data[VNET_HDR_LEN..]) {
                 return Err(DropReason::Oversize);
             }
         }
@@ -97,6 +101,18 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
         return Err(DropReason::BadSourceMac);
     }
     Ok(vnet)
+}
+
+/// The longest Ethernet frame (header included, no FCS) that a link of `mtu` carries:
+/// the MTU and the 14-byte header, and 4 more only if `eth` carries an 802.1Q or
+/// 802.1ad tag (as the Linux bridge counts it). An untagged 1515-byte frame on an
+/// MTU-1500 link is oversize: its IP packet is 1501 bytes.
+pub fn max_frame_len(mtu: u32, eth: &[u8]) -> usize {
+    let tagged = eth
+        .get(12..14)
+        .map(|t| u16::from_be_bytes([t[0], t[1]]))
+        .is_some_and(|t| t == ETHERTYPE_VLAN || t == ETHERTYPE_QINQ);
+    mtu as usize + ETH_HDR_LEN + if tagged { VLAN_TAG_LEN } else { 0 }
 }
 
 /// Destination MAC of an Ethernet frame (at least [`ETH_HDR_LEN`] bytes).
@@ -157,6 +173,18 @@ mod tests {
             Err(DropReason::Runt)
         );
         assert!(check_ingress(&f, 1500).is_ok(), "a bare header is a frame");
+    }
+
+    #[test]
+    fn one_byte_over_the_mtu_is_oversize_unless_tagged() {
+        let f = frame(VnetHdr::default(), B, A, 1501);
+        assert_eq!(check_ingress(&f, 1500), Err(DropReason::Oversize));
+        let mut tagged = frame(VnetHdr::default(), B, A, 1504);
+        tagged[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        assert!(check_ingress(&tagged, 1500).is_ok());
+        let mut over = frame(VnetHdr::default(), B, A, 1505);
+        over[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        assert_eq!(check_ingress(&over, 1500), Err(DropReason::Oversize));
     }
 
     #[test]
