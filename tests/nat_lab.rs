@@ -66,7 +66,23 @@ fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
         udp_ask(&c, OUTSIDE_IP, 7000, "hello").as_deref(),
         Some("hello")
     );
+    // The host namespace keeps the kernel's default ping_group_range ("1 0"): no ICMP
+    // socket for anyone, so tapnet (root) uses its raw socket.
     assert!(ping(&c, OUTSIDE_IP, 3), "ping through masquerade");
+    assert_eq!(lab.show("nat")["host"]["ping_mode"], "raw");
+    // Big pings: fragments reassembled on the way out, the reply cut again on the way in.
+    let out = ns_run(
+        &c,
+        &[
+            "ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "4000", OUTSIDE_IP,
+        ],
+        10,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // TTL still counts on the way out.
     let out = ns_run(
         &c,
@@ -96,16 +112,34 @@ fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
     assert_eq!(out.status.code(), Some(7), "refused");
     assert!(t.elapsed() < std::time::Duration::from_secs(3));
 
-    // An address the host has no route to: ICMP net-unreachable from the gateway, as
-    // a router would say it. (Linux TCP treats that as a soft error while it retries,
-    // so curl times out; the proxy's counter shows the verdict.)
+    // An address the network beyond the host has no route to: the router there says
+    // so, and the container hears it from that router, as through a kernel NAT.
+    // (Linux TCP treats that as a soft error while it retries, so curl times out; the
+    // proxy's counter shows the verdict.)
     let out = ns_run(&c, &["ping", "-c", "1", "-W", "2", "10.99.0.1"], 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("From {OUTSIDE_IP}")) && text.contains("Unreachable"),
+        "{text}"
+    );
+    let _ = ns_run(&c, &["curl", "-s", "-m", "1", "http://10.99.0.1/"], 5);
+    // An address the host itself has no route to: the gateway answers, as a router
+    // that has no route would.
+    steps(&[&[
+        "ip",
+        "-n",
+        &net.host.name,
+        "route",
+        "add",
+        "unreachable",
+        "10.98.0.0/16",
+    ]]);
+    let out = ns_run(&c, &["ping", "-c", "1", "-W", "2", "10.98.0.1"], 5);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("From 10.251.1.1") && text.contains("Unreachable"),
         "{text}"
     );
-    let _ = ns_run(&c, &["curl", "-s", "-m", "1", "http://10.99.0.1/"], 5);
 
     let nat = lab.show("nat");
     assert!(
@@ -274,4 +308,164 @@ fn a_forward_port_taken_on_the_host_refuses_the_lab() {
         !netns_exists(&c) && !netns_exists(&d),
         "something was built"
     );
+}
+
+#[test]
+fn masquerade_looks_like_a_network_path_to_traceroute_and_udp() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let text = lab_text(&name, &c, &d, "[nat]\nmasquerade = true\n");
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    // Every hop shows: the gateway, the router beyond the host, the destination. UDP
+    // probes (their port unreachable from the destination), ICMP echo, and TCP SYNs.
+    let path = vec![
+        "10.251.1.1".to_string(),
+        OUTSIDE_IP.to_string(),
+        FAR_IP.to_string(),
+    ];
+    assert_eq!(traceroute(&c, FAR_IP, &[]), path, "traceroute (UDP)");
+    assert_eq!(traceroute(&c, FAR_IP, &["-I"]), path, "traceroute -I");
+    assert_eq!(
+        traceroute(&c, FAR_IP, &["-T", "-p", "80"]),
+        path,
+        "traceroute -T"
+    );
+    // A connected UDP socket learns that nobody listens, as on any network.
+    const REFUSED: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], 9))
+s.send(b"anyone?")
+try:
+    s.recv(100)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"#;
+    let out = ns_run(&c, &["python3", "-c", REFUSED, FAR_IP], 10);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refused");
+    assert!(lab.show("nat")["host"]["icmp_errors"].as_u64().unwrap() >= 4);
+    // UDP datagrams larger than the MTU (DNS with EDNS, syslog): fragmented by the
+    // container, reassembled for the host's socket; the big answer cut into fragments
+    // for the container.
+    let _echo = udp_echo(&net.far.name, FAR_IP, 7000);
+    for size in [1472, 1473, 4000, 30000] {
+        assert_eq!(
+            udp_ask_big(&c, FAR_IP, 7000, size),
+            Some(size),
+            "{size} bytes"
+        );
+    }
+}
+
+#[test]
+fn ping_uses_icmp_sockets_where_the_host_allows_them() {
+    // The README tells users who run tapnet without root to widen this range; here
+    // the host namespace does so, and tapnet takes ICMP sockets instead of its raw one.
+    let net = HostAndOutside::new();
+    steps(&[&[
+        "ip",
+        "netns",
+        "exec",
+        &net.host.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ]]);
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let text = lab_text(&name, &c, &d, "[nat]\nmasquerade = true\n");
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    assert!(ping(&c, FAR_IP, 3), "ping through masquerade");
+    assert_eq!(lab.show("nat")["host"]["ping_mode"], "socket");
+    let path = vec![
+        "10.251.1.1".to_string(),
+        OUTSIDE_IP.to_string(),
+        FAR_IP.to_string(),
+    ];
+    assert_eq!(traceroute(&c, FAR_IP, &["-I"]), path, "traceroute -I");
+}
+
+#[test]
+fn forwards_reset_refused_clients_and_reuse_ports_without_delay() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let extra = r#"
+[[forward]]
+proto = "tcp"
+listen = "0.0.0.0:8080"
+to = "10.251.1.2:80"
+
+[[forward]]
+proto = "tcp"
+listen = "0.0.0.0:8081"
+to = "10.251.1.2:81"
+
+[[forward]]
+proto = "udp"
+listen = "0.0.0.0:5353"
+to = "10.251.1.3:5353"
+"#;
+    let text = lab_text(&name, &c, &d, extra);
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let www = WebRoot::new("inside page");
+    let _web = http_server(&c, "10.251.1.2", 80, &www.dir, &www.log);
+    assert!(curl(&net.outside.name, &format!("http://{HOST_IP}:8080/")).is_some());
+
+    // Nothing listens on the container's port 81: the client is reset at once, never
+    // handed a clean, empty connection (curl's 52, "Empty reply from server").
+    let t = std::time::Instant::now();
+    let out = ns_run(
+        &net.outside.name,
+        &["curl", "-s", "-m", "5", &format!("http://{HOST_IP}:8081/")],
+        10,
+    );
+    assert!(
+        matches!(out.status.code(), Some(7) | Some(56)),
+        "curl exit {:?}",
+        out.status.code()
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(lab.show("forwards")["forwards"][1]["refused"], 1);
+
+    // The same client port again and again: the container's TIME_WAIT of the last
+    // connection takes the next SYN (TCP timestamps) instead of costing a second.
+    for i in 0..5 {
+        let t = std::time::Instant::now();
+        let out = ns_run(
+            &net.outside.name,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "--local-port",
+                "40123",
+                &format!("http://{HOST_IP}:8080/"),
+            ],
+            10,
+        );
+        assert!(
+            out.status.success(),
+            "request {i}: exit {:?}",
+            out.status.code()
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(700),
+            "request {i} took {:?}",
+            t.elapsed()
+        );
+    }
+
+    // A UDP forward carries datagrams larger than the container's MTU both ways.
+    let _echo = udp_echo(&d, "10.251.1.3", 5353);
+    for size in [1472, 1473, 8000] {
+        assert_eq!(
+            udp_ask_big(&net.outside.name, HOST_IP, 5353, size),
+            Some(size),
+            "{size} bytes"
+        );
+    }
 }

@@ -210,6 +210,40 @@ ip = "10.221.2.2/24"
     );
     let lab = RunningLab::start(&name, &ns, &text);
     assert!(ping(&ns[0], "10.221.2.2", 1));
+    // First without DF (before a's kernel learns the path MTU below): a packet too big for the narrow bridge is cut into fragments there,
+    // as a kernel router would (RFC 791, RFC 1812): ping and UDP get through whole,
+    // both ways (the answer is fragmented by b's own kernel).
+    let out = ns_run(
+        &ns[0],
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-M",
+            "dont",
+            "-s",
+            "1450",
+            "10.221.2.2",
+        ],
+        5,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _echo = udp_echo(&ns[1], "10.221.2.2", 7000);
+    for size in [1400, 1473, 9000] {
+        assert_eq!(
+            udp_ask_big(&ns[0], "10.221.2.2", 7000, size),
+            Some(size),
+            "{size}"
+        );
+    }
     let out = ns_run(
         &ns[0],
         &[
@@ -255,4 +289,9 @@ ip = "10.221.2.2/24"
         5,
     );
     assert!(out.status.success());
+    let drops = lab.show("drops");
+    assert!(
+        drops["router"]["fragmented"].as_u64().unwrap() >= 2,
+        "{drops}"
+    );
 }

@@ -133,6 +133,15 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
         .collect();
     let router = router(dp).map(|r| {
         let stats = r.router().stats();
+        let ra = r.reassembler().stats();
+        let reasm = json!({
+            "fragments": ra.fragments,
+            "reassembled": ra.reassembled,
+            "timed_out": ra.timed_out,
+            "overlapping": ra.overlapping,
+            "malformed": ra.malformed,
+            "evicted": ra.evicted,
+        });
         let reasons: serde_json::Map<String, Value> = RouterDrop::ALL
             .iter()
             .map(|d| (d.name().to_string(), json!(stats.dropped(*d))))
@@ -140,6 +149,9 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
         json!({
             "drops": reasons,
             "routed": stats.routed,
+            "fragmented": stats.fragmented,
+            "flow_resets": stats.flow_resets,
+            "reassembly": reasm,
             "icmp_errors": stats.icmp_errors,
             "icmp_rate_limited": stats.icmp_rate_limited,
             "held_for_arp": r.held(),
@@ -277,6 +289,7 @@ fn forwards(dp: &Datapath, lab: &str) -> Value {
                 "active": st.active,
                 "bytes_in": st.bytes_in,
                 "bytes_out": st.bytes_out,
+                "refused": st.refused,
             }));
         }
     }
@@ -289,13 +302,15 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
     let mut host = Vec::new();
     let mut host_stats = json!(null);
     if let Some(proxy) = router(dp).and_then(|r| r.proxy()) {
-        let mut rows: Vec<_> = proxy.flows().collect();
-        rows.sort();
-        for (proto, container, remote) in rows {
+        let mut rows: Vec<_> = proxy.flows(now).collect();
+        rows.sort_by_key(|f| (f.proto, f.container, f.remote));
+        for f in rows {
             host.push(json!({
-                "proto": proto_name(proto),
-                "container": container.to_string(),
-                "remote": remote.to_string(),
+                "proto": proto_name(f.proto),
+                "container": f.container.to_string(),
+                "remote": f.remote.to_string(),
+                "kind": if f.forward { "forward" } else { "masquerade" },
+                "idle_s": f.idle.as_secs(),
             }));
         }
         let st = proxy.stats();
@@ -308,7 +323,12 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
             "flows_evicted": st.flows_evicted,
             "no_flow": st.no_flow,
             "ping_refused": st.ping_refused,
+            "ping_mode": format!("{:?}", proxy.ping_mode()).to_lowercase(),
             "malformed": st.malformed,
+            "flows_expired": st.flows_expired,
+            "tcp_reset": st.tcp_reset,
+            "icmp_errors": st.icmp_errors,
+            "accept_errors": st.accept_errors,
         });
     }
     if let Some(r) = router(dp) {

@@ -115,9 +115,27 @@ fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
             "tapnet: at most {max_flows} host flows (not {wanted}): the descriptor limit is {descriptors}"
         );
     }
-    let proxy = HostProxy::new(masquerade, rules, max_flows, Instant::now())
-        .context("cannot bind the forwards' ports")?;
+    let proxy = HostProxy::new(
+        masquerade,
+        rules,
+        max_flows,
+        nat_timeouts(lab),
+        Instant::now(),
+    )
+    .context("cannot bind the forwards' ports")?;
+    if masquerade && proxy.ping_mode() == vrouter::proxy::PingMode::None {
+        eprintln!(
+            "tapnet: containers' pings to the outside will be refused (administratively prohibited): \
+             this host allows no ICMP socket to tapnet's group; widen net.ipv4.ping_group_range \
+             (e.g. `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"`) or run tapnet as root"
+        );
+    }
     Ok(Some(proxy))
+}
+
+/// The flows' idle timeouts, from `[nat]`.
+fn nat_timeouts(_lab: &Lab) -> vrouter::nat::Timeouts {
+    vrouter::nat::Timeouts::default()
 }
 
 /// What `up` built on the host and must take down again.
@@ -349,6 +367,7 @@ fn add_router(
         })
         .collect();
     let config = RouterConfig {
+        nat_timeouts: nat_timeouts(lab),
         nat_max_flows: lab
             .nat
             .as_ref()

@@ -302,39 +302,52 @@ impl Drop for Background {
 
 /// A test "host" namespace whose only link is a veth to a test "outside" namespace:
 /// tapnet runs in the host, so masquerade and forwards reach nothing but the outside.
-/// Host is 10.250.0.1/24, outside 10.250.0.2/24.
+/// Host is 10.250.0.1/24, outside 10.250.0.2/24. The outside is also a router (the
+/// host's default gateway) to a "far" namespace, 10.249.0.2/24, so that a path from
+/// the host has a hop on it, as on a real network (traceroute). The host namespace
+/// keeps every default a fresh namespace has (no sysctl is changed there); the
+/// outside forwards, being a router.
 pub struct HostAndOutside {
     pub host: TestNetns,
     pub outside: TestNetns,
+    pub far: TestNetns,
 }
 
 pub const HOST_IP: &str = "10.250.0.1";
 pub const OUTSIDE_IP: &str = "10.250.0.2";
+pub const FAR_IP: &str = "10.249.0.2";
+
+/// Runs each step (a command line), asserting it succeeds.
+pub fn steps(steps: &[&[&str]]) {
+    for step in steps {
+        let out = run(step, 10);
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
 
 impl HostAndOutside {
     pub fn new() -> HostAndOutside {
         let host = TestNetns::new("h");
         let outside = TestNetns::new("o");
-        let steps: [&[&str]; 8] = [
+        let far = TestNetns::new("f");
+        let (h, o, f) = (host.name.as_str(), outside.name.as_str(), far.name.as_str());
+        steps(&[
             &[
-                "ip",
-                "link",
-                "add",
-                "veth0",
-                "netns",
-                &host.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "veth0",
-                "netns",
-                &outside.name,
+                "ip", "link", "add", "veth0", "netns", h, "type", "veth", "peer", "name", "veth0",
+                "netns", o,
+            ],
+            &[
+                "ip", "link", "add", "veth1", "netns", o, "type", "veth", "peer", "name", "veth0",
+                "netns", f,
             ],
             &[
                 "ip",
                 "-n",
-                &host.name,
+                h,
                 "addr",
                 "add",
                 "10.250.0.1/24",
@@ -344,38 +357,71 @@ impl HostAndOutside {
             &[
                 "ip",
                 "-n",
-                &outside.name,
+                o,
                 "addr",
                 "add",
                 "10.250.0.2/24",
                 "dev",
                 "veth0",
             ],
-            &["ip", "-n", &host.name, "link", "set", "veth0", "up"],
-            &["ip", "-n", &outside.name, "link", "set", "veth0", "up"],
-            &["ip", "-n", &host.name, "link", "set", "lo", "up"],
-            &["ip", "-n", &outside.name, "link", "set", "lo", "up"],
-            // Unprivileged ICMP sockets for masquerade's ping, in the host only.
+            &[
+                "ip",
+                "-n",
+                o,
+                "addr",
+                "add",
+                "10.249.0.1/24",
+                "dev",
+                "veth1",
+            ],
+            &[
+                "ip",
+                "-n",
+                f,
+                "addr",
+                "add",
+                "10.249.0.2/24",
+                "dev",
+                "veth0",
+            ],
+            &["ip", "-n", h, "link", "set", "veth0", "up"],
+            &["ip", "-n", o, "link", "set", "veth0", "up"],
+            &["ip", "-n", o, "link", "set", "veth1", "up"],
+            &["ip", "-n", f, "link", "set", "veth0", "up"],
+            &["ip", "-n", h, "link", "set", "lo", "up"],
+            &["ip", "-n", o, "link", "set", "lo", "up"],
+            &["ip", "-n", f, "link", "set", "lo", "up"],
+            &[
+                "ip",
+                "-n",
+                h,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.250.0.2",
+            ],
+            &[
+                "ip",
+                "-n",
+                f,
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.249.0.1",
+            ],
             &[
                 "ip",
                 "netns",
                 "exec",
-                &host.name,
+                o,
                 "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.ping_group_range=0 2147483647",
+                "-qw",
+                "net.ipv4.ip_forward=1",
             ],
-        ];
-        for step in steps {
-            let out = run(step, 10);
-            assert!(
-                out.status.success(),
-                "{step:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        HostAndOutside { host, outside }
+        ]);
+        HostAndOutside { host, outside, far }
     }
 }
 
@@ -512,4 +558,55 @@ pub fn iperf3(ns: &str, ip: &str, port: u16) -> Option<u64> {
         std::thread::sleep(Duration::from_millis(200));
     }
     None
+}
+
+/// Sends one datagram of `size` bytes (a pattern) to ip:port over UDP from `ns` and
+/// returns the answer's length if it came whole and unchanged within a second (tries a
+/// few times, for a server still starting). The sender lets the kernel fragment.
+pub fn udp_ask_big(ns: &str, ip: &str, port: u16, size: usize) -> Option<usize> {
+    const CODE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: fragments
+s.settimeout(1)
+msg = bytes(i % 251 for i in range(int(sys.argv[3])))
+for _ in range(5):
+    s.sendto(msg, (sys.argv[1], int(sys.argv[2])))
+    try:
+        d = s.recvfrom(65535)[0]
+        print(len(d) if d == msg else -1, end="")
+        break
+    except socket.timeout:
+        pass
+"#;
+    let out = ns_run(
+        ns,
+        &[
+            "python3",
+            "-c",
+            CODE,
+            ip,
+            &port.to_string(),
+            &size.to_string(),
+        ],
+        10,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| usize::try_from(n).ok())
+}
+
+/// `traceroute -n` from `ns` to `dst` with `extra` options (`-I`, `-T`), one probe a
+/// hop; the hops' addresses in order (`*` for a hop that did not answer).
+pub fn traceroute(ns: &str, dst: &str, extra: &[&str]) -> Vec<String> {
+    let mut cmd = vec!["traceroute", "-n", "-q", "1", "-w", "2", "-m", "6"];
+    cmd.extend_from_slice(extra);
+    cmd.push(dst);
+    let out = ns_run(ns, &cmd, 40);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect()
 }

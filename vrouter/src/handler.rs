@@ -10,9 +10,14 @@ use vswitch::pool::BufId;
 use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
 use crate::proxy::{HostProxy, Reg};
+use crate::reasm::{Reasm, ReasmConfig, Reassembler};
 use crate::router::{Action, Router};
 
 use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use vswitch::wire::ipv4::{self, Ipv4Packet};
+
+/// Where the IP packet starts in a frame: after the virtio-net and Ethernet headers.
+const IP_AT: usize = VNET_HDR_LEN + ETH_HDR_LEN;
 
 /// Frames kept waiting for ARP, in all.
 const HOLD_MAX: usize = 64;
@@ -39,6 +44,10 @@ pub struct RouterHandler {
     /// The internal port of each router interface, by interface index.
     ports: Vec<PortId>,
     held: Vec<Held>,
+    /// Fragments waiting for the rest of their datagram (for the proxy and services).
+    reasm: Reassembler,
+    /// A packet being cut into fragments is copied here first (a slow path).
+    scratch: Vec<u8>,
 }
 
 impl RouterHandler {
@@ -51,7 +60,14 @@ impl RouterHandler {
             proxy_due: None,
             ports,
             held: Vec::with_capacity(HOLD_MAX),
+            reasm: Reassembler::new(ReasmConfig::default()),
+            scratch: Vec::new(),
         }
+    }
+
+    /// The reassembly table (for `show`).
+    pub fn reassembler(&self) -> &Reassembler {
+        &self.reasm
     }
 
     /// Hands outside addresses to `proxy` (masquerade, port forwards).
@@ -102,6 +118,7 @@ impl RouterHandler {
             router,
             ports,
             held,
+            scratch,
             ..
         } = self;
         let (mut dropped, mut full) = (0, 0);
@@ -134,7 +151,7 @@ impl RouterHandler {
                 .emit(room);
             }
             match router.from_host(&mut out.data(buf, len)[..], now) {
-                Action::Send { iface } => out.inject(ports[iface], buf, len),
+                Action::Send { iface } => send(router, ports, scratch, out, iface, buf, len),
                 Action::Resolve {
                     iface,
                     next_hop,
@@ -204,7 +221,15 @@ impl RouterHandler {
             {
                 // In order: frames for one next hop leave as they came.
                 let h = self.held.remove(i);
-                out.inject(self.ports[h.iface], h.buf, h.len);
+                send(
+                    &mut self.router,
+                    &self.ports,
+                    &mut self.scratch,
+                    out,
+                    h.iface,
+                    h.buf,
+                    h.len,
+                );
             } else {
                 i += 1;
             }
@@ -224,16 +249,39 @@ impl Handler for RouterHandler {
         let Some(ingress) = self.iface_of(port) else {
             return Verdict::Release;
         };
+        let mut len = len;
+        if self.router.wants_reassembly(ingress, out.frame(buf, len)) {
+            match self.reasm.push(&out.frame(buf, len)[IP_AT..], now) {
+                Reasm::Complete(h) => {
+                    // The whole datagram takes the last fragment's place in its buffer.
+                    let room = out.room(buf);
+                    let Some(n) = self.reasm.take(h, &mut room[IP_AT..]) else {
+                        return Verdict::Release;
+                    };
+                    VnetHdr::default().emit(room);
+                    len = IP_AT + n;
+                }
+                Reasm::Incomplete | Reasm::Dropped => return Verdict::Release,
+            }
+        }
         let action = self.router.handle(ingress, out.data(buf, len), now);
         self.flush_outbox(out);
         if self.router.take_learned() && !self.held.is_empty() {
             self.release_resolved(out, now);
         }
         match action {
-            Action::Send { iface } => Verdict::Inject {
-                via: self.ports[iface],
-                len,
-            },
+            Action::Send { iface } => {
+                send(
+                    &mut self.router,
+                    &self.ports,
+                    &mut self.scratch,
+                    out,
+                    iface,
+                    buf,
+                    len,
+                );
+                Verdict::Keep
+            }
             Action::Resolve {
                 iface,
                 next_hop,
@@ -291,6 +339,7 @@ impl Handler for RouterHandler {
 
     fn tick(&mut self, out: &mut Emitter<'_>, now: Instant) {
         self.router.tick(now);
+        self.reasm.expire(now);
         if let Some(proxy) = self.proxy.as_mut() {
             proxy.tick(now);
             self.run_proxy(out, now);
@@ -326,6 +375,60 @@ fn reg<'a>(out: &'a Emitter<'_>) -> Reg<'a> {
     Reg {
         registry: out.registry(),
         base: out.token(0).0,
+    }
+}
+
+/// Sends a routed frame into the bridge of leg `iface`: as it is if it fits the
+/// bridge's MTU (or is a super-frame, already checked), else cut into fragments, each
+/// in a buffer of its own (the frame's partial checksum finished first: fragments
+/// cannot leave it to offload). Takes the buffer either way.
+fn send(
+    router: &mut Router,
+    ports: &[PortId],
+    scratch: &mut Vec<u8>,
+    out: &mut Emitter<'_>,
+    iface: usize,
+    buf: BufId,
+    len: usize,
+) {
+    let mtu = router.mtu(iface) as usize;
+    let frame = out.frame(buf, len);
+    let vnet = VnetHdr::parse(frame).unwrap_or_default();
+    let fits = Ipv4Packet::new_checked(&frame[IP_AT.min(len)..])
+        .map_or(true, |ip| ip.total_len() <= mtu || ip.dont_frag());
+    if fits || vnet.is_gso() {
+        return out.inject(ports[iface], buf, len);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(&frame[VNET_HDR_LEN..]);
+    out.release(buf);
+    if vnet.flags & VNET_F_NEEDS_CSUM != 0
+        && vswitch::wire::finish_checksum(
+            scratch,
+            vnet.csum_start as usize,
+            vnet.csum_offset as usize,
+        )
+        .is_none()
+    {
+        return router.no_buffer();
+    }
+    let (eth, packet) = scratch.split_at(ETH_HDR_LEN);
+    let mut short = false;
+    ipv4::fragment(packet, mtu, |header, payload| {
+        let Some(piece) = out.alloc() else {
+            short = true;
+            return;
+        };
+        let room = out.room(piece);
+        VnetHdr::default().emit(room);
+        let at = IP_AT + header.len();
+        room[VNET_HDR_LEN..IP_AT].copy_from_slice(eth);
+        room[IP_AT..at].copy_from_slice(header);
+        room[at..at + payload.len()].copy_from_slice(payload);
+        out.inject(ports[iface], piece, at + payload.len());
+    });
+    if short {
+        router.no_buffer();
     }
 }
 

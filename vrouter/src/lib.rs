@@ -7,6 +7,7 @@ pub mod handler;
 pub mod nat;
 pub mod neighbor;
 pub mod proxy;
+pub mod reasm;
 pub mod route;
 pub mod router;
 

@@ -1,7 +1,8 @@
 //! NAT flows: each translated connection, found from either direction, with idle
 //! timeouts and a hard limit (`nat_max_flows`): when full, the least recently used
 //! flow is evicted (counted). A slab with an index-linked LRU list, so every operation
-//! is O(1) and nothing is allocated after start-up.
+//! is O(1) and nothing is allocated after start-up. The timeouts follow conntrack's:
+//! an established TCP connection lives for days unless the table needs its slot.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -42,23 +43,48 @@ pub struct Flow {
     pub last_seen: Instant,
     /// A FIN or RST was seen: the flow is let go soon.
     pub closing: bool,
+    /// TCP: the next sequence number each way (index 0: as the client sends, 1: as
+    /// the far side answers), to reset both ends in their windows should the flow
+    /// be dropped while they still hold the connection.
+    pub next_seq: [Option<u32>; 2],
+    /// TCP: both FINs, or a reset, went by: the ends are done with it.
+    pub finished: bool,
+    /// TCP: which ends sent a FIN (bit 0 the client, bit 1 the far side).
+    pub fins: u8,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Idle timeouts of flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// An established TCP connection with no packet either way (conntrack's
+    /// `nf_conntrack_tcp_timeout_established`: 5 days; RFC 5382 asks at least 2 h 4 min).
     pub tcp: Duration,
+    /// A TCP connection after a FIN or RST (conntrack's TIME_WAIT: 120 s).
     pub tcp_closing: Duration,
+    /// A UDP flow (RFC 4787 REQ-5: at least 2 minutes).
     pub udp: Duration,
+    /// An ICMP echo flow (conntrack's `nf_conntrack_icmp_timeout`: 30 s).
+    pub icmp: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            tcp: Duration::from_secs(600),
-            tcp_closing: Duration::from_secs(10),
-            udp: Duration::from_secs(60),
+            tcp: Duration::from_secs(432_000),
+            tcp_closing: Duration::from_secs(120),
+            udp: Duration::from_secs(120),
+            icmp: Duration::from_secs(30),
         }
     }
+}
+
+/// What [`FlowTable::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Added; the table was full and this flow, the least recently used, made room.
+    Added { evicted: Option<Flow> },
+    /// Not added: one of its keys belongs to a live flow.
+    KeyTaken,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,13 +206,32 @@ impl FlowTable {
         Some((flow, dir))
     }
 
-    /// Marks the flow of `key` as closing (a FIN or RST went by).
-    pub fn closing(&mut self, key: &FlowKey) {
-        if let Some(&(i, _)) = self.index.get(key) {
-            if let Some(f) = self.slots[i as usize].flow.as_mut() {
-                f.closing = true;
-            }
+    /// Records a TCP segment of the flow of `key` going `dir`: the sequence number
+    /// after it (`next_seq`), and its FIN and RST flags.
+    pub fn tcp_segment(
+        &mut self,
+        key: &FlowKey,
+        dir: Direction,
+        next_seq: u32,
+        fin: bool,
+        rst: bool,
+    ) {
+        let Some(&(i, _)) = self.index.get(key) else {
+            return;
+        };
+        let Some(f) = self.slots[i as usize].flow.as_mut() else {
+            return;
+        };
+        let side = match dir {
+            Direction::Original => 0,
+            Direction::Reply => 1,
+        };
+        f.next_seq[side] = Some(next_seq);
+        if fin {
+            f.fins |= 1 << side;
         }
+        f.finished |= rst || f.fins == 3;
+        f.closing |= fin || rst;
     }
 
     /// A small table holding only the flows of `keys` (either direction), for
@@ -211,16 +256,16 @@ impl FlowTable {
     }
 
     /// Adds a flow, evicting the least recently used one if the table is full.
-    /// Returns false (and adds nothing) if either key is already taken.
-    pub fn insert(&mut self, flow: Flow) -> bool {
+    pub fn insert(&mut self, flow: Flow) -> Inserted {
         if self.index.contains_key(&flow.original) || self.index.contains_key(&flow.reply) {
-            return false;
+            return Inserted::KeyTaken;
         }
+        let mut evicted = None;
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
                 let victim = self.tail;
-                self.remove_slot(victim);
+                evicted = self.remove_slot(victim);
                 self.stats.evicted += 1;
                 self.free.pop().expect("just freed")
             }
@@ -231,16 +276,20 @@ impl FlowTable {
         self.push_front(i);
         self.len += 1;
         self.stats.created += 1;
-        true
+        Inserted::Added { evicted }
     }
 
-    /// Removes flows idle past their timeout, oldest first.
-    pub fn expire(&mut self, now: Instant) {
+    /// Removes flows idle past their timeout, oldest first, handing each to `gone`
+    /// (which may say "enough for now" by returning false: the rest wait).
+    pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(&Flow) -> bool) {
         let mut i = self.tail;
         while i != NIL {
             let prev = self.slots[i as usize].prev;
             if let Some(flow) = self.slots[i as usize].flow {
                 if now.saturating_duration_since(flow.last_seen) >= self.timeout(&flow) {
+                    if !gone(&flow) {
+                        return;
+                    }
                     self.remove_slot(i);
                     self.stats.expired += 1;
                 }
@@ -305,6 +354,9 @@ mod tests {
             owner: 0,
             last_seen: now,
             closing: false,
+            next_seq: [None; 2],
+            finished: false,
+            fins: 0,
         }
     }
 
@@ -313,8 +365,8 @@ mod tests {
         let now = Instant::now();
         let mut t = FlowTable::new(8, Timeouts::default());
         let f = flow(40000, now);
-        assert!(t.insert(f));
-        assert!(!t.insert(f), "keys taken");
+        assert_eq!(t.insert(f), Inserted::Added { evicted: None });
+        assert_eq!(t.insert(f), Inserted::KeyTaken);
         assert_eq!(t.lookup(&f.original, now).unwrap().1, Direction::Original);
         assert_eq!(t.lookup(&f.reply, now).unwrap().1, Direction::Reply);
         assert!(t.lookup(&f.original.reversed(), now).is_none());
@@ -328,13 +380,25 @@ mod tests {
         let b = flow(2, now);
         t.insert(a);
         t.insert(b);
-        t.closing(&b.reply);
-        let later = now + Duration::from_secs(11);
-        t.expire(later);
+        t.tcp_segment(&b.reply, Direction::Reply, 5, true, false);
+        let later = now + Duration::from_secs(121);
+        let mut gone = Vec::new();
+        t.expire(later, |f| {
+            gone.push(*f);
+            true
+        });
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].next_seq, [None, Some(5)]);
+        assert!(gone[0].closing && !gone[0].finished);
         assert_eq!(t.len(), 1);
         assert!(t.lookup(&a.original, later).is_some());
+        assert!(
+            t.lookup(&a.original, later + Duration::from_secs(3 * 86_400))
+                .is_some(),
+            "established TCP lives for days"
+        );
         assert!(t
-            .lookup(&a.original, later + Duration::from_secs(601))
+            .lookup(&a.original, later + Duration::from_secs(9 * 86_400))
             .is_none());
         assert!(t.is_empty());
         assert_eq!(t.stats().expired, 2);
@@ -348,7 +412,11 @@ mod tests {
         t.insert(keep);
         let cap = t.index.capacity();
         for p in 2..10_000u16 {
-            t.insert(flow(p, now));
+            match t.insert(flow(p, now)) {
+                Inserted::Added { evicted: Some(old) } => assert_ne!(old.original, keep.original),
+                Inserted::Added { evicted: None } => assert!(p <= 100),
+                Inserted::KeyTaken => panic!("fresh keys"),
+            }
             // The flow in use stays: it is looked up all along.
             assert!(t.lookup(&keep.original, now).is_some(), "evicted at {p}");
         }

@@ -14,9 +14,12 @@ use vswitch::frame::{VnetHdr, ETH_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::Mac;
 
 use crate::checksum;
-use crate::nat::{Direction, Flow, FlowKey, FlowTable, Timeouts, PROTO_TCP, PROTO_UDP};
+use crate::nat::{Direction, Flow, FlowKey, FlowTable, Inserted, Timeouts, PROTO_TCP, PROTO_UDP};
 use crate::neighbor::NeighborTable;
 use crate::route::{mask, Route, RouteTable};
+use vswitch::wire::ethernet::{EthernetFrame as WireEthernet, EthernetRepr};
+use vswitch::wire::ipv4::Ipv4Packet as WireIpv4;
+use vswitch::wire::tcp::{self, TcpPacket};
 
 /// One leg of the router: its address on one bridge's subnet.
 #[derive(Debug, Clone)]
@@ -182,6 +185,11 @@ pub struct RouterStats {
     pub icmp_errors: u64,
     pub icmp_rate_limited: u64,
     pub outbox_full: u64,
+    /// Packets routed on that had to be cut into fragments for the outgoing bridge.
+    pub fragmented: u64,
+    /// Resets sent to the ends of TCP flows dropped (idle past their timeout, or
+    /// evicted for room) while they still held them.
+    pub flow_resets: u64,
     pub drops: [u64; RouterDrop::COUNT],
 }
 
@@ -329,6 +337,42 @@ impl Router {
         if let Some(m) = self.mtus.get_mut(iface) {
             *m = mtu;
         }
+    }
+
+    /// The MTU of leg `iface`'s bridge.
+    pub fn mtu(&self, iface: usize) -> u32 {
+        self.mtus.get(iface).copied().unwrap_or(65535)
+    }
+
+    /// Whether `frame`, arriving on `iface`, is an IPv4 fragment that must be whole
+    /// before the router decides on it: one for the host proxy (an outside address, or
+    /// a gateway's), for a service VIP, or from a service backend (whose replies are
+    /// translated). Those need ports, which only a first fragment carries. Fragments
+    /// routed between subnets go on as they are.
+    pub fn wants_reassembly(&self, iface: usize, frame: &[u8]) -> bool {
+        let Some(me) = self.ifaces.get(iface) else {
+            return false;
+        };
+        let Some(eth) = WireEthernet::new_checked(frame.get(VNET_HDR_LEN..).unwrap_or_default())
+        else {
+            return false;
+        };
+        if eth.dst() != me.mac || eth.ethertype() != ETHERTYPE_IPV4 {
+            return false;
+        }
+        let Ok(ip) = WireIpv4::new_checked(eth.payload()) else {
+            return false;
+        };
+        if !ip.is_fragment() {
+            return false;
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        self.is_own_ip(dst)
+            || (self.host_egress && self.routes.lookup(dst).is_none())
+            || self
+                .services
+                .iter()
+                .any(|s| s.backends.iter().any(|b| *b.ip() == src))
     }
 
     /// Sends what no subnet holds to the host proxy instead of answering "no route".
@@ -530,24 +574,30 @@ impl Router {
         if ttl <= 1 {
             return self.ttl_expired(iface, frame, frag_offset, now);
         }
-        // Too big for the outgoing bridge (a VXLAN bridge's 1450, say): no fragments
-        // here; tell a DF sender the size that fits (RFC 1191), as a router would.
+        // Too big for the outgoing bridge (a VXLAN bridge's 1450, say): a DF sender
+        // (or a super-frame) is told the size that fits (RFC 1191), as a router would;
+        // any other packet goes on, cut into fragments on its way out (RFC 791,
+        // RFC 1812 section 5.2.6).
         let out_mtu = self.mtus[route.iface];
         if ip_size(frame) > out_mtu as usize {
             let df = frame[VNET_HDR_LEN + ETH_HDR_LEN + 6] & 0x40 != 0;
-            if df {
-                self.icmp_error_to(
-                    iface,
-                    sender_of(frame),
-                    frame,
-                    Icmpv4Message::DstUnreachable,
-                    4,
-                    frag_offset,
-                    out_mtu.min(0xffff),
-                    now,
-                );
+            let gso = VnetHdr::parse(frame).is_some_and(|v| v.is_gso());
+            if df || gso {
+                if df {
+                    self.icmp_error_to(
+                        iface,
+                        sender_of(frame),
+                        frame,
+                        Icmpv4Message::DstUnreachable,
+                        4,
+                        frag_offset,
+                        out_mtu.min(0xffff),
+                        now,
+                    );
+                }
+                return self.drop(RouterDrop::TooBig);
             }
-            return self.drop(RouterDrop::TooBig);
+            self.stats.fragmented += 1;
         }
         // TTL shares a 16-bit word with the protocol: update the checksum for that word.
         let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
@@ -878,18 +928,24 @@ impl Router {
         if frame.len() < csum_at + 2 {
             return Ok(None);
         }
-        let addr =
-            |at: usize| Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]);
-        let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
-        let key = FlowKey {
-            proto,
-            src: SocketAddrV4::new(addr(ip_off + 12), port(l4)),
-            dst: SocketAddrV4::new(addr(ip_off + 16), port(l4 + 2)),
+        let Some(key) = flow_key(frame) else {
+            return Ok(None);
         };
-        let ends_flow = proto == PROTO_TCP && frame.get(l4 + 13).is_some_and(|f| f & 0x05 != 0);
-        let (new_src, new_dst) = match self.flows.lookup(&key, now) {
-            Some((flow, Direction::Original)) => (flow.reply.dst, flow.reply.src),
-            Some((flow, Direction::Reply)) => (flow.original.dst, flow.original.src),
+        // A TCP segment's end and flags, to reset both ends should the flow be dropped.
+        let segment = WireIpv4::new_checked(&frame[ip_off..])
+            .ok()
+            .filter(|_| proto == PROTO_TCP)
+            .and_then(|ip| {
+                let t = TcpPacket::new_checked(ip.payload())?;
+                Some((t.seq_end(), t.flags()))
+            });
+        let (new_src, new_dst, dir) = match self.flows.lookup(&key, now) {
+            Some((flow, Direction::Original)) => {
+                (flow.reply.dst, flow.reply.src, Direction::Original)
+            }
+            Some((flow, Direction::Reply)) => {
+                (flow.original.dst, flow.original.src, Direction::Reply)
+            }
             None => {
                 let Some(svc) = self
                     .services
@@ -899,11 +955,17 @@ impl Router {
                     return Ok(None);
                 };
                 let flow = self.new_service_flow(svc, key, now)?;
-                (flow.reply.dst, flow.reply.src)
+                (flow.reply.dst, flow.reply.src, Direction::Original)
             }
         };
-        if ends_flow {
-            self.flows.closing(&key);
+        if let Some((next_seq, flags)) = segment {
+            self.flows.tcp_segment(
+                &key,
+                dir,
+                next_seq,
+                flags & tcp::FIN != 0,
+                flags & tcp::RST != 0,
+            );
         }
         let partial = VnetHdr::parse(frame).is_some_and(|v| v.flags & VNET_F_NEEDS_CSUM != 0);
         rewrite_addresses(
@@ -958,13 +1020,21 @@ impl Router {
             owner: svc,
             last_seen: now,
             closing: false,
+            next_seq: [None; 2],
+            finished: false,
+            fins: 0,
         };
-        if !self.flows.insert(flow) {
+        match self.flows.insert(flow) {
+            Inserted::Added { evicted } => {
+                if let Some(old) = evicted {
+                    self.reset_flow(&old, now);
+                }
+                Ok(flow)
+            }
             // The reply key is taken by another flow (a client port reused towards
             // another VIP with the same backend): no translation could be undone.
-            return Err(RouterDrop::NatPortsExhausted);
+            Inserted::KeyTaken => Err(RouterDrop::NatPortsExhausted),
         }
-        Ok(flow)
     }
 
     /// What [`Router::handle`] would do with `frame` (rewritten in place, as it would
@@ -1002,10 +1072,68 @@ impl Router {
         (action, reason)
     }
 
-    /// Ages the ARP table and the NAT flows.
+    /// Ages the ARP table and the NAT flows; a TCP flow dropped while its ends still
+    /// hold the connection gets a reset sent to each.
     pub fn tick(&mut self, now: Instant) {
         self.neighbors.age(now);
-        self.flows.expire(now);
+        let mut gone = [None; OUTBOX_SLOTS / 2];
+        let mut n = 0;
+        // As many as the outbox has room for resets now; the rest next second.
+        self.flows.expire(now, |f| {
+            if n == gone.len() {
+                return false;
+            }
+            gone[n] = Some(*f);
+            n += 1;
+            true
+        });
+        for f in gone.iter().flatten() {
+            self.reset_flow(f, now);
+        }
+    }
+
+    /// Tells both ends of a TCP flow that tapnet let go of (idle past its timeout, or
+    /// evicted for room) that it is over: a reset to each, in its window, so neither
+    /// waits on a connection that no longer goes anywhere.
+    fn reset_flow(&mut self, flow: &Flow, now: Instant) {
+        if flow.original.proto != PROTO_TCP || flow.finished {
+            return;
+        }
+        let [Some(client_next), Some(far_next)] = flow.next_seq else {
+            return;
+        };
+        // To the client, from the address it called; to the far side, from the
+        // address it saw (the client, or the router's own for a hairpin).
+        let ends = [
+            (flow.original.dst, flow.original.src, far_next, client_next),
+            (flow.reply.dst, flow.reply.src, client_next, far_next),
+        ];
+        for (from, to, seq, ack) in ends {
+            let Some(route) = self.routes.lookup(*to.ip()).copied() else {
+                continue; // a client outside (through a forward): the proxy's side
+            };
+            let Some(mac) = self.neighbors.lookup(route.iface, *to.ip(), now) else {
+                continue;
+            };
+            let me = self.ifaces[route.iface].mac;
+            let Some(slot) = self.outbox.slot(route.iface) else {
+                self.stats.outbox_full += 1;
+                continue;
+            };
+            let bytes = &mut slot.2;
+            EthernetRepr {
+                dst: mac,
+                src: me,
+                ethertype: ETHERTYPE_IPV4,
+            }
+            .emit(&mut bytes[VNET_HDR_LEN..]);
+            if let Some(n) =
+                tcp::emit_rst(from, to, seq, ack, &mut bytes[VNET_HDR_LEN + ETH_HDR_LEN..])
+            {
+                slot.1 = VNET_HDR_LEN + ETH_HDR_LEN + n;
+                self.stats.flow_resets += 1;
+            }
+        }
     }
 }
 
@@ -1101,19 +1229,14 @@ fn sender_of(frame: &[u8]) -> Mac {
 
 /// The NAT flow key of a TCP or UDP packet in `frame` (a first fragment), if any.
 fn flow_key(frame: &[u8]) -> Option<FlowKey> {
-    let ip = frame.get(VNET_HDR_LEN + ETH_HDR_LEN..)?;
-    if ip.len() < 24 || ip[0] >> 4 != 4 || (ip[6] & 0x1f) != 0 || ip[7] != 0 {
+    let ip = WireIpv4::new_checked(frame.get(VNET_HDR_LEN + ETH_HDR_LEN..)?).ok()?;
+    if ip.frag_offset() != 0 || !matches!(ip.protocol(), PROTO_TCP | PROTO_UDP) {
         return None;
     }
-    let l4 = (ip[0] & 0x0f) as usize * 4;
-    if !matches!(ip[9], PROTO_TCP | PROTO_UDP) || ip.len() < l4 + 4 {
-        return None;
-    }
-    let a = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
-    let port = |o: usize| u16::from_be_bytes([ip[o], ip[o + 1]]);
+    let (sport, dport) = vswitch::wire::ports(ip.payload())?;
     Some(FlowKey {
-        proto: ip[9],
-        src: SocketAddrV4::new(a(12), port(l4)),
-        dst: SocketAddrV4::new(a(16), port(l4 + 2)),
+        proto: ip.protocol(),
+        src: SocketAddrV4::new(ip.src(), sport),
+        dst: SocketAddrV4::new(ip.dst(), dport),
     })
 }

@@ -16,6 +16,7 @@ pub mod internal;
 pub mod pool;
 pub mod port;
 pub mod tap;
+pub mod wire;
 
 pub use bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 pub use counters::{DropReason, PortCounters};

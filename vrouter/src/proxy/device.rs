@@ -1,0 +1,133 @@
+//! The smoltcp device behind the host proxy: IP packets in from the router and out to
+//! it, in buffers that are reused so the proxy path does not allocate one per packet.
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use vswitch::gro::TcpRun;
+
+/// Spare buffers kept at most, each way.
+const SPARES: usize = 256;
+
+/// Packets between smoltcp (and the proxy's own builders) and the router.
+#[derive(Default)]
+pub(super) struct Queues {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: VecDeque<Vec<u8>>,
+    /// Buffers that carried packets before: rx ones come back from smoltcp, tx ones
+    /// from `drain`.
+    spare_rx: Vec<Vec<u8>>,
+    spare_tx: Vec<Vec<u8>>,
+}
+
+impl Queues {
+    /// Queues a packet for smoltcp, in a reused buffer when there is one.
+    pub fn push_rx(&mut self, packet: &[u8]) {
+        let mut buf = self.spare_rx.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.rx.push_back(buf);
+    }
+
+    /// Queues a packet for the containers, built by `emit` into a reused buffer of
+    /// `room` bytes; `emit` returns the packet's length, or `None` to queue nothing.
+    pub fn emit(&mut self, room: usize, emit: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let mut buf = self.spare_tx.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(room, 0);
+        match emit(&mut buf) {
+            Some(n) => {
+                buf.truncate(n);
+                self.tx.push_back(buf);
+            }
+            None => self.recycle_tx(buf),
+        }
+    }
+
+    /// Gives a buffer that went out back for reuse.
+    fn recycle_tx(&mut self, buf: Vec<u8>) {
+        if self.spare_tx.len() < SPARES {
+            self.spare_tx.push(buf);
+        }
+    }
+
+    /// Hands every packet for the containers to `f`. Runs of TCP segments of one
+    /// connection are merged into super-frames first (with `Some(segment size)`), to
+    /// be handed to the container's TAP as one GSO frame instead of one write per
+    /// 1448 bytes; everything else comes with `None`.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8], Option<u16>)) {
+        while let Some(mut first) = self.tx.pop_front() {
+            let Some(mut run) = TcpRun::start(&first) else {
+                f(&first, None);
+                self.recycle_tx(first);
+                continue;
+            };
+            while let Some(next) = self.tx.front() {
+                if !run.accepts(&first, next) {
+                    break;
+                }
+                first.extend_from_slice(&next[run.headers()..]);
+                run.appended(&mut first, next);
+                if let Some(next) = self.tx.pop_front() {
+                    self.recycle_tx(next);
+                }
+            }
+            let mss = run.finish(&mut first);
+            f(&first, mss);
+            self.recycle_tx(first);
+        }
+    }
+}
+
+pub(super) struct Rx<'a>(Vec<u8>, &'a mut Vec<Vec<u8>>);
+pub(super) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>, &'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.0);
+        if self.1.len() < SPARES {
+            self.1.push(self.0);
+        }
+        r
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.1.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl phy::Device for Queues {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((
+            Rx(packet, &mut self.spare_rx),
+            Tx(&mut self.tx, &mut self.spare_tx),
+        ))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx, &mut self.spare_tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        // Containers hand over 64 KiB TCP super-frames: take them whole.
+        caps.max_transmission_unit = 65535;
+        let mut sums = ChecksumCapabilities::default();
+        // Their TCP checksums are often left to offload (partial): do not check them.
+        sums.tcp = Checksum::Tx;
+        caps.checksum = sums;
+        caps
+    }
+}

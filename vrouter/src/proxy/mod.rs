@@ -1,0 +1,771 @@
+//! The host proxy: how containers reach the outside (masquerade) and how the outside
+//! reaches containers (port forwards), through the host's own sockets, with no
+//! iptables rule and no kernel forwarding.
+//!
+//! - TCP ([`tcp`]) is terminated in tapnet by smoltcp with any-IP on (it accepts a
+//!   connection to any address), and spliced to a host TCP socket: for masquerade,
+//!   one connected to the real destination; for a forward, the connection the host
+//!   listener accepted. The smoltcp side of a forward connects *from the real client's
+//!   address*, so the container sees who is calling.
+//! - UDP ([`udp`]) maps each flow to a host UDP socket (masquerade), or to the
+//!   forward's listening socket and the client's address (forward).
+//! - Echo requests ([`icmp`]) go out through unprivileged ICMP sockets, or, where the
+//!   host's `net.ipv4.ping_group_range` refuses those and tapnet is root, through one
+//!   raw ICMP socket for the lab.
+//! - The container's TTL (less this hop) goes onto the host socket, and the ICMP
+//!   errors the host's sockets receive come back to the container from the address
+//!   that sent them, quoting the container's own packet ([`errqueue`]): traceroute,
+//!   ECONNREFUSED and path MTU discovery work as through a kernel NAT.
+//!
+//! The proxy deals in IP packets: the router hands it what is for outside addresses
+//! (whole: fragments are reassembled first) and routes what it makes
+//! ([`HostProxy::drain_output`]) to the containers, cutting what is too big into
+//! fragments.
+
+mod device;
+mod errqueue;
+mod icmp;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Interest, Registry, Token};
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use vswitch::wire::icmpv4::{self, IcmpRepr};
+use vswitch::wire::ipv4::Ipv4Packet;
+
+use crate::nat::{Timeouts, PROTO_TCP, PROTO_UDP};
+use device::Queues;
+use errqueue::{IcmpError, Quote};
+use icmp::PingFlow;
+pub use icmp::PingMode;
+use tcp::TcpConn;
+use udp::UdpFlow;
+
+const PROTO_ICMP: u8 = 1;
+
+/// Where the proxy registers its host sockets: the poll loop's registry and the first
+/// of the tokens it may use (socket number n gets token `base + n`).
+pub struct Reg<'a> {
+    pub registry: &'a Registry,
+    pub base: usize,
+}
+
+impl Reg<'_> {
+    fn token(&self, n: usize) -> Token {
+        Token(self.base + n)
+    }
+}
+
+/// A published port: connections or datagrams to `listen` on the host go to `to`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardRule {
+    pub proto: u8,
+    pub listen: SocketAddrV4,
+    pub to: SocketAddrV4,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub connections: u64,
+    pub active: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Connections the container refused (or never answered): the client was reset.
+    pub refused: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    pub tcp_opened: u64,
+    pub tcp_refused: u64,
+    pub tcp_unreachable: u64,
+    pub udp_flows: u64,
+    pub flows_evicted: u64,
+    /// Flows let go after their idle timeout (`[nat]` timeouts).
+    pub flows_expired: u64,
+    /// Packets for outside addresses that masquerade is off for and no forward owns.
+    pub no_flow: u64,
+    /// Echo requests that no ICMP socket could carry (not root, and the host's
+    /// `net.ipv4.ping_group_range` leaves tapnet's group out): the container was told
+    /// "administratively prohibited".
+    pub ping_refused: u64,
+    /// Packets for the outside too short or malformed to carry ports: dropped.
+    pub malformed: u64,
+    /// accept() failing on a forward's listener (out of descriptors, say).
+    pub accept_errors: u64,
+    /// Spliced connections cut because one side failed or reset (the other side was
+    /// reset too).
+    pub tcp_reset: u64,
+    /// ICMP errors the host's sockets received (TTL exceeded on the way, port or host
+    /// unreachable, fragmentation needed) and passed on to the container.
+    pub icmp_errors: u64,
+}
+
+/// One flow as `show nat` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFlow {
+    /// 6 (TCP), 17 (UDP) or 1 (ICMP echo: ports are the echo identifier, and 0).
+    pub proto: u8,
+    pub container: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    /// Time since data last went either way.
+    pub idle: Duration,
+    /// Whether this is a forward's flow (else masquerade's).
+    pub forward: bool,
+}
+
+enum Entry {
+    TcpListener {
+        socket: TcpListener,
+        rule: usize,
+    },
+    UdpListener {
+        socket: UdpSocket,
+        rule: usize,
+    },
+    Tcp(TcpConn),
+    Udp(UdpFlow),
+    /// Boxed: it keeps the heads of its latest requests.
+    Ping(Box<PingFlow>),
+    /// The lab's raw ICMP socket (root, when ICMP sockets are refused).
+    RawIcmp(socket2::Socket),
+}
+
+/// A flow's key: (protocol, container side, other end); for an echo flow, the
+/// container's identifier stands in the container side's port.
+type Key = (u8, SocketAddrV4, SocketAddrV4);
+
+pub struct HostProxy {
+    masquerade: bool,
+    rules: Vec<ForwardRule>,
+    forward_stats: Vec<ForwardStats>,
+    timeouts: Timeouts,
+    iface: Interface,
+    queues: Queues,
+    sockets: SocketSet<'static>,
+    /// Token number n is entries[n].
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    flows: HashMap<Key, usize>,
+    max_flows: usize,
+    epoch: Instant,
+    stats: ProxyStats,
+    registered: bool,
+    gateways: Vec<(u32, u8, Ipv4Addr)>,
+    /// The last port handed out on a gateway's address for forwarded connections.
+    next_port: u16,
+    ping: PingMode,
+    /// The raw ICMP socket's entry, in [`PingMode::Raw`].
+    raw: Option<usize>,
+    /// In [`PingMode::Raw`]: (remote, identifier sent) -> echo flow.
+    raw_idents: HashMap<(Ipv4Addr, u16), usize>,
+    next_ident: u16,
+    /// Connections finished in the current splice pass (kept to reuse its room).
+    dead: Vec<usize>,
+    /// Where host sockets' datagrams are read (64 KiB, allocated once).
+    rx_buf: Vec<u8>,
+}
+
+/// Datagrams read from one host socket per readiness event at most, so one busy
+/// flow cannot hold the poll loop (edge-triggered: the rest is read next turn).
+const RX_BATCH: usize = 64;
+
+fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
+    match addr {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+impl HostProxy {
+    /// Binds every forward's listening socket now, so that a port taken on the host is
+    /// found before anything else is built; with masquerade, finds out how echo
+    /// requests can leave ([`HostProxy::ping_mode`]).
+    pub fn new(
+        masquerade: bool,
+        rules: Vec<ForwardRule>,
+        max_flows: usize,
+        timeouts: Timeouts,
+        now: Instant,
+    ) -> io::Result<HostProxy> {
+        let mut queues = Queues::default();
+        let mut config = Config::new(HardwareAddress::Ip);
+        // Initial sequence numbers differ from run to run (smoltcp's default seed is 0).
+        config.random_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()) << 32;
+        let mut iface = Interface::new(config, &mut queues, smoltcp::time::Instant::ZERO);
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::v4(169, 254, 0, 1), 16));
+        });
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(Ipv4Addr::new(169, 254, 0, 2));
+        let mut proxy = HostProxy {
+            masquerade,
+            forward_stats: vec![ForwardStats::default(); rules.len()],
+            rules,
+            timeouts,
+            iface,
+            queues,
+            sockets: SocketSet::new(Vec::new()),
+            entries: Vec::new(),
+            free: Vec::new(),
+            flows: HashMap::new(),
+            max_flows,
+            epoch: now,
+            stats: ProxyStats::default(),
+            registered: false,
+            gateways: Vec::new(),
+            next_port: 0,
+            ping: PingMode::None,
+            raw: None,
+            raw_idents: HashMap::new(),
+            next_ident: (std::process::id() as u16).wrapping_mul(40503),
+            dead: Vec::new(),
+            rx_buf: Vec::new(),
+        };
+        for (i, rule) in proxy.rules.clone().iter().enumerate() {
+            let entry = match rule.proto {
+                PROTO_TCP => Entry::TcpListener {
+                    socket: TcpListener::bind(SocketAddr::V4(rule.listen))?,
+                    rule: i,
+                },
+                _ => Entry::UdpListener {
+                    socket: UdpSocket::bind(SocketAddr::V4(rule.listen))?,
+                    rule: i,
+                },
+            };
+            proxy.entries.push(Some(entry));
+        }
+        if masquerade {
+            proxy.choose_ping_mode();
+        }
+        Ok(proxy)
+    }
+
+    pub fn rules(&self) -> &[ForwardRule] {
+        &self.rules
+    }
+
+    pub fn forward_stats(&self) -> &[ForwardStats] {
+        &self.forward_stats
+    }
+
+    pub fn stats(&self) -> ProxyStats {
+        self.stats
+    }
+
+    pub fn masquerade(&self) -> bool {
+        self.masquerade
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// How echo requests leave the host.
+    pub fn ping_mode(&self) -> PingMode {
+        self.ping
+    }
+
+    /// Live flows, with how long each has been idle.
+    pub fn flows(&self, now: Instant) -> impl Iterator<Item = HostFlow> + '_ {
+        self.flows
+            .iter()
+            .map(move |(&(proto, container, remote), &n)| {
+                let (last, forward) = match &self.entries[n] {
+                    Some(Entry::Tcp(c)) => (c.last_active, c.rule.is_some()),
+                    Some(Entry::Udp(f)) => (f.last_active, f.rule.is_some()),
+                    Some(Entry::Ping(f)) => (f.last_active, false),
+                    _ => (now, false),
+                };
+                HostFlow {
+                    proto,
+                    container,
+                    remote,
+                    idle: now.saturating_duration_since(last),
+                    forward,
+                }
+            })
+    }
+
+    fn smol_now(&self, now: Instant) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(
+            now.saturating_duration_since(self.epoch).as_micros() as i64
+        )
+    }
+
+    fn add(&mut self, entry: Entry) -> usize {
+        match self.free.pop() {
+            Some(n) => {
+                self.entries[n] = Some(entry);
+                n
+            }
+            None => {
+                self.entries.push(Some(entry));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    /// Registers the listeners (and the raw ICMP socket) with the poll loop (once).
+    pub fn register_listeners(&mut self, reg: &Reg<'_>) {
+        if self.registered {
+            return;
+        }
+        self.registered = true;
+        for (n, e) in self.entries.iter_mut().enumerate() {
+            let _ = match e {
+                Some(Entry::TcpListener { socket, .. }) => {
+                    reg.registry
+                        .register(socket, reg.token(n), Interest::READABLE)
+                }
+                Some(Entry::UdpListener { socket, .. }) => {
+                    reg.registry
+                        .register(socket, reg.token(n), Interest::READABLE)
+                }
+                Some(Entry::RawIcmp(socket)) => reg.registry.register(
+                    &mut mio::unix::SourceFd(&socket.as_raw_fd()),
+                    reg.token(n),
+                    Interest::READABLE,
+                ),
+                _ => Ok(()),
+            };
+        }
+    }
+
+    /// An IP packet from a container for an address outside every subnet (or a
+    /// gateway's, for the return half of a forward sourced from it).
+    pub fn from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
+        self.register_listeners(reg);
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        // The router reassembles what comes here: a fragment left is one it could not.
+        if ip.is_fragment() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let packet = ip.packet();
+        match ip.protocol() {
+            PROTO_TCP => self.tcp_from_container(packet, reg, now),
+            PROTO_UDP => self.udp_from_container(packet, reg, now),
+            PROTO_ICMP => self.ping(packet, reg, now),
+            _ => self.stats.no_flow += 1,
+        }
+    }
+
+    /// Whether `ip` is one of the gateways: tapnet's own addresses.
+    fn is_gateway(&self, ip: Ipv4Addr) -> bool {
+        self.gateways.iter().any(|g| g.2 == ip)
+    }
+
+    /// The gateway of the subnet `ip` is on.
+    fn gateway_for(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.gateways
+            .iter()
+            .find(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
+            .map(|(_, _, gw)| *gw)
+    }
+
+    /// Queues an ICMP message from `from` to `to` for the containers.
+    fn send_icmp(&mut self, from: Ipv4Addr, to: Ipv4Addr, icmp: IcmpRepr<'_>) {
+        let room = icmp.packet_len();
+        self.queues.emit(room, |buf| icmp.emit(from, to, buf));
+    }
+
+    /// An ICMP error the network sent about a container's packet (as a host socket
+    /// learnt it), passed on to the container from the same sender, quoting the
+    /// container's own packet.
+    fn relay_error(&mut self, err: &IcmpError, quote: &Quote) {
+        let Ok(to) = Ipv4Packet::new_quoted(quote.bytes()).map(|q| q.src()) else {
+            return;
+        };
+        let mut rest = [0u8; 4];
+        if err.kind == icmpv4::DEST_UNREACHABLE && err.code == icmpv4::UNREACH_FRAG_NEEDED {
+            rest[2..4].copy_from_slice(&(err.info.min(0xffff) as u16).to_be_bytes());
+        }
+        self.stats.icmp_errors += 1;
+        self.send_icmp(
+            err.offender,
+            to,
+            IcmpRepr {
+                kind: err.kind,
+                code: err.code,
+                rest,
+                data: quote.bytes(),
+            },
+        );
+    }
+
+    /// An ICMP error about a container's `packet` from the gateway of its subnet, as
+    /// the router would say it (no route on the host, say).
+    fn error_from_gateway(&mut self, packet: &[u8], kind: u8, code: u8) {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            return;
+        };
+        let to = ip.src();
+        let Some(from) = self.gateway_for(to) else {
+            return;
+        };
+        self.send_icmp(
+            from,
+            to,
+            IcmpRepr {
+                kind,
+                code,
+                rest: [0; 4],
+                data: icmpv4::quote(packet),
+            },
+        );
+    }
+
+    /// A host socket found no way to where `packet` goes: say so as a router would.
+    fn unreachable_for(&mut self, packet: &[u8], e: &io::Error) {
+        let code = match e.raw_os_error() {
+            Some(libc::ENETUNREACH) => icmpv4::UNREACH_NET,
+            Some(libc::EHOSTUNREACH) => icmpv4::UNREACH_HOST,
+            _ => return,
+        };
+        self.error_from_gateway(packet, icmpv4::DEST_UNREACHABLE, code);
+    }
+
+    /// Keeps the flow count within its limit: the flow idle longest goes (counted).
+    fn make_room(&mut self) {
+        if self.flows.len() < self.max_flows {
+            return;
+        }
+        let oldest = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| match e {
+                Some(Entry::Udp(f)) => Some((f.last_active, n)),
+                Some(Entry::Ping(f)) => Some((f.last_active, n)),
+                Some(Entry::Tcp(c)) => Some((c.last_active, n)),
+                _ => None,
+            })
+            .min();
+        if let Some((_, n)) = oldest {
+            self.remove(n);
+            self.stats.flows_evicted += 1;
+        }
+    }
+
+    /// The gateways of the routed subnets: (network, prefix, gateway address).
+    pub fn set_gateways(&mut self, gateways: Vec<(u32, u8, Ipv4Addr)>) {
+        self.gateways = gateways;
+    }
+
+    /// Host socket `n` is ready. True if it was not drained (a batch limit, or accept
+    /// failing for want of descriptors): the caller asks again on its next turn.
+    pub fn ready(&mut self, n: usize, reg: &Reg<'_>, now: Instant) -> bool {
+        self.register_listeners(reg);
+        match self.entries.get_mut(n) {
+            Some(Some(Entry::TcpListener { .. })) => self.accept_tcp(n, reg, now),
+            Some(Some(Entry::UdpListener { .. })) => self.receive_forward_udp(n, now),
+            Some(Some(Entry::Udp(_))) => self.receive_masquerade_udp(n, now),
+            Some(Some(Entry::Ping(_))) => self.receive_ping(n, now),
+            Some(Some(Entry::RawIcmp(_))) => self.receive_raw(n, now),
+            // TCP connections are served by `poll`.
+            _ => false,
+        }
+    }
+
+    /// Forgets flow `n`. A TCP connection that either end still holds is reset on
+    /// both sides, so that neither waits on a connection that goes nowhere.
+    fn remove(&mut self, n: usize) {
+        let Some(entry) = self.entries[n].take() else {
+            return;
+        };
+        match entry {
+            Entry::Tcp(c) => self.forget_tcp(c),
+            Entry::Udp(f) => {
+                self.flows.remove(&(PROTO_UDP, f.container, f.remote));
+            }
+            Entry::Ping(f) => {
+                self.flows.remove(&(
+                    PROTO_ICMP,
+                    SocketAddrV4::new(f.container, f.ident),
+                    SocketAddrV4::new(f.remote, 0),
+                ));
+                if f.socket.is_none() {
+                    self.raw_idents.remove(&(f.remote, f.wire_ident));
+                }
+            }
+            other => {
+                // Listeners stay for the lab's life.
+                self.entries[n] = Some(other);
+                return;
+            }
+        }
+        self.free.push(n);
+    }
+
+    /// Packets for the containers, for the router to send on; runs of TCP segments of
+    /// one connection merged into super-frames (with `Some(segment size)`).
+    pub fn drain_output(&mut self, f: impl FnMut(&[u8], Option<u16>)) {
+        self.queues.drain(f);
+    }
+
+    /// When smoltcp next needs polling (retransmissions, delayed ACKs, keep-alives).
+    pub fn next_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let ts = self.smol_now(now);
+        self.iface
+            .poll_delay(ts, &self.sockets)
+            .map(|d| now + Duration::from_micros(d.total_micros()))
+    }
+
+    /// Lets go of flows idle past their timeout (closing TCP sooner), and of sockets
+    /// smoltcp has finished with.
+    pub fn tick(&mut self, now: Instant) {
+        let t = self.timeouts;
+        let idle: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| {
+                let (last, timeout) = match e {
+                    Some(Entry::Udp(f)) => (f.last_active, t.udp),
+                    Some(Entry::Ping(f)) => (f.last_active, t.icmp),
+                    Some(Entry::Tcp(c)) if c.host_eof || c.container_eof => {
+                        (c.last_active, t.tcp_closing)
+                    }
+                    Some(Entry::Tcp(c)) => (c.last_active, t.tcp),
+                    _ => return None,
+                };
+                (now.saturating_duration_since(last) >= timeout).then_some(n)
+            })
+            .collect();
+        for n in idle {
+            self.remove(n);
+            self.stats.flows_expired += 1;
+        }
+        self.reap_smoltcp_sockets();
+    }
+}
+
+/// Sends with `send`, once more if the first attempt only returned an error the
+/// socket held from an earlier ICMP error (IP_RECVERR sets it, and the next call
+/// returns it in place of sending): that error is read from the error queue and
+/// passed on separately, and this datagram must still go.
+fn send_past_pending_error(mut send: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    match send() {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(
+                    libc::ECONNREFUSED
+                        | libc::EHOSTUNREACH
+                        | libc::ENETUNREACH
+                        | libc::EMSGSIZE
+                        | libc::EPROTO
+                        | libc::EACCES
+                )
+            ) =>
+        {
+            send()
+        }
+        other => other,
+    }
+}
+
+/// Errors after which a socket is still fine: try again later.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch::checksum;
+
+    /// A TCP data segment from smoltcp's point of view (checksum irrelevant here).
+    fn segment(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {
+        let total = 20 + 20 + payload.len();
+        let mut p = vec![0u8; total];
+        vswitch::wire::ipv4::Ipv4Repr {
+            src: Ipv4Addr::new(10, 250, 0, 2),
+            dst: Ipv4Addr::new(10, 251, 1, 2),
+            protocol: PROTO_TCP,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            payload_len: 20 + payload.len(),
+        }
+        .emit(&mut p);
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[28..32].copy_from_slice(&7u32.to_be_bytes());
+        p[32] = 5 << 4;
+        p[33] = flags;
+        p[34..36].copy_from_slice(&1024u16.to_be_bytes());
+        p[40..].copy_from_slice(payload);
+        p
+    }
+
+    fn proxy(masquerade: bool, max_flows: usize) -> HostProxy {
+        HostProxy::new(
+            masquerade,
+            vec![],
+            max_flows,
+            Timeouts::default(),
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    fn run_of(packets: &[Vec<u8>]) -> Vec<(Vec<u8>, Option<u16>)> {
+        let mut proxy = proxy(false, 16);
+        proxy.queues.tx.extend(packets.iter().cloned());
+        let mut out = Vec::new();
+        proxy.drain_output(|p, gso| out.push((p.to_vec(), gso)));
+        out
+    }
+
+    fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; 28 + payload.len()];
+        let n = vswitch::wire::udp::emit_packet(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            64,
+            payload,
+            &mut buf,
+        )
+        .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn contiguous_segments_become_one_super_packet() {
+        let a = segment(1000, &[1; 100], 0x10);
+        let b = segment(1100, &[2; 100], 0x10);
+        let c = segment(1200, &[3; 40], 0x18);
+        let out = run_of(&[a, b, c]);
+        assert_eq!(out.len(), 1);
+        let (p, gso) = &out[0];
+        assert_eq!(*gso, Some(100));
+        assert_eq!(p.len(), 40 + 240);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
+        assert_eq!(checksum::sum(&p[..20]), 0xffff, "IP checksum");
+        assert_eq!(p[33], 0x18, "PSH from the last part");
+        assert_eq!(&p[40..140], &[1; 100]);
+        assert_eq!(&p[240..280], &[3; 40]);
+        // The TCP field holds the pseudo-header sum over the whole segment.
+        let ps = vswitch::wire::pseudo_sum(
+            Ipv4Addr::new(10, 250, 0, 2),
+            Ipv4Addr::new(10, 251, 1, 2),
+            6,
+            p.len() - 20,
+        );
+        assert_eq!(u16::from_be_bytes([p[36], p[37]]), ps);
+    }
+
+    #[test]
+    fn gaps_short_segments_and_control_flags_break_a_run() {
+        let out = run_of(&[
+            segment(1000, &[1; 100], 0x10),
+            segment(1200, &[2; 100], 0x10), // gap
+            segment(1300, &[3; 50], 0x10),  // short, then
+            segment(1350, &[4; 50], 0x10),  // one after a short one
+            segment(1400, &[5; 10], 0x11),  // FIN
+        ]);
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].1, None);
+        assert_eq!(out[1].1, Some(100), "1200 and the short 1300 merge");
+        assert_eq!(out[2].1, None);
+        assert_eq!(out[3].1, None);
+    }
+
+    #[test]
+    fn a_flood_of_flows_stays_within_the_limit() {
+        // Loopback only: the discard port on 127.0.0.1.
+        let now = Instant::now();
+        let mut proxy = proxy(true, 16);
+        let poll = mio::Poll::new().unwrap();
+        let reg = Reg {
+            registry: poll.registry(),
+            base: 0,
+        };
+        for port in 0..100u16 {
+            let p = udp(&format!("10.0.0.2:{}", 20000 + port), "127.0.0.1:9", b"x");
+            proxy.from_container(&p, &reg, now + Duration::from_millis(port as u64));
+        }
+        assert_eq!(proxy.flows(now).count(), 16);
+        assert_eq!(proxy.stats().flows_evicted, 84);
+        assert_eq!(proxy.stats().udp_flows, 100);
+        // The survivors are the newest.
+        assert!(proxy.flows(now).all(|f| f.container.port() >= 20084));
+    }
+
+    #[test]
+    fn idle_flows_expire_by_their_timeout() {
+        let now = Instant::now();
+        let mut proxy = HostProxy::new(
+            true,
+            vec![],
+            16,
+            Timeouts {
+                udp: Duration::from_secs(5),
+                ..Timeouts::default()
+            },
+            now,
+        )
+        .unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let reg = Reg {
+            registry: poll.registry(),
+            base: 0,
+        };
+        proxy.from_container(&udp("10.0.0.2:1000", "127.0.0.1:9", b"x"), &reg, now);
+        proxy.tick(now + Duration::from_secs(4));
+        let flows: Vec<_> = proxy.flows(now + Duration::from_secs(4)).collect();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].idle, Duration::from_secs(4));
+        proxy.tick(now + Duration::from_secs(6));
+        assert_eq!(proxy.flows(now).count(), 0);
+        assert_eq!(proxy.stats().flows_expired, 1);
+    }
+
+    #[test]
+    fn truncated_packets_are_counted_not_followed() {
+        let mut proxy = proxy(true, 16);
+        let poll = mio::Poll::new().unwrap();
+        let full = udp("10.0.0.2:1", "127.0.0.1:9", b"x");
+        for cut in 0..28 {
+            let reg = Reg {
+                registry: poll.registry(),
+                base: 0,
+            };
+            proxy.from_container(&full[..cut], &reg, Instant::now());
+        }
+        assert_eq!(proxy.stats().malformed, 28);
+        assert_eq!(proxy.flows(Instant::now()).count(), 0);
+    }
+
+    #[test]
+    fn odd_packets_pass_through_untouched() {
+        let udp = udp("10.0.0.1:1", "10.0.0.2:2", b"x");
+        let out = run_of(&[udp.clone(), vec![0x45, 0, 0], udp.clone()]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], (udp.clone(), None));
+        assert_eq!(out[1], (vec![0x45, 0, 0], None));
+    }
+}

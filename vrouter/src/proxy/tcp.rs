@@ -1,0 +1,533 @@
+//! TCP through the host proxy: smoltcp terminates the container's side, a host socket
+//! the other, and the bytes are spliced between them.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::Interest;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use vswitch::wire::icmpv4;
+use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::tcp::{TcpPacket, ACK, RST, SYN};
+
+use super::errqueue::{self, IcmpError, Quote};
+use super::{transient, v4, Entry, HostProxy, Reg, PROTO_TCP};
+
+const TCP_BUFFER: usize = 256 * 1024;
+/// A connection smoltcp opens towards a container (a forward) gives up when the
+/// container has not answered in this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// An established connection probes an idle container this often (TCP keep-alive),
+/// and gives up on one that has not answered anything for [`DEAD_PEER`]: a
+/// container that is gone (its namespace deleted) frees its flow, and both ends are
+/// reset. A container that answers keeps its connection for as long as it likes.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+const DEAD_PEER: Duration = Duration::from_secs(200);
+
+/// One spliced connection.
+pub(super) struct TcpConn {
+    /// `None` while a masquerade connection waits for its host connect: the
+    /// container's SYN is held (`pending_syn`) so that the container learns the
+    /// outcome as a real peer would tell it (SYN-ACK, reset, or an ICMP error).
+    pub smol: Option<SocketHandle>,
+    pub pending_syn: Option<Vec<u8>>,
+    pub host: TcpStream,
+    pub last_active: Instant,
+    /// The container side's view: (container address, the other end's address).
+    pub container: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub rule: Option<usize>,
+    pub connected: bool,
+    /// The container's side reached ESTABLISHED.
+    pub established: bool,
+    pub host_eof: bool,
+    pub container_eof: bool,
+}
+
+/// TCP timestamps (RFC 7323) from the wall clock in milliseconds, the same for every
+/// connection and increasing across tapnet's restarts: a container whose socket for a
+/// client's address and port is still in TIME_WAIT accepts a new SYN with a newer
+/// timestamp (Linux's `tcp_timewait_state_process`) instead of answering it with an
+/// ACK that costs the client a second.
+fn tsval() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u32)
+}
+
+/// A smoltcp socket for one spliced connection.
+fn new_tcp_socket() -> tcp::Socket<'static> {
+    let mut smol = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+    );
+    smol.set_tsval_generator(Some(tsval));
+    smol.set_timeout(Some(smoltcp::time::Duration::from_micros(
+        CONNECT_TIMEOUT.as_micros() as u64,
+    )));
+    smol
+}
+
+fn smol_duration(d: Duration) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_micros(d.as_micros() as u64)
+}
+
+impl HostProxy {
+    /// A TCP segment from a container for the outside.
+    pub(super) fn tcp_from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
+        let ip = Ipv4Packet::new_unchecked(packet);
+        let Some(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let src = SocketAddrV4::new(ip.src(), tcp.src_port());
+        let dst = SocketAddrV4::new(ip.dst(), tcp.dst_port());
+        let syn_only = tcp.flags() & (SYN | ACK | RST) == SYN;
+        match self.flows.get(&(PROTO_TCP, src, dst)).copied() {
+            Some(n) => {
+                if let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) {
+                    c.last_active = now;
+                    if c.pending_syn.is_some() {
+                        // Still connecting: keep the latest SYN (a retry).
+                        if syn_only {
+                            c.pending_syn = Some(packet.to_vec());
+                        }
+                        return;
+                    }
+                }
+            }
+            None if syn_only => {
+                if self.is_gateway(*dst.ip()) {
+                    // Nothing listens on a gateway: smoltcp answers with a reset.
+                    self.queues.push_rx(packet);
+                    return;
+                }
+                if !self.masquerade {
+                    self.stats.no_flow += 1;
+                    return;
+                }
+                return self.open_masquerade_tcp(src, dst, packet, ip.ttl(), reg, now);
+            }
+            None => {}
+        }
+        self.queues.push_rx(packet);
+    }
+
+    /// Starts the host side of a container's new connection, holding its SYN. The
+    /// host's SYN leaves with the container's TTL less this hop, so a `traceroute -T`
+    /// from the container counts the routers beyond the host.
+    fn open_masquerade_tcp(
+        &mut self,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        syn: &[u8],
+        ttl: u8,
+        reg: &Reg<'_>,
+        now: Instant,
+    ) {
+        let host = match connect(dst, ttl.saturating_sub(1)) {
+            Ok(host) => host,
+            Err(e) => return self.host_connect_failed(&e, syn, None),
+        };
+        self.make_room();
+        let n = self.add(Entry::Tcp(TcpConn {
+            smol: None,
+            pending_syn: Some(syn.to_vec()),
+            host,
+            last_active: now,
+            container: src,
+            remote: dst,
+            rule: None,
+            connected: false,
+            established: false,
+            host_eof: false,
+            container_eof: false,
+        }));
+        self.track_tcp(n, reg);
+        self.stats.tcp_opened += 1;
+    }
+
+    /// Watches connection `n`'s host socket and files it under its flow key.
+    fn track_tcp(&mut self, n: usize, reg: &Reg<'_>) {
+        if let Some(Entry::Tcp(c)) = self.entries[n].as_mut() {
+            let _ = reg.registry.register(
+                &mut c.host,
+                reg.token(n),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            self.flows.insert((PROTO_TCP, c.container, c.remote), n);
+        }
+    }
+
+    /// The host could not connect where a container's SYN asked: tell the container
+    /// as the network would. An ICMP error from the network (TTL exceeded on the way,
+    /// host unreachable): the same error, from the same sender. Refused: smoltcp,
+    /// with no socket listening, answers the SYN with a reset. No route on the host:
+    /// an ICMP unreachable from the container's gateway.
+    fn host_connect_failed(&mut self, e: &io::Error, syn: &[u8], icmp: Option<IcmpError>) {
+        if let Some(err) = icmp {
+            self.stats.tcp_unreachable += 1;
+            return self.relay_error(&err, &Quote::of(syn));
+        }
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => {
+                self.stats.tcp_refused += 1;
+                self.queues.push_rx(syn);
+            }
+            code => {
+                self.stats.tcp_unreachable += 1;
+                let icmp_code = if code == Some(libc::ENETUNREACH) {
+                    icmpv4::UNREACH_NET
+                } else {
+                    icmpv4::UNREACH_HOST
+                };
+                self.error_from_gateway(syn, icmpv4::DEST_UNREACHABLE, icmp_code);
+            }
+        }
+    }
+
+    /// Accepts what waits on forward listener `n`; true if accepting failed for a
+    /// reason other than an empty queue (out of descriptors, say).
+    pub(super) fn accept_tcp(&mut self, n: usize, reg: &Reg<'_>, now: Instant) -> bool {
+        loop {
+            self.make_room();
+            let (accepted, rule) = match &self.entries[n] {
+                Some(Entry::TcpListener { socket, rule }) => (socket.accept(), *rule),
+                _ => return false,
+            };
+            let (host, peer) = match accepted {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.stats.accept_errors += 1;
+                    return true;
+                }
+            };
+            let Some(client) = v4(peer) else { continue };
+            let to = self.rules[rule].to;
+            let mut smol = new_tcp_socket();
+            // Connect from the client's own address, so the container sees who calls;
+            // but a client the container could not answer directly (the host's
+            // loopback, or an address inside a lab subnet) is sourced from the
+            // gateway of `to`'s subnet instead.
+            let source = self.forward_source(client, to);
+            let local = IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*source.ip())),
+                port: source.port(),
+            };
+            if smol
+                .connect(
+                    self.iface.context(),
+                    IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port()),
+                    local,
+                )
+                .is_err()
+            {
+                reset(&host);
+                continue;
+            }
+            let handle = self.sockets.add(smol);
+            self.make_room();
+            let m = self.add(Entry::Tcp(TcpConn {
+                smol: Some(handle),
+                pending_syn: None,
+                host,
+                last_active: now,
+                container: to,
+                remote: source,
+                rule: Some(rule),
+                connected: true,
+                established: false,
+                host_eof: false,
+                container_eof: false,
+            }));
+            self.track_tcp(m, reg);
+            self.forward_stats[rule].connections += 1;
+            self.forward_stats[rule].active += 1;
+        }
+    }
+
+    /// The address a forwarded connection from `client` comes from inside the lab.
+    pub(super) fn forward_source(
+        &mut self,
+        client: SocketAddrV4,
+        to: SocketAddrV4,
+    ) -> SocketAddrV4 {
+        let in_lab = |ip: Ipv4Addr, gws: &[(u32, u8, Ipv4Addr)]| {
+            gws.iter()
+                .any(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
+        };
+        if !client.ip().is_loopback()
+            && !client.ip().is_unspecified()
+            && !in_lab(*client.ip(), &self.gateways)
+        {
+            return client;
+        }
+        let gw = self
+            .gateway_for(*to.ip())
+            .or(self.gateways.first().map(|g| g.2))
+            .unwrap_or(Ipv4Addr::new(169, 254, 0, 1));
+        // A free port on the gateway's address, towards `to`.
+        for _ in 0..1024 {
+            self.next_port = if self.next_port < 32768 || self.next_port >= 60999 {
+                32768
+            } else {
+                self.next_port + 1
+            };
+            let source = SocketAddrV4::new(gw, self.next_port);
+            if !self.flows.contains_key(&(PROTO_TCP, to, source))
+                && !self.flows.contains_key(&(super::PROTO_UDP, to, source))
+            {
+                return source;
+            }
+        }
+        client
+    }
+
+    /// Runs smoltcp and moves bytes between each connection's two sides.
+    pub fn poll(&mut self, now: Instant) {
+        let ts = self.smol_now(now);
+        for _ in 0..4 {
+            self.iface.poll(ts, &mut self.queues, &mut self.sockets);
+            if !self.splice(now) {
+                break;
+            }
+        }
+    }
+
+    /// One pass over the TCP connections; true if anything moved.
+    fn splice(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        let mut dead = std::mem::take(&mut self.dead);
+        for n in 0..self.entries.len() {
+            let Some(Entry::Tcp(c)) = self.entries[n].as_mut() else {
+                continue;
+            };
+            if !c.connected {
+                let failed = match c.host.take_error() {
+                    Ok(Some(e)) | Err(e) => Some(e),
+                    Ok(None) => None,
+                };
+                if let Some(e) = failed {
+                    // What the network said, if it said anything (IP_RECVERR).
+                    let mut icmp = None;
+                    while let Some(entry) = errqueue::read(c.host.as_raw_fd()) {
+                        icmp = icmp.or(entry);
+                    }
+                    let syn = c.pending_syn.take();
+                    dead.push(n);
+                    moved = true;
+                    if let Some(syn) = syn {
+                        self.host_connect_failed(&e, &syn, icmp);
+                    }
+                    continue;
+                }
+                if c.host.peer_addr().is_err() {
+                    continue; // still connecting
+                }
+                c.connected = true;
+                if let Some(syn) = c.pending_syn.take() {
+                    // Connected: now let smoltcp answer the held SYN.
+                    let mut smol = new_tcp_socket();
+                    let listening = smol.listen(IpListenEndpoint {
+                        addr: Some(IpAddress::Ipv4(*c.remote.ip())),
+                        port: c.remote.port(),
+                    });
+                    if listening.is_ok() {
+                        c.smol = Some(self.sockets.add(smol));
+                        self.queues.rx.push_back(syn);
+                        moved = true;
+                    }
+                }
+            }
+            let Some(handle) = c.smol else { continue };
+            let smol = self.sockets.get_mut::<tcp::Socket>(handle);
+            let state = smol.state();
+            if !c.established
+                && !matches!(
+                    state,
+                    tcp::State::Closed
+                        | tcp::State::Listen
+                        | tcp::State::SynSent
+                        | tcp::State::SynReceived
+                )
+            {
+                c.established = true;
+                smol.set_keep_alive(Some(smol_duration(KEEPALIVE)));
+                smol.set_timeout(Some(smol_duration(DEAD_PEER)));
+            }
+            if state == tcp::State::Closed {
+                // Closed with no FIN from the container: it reset the connection,
+                // refused it (a forward to a port where nothing listens), or never
+                // answered. The client must not see a clean, empty connection: it is
+                // reset at once, as kernel DNAT would have it refused.
+                if !c.container_eof {
+                    reset(&c.host);
+                    match (c.established, c.rule) {
+                        (false, Some(r)) => self.forward_stats[r].refused += 1,
+                        _ => self.stats.tcp_reset += 1,
+                    }
+                }
+                c.host_eof = true;
+                c.container_eof = true;
+                dead.push(n);
+                moved = true;
+                continue;
+            }
+            let mut bytes_in = 0u64;
+            let mut bytes_out = 0u64;
+            let mut broken = false;
+            // Host -> container.
+            while !c.host_eof && smol.can_send() {
+                let host = &mut c.host;
+                let r = smol.send(|buf| match host.read(buf) {
+                    Ok(0) => (0, Ok(0)),
+                    Ok(k) => (k, Ok(k)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(0)) => {
+                        c.host_eof = true;
+                        smol.close();
+                        moved = true;
+                    }
+                    Ok(Ok(k)) => {
+                        bytes_in += k as u64;
+                        moved = true;
+                    }
+                    Ok(Err(e)) if !transient(&e) => {
+                        // The far side reset (or worse): so does the container's side.
+                        smol.abort();
+                        broken = true;
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            // Container -> host.
+            while !broken && smol.can_recv() {
+                let host = &mut c.host;
+                let r = smol.recv(|buf| match host.write(buf) {
+                    Ok(k) => (k, Ok(k)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(k)) if k > 0 => {
+                        bytes_out += k as u64;
+                        moved = true;
+                    }
+                    Ok(Err(e)) if !transient(&e) => {
+                        smol.abort();
+                        broken = true;
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if !broken && !c.container_eof && c.established && !smol.may_recv() && !smol.can_recv()
+            {
+                // The container's FIN: pass it on.
+                c.container_eof = true;
+                let _ = c.host.shutdown(Shutdown::Write);
+                moved = true;
+            }
+            if bytes_in + bytes_out > 0 {
+                c.last_active = now;
+            }
+            if let Some(r) = c.rule {
+                self.forward_stats[r].bytes_in += bytes_in;
+                self.forward_stats[r].bytes_out += bytes_out;
+            }
+            if broken {
+                self.stats.tcp_reset += 1;
+                dead.push(n);
+                moved = true;
+            } else if state == tcp::State::TimeWait && c.host_eof && !smol.can_recv() {
+                dead.push(n);
+            }
+        }
+        for &n in &dead {
+            self.remove(n);
+        }
+        dead.clear();
+        self.dead = dead;
+        moved
+    }
+
+    /// Forgets a connection. Unless both ends closed it cleanly, both are reset: the
+    /// host side by closing with a zero linger (RST, not FIN), the container's by
+    /// smoltcp. The smoltcp socket may still owe the container a reset or a last ACK:
+    /// it stays in the set until [`HostProxy::tick`] finds it closed.
+    pub(super) fn forget_tcp(&mut self, c: TcpConn) {
+        self.flows.remove(&(PROTO_TCP, c.container, c.remote));
+        if !(c.host_eof && c.container_eof) {
+            reset(&c.host);
+        }
+        if let Some(h) = c.smol {
+            let smol = self.sockets.get_mut::<tcp::Socket>(h);
+            if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                smol.abort();
+            }
+        }
+        if let Some(r) = c.rule {
+            self.forward_stats[r].active = self.forward_stats[r].active.saturating_sub(1);
+        }
+    }
+
+    /// Removes the smoltcp sockets no connection uses any more, once closed.
+    pub(super) fn reap_smoltcp_sockets(&mut self) {
+        let live: std::collections::HashSet<SocketHandle> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Some(Entry::Tcp(c)) => c.smol,
+                _ => None,
+            })
+            .collect();
+        let finished: Vec<SocketHandle> = self
+            .sockets
+            .iter()
+            .filter_map(|(h, s)| match s {
+                smoltcp::socket::Socket::Tcp(t)
+                    if t.state() == tcp::State::Closed && !live.contains(&h) =>
+                {
+                    Some(h)
+                }
+                _ => None,
+            })
+            .collect();
+        for h in finished {
+            self.sockets.remove(h);
+        }
+    }
+}
+
+/// A non-blocking connect to `dst` whose packets leave with `ttl`, with ICMP errors
+/// queued (IP_RECVERR) so a failed connect says what the network said.
+fn connect(dst: SocketAddrV4, ttl: u8) -> io::Result<TcpStream> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_nonblocking(true)?;
+    let _ = errqueue::enable(s.as_raw_fd());
+    let _ = errqueue::set_ttl(s.as_raw_fd(), ttl);
+    match s.connect(&SocketAddr::V4(dst).into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
+/// Resets a host connection: closing it with a zero linger sends RST, not FIN.
+fn reset(host: &TcpStream) {
+    let _ = socket2::SockRef::from(host).set_linger(Some(Duration::ZERO));
+}

@@ -1,0 +1,239 @@
+//! UDP through the host proxy: a host socket per masqueraded flow, or a forward's
+//! listening socket and the client's address.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use mio::net::UdpSocket;
+use mio::Interest;
+use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::udp::{self as wire_udp, UdpPacket};
+
+use super::errqueue::{self, Quote};
+use super::{v4, Entry, HostProxy, Reg, PROTO_UDP};
+
+/// The largest UDP payload in an IPv4 packet.
+const MAX_PAYLOAD: usize = 65535 - 20 - 8;
+
+pub(super) struct UdpFlow {
+    /// Masquerade: its own host socket; forward: the listener's entry.
+    pub socket: Option<UdpSocket>,
+    pub listener: Option<usize>,
+    pub container: SocketAddrV4,
+    /// The other end as the container sees it (the flow's key).
+    pub remote: SocketAddrV4,
+    /// The other end on the host side, where its datagrams go.
+    pub peer: SocketAddrV4,
+    pub rule: Option<usize>,
+    pub last_active: Instant,
+    /// The TTL the host socket sends with now (the container's less this hop).
+    pub ttl: u8,
+    /// The container's latest datagram's head, for the ICMP errors about it.
+    pub quote: Quote,
+}
+
+/// A connected host socket for a masqueraded flow to `dst`, with ICMP errors queued.
+fn masquerade_socket(dst: SocketAddrV4, ttl: u8) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_nonblocking(true)?;
+    let _ = errqueue::enable(s.as_raw_fd());
+    let _ = errqueue::set_ttl(s.as_raw_fd(), ttl);
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+    s.connect(&SocketAddr::V4(dst).into())?;
+    Ok(UdpSocket::from_std(s.into()))
+}
+
+impl HostProxy {
+    /// A UDP datagram from a container (whole: the router reassembled it).
+    pub(super) fn udp_from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
+        let ip = Ipv4Packet::new_unchecked(packet);
+        // The UDP length, not the frame's: Ethernet may have padded it.
+        let Some(udp) = UdpPacket::new_checked(ip.payload()) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let src = SocketAddrV4::new(ip.src(), udp.src_port());
+        let dst = SocketAddrV4::new(ip.dst(), udp.dst_port());
+        let payload = udp.payload();
+        let ttl = ip.ttl().saturating_sub(1);
+        let key = (PROTO_UDP, src, dst);
+        if let Some(&n) = self.flows.get(&key) {
+            let Some(Entry::Udp(flow)) = self.entries[n].as_mut() else {
+                return;
+            };
+            flow.last_active = now;
+            flow.quote = Quote::of(packet);
+            let (remote, rule, listener) = (flow.peer, flow.rule, flow.listener);
+            let sent = match (&flow.socket, listener) {
+                (Some(socket), _) => {
+                    if flow.ttl != ttl {
+                        // A traceroute's probes change their TTL as they go.
+                        flow.ttl = ttl;
+                        let _ = errqueue::set_ttl(socket.as_raw_fd(), ttl);
+                    }
+                    super::send_past_pending_error(|| socket.send(payload))
+                }
+                (None, Some(l)) => match &self.entries[l] {
+                    Some(Entry::UdpListener { socket, .. }) => {
+                        socket.send_to(payload, SocketAddr::V4(remote))
+                    }
+                    _ => Ok(0),
+                },
+                _ => Ok(0),
+            };
+            if let (Ok(k), Some(r)) = (sent, rule) {
+                self.forward_stats[r].bytes_out += k as u64;
+            }
+            return;
+        }
+        if !self.masquerade || self.is_gateway(*dst.ip()) {
+            self.stats.no_flow += 1;
+            return;
+        }
+        let socket = match masquerade_socket(dst, ttl) {
+            Ok(s) => s,
+            Err(e) => return self.unreachable_for(packet, &e),
+        };
+        if let Err(e) = socket.send(payload) {
+            return self.unreachable_for(packet, &e);
+        }
+        self.make_room();
+        let n = self.add(Entry::Udp(UdpFlow {
+            socket: Some(socket),
+            listener: None,
+            container: src,
+            remote: dst,
+            peer: dst,
+            rule: None,
+            last_active: now,
+            ttl,
+            quote: Quote::of(packet),
+        }));
+        if let Some(Entry::Udp(UdpFlow {
+            socket: Some(s), ..
+        })) = self.entries[n].as_mut()
+        {
+            let _ = reg.registry.register(s, reg.token(n), Interest::READABLE);
+        }
+        self.flows.insert(key, n);
+        self.stats.udp_flows += 1;
+    }
+
+    /// Queues a datagram for a container (cut into fragments on the way if it is
+    /// larger than the bridge's MTU).
+    fn udp_to_container(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
+        self.queues.emit(20 + 8 + payload.len(), |buf| {
+            wire_udp::emit_packet(src, dst, 64, payload, buf)
+        });
+    }
+
+    /// Reads a batch of datagrams from forward listener `n`; true if there may be more.
+    pub(super) fn receive_forward_udp(&mut self, n: usize, now: Instant) -> bool {
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        buf.resize(MAX_PAYLOAD, 0);
+        let more = self.forward_udp_batch(n, &mut buf, now);
+        self.rx_buf = buf;
+        more
+    }
+
+    fn forward_udp_batch(&mut self, n: usize, buf: &mut [u8], now: Instant) -> bool {
+        for _ in 0..super::RX_BATCH {
+            let (got, rule) = match &self.entries[n] {
+                Some(Entry::UdpListener { socket, rule }) => (socket.recv_from(buf), *rule),
+                _ => return false,
+            };
+            let Ok((len, peer)) = got else { return false };
+            let Some(client) = v4(peer) else { continue };
+            let to = self.rules[rule].to;
+            // The flow this client already has: found by its own address, or (for a
+            // client the lab sees from the gateway) by looking.
+            let existing = self
+                .flows
+                .get(&(PROTO_UDP, to, client))
+                .copied()
+                .or_else(|| {
+                    self.entries.iter().position(|e| {
+                    matches!(e, Some(Entry::Udp(f)) if f.listener == Some(n) && f.peer == client)
+                })
+                });
+            let source = match existing.and_then(|f| match self.entries[f].as_mut() {
+                Some(Entry::Udp(flow)) => {
+                    flow.last_active = now;
+                    Some(flow.remote)
+                }
+                _ => None,
+            }) {
+                Some(source) => source,
+                None => {
+                    let source = self.forward_source(client, to);
+                    self.make_room();
+                    let f = self.add(Entry::Udp(UdpFlow {
+                        socket: None,
+                        listener: Some(n),
+                        container: to,
+                        remote: source,
+                        peer: client,
+                        rule: Some(rule),
+                        last_active: now,
+                        ttl: 64,
+                        quote: Quote::default(),
+                    }));
+                    self.flows.insert((PROTO_UDP, to, source), f);
+                    self.forward_stats[rule].connections += 1;
+                    self.stats.udp_flows += 1;
+                    source
+                }
+            };
+            self.forward_stats[rule].bytes_in += len as u64;
+            self.udp_to_container(source, to, &buf[..len]);
+        }
+        true
+    }
+
+    /// Reads a batch of datagrams (and errors) from masquerade flow `n`'s socket;
+    /// true if there may be more.
+    pub(super) fn receive_masquerade_udp(&mut self, n: usize, now: Instant) -> bool {
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        buf.resize(MAX_PAYLOAD, 0);
+        let more = self.masquerade_udp_batch(n, &mut buf, now);
+        self.rx_buf = buf;
+        more
+    }
+
+    fn masquerade_udp_batch(&mut self, n: usize, buf: &mut [u8], now: Instant) -> bool {
+        for _ in 0..super::RX_BATCH {
+            let Some(Some(Entry::Udp(flow))) = self.entries.get_mut(n) else {
+                return false;
+            };
+            let Some(socket) = &flow.socket else {
+                return false;
+            };
+            // What the network said about the container's datagrams (a TTL that ran
+            // out on the way, a closed port): back to the container, from its sender.
+            if let Some(entry) = errqueue::read(socket.as_raw_fd()) {
+                let quote = flow.quote;
+                if let Some(err) = entry {
+                    if !quote.is_empty() {
+                        self.relay_error(&err, &quote);
+                    }
+                }
+                continue;
+            }
+            let len = match socket.recv(buf) {
+                Ok(len) => len,
+                // A pending error read out above leaves its errno once more.
+                Err(e) if e.raw_os_error().is_some_and(|c| c != libc::EAGAIN) => continue,
+                Err(_) => return false,
+            };
+            flow.last_active = now;
+            let (remote, container) = (flow.remote, flow.container);
+            self.udp_to_container(remote, container, &buf[..len]);
+        }
+        true
+    }
+}

@@ -1,0 +1,117 @@
+//! UDP (RFC 768): a view and an emitter.
+
+use std::net::SocketAddrV4;
+
+use super::ipv4::{Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
+use super::{l4_checksum, PROTO_UDP};
+
+pub const HEADER_LEN: usize = 8;
+
+/// A view over a UDP datagram (header first), its length field checked against the
+/// buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpPacket<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> UdpPacket<T> {
+    /// Checks that the header fits and its length field lies within `buf` (which may
+    /// run longer: Ethernet padding).
+    pub fn new_checked(buf: T) -> Option<UdpPacket<T>> {
+        let b = buf.as_ref();
+        if b.len() < HEADER_LEN {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[4], b[5]]) as usize;
+        (HEADER_LEN..=b.len())
+            .contains(&len)
+            .then_some(UdpPacket { buf })
+    }
+
+    pub fn src_port(&self) -> u16 {
+        let b = self.buf.as_ref();
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        let b = self.buf.as_ref();
+        u16::from_be_bytes([b[2], b[3]])
+    }
+
+    pub fn len(&self) -> usize {
+        let b = self.buf.as_ref();
+        u16::from_be_bytes([b[4], b[5]]) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == HEADER_LEN
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[HEADER_LEN..self.len()]
+    }
+}
+
+/// Writes an IPv4/UDP packet from `src` to `dst` carrying `payload` into `buf`,
+/// checksummed, the IPv4 header with `ttl` and without DF (tapnet may have to
+/// fragment it on the way); returns its length, or `None` if `buf` is too short or
+/// the datagram too long for IPv4.
+pub fn emit_packet(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    ttl: u8,
+    payload: &[u8],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let udp_len = HEADER_LEN + payload.len();
+    let total = IP_HEADER_LEN + udp_len;
+    if total > 65535 {
+        return None;
+    }
+    let buf = buf.get_mut(..total)?;
+    Ipv4Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        protocol: PROTO_UDP,
+        ttl,
+        ident: 0,
+        dont_frag: false,
+        payload_len: udp_len,
+    }
+    .emit(buf);
+    let udp = &mut buf[IP_HEADER_LEN..];
+    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    udp[HEADER_LEN..].copy_from_slice(payload);
+    let c = l4_checksum(*src.ip(), *dst.ip(), PROTO_UDP, udp, 6);
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum;
+    use crate::wire::ipv4::Ipv4Packet;
+    use crate::wire::pseudo_sum;
+
+    #[test]
+    fn emitted_datagrams_verify() {
+        let (s, d): (SocketAddrV4, SocketAddrV4) = (
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:53".parse().unwrap(),
+        );
+        let mut buf = vec![0u8; 2000];
+        let n = emit_packet(s, d, 64, &[7; 1500], &mut buf).unwrap();
+        let ip = Ipv4Packet::new_checked(&buf[..n]).unwrap();
+        assert!(!ip.dont_frag() && ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (5000, 53));
+        assert_eq!(udp.payload(), &[7; 1500][..]);
+        let sum = checksum::sum_with(ip.payload(), pseudo_sum(*s.ip(), *d.ip(), 17, udp.len()));
+        assert_eq!(sum, 0xffff);
+        assert!(emit_packet(s, d, 64, &[0; 100], &mut buf[..100]).is_none());
+        assert!(UdpPacket::new_checked(&[0u8; 7][..]).is_none());
+    }
+}
