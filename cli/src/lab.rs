@@ -426,6 +426,38 @@ impl Cx<'_> {
         }
     }
 
+    /// A forward's `listen`: "ip:port", or a bare port ("8080") meaning every address
+    /// of the host (0.0.0.0), as `docker -p 8080:80` does.
+    fn listen_addr(&mut self, f: F<&str>) -> Option<SocketAddrV4> {
+        if f.v.is_empty() || !f.v.bytes().all(|b| b.is_ascii_digit()) {
+            if f.v.parse::<SocketAddrV4>().is_err() {
+                self.err(
+                    f.at,
+                    format!(
+                        "`listen` must be a port like \"8080\" or an IPv4 address and port \
+                         like \"127.0.0.1:8080\", not {}",
+                        q(f.v)
+                    ),
+                );
+                return None;
+            }
+            return self.sockaddr(f, "`listen`", "127.0.0.1:8080");
+        }
+        match f.v.parse::<u16>() {
+            Ok(port) if port > 0 => Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+            _ => {
+                self.err(
+                    f.at,
+                    format!(
+                        "`listen` port {}: the port must be between 1 and 65535",
+                        q(f.v)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// The tables of an array of tables (`[[port]]`, or `port = [{...}, ...]`).
     fn array<'a>(&mut self, root: &Sec<'a>, key: &'static str, what: &'static str) -> Vec<Sec<'a>> {
         let Some((item, at)) = root.item(key) else {
@@ -1296,11 +1328,16 @@ fn forwards(
     let mut seen: Vec<(Proto, u16, usize)> = Vec::new();
     for s in cx.array(root, "forward", "[[forward]]") {
         cx.check_keys(&s, FORWARD_KEYS);
-        cx.require(&s, &["proto", "listen", "to"]);
-        let proto = cx.proto(&s);
+        cx.require(&s, &["listen", "to"]);
+        // `proto` may be left out: tcp, as `docker -p` does.
+        let proto = if s.has("proto") {
+            cx.proto(&s)
+        } else {
+            Some(Proto::Tcp)
+        };
         let listen = cx.str_(&s, "listen").and_then(|f| {
             Some(F {
-                v: cx.sockaddr(f, "`listen`", "0.0.0.0:8080")?,
+                v: cx.listen_addr(f)?,
                 at: f.at,
             })
         });
@@ -1945,7 +1982,6 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             vec![
                 "2:1: missing required key `name` in [[bridge]]",
                 "3:1: missing required key `bridge` in [[port]]",
-                "5:1: missing required key `proto` in [[forward]]",
                 "5:1: missing required key `listen` in [[forward]]",
                 "5:1: missing required key `to` in [[forward]]",
                 "6:1: missing required key `name` in [[service]]",
@@ -2520,13 +2556,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             )),
             12,
             10,
-            "`listen` must be an IPv4 address and port like \"0.0.0.0:8080\", not `0.0.0.0:65536`",
-        );
-        err1(
-            &with_head(&format!("{PORT_WEB}{}", fwd("tcp", "8080", "10.0.0.3:1"))),
-            12,
-            10,
-            "`listen` must be an IPv4 address and port",
+            "`listen` must be a port like \"8080\" or an IPv4 address and port like \"127.0.0.1:8080\", not `0.0.0.0:65536`",
         );
         err1(
             &with_head(&format!(
@@ -2562,6 +2592,94 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             fwd("tcp", "0.0.0.0:53", "10.0.0.3:53"),
             fwd("udp", "0.0.0.0:53", "10.0.0.3:53")
         )));
+    }
+
+    #[test]
+    fn forward_listen_may_be_a_bare_port_and_proto_defaults_to_tcp() {
+        // Lines 5-9 hold the port, 10-12 the forward.
+        let l = lab(&with_head(&format!(
+            "{PORT_WEB}[[forward]]\nlisten = \"8080\"\nto = \"10.0.0.3:80\"\n"
+        )));
+        let f = &l.forwards[0];
+        assert_eq!(f.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(f.proto, Proto::Tcp);
+        assert_eq!(f.pos, Pos { line: 10, col: 1 });
+        // Inline, with proto given, and with leading zeros.
+        let l = lab(&format!(
+            "name = \"t\"\nforward = [{{ listen = \"53\", proto = \"udp\", to = \"10.0.0.3:53\" }}, {{ listen = \"0080\", to = \"10.0.0.3:80\" }}]\n[[bridge]]\nname = \"br0\"\nsubnet = \"10.0.0.0/24\"\n{PORT_WEB}"
+        ));
+        assert_eq!(l.forwards[0].listen, "0.0.0.0:53".parse().unwrap());
+        assert_eq!(l.forwards[0].proto, Proto::Udp);
+        assert_eq!(l.forwards[1].listen, "0.0.0.0:80".parse().unwrap());
+        assert_eq!(l.forwards[1].proto, Proto::Tcp);
+        // An address still works as before.
+        let l = lab(&with_head(&format!(
+            "{PORT_WEB}[[forward]]\nlisten = \"127.0.0.1:8080\"\nto = \"10.0.0.3:80\"\n"
+        )));
+        assert_eq!(l.forwards[0].listen, "127.0.0.1:8080".parse().unwrap());
+
+        let bad = |listen: &str| {
+            with_head(&format!(
+                "{PORT_WEB}[[forward]]\nlisten = \"{listen}\"\nto = \"10.0.0.3:80\"\n"
+            ))
+        };
+        for port in ["0", "65536", "99999999999999999999"] {
+            err1(
+                &bad(port),
+                11,
+                10,
+                &format!("`listen` port `{port}`: the port must be between 1 and 65535"),
+            );
+        }
+        for text in [
+            "", "+8080", "-1", " 8080", "8080 ", "http", ":8080", "8080:80",
+        ] {
+            err1(
+                &bad(text),
+                11,
+                10,
+                &format!(
+                    "`listen` must be a port like \"8080\" or an IPv4 address and port like \"127.0.0.1:8080\", not `{text}`"
+                ),
+            );
+        }
+        // Not a string at all.
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}[[forward]]\nlisten = 8080\nto = \"10.0.0.3:80\"\n"
+            )),
+            11,
+            10,
+            "`listen` must be a string, not an integer",
+        );
+        // A bare port and an address with the same port are the same port.
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}[[forward]]\nlisten = \"8080\"\nto = \"10.0.0.3:80\"\n[[forward]]\nproto = \"tcp\"\nlisten = \"127.0.0.1:8080\"\nto = \"10.0.0.3:81\"\n"
+            )),
+            15,
+            10,
+            "tcp port 8080 is already forwarded by the [[forward]] on line 10",
+        );
+        // A bad proto is still an error when given.
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}[[forward]]\nproto = \"TCP\"\nlisten = \"8080\"\nto = \"10.0.0.3:80\"\n"
+            )),
+            11,
+            9,
+            "`proto` must be \"tcp\" or \"udp\", not `TCP`",
+        );
+        // Without proto the forward is tcp, so a udp service's VIP is not its target.
+        let svc = "[[service]]\nname = \"dns\"\nvip = \"10.0.0.100:53\"\nproto = \"udp\"\nbackends = [\"10.0.0.3:53\"]\n";
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}{svc}[[forward]]\nlisten = \"53\"\nto = \"10.0.0.100:53\"\n"
+            )),
+            17,
+            6,
+            "forward to 10.0.0.100:53: no port or service holds that address",
+        );
     }
 
     #[test]
