@@ -115,18 +115,68 @@ pub struct ServiceCfg {
     pub backends: Vec<SocketAddrV4>,
 }
 
-#[derive(Debug, Clone)]
+/// The `[nat]` table. A lab without one gets [`NatCfg::default()`] (see
+/// [`Lab::nat_or_default`]): no masquerade, and the default limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatCfg {
+    /// Where the table starts (line 0, column 0 for a lab without one).
     pub pos: Pos,
+    /// Containers reach addresses outside every subnet through the host's own
+    /// sockets. True in a `[nat]` table that does not say otherwise.
     pub masquerade: bool,
     /// Translated flows at most, in each of the router's table (services) and the
     /// host proxy's (masquerade, forwards); the least recently used goes past that.
     /// An extension of the contract's `[nat]`; defaults to [`DEFAULT_NAT_MAX_FLOWS`].
     pub max_flows: usize,
+    /// Seconds an established TCP flow may stay idle before it is forgotten
+    /// (`tcp_timeout_s`, 1..=2592000; default [`DEFAULT_NAT_TCP_TIMEOUT_S`]).
+    pub tcp_timeout_s: u64,
+    /// Seconds a TCP flow is kept after a FIN or RST (`tcp_closing_timeout_s`,
+    /// 1..=3600; default [`DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S`]).
+    pub tcp_closing_timeout_s: u64,
+    /// Seconds a UDP flow may stay idle (`udp_timeout_s`, 1..=86400; default
+    /// [`DEFAULT_NAT_UDP_TIMEOUT_S`]).
+    pub udp_timeout_s: u64,
+    /// Seconds an ICMP echo flow may stay idle (`icmp_timeout_s`, 1..=86400; default
+    /// [`DEFAULT_NAT_ICMP_TIMEOUT_S`]).
+    pub icmp_timeout_s: u64,
 }
 
 /// `nat_max_flows` when `[nat] max_flows` is not given.
 pub const DEFAULT_NAT_MAX_FLOWS: usize = 65536;
+/// `[nat] tcp_timeout_s` when not given: 5 days, as Linux conntrack's
+/// `nf_conntrack_tcp_timeout_established`.
+pub const DEFAULT_NAT_TCP_TIMEOUT_S: u64 = 432_000;
+/// `[nat] tcp_closing_timeout_s` when not given: two minutes after a FIN or RST.
+pub const DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S: u64 = 120;
+/// `[nat] udp_timeout_s` when not given: the two minutes of RFC 4787, REQ-5.
+pub const DEFAULT_NAT_UDP_TIMEOUT_S: u64 = 120;
+/// `[nat] icmp_timeout_s` when not given.
+pub const DEFAULT_NAT_ICMP_TIMEOUT_S: u64 = 30;
+
+impl Default for NatCfg {
+    /// What a lab without a `[nat]` table gets: no masquerade, default limits and
+    /// timeouts. (An empty `[nat]` table differs in one thing: it masquerades.)
+    fn default() -> Self {
+        NatCfg {
+            pos: Pos::default(),
+            masquerade: false,
+            max_flows: DEFAULT_NAT_MAX_FLOWS,
+            tcp_timeout_s: DEFAULT_NAT_TCP_TIMEOUT_S,
+            tcp_closing_timeout_s: DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S,
+            udp_timeout_s: DEFAULT_NAT_UDP_TIMEOUT_S,
+            icmp_timeout_s: DEFAULT_NAT_ICMP_TIMEOUT_S,
+        }
+    }
+}
+
+impl Lab {
+    /// The `[nat]` table, or [`NatCfg::default()`] when the lab has none: the flow
+    /// limit and timeouts to use either way.
+    pub fn nat_or_default(&self) -> NatCfg {
+        self.nat.clone().unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct VxlanCfg {
@@ -188,7 +238,14 @@ const PORT_KEYS: &[&str] = &[
 ];
 const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
-const NAT_KEYS: &[&str] = &["masquerade", "max_flows"];
+const NAT_KEYS: &[&str] = &[
+    "masquerade",
+    "max_flows",
+    "tcp_timeout_s",
+    "tcp_closing_timeout_s",
+    "udp_timeout_s",
+    "icmp_timeout_s",
+];
 const VXLAN_KEYS: &[&str] = &["listen", "peers"];
 
 /// Largest inner MTU that still fits a VXLAN frame into a 1500-byte underlay.
@@ -584,12 +641,27 @@ fn build(cx: &mut Cx<'_>, file: &str, root_t: &toml_edit::Table) -> Lab {
 
     let nat = cx.table(&root, "nat", "[nat]").map(|s| {
         cx.check_keys(&s, NAT_KEYS);
+        let mut secs = |key: &str, hi: i64, default: u64| {
+            cx.int(&s, key, 1, hi).map_or(default, |t| t.v as u64)
+        };
+        let tcp_timeout_s = secs("tcp_timeout_s", 2_592_000, DEFAULT_NAT_TCP_TIMEOUT_S);
+        let tcp_closing_timeout_s = secs(
+            "tcp_closing_timeout_s",
+            3600,
+            DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S,
+        );
+        let udp_timeout_s = secs("udp_timeout_s", 86_400, DEFAULT_NAT_UDP_TIMEOUT_S);
+        let icmp_timeout_s = secs("icmp_timeout_s", 86_400, DEFAULT_NAT_ICMP_TIMEOUT_S);
         NatCfg {
             pos: cx.pos(s.at),
             masquerade: cx.bool_(&s, "masquerade").is_none_or(|m| m.v),
             max_flows: cx
                 .int(&s, "max_flows", 16, 4_000_000)
                 .map_or(DEFAULT_NAT_MAX_FLOWS, |m| m.v as usize),
+            tcp_timeout_s,
+            tcp_closing_timeout_s,
+            udp_timeout_s,
+            icmp_timeout_s,
         }
     });
     let vxlan = cx
@@ -1813,6 +1885,117 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
     }
 
     #[test]
+    fn nat_timeouts_default_and_explicit() {
+        // No [nat]: the defaults, no masquerade.
+        let l = lab("name = \"x\"\n");
+        assert!(l.nat.is_none());
+        let n = l.nat_or_default();
+        assert_eq!(n, NatCfg::default());
+        assert!(!n.masquerade);
+        assert_eq!(n.max_flows, DEFAULT_NAT_MAX_FLOWS);
+        assert_eq!(n.tcp_timeout_s, 432_000);
+        assert_eq!(n.tcp_closing_timeout_s, 120);
+        assert_eq!(n.udp_timeout_s, 120);
+        assert_eq!(n.icmp_timeout_s, 30);
+        assert_eq!(
+            (
+                DEFAULT_NAT_TCP_TIMEOUT_S,
+                DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S,
+                DEFAULT_NAT_UDP_TIMEOUT_S,
+                DEFAULT_NAT_ICMP_TIMEOUT_S
+            ),
+            (432_000, 120, 120, 30)
+        );
+        // An empty [nat]: the same timeouts, and masquerade.
+        let n = lab("name = \"x\"\n[nat]\n").nat_or_default();
+        assert!(n.masquerade);
+        assert_eq!(
+            (
+                n.tcp_timeout_s,
+                n.tcp_closing_timeout_s,
+                n.udp_timeout_s,
+                n.icmp_timeout_s
+            ),
+            (432_000, 120, 120, 30)
+        );
+        assert_eq!(n.pos, Pos { line: 2, col: 1 });
+        // Every one given, at the ends of its range.
+        let n = lab("name = \"x\"\n[nat]\nmasquerade = false\ntcp_timeout_s = 2592000\ntcp_closing_timeout_s = 1\nudp_timeout_s = 86400\nicmp_timeout_s = 1\n")
+            .nat
+            .unwrap();
+        assert!(!n.masquerade);
+        assert_eq!(
+            (
+                n.tcp_timeout_s,
+                n.tcp_closing_timeout_s,
+                n.udp_timeout_s,
+                n.icmp_timeout_s
+            ),
+            (2_592_000, 1, 86_400, 1)
+        );
+        let n = lab("name = \"x\"\nnat = { tcp_timeout_s = 1, tcp_closing_timeout_s = 3600, udp_timeout_s = 1, icmp_timeout_s = 86400 }\n")
+            .nat
+            .unwrap();
+        assert_eq!(
+            (
+                n.tcp_timeout_s,
+                n.tcp_closing_timeout_s,
+                n.udp_timeout_s,
+                n.icmp_timeout_s
+            ),
+            (1, 3600, 1, 86_400)
+        );
+    }
+
+    #[test]
+    fn nat_timeouts_out_of_range_or_mistyped_are_refused_at_their_value() {
+        for (key, bad, hi) in [
+            ("tcp_timeout_s", "2592001", 2_592_000),
+            ("tcp_timeout_s", "0", 2_592_000),
+            ("tcp_closing_timeout_s", "3601", 3600),
+            ("tcp_closing_timeout_s", "-5", 3600),
+            ("udp_timeout_s", "86401", 86_400),
+            ("udp_timeout_s", "0", 86_400),
+            ("icmp_timeout_s", "86401", 86_400),
+            ("icmp_timeout_s", "0", 86_400),
+        ] {
+            let text = format!("name = \"x\"\n[nat]\n{key} = {bad}\n");
+            err1(
+                &text,
+                3,
+                key.len() + 4,
+                &format!("`{key}` must be between 1 and {hi}, not {bad}"),
+            );
+        }
+        err1(
+            "name = \"x\"\n[nat]\nudp_timeout_s = \"2m\"\n",
+            3,
+            17,
+            "`udp_timeout_s` must be an integer, not a string",
+        );
+        err1(
+            "name = \"x\"\n[nat]\nicmp_timeout_s = 1.5\n",
+            3,
+            18,
+            "`icmp_timeout_s` must be an integer, not a float",
+        );
+        err1(
+            "name = \"x\"\n[nat]\ntcp_timeout = 10\n",
+            3,
+            1,
+            "unknown key `tcp_timeout` in [nat]; did you mean `tcp_timeout_s`?",
+        );
+        // Several problems: each at its own place, in order.
+        assert_eq!(
+            errs("name = \"x\"\n[nat]\ntcp_timeout_s = 0\nudp_timeout_s = 0\n"),
+            vec![
+                "3:17: `tcp_timeout_s` must be between 1 and 2592000, not 0",
+                "4:17: `udp_timeout_s` must be between 1 and 86400, not 0",
+            ]
+        );
+    }
+
+    #[test]
     fn a_port_impairment_is_parsed_or_refused_at_its_value() {
         let l = lab(&with_head(
             "[[port]]\nname = \"p\"\nbridge = \"br0\"\nimpair = \"delay=20ms loss=1%\"\n",
@@ -1964,7 +2147,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             e,
             vec![
                 "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`, `mirror`)",
-                "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`)",
+                "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`, `tcp_timeout_s`, `tcp_closing_timeout_s`, `udp_timeout_s`, `icmp_timeout_s`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",
             ]
