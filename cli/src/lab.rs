@@ -1838,8 +1838,24 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert_eq!(web.name, "web");
         assert_eq!(web.mac, [0x02, 0x00, 0xac, 0x10, 0x01, 0x03]);
         assert_eq!(web.ip, Some((Ipv4Addr::new(172, 16, 1, 3), 24)));
-        assert!(l.forwards.is_empty() && l.services.is_empty());
-        assert!(l.nat.is_none() && l.vxlan.is_none());
+        // web's port 80 on the host's loopback, port 8080.
+        assert_eq!(l.forwards.len(), 1);
+        let f = &l.forwards[0];
+        assert_eq!(f.proto, Proto::Tcp);
+        assert_eq!(f.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(f.to, "172.16.1.3:80".parse().unwrap());
+        // Masquerade, with the default limits and timeouts.
+        let nat = l.nat.as_ref().expect("[nat]");
+        assert!(nat.masquerade);
+        assert_eq!(
+            *nat,
+            NatCfg {
+                pos: nat.pos,
+                masquerade: true,
+                ..NatCfg::default()
+            }
+        );
+        assert!(l.services.is_empty() && l.vxlan.is_none());
     }
 
     #[test]
