@@ -716,6 +716,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn proc_stat_is_parsed_past_odd_command_names() {
+        let line = "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(("a (b) c".to_string(), 17, 987_654)));
+        assert_eq!(parse_stat("4242 (x) S"), None);
+        assert_eq!(parse_stat(""), None);
+        // Our own entry: our parent, and a start time.
+        let (_, ppid, _) = proc_stat(std::process::id() as libc::pid_t).expect("own stat");
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(ppid, unsafe { libc::getppid() });
+    }
+
+    #[test]
+    fn a_thread_enters_another_mount_namespace_and_only_it_moves() {
+        let ino = || ns_identity_of("/proc/thread-self/ns/mnt").expect("own mount ns");
+        let ours = ino();
+        // A private mount namespace, held by an fd only (nothing is mounted in it).
+        let other: OwnedFd = on_new_thread(|| {
+            // SAFETY: only this throwaway thread changes namespace.
+            if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(File::open("/proc/thread-self/ns/mnt")?.into())
+        })
+        .expect("private mount namespace");
+        let theirs = {
+            let m = File::from(other.try_clone().unwrap()).metadata().unwrap();
+            (m.dev(), m.ino())
+        };
+        assert_ne!(theirs, ours);
+        assert_eq!(in_mount_ns(other.as_fd(), || Ok(ino())).unwrap(), theirs);
+        assert_eq!(ino(), ours, "the calling thread stays where it was");
+    }
+
+    #[test]
+    fn the_stuck_warning_says_what_happens_and_what_to_run() {
+        let w = stuck_warning("PID 1", "Operation not permitted");
+        assert!(w.contains("PID 1's (Operation not permitted)"), "{w}");
+        assert!(w.contains("setting the network namespace"), "{w}");
+        assert!(
+            w.contains("nsenter --net=/run/netns/HOSTNS tapnet up"),
+            "{w}"
+        );
+        assert!(!w.contains('\n'));
+    }
+
+    #[test]
     fn names_are_checked() {
         for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(256)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
