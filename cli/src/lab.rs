@@ -1858,6 +1858,114 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert!(l.services.is_empty() && l.vxlan.is_none());
     }
 
+    /// The lab-file reference in the repository.
+    const LAB_FILE_DOC: &str = include_str!("../../docs/lab-file.md");
+
+    /// Every table `check` knows, with the heading of its section in docs/lab-file.md.
+    const SECTIONS: &[(&str, &[&str])] = &[
+        ("Top level", TOP_KEYS),
+        ("[[bridge]]", BRIDGE_KEYS),
+        ("[[port]]", PORT_KEYS),
+        ("[[forward]]", FORWARD_KEYS),
+        ("[[service]]", SERVICE_KEYS),
+        ("[nat]", NAT_KEYS),
+        ("[vxlan]", VXLAN_KEYS),
+    ];
+
+    /// The text of the `## HEADING` section of the reference, up to the next one.
+    fn doc_section(heading: &str) -> &'static str {
+        let start = LAB_FILE_DOC
+            .find(&format!("\n## {heading}\n"))
+            .unwrap_or_else(|| panic!("docs/lab-file.md has no `## {heading}` section"));
+        let body = &LAB_FILE_DOC[start + heading.len() + 5..];
+        &body[..body.find("\n## ").unwrap_or(body.len())]
+    }
+
+    #[test]
+    fn every_key_is_documented_in_its_section_of_the_reference() {
+        for (heading, keys) in SECTIONS {
+            let section = doc_section(heading);
+            // A row of the section's table per key: | `key` | type | default | ...
+            let rows: Vec<&str> = section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split_once("` |").map(|(k, _)| k))
+                .collect();
+            for key in *keys {
+                let row = section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| `{key}` |")))
+                    .unwrap_or_else(|| {
+                        panic!("docs/lab-file.md, section {heading}: no row for `{key}`")
+                    });
+                // key, type, default, what it does, example: five cells, none empty.
+                let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+                assert_eq!(cells.len(), 5, "{heading} `{key}`: {row}");
+                assert!(
+                    cells.iter().all(|c| !c.trim().is_empty()),
+                    "{heading} `{key}`: {row}"
+                );
+            }
+            // And nothing documented that `check` would refuse.
+            for row in rows {
+                assert!(
+                    keys.contains(&row),
+                    "docs/lab-file.md, section {heading}: `{row}` is not a key `check` accepts"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_references_examples_are_valid_and_the_complete_one_uses_every_key() {
+        let blocks: Vec<&str> = LAB_FILE_DOC
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| &b[..b.find("```").expect("closed block")])
+            .collect();
+        assert!(blocks.len() >= 8, "{} toml blocks", blocks.len());
+        let complete = doc_section("A complete example");
+        let complete = complete
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block in `## A complete example`");
+        let l = lab(complete);
+        assert!(!l.bridges.is_empty() && !l.ports.is_empty());
+        assert!(!l.forwards.is_empty() && !l.services.is_empty());
+        assert!(l.nat.is_some() && l.vxlan.is_some());
+        for (heading, keys) in SECTIONS {
+            for key in *keys {
+                let used = complete.lines().any(|line| {
+                    let line = line.trim_start();
+                    line.starts_with(&format!("{key} ="))
+                        || line.starts_with(&format!("[{key}]"))
+                        || line.starts_with(&format!("[[{key}]]"))
+                });
+                assert!(used, "the complete example does not use {heading} `{key}`");
+            }
+        }
+        // Each section's snippet parses as a lab once it has what it refers to.
+        let head = "name = \"x\"\n";
+        let br = "[[bridge]]\nname = \"br0\"\nsubnet = \"172.16.1.0/24\"\n";
+        let ports = "[[port]]\nname = \"web\"\nbridge = \"br0\"\nip = \"172.16.1.3/24\"\n\
+                     [[port]]\nname = \"web2\"\nbridge = \"br0\"\nip = \"172.16.1.4/24\"\n";
+        for block in &blocks {
+            let text = if block.starts_with("name =") {
+                block.to_string()
+            } else if block.starts_with("[[bridge]]") {
+                format!("{head}{block}")
+            } else if block.starts_with("[[port]]") {
+                format!("{head}{br}{block}")
+            } else if block.starts_with("[vxlan]") {
+                format!("{head}{block}")
+            } else {
+                format!("{head}{br}{ports}{block}")
+            };
+            lab(&text);
+        }
+    }
+
     #[test]
     fn spec_example_parses() {
         let l = lab(&spec_example());
