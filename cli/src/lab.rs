@@ -115,18 +115,68 @@ pub struct ServiceCfg {
     pub backends: Vec<SocketAddrV4>,
 }
 
-#[derive(Debug, Clone)]
+/// The `[nat]` table. A lab without one gets [`NatCfg::default()`] (see
+/// [`Lab::nat_or_default`]): no masquerade, and the default limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatCfg {
+    /// Where the table starts (line 0, column 0 for a lab without one).
     pub pos: Pos,
+    /// Containers reach addresses outside every subnet through the host's own
+    /// sockets. True in a `[nat]` table that does not say otherwise.
     pub masquerade: bool,
     /// Translated flows at most, in each of the router's table (services) and the
     /// host proxy's (masquerade, forwards); the least recently used goes past that.
     /// An extension of the contract's `[nat]`; defaults to [`DEFAULT_NAT_MAX_FLOWS`].
     pub max_flows: usize,
+    /// Seconds an established TCP flow may stay idle before it is forgotten
+    /// (`tcp_timeout_s`, 1..=2592000; default [`DEFAULT_NAT_TCP_TIMEOUT_S`]).
+    pub tcp_timeout_s: u64,
+    /// Seconds a TCP flow is kept after a FIN or RST (`tcp_closing_timeout_s`,
+    /// 1..=3600; default [`DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S`]).
+    pub tcp_closing_timeout_s: u64,
+    /// Seconds a UDP flow may stay idle (`udp_timeout_s`, 1..=86400; default
+    /// [`DEFAULT_NAT_UDP_TIMEOUT_S`]).
+    pub udp_timeout_s: u64,
+    /// Seconds an ICMP echo flow may stay idle (`icmp_timeout_s`, 1..=86400; default
+    /// [`DEFAULT_NAT_ICMP_TIMEOUT_S`]).
+    pub icmp_timeout_s: u64,
 }
 
 /// `nat_max_flows` when `[nat] max_flows` is not given.
 pub const DEFAULT_NAT_MAX_FLOWS: usize = 65536;
+/// `[nat] tcp_timeout_s` when not given: 5 days, as Linux conntrack's
+/// `nf_conntrack_tcp_timeout_established`.
+pub const DEFAULT_NAT_TCP_TIMEOUT_S: u64 = 432_000;
+/// `[nat] tcp_closing_timeout_s` when not given: two minutes after a FIN or RST.
+pub const DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S: u64 = 120;
+/// `[nat] udp_timeout_s` when not given: the two minutes of RFC 4787, REQ-5.
+pub const DEFAULT_NAT_UDP_TIMEOUT_S: u64 = 120;
+/// `[nat] icmp_timeout_s` when not given.
+pub const DEFAULT_NAT_ICMP_TIMEOUT_S: u64 = 30;
+
+impl Default for NatCfg {
+    /// What a lab without a `[nat]` table gets: no masquerade, default limits and
+    /// timeouts. (An empty `[nat]` table differs in one thing: it masquerades.)
+    fn default() -> Self {
+        NatCfg {
+            pos: Pos::default(),
+            masquerade: false,
+            max_flows: DEFAULT_NAT_MAX_FLOWS,
+            tcp_timeout_s: DEFAULT_NAT_TCP_TIMEOUT_S,
+            tcp_closing_timeout_s: DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S,
+            udp_timeout_s: DEFAULT_NAT_UDP_TIMEOUT_S,
+            icmp_timeout_s: DEFAULT_NAT_ICMP_TIMEOUT_S,
+        }
+    }
+}
+
+impl Lab {
+    /// The `[nat]` table, or [`NatCfg::default()`] when the lab has none: the flow
+    /// limit and timeouts to use either way.
+    pub fn nat_or_default(&self) -> NatCfg {
+        self.nat.clone().unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct VxlanCfg {
@@ -188,7 +238,14 @@ const PORT_KEYS: &[&str] = &[
 ];
 const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
-const NAT_KEYS: &[&str] = &["masquerade", "max_flows"];
+const NAT_KEYS: &[&str] = &[
+    "masquerade",
+    "max_flows",
+    "tcp_timeout_s",
+    "tcp_closing_timeout_s",
+    "udp_timeout_s",
+    "icmp_timeout_s",
+];
 const VXLAN_KEYS: &[&str] = &["listen", "peers"];
 
 /// Largest inner MTU that still fits a VXLAN frame into a 1500-byte underlay.
@@ -426,6 +483,38 @@ impl Cx<'_> {
         }
     }
 
+    /// A forward's `listen`: "ip:port", or a bare port ("8080") meaning every address
+    /// of the host (0.0.0.0), as `docker -p 8080:80` does.
+    fn listen_addr(&mut self, f: F<&str>) -> Option<SocketAddrV4> {
+        if f.v.is_empty() || !f.v.bytes().all(|b| b.is_ascii_digit()) {
+            if f.v.parse::<SocketAddrV4>().is_err() {
+                self.err(
+                    f.at,
+                    format!(
+                        "`listen` must be a port like \"8080\" or an IPv4 address and port \
+                         like \"127.0.0.1:8080\", not {}",
+                        q(f.v)
+                    ),
+                );
+                return None;
+            }
+            return self.sockaddr(f, "`listen`", "127.0.0.1:8080");
+        }
+        match f.v.parse::<u16>() {
+            Ok(port) if port > 0 => Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+            _ => {
+                self.err(
+                    f.at,
+                    format!(
+                        "`listen` port {}: the port must be between 1 and 65535",
+                        q(f.v)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// The tables of an array of tables (`[[port]]`, or `port = [{...}, ...]`).
     fn array<'a>(&mut self, root: &Sec<'a>, key: &'static str, what: &'static str) -> Vec<Sec<'a>> {
         let Some((item, at)) = root.item(key) else {
@@ -552,12 +641,27 @@ fn build(cx: &mut Cx<'_>, file: &str, root_t: &toml_edit::Table) -> Lab {
 
     let nat = cx.table(&root, "nat", "[nat]").map(|s| {
         cx.check_keys(&s, NAT_KEYS);
+        let mut secs = |key: &str, hi: i64, default: u64| {
+            cx.int(&s, key, 1, hi).map_or(default, |t| t.v as u64)
+        };
+        let tcp_timeout_s = secs("tcp_timeout_s", 2_592_000, DEFAULT_NAT_TCP_TIMEOUT_S);
+        let tcp_closing_timeout_s = secs(
+            "tcp_closing_timeout_s",
+            3600,
+            DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S,
+        );
+        let udp_timeout_s = secs("udp_timeout_s", 86_400, DEFAULT_NAT_UDP_TIMEOUT_S);
+        let icmp_timeout_s = secs("icmp_timeout_s", 86_400, DEFAULT_NAT_ICMP_TIMEOUT_S);
         NatCfg {
             pos: cx.pos(s.at),
             masquerade: cx.bool_(&s, "masquerade").is_none_or(|m| m.v),
             max_flows: cx
                 .int(&s, "max_flows", 16, 4_000_000)
                 .map_or(DEFAULT_NAT_MAX_FLOWS, |m| m.v as usize),
+            tcp_timeout_s,
+            tcp_closing_timeout_s,
+            udp_timeout_s,
+            icmp_timeout_s,
         }
     });
     let vxlan = cx
@@ -1296,11 +1400,16 @@ fn forwards(
     let mut seen: Vec<(Proto, u16, usize)> = Vec::new();
     for s in cx.array(root, "forward", "[[forward]]") {
         cx.check_keys(&s, FORWARD_KEYS);
-        cx.require(&s, &["proto", "listen", "to"]);
-        let proto = cx.proto(&s);
+        cx.require(&s, &["listen", "to"]);
+        // `proto` may be left out: tcp, as `docker -p` does.
+        let proto = if s.has("proto") {
+            cx.proto(&s)
+        } else {
+            Some(Proto::Tcp)
+        };
         let listen = cx.str_(&s, "listen").and_then(|f| {
             Some(F {
-                v: cx.sockaddr(f, "`listen`", "0.0.0.0:8080")?,
+                v: cx.listen_addr(f)?,
                 at: f.at,
             })
         });
@@ -1729,8 +1838,132 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert_eq!(web.name, "web");
         assert_eq!(web.mac, [0x02, 0x00, 0xac, 0x10, 0x01, 0x03]);
         assert_eq!(web.ip, Some((Ipv4Addr::new(172, 16, 1, 3), 24)));
-        assert!(l.forwards.is_empty() && l.services.is_empty());
-        assert!(l.nat.is_none() && l.vxlan.is_none());
+        // web's port 80 on the host's loopback, port 8080.
+        assert_eq!(l.forwards.len(), 1);
+        let f = &l.forwards[0];
+        assert_eq!(f.proto, Proto::Tcp);
+        assert_eq!(f.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(f.to, "172.16.1.3:80".parse().unwrap());
+        // Masquerade, with the default limits and timeouts.
+        let nat = l.nat.as_ref().expect("[nat]");
+        assert!(nat.masquerade);
+        assert_eq!(
+            *nat,
+            NatCfg {
+                pos: nat.pos,
+                masquerade: true,
+                ..NatCfg::default()
+            }
+        );
+        assert!(l.services.is_empty() && l.vxlan.is_none());
+    }
+
+    /// The lab-file reference in the repository.
+    const LAB_FILE_DOC: &str = include_str!("../../docs/lab-file.md");
+
+    /// Every table `check` knows, with the heading of its section in docs/lab-file.md.
+    const SECTIONS: &[(&str, &[&str])] = &[
+        ("Top level", TOP_KEYS),
+        ("[[bridge]]", BRIDGE_KEYS),
+        ("[[port]]", PORT_KEYS),
+        ("[[forward]]", FORWARD_KEYS),
+        ("[[service]]", SERVICE_KEYS),
+        ("[nat]", NAT_KEYS),
+        ("[vxlan]", VXLAN_KEYS),
+    ];
+
+    /// The text of the `## HEADING` section of the reference, up to the next one.
+    fn doc_section(heading: &str) -> &'static str {
+        let start = LAB_FILE_DOC
+            .find(&format!("\n## {heading}\n"))
+            .unwrap_or_else(|| panic!("docs/lab-file.md has no `## {heading}` section"));
+        let body = &LAB_FILE_DOC[start + heading.len() + 5..];
+        &body[..body.find("\n## ").unwrap_or(body.len())]
+    }
+
+    #[test]
+    fn every_key_is_documented_in_its_section_of_the_reference() {
+        for (heading, keys) in SECTIONS {
+            let section = doc_section(heading);
+            // A row of the section's table per key: | `key` | type | default | ...
+            let rows: Vec<&str> = section
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split_once("` |").map(|(k, _)| k))
+                .collect();
+            for key in *keys {
+                let row = section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| `{key}` |")))
+                    .unwrap_or_else(|| {
+                        panic!("docs/lab-file.md, section {heading}: no row for `{key}`")
+                    });
+                // key, type, default, what it does, example: five cells, none empty.
+                let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+                assert_eq!(cells.len(), 5, "{heading} `{key}`: {row}");
+                assert!(
+                    cells.iter().all(|c| !c.trim().is_empty()),
+                    "{heading} `{key}`: {row}"
+                );
+            }
+            // And nothing documented that `check` would refuse.
+            for row in rows {
+                assert!(
+                    keys.contains(&row),
+                    "docs/lab-file.md, section {heading}: `{row}` is not a key `check` accepts"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_references_examples_are_valid_and_the_complete_one_uses_every_key() {
+        let blocks: Vec<&str> = LAB_FILE_DOC
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| &b[..b.find("```").expect("closed block")])
+            .collect();
+        assert!(blocks.len() >= 8, "{} toml blocks", blocks.len());
+        let complete = doc_section("A complete example");
+        let complete = complete
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block in `## A complete example`");
+        let l = lab(complete);
+        assert!(!l.bridges.is_empty() && !l.ports.is_empty());
+        assert!(!l.forwards.is_empty() && !l.services.is_empty());
+        assert!(l.nat.is_some() && l.vxlan.is_some());
+        for (heading, keys) in SECTIONS {
+            for key in *keys {
+                let used = complete.lines().any(|line| {
+                    let line = line.trim_start();
+                    line.starts_with(&format!("{key} ="))
+                        || line.starts_with(&format!("[{key}]"))
+                        || line.starts_with(&format!("[[{key}]]"))
+                });
+                assert!(used, "the complete example does not use {heading} `{key}`");
+            }
+        }
+        // Each section's snippet parses as a lab once it has what it refers to.
+        let head = "name = \"x\"\n";
+        let br = "[[bridge]]\nname = \"br0\"\nsubnet = \"172.16.1.0/24\"\n";
+        let ports = "[[port]]\nname = \"web\"\nbridge = \"br0\"\nip = \"172.16.1.3/24\"\n\
+                     [[port]]\nname = \"web2\"\nbridge = \"br0\"\nip = \"172.16.1.4/24\"\n";
+        for block in &blocks {
+            let text = if block.starts_with("name =") {
+                block.to_string()
+            } else if block.starts_with("[[bridge]]") {
+                format!("{head}{block}")
+            } else if block.starts_with("[[port]]") {
+                format!("{head}{br}{block}")
+            } else if block.starts_with("[vxlan]") {
+                format!("{head}{block}")
+            } else {
+                format!("{head}{br}{ports}{block}")
+            };
+            lab(&text);
+        }
     }
 
     #[test]
@@ -1773,6 +2006,117 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert_eq!(l.nat.unwrap().max_flows, DEFAULT_NAT_MAX_FLOWS);
         let errs = parse("t.toml", "name = \"x\"\n[nat]\nmax_flows = 3\n").unwrap_err();
         assert_eq!((errs[0].pos.line, errs[0].pos.col), (3, 13));
+    }
+
+    #[test]
+    fn nat_timeouts_default_and_explicit() {
+        // No [nat]: the defaults, no masquerade.
+        let l = lab("name = \"x\"\n");
+        assert!(l.nat.is_none());
+        let n = l.nat_or_default();
+        assert_eq!(n, NatCfg::default());
+        assert!(!n.masquerade);
+        assert_eq!(n.max_flows, DEFAULT_NAT_MAX_FLOWS);
+        assert_eq!(n.tcp_timeout_s, 432_000);
+        assert_eq!(n.tcp_closing_timeout_s, 120);
+        assert_eq!(n.udp_timeout_s, 120);
+        assert_eq!(n.icmp_timeout_s, 30);
+        assert_eq!(
+            (
+                DEFAULT_NAT_TCP_TIMEOUT_S,
+                DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S,
+                DEFAULT_NAT_UDP_TIMEOUT_S,
+                DEFAULT_NAT_ICMP_TIMEOUT_S
+            ),
+            (432_000, 120, 120, 30)
+        );
+        // An empty [nat]: the same timeouts, and masquerade.
+        let n = lab("name = \"x\"\n[nat]\n").nat_or_default();
+        assert!(n.masquerade);
+        assert_eq!(
+            (
+                n.tcp_timeout_s,
+                n.tcp_closing_timeout_s,
+                n.udp_timeout_s,
+                n.icmp_timeout_s
+            ),
+            (432_000, 120, 120, 30)
+        );
+        assert_eq!(n.pos, Pos { line: 2, col: 1 });
+        // Every one given, at the ends of its range.
+        let n = lab("name = \"x\"\n[nat]\nmasquerade = false\ntcp_timeout_s = 2592000\ntcp_closing_timeout_s = 1\nudp_timeout_s = 86400\nicmp_timeout_s = 1\n")
+            .nat
+            .unwrap();
+        assert!(!n.masquerade);
+        assert_eq!(
+            (
+                n.tcp_timeout_s,
+                n.tcp_closing_timeout_s,
+                n.udp_timeout_s,
+                n.icmp_timeout_s
+            ),
+            (2_592_000, 1, 86_400, 1)
+        );
+        let n = lab("name = \"x\"\nnat = { tcp_timeout_s = 1, tcp_closing_timeout_s = 3600, udp_timeout_s = 1, icmp_timeout_s = 86400 }\n")
+            .nat
+            .unwrap();
+        assert_eq!(
+            (
+                n.tcp_timeout_s,
+                n.tcp_closing_timeout_s,
+                n.udp_timeout_s,
+                n.icmp_timeout_s
+            ),
+            (1, 3600, 1, 86_400)
+        );
+    }
+
+    #[test]
+    fn nat_timeouts_out_of_range_or_mistyped_are_refused_at_their_value() {
+        for (key, bad, hi) in [
+            ("tcp_timeout_s", "2592001", 2_592_000),
+            ("tcp_timeout_s", "0", 2_592_000),
+            ("tcp_closing_timeout_s", "3601", 3600),
+            ("tcp_closing_timeout_s", "-5", 3600),
+            ("udp_timeout_s", "86401", 86_400),
+            ("udp_timeout_s", "0", 86_400),
+            ("icmp_timeout_s", "86401", 86_400),
+            ("icmp_timeout_s", "0", 86_400),
+        ] {
+            let text = format!("name = \"x\"\n[nat]\n{key} = {bad}\n");
+            err1(
+                &text,
+                3,
+                key.len() + 4,
+                &format!("`{key}` must be between 1 and {hi}, not {bad}"),
+            );
+        }
+        err1(
+            "name = \"x\"\n[nat]\nudp_timeout_s = \"2m\"\n",
+            3,
+            17,
+            "`udp_timeout_s` must be an integer, not a string",
+        );
+        err1(
+            "name = \"x\"\n[nat]\nicmp_timeout_s = 1.5\n",
+            3,
+            18,
+            "`icmp_timeout_s` must be an integer, not a float",
+        );
+        err1(
+            "name = \"x\"\n[nat]\ntcp_timeout = 10\n",
+            3,
+            1,
+            "unknown key `tcp_timeout` in [nat]; did you mean `tcp_timeout_s`?",
+        );
+        // Several problems: each at its own place, in order.
+        assert_eq!(
+            errs("name = \"x\"\n[nat]\ntcp_timeout_s = 0\nudp_timeout_s = 0\n"),
+            vec![
+                "3:17: `tcp_timeout_s` must be between 1 and 2592000, not 0",
+                "4:17: `udp_timeout_s` must be between 1 and 86400, not 0",
+            ]
+        );
     }
 
     #[test]
@@ -1927,7 +2271,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             e,
             vec![
                 "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`, `mirror`)",
-                "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`)",
+                "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`, `tcp_timeout_s`, `tcp_closing_timeout_s`, `udp_timeout_s`, `icmp_timeout_s`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",
             ]
@@ -1945,7 +2289,6 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             vec![
                 "2:1: missing required key `name` in [[bridge]]",
                 "3:1: missing required key `bridge` in [[port]]",
-                "5:1: missing required key `proto` in [[forward]]",
                 "5:1: missing required key `listen` in [[forward]]",
                 "5:1: missing required key `to` in [[forward]]",
                 "6:1: missing required key `name` in [[service]]",
@@ -2520,13 +2863,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             )),
             12,
             10,
-            "`listen` must be an IPv4 address and port like \"0.0.0.0:8080\", not `0.0.0.0:65536`",
-        );
-        err1(
-            &with_head(&format!("{PORT_WEB}{}", fwd("tcp", "8080", "10.0.0.3:1"))),
-            12,
-            10,
-            "`listen` must be an IPv4 address and port",
+            "`listen` must be a port like \"8080\" or an IPv4 address and port like \"127.0.0.1:8080\", not `0.0.0.0:65536`",
         );
         err1(
             &with_head(&format!(
@@ -2562,6 +2899,94 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             fwd("tcp", "0.0.0.0:53", "10.0.0.3:53"),
             fwd("udp", "0.0.0.0:53", "10.0.0.3:53")
         )));
+    }
+
+    #[test]
+    fn forward_listen_may_be_a_bare_port_and_proto_defaults_to_tcp() {
+        // Lines 5-9 hold the port, 10-12 the forward.
+        let l = lab(&with_head(&format!(
+            "{PORT_WEB}[[forward]]\nlisten = \"8080\"\nto = \"10.0.0.3:80\"\n"
+        )));
+        let f = &l.forwards[0];
+        assert_eq!(f.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(f.proto, Proto::Tcp);
+        assert_eq!(f.pos, Pos { line: 10, col: 1 });
+        // Inline, with proto given, and with leading zeros.
+        let l = lab(&format!(
+            "name = \"t\"\nforward = [{{ listen = \"53\", proto = \"udp\", to = \"10.0.0.3:53\" }}, {{ listen = \"0080\", to = \"10.0.0.3:80\" }}]\n[[bridge]]\nname = \"br0\"\nsubnet = \"10.0.0.0/24\"\n{PORT_WEB}"
+        ));
+        assert_eq!(l.forwards[0].listen, "0.0.0.0:53".parse().unwrap());
+        assert_eq!(l.forwards[0].proto, Proto::Udp);
+        assert_eq!(l.forwards[1].listen, "0.0.0.0:80".parse().unwrap());
+        assert_eq!(l.forwards[1].proto, Proto::Tcp);
+        // An address still works as before.
+        let l = lab(&with_head(&format!(
+            "{PORT_WEB}[[forward]]\nlisten = \"127.0.0.1:8080\"\nto = \"10.0.0.3:80\"\n"
+        )));
+        assert_eq!(l.forwards[0].listen, "127.0.0.1:8080".parse().unwrap());
+
+        let bad = |listen: &str| {
+            with_head(&format!(
+                "{PORT_WEB}[[forward]]\nlisten = \"{listen}\"\nto = \"10.0.0.3:80\"\n"
+            ))
+        };
+        for port in ["0", "65536", "99999999999999999999"] {
+            err1(
+                &bad(port),
+                11,
+                10,
+                &format!("`listen` port `{port}`: the port must be between 1 and 65535"),
+            );
+        }
+        for text in [
+            "", "+8080", "-1", " 8080", "8080 ", "http", ":8080", "8080:80",
+        ] {
+            err1(
+                &bad(text),
+                11,
+                10,
+                &format!(
+                    "`listen` must be a port like \"8080\" or an IPv4 address and port like \"127.0.0.1:8080\", not `{text}`"
+                ),
+            );
+        }
+        // Not a string at all.
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}[[forward]]\nlisten = 8080\nto = \"10.0.0.3:80\"\n"
+            )),
+            11,
+            10,
+            "`listen` must be a string, not an integer",
+        );
+        // A bare port and an address with the same port are the same port.
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}[[forward]]\nlisten = \"8080\"\nto = \"10.0.0.3:80\"\n[[forward]]\nproto = \"tcp\"\nlisten = \"127.0.0.1:8080\"\nto = \"10.0.0.3:81\"\n"
+            )),
+            15,
+            10,
+            "tcp port 8080 is already forwarded by the [[forward]] on line 10",
+        );
+        // A bad proto is still an error when given.
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}[[forward]]\nproto = \"TCP\"\nlisten = \"8080\"\nto = \"10.0.0.3:80\"\n"
+            )),
+            11,
+            9,
+            "`proto` must be \"tcp\" or \"udp\", not `TCP`",
+        );
+        // Without proto the forward is tcp, so a udp service's VIP is not its target.
+        let svc = "[[service]]\nname = \"dns\"\nvip = \"10.0.0.100:53\"\nproto = \"udp\"\nbackends = [\"10.0.0.3:53\"]\n";
+        err1(
+            &with_head(&format!(
+                "{PORT_WEB}{svc}[[forward]]\nlisten = \"53\"\nto = \"10.0.0.100:53\"\n"
+            )),
+            17,
+            6,
+            "forward to 10.0.0.100:53: no port or service holds that address",
+        );
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! Named network namespaces, made and removed the way iproute2's `ip netns add/del` does,
 //! so that `ip netns` and tapnet see the same namespaces.
+//!
+//! A named namespace is a bind mount at /run/netns/NAME, and a mount lives in a mount
+//! namespace. Started as `ip netns exec HOSTNS tapnet up`, tapnet runs in a private mount
+//! namespace (iproute2 unshares it and makes `/` a slave), where a mount made by tapnet
+//! would be seen by nobody else. So when tapnet's mount namespace is not the one it
+//! was started from, every mount, unmount and look-up under /run/netns is done from a
+//! short-lived thread that has entered that other mount namespace (see [`MountHome`]).
 
 use std::cell::Cell;
 use std::ffi::CString;
@@ -7,6 +14,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::sync::{Once, OnceLock};
 
 use crate::rtnl::Rtnl;
 
@@ -59,7 +67,7 @@ impl Netns {
     pub fn open(name: &str) -> io::Result<Option<Netns>> {
         check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let path = path_of(name);
-        let file = match File::open(&path) {
+        let file = match at_home(|| File::open(&path)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(annotate(e, &format!("open {path}"))),
@@ -159,7 +167,8 @@ impl NetnsRecord {
 
     /// Whether /run/netns/NAME is still this namespace.
     pub fn still_there(&self) -> bool {
-        std::fs::metadata(path_of(&self.name)).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+        let path = path_of(&self.name);
+        at_home(|| std::fs::metadata(&path)).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
     }
 
     /// Removes the namespace (like `ip netns del`) if this record has that
@@ -179,8 +188,13 @@ impl Drop for NetnsRecord {
     }
 }
 
-/// `ip netns del NAME`, but only if /run/netns/NAME is still the namespace `id`.
+/// `ip netns del NAME`, but only if /run/netns/NAME is still the namespace `id`; done
+/// in the mount namespace that holds the mount ([`MountHome`]).
 fn remove_ns(name: &str, id: NsId) -> io::Result<()> {
+    at_home(|| remove_ns_here(name, id))
+}
+
+fn remove_ns_here(name: &str, id: NsId) -> io::Result<()> {
     let path = path_of(name);
     match std::fs::metadata(&path) {
         Ok(meta) if (meta.dev(), meta.ino()) == id => {}
@@ -220,7 +234,7 @@ pub fn run_in_fd<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> i
 
 /// True if /run/netns/NAME exists.
 pub fn exists(name: &str) -> bool {
-    check_name(name).is_ok() && std::fs::symlink_metadata(path_of(name)).is_ok()
+    check_name(name).is_ok() && at_home(|| std::fs::symlink_metadata(path_of(name))).is_ok()
 }
 
 /// Checks that NAME can name a file in /run/netns.
@@ -241,40 +255,36 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// `ip netns add NAME`, plus `lo` up. Fails with AlreadyExists if the file exists.
 fn create(name: &str) -> io::Result<Netns> {
     check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(NETNS_RUN_DIR)
-        .map_err(|e| annotate(e, &format!("mkdir {NETNS_RUN_DIR}")))?;
-    make_run_dir_shared()?;
-
+    if let MountHome::Stuck { whose, why } = mount_home() {
+        static WARNED: Once = Once::new();
+        WARNED.call_once(|| eprintln!("{}", stuck_warning(whose, why)));
+    }
     let path = path_of(name);
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o000)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => e,
-            _ => annotate(e, &format!("create {path}")),
-        })?;
-    let target = c_path(&path)?;
-    let fd = std::thread::Builder::new()
-        .name("netns-create".to_string())
-        .spawn(move || bind_new_netns(&target))
-        .and_then(|thread| {
-            thread
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-    let fd = match fd {
-        Ok(fd) => fd,
-        Err(e) => {
+    // On a throwaway thread in the mount namespace the mount belongs in: it also
+    // unshares its network namespace to make the new one.
+    let fd = on_home_thread(|| {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(NETNS_RUN_DIR)
+            .map_err(|e| annotate(e, &format!("mkdir {NETNS_RUN_DIR}")))?;
+        make_run_dir_shared()?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => e,
+                _ => annotate(e, &format!("create {path}")),
+            })?;
+        let target = c_path(&path)?;
+        bind_new_netns(&target).map_err(|e| {
             let _ = std::fs::remove_file(&path);
-            return Err(annotate(e, &format!("create netns {name}")));
-        }
-    };
+            annotate(e, &format!("create netns {name}"))
+        })
+    })?;
 
     // From here on dropping `ns` removes the namespace if anything fails.
     let ns = Netns::from_file(name, File::from(fd), true)?;
@@ -315,7 +325,22 @@ fn bind_new_netns(target: &CString) -> io::Result<OwnedFd> {
     if r != 0 {
         return Err(annotate(io::Error::last_os_error(), "bind mount"));
     }
+    // The mount must be the namespace just made (it is, unless this mount
+    // namespace's /proc belongs to some other process tree).
+    let (want, got) = (fd.metadata()?, std::fs::metadata(to_path(target))?);
+    if (want.dev(), want.ino()) != (got.dev(), got.ino()) {
+        // SAFETY: valid NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        return Err(io::Error::other(
+            "the bind mount is not the new namespace (/proc of another process tree?)",
+        ));
+    }
     Ok(fd.into())
+}
+
+fn to_path(c: &CString) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(c.as_bytes()))
 }
 
 /// Makes /run/netns a shared mount point, as iproute2 does, so namespaces
@@ -360,6 +385,188 @@ fn make_run_dir_shared() -> io::Result<()> {
         }
         bound = true;
     }
+}
+
+/// The mount namespace in which /run/netns/NAME is mounted, unmounted and looked up.
+pub enum MountHome {
+    /// tapnet's own: it shares its mounts with the rest of the system.
+    Own,
+    /// Another one: tapnet runs in a private mount namespace (as under `ip netns
+    /// exec`), and this is PID 1's or, when PID 1's cannot be opened, the one of the
+    /// nearest ancestor process in a mount namespace other than tapnet's (the shell
+    /// that ran `ip netns exec`). Named namespaces are mounted there, from a thread
+    /// that has entered it, so everyone sees them.
+    Other {
+        /// An open `/proc/PID/ns/mnt`.
+        fd: OwnedFd,
+        /// "PID 1" or "process 1234 (bash)", for messages.
+        whose: String,
+    },
+    /// tapnet runs in a private mount namespace but cannot enter the other one: its
+    /// namespaces stay visible only inside its own mount namespace.
+    Stuck {
+        /// As in [`MountHome::Other`].
+        whose: String,
+        /// Why it could not enter it.
+        why: String,
+    },
+}
+
+/// Where this process makes its named namespaces, found once.
+pub fn mount_home() -> &'static MountHome {
+    static HOME: OnceLock<MountHome> = OnceLock::new();
+    HOME.get_or_init(find_mount_home)
+}
+
+/// What `up` says when tapnet runs in a mount namespace of its own and cannot enter
+/// the shared one.
+pub fn stuck_warning(whose: &str, why: &str) -> String {
+    format!(
+        "tapnet: warning: tapnet runs in a mount namespace of its own (as `ip netns exec` \
+         gives it) and cannot enter {whose}'s ({why}), so the namespaces it creates are \
+         mounted at /run/netns only inside its own mount namespace: from anywhere else \
+         `ip netns exec NAME ...` fails with \"setting the network namespace ... failed\". \
+         To run tapnet inside another network namespace, use \
+         `nsenter --net=/run/netns/HOSTNS tapnet up ...` instead, which changes only \
+         the network namespace."
+    )
+}
+
+fn find_mount_home() -> MountHome {
+    let Ok(own) = ns_identity_of("/proc/thread-self/ns/mnt") else {
+        return MountHome::Own;
+    };
+    let other = |f: &File| f.metadata().is_ok_and(|m| (m.dev(), m.ino()) != own);
+    let mut stuck = None;
+    // PID 1's first. It may be out of reach (another user namespace, or a supervisor
+    // that forbids it): then the process tree tapnet was started from decides.
+    match File::open("/proc/1/ns/mnt") {
+        Ok(f) if !other(&f) => return MountHome::Own,
+        Ok(f) => match enter_test(f) {
+            Ok(fd) => {
+                return MountHome::Other {
+                    fd,
+                    whose: "PID 1".to_string(),
+                }
+            }
+            Err(why) => stuck = Some(("PID 1".to_string(), why)),
+        },
+        Err(_) => {}
+    }
+    if let Some((f, whose)) = ancestor_mount_ns(own) {
+        match enter_test(f) {
+            Ok(fd) => return MountHome::Other { fd, whose },
+            Err(why) => stuck = stuck.or(Some((whose, why))),
+        }
+    }
+    match stuck {
+        Some((whose, why)) => MountHome::Stuck { whose, why },
+        None => MountHome::Own,
+    }
+}
+
+/// The mount namespace `f`, if a thread can enter it.
+fn enter_test(f: File) -> Result<OwnedFd, String> {
+    let fd = OwnedFd::from(f);
+    in_mount_ns(fd.as_fd(), || Ok(()))
+        .map(|()| fd)
+        .map_err(|e| e.to_string())
+}
+
+/// The mount namespace of the nearest ancestor whose mount namespace is not `own`
+/// (and can be opened), with a name for it.
+fn ancestor_mount_ns(own: NsId) -> Option<(File, String)> {
+    // SAFETY: getppid has no preconditions.
+    let mut pid = unsafe { libc::getppid() };
+    for _ in 0..64 {
+        if pid <= 1 {
+            return None;
+        }
+        let (comm, ppid, start) = proc_stat(pid)?;
+        if let Ok(f) = File::open(format!("/proc/{pid}/ns/mnt")) {
+            // The same process still (not a reused pid), in another mount namespace.
+            let same_process = proc_stat(pid).is_some_and(|(_, _, s)| s == start);
+            if same_process && f.metadata().is_ok_and(|m| (m.dev(), m.ino()) != own) {
+                return Some((f, format!("process {pid} ({comm})")));
+            }
+        }
+        pid = ppid;
+    }
+    None
+}
+
+/// (comm, parent pid, start time) of a process, from /proc/PID/stat.
+fn proc_stat(pid: libc::pid_t) -> Option<(String, libc::pid_t, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses /proc/PID/stat: "PID (COMM) STATE PPID ... STARTTIME ...", where COMM
+/// may hold spaces and parentheses.
+fn parse_stat(text: &str) -> Option<(String, libc::pid_t, u64)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // After COMM: state is field 3 of the whole line, ppid 4, starttime 22.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((comm, ppid, start))
+}
+
+fn ns_identity_of(path: &str) -> io::Result<NsId> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Runs `f` where named namespaces are mounted: on the calling thread when that is
+/// tapnet's own mount namespace, else on a thread that has entered the other one.
+fn at_home<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    match mount_home() {
+        MountHome::Other { fd, .. } => in_mount_ns(fd.as_fd(), f),
+        MountHome::Own | MountHome::Stuck { .. } => f(),
+    }
+}
+
+/// Runs `f` on a new thread that may change its own namespaces, in the mount
+/// namespace where named namespaces are mounted.
+fn on_home_thread<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    match mount_home() {
+        MountHome::Other { fd, .. } => in_mount_ns(fd.as_fd(), f),
+        MountHome::Own | MountHome::Stuck { .. } => on_new_thread(f),
+    }
+}
+
+fn on_new_thread<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netns-mnt".to_string())
+            .spawn_scoped(scope, f)?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Runs `f` on a new thread that has entered mount namespace `mnt`. The thread first
+/// stops sharing its root and working directory with the process (`CLONE_FS`): the
+/// kernel lets only such a thread of a multithreaded process change its mount
+/// namespace, and only that thread moves.
+fn in_mount_ns<T: Send>(
+    mnt: BorrowedFd<'_>,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    on_new_thread(move || {
+        // SAFETY: unshare(CLONE_FS) and setns affect only this thread, which ends
+        // when `f` returns.
+        if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+            return Err(annotate(io::Error::last_os_error(), "unshare(CLONE_FS)"));
+        }
+        // SAFETY: as above; `mnt` is a valid descriptor.
+        if unsafe { libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+            return Err(annotate(io::Error::last_os_error(), "setns(CLONE_NEWNS)"));
+        }
+        f()
+    })
 }
 
 fn path_of(name: &str) -> String {
@@ -506,6 +713,52 @@ pub(crate) mod tests {
         assert!(exists(&name), "the new namespace must survive");
         second.remove().expect("remove");
         assert!(!exists(&name));
+    }
+
+    #[test]
+    fn proc_stat_is_parsed_past_odd_command_names() {
+        let line = "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(("a (b) c".to_string(), 17, 987_654)));
+        assert_eq!(parse_stat("4242 (x) S"), None);
+        assert_eq!(parse_stat(""), None);
+        // Our own entry: our parent, and a start time.
+        let (_, ppid, _) = proc_stat(std::process::id() as libc::pid_t).expect("own stat");
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(ppid, unsafe { libc::getppid() });
+    }
+
+    #[test]
+    fn a_thread_enters_another_mount_namespace_and_only_it_moves() {
+        let ino = || ns_identity_of("/proc/thread-self/ns/mnt").expect("own mount ns");
+        let ours = ino();
+        // A private mount namespace, held by an fd only (nothing is mounted in it).
+        let other: OwnedFd = on_new_thread(|| {
+            // SAFETY: only this throwaway thread changes namespace.
+            if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(File::open("/proc/thread-self/ns/mnt")?.into())
+        })
+        .expect("private mount namespace");
+        let theirs = {
+            let m = File::from(other.try_clone().unwrap()).metadata().unwrap();
+            (m.dev(), m.ino())
+        };
+        assert_ne!(theirs, ours);
+        assert_eq!(in_mount_ns(other.as_fd(), || Ok(ino())).unwrap(), theirs);
+        assert_eq!(ino(), ours, "the calling thread stays where it was");
+    }
+
+    #[test]
+    fn the_stuck_warning_says_what_happens_and_what_to_run() {
+        let w = stuck_warning("PID 1", "Operation not permitted");
+        assert!(w.contains("PID 1's (Operation not permitted)"), "{w}");
+        assert!(w.contains("setting the network namespace"), "{w}");
+        assert!(
+            w.contains("nsenter --net=/run/netns/HOSTNS tapnet up"),
+            "{w}"
+        );
+        assert!(!w.contains('\n'));
     }
 
     #[test]

@@ -23,6 +23,15 @@ pub fn netns_exists(name: &str) -> bool {
     std::path::Path::new("/run/netns").join(name).exists()
 }
 
+/// True if something is mounted at /run/netns/NAME in the test's mount namespace.
+pub fn netns_mounted(name: &str) -> bool {
+    let target = format!("/run/netns/{name}");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(target.as_str()))
+}
+
 /// Runs a command, bounded in time, and returns its output.
 pub fn run(cmd: &[&str], timeout_s: u32) -> Output {
     let mut args = vec!["-k", "2", Box::leak(timeout_s.to_string().into_boxed_str())];
@@ -143,6 +152,49 @@ impl RunningLab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tapnet");
+        lab.wait_ready(child);
+        lab
+    }
+
+    /// Starts `PREFIX... tapnet up [FILE]` and waits for its ready line: the lab in
+    /// `text`, or the embedded default lab when `text` is None. PREFIX runs tapnet
+    /// elsewhere, e.g. `["nsenter", "--net=/run/netns/HOST"]` or
+    /// `["ip", "netns", "exec", HOST]` (which also gives tapnet a private mount
+    /// namespace); it must exec tapnet, so that signals sent to the child reach it.
+    pub fn start_via(
+        prefix: &[&str],
+        name: &str,
+        namespaces: &[String],
+        text: Option<&str>,
+    ) -> RunningLab {
+        let file = text.map(LabFile::new);
+        let mut lab = RunningLab {
+            name: name.to_string(),
+            namespaces: namespaces.to_vec(),
+            ready_line: String::new(),
+            pid: 0,
+            child: None,
+            _file: None,
+        };
+        let (program, args) = match prefix.split_first() {
+            Some((program, args)) => (*program, args),
+            None => (TAPNET, &[][..]),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        if !prefix.is_empty() {
+            cmd.arg(TAPNET);
+        }
+        cmd.arg("up");
+        if let Some(file) = &file {
+            cmd.arg(&file.path);
+        }
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tapnet");
+        lab._file = file;
         lab.wait_ready(child);
         lab
     }
