@@ -469,3 +469,40 @@ to = "10.251.1.3:5353"
         );
     }
 }
+
+#[test]
+fn idle_masqueraded_tcp_lives_until_its_timeout_then_both_ends_are_reset() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    // Short timers for the test; the defaults (5 days for established TCP, as
+    // conntrack's) are in docs/lab-file.md and checked against the code's in cli.
+    let text = lab_text(
+        &name,
+        &c,
+        &d,
+        "[nat]\nmasquerade = true\ntcp_timeout_s = 3\n",
+    );
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let log = std::env::temp_dir().join(format!("{}.log", unique("ends")));
+    let _server = tcp_echo_logging(&net.far.name, FAR_IP, 7001, &log);
+    // Idle for less than the timeout: the connection is there.
+    assert_eq!(tcp_idle_then_talk(&c, FAR_IP, 7001, 1), "answered");
+    // Idle past it: tapnet lets the flow go and tells both ends.
+    assert_eq!(tcp_idle_then_talk(&c, FAR_IP, 7001, 6), "reset");
+    let t = std::time::Instant::now();
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == "reset")
+        .count()
+        < 1
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "the far end was never reset"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_file(&log);
+    assert!(lab.show("nat")["host"]["flows_expired"].as_u64().unwrap() >= 1);
+}

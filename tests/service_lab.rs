@@ -69,6 +69,16 @@ name = "echo"
 vip = "10.230.2.101:7"
 proto = "udp"
 backends = ["10.230.2.2:7000", "10.230.2.3:7000"]
+
+[[service]]
+name = "tcpecho"
+vip = "10.230.2.102:7"
+proto = "tcp"
+backends = ["10.230.2.2:7001"]
+
+[nat]
+masquerade = false
+tcp_timeout_s = 3
 "#,
         backends[0], backends[1]
     );
@@ -201,4 +211,36 @@ fn udp_datagrams_larger_than_the_mtu_reach_a_udp_vip_and_come_back() {
             "{size} bytes through the VIP"
         );
     }
+}
+
+#[test]
+fn an_idle_service_connection_past_its_timeout_is_reset_at_both_ends() {
+    let s = service_lab();
+    let log = std::env::temp_dir().join(format!("{}.log", unique("ends")));
+    let _server = tcp_echo_logging(&s.backends[0], "10.230.2.2", 7001, &log);
+    assert_eq!(
+        tcp_idle_then_talk(&s.client, "10.230.2.102", 7, 1),
+        "answered"
+    );
+    // Past the (short, for the test) timeout the flow is gone, and both the client and
+    // the backend were told so: neither waits on a connection that goes nowhere.
+    assert_eq!(tcp_idle_then_talk(&s.client, "10.230.2.102", 7, 6), "reset");
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("reset")
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "the backend was never reset"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        s.lab.show("drops")["router"]["flow_resets"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
 }

@@ -1999,6 +1999,15 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
     }
 
     #[test]
+    fn nat_timeout_defaults_are_the_datapaths() {
+        let t = vrouter::nat::Timeouts::default();
+        assert_eq!(DEFAULT_NAT_TCP_TIMEOUT_S, t.tcp.as_secs());
+        assert_eq!(DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S, t.tcp_closing.as_secs());
+        assert_eq!(DEFAULT_NAT_UDP_TIMEOUT_S, t.udp.as_secs());
+        assert_eq!(DEFAULT_NAT_ICMP_TIMEOUT_S, t.icmp.as_secs());
+    }
+
+    #[test]
     fn nat_max_flows_is_an_integer_in_range() {
         let l = lab("name = \"x\"\n[nat]\nmax_flows = 1000\n");
         assert_eq!(l.nat.unwrap().max_flows, 1000);

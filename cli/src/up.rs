@@ -133,9 +133,15 @@ fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
     Ok(Some(proxy))
 }
 
-/// The flows' idle timeouts, from `[nat]`.
-fn nat_timeouts(_lab: &Lab) -> vrouter::nat::Timeouts {
-    vrouter::nat::Timeouts::default()
+/// The flows' idle timeouts, from `[nat]` (its defaults without one).
+fn nat_timeouts(lab: &Lab) -> vrouter::nat::Timeouts {
+    let nat = lab.nat_or_default();
+    vrouter::nat::Timeouts {
+        tcp: Duration::from_secs(nat.tcp_timeout_s),
+        tcp_closing: Duration::from_secs(nat.tcp_closing_timeout_s),
+        udp: Duration::from_secs(nat.udp_timeout_s),
+        icmp: Duration::from_secs(nat.icmp_timeout_s),
+    }
 }
 
 /// What `up` built on the host and must take down again.

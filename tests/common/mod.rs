@@ -662,3 +662,82 @@ pub fn traceroute(ns: &str, dst: &str, extra: &[&str]) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
         .collect()
 }
+
+/// A TCP echo server on ip:port that writes how each connection ended to `log`, one
+/// line each: `reset` (ECONNRESET), or `eof` (a clean close).
+pub fn tcp_echo_logging(ns: &str, ip: &str, port: u16, log: &std::path::Path) -> Background {
+    const CODE: &str = r#"
+import socket, sys, threading
+ip, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((ip, port))
+srv.listen(64)
+def serve(c):
+    how = "eof"
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            c.sendall(d)
+    except (ConnectionResetError, BrokenPipeError):
+        how = "reset"
+    with open(log, "a") as f:
+        f.write(how + "\n")
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+    Background::spawn(
+        ns,
+        &[
+            "python3",
+            "-c",
+            CODE,
+            ip,
+            &port.to_string(),
+            log.to_str().unwrap(),
+        ],
+    )
+}
+
+/// From `ns`, connects to ip:port, exchanges one line, stays idle `idle_s` seconds,
+/// then tries again; prints and returns how that went: `answered`, `reset` or
+/// `timeout` (retries the first connect while the server starts).
+pub fn tcp_idle_then_talk(ns: &str, ip: &str, port: u16, idle_s: u32) -> String {
+    const CODE: &str = r#"
+import socket, sys, time
+ip, port, idle = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+for _ in range(50):
+    try:
+        s = socket.create_connection((ip, port), timeout=2)
+        break
+    except OSError:
+        time.sleep(0.1)
+s.settimeout(3)
+s.sendall(b"hello\n")
+assert s.recv(100) == b"hello\n"
+time.sleep(idle)
+try:
+    s.sendall(b"again\n")
+    print("answered" if s.recv(100) == b"again\n" else "reset", end="")
+except (ConnectionResetError, BrokenPipeError):
+    print("reset", end="")
+except socket.timeout:
+    print("timeout", end="")
+"#;
+    let out = ns_run(
+        ns,
+        &[
+            "python3",
+            "-c",
+            CODE,
+            ip,
+            &port.to_string(),
+            &idle_s.to_string(),
+        ],
+        idle_s + 20,
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
