@@ -529,9 +529,12 @@ pub fn render(what: &str, v: &Value) -> String {
             }
         }
         "nat" => {
+            // Three parts: the services' translated flows, the host proxy's flows
+            // (masquerade and forwards), and the proxy's counters.
+            let mut out = String::new();
             rows.push(
                 [
-                    "PROTO",
+                    "SERVICE_FLOW",
                     "CLIENT",
                     "TO",
                     "BACKEND",
@@ -553,6 +556,29 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&f["closing"]),
                 ]);
             }
+            out.push_str(&table(&rows));
+            let mut host = vec![["HOST_FLOW", "KIND", "CONTAINER", "REMOTE", "IDLE_S"]
+                .map(String::from)
+                .to_vec()];
+            for f in list("host_flows") {
+                host.push(vec![
+                    s(&f["proto"]),
+                    s(&f["kind"]),
+                    s(&f["container"]),
+                    s(&f["remote"]),
+                    s(&f["idle_s"]),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&table(&host));
+            if let Some(counters) = v["host"].as_object() {
+                let line: Vec<String> = counters
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", s(v)))
+                    .collect();
+                out.push_str(&format!("\nhost proxy: {}\n", line.join(" ")));
+            }
+            return out;
         }
         "arp" => {
             rows.push(["BRIDGE", "IP", "MAC", "AGE_S"].map(String::from).to_vec());
@@ -645,6 +671,25 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("BRIDGE  MAC"));
         assert!(lines[2].contains("02:00:ac:10:01:03  web"));
+    }
+
+    #[test]
+    fn nat_text_shows_host_flows_and_counters() {
+        let v = json!({
+            "nat": [],
+            "host_flows": [{"proto": "udp", "kind": "masquerade", "container": "10.0.0.2:5000",
+                            "remote": "10.250.0.2:53", "idle_s": 4}],
+            "host": {"ping_mode": "raw", "ping_refused": 3},
+        });
+        let out = render("nat", &v);
+        assert!(
+            out.contains("udp        masquerade  10.0.0.2:5000  10.250.0.2:53  4"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ping_mode=raw") && out.contains("ping_refused=3"),
+            "{out}"
+        );
     }
 
     #[test]
