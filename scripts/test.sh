@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages the tests use: ip (iproute2), ping, iperf3, setpriv (util-linux),
-# timeout (coreutils), python3 (raw-socket frames, http.server), curl, ethtool,
+# timeout (coreutils), python3 (raw-socket frames, http.server), curl, traceroute, ethtool,
 # tcpdump and tshark (VXLAN and capture tests).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
@@ -20,6 +20,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+command -v traceroute >/dev/null || need+=(traceroute)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v tshark >/dev/null || need+=(tshark)
