@@ -164,6 +164,10 @@ impl HostProxy {
         };
         f.last_active = now;
         f.remember(icmp.seq(), packet);
+        self.lru.touch(n);
+        let Some(Some(Entry::Ping(f))) = self.entries.get_mut(n) else {
+            return;
+        };
         let sent = match &f.socket {
             Some(s) => {
                 if f.ttl != ttl {
@@ -229,6 +233,7 @@ impl HostProxy {
             // SAFETY: recv initialised the first `len` bytes.
             let reply: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
             let (remote, container, ident) = (flow.remote, flow.container, flow.ident);
+            self.lru.touch(n);
             self.echo_reply_to_container(remote, container, ident, reply);
         }
         true
@@ -266,6 +271,7 @@ impl HostProxy {
                     };
                     flow.last_active = now;
                     let (remote, container, ident) = (flow.remote, flow.container, flow.ident);
+                    self.lru.touch(f);
                     self.echo_reply_to_container(remote, container, ident, ip.payload());
                 }
                 icmpv4::DEST_UNREACHABLE | icmpv4::TIME_EXCEEDED | icmpv4::PARAMETER_PROBLEM => {

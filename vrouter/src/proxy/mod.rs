@@ -25,10 +25,12 @@
 mod device;
 mod errqueue;
 mod icmp;
+mod lru;
 mod tcp;
 mod udp;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Registry, Token};
 use smoltcp::iface::{Config, Interface, SocketSet};
+use lru::Lru;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use vswitch::wire::icmpv4::{self, IcmpRepr};
 use vswitch::wire::ipv4::Ipv4Packet;
@@ -104,6 +107,9 @@ pub struct ProxyStats {
     /// Spliced connections cut because one side failed or reset (the other side was
     /// reset too).
     pub tcp_reset: u64,
+    /// Containers' SYNs dropped because too many of their host connects were already
+    /// waiting (per container, or in all).
+    pub syn_limited: u64,
     /// ICMP errors the host's sockets received (TTL exceeded on the way, port or host
     /// unreachable, fragmentation needed) and passed on to the container.
     pub icmp_errors: u64,
@@ -150,7 +156,21 @@ pub struct HostProxy {
     timeouts: Timeouts,
     iface: Interface,
     queues: Queues,
-    sockets: SocketSet<'static>,
+    /// An empty socket set: a segment for no connection, handed to it, gets smoltcp's
+    /// reset.
+    no_socket: SocketSet<'static>,
+    /// smoltcp's clock at the last poll.
+    last_ts: smoltcp::time::Instant,
+    /// TCP connections with something to do on the next poll.
+    dirty: Vec<usize>,
+    /// TCP connections' smoltcp wakeups: (when, entry, connection id), earliest first.
+    timers: BinaryHeap<Reverse<(smoltcp::time::Instant, usize, u64)>>,
+    next_conn: u64,
+    /// Host connects waiting, per container address, and in all.
+    pending: HashMap<Ipv4Addr, u32>,
+    pending_total: usize,
+    /// Flows in order of last activity, to evict the least recently used in O(1).
+    lru: Lru,
     /// Token number n is entries[n].
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
@@ -168,8 +188,6 @@ pub struct HostProxy {
     /// In [`PingMode::Raw`]: (remote, identifier sent) -> echo flow.
     raw_idents: HashMap<(Ipv4Addr, u16), usize>,
     next_ident: u16,
-    /// Connections finished in the current splice pass (kept to reuse its room).
-    dead: Vec<usize>,
     /// Where host sockets' datagrams are read (64 KiB, allocated once).
     rx_buf: Vec<u8>,
 }
@@ -218,7 +236,14 @@ impl HostProxy {
             timeouts,
             iface,
             queues,
-            sockets: SocketSet::new(Vec::new()),
+            no_socket: SocketSet::new(Vec::new()),
+            last_ts: smoltcp::time::Instant::ZERO,
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_conn: 0,
+            pending: HashMap::new(),
+            pending_total: 0,
+            lru: Lru::new(),
             entries: Vec::new(),
             free: Vec::new(),
             flows: HashMap::new(),
@@ -232,7 +257,6 @@ impl HostProxy {
             raw: None,
             raw_idents: HashMap::new(),
             next_ident: (std::process::id() as u16).wrapping_mul(40503),
-            dead: Vec::new(),
             rx_buf: Vec::new(),
         };
         for (i, rule) in proxy.rules.clone().iter().enumerate() {
@@ -307,7 +331,8 @@ impl HostProxy {
     }
 
     fn add(&mut self, entry: Entry) -> usize {
-        match self.free.pop() {
+        let flow = matches!(entry, Entry::Tcp(_) | Entry::Udp(_) | Entry::Ping(_));
+        let n = match self.free.pop() {
             Some(n) => {
                 self.entries[n] = Some(entry);
                 n
@@ -316,7 +341,11 @@ impl HostProxy {
                 self.entries.push(Some(entry));
                 self.entries.len() - 1
             }
+        };
+        if flow {
+            self.lru.touch(n);
         }
+        n
     }
 
     /// Registers the listeners (and the raw ICMP socket) with the poll loop (once).
@@ -447,21 +476,27 @@ impl HostProxy {
         if self.flows.len() < self.max_flows {
             return;
         }
-        let oldest = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(n, e)| match e {
-                Some(Entry::Udp(f)) => Some((f.last_active, n)),
-                Some(Entry::Ping(f)) => Some((f.last_active, n)),
-                Some(Entry::Tcp(c)) => Some((c.last_active, n)),
-                _ => None,
-            })
-            .min();
-        if let Some((_, n)) = oldest {
+        if let Some(n) = self.lru.oldest() {
             self.remove(n);
             self.stats.flows_evicted += 1;
         }
+    }
+
+    /// Flow `n` moved data now.
+    fn touch(&mut self, n: usize, now: Instant) {
+        match self.entries.get_mut(n) {
+            Some(Some(Entry::Tcp(c))) => c.last_active = now,
+            Some(Some(Entry::Udp(f))) => f.last_active = now,
+            Some(Some(Entry::Ping(f))) => f.last_active = now,
+            _ => return,
+        }
+        self.lru.touch(n);
+    }
+
+    /// A number no other connection of this proxy had.
+    fn next_id(&mut self) -> u64 {
+        self.next_conn += 1;
+        self.next_conn
     }
 
     /// The gateways of the routed subnets: (network, prefix, gateway address).
@@ -479,7 +514,11 @@ impl HostProxy {
             Some(Some(Entry::Udp(_))) => self.receive_masquerade_udp(n, now),
             Some(Some(Entry::Ping(_))) => self.receive_ping(n, now),
             Some(Some(Entry::RawIcmp(_))) => self.receive_raw(n, now),
-            // TCP connections are served by `poll`.
+            // A connection's host socket: served by the next `poll`.
+            Some(Some(Entry::Tcp(_))) => {
+                self.mark(n);
+                false
+            }
             _ => false,
         }
     }
@@ -490,6 +529,7 @@ impl HostProxy {
         let Some(entry) = self.entries[n].take() else {
             return;
         };
+        self.lru.unlink(n);
         match entry {
             Entry::Tcp(c) => self.forget_tcp(c),
             Entry::Udp(f) => {
@@ -520,12 +560,15 @@ impl HostProxy {
         self.queues.drain(f);
     }
 
-    /// When smoltcp next needs polling (retransmissions, delayed ACKs, keep-alives).
+    /// When a connection next needs serving (smoltcp's retransmissions, delayed ACKs,
+    /// keep-alives), or now if some wait to be.
     pub fn next_timeout(&mut self, now: Instant) -> Option<Instant> {
-        let ts = self.smol_now(now);
-        self.iface
-            .poll_delay(ts, &self.sockets)
-            .map(|d| now + Duration::from_micros(d.total_micros()))
+        if !self.dirty.is_empty() {
+            return Some(now);
+        }
+        let Reverse((at, _, _)) = self.timers.peek()?;
+        let us = at.total_micros().max(0) as u64;
+        Some((self.epoch + Duration::from_micros(us)).max(now))
     }
 
     /// Lets go of flows idle past their timeout (closing TCP sooner), and of sockets
@@ -553,7 +596,7 @@ impl HostProxy {
             self.remove(n);
             self.stats.flows_expired += 1;
         }
-        self.reap_smoltcp_sockets();
+        self.expire_pending(now);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::Interest;
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use vswitch::wire::icmpv4;
@@ -17,6 +17,7 @@ use vswitch::wire::tcp::{TcpPacket, ACK, RST, SYN};
 
 use super::errqueue::{self, IcmpError, Quote};
 use super::{transient, v4, Entry, HostProxy, Reg, PROTO_TCP};
+use std::cmp::Reverse;
 
 const TCP_BUFFER: usize = 256 * 1024;
 /// A connection smoltcp opens towards a container (a forward) gives up when the
@@ -31,10 +32,17 @@ const DEAD_PEER: Duration = Duration::from_secs(200);
 
 /// One spliced connection.
 pub(super) struct TcpConn {
+    /// Unique among the proxy's connections (entry numbers are reused).
+    pub id: u64,
+    /// The connection's own smoltcp socket set: packets go straight to its socket,
+    /// and polling it costs the same however many connections there are.
+    pub set: SocketSet<'static>,
     /// `None` while a masquerade connection waits for its host connect: the
     /// container's SYN is held (`pending_syn`) so that the container learns the
     /// outcome as a real peer would tell it (SYN-ACK, reset, or an ICMP error).
     pub smol: Option<SocketHandle>,
+    /// When the connection started waiting for its host connect.
+    pub pending_since: Option<Instant>,
     pub pending_syn: Option<Vec<u8>>,
     pub host: TcpStream,
     pub last_active: Instant,
@@ -47,6 +55,33 @@ pub(super) struct TcpConn {
     pub established: bool,
     pub host_eof: bool,
     pub container_eof: bool,
+    /// Waiting in the proxy's list of connections to serve.
+    pub dirty: bool,
+    /// The wakeup armed for it in the proxy's timer heap (smoltcp time).
+    pub timer: Option<smoltcp::time::Instant>,
+}
+
+impl TcpConn {
+    fn new(id: u64, host: TcpStream, container: SocketAddrV4, remote: SocketAddrV4, now: Instant) -> TcpConn {
+        TcpConn {
+            id,
+            set: SocketSet::new(Vec::new()),
+            smol: None,
+            pending_since: None,
+            pending_syn: None,
+            host,
+            last_active: now,
+            container,
+            remote,
+            rule: None,
+            connected: false,
+            established: false,
+            host_eof: false,
+            container_eof: false,
+            dirty: false,
+            timer: None,
+        }
+    }
 }
 
 /// TCP timestamps (RFC 7323) from the wall clock in milliseconds, the same for every
@@ -77,6 +112,15 @@ fn smol_duration(d: Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(d.as_micros() as u64)
 }
 
+/// Host connects waiting at most, per container address and in all: a container
+/// that floods SYNs to an address that never answers holds no more than these; past
+/// them its SYNs are dropped (counted) as by a full SYN backlog, and it retries.
+pub(super) const PENDING_PER_CONTAINER: u32 = 64;
+pub(super) const PENDING_TOTAL: usize = 1024;
+/// A host connect not answered in this long is given up (the container hears host
+/// unreachable from its gateway).
+pub(super) const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl HostProxy {
     /// A TCP segment from a container for the outside.
     pub(super) fn tcp_from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
@@ -88,34 +132,58 @@ impl HostProxy {
         let src = SocketAddrV4::new(ip.src(), tcp.src_port());
         let dst = SocketAddrV4::new(ip.dst(), tcp.dst_port());
         let syn_only = tcp.flags() & (SYN | ACK | RST) == SYN;
-        match self.flows.get(&(PROTO_TCP, src, dst)).copied() {
-            Some(n) => {
-                if let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) {
-                    c.last_active = now;
-                    if c.pending_syn.is_some() {
-                        // Still connecting: keep the latest SYN (a retry).
-                        if syn_only {
-                            c.pending_syn = Some(packet.to_vec());
-                        }
-                        return;
-                    }
-                }
-            }
-            None if syn_only => {
-                if self.is_gateway(*dst.ip()) {
-                    // Nothing listens on a gateway: smoltcp answers with a reset.
-                    self.queues.push_rx(packet);
-                    return;
-                }
+        let Some(n) = self.flows.get(&(PROTO_TCP, src, dst)).copied() else {
+            if syn_only && !self.is_gateway(*dst.ip()) {
                 if !self.masquerade {
                     self.stats.no_flow += 1;
                     return;
                 }
                 return self.open_masquerade_tcp(src, dst, packet, ip.ttl(), reg, now);
             }
-            None => {}
+            // No connection (a stray segment, or a SYN to a gateway, where nothing
+            // listens): smoltcp with no socket answers with a reset.
+            return self.ingress(None, packet, now);
+        };
+        let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
+            return;
+        };
+        if c.pending_syn.is_some() {
+            // Still connecting: keep the latest SYN (a retry).
+            if syn_only {
+                c.pending_syn = Some(packet.to_vec());
+            }
+            return;
         }
+        self.ingress(Some(n), packet, now);
+        self.mark(n);
+    }
+
+    /// Hands one packet to connection `n`'s socket (or to none: a reset comes back).
+    fn ingress(&mut self, n: Option<usize>, packet: &[u8], now: Instant) {
+        let ts = self.smol_now(now);
         self.queues.push_rx(packet);
+        let set = match n.and_then(|n| self.entries.get_mut(n)) {
+            Some(Some(Entry::Tcp(c))) => &mut c.set,
+            _ => &mut self.no_socket,
+        };
+        while self.iface.poll_ingress_single(ts, &mut self.queues, set)
+            != PollIngressSingleResult::None
+        {}
+        if n.is_none() {
+            while self.iface.poll_egress(ts, &mut self.queues, &mut self.no_socket)
+                != PollResult::None
+            {}
+        }
+    }
+
+    /// Queues connection `n` to be served on the next [`HostProxy::poll`].
+    pub(super) fn mark(&mut self, n: usize) {
+        if let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(n);
+            }
+        }
     }
 
     /// Starts the host side of a container's new connection, holding its SYN. The
@@ -130,30 +198,47 @@ impl HostProxy {
         reg: &Reg<'_>,
         now: Instant,
     ) {
+        let mine = self.pending.get(src.ip()).copied().unwrap_or(0);
+        if mine >= PENDING_PER_CONTAINER || self.pending_total >= PENDING_TOTAL {
+            self.stats.syn_limited += 1;
+            return;
+        }
         let host = match connect(dst, ttl.saturating_sub(1)) {
             Ok(host) => host,
-            Err(e) => return self.host_connect_failed(&e, syn, None),
+            Err(e) => return self.host_connect_failed(&e, syn, None, now),
         };
         self.make_room();
-        let n = self.add(Entry::Tcp(TcpConn {
-            smol: None,
-            pending_syn: Some(syn.to_vec()),
-            host,
-            last_active: now,
-            container: src,
-            remote: dst,
-            rule: None,
-            connected: false,
-            established: false,
-            host_eof: false,
-            container_eof: false,
-        }));
-        self.track_tcp(n, reg);
+        let id = self.next_id();
+        let mut conn = TcpConn::new(id, host, src, dst, now);
+        conn.pending_syn = Some(syn.to_vec());
+        conn.pending_since = Some(now);
+        let n = self.add(Entry::Tcp(conn));
+        *self.pending.entry(*src.ip()).or_insert(0) += 1;
+        self.pending_total += 1;
+        self.track_tcp(n, reg, now);
         self.stats.tcp_opened += 1;
     }
 
+    /// Connection `n` stopped waiting for its host connect.
+    fn unpend(&mut self, n: usize) {
+        let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
+            return;
+        };
+        if c.pending_since.take().is_none() {
+            return;
+        }
+        let ip = *c.container.ip();
+        self.pending_total -= 1;
+        if let Some(k) = self.pending.get_mut(&ip) {
+            *k -= 1;
+            if *k == 0 {
+                self.pending.remove(&ip);
+            }
+        }
+    }
+
     /// Watches connection `n`'s host socket and files it under its flow key.
-    fn track_tcp(&mut self, n: usize, reg: &Reg<'_>) {
+    fn track_tcp(&mut self, n: usize, reg: &Reg<'_>, now: Instant) {
         if let Some(Entry::Tcp(c)) = self.entries[n].as_mut() {
             let _ = reg.registry.register(
                 &mut c.host,
@@ -162,14 +247,22 @@ impl HostProxy {
             );
             self.flows.insert((PROTO_TCP, c.container, c.remote), n);
         }
+        self.touch(n, now);
+        self.mark(n);
     }
 
     /// The host could not connect where a container's SYN asked: tell the container
     /// as the network would. An ICMP error from the network (TTL exceeded on the way,
     /// host unreachable): the same error, from the same sender. Refused: smoltcp,
-    /// with no socket listening, answers the SYN with a reset. No route on the host:
-    /// an ICMP unreachable from the container's gateway.
-    fn host_connect_failed(&mut self, e: &io::Error, syn: &[u8], icmp: Option<IcmpError>) {
+    /// with no socket listening, answers the SYN with a reset. No route on the host
+    /// (or no answer in time): an ICMP unreachable from the container's gateway.
+    fn host_connect_failed(
+        &mut self,
+        e: &io::Error,
+        syn: &[u8],
+        icmp: Option<IcmpError>,
+        now: Instant,
+    ) {
         if let Some(err) = icmp {
             self.stats.tcp_unreachable += 1;
             return self.relay_error(&err, &Quote::of(syn));
@@ -177,7 +270,7 @@ impl HostProxy {
         match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => {
                 self.stats.tcp_refused += 1;
-                self.queues.push_rx(syn);
+                self.ingress(None, syn, now);
             }
             code => {
                 self.stats.tcp_unreachable += 1;
@@ -191,10 +284,39 @@ impl HostProxy {
         }
     }
 
-    /// Accepts what waits on forward listener `n`; true if accepting failed for a
-    /// reason other than an empty queue (out of descriptors, say).
+    /// Gives up on host connects that waited longer than [`PENDING_TIMEOUT`].
+    pub(super) fn expire_pending(&mut self, now: Instant) {
+        let stale: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| match e {
+                Some(Entry::Tcp(c))
+                    if c.pending_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= PENDING_TIMEOUT) =>
+                {
+                    Some(n)
+                }
+                _ => None,
+            })
+            .collect();
+        for n in stale {
+            let syn = match self.entries.get_mut(n) {
+                Some(Some(Entry::Tcp(c))) => c.pending_syn.take(),
+                _ => None,
+            };
+            self.remove(n);
+            if let Some(syn) = syn {
+                let timed_out = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+                self.host_connect_failed(&timed_out, &syn, None, now);
+            }
+        }
+    }
+
+    /// Accepts what waits on forward listener `n`; true if it stopped before the queue
+    /// was empty (a batch limit, or accept failing for want of descriptors).
     pub(super) fn accept_tcp(&mut self, n: usize, reg: &Reg<'_>, now: Instant) -> bool {
-        loop {
+        for _ in 0..super::RX_BATCH {
             self.make_room();
             let (accepted, rule) = match &self.entries[n] {
                 Some(Entry::TcpListener { socket, rule }) => (socket.accept(), *rule),
@@ -232,33 +354,21 @@ impl HostProxy {
                 reset(&host);
                 continue;
             }
-            let handle = self.sockets.add(smol);
-            self.make_room();
-            let m = self.add(Entry::Tcp(TcpConn {
-                smol: Some(handle),
-                pending_syn: None,
-                host,
-                last_active: now,
-                container: to,
-                remote: source,
-                rule: Some(rule),
-                connected: true,
-                established: false,
-                host_eof: false,
-                container_eof: false,
-            }));
-            self.track_tcp(m, reg);
+            let id = self.next_id();
+            let mut conn = TcpConn::new(id, host, to, source, now);
+            conn.smol = Some(conn.set.add(smol));
+            conn.rule = Some(rule);
+            conn.connected = true;
+            let m = self.add(Entry::Tcp(conn));
+            self.track_tcp(m, reg, now);
             self.forward_stats[rule].connections += 1;
             self.forward_stats[rule].active += 1;
         }
+        true
     }
 
     /// The address a forwarded connection from `client` comes from inside the lab.
-    pub(super) fn forward_source(
-        &mut self,
-        client: SocketAddrV4,
-        to: SocketAddrV4,
-    ) -> SocketAddrV4 {
+    pub(super) fn forward_source(&mut self, client: SocketAddrV4, to: SocketAddrV4) -> SocketAddrV4 {
         let in_lab = |ip: Ipv4Addr, gws: &[(u32, u8, Ipv4Addr)]| {
             gws.iter()
                 .any(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
@@ -290,220 +400,250 @@ impl HostProxy {
         client
     }
 
-    /// Runs smoltcp and moves bytes between each connection's two sides.
+    /// Serves the connections that have something to do: those whose host socket
+    /// became ready, that got packets from their container, or whose smoltcp timer
+    /// (retransmission, delayed ACK, keep-alive) is due. The work is proportional to
+    /// them, not to every connection open.
     pub fn poll(&mut self, now: Instant) {
         let ts = self.smol_now(now);
-        for _ in 0..4 {
-            self.iface.poll(ts, &mut self.queues, &mut self.sockets);
-            if !self.splice(now) {
+        self.last_ts = ts;
+        while let Some(&Reverse((at, n, id))) = self.timers.peek() {
+            if at > ts {
                 break;
+            }
+            self.timers.pop();
+            if let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) {
+                if c.id == id && c.timer == Some(at) {
+                    c.timer = None;
+                    self.mark(n);
+                }
+            }
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &n in &dirty {
+            if let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) {
+                c.dirty = false;
+                self.serve(n, now, ts);
+            }
+        }
+        dirty.clear();
+        // Work queued while serving (none today) waits for the next call.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
+    }
+
+    /// Moves bytes between connection `n`'s two sides until nothing moves, sends what
+    /// smoltcp has for the container, and arms its next wakeup.
+    fn serve(&mut self, n: usize, now: Instant, ts: smoltcp::time::Instant) {
+        for _ in 0..4 {
+            if !self.splice(n, now) {
+                break;
+            }
+            let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
+                return;
+            };
+            while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {}
+        }
+        let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
+            return;
+        };
+        while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {}
+        // An earlier wakeup already armed stays (it fires, finds less to do, re-arms):
+        // the heap holds about one entry per connection.
+        if let Some(at) = self.iface.poll_at(ts, &c.set) {
+            if c.timer.is_none_or(|t| at < t) {
+                c.timer = Some(at);
+                self.timers.push(Reverse((at, n, c.id)));
             }
         }
     }
 
-    /// One pass over the TCP connections; true if anything moved.
-    fn splice(&mut self, now: Instant) -> bool {
-        let mut moved = false;
-        let mut dead = std::mem::take(&mut self.dead);
-        for n in 0..self.entries.len() {
-            let Some(Entry::Tcp(c)) = self.entries[n].as_mut() else {
-                continue;
+    /// One pass over connection `n`'s two sides; true if anything moved (or it ended).
+    fn splice(&mut self, n: usize, now: Instant) -> bool {
+        let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
+            return false;
+        };
+        if !c.connected {
+            let failed = match c.host.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => None,
             };
-            if !c.connected {
-                let failed = match c.host.take_error() {
-                    Ok(Some(e)) | Err(e) => Some(e),
-                    Ok(None) => None,
-                };
-                if let Some(e) = failed {
-                    // What the network said, if it said anything (IP_RECVERR).
-                    let mut icmp = None;
-                    while let Some(entry) = errqueue::read(c.host.as_raw_fd()) {
-                        icmp = icmp.or(entry);
-                    }
-                    let syn = c.pending_syn.take();
-                    dead.push(n);
-                    moved = true;
-                    if let Some(syn) = syn {
-                        self.host_connect_failed(&e, &syn, icmp);
-                    }
-                    continue;
+            if let Some(e) = failed {
+                // What the network said, if it said anything (IP_RECVERR).
+                let mut icmp = None;
+                while let Some(entry) = errqueue::read(c.host.as_raw_fd()) {
+                    icmp = icmp.or(entry);
                 }
-                if c.host.peer_addr().is_err() {
-                    continue; // still connecting
+                let syn = c.pending_syn.take();
+                self.remove(n);
+                if let Some(syn) = syn {
+                    self.host_connect_failed(&e, &syn, icmp, now);
                 }
-                c.connected = true;
-                if let Some(syn) = c.pending_syn.take() {
-                    // Connected: now let smoltcp answer the held SYN.
-                    let mut smol = new_tcp_socket();
-                    let listening = smol.listen(IpListenEndpoint {
-                        addr: Some(IpAddress::Ipv4(*c.remote.ip())),
-                        port: c.remote.port(),
-                    });
-                    if listening.is_ok() {
-                        c.smol = Some(self.sockets.add(smol));
-                        self.queues.rx.push_back(syn);
-                        moved = true;
-                    }
-                }
+                return true;
             }
-            let Some(handle) = c.smol else { continue };
-            let smol = self.sockets.get_mut::<tcp::Socket>(handle);
-            let state = smol.state();
-            if !c.established
-                && !matches!(
-                    state,
-                    tcp::State::Closed
-                        | tcp::State::Listen
-                        | tcp::State::SynSent
-                        | tcp::State::SynReceived
-                )
-            {
-                c.established = true;
-                smol.set_keep_alive(Some(smol_duration(KEEPALIVE)));
-                smol.set_timeout(Some(smol_duration(DEAD_PEER)));
+            if c.host.peer_addr().is_err() {
+                return false; // still connecting
             }
-            if state == tcp::State::Closed {
-                // Closed with no FIN from the container: it reset the connection,
-                // refused it (a forward to a port where nothing listens), or never
-                // answered. The client must not see a clean, empty connection: it is
-                // reset at once, as kernel DNAT would have it refused.
-                if !c.container_eof {
-                    reset(&c.host);
-                    match (c.established, c.rule) {
-                        (false, Some(r)) => self.forward_stats[r].refused += 1,
-                        _ => self.stats.tcp_reset += 1,
-                    }
-                }
-                c.host_eof = true;
-                c.container_eof = true;
-                dead.push(n);
-                moved = true;
-                continue;
-            }
-            let mut bytes_in = 0u64;
-            let mut bytes_out = 0u64;
-            let mut broken = false;
-            // Host -> container.
-            while !c.host_eof && smol.can_send() {
-                let host = &mut c.host;
-                let r = smol.send(|buf| match host.read(buf) {
-                    Ok(0) => (0, Ok(0)),
-                    Ok(k) => (k, Ok(k)),
-                    Err(e) => (0, Err(e)),
+            c.connected = true;
+            let syn = c.pending_syn.take();
+            self.unpend(n);
+            let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
+                return false;
+            };
+            if let Some(syn) = syn {
+                // Connected: now let smoltcp answer the held SYN.
+                let mut smol = new_tcp_socket();
+                let listening = smol.listen(IpListenEndpoint {
+                    addr: Some(IpAddress::Ipv4(*c.remote.ip())),
+                    port: c.remote.port(),
                 });
-                match r {
-                    Ok(Ok(0)) => {
-                        c.host_eof = true;
-                        smol.close();
-                        moved = true;
-                    }
-                    Ok(Ok(k)) => {
-                        bytes_in += k as u64;
-                        moved = true;
-                    }
-                    Ok(Err(e)) if !transient(&e) => {
-                        // The far side reset (or worse): so does the container's side.
-                        smol.abort();
-                        broken = true;
-                        break;
-                    }
-                    _ => break,
+                if listening.is_ok() {
+                    c.smol = Some(c.set.add(smol));
+                    self.ingress(Some(n), &syn, now);
                 }
             }
-            // Container -> host.
-            while !broken && smol.can_recv() {
-                let host = &mut c.host;
-                let r = smol.recv(|buf| match host.write(buf) {
-                    Ok(k) => (k, Ok(k)),
-                    Err(e) => (0, Err(e)),
-                });
-                match r {
-                    Ok(Ok(k)) if k > 0 => {
-                        bytes_out += k as u64;
-                        moved = true;
-                    }
-                    Ok(Err(e)) if !transient(&e) => {
-                        smol.abort();
-                        broken = true;
-                        break;
-                    }
-                    _ => break,
-                }
-            }
-            if !broken && !c.container_eof && c.established && !smol.may_recv() && !smol.can_recv()
-            {
-                // The container's FIN: pass it on.
-                c.container_eof = true;
-                let _ = c.host.shutdown(Shutdown::Write);
-                moved = true;
-            }
-            if bytes_in + bytes_out > 0 {
-                c.last_active = now;
-            }
-            if let Some(r) = c.rule {
-                self.forward_stats[r].bytes_in += bytes_in;
-                self.forward_stats[r].bytes_out += bytes_out;
-            }
-            if broken {
-                self.stats.tcp_reset += 1;
-                dead.push(n);
-                moved = true;
-            } else if state == tcp::State::TimeWait && c.host_eof && !smol.can_recv() {
-                dead.push(n);
-            }
+            return true;
         }
-        for &n in &dead {
+        let Some(handle) = c.smol else {
+            return false;
+        };
+        let smol = c.set.get_mut::<tcp::Socket>(handle);
+        let state = smol.state();
+        if !c.established
+            && !matches!(
+                state,
+                tcp::State::Closed
+                    | tcp::State::Listen
+                    | tcp::State::SynSent
+                    | tcp::State::SynReceived
+            )
+        {
+            c.established = true;
+            smol.set_keep_alive(Some(smol_duration(KEEPALIVE)));
+            smol.set_timeout(Some(smol_duration(DEAD_PEER)));
+        }
+        if state == tcp::State::Closed {
+            // Closed with no FIN from the container: it reset the connection,
+            // refused it (a forward to a port where nothing listens), or never
+            // answered. The client must not see a clean, empty connection: it is
+            // reset at once, as kernel DNAT would have it refused.
+            if !c.container_eof {
+                reset(&c.host);
+                match (c.established, c.rule) {
+                    (false, Some(r)) => self.forward_stats[r].refused += 1,
+                    _ => self.stats.tcp_reset += 1,
+                }
+            }
+            c.host_eof = true;
+            c.container_eof = true;
             self.remove(n);
+            return true;
         }
-        dead.clear();
-        self.dead = dead;
+        let mut moved = false;
+        let mut bytes_in = 0u64;
+        let mut bytes_out = 0u64;
+        let mut broken = false;
+        // Host -> container.
+        while !c.host_eof && smol.can_send() {
+            let host = &mut c.host;
+            let r = smol.send(|buf| match host.read(buf) {
+                Ok(0) => (0, Ok(0)),
+                Ok(k) => (k, Ok(k)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) => {
+                    c.host_eof = true;
+                    smol.close();
+                    moved = true;
+                }
+                Ok(Ok(k)) => {
+                    bytes_in += k as u64;
+                    moved = true;
+                }
+                Ok(Err(e)) if !transient(&e) => {
+                    // The far side reset (or worse): so does the container's side.
+                    smol.abort();
+                    broken = true;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        // Container -> host.
+        while !broken && smol.can_recv() {
+            let host = &mut c.host;
+            let r = smol.recv(|buf| match host.write(buf) {
+                Ok(k) => (k, Ok(k)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(k)) if k > 0 => {
+                    bytes_out += k as u64;
+                    moved = true;
+                }
+                Ok(Err(e)) if !transient(&e) => {
+                    smol.abort();
+                    broken = true;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if !broken && !c.container_eof && c.established && !smol.may_recv() && !smol.can_recv() {
+            // The container's FIN: pass it on.
+            c.container_eof = true;
+            let _ = c.host.shutdown(Shutdown::Write);
+            moved = true;
+        }
+        let finished = state == tcp::State::TimeWait && c.host_eof && !smol.can_recv();
+        if let Some(r) = c.rule {
+            self.forward_stats[r].bytes_in += bytes_in;
+            self.forward_stats[r].bytes_out += bytes_out;
+        }
+        if bytes_in + bytes_out > 0 {
+            self.touch(n, now);
+        }
+        if broken {
+            self.stats.tcp_reset += 1;
+            self.remove(n);
+            return true;
+        }
+        if finished {
+            self.remove(n);
+            return true;
+        }
         moved
     }
 
     /// Forgets a connection. Unless both ends closed it cleanly, both are reset: the
     /// host side by closing with a zero linger (RST, not FIN), the container's by
-    /// smoltcp. The smoltcp socket may still owe the container a reset or a last ACK:
-    /// it stays in the set until [`HostProxy::tick`] finds it closed.
-    pub(super) fn forget_tcp(&mut self, c: TcpConn) {
+    /// smoltcp, whose reset is sent now, before its socket goes.
+    pub(super) fn forget_tcp(&mut self, mut c: TcpConn) {
         self.flows.remove(&(PROTO_TCP, c.container, c.remote));
+        if c.pending_since.is_some() {
+            self.pending_total -= 1;
+            let ip = *c.container.ip();
+            if let Some(k) = self.pending.get_mut(&ip) {
+                *k -= 1;
+                if *k == 0 {
+                    self.pending.remove(&ip);
+                }
+            }
+        }
         if !(c.host_eof && c.container_eof) {
             reset(&c.host);
         }
         if let Some(h) = c.smol {
-            let smol = self.sockets.get_mut::<tcp::Socket>(h);
+            let smol = c.set.get_mut::<tcp::Socket>(h);
             if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
                 smol.abort();
+                let ts = self.last_ts;
+                while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {}
             }
         }
         if let Some(r) = c.rule {
             self.forward_stats[r].active = self.forward_stats[r].active.saturating_sub(1);
-        }
-    }
-
-    /// Removes the smoltcp sockets no connection uses any more, once closed.
-    pub(super) fn reap_smoltcp_sockets(&mut self) {
-        let live: std::collections::HashSet<SocketHandle> = self
-            .entries
-            .iter()
-            .filter_map(|e| match e {
-                Some(Entry::Tcp(c)) => c.smol,
-                _ => None,
-            })
-            .collect();
-        let finished: Vec<SocketHandle> = self
-            .sockets
-            .iter()
-            .filter_map(|(h, s)| match s {
-                smoltcp::socket::Socket::Tcp(t)
-                    if t.state() == tcp::State::Closed && !live.contains(&h) =>
-                {
-                    Some(h)
-                }
-                _ => None,
-            })
-            .collect();
-        for h in finished {
-            self.sockets.remove(h);
         }
     }
 }

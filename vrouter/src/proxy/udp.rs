@@ -89,6 +89,7 @@ impl HostProxy {
             if let (Ok(k), Some(r)) = (sent, rule) {
                 self.forward_stats[r].bytes_out += k as u64;
             }
+            self.lru.touch(n);
             return;
         }
         if !self.masquerade || self.is_gateway(*dst.ip()) {
@@ -164,11 +165,14 @@ impl HostProxy {
             let source = match existing.and_then(|f| match self.entries[f].as_mut() {
                 Some(Entry::Udp(flow)) => {
                     flow.last_active = now;
-                    Some(flow.remote)
+                    Some((f, flow.remote))
                 }
                 _ => None,
             }) {
-                Some(source) => source,
+                Some((f, source)) => {
+                    self.lru.touch(f);
+                    source
+                }
                 None => {
                     let source = self.forward_source(client, to);
                     self.make_room();
@@ -232,6 +236,7 @@ impl HostProxy {
             };
             flow.last_active = now;
             let (remote, container) = (flow.remote, flow.container);
+            self.lru.touch(n);
             self.udp_to_container(remote, container, &buf[..len]);
         }
         true
