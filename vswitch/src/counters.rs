@@ -30,10 +30,16 @@ pub enum DropReason {
     InternalLoop,
     /// Lost to the port's impairment (`loss=`), or its hold-back queue was full.
     Impaired,
+    /// A GSO super-frame whose metadata does not describe it: a segment size under
+    /// [`crate::frame::MIN_GSO_SIZE`], more than [`crate::frame::MAX_GSO_SEGS`]
+    /// segments, a header length or checksum offsets that do not match its headers, or
+    /// a GSO type that does not match its protocol (the kernel drops the like from
+    /// virtio-net).
+    BadGso,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Oversize,
@@ -47,6 +53,7 @@ impl DropReason {
         DropReason::LinkLocalGroup,
         DropReason::InternalLoop,
         DropReason::Impaired,
+        DropReason::BadGso,
     ];
 
     /// The name `show drops` prints.
@@ -64,6 +71,7 @@ impl DropReason {
             DropReason::LinkLocalGroup => "link_local_group",
             DropReason::InternalLoop => "internal_loop",
             DropReason::Impaired => "impaired",
+            DropReason::BadGso => "bad_gso",
         }
     }
 }

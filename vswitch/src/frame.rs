@@ -4,6 +4,9 @@
 
 use crate::counters::DropReason;
 use crate::fdb::Mac;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::{tcp, udp, PROTO_TCP, PROTO_UDP};
 
 /// `struct virtio_net_hdr` without the `num_buffers` field: what TAPs with
 /// `IFF_VNET_HDR` use unless TUNSETVNETHDRSZ says otherwise.
@@ -23,6 +26,15 @@ pub const GSO_UDP: u8 = 3;
 pub const GSO_TCPV6: u8 = 4;
 pub const GSO_UDP_L4: u8 = 5;
 pub const GSO_ECN: u8 = 0x80;
+
+/// The smallest segment size a GSO frame may ask for: Linux's `tcp_min_snd_mss`
+/// default (no Linux sender cuts smaller). A segment size of 1 would make one 64 KiB
+/// frame sixty thousand packets.
+pub const MIN_GSO_SIZE: u16 = 48;
+/// Segments one GSO frame may make at most: the kernel's `UDP_MAX_SEGMENTS` is 128;
+/// TCP gets twice that, room for a 64 KiB frame at a 256-byte MSS.
+pub const MAX_GSO_SEGS: usize = 256;
+const MAX_UDP_GSO_SEGS: usize = 128;
 
 /// A parsed virtio-net header (little-endian, as on every host tapnet targets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,12 +92,13 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
                 return Err(DropReason::Oversize);
             }
         }
-        GSO_TCPV4 | GSO_TCPV6 | GSO_UDP | GSO_UDP_L4 => {
+        GSO_TCPV4 | GSO_TCPV6 | GSO_UDP_L4 => {
             if vnet.gso_size == 0 {
                 return Err(DropReason::BadVnetHeader);
             }
-            // Each segment must fit the bridge's MTU once cut.
-            if vnet.gso_size as u32 > mtu {
+            let l3_and_l4 = check_gso(&vnet, &data[VNET_HDR_LEN..])?;
+            // Each segment, with its headers, must fit the bridge's MTU once cut.
+            if l3_and_l4 + vnet.gso_size as usize > mtu as usize {
                 return Err(DropReason::Oversize);
             }
         }
@@ -101,6 +114,69 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
         return Err(DropReason::BadSourceMac);
     }
     Ok(vnet)
+}
+
+/// Checks a GSO frame's metadata against its headers (`eth`: the Ethernet frame), as
+/// the kernel's `virtio_net_hdr_to_skb` does and somewhat more: the GSO type matches
+/// the protocol (TCPV4: IPv4/TCP, TCPV6: IPv6/TCP, UDP_L4: UDP), the checksum is left
+/// partial at the L4 header, the header length covers the headers, the segment size
+/// is at least [`MIN_GSO_SIZE`] and the segments are at most [`MAX_GSO_SEGS`] (128 for
+/// UDP). Returns the bytes of the IP and L4 headers (what each segment repeats).
+pub fn check_gso(vnet: &VnetHdr, eth: &[u8]) -> Result<usize, DropReason> {
+    let bad = DropReason::BadGso;
+    let mut l3 = ETH_HDR_LEN;
+    let mut ethertype = eth
+        .get(12..14)
+        .map(|t| u16::from_be_bytes([t[0], t[1]]))
+        .ok_or(bad)?;
+    if ethertype == ETHERTYPE_VLAN {
+        ethertype = eth
+            .get(16..18)
+            .map(|t| u16::from_be_bytes([t[0], t[1]]))
+            .ok_or(bad)?;
+        l3 += VLAN_TAG_LEN;
+    }
+    let packet = eth.get(l3..).ok_or(bad)?;
+    let gso_type = vnet.gso_type & !GSO_ECN;
+    let (proto, ip_header, l4) = match (gso_type, ethertype) {
+        (GSO_TCPV4 | GSO_UDP_L4, 0x0800) => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| bad)?;
+            if ip.is_fragment() {
+                return Err(bad);
+            }
+            (ip.protocol(), ip.header_len(), ip.into_payload())
+        }
+        (GSO_TCPV6 | GSO_UDP_L4, 0x86dd) => {
+            let ip = Ipv6Packet::new_checked(packet).ok_or(bad)?;
+            (ip.next_header(), ipv6::HEADER_LEN, ip.into_payload())
+        }
+        _ => return Err(bad),
+    };
+    let (l4_header, csum_offset, max_segs) = match (gso_type, proto) {
+        (GSO_TCPV4 | GSO_TCPV6, PROTO_TCP) => {
+            let t = tcp::TcpPacket::new_checked(l4).ok_or(bad)?;
+            (t.header_len(), 16, MAX_GSO_SEGS)
+        }
+        (GSO_UDP_L4, PROTO_UDP) => {
+            udp::UdpPacket::new_checked(l4).ok_or(bad)?;
+            (udp::HEADER_LEN, 6, MAX_UDP_GSO_SEGS)
+        }
+        _ => return Err(bad),
+    };
+    let headers = l3 + ip_header + l4_header;
+    let payload = l4.len() - l4_header;
+    let ok = vnet.flags & VNET_F_NEEDS_CSUM != 0
+        && vnet.csum_start as usize == l3 + ip_header
+        && vnet.csum_offset as usize == csum_offset
+        && (vnet.hdr_len as usize) >= headers
+        && (vnet.hdr_len as usize) <= eth.len()
+        && vnet.gso_size >= MIN_GSO_SIZE
+        && payload.div_ceil(vnet.gso_size as usize) <= max_segs;
+    if ok {
+        Ok(ip_header + l4_header)
+    } else {
+        Err(bad)
+    }
 }
 
 /// The longest Ethernet frame (header included, no FCS) that a link of `mtu` carries:
@@ -135,6 +211,33 @@ mod tests {
         f[10..16].copy_from_slice(&dst);
         f[16..22].copy_from_slice(&src);
         f[22..24].copy_from_slice(&0x0800u16.to_be_bytes());
+        f
+    }
+
+    /// A TCP/IPv4 super-frame with `payload` bytes after 54 bytes of headers, its
+    /// virtio-net header as a Linux sender writes it.
+    fn tso(gso_size: u16, payload: usize) -> Vec<u8> {
+        let vnet = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut f = frame(vnet, B, A, 40 + payload);
+        let ip = &mut f[VNET_HDR_LEN + 14..];
+        crate::wire::ipv4::Ipv4Repr {
+            src: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            dst: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            protocol: 6,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            payload_len: 20 + payload,
+        }
+        .emit(ip);
+        ip[20 + 12] = 5 << 4;
         f
     }
 
@@ -191,28 +294,20 @@ mod tests {
     fn oversize_unless_gso() {
         let f = frame(VnetHdr::default(), B, A, 1505);
         assert_eq!(check_ingress(&f, 1500), Err(DropReason::Oversize));
-        let gso = VnetHdr {
-            flags: VNET_F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
-            hdr_len: 66,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
-        let f = frame(gso, B, A, 65000);
+        let f = tso(1460, 65000);
         assert!(check_ingress(&f, 1500).is_ok());
     }
 
     #[test]
     fn gso_segments_larger_than_the_mtu_are_oversize() {
-        let gso = VnetHdr {
-            gso_type: GSO_TCPV4,
-            gso_size: 8948,
-            ..Default::default()
-        };
-        let f = frame(gso, B, A, 20000);
+        let f = tso(8948, 20000);
         assert_eq!(check_ingress(&f, 1500), Err(DropReason::Oversize));
         assert!(check_ingress(&f, 9000).is_ok());
+        // Headers count: 1461 bytes of payload a segment is one too many at 1500.
+        assert_eq!(
+            check_ingress(&tso(1461, 20000), 1500),
+            Err(DropReason::Oversize)
+        );
     }
 
     #[test]
@@ -237,6 +332,49 @@ mod tests {
             ..Default::default()
         };
         let f = frame(csum_past_end, B, A, 100);
+        assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadVnetHeader));
+    }
+
+    #[test]
+    fn gso_metadata_that_does_not_describe_the_frame_is_dropped() {
+        let good = tso(1448, 60000);
+        assert!(check_ingress(&good, 1500).is_ok());
+        // A segment size of one byte: sixty thousand segments.
+        let mut f = good.clone();
+        f[4..6].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadGso));
+        // Too many segments for the kernel's own limits, even at a legal size.
+        assert_eq!(
+            check_ingress(&tso(200, 60000), 1500),
+            Err(DropReason::BadGso)
+        );
+        assert!(check_ingress(&tso(256, 60000), 1500).is_ok());
+        // A header length short of the headers, or past the frame.
+        for hdr_len in [0u16, 53, 65535] {
+            let mut f = good.clone();
+            f[2..4].copy_from_slice(&hdr_len.to_le_bytes());
+            assert_eq!(
+                check_ingress(&f, 1500),
+                Err(DropReason::BadGso),
+                "{hdr_len}"
+            );
+        }
+        // The checksum not at TCP's, or not left partial.
+        let mut f = good.clone();
+        f[8..10].copy_from_slice(&6u16.to_le_bytes());
+        assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadGso));
+        let mut f = good.clone();
+        f[0] = 0;
+        assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadGso));
+        // A type that does not match the protocol: TCPV6 over IPv4, UDP_L4 over TCP.
+        for t in [GSO_TCPV6, GSO_UDP_L4] {
+            let mut f = good.clone();
+            f[1] = t;
+            assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadGso), "{t}");
+        }
+        // Legacy UFO is not taken.
+        let mut f = good.clone();
+        f[1] = GSO_UDP;
         assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadVnetHeader));
     }
 

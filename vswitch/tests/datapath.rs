@@ -5,7 +5,7 @@ mod seqpacket_port;
 
 use std::time::Duration;
 
-use seqpacket_port::{frame, pair, Peer};
+use seqpacket_port::{frame, pair, tso_frame, Peer};
 use vswitch::{BridgeConfig, BridgeId, Datapath, DropReason, PortId, PortInfo};
 
 const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
@@ -141,9 +141,7 @@ fn gso_frames_to_a_port_without_gso_are_dropped_and_counted() {
     let (io, b) = pair(false);
     let info = PortInfo::named("nogso", br);
     let pb = dp.add_port(info, Box::new(io)).unwrap();
-    let mut gso = frame(B, A, 3000);
-    gso[1] = 1; // TCPv4
-    gso[4..6].copy_from_slice(&1448u16.to_le_bytes());
+    let gso = tso_frame(B, A, 3000, 1448);
     a.send(&gso);
     run(&mut dp);
     assert!(drain(&b).is_empty());

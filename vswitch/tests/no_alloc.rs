@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use seqpacket_port::{frame, pair};
+use seqpacket_port::{frame, pair, tso_frame};
 use vswitch::{BridgeConfig, Datapath, PortInfo};
 
 struct Counting;
@@ -66,13 +66,7 @@ fn forwarding_allocates_nothing_per_packet() {
     let unicast_ba = frame(A, B, 64);
     let broadcast = frame([0xff; 6], C, 64);
     // A 60 KB TCP super-frame as a container with TSO hands it over.
-    let mut super_frame = frame(B, A, 60_000);
-    super_frame[0] = 1; // NEEDS_CSUM
-    super_frame[1] = 1; // GSO TCPv4
-    super_frame[2..4].copy_from_slice(&66u16.to_le_bytes());
-    super_frame[4..6].copy_from_slice(&1448u16.to_le_bytes());
-    super_frame[6..8].copy_from_slice(&34u16.to_le_bytes());
-    super_frame[8..10].copy_from_slice(&16u16.to_le_bytes());
+    let super_frame = tso_frame(B, A, 60_000, 1448);
     // Each round also brings a source MAC never seen before, to be learned.
     let mut newcomer = frame(B, [2, 0, 1, 0, 0, 0], 64);
     let mut sink = vec![0u8; 70_000];

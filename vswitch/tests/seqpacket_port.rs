@@ -106,3 +106,32 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], payload: usize) -> Vec<u8> {
     f[22..24].copy_from_slice(&0x0800u16.to_be_bytes());
     f
 }
+
+/// A TCP/IPv4 super-frame as a container with TSO hands it over: NEEDS_CSUM, GSO
+/// TCPv4 with segments of `gso_size`, then Ethernet, IPv4 and TCP headers (54 bytes)
+/// and `payload` bytes.
+#[allow(dead_code)]
+pub fn tso_frame(dst: [u8; 6], src: [u8; 6], payload: usize, gso_size: u16) -> Vec<u8> {
+    let mut f = frame(dst, src, 40 + payload);
+    vswitch::frame::VnetHdr {
+        flags: vswitch::frame::VNET_F_NEEDS_CSUM,
+        gso_type: vswitch::frame::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size,
+        csum_start: 34,
+        csum_offset: 16,
+    }
+    .emit(&mut f);
+    vswitch::wire::ipv4::Ipv4Repr {
+        src: std::net::Ipv4Addr::new(10, 0, 0, 1),
+        dst: std::net::Ipv4Addr::new(10, 0, 0, 2),
+        protocol: 6,
+        ttl: 64,
+        ident: 0,
+        dont_frag: true,
+        payload_len: 20 + payload,
+    }
+    .emit(&mut f[24..]);
+    f[24 + 20 + 12] = 5 << 4;
+    f
+}

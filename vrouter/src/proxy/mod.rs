@@ -36,10 +36,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use lru::Lru;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Registry, Token};
 use smoltcp::iface::{Config, Interface, SocketSet};
-use lru::Lru;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use vswitch::wire::icmpv4::{self, IcmpRepr};
 use vswitch::wire::ipv4::Ipv4Packet;

@@ -62,7 +62,13 @@ pub(super) struct TcpConn {
 }
 
 impl TcpConn {
-    fn new(id: u64, host: TcpStream, container: SocketAddrV4, remote: SocketAddrV4, now: Instant) -> TcpConn {
+    fn new(
+        id: u64,
+        host: TcpStream,
+        container: SocketAddrV4,
+        remote: SocketAddrV4,
+        now: Instant,
+    ) -> TcpConn {
         TcpConn {
             id,
             set: SocketSet::new(Vec::new()),
@@ -170,7 +176,9 @@ impl HostProxy {
             != PollIngressSingleResult::None
         {}
         if n.is_none() {
-            while self.iface.poll_egress(ts, &mut self.queues, &mut self.no_socket)
+            while self
+                .iface
+                .poll_egress(ts, &mut self.queues, &mut self.no_socket)
                 != PollResult::None
             {}
         }
@@ -368,7 +376,11 @@ impl HostProxy {
     }
 
     /// The address a forwarded connection from `client` comes from inside the lab.
-    pub(super) fn forward_source(&mut self, client: SocketAddrV4, to: SocketAddrV4) -> SocketAddrV4 {
+    pub(super) fn forward_source(
+        &mut self,
+        client: SocketAddrV4,
+        to: SocketAddrV4,
+    ) -> SocketAddrV4 {
         let in_lab = |ip: Ipv4Addr, gws: &[(u32, u8, Ipv4Addr)]| {
             gws.iter()
                 .any(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
@@ -639,7 +651,8 @@ impl HostProxy {
             if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
                 smol.abort();
                 let ts = self.last_ts;
-                while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {}
+                while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {
+                }
             }
         }
         if let Some(r) = c.rule {

@@ -150,6 +150,21 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 }
 
+impl<'a> Ipv4Packet<&'a [u8]> {
+    /// The payload, borrowed for as long as the buffer (not the view).
+    pub fn into_payload(self) -> &'a [u8] {
+        let (start, end) = {
+            let p = self.payload();
+            let base = self.buf.as_ptr() as usize;
+            (
+                p.as_ptr() as usize - base,
+                p.as_ptr() as usize - base + p.len(),
+            )
+        };
+        &self.buf[start..end]
+    }
+}
+
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     fn m(&mut self) -> &mut [u8] {
         self.buf.as_mut()
