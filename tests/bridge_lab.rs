@@ -345,6 +345,67 @@ s.send(b"\xff" * 6 + b"\x00" * 6 + b"\x08\x00" + b"x" * 46)
 }
 
 #[test]
+fn a_gso_frame_asking_for_one_byte_segments_is_dropped_not_cut() {
+    let t = three_ports();
+    // A container hands its TAP 60 KB super-frames whose virtio-net header asks for
+    // 1-byte segments (AF_PACKET with PACKET_VNET_HDR, as in the reported attack): on a
+    // path that segments (VXLAN, the router, smoltcp) each would be 60,000 packets.
+    let script = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+s.bind(("eth0", 0))
+mac = open("/sys/class/net/eth0/address").read().strip()
+src = bytes(int(x, 16) for x in mac.split(":"))
+payload = 60000
+vnet = struct.pack("<BBHHHH", 1, 1, 54, int(sys.argv[3]), 34, 16)
+eth = b"\xff" * 6 + src + b"\x08\x00"
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + payload, 1, 0x4000, 64, 6, 0,
+                 socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2]))
+tcp = struct.pack("!HHIIBBHHH", 40000, 9, 1, 0, 5 << 4, 0x10, 65535, 0, 0)
+for _ in range(20):
+    s.send(vnet + eth + ip + tcp + b"x" * payload)
+"#;
+    let rx_before = t.lab.port("b")["tx_packets"].as_u64().unwrap();
+    let out = ns_run(
+        &t.ns[0],
+        &["python3", "-c", script, IPS[0], IPS[1], "1"],
+        10,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drops = t.lab.show("drops");
+    let a = drops["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["drops"]["bad_gso"], 20, "{drops}");
+    // Nothing of them reached the others, and they still talk.
+    let rx_after = t.lab.port("b")["tx_packets"].as_u64().unwrap();
+    assert!(rx_after - rx_before < 5, "{rx_before} -> {rx_after}");
+    assert!(ping(&t.ns[0], IPS[1], 2));
+    // The same frame with a sane segment size goes through.
+    let out = ns_run(
+        &t.ns[0],
+        &["python3", "-c", script, IPS[0], IPS[1], "1448"],
+        10,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = t.lab.port("b")["tx_packets"].as_u64().unwrap();
+    assert!(after - rx_after >= 20, "{rx_after} -> {after}");
+}
+
+#[test]
 fn a_port_without_netns_is_the_hosts_door_into_the_bridge() {
     // tapnet runs inside a test "host" namespace, so the door lands there, not in the
     // machine's own namespace.

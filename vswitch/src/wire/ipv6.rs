@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn view_checks_version_and_length() {
-        let mut p = vec![0u8; 48];
+        let mut p = [0u8; 48];
         p[0] = 0x60;
         p[5] = 8;
         p[6] = 17;
