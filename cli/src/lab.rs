@@ -90,6 +90,9 @@ pub struct PortCfg {
     /// A TAP of this name in tapnet's own namespace that gets a copy of every frame
     /// the port receives or sends, for tcpdump or Wireshark (an extension).
     pub mirror: Option<String>,
+    /// Port security: the port may send only from its own MAC and (with `ip`) its own
+    /// IPv4 address. Defaults to on for a port with an `ip`, off without one.
+    pub spoof_check: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +237,15 @@ const BRIDGE_KEYS: &[&str] = &[
     "fdb_aging_s",
 ];
 const PORT_KEYS: &[&str] = &[
-    "name", "bridge", "netns", "ifname", "mac", "ip", "impair", "mirror",
+    "name",
+    "bridge",
+    "netns",
+    "ifname",
+    "mac",
+    "ip",
+    "impair",
+    "mirror",
+    "spoof_check",
 ];
 const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
@@ -1136,9 +1147,11 @@ fn ports<'a>(
                 .map_err(|e| cx.err(f.at, format!("`impair`: {e}")))
                 .ok()
         });
+        let spoof_check = cx.bool_(&s, "spoof_check").map_or(ip.is_some(), |f| f.v);
         cfgs.push(PortCfg {
             impair,
             mirror,
+            spoof_check,
             pos: cx.pos(s.at),
             name: name.map_or_else(String::new, |n| n.v.to_string()),
             bridge: bridge.map_or_else(String::new, |b| b.v.to_string()),
@@ -2279,7 +2292,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         assert_eq!(
             e,
             vec![
-                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`, `mirror`)",
+                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`, `mirror`, `spoof_check`)",
                 "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`, `tcp_timeout_s`, `tcp_closing_timeout_s`, `udp_timeout_s`, `icmp_timeout_s`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",

@@ -134,6 +134,16 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
     let router = router(dp).map(|r| {
         let stats = r.router().stats();
         let ra = r.reassembler().stats();
+        let n = r.router().neighbors().stats();
+        let neighbors = json!({
+            "entries": r.router().neighbors().len(),
+            "learned": n.learned,
+            "evicted": n.evicted,
+            "not_learned_full": n.not_learned_full,
+            "failed": n.failed,
+            "busy": n.busy,
+            "aged_out": n.aged_out,
+        });
         let reasm = json!({
             "fragments": ra.fragments,
             "reassembled": ra.reassembled,
@@ -149,6 +159,9 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
         json!({
             "drops": reasons,
             "routed": stats.routed,
+            "arp_requests": stats.arp_requests,
+            "arp_rate_limited": stats.arp_rate_limited,
+            "neighbors": neighbors,
             "fragmented": stats.fragmented,
             "flow_resets": stats.flow_resets,
             "reassembly": reasm,

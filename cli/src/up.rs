@@ -392,8 +392,11 @@ fn add_router(
     }
     let handler = dp.add_handler(Box::new(handler));
     for (info, want) in infos.into_iter().zip(ports) {
+        let mac = info.mac;
         let got = dp.add_internal_port(info, handler)?;
         assert_eq!(got, want, "router ports are numbered in order");
+        // The router's own MAC is no one else's to claim.
+        dp.add_static_mac(got, mac);
     }
     Ok(())
 }
@@ -597,6 +600,18 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         let id = dp
             .add_port(info, Box::new(tap))
             .map_err(|e| HostError(e.into()))?;
+        // The container's MAC is its port's (a static FDB entry): no other port and no
+        // VXLAN peer can take it over.
+        dp.add_static_mac(id, Mac(port.mac));
+        if port.spoof_check {
+            dp.set_guard(
+                id,
+                vswitch::guard::PortGuard {
+                    mac: Mac(port.mac),
+                    ipv4: port.ip.map(|(a, _)| a),
+                },
+            );
+        }
         if let Some(spec) = port.impair {
             dp.set_impairment(id, spec);
         }

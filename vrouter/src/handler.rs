@@ -355,13 +355,6 @@ impl Handler for RouterHandler {
                 i += 1;
             }
         }
-        // Ask again, once a second, for next hops that frames still wait on.
-        for i in 0..self.held.len() {
-            let (iface, next_hop) = (self.held[i].iface, self.held[i].next_hop);
-            if self.held[..i].iter().all(|h| h.next_hop != next_hop) {
-                self.router.arp_request(iface, next_hop);
-            }
-        }
         self.flush_outbox(out);
     }
 

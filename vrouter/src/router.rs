@@ -15,7 +15,7 @@ use vswitch::Mac;
 
 use crate::checksum;
 use crate::nat::{Direction, Flow, FlowKey, FlowTable, Inserted, Timeouts, PROTO_TCP, PROTO_UDP};
-use crate::neighbor::NeighborTable;
+use crate::neighbor::{NeighborTable, Resolution};
 use crate::route::{mask, Route, RouteTable};
 use vswitch::wire::ethernet::{EthernetFrame as WireEthernet, EthernetRepr};
 use vswitch::wire::ipv4::Ipv4Packet as WireIpv4;
@@ -134,10 +134,17 @@ pub enum RouterDrop {
     NoBuffer,
     /// Larger than the outgoing bridge's MTU (fragmentation-needed went back if DF).
     TooBig,
+    /// A source no container may use here: loopback, 0/8, link-local, the subnet's
+    /// broadcast, the router's own addresses, or one that is not on the ingress
+    /// bridge's subnet (reverse-path check).
+    MartianSource,
+    /// For a next hop not yet known while its leg already asks ARP for
+    /// [`crate::neighbor::INCOMPLETE_MAX`] others (dropped without another request).
+    NeighborTableBusy,
 }
 
 impl RouterDrop {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
     pub const ALL: [RouterDrop; Self::COUNT] = [
         RouterDrop::Truncated,
         RouterDrop::BadIpHeader,
@@ -153,6 +160,8 @@ impl RouterDrop {
         RouterDrop::NatPortsExhausted,
         RouterDrop::NoBuffer,
         RouterDrop::TooBig,
+        RouterDrop::NeighborTableBusy,
+        RouterDrop::MartianSource,
     ];
 
     pub fn name(self) -> &'static str {
@@ -171,6 +180,8 @@ impl RouterDrop {
             RouterDrop::NatPortsExhausted => "nat_ports_exhausted",
             RouterDrop::NoBuffer => "no_buffer",
             RouterDrop::TooBig => "too_big",
+            RouterDrop::NeighborTableBusy => "neighbor_table_busy",
+            RouterDrop::MartianSource => "martian_source",
         }
     }
 }
@@ -184,6 +195,8 @@ pub struct RouterStats {
     pub echo_replies: u64,
     pub icmp_errors: u64,
     pub icmp_rate_limited: u64,
+    /// ARP requests not sent: more than [`ARP_RATE`] a second were due.
+    pub arp_rate_limited: u64,
     pub outbox_full: u64,
     /// Packets routed on that had to be cut into fragments for the outgoing bridge.
     pub fragmented: u64,
@@ -202,7 +215,7 @@ impl RouterStats {
 /// Room for a frame the router builds: the virtio-net header, Ethernet, IPv4 and an
 /// ICMP error quoting at most a 60-byte IP header and 8 bytes.
 pub const SMALL_FRAME: usize = 128;
-const OUTBOX_SLOTS: usize = 32;
+const OUTBOX_SLOTS: usize = 256;
 
 /// Frames the router made, waiting to be sent. Fixed size: nothing is allocated.
 #[derive(Clone)]
@@ -287,12 +300,15 @@ pub struct Router {
     learned: bool,
     /// Whether addresses outside every subnet go to the host proxy.
     host_egress: bool,
-    /// Next hops asked for in the last second: one ARP request each, not one per frame.
-    arp_asked: Vec<(usize, Ipv4Addr, Instant)>,
+    /// ARP requests a second at most, over every leg (with a burst).
+    arp_rate: TokenBucket,
+    /// Addresses the neighbour table asked to be probed in a tick.
+    probes: Vec<(usize, Ipv4Addr)>,
 }
 
-/// Next hops remembered as asked for at most.
-const ARP_ASKED_MAX: usize = 64;
+/// ARP requests per second the router sends at most, and the burst above that.
+const ARP_RATE: u32 = 200;
+const ARP_BURST: u32 = 100;
 
 /// What a parsed frame is, for the dispatch in [`Router::handle`].
 enum Kind {
@@ -302,6 +318,7 @@ enum Kind {
 
 impl Router {
     pub fn new(ifaces: Vec<Iface>, services: Vec<Service>, config: RouterConfig) -> Router {
+        let legs = ifaces.len();
         let mut routes = RouteTable::default();
         for (i, iface) in ifaces.iter().enumerate() {
             routes.add(Route {
@@ -317,7 +334,7 @@ impl Router {
             services,
             flows: FlowTable::new(config.nat_max_flows, config.nat_timeouts),
             routes,
-            neighbors: NeighborTable::new(config.neighbor_max, config.neighbor_aging),
+            neighbors: NeighborTable::new(legs, config.neighbor_max, config.neighbor_aging),
             icmp: TokenBucket {
                 rate: config.icmp_rate,
                 burst: config.icmp_burst,
@@ -328,7 +345,13 @@ impl Router {
             stats: RouterStats::default(),
             learned: false,
             host_egress: false,
-            arp_asked: Vec::with_capacity(ARP_ASKED_MAX),
+            arp_rate: TokenBucket {
+                rate: ARP_RATE,
+                burst: ARP_BURST,
+                tokens: ARP_BURST as f64,
+                last: None,
+            },
+            probes: Vec::new(),
         }
     }
 
@@ -475,9 +498,15 @@ impl Router {
             }
             return Action::Done;
         }
+        // Learn only what a router should: an answer to its own request, or the
+        // sender of a request aimed at it (which it answers).
         if sender_ok {
-            self.neighbors.learn(iface, spa, sha, now);
-            self.learned = true;
+            let waited_for = if op == ArpOperation::Request {
+                self.neighbors.learn_request(iface, spa, sha, now)
+            } else {
+                self.neighbors.confirm(iface, spa, sha, now)
+            };
+            self.learned |= waited_for;
         }
         if op != ArpOperation::Request {
             return Action::Done;
@@ -521,13 +550,28 @@ impl Router {
         if src.is_multicast() || src.is_broadcast() || src.is_unspecified() {
             return self.drop(RouterDrop::NotRoutable);
         }
+        // Martian sources, which Linux drops too (ip_route_input_slow, rp_filter): the
+        // host's loopback, "this network", link-local, the subnet's broadcast, the
+        // router's own addresses; and reverse-path filtering: a source must be on the
+        // ingress bridge's subnet (the only way back to it), so no address of another
+        // bridge, and nothing from outside every subnet, comes in here.
+        let leg = &self.ifaces[iface];
+        if src.is_loopback()
+            || src.octets()[0] == 0
+            || src.is_link_local()
+            || src == leg.broadcast()
+            || self.is_own_ip(src)
+            || !leg.on_link(src)
+        {
+            return self.drop(RouterDrop::MartianSource);
+        }
         // Traffic from a neighbour confirms where it is, as TCP's ACKs do for Linux:
         // a busy next hop does not have to go through ARP again every few minutes.
         if self.ifaces[iface].on_link(src) {
             let mac = Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
                 .try_into()
                 .expect("6 bytes"));
-            self.neighbors.refresh(iface, src, mac, now);
+            self.neighbors.traffic_from(iface, src, mac, now);
         }
         let mut dst = dst;
         let mut translated = false;
@@ -611,7 +655,7 @@ impl Router {
         let sender = Mac(frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12]
             .try_into()
             .expect("6 bytes"));
-        self.send_via(frame, route, dst, sender, now)
+        self.send_via(frame, Some(iface), route, dst, sender, now)
     }
 
     /// A packet whose TTL runs out here: time-exceeded back to its sender.
@@ -634,9 +678,11 @@ impl Router {
     }
 
     /// Addresses `frame` from the leg of `route` to its next hop, or asks ARP for it.
+    #[allow(clippy::too_many_arguments)]
     fn send_via(
         &mut self,
         frame: &mut [u8],
+        ingress: Option<usize>,
         route: Route,
         dst: Ipv4Addr,
         sender: Mac,
@@ -646,24 +692,15 @@ impl Router {
         let out_mac = self.ifaces[route.iface].mac;
         frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&out_mac.0);
         self.stats.routed += 1;
-        match self.neighbors.lookup(route.iface, next_hop, now) {
-            Some(mac) => {
+        match self.neighbors.resolve(route.iface, next_hop, now) {
+            Resolution::Known(mac) => {
                 frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&mac.0);
                 Action::Send { iface: route.iface }
             }
-            None => {
-                let asked = self.arp_asked.iter().any(|&(i, ip, t)| {
-                    i == route.iface
-                        && ip == next_hop
-                        && now.saturating_duration_since(t) < Duration::from_secs(1)
-                });
-                if !asked {
-                    self.arp_asked.retain(|&(_, _, t)| {
-                        now.saturating_duration_since(t) < Duration::from_secs(1)
-                    });
-                    if self.arp_asked.len() < ARP_ASKED_MAX {
-                        self.arp_asked.push((route.iface, next_hop, now));
-                    }
+            asked @ (Resolution::Ask | Resolution::Wait) => {
+                // The first request goes now (rate permitting); the table's tick sends
+                // the next ones, a second apart, and never one per packet.
+                if asked == Resolution::Ask && self.arp_allowed(now) {
                     self.arp_request(route.iface, next_hop);
                 }
                 Action::Resolve {
@@ -672,6 +709,36 @@ impl Router {
                     sender,
                 }
             }
+            // Asked for lately and never answered: unreachable at once, as the kernel
+            // says for a FAILED neighbour, without asking again for each packet.
+            Resolution::Failed => {
+                if sender != Mac::BROADCAST {
+                    if let Some(ingress) = ingress {
+                        self.icmp_error_to(
+                            ingress,
+                            sender,
+                            frame,
+                            Icmpv4Message::DstUnreachable,
+                            1,
+                            0,
+                            0,
+                            now,
+                        );
+                    }
+                }
+                self.drop(RouterDrop::NeighborUnresolved)
+            }
+            Resolution::Busy => self.drop(RouterDrop::NeighborTableBusy),
+        }
+    }
+
+    /// The ARP request rate limit.
+    fn arp_allowed(&mut self, now: Instant) -> bool {
+        if self.arp_rate.take(now) {
+            true
+        } else {
+            self.stats.arp_rate_limited += 1;
+            false
         }
     }
 
@@ -696,7 +763,7 @@ impl Router {
             return self.drop(RouterDrop::NoRoute);
         };
         // Nobody to tell should ARP fail: the proxy's side times out on its own.
-        self.send_via(frame, route, dst, Mac::BROADCAST, now)
+        self.send_via(frame, None, route, dst, Mac::BROADCAST, now)
     }
 
     /// Fills in the destination MAC of a frame kept by [`Action::Resolve`], if the next
@@ -1061,7 +1128,8 @@ impl Router {
             stats: self.stats.clone(),
             learned: false,
             host_egress: self.host_egress,
-            arp_asked: self.arp_asked.clone(),
+            arp_rate: self.arp_rate.clone(),
+            probes: Vec::new(),
         };
         let before = copy.stats.drops;
         let action = copy.handle(iface, frame, now);
@@ -1075,7 +1143,17 @@ impl Router {
     /// Ages the ARP table and the NAT flows; a TCP flow dropped while its ends still
     /// hold the connection gets a reset sent to each.
     pub fn tick(&mut self, now: Instant) {
-        self.neighbors.age(now);
+        // The neighbour table's next ARP requests (a second apart, three at most).
+        let mut probes = std::mem::take(&mut self.probes);
+        self.neighbors
+            .tick(now, |iface, ip| probes.push((iface, ip)));
+        for &(iface, ip) in &probes {
+            if self.arp_allowed(now) {
+                self.arp_request(iface, ip);
+            }
+        }
+        probes.clear();
+        self.probes = probes;
         let mut gone = [None; OUTBOX_SLOTS / 2];
         let mut n = 0;
         // As many as the outbox has room for resets now; the rest next second.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::counters::DropReason;
-use crate::fdb::{Fdb, FdbStats, Learned};
+use crate::fdb::{Fdb, FdbStats, Learned, Mac};
 use crate::frame::{destination_mac, source_mac, ETH_HDR_LEN};
 use crate::port::PortId;
 
@@ -89,7 +89,9 @@ impl Bridge {
         let decision = self.peek(ingress, eth, now);
         if !matches!(
             decision,
-            Decision::Drop(DropReason::BadSourceMac | DropReason::Runt)
+            Decision::Drop(
+                DropReason::BadSourceMac | DropReason::Runt | DropReason::StaticMacConflict
+            )
         ) {
             // A full table still forwards: the frames to this source will flood.
             let _: Learned = self.fdb.learn(source_mac(eth), ingress, now);
@@ -112,6 +114,9 @@ impl Bridge {
         if src.is_multicast() || src.is_zero() {
             return Decision::Drop(DropReason::BadSourceMac);
         }
+        if self.fdb.static_elsewhere(src, ingress) {
+            return Decision::Drop(DropReason::StaticMacConflict);
+        }
         let dst = destination_mac(eth);
         if dst.is_multicast() {
             if dst.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && dst.0[5] <= 0x0f {
@@ -124,6 +129,11 @@ impl Bridge {
             Some(port) => Decision::Unicast(port),
             None => Decision::Flood,
         }
+    }
+
+    /// Makes `mac` a static entry on `port` (the port's own address).
+    pub fn add_static(&mut self, mac: Mac, port: PortId, now: Instant) {
+        self.fdb.add_static(mac, port, now);
     }
 
     /// Sweeps aged-out addresses.
@@ -147,7 +157,6 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fdb::Mac;
 
     const A: Mac = Mac([2, 0, 0, 0, 0, 0xa]);
     const B: Mac = Mac([2, 0, 0, 0, 0, 0xb]);
@@ -331,6 +340,26 @@ mod tests {
         assert_eq!(br.decide(PortId(0), &eth(stp, A), now), drop);
         assert_eq!(br.decide(PortId(0), &eth(lldp, A), now), drop);
         assert_eq!(br.decide(PortId(0), &eth(above, A), now), Decision::Flood);
+    }
+
+    #[test]
+    fn a_ports_own_mac_from_elsewhere_is_dropped_not_learned() {
+        let now = Instant::now();
+        let mut br = bridge(16, 300);
+        br.add_static(A, PortId(0), now);
+        assert_eq!(
+            br.decide(PortId(2), &eth(Mac::BROADCAST, A), now),
+            Decision::Drop(DropReason::StaticMacConflict)
+        );
+        assert_eq!(
+            br.decide(PortId(1), &eth(A, B), now),
+            Decision::Unicast(PortId(0)),
+            "still goes to its own port"
+        );
+        assert_eq!(
+            br.decide(PortId(0), &eth(B, A), now),
+            Decision::Unicast(PortId(1))
+        );
     }
 
     #[test]

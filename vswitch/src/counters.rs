@@ -36,10 +36,19 @@ pub enum DropReason {
     /// a GSO type that does not match its protocol (the kernel drops the like from
     /// virtio-net).
     BadGso,
+    /// From a guarded port (`spoof_check`), a frame with another source MAC (or ARP
+    /// sender MAC) than the port's own.
+    SpoofedMac,
+    /// From a guarded port, ARP or IPv4 from an address other than the port's own (the
+    /// gateway's, another container's).
+    SpoofedIp,
+    /// A source MAC that is another port's own (a static FDB entry: tapnet's TAPs and
+    /// router legs), arriving elsewhere: from a VXLAN peer, say. Not learned, dropped.
+    StaticMacConflict,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Oversize,
@@ -54,6 +63,9 @@ impl DropReason {
         DropReason::InternalLoop,
         DropReason::Impaired,
         DropReason::BadGso,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedIp,
+        DropReason::StaticMacConflict,
     ];
 
     /// The name `show drops` prints.
@@ -72,6 +84,9 @@ impl DropReason {
             DropReason::InternalLoop => "internal_loop",
             DropReason::Impaired => "impaired",
             DropReason::BadGso => "bad_gso",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::StaticMacConflict => "static_mac_conflict",
         }
     }
 }

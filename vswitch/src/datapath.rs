@@ -17,6 +17,7 @@ use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::Mac;
 use crate::frame::{check_ingress, VNET_HDR_LEN};
+use crate::guard::PortGuard;
 use crate::impair::{Fate, Impairment, Shaper};
 use crate::internal::{Emitter, Handler, HandlerId, Verdict, HANDLER_TOKENS};
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
@@ -76,6 +77,8 @@ struct PortSlot {
     shaper: Option<Shaper>,
     /// A device (a TAP in tapnet's namespace) that gets a copy of every frame.
     mirror: Option<Box<dyn Port>>,
+    /// What the port may send as (`spoof_check`), if it is guarded.
+    guard: Option<PortGuard>,
 }
 
 /// A running capture, as its reader holds it: dropping it ends the capture.
@@ -222,8 +225,35 @@ impl Datapath {
             capture_alive: None,
             shaper: None,
             mirror: None,
+            guard: None,
         });
         Ok(id)
+    }
+
+    /// Lets `port` send only as `guard` says (its own MAC, and its own IPv4 address in
+    /// ARP and IPv4); other frames from it are dropped, counted.
+    pub fn set_guard(&mut self, port: PortId, guard: PortGuard) -> bool {
+        let Some(slot) = self.ports.get_mut(port.0) else {
+            return false;
+        };
+        slot.guard = Some(guard);
+        true
+    }
+
+    /// Makes `mac` a static entry of `port`'s bridge on `port` (the port's own
+    /// address): no other port, nor a VXLAN peer, can take it over.
+    pub fn add_static_mac(&mut self, port: PortId, mac: Mac) -> bool {
+        let Some(slot) = self.ports.get(port.0) else {
+            return false;
+        };
+        let bridge = slot.info.bridge;
+        match self.bridges.get_mut(bridge.0) {
+            Some(b) => {
+                b.add_static(mac, port, Instant::now());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Starts copying every frame port `port` receives or sends. Copying stops when the
@@ -310,6 +340,7 @@ impl Datapath {
             capture_alive: None,
             shaper: None,
             mirror: None,
+            guard: None,
         });
         Ok(id)
     }
@@ -597,13 +628,17 @@ impl Datapath {
         }
         let bridge = &mut bridges[ports[ingress.0].info.bridge.0];
         let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len];
-        let vnet = match check_ingress(data, bridge.mtu()) {
-            Ok(vnet) => vnet,
-            Err(reason) => {
-                ports[ingress.0].counters.drop(reason);
-                return pool.release(buf);
-            }
-        };
+        let vnet =
+            match check_ingress(data, bridge.mtu()).and_then(|vnet| match &ports[ingress.0].guard {
+                Some(g) => g.check(&data[VNET_HDR_LEN..]).map(|()| vnet),
+                None => Ok(vnet),
+            }) {
+                Ok(vnet) => vnet,
+                Err(reason) => {
+                    ports[ingress.0].counters.drop(reason);
+                    return pool.release(buf);
+                }
+            };
         let gso = vnet.is_gso();
         match bridge.decide(ingress, &data[VNET_HDR_LEN..], now) {
             Decision::Unicast(egress) if ports[egress.0].handler.is_some() => {

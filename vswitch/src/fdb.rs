@@ -41,11 +41,13 @@ impl fmt::Debug for Mac {
     }
 }
 
-/// One learned address.
+/// One learned (or static) address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbEntry<P = PortId> {
     pub port: P,
     pub last_seen: Instant,
+    /// A port's own address (`bridge fdb add ... static`): never ages, never moves.
+    pub fixed: bool,
 }
 
 /// What learning a source address did.
@@ -58,6 +60,8 @@ pub enum Learned<P = PortId> {
     },
     /// The table is full: the address was not learned (frames to it will flood).
     TableFull,
+    /// The address is another port's own (static): not moved.
+    StaticConflict,
 }
 
 /// Counters of table events (not drops: a full table still forwards, by flooding).
@@ -67,10 +71,14 @@ pub struct FdbStats {
     pub moved: u64,
     pub aged_out: u64,
     pub not_learned_full: u64,
+    /// Sightings of a port's own (static) address elsewhere, refused.
+    pub static_conflicts: u64,
 }
 
 pub struct Fdb<P = PortId> {
     entries: HashMap<Mac, FdbEntry<P>>,
+    /// Entries that are not static.
+    learned: usize,
     max: usize,
     aging: Duration,
     stats: FdbStats,
@@ -83,7 +91,9 @@ impl<P: Copy + Eq> Fdb<P> {
     /// never allocates, however much the addresses churn.
     pub fn new(max: usize, aging: Duration) -> Fdb<P> {
         Fdb {
-            entries: HashMap::with_capacity(max.saturating_mul(2)),
+            learned: 0,
+            // Static entries (one a port) come on top.
+            entries: HashMap::with_capacity(max.saturating_mul(2).saturating_add(64)),
             max,
             aging,
             stats: FdbStats::default(),
@@ -91,13 +101,40 @@ impl<P: Copy + Eq> Fdb<P> {
     }
 
     fn expired(&self, e: &FdbEntry<P>, now: Instant) -> bool {
-        now.saturating_duration_since(e.last_seen) >= self.aging
+        !e.fixed && now.saturating_duration_since(e.last_seen) >= self.aging
+    }
+
+    /// Makes `mac` a static entry on `port`: a port's own address, which no other port
+    /// (or VXLAN peer) can take over. Not counted against the table's limit.
+    pub fn add_static(&mut self, mac: Mac, port: P, now: Instant) {
+        self.entries.insert(
+            mac,
+            FdbEntry {
+                port,
+                last_seen: now,
+                fixed: true,
+            },
+        );
+    }
+
+    /// Whether `mac` is another port's static address than `port`'s.
+    pub fn static_elsewhere(&self, mac: Mac, port: P) -> bool {
+        self.entries
+            .get(&mac)
+            .is_some_and(|e| e.fixed && e.port != port)
     }
 
     /// Records that `mac` was seen as a source on `port` at `now`.
     pub fn learn(&mut self, mac: Mac, port: P, now: Instant) -> Learned<P> {
         let aging = self.aging;
         if let Some(e) = self.entries.get_mut(&mac) {
+            if e.fixed {
+                if e.port == port {
+                    return Learned::Refreshed;
+                }
+                self.stats.static_conflicts += 1;
+                return Learned::StaticConflict;
+            }
             let from = e.port;
             let stale = now.saturating_duration_since(e.last_seen) >= aging;
             e.port = port;
@@ -113,7 +150,7 @@ impl<P: Copy + Eq> Fdb<P> {
                 Learned::Moved { from }
             };
         }
-        if self.entries.len() >= self.max {
+        if self.learned_len() >= self.max {
             self.stats.not_learned_full += 1;
             return Learned::TableFull;
         }
@@ -122,8 +159,10 @@ impl<P: Copy + Eq> Fdb<P> {
             FdbEntry {
                 port,
                 last_seen: now,
+                fixed: false,
             },
         );
+        self.learned += 1;
         self.stats.learned += 1;
         Learned::New
     }
@@ -141,17 +180,33 @@ impl<P: Copy + Eq> Fdb<P> {
         let aging = self.aging;
         let before = self.entries.len();
         self.entries
-            .retain(|_, e| now.saturating_duration_since(e.last_seen) < aging);
+            .retain(|_, e| e.fixed || now.saturating_duration_since(e.last_seen) < aging);
         let removed = before - self.entries.len();
+        self.learned -= removed;
         self.stats.aged_out += removed as u64;
         removed
     }
 
-    /// Forgets every address learned on `port` (it went down).
+    /// Forgets every address learned on `port`, and its static ones (it went down).
     pub fn flush_port(&mut self, port: P) {
-        self.entries.retain(|_, e| e.port != port);
+        let before = self.learned;
+        let mut gone = 0;
+        self.entries.retain(|_, e| {
+            let keep = e.port != port;
+            if !keep && !e.fixed {
+                gone += 1;
+            }
+            keep
+        });
+        self.learned = before - gone;
     }
 
+    /// Learned entries (static ones aside): what the limit counts.
+    fn learned_len(&self) -> usize {
+        self.learned
+    }
+
+    /// Entries, static ones included.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -284,6 +339,34 @@ mod tests {
             // Tombstones lower `capacity()` a little; growing would double it.
             assert!(fdb.entries.capacity() <= cap, "grew at round {round}");
         }
+    }
+
+    #[test]
+    fn static_entries_never_move_or_age() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(2, Duration::from_secs(10));
+        fdb.add_static(mac(1), PortId(0), t0);
+        assert_eq!(
+            fdb.learn(mac(1), PortId(3), t0),
+            Learned::StaticConflict,
+            "a peer claiming a port's own MAC"
+        );
+        assert_eq!(fdb.lookup(mac(1), t0), Some(PortId(0)));
+        assert_eq!(fdb.stats().static_conflicts, 1);
+        assert!(fdb.static_elsewhere(mac(1), PortId(3)));
+        assert!(!fdb.static_elsewhere(mac(1), PortId(0)));
+        let later = t0 + Duration::from_secs(100);
+        fdb.age(later);
+        assert_eq!(fdb.lookup(mac(1), later), Some(PortId(0)));
+        // Static entries do not count against the limit.
+        assert_eq!(fdb.learn(mac(2), PortId(1), later), Learned::New);
+        assert_eq!(fdb.learn(mac(3), PortId(1), later), Learned::New);
+        assert_eq!(fdb.learn(mac(4), PortId(1), later), Learned::TableFull);
+        fdb.flush_port(PortId(0));
+        assert_eq!(fdb.lookup(mac(1), later), None);
+        assert_eq!(fdb.learn(mac(4), PortId(1), later), Learned::TableFull);
+        fdb.flush_port(PortId(1));
+        assert_eq!(fdb.learn(mac(4), PortId(1), later), Learned::New);
     }
 
     #[test]

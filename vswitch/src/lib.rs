@@ -11,6 +11,7 @@ pub mod datapath;
 pub mod fdb;
 pub mod frame;
 pub mod gro;
+pub mod guard;
 pub mod impair;
 pub mod internal;
 pub mod pool;

@@ -5,6 +5,7 @@
 //! The shape follows smoltcp's `wire` module: a view (`Ipv4Packet<T: AsRef<[u8]>>`)
 //! with cheap accessors, and a `Repr` that emits.
 
+pub mod arp;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod ipv4;
