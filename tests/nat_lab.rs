@@ -506,3 +506,35 @@ fn idle_masqueraded_tcp_lives_until_its_timeout_then_both_ends_are_reset() {
     let _ = std::fs::remove_file(&log);
     assert!(lab.show("nat")["host"]["flows_expired"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn an_idle_forwarded_connection_past_its_timeout_resets_the_container_too() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let extra =
+        "[nat]\ntcp_timeout_s = 3\n\n[[forward]]\nlisten = \"7002\"\nto = \"10.251.1.2:7002\"\n";
+    let text = lab_text(&name, &c, &d, extra);
+    let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let log = std::env::temp_dir().join(format!("{}.log", unique("ends")));
+    let _server = tcp_echo_logging(&c, "10.251.1.2", 7002, &log);
+    // The client outside talks once, then says nothing: past the timeout the
+    // container's server learns by itself that the connection is gone (a reset), with
+    // no packet from the client to find it out.
+    let client = std::thread::spawn({
+        let o = net.outside.name.clone();
+        move || tcp_idle_then_talk(&o, HOST_IP, 7002, 8)
+    });
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("reset")
+    {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(7),
+            "the container was never told"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(client.join().unwrap(), "reset", "nor the client");
+    let _ = std::fs::remove_file(&log);
+}

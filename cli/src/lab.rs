@@ -645,6 +645,7 @@ fn build(cx: &mut Cx<'_>, file: &str, root_t: &toml_edit::Table) -> Lab {
     let forwards = forwards(
         cx,
         &root,
+        &binfo,
         &pinfo,
         &sinfo,
         ports_incomplete || services_incomplete,
@@ -663,9 +664,18 @@ fn build(cx: &mut Cx<'_>, file: &str, root_t: &toml_edit::Table) -> Lab {
         );
         let udp_timeout_s = secs("udp_timeout_s", 86_400, DEFAULT_NAT_UDP_TIMEOUT_S);
         let icmp_timeout_s = secs("icmp_timeout_s", 86_400, DEFAULT_NAT_ICMP_TIMEOUT_S);
+        let read = cx.bool_(&s, "masquerade");
+        let masquerade = read.is_none_or(|m| m.v);
+        let readable = read.is_some() || !s.has("masquerade");
+        if masquerade && readable && !binfo.iter().any(|b| b.has_subnet) {
+            cx.err(
+                s.at,
+                "masquerade needs a bridge with a `subnet`: its gateway is the containers' way out",
+            );
+        }
         NatCfg {
             pos: cx.pos(s.at),
-            masquerade: cx.bool_(&s, "masquerade").is_none_or(|m| m.v),
+            masquerade,
             max_flows: cx
                 .int(&s, "max_flows", 16, 4_000_000)
                 .map_or(DEFAULT_NAT_MAX_FLOWS, |m| m.v as usize),
@@ -1404,6 +1414,7 @@ fn services<'a>(
 fn forwards(
     cx: &mut Cx<'_>,
     root: &Sec<'_>,
+    binfo: &[BInfo<'_>],
     pinfo: &[PInfo<'_>],
     sinfo: &[SInfo<'_>],
     targets_incomplete: bool,
@@ -1454,10 +1465,21 @@ fn forwards(
                 || sinfo.iter().any(|x| {
                     x.vip == Some(t.v) && (proto.is_none() || x.proto.is_none() || x.proto == proto)
                 });
+            let routed = binfo.iter().any(|b| in_net(u32::from(*t.v.ip()), b.net));
+            let subnets_incomplete = binfo.iter().any(|b| b.has_subnet && b.net.is_none());
             if !held && !targets_incomplete {
                 cx.err(
                     t.at,
                     format!("forward to {}: no port or service holds that address", t.v),
+                );
+            } else if held && !routed && !subnets_incomplete {
+                cx.err(
+                    t.at,
+                    format!(
+                        "forward to {}: that address is on no bridge with a `subnet`, so its \
+                         replies could not come back (give its bridge a `subnet`)",
+                        t.v
+                    ),
                 );
             }
         }
@@ -2022,11 +2044,11 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
 
     #[test]
     fn nat_max_flows_is_an_integer_in_range() {
-        let l = lab("name = \"x\"\n[nat]\nmax_flows = 1000\n");
+        let l = lab("name = \"x\"\n[nat]\nmax_flows = 1000\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n");
         assert_eq!(l.nat.unwrap().max_flows, 1000);
-        let l = lab("name = \"x\"\n[nat]\n");
+        let l = lab("name = \"x\"\n[nat]\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n");
         assert_eq!(l.nat.unwrap().max_flows, DEFAULT_NAT_MAX_FLOWS);
-        let errs = parse("t.toml", "name = \"x\"\n[nat]\nmax_flows = 3\n").unwrap_err();
+        let errs = parse("t.toml", "name = \"x\"\n[nat]\nmax_flows = 3\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n").unwrap_err();
         assert_eq!((errs[0].pos.line, errs[0].pos.col), (3, 13));
     }
 
@@ -2053,7 +2075,8 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             (432_000, 120, 120, 30)
         );
         // An empty [nat]: the same timeouts, and masquerade.
-        let n = lab("name = \"x\"\n[nat]\n").nat_or_default();
+        let n = lab("name = \"x\"\n[nat]\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n")
+            .nat_or_default();
         assert!(n.masquerade);
         assert_eq!(
             (
@@ -2066,7 +2089,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         );
         assert_eq!(n.pos, Pos { line: 2, col: 1 });
         // Every one given, at the ends of its range.
-        let n = lab("name = \"x\"\n[nat]\nmasquerade = false\ntcp_timeout_s = 2592000\ntcp_closing_timeout_s = 1\nudp_timeout_s = 86400\nicmp_timeout_s = 1\n")
+        let n = lab("name = \"x\"\n[nat]\nmasquerade = false\ntcp_timeout_s = 2592000\ntcp_closing_timeout_s = 1\nudp_timeout_s = 86400\nicmp_timeout_s = 1\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n")
             .nat
             .unwrap();
         assert!(!n.masquerade);
@@ -2079,7 +2102,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             ),
             (2_592_000, 1, 86_400, 1)
         );
-        let n = lab("name = \"x\"\nnat = { tcp_timeout_s = 1, tcp_closing_timeout_s = 3600, udp_timeout_s = 1, icmp_timeout_s = 86400 }\n")
+        let n = lab("name = \"x\"\nnat = { tcp_timeout_s = 1, tcp_closing_timeout_s = 3600, udp_timeout_s = 1, icmp_timeout_s = 86400 }\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n")
             .nat
             .unwrap();
         assert_eq!(
@@ -2105,7 +2128,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             ("icmp_timeout_s", "86401", 86_400),
             ("icmp_timeout_s", "0", 86_400),
         ] {
-            let text = format!("name = \"x\"\n[nat]\n{key} = {bad}\n");
+            let text = format!("name = \"x\"\n[nat]\n{key} = {bad}\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n");
             err1(
                 &text,
                 3,
@@ -2114,26 +2137,26 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             );
         }
         err1(
-            "name = \"x\"\n[nat]\nudp_timeout_s = \"2m\"\n",
+            "name = \"x\"\n[nat]\nudp_timeout_s = \"2m\"\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n",
             3,
             17,
             "`udp_timeout_s` must be an integer, not a string",
         );
         err1(
-            "name = \"x\"\n[nat]\nicmp_timeout_s = 1.5\n",
+            "name = \"x\"\n[nat]\nicmp_timeout_s = 1.5\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n",
             3,
             18,
             "`icmp_timeout_s` must be an integer, not a float",
         );
         err1(
-            "name = \"x\"\n[nat]\ntcp_timeout = 10\n",
+            "name = \"x\"\n[nat]\ntcp_timeout = 10\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n",
             3,
             1,
             "unknown key `tcp_timeout` in [nat]; did you mean `tcp_timeout_s`?",
         );
         // Several problems: each at its own place, in order.
         assert_eq!(
-            errs("name = \"x\"\n[nat]\ntcp_timeout_s = 0\nudp_timeout_s = 0\n"),
+            errs("name = \"x\"\n[nat]\ntcp_timeout_s = 0\nudp_timeout_s = 0\n[[bridge]]\nname = \"b\"\nsubnet = \"10.9.0.0/24\"\n"),
             vec![
                 "3:17: `tcp_timeout_s` must be between 1 and 2592000, not 0",
                 "4:17: `udp_timeout_s` must be between 1 and 86400, not 0",
@@ -2301,6 +2324,24 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
     }
 
     #[test]
+    fn what_up_would_refuse_check_refuses_first() {
+        // Masquerade with no routed bridge: the gateway is the containers' way out.
+        err1(
+            "name = \"x\"\n[[bridge]]\nname = \"b\"\n[nat]\n",
+            4,
+            1,
+            "masquerade needs a bridge with a `subnet`",
+        );
+        // A forward to a port on a bridge without a subnet: no way back for replies.
+        err1(
+            "name = \"x\"\n[[bridge]]\nname = \"b\"\n[[port]]\nname = \"p\"\nbridge = \"b\"\nip = \"10.5.5.5/24\"\n[[forward]]\nlisten = \"8080\"\nto = \"10.5.5.5:80\"\n",
+            10,
+            6,
+            "that address is on no bridge with a `subnet`",
+        );
+    }
+
+    #[test]
     fn missing_keys_at_headers() {
         assert_eq!(
             errs(""),
@@ -2319,6 +2360,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
                 "6:1: missing required key `backends` in [[service]]",
                 "7:1: missing required key `listen` in [vxlan]",
                 "7:1: missing required key `peers` in [vxlan]",
+                "8:1: masquerade needs a bridge with a `subnet`: its gateway is the containers' way out",
             ]
         );
     }

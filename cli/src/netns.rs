@@ -461,8 +461,46 @@ fn find_mount_home() -> MountHome {
     }
     match stuck {
         Some((whose, why)) => MountHome::Stuck { whose, why },
+        // Nothing to enter; but if /run/netns here only receives mounts (a slave, as
+        // `ip netns exec` leaves it) and shares none, what tapnet mounts stays private.
+        None if run_netns_is_private(
+            &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        ) =>
+        {
+            MountHome::Stuck {
+                whose: "the mount namespace tapnet was started from".to_string(),
+                why: "tapnet runs in a private mount namespace (as `ip netns exec` makes) whose \
+                      parent it cannot find or enter"
+                    .to_string(),
+            }
+        }
         None => MountHome::Own,
     }
+}
+
+/// Whether, by `mountinfo` (/proc/self/mountinfo), the mount that holds /run/netns
+/// receives mounts from another namespace (`master:N`) but shares none with it (no
+/// `shared:N`): then a namespace mounted there is seen by nobody outside.
+fn run_netns_is_private(mountinfo: &str) -> bool {
+    let mut best: Option<(&str, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(point) = fields.get(4) else { continue };
+        let holds = "/run/netns" == *point
+            || "/run/netns".starts_with(&format!("{}/", point.trim_end_matches('/')));
+        if !holds || best.is_some_and(|(p, _)| p.len() > point.len()) {
+            continue;
+        }
+        let optional: Vec<&str> = fields[6..]
+            .iter()
+            .take_while(|f| **f != "-")
+            .copied()
+            .collect();
+        let slave = optional.iter().any(|f| f.starts_with("master:"));
+        let shared = optional.iter().any(|f| f.starts_with("shared:"));
+        best = Some((point, slave && !shared));
+    }
+    best.is_some_and(|(_, private)| private)
 }
 
 /// The mount namespace `f`, if a thread can enter it.
@@ -759,6 +797,22 @@ pub(crate) mod tests {
             "{w}"
         );
         assert!(!w.contains('\n'));
+    }
+
+    #[test]
+    fn a_slave_run_netns_is_private() {
+        let mine = "25 1 0:23 / / rw,relatime master:1 - ext4 /dev/vda rw\n\
+                    30 25 0:25 / /run rw master:5 - tmpfs tmpfs rw\n\
+                    31 30 0:25 /netns /run/netns rw master:5 - tmpfs tmpfs rw\n";
+        assert!(run_netns_is_private(mine));
+        let shared = mine.replace("/run/netns rw master:5", "/run/netns rw shared:7 master:5");
+        assert!(!run_netns_is_private(&shared));
+        let host = "25 1 0:23 / / rw shared:1 - ext4 /dev/vda rw\n30 25 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n";
+        assert!(!run_netns_is_private(host));
+        assert!(run_netns_is_private(
+            "25 1 0:23 / / rw master:1 - ext4 /dev/vda rw\n"
+        ));
+        assert!(!run_netns_is_private(""));
     }
 
     #[test]

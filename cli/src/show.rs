@@ -150,6 +150,7 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
             "timed_out": ra.timed_out,
             "overlapping": ra.overlapping,
             "malformed": ra.malformed,
+            "too_many_fragments": ra.too_many_fragments,
             "evicted": ra.evicted,
         });
         let reasons: serde_json::Map<String, Value> = RouterDrop::ALL
@@ -505,6 +506,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     "TO",
                     "CONNECTIONS",
                     "ACTIVE",
+                    "REFUSED",
                     "BYTES_IN",
                     "BYTES_OUT",
                 ]
@@ -518,6 +520,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&f["to"]),
                     s(&f["connections"]),
                     s(&f["active"]),
+                    s(&f["refused"]),
                     s(&f["bytes_in"]),
                     s(&f["bytes_out"]),
                 ]);
@@ -629,6 +632,43 @@ pub fn render(what: &str, v: &Value) -> String {
                     }
                 }
             }
+            // What the router did besides dropping, where it is worth a look: packets it
+            // cut into fragments, reassembly's outcomes, the neighbour table's.
+            for (group, keys) in [
+                ("", &["fragmented", "flow_resets", "arp_rate_limited"][..]),
+                (
+                    "reassembly",
+                    &[
+                        "reassembled",
+                        "timed_out",
+                        "overlapping",
+                        "malformed",
+                        "too_many_fragments",
+                        "evicted",
+                    ],
+                ),
+                (
+                    "neighbors",
+                    &["evicted", "not_learned_full", "failed", "busy"],
+                ),
+            ] {
+                let values = if group.is_empty() {
+                    &v["router"]
+                } else {
+                    &v["router"][group]
+                };
+                for key in keys {
+                    let n = values[*key].as_u64().unwrap_or(0);
+                    if n > 0 {
+                        let name = if group.is_empty() {
+                            key.to_string()
+                        } else {
+                            format!("{group}.{key}")
+                        };
+                        rows.push(vec!["router".into(), name, n.to_string()]);
+                    }
+                }
+            }
             for b in list("bridges") {
                 let full = b["fdb_not_learned_full"].as_u64().unwrap_or(0);
                 if full > 0 {
@@ -684,6 +724,20 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("BRIDGE  MAC"));
         assert!(lines[2].contains("02:00:ac:10:01:03  web"));
+    }
+
+    #[test]
+    fn drops_text_shows_reassembly_and_fragmenting() {
+        let v = json!({"ports": [], "bridges": [], "router": {
+            "drops": {"too_big": 1}, "fragmented": 4,
+            "reassembly": {"overlapping": 2, "timed_out": 0},
+            "neighbors": {"evicted": 7},
+        }});
+        let out = render("drops", &v);
+        assert!(out.contains("router  fragmented"), "{out}");
+        assert!(out.contains("router  reassembly.overlapping  2"), "{out}");
+        assert!(out.contains("router  neighbors.evicted"), "{out}");
+        assert!(!out.contains("timed_out"), "{out}");
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub struct ReasmConfig {
     pub max_datagrams: usize,
     /// How long a datagram may take to arrive whole (`ipfrag_time`, 30 s).
     pub timeout: Duration,
-    /// Fragments one datagram may have (a 64 KiB datagram in 1280-byte fragments
-    /// needs 52).
+    /// Fragments one datagram may have: 1400 carries the largest datagram over the
+    /// smallest IPv4 MTU (68 bytes: 48 of payload a fragment). It bounds the work a
+    /// flood of tiny fragments can ask for, not any real sender.
     pub max_fragments: usize,
 }
 
@@ -31,7 +32,7 @@ impl Default for ReasmConfig {
             max_bytes: 4 << 20,
             max_datagrams: 256,
             timeout: Duration::from_secs(30),
-            max_fragments: 64,
+            max_fragments: 1400,
         }
     }
 }
@@ -45,8 +46,11 @@ pub struct ReasmStats {
     pub timed_out: u64,
     /// Datagrams dropped for fragments that overlap (not exact duplicates).
     pub overlapping: u64,
-    /// Datagrams that would be longer than 65535 bytes, or had too many fragments.
+    /// Datagrams that would be longer than 65535 bytes, or a middle fragment whose
+    /// length is not a multiple of 8.
     pub malformed: u64,
+    /// Datagrams with more fragments than [`ReasmConfig::max_fragments`].
+    pub too_many_fragments: u64,
     /// Datagrams dropped, oldest first, to make room (bytes or count at their limit).
     pub evicted: u64,
 }
@@ -201,7 +205,7 @@ impl Reassembler {
         }
         if d.ranges.len() >= self.config.max_fragments {
             self.retire(i);
-            self.stats.malformed += 1;
+            self.stats.too_many_fragments += 1;
             return Reasm::Dropped;
         }
         if d.data.len() < end {
@@ -238,7 +242,11 @@ impl Reassembler {
         let d = self.live.get(handle)?;
         let (hl, total) = (d.header_len, d.total?);
         let len = hl + total;
-        let fits = out.len() >= len;
+        // A first fragment with options can push the whole past what IPv4 can say.
+        let fits = out.len() >= len && len <= 65535;
+        if len > 65535 {
+            self.stats.malformed += 1;
+        }
         if fits {
             out[..hl].copy_from_slice(&d.header[..hl]);
             out[hl..len].copy_from_slice(&d.data[..total]);
@@ -387,13 +395,23 @@ mod tests {
         assert!(fs.len() > 4);
         let results: Vec<_> = fs.iter().map(|f| r.push(f, now)).collect();
         assert!(results.contains(&Reasm::Dropped));
-        assert!(r.stats().malformed >= 1);
+        assert!(r.stats().too_many_fragments >= 1);
         // A fragment claiming an offset past 64 KiB.
         let mut f = frags(&datagram(5, 3000), 1500).remove(1);
         let mut v = Ipv4Packet::new_unchecked(&mut f[..]);
         v.set_fragment(65528, true);
         v.fill_checksum();
         assert_eq!(r.push(&f, now), Reasm::Dropped);
+    }
+
+    #[test]
+    fn the_largest_datagram_over_the_smallest_mtu_is_reassembled() {
+        let now = Instant::now();
+        let p = datagram(9, 65535 - 20);
+        let fs = frags(&p, 68);
+        assert!(fs.len() > 1300);
+        let mut r = Reassembler::new(ReasmConfig::default());
+        assert_eq!(feed(&mut r, &fs, now).unwrap(), p);
     }
 
     #[test]
