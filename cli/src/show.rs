@@ -232,6 +232,8 @@ fn vxlan(dp: &Datapath, lab: &str, now: Instant) -> Value {
                 "rx_packets": p.stats.rx_packets,
                 "rx_bytes": p.stats.rx_bytes,
                 "tx_errors": p.stats.tx_errors,
+                "rx_partial_checksum": p.stats.rx_partial_checksum,
+                "rx_bad_checksum": p.stats.rx_bad_checksum,
                 "remote_macs": macs,
             })
         })
@@ -439,6 +441,8 @@ pub fn render(what: &str, v: &Value) -> String {
                     "RX_PKTS",
                     "RX_BYTES",
                     "TX_ERRORS",
+                    "RX_PARTIAL_CSUM",
+                    "RX_BAD_CSUM",
                     "REMOTE_MACS",
                 ]
                 .map(String::from)
@@ -456,6 +460,8 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["rx_packets"]),
                     s(&p["rx_bytes"]),
                     s(&p["tx_errors"]),
+                    s(&p["rx_partial_checksum"]),
+                    s(&p["rx_bad_checksum"]),
                     if macs.is_empty() {
                         "-".into()
                     } else {
