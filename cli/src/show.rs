@@ -234,6 +234,7 @@ fn vxlan(dp: &Datapath, lab: &str, now: Instant) -> Value {
                 "tx_errors": p.stats.tx_errors,
                 "rx_partial_checksum": p.stats.rx_partial_checksum,
                 "rx_bad_checksum": p.stats.rx_bad_checksum,
+                "rx_gso_frames": p.stats.rx_gso_frames,
                 "remote_macs": macs,
             })
         })
@@ -443,6 +444,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     "TX_ERRORS",
                     "RX_PARTIAL_CSUM",
                     "RX_BAD_CSUM",
+                    "RX_GSO",
                     "REMOTE_MACS",
                 ]
                 .map(String::from)
@@ -462,6 +464,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["tx_errors"]),
                     s(&p["rx_partial_checksum"]),
                     s(&p["rx_bad_checksum"]),
+                    s(&p["rx_gso_frames"]),
                     if macs.is_empty() {
                         "-".into()
                     } else {

@@ -10,7 +10,8 @@
 
 use vswitch::checksum;
 use vswitch::frame::{
-    VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_F_NEEDS_CSUM,
+    VNET_HDR_LEN,
 };
 use vswitch::gro::{self, Checksums};
 
@@ -105,6 +106,81 @@ pub fn rx_checksums(frame: &mut [u8]) -> (Checksums, usize) {
     }
     .emit(frame);
     (sums, ip_at + len)
+}
+
+/// The longest inner Ethernet frame (header included) a tunnel may bring for a bridge
+/// of `mtu`: [`max_frame_len`], except for a TCP/IPv4 packet, which may be a whole
+/// super-frame (up to the IPv4 total length's 65535 bytes; see [`rx_super_frame`]).
+/// Looks only at the Ethernet type and the IP protocol.
+pub fn max_rx_frame(mtu: u32, eth: &[u8]) -> usize {
+    let tcp4 = eth.len() > ETH_HDR_LEN + 9
+        && eth[12..14] == [0x08, 0x00]
+        && eth[ETH_HDR_LEN] >> 4 == 4
+        && eth[ETH_HDR_LEN + 9] == 6;
+    if tcp4 {
+        ETH_HDR_LEN + gro::GSO_MAX
+    } else {
+        max_frame_len(mtu, eth)
+    }
+}
+
+/// Makes a frame that arrived from a tunnel larger than its bridge's MTU allows
+/// (`frame`: virtio-net header, then an untagged Ethernet frame; its checksums
+/// `sums`, from [`rx_checksums`]) into a GSO super-frame, if it is one a sender's TSO
+/// made: a TCP/IPv4 packet whose checksums are valid or partial. A kernel VXLAN
+/// device over a veth underlay sends its TCP super-skbs whole (UDP tunnel GSO: the
+/// veth takes `NETIF_F_GSO_UDP_TUNNEL`), where a NIC would have cut them, and a
+/// plain UDP socket receives one as a single datagram of up to 64 KiB, its segment
+/// size not told. The header says GSO_TCPV4 (with GSO_ECN if CWR is set, as the
+/// kernel marks such an skb SKB_GSO_TCP_ECN) and NEEDS_CSUM, with gso_size the
+/// largest segment the bridge's MTU takes with these headers (what the sender's MSS
+/// is when it is derived from the same MTU), and the TCP checksum field the
+/// pseudo-header sum over the whole length, as a GSO frame needs. The receiving
+/// kernel takes it whole; whatever forwards it cuts it by gso_size. False, and the
+/// frame left as it was, for anything else (a UDP super-datagram's boundaries are
+/// lost: it cannot be rebuilt), which the caller drops as oversize.
+pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
+    let ip_at = VNET_HDR_LEN + ETH_HDR_LEN;
+    if !gro::mergeable(sums)
+        || frame.len() < ip_at + 40
+        || frame[VNET_HDR_LEN + 12..ip_at] != [0x08, 0x00]
+    {
+        return false;
+    }
+    let p = &mut frame[ip_at..];
+    let ihl = (p[0] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([p[2], p[3]]) as usize;
+    if p[9] != 6 || total != p.len() || p.len() < ihl + 20 {
+        return false;
+    }
+    let thl = (p[ihl + 12] >> 4) as usize * 4;
+    let headers = ihl + thl;
+    if thl < 20 || headers >= total {
+        return false;
+    }
+    let Some(mss) = (mtu as usize).checked_sub(headers).filter(|&m| m > 0) else {
+        return false;
+    };
+    if sums == Checksums::Valid {
+        // Finished by the sender: leave the field as NEEDS_CSUM expects it.
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&p[12..20]);
+        pseudo[9] = 6;
+        pseudo[10..12].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
+        let ps = checksum::sum(&pseudo);
+        p[ihl + 16..ihl + 18].copy_from_slice(&ps.to_be_bytes());
+    }
+    let ecn = if p[ihl + 13] & 0x80 != 0 { GSO_ECN } else { 0 };
+    VnetHdr {
+        flags: VNET_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4 | ecn,
+        hdr_len: (ETH_HDR_LEN + headers) as u16,
+        gso_size: mss as u16,
+        csum_start: (ETH_HDR_LEN + ihl) as u16,
+        csum_offset: 16,
+    }
+    .emit(frame);
+    true
 }
 
 /// Software TSO for TCP over IPv4 (no VLAN tag): each segment gets the headers with
@@ -371,6 +447,67 @@ mod tests {
             assert_eq!(sums, Checksums::NotChecked, "{n} bytes");
             assert_eq!(len, n);
         }
+    }
+
+    #[test]
+    fn a_tcp_super_frame_from_a_tunnel_goes_on_as_gso() {
+        // A 64 KiB-style TSO skb a kernel sent whole (partial, as TSO leaves it),
+        // for a bridge of MTU 1450: GSO_TCPV4, segments of 1450 - 40 bytes.
+        let mut f = with_vnet(&partial_tcp(tcp_frame(5000, 0x98))); // CWR, PSH, ACK
+        let (sums, _) = rx_checksums(&mut f);
+        assert!(rx_super_frame(&mut f, 1450, sums));
+        let vnet = VnetHdr::parse(&f).unwrap();
+        assert_eq!(
+            vnet,
+            VnetHdr {
+                flags: VNET_F_NEEDS_CSUM,
+                gso_type: GSO_TCPV4 | GSO_ECN,
+                hdr_len: 54,
+                gso_size: 1410,
+                csum_start: 34,
+                csum_offset: 16,
+            }
+        );
+        // Cut (as on the way to another peer), every segment verifies and fits.
+        let mut scratch = vec![0u8; 8 + 54 + 1410];
+        let mut payload = Vec::new();
+        let n = segment(&vnet, &f[VNET_HDR_LEN..], &mut scratch, 8, |s| {
+            assert!(verifies(&s[8..]));
+            assert!(s.len() - 8 <= 14 + 1450);
+            payload.extend_from_slice(&s[8 + 54..]);
+        })
+        .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(payload, f[VNET_HDR_LEN + 54..].to_vec());
+
+        // A valid one too: its field then holds the pseudo-header sum, as GSO needs.
+        let mut eth = tcp_frame(3000, 0x10);
+        let c = !checksum::sum_with(&eth[34..], pseudo_sum(&eth));
+        eth[50..52].copy_from_slice(&c.to_be_bytes());
+        let mut f = with_vnet(&eth);
+        let (sums, _) = rx_checksums(&mut f);
+        assert_eq!(sums, Checksums::Valid);
+        assert!(rx_super_frame(&mut f, 1450, sums));
+        assert_eq!(
+            u16::from_be_bytes([f[VNET_HDR_LEN + 50], f[VNET_HDR_LEN + 51]]),
+            pseudo_sum(&eth)
+        );
+        assert_eq!(VnetHdr::parse(&f).unwrap().gso_type, GSO_TCPV4);
+
+        // A wrong checksum, UDP (whose datagram boundaries are lost), an MTU too
+        // small for the headers: not made GSO, not touched.
+        let mut wrong = partial_tcp(tcp_frame(3000, 0x10));
+        wrong[50] ^= 0x01;
+        let udp = partial_udp(3000);
+        for (eth, mtu) in [(&wrong, 1450), (&udp, 1450), (&eth, 40)] {
+            let mut f = with_vnet(eth);
+            let (sums, _) = rx_checksums(&mut f);
+            let before = f.clone();
+            assert!(!rx_super_frame(&mut f, mtu, sums));
+            assert_eq!(f, before);
+        }
+        assert_eq!(max_rx_frame(1450, &udp), 1464);
+        assert_eq!(max_rx_frame(1450, &wrong), 14 + 65535);
     }
 
     #[test]

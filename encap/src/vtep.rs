@@ -5,9 +5,10 @@
 //! datagram from a peer is checked, its inner source MAC learned (MAC -> peer, with
 //! aging and a limit, per VNI), and the inner frame injected into the VNI's bridge,
 //! consecutive TCP segments of a flow merged (GRO). A peer's kernel may send checksums
-//! left partial (a VXLAN device over a veth does, with the kernel's default offloads):
-//! they go on marked NEEDS_CSUM, as the kernel would hand them to its own containers
-//! (see [`offload::rx_checksums`]).
+//! left partial and TSO super-frames uncut (a VXLAN device over a veth does, with the
+//! kernel's default offloads): the first go on marked NEEDS_CSUM, the second as GSO
+//! frames, as the kernel would hand them to its own containers (see
+//! [`offload::rx_checksums`] and [`offload::rx_super_frame`]).
 
 use std::any::Any;
 use std::io;
@@ -19,7 +20,9 @@ use crossbeam_channel::Sender;
 use mio::net::UdpSocket;
 use mio::Interest;
 use vswitch::datapath::Captured;
-use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use vswitch::frame::{
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+};
 use vswitch::gro::{self, Checksums, TcpRun};
 use vswitch::pool::BufId;
 use vswitch::{Emitter, Fdb, Handler, Mac, PortId, Verdict};
@@ -49,6 +52,8 @@ pub enum VtepDrop {
     /// A VNI no bridge here has.
     UnknownVni,
     /// An inner frame larger than the bridge's MTU allows (it would need fragments).
+    /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
+    /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
     Oversize,
     /// A super-frame this software cannot cut (TCP over IPv6, UDP).
     UnsupportedGso,
@@ -106,6 +111,10 @@ pub struct PeerStats {
     /// Inner IPv4 TCP or UDP packets from this peer whose IP, TCP or UDP checksum was
     /// neither valid nor partial: passed on unchanged, for the receiver to drop.
     pub rx_bad_checksum: u64,
+    /// Inner TCP super-frames from this peer (larger than the VNI's MTU: a sender's
+    /// TSO skb that a kernel VXLAN device over a veth sends whole), handed on as GSO
+    /// frames ([`offload::rx_super_frame`]). Each is also one `rx_partial_checksum`.
+    pub rx_gso_frames: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -462,7 +471,7 @@ impl Vtep {
                     &room[at..at + n],
                 );
             }
-            let (port, peer) = match self.accept(from, &room[at..at + n], now) {
+            let (port, peer, mtu) = match self.accept(from, &room[at..at + n], now) {
                 Ok(got) => got,
                 Err(reason) => {
                     self.drop(reason);
@@ -477,6 +486,21 @@ impl Vtep {
                 Checksums::Partial { .. } => self.peers[peer].stats.rx_partial_checksum += 1,
                 Checksums::Wrong => self.peers[peer].stats.rx_bad_checksum += 1,
                 Checksums::Valid | Checksums::NotChecked => {}
+            }
+            let frame = &mut room[..len];
+            if len - VNET_HDR_LEN > max_frame_len(mtu, &frame[VNET_HDR_LEN..]) {
+                // A TCP super-frame sent whole: on as GSO, never merged into a run.
+                if !offload::rx_super_frame(frame, mtu, sums) {
+                    self.drop(VtepDrop::Oversize);
+                    out.release(buf);
+                    continue;
+                }
+                self.peers[peer].stats.rx_gso_frames += 1;
+                if let Some(o) = open.take() {
+                    o.flush(out);
+                }
+                out.inject(port, buf, len);
+                continue;
             }
             if let Some(o) = open.as_mut() {
                 if o.port == port && o.merge(out, buf, len, sums) {
@@ -498,14 +522,14 @@ impl Vtep {
         more
     }
 
-    /// Checks a datagram and learns its inner source; the port to inject it at, and
-    /// the peer it came from.
+    /// Checks a datagram and learns its inner source; the port to inject it at, the
+    /// peer it came from, and the VNI's MTU.
     fn accept(
         &mut self,
         from: SocketAddr,
         datagram: &[u8],
         now: Instant,
-    ) -> Result<(PortId, usize), VtepDrop> {
+    ) -> Result<(PortId, usize, u32), VtepDrop> {
         let SocketAddr::V4(from) = from else {
             return Err(VtepDrop::NotPeer);
         };
@@ -525,7 +549,7 @@ impl Vtep {
             .find(|s| s.vni == v.vni())
             .ok_or(VtepDrop::UnknownVni)?;
         let inner = v.inner();
-        if inner.len() > seg.mtu as usize + ETH_HDR_LEN + 4 {
+        if inner.len() > offload::max_rx_frame(seg.mtu, inner) {
             return Err(VtepDrop::Oversize);
         }
         let src = Mac(inner[6..12].try_into().expect("checked length"));
@@ -535,7 +559,7 @@ impl Vtep {
         let stats = &mut self.peers[peer].stats;
         stats.rx_packets += 1;
         stats.rx_bytes += datagram.len() as u64;
-        Ok((seg.port, peer))
+        Ok((seg.port, peer, seg.mtu))
     }
 }
 

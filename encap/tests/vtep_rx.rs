@@ -2,8 +2,8 @@
 //! datagrams sent over loopback to a `Vtep` on a bridge whose other port is a
 //! socketpair (a stand-in for a TAP: message boundaries and virtio-net headers
 //! alike). What a kernel VXLAN host over a veth sends with its default offloads
-//! (checksums left partial) must come out as frames a container's kernel accepts; a
-//! checksum that is simply wrong must not.
+//! (checksums left partial, TSO super-frames whole) must come out as frames a
+//! container's kernel accepts; a checksum that is simply wrong must not.
 
 #[allow(dead_code)]
 #[path = "../../vswitch/tests/seqpacket_port.rs"]
@@ -12,6 +12,7 @@ mod seqpacket_port;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
+use encap::vtep::VtepDrop;
 use encap::{Vtep, VtepConfig};
 use seqpacket_port::{pair, Peer};
 use vswitch::checksum;
@@ -268,4 +269,33 @@ fn a_run_of_partial_segments_is_merged_into_one_valid_super_frame() {
     );
     let stats = lab.vtep().peers()[0].stats;
     assert_eq!((stats.rx_partial_checksum, stats.rx_bad_checksum), (10, 1));
+}
+
+#[test]
+fn a_tso_super_frame_sent_whole_goes_to_the_container_as_gso() {
+    let mut lab = lab();
+    // What a kernel VXLAN device over a veth sends for a 20 KB TSO skb: one
+    // datagram, its checksum partial over the whole length.
+    let big = packet(6, 5000, 20_000, Sum::Partial);
+    lab.send(&big);
+    // UDP that large cannot be cut back into its datagrams: oversize (before its
+    // checksum is looked at).
+    lab.send(&packet(17, 0, 3000, Sum::Partial));
+    // Nor is a TCP one whose checksum is wrong taken (counted as such, then dropped).
+    lab.send(&packet(6, 90_000, 3000, Sum::Wrong));
+    let got = lab.deliver();
+    assert_eq!(got.len(), 1);
+    let v = VnetHdr::parse(&got[0]).unwrap();
+    assert_eq!(
+        (v.gso_type, v.gso_size, v.hdr_len),
+        (GSO_TCPV4, MSS as u16, 54)
+    );
+    assert_eq!(&got[0][VNET_HDR_LEN..], &big[..]);
+    assert!(finishes_valid(&got[0]));
+    let vtep = lab.vtep();
+    let stats = vtep.peers()[0].stats;
+    assert_eq!(stats.rx_gso_frames, 1);
+    assert_eq!(stats.rx_partial_checksum, 1);
+    assert_eq!(stats.rx_bad_checksum, 1);
+    assert_eq!(vtep.dropped(VtepDrop::Oversize), 2);
 }
