@@ -4,17 +4,23 @@
 #
 # Two "hosts" joined by a veth underlay (host a 10.70.0.1/24, host b 10.70.0.2/24),
 # one container behind each, the containers on one L2 segment stretched over VXLAN
-# (VNI 42, UDP port 4789), built twice side by side:
+# (VNI 42, UDP port 4789), built three times side by side:
 #   kernel: hosts vxk-ha-PID and vxk-hb-PID; in each, `vx42` (type vxlan id 42
 #           dstport 4789 remote PEER local ME), a Linux bridge br42 holding vx42 and
 #           a veth to the container (vxk-ca-PID 10.71.0.2/24, vxk-cb-PID
-#           10.71.0.3/24, MTU 1450, tx checksum offload off: see below).
+#           10.71.0.3/24, MTU 1450, tx checksum offload off: see below). The
+#           like-for-like baseline, and the one the target is measured against.
+#   kdef:   the same with the kernel's default offloads (hosts vxd-ha-PID and
+#           vxd-hb-PID, containers vxd-ca-PID 10.73.0.2/24 and vxd-cb-PID
+#           10.73.0.3/24): checksums left partial and TSO frames crossing the veth
+#           underlay whole. What two kernels reach on one machine; no real wire
+#           allows it. For information, no target.
 #   tapnet: hosts vxt-ha-PID and vxt-hb-PID, each running its own `tapnet up`
 #           inside it (nsenter): labs vxbench-a-PID and vxbench-b-PID, bridge ov
 #           (10.72.0.0/24, vni 42, MTU 1450), port c in vxb-ca-PID (10.72.0.2) and
 #           vxb-cb-PID (10.72.0.3), both created by tapnet; [vxlan] listens on the
 #           host's underlay address, port 4789, with the other host as its peer.
-# and runs, against each, alternating kernel/tapnet R times:
+# and runs, against each, R rounds (kernel, kdef, tapnet, then the reverse):
 #   tcp : iperf3 one stream, container a -> container b, N seconds, receiver bits/s
 #   udp : iperf3 -u -l 64 -b 0 a -> b, N seconds, packets/s received by b, loss
 # and prints the medians, tapnet/kernel ratios, both tapnets' CPU time per test,
@@ -52,6 +58,13 @@ K_CA="vxk-ca-$ID"
 K_CB="vxk-cb-$ID"
 K_CA_IP=10.71.0.2
 K_CB_IP=10.71.0.3
+# kernel, default offloads
+D_HA="vxd-ha-$ID"
+D_HB="vxd-hb-$ID"
+D_CA="vxd-ca-$ID"
+D_CB="vxd-cb-$ID"
+D_CA_IP=10.73.0.2
+D_CB_IP=10.73.0.3
 # tapnet
 T_LAB_A="vxbench-a-$ID"
 T_LAB_B="vxbench-b-$ID"
@@ -62,7 +75,8 @@ T_CB="vxb-cb-$ID"
 T_CA_IP=10.72.0.2
 T_CB_IP=10.72.0.3
 
-OUR_NS=("$K_HA" "$K_HB" "$K_CA" "$K_CB" "$T_HA" "$T_HB" "$T_CA" "$T_CB")
+OUR_NS=("$K_HA" "$K_HB" "$K_CA" "$K_CB" "$D_HA" "$D_HB" "$D_CA" "$D_CB"
+        "$T_HA" "$T_HB" "$T_CA" "$T_CB")
 OUR_LABS=("$T_LAB_A" "$T_LAB_B")
 
 TMP="$(mktemp -d /tmp/tapnet-bench-vxlan.XXXXXX)"
@@ -117,42 +131,63 @@ def report(samples_path, meta_path, json_out=""):
     ]
     print()
     print("VXLAN overlay (VNI 42, UDP 4789), container a on host a -> container b on host b")
-    print("%-21s %-16s %-10s %-15s %-9s %s" % ("test", "kernel vxlan", "tapnet", "tapnet/kernel", "target", "met"))
+    print("kernel: containers' tx checksum offload off (like for like; the target's base)."
+          "  kdef: kernel defaults (partial checksums, TSO frames whole over the veth underlay)")
+    line = "%-21s %-14s %-14s %-10s %-14s %-9s %-4s %s"
+    print(line % ("test", "kernel", "kdef", "tapnet", "tapnet/kernel", "target", "met", "tapnet/kdef"))
     for test, label, key, scale, fmt, tgt in rows:
-        k, t = med(S, test, "kernel", key), med(S, test, "tapnet", key)
+        k, d, t = (med(S, test, impl, key) for impl in ("kernel", "kdef", "tapnet"))
         ratio = t / k if k and t is not None else None
+        ratio_d = t / d if d and t is not None else None
         ok = None if ratio is None or tgt is None else ratio >= tgt
-        print("%-21s %-16s %-10s %-15s %-9s %s" % (
+        print(line % (
             label,
             fmt % (k * scale) if k is not None else "-",
+            fmt % (d * scale) if d is not None else "-",
             fmt % (t * scale) if t is not None else "-",
             ("%.2fx" % ratio) if ratio is not None else "-",
             (">= %gx" % tgt) if tgt is not None else "-",
-            {None: "-", True: "yes", False: "NO"}[ok]))
+            {None: "-", True: "yes", False: "NO"}[ok],
+            ("%.2fx" % ratio_d) if ratio_d is not None else "-"))
         out["tests"][test] = {"metric": key, "unit": label[label.find("(") + 1:label.find(")")],
                               "kernel": k * scale if k is not None else None,
+                              "kernel_defaults": d * scale if d is not None else None,
                               "tapnet": t * scale if t is not None else None,
                               "ratio": ratio, "target": None if tgt is None else ">= %g" % tgt,
-                              "met": ok}
-    rk_, rt_ = med(S, "tcp", "kernel", "retransmits"), med(S, "tcp", "tapnet", "retransmits")
-    if rk_ is not None and rt_ is not None:
-        print("%-21s %-16s %-10s" % ("tcp retransmits", "%g" % rk_, "%g" % rt_))
-    lk, lt = med(S, "udp", "kernel", "loss_pct"), med(S, "udp", "tapnet", "loss_pct")
-    sk, st = med(S, "udp", "kernel", "tx_pps"), med(S, "udp", "tapnet", "tx_pps")
-    if None not in (lk, lt, sk, st):
-        print("%-21s %-16s %-10s" % ("udp 64B loss (%)", "%.2f" % lk, "%.2f" % lt))
-        print("%-21s %-16s %-10s" % ("udp 64B tx (kpps)", "%.1f" % (sk / 1e3), "%.1f" % (st / 1e3)))
-        out["tests"]["udp"].update({"kernel_loss_pct": lk, "tapnet_loss_pct": lt,
-                                    "kernel_tx_kpps": sk / 1e3, "tapnet_tx_kpps": st / 1e3})
-    udp_drop_rows(S, out)
-    print("(medians of %d run(s) each, %d s per iperf3 run; kernel and tapnet alternate.\n"
+                              "met": ok, "ratio_to_kernel_defaults": ratio_d}
+    short = "%-21s %-14s %-14s %-10s"
+    def three(test, key, f, scale=1):
+        v = [med(S, test, impl, key) for impl in ("kernel", "kdef", "tapnet")]
+        return v, [f % (x * scale) if x is not None else "-" for x in v]
+    _, r = three("tcp", "retransmits", "%g")
+    print(short % ("tcp retransmits", *r))
+    (lk, ld, lt), r = three("udp", "loss_pct", "%.2f")
+    if None not in (lk, ld, lt):
+        print(short % ("udp 64B loss (%)", *r))
+        (sk, sd, st), r = three("udp", "tx_pps", "%.1f", 1e-3)
+        print(short % ("udp 64B tx (kpps)", *r))
+        out["tests"]["udp"].update({"kernel_loss_pct": lk, "kernel_defaults_loss_pct": ld,
+                                    "tapnet_loss_pct": lt, "kernel_tx_kpps": sk / 1e3,
+                                    "kernel_defaults_tx_kpps": sd / 1e3, "tapnet_tx_kpps": st / 1e3})
+    # where the UDP packets were lost, as a share of those sent (median over the runs)
+    def share(impl, key):
+        v = [s[key] / s["sent"] * 100 for s in S if s["test"] == "udp" and s["impl"] == impl and key in s and s["sent"]]
+        return statistics.median(v) if v else None
+    for what, key in (("  lost at a eth0 (%)", "sender_txq_drops"), ("  lost at b sock (%)", "rcvbuf_drops")):
+        v = [share(impl, key) for impl in ("kernel", "kdef", "tapnet")]
+        if None not in v:
+            print(short % (what, *("%.2f" % x for x in v)))
+            where = "sender_eth0" if key == "sender_txq_drops" else "receiver_socket"
+            for name, x in zip(("kernel", "kernel_defaults", "tapnet"), v):
+                out["tests"]["udp"]["%s_lost_at_%s_pct" % (name, where)] = x
+    print("(medians of %d run(s) each, %d s per iperf3 run; the overlays take turns.\n"
           " udp: the kernel forwards and encapsulates inside the sender's sendmsg, which paces\n"
           " the sender; a TAP queue does not push back, so compare received kpps, not loss.)"
           % (meta["repeat"], meta["seconds"]))
 
     print("\nper-run samples:")
     for test, label, key, scale, fmt, tgt in rows:
-        for impl in ("kernel", "tapnet"):
+        for impl in ("kernel", "kdef", "tapnet"):
             ss = [s for s in S if s["test"] == test and s["impl"] == impl]
             if test == "tcp":
                 txt = "  ".join("%.2f (%s rtx)" % (s["bps"] * scale, s.get("retransmits")) for s in ss)
@@ -232,10 +267,11 @@ underlay() {
     ip -n "$2" link set u0 up
 }
 
-# ---------------------------------------------------------------- kernel overlay
-# kernel_host HOST ME PEER CONTAINER CONTAINER_IP
+# ---------------------------------------------------------------- kernel overlays
+# kernel_host HOST ME PEER CONTAINER CONTAINER_IP TX: TX "off" turns the container's tx
+# checksum offload off (the like-for-like baseline), "defaults" leaves it as it is
 kernel_host() {
-    local h=$1 me=$2 peer=$3 c=$4 cip=$5
+    local h=$1 me=$2 peer=$3 c=$4 cip=$5 tx=$6
     ip -n "$h" link add vx42 type vxlan id "$VNI" dstport "$VXPORT" remote "$peer" local "$me"
     ip -n "$h" link add br42 type bridge stp_state 0 forward_delay 0
     ip -n "$h" link set vx42 master br42
@@ -253,16 +289,22 @@ kernel_host() {
     # eth0, the container computes its own checksums and its software GSO cuts TCP
     # into MTU-sized segments before they leave, as on a real network. tapnet's
     # containers are TAPs: tapnet finishes the checksums and cuts super-frames itself
-    # before encapsulating, so they keep their offloads.
-    ip netns exec "$c" ethtool -K eth0 tx off >/dev/null
+    # before encapsulating, so they keep their offloads. The kdef overlay keeps the
+    # kernel's defaults, shortcut and all, for comparison.
+    if [[ $tx == off ]]; then ip netns exec "$c" ethtool -K eth0 tx off >/dev/null; fi
     ip -n "$c" addr add "$cip/24" dev eth0
     ip -n "$c" link set eth0 up
 }
 log "kernel: $K_CA ($K_CA_IP) - $K_HA ($UL_A, vx42 + br42) =underlay= $K_HB ($UL_B, vx42 + br42) - $K_CB ($K_CB_IP)"
 new_ns "$K_HA" "$K_HB" "$K_CA" "$K_CB"
 underlay "$K_HA" "$K_HB"
-kernel_host "$K_HA" "$UL_A" "$UL_B" "$K_CA" "$K_CA_IP"
-kernel_host "$K_HB" "$UL_B" "$UL_A" "$K_CB" "$K_CB_IP"
+kernel_host "$K_HA" "$UL_A" "$UL_B" "$K_CA" "$K_CA_IP" off
+kernel_host "$K_HB" "$UL_B" "$UL_A" "$K_CB" "$K_CB_IP" off
+log "kdef: $D_CA ($D_CA_IP) - $D_HA ($UL_A, vx42 + br42) =underlay= $D_HB ($UL_B, vx42 + br42) - $D_CB ($D_CB_IP), default offloads"
+new_ns "$D_HA" "$D_HB" "$D_CA" "$D_CB"
+underlay "$D_HA" "$D_HB"
+kernel_host "$D_HA" "$UL_A" "$UL_B" "$D_CA" "$D_CA_IP" defaults
+kernel_host "$D_HB" "$UL_B" "$UL_A" "$D_CB" "$D_CB_IP" defaults
 
 # ---------------------------------------------------------------- tapnet overlay
 lab_file() {  # name me peer container ip
@@ -311,6 +353,7 @@ tapnet_alive() {  # check both
 ends() {  # impl -> client ns, server ns, server ip
     case "$1" in
         kernel) echo "$K_CA $K_CB $K_CB_IP" ;;
+        kdef) echo "$D_CA $D_CB $D_CB_IP" ;;
         tapnet) echo "$T_CA $T_CB $T_CB_IP" ;;
         *) die "no such network: $1" ;;
     esac
@@ -417,15 +460,18 @@ ping_ok "$K_HA" "$UL_B"
 ping_ok "$T_HA" "$UL_B"
 ping_ok "$K_CA" "$K_CB_IP"
 ping_ok "$K_CB" "$K_CA_IP"
+ping_ok "$D_HA" "$UL_B"
+ping_ok "$D_CA" "$D_CB_IP"
+ping_ok "$D_CB" "$D_CA_IP"
 ping_ok "$T_CA" "$T_CB_IP"
 ping_ok "$T_CB" "$T_CA_IP"
 tapnet_alive
-log "both overlays answer ping; running tcp, udp: $REPEAT x ${SECS}s each, alternating"
+log "all three overlays answer ping; running tcp, udp: $REPEAT x ${SECS}s each, alternating"
 
 # ---------------------------------------------------------------- measurements
 for test in tcp udp; do
     for ((r = 1; r <= REPEAT; r++)); do
-        if (( r % 2 == 1 )); then order=(kernel tapnet); else order=(tapnet kernel); fi
+        if (( r % 2 == 1 )); then order=(kernel kdef tapnet); else order=(tapnet kdef kernel); fi
         for impl in "${order[@]}"; do run_one "$test" "$impl" "$r"; done
     done
 done

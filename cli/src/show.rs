@@ -258,6 +258,9 @@ fn vxlan(dp: &Datapath, lab: &str, now: Instant) -> Value {
                 "rx_packets": p.stats.rx_packets,
                 "rx_bytes": p.stats.rx_bytes,
                 "tx_errors": p.stats.tx_errors,
+                "rx_partial_checksum": p.stats.rx_partial_checksum,
+                "rx_bad_checksum": p.stats.rx_bad_checksum,
+                "rx_gso_frames": p.stats.rx_gso_frames,
                 "remote_macs": macs,
             })
         })
@@ -473,6 +476,9 @@ pub fn render(what: &str, v: &Value) -> String {
                     "RX_PKTS",
                     "RX_BYTES",
                     "TX_ERRORS",
+                    "RX_PARTIAL_CSUM",
+                    "RX_BAD_CSUM",
+                    "RX_GSO",
                     "REMOTE_MACS",
                 ]
                 .map(String::from)
@@ -490,6 +496,9 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["rx_packets"]),
                     s(&p["rx_bytes"]),
                     s(&p["tx_errors"]),
+                    s(&p["rx_partial_checksum"]),
+                    s(&p["rx_bad_checksum"]),
+                    s(&p["rx_gso_frames"]),
                     if macs.is_empty() {
                         "-".into()
                     } else {

@@ -2,9 +2,18 @@
 //! path that cannot take them (a UDP tunnel): finishing a checksum left partial
 //! (NEEDS_CSUM), and cutting a TCP super-frame into MSS-sized segments (TSO). VXLAN
 //! must not fragment (RFC 7348 section 4.3), so every segment must fit on its own.
+//!
+//! And the other way, for frames arriving from a tunnel: a checksum the sending
+//! kernel left partial (CHECKSUM_PARTIAL, which a veth underlay carries through its
+//! VXLAN device unfinished) is recognised and handed on marked NEEDS_CSUM, the way
+//! a virtio NIC would see it, instead of as a checksum error.
 
 use vswitch::checksum;
-use vswitch::frame::{VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_F_NEEDS_CSUM};
+use vswitch::frame::{
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_F_NEEDS_CSUM,
+    VNET_HDR_LEN,
+};
+use vswitch::gro::{self, Checksums};
 
 /// Why a frame could not be made ready for the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +63,128 @@ pub fn finish(vnet: &VnetHdr, eth: &mut [u8]) -> Result<(), OffloadError> {
         finish_checksum(eth, vnet.csum_start as usize, vnet.csum_offset as usize)?;
     }
     Ok(())
+}
+
+/// Checks the checksums of a frame that arrived from a tunnel (`frame`: a virtio-net
+/// header, all zero, then an untagged Ethernet frame) and returns what they hold
+/// ([`gro::checksums`]; a frame that is not IPv4 is [`Checksums::NotChecked`]) with the
+/// frame's length, `frame.len()` or less.
+///
+/// A TCP or UDP checksum left partial by the sending kernel (the field holds the
+/// pseudo-header sum: `skb->ip_summed == CHECKSUM_PARTIAL`, never finished because
+/// it crossed a veth and the sender's VXLAN device instead of a NIC) is marked in
+/// the virtio-net header as NEEDS_CSUM with csum_start (Ethernet header plus IP
+/// header) and csum_offset (16 for TCP, 6 for UDP), which is how the kernel itself
+/// would have described the skb to a virtio NIC (`virtio_net_hdr_from_skb`). A TAP
+/// turns that header back into a CHECKSUM_PARTIAL skb (`virtio_net_hdr_to_skb` in
+/// include/linux/virtio_net.h, from drivers/net/tun.c), which the container's TCP
+/// and UDP accept as checksummed, as the kernel at the other end of the veth would.
+/// Anything after the IP packet (Ethernet padding) is cut off such a frame, so that
+/// whoever finishes the checksum (`finish`, a NIC) sums exactly the segment.
+///
+/// A checksum that is simply wrong is left as it is, unmarked: the receiver drops
+/// the packet. The virtio-net header is not touched for anything but a partial one.
+pub fn rx_checksums(frame: &mut [u8]) -> (Checksums, usize) {
+    let ip_at = VNET_HDR_LEN + ETH_HDR_LEN;
+    if frame.len() < ip_at || frame[VNET_HDR_LEN + 12..ip_at] != [0x08, 0x00] {
+        return (Checksums::NotChecked, frame.len());
+    }
+    let sums = gro::checksums(&frame[ip_at..]);
+    let Checksums::Partial {
+        l4,
+        csum_offset,
+        len,
+    } = sums
+    else {
+        return (sums, frame.len());
+    };
+    VnetHdr {
+        flags: VNET_F_NEEDS_CSUM,
+        csum_start: (ETH_HDR_LEN + l4) as u16,
+        csum_offset: csum_offset as u16,
+        ..VnetHdr::default()
+    }
+    .emit(frame);
+    (sums, ip_at + len)
+}
+
+/// The longest inner Ethernet frame (header included) a tunnel may bring for a bridge
+/// of `mtu`: [`max_frame_len`], except for a TCP/IPv4 packet, which may be a whole
+/// super-frame (up to the IPv4 total length's 65535 bytes; see [`rx_super_frame`]).
+/// Looks only at the Ethernet type and the IP protocol.
+pub fn max_rx_frame(mtu: u32, eth: &[u8]) -> usize {
+    let tcp4 = eth.len() > ETH_HDR_LEN + 9
+        && eth[12..14] == [0x08, 0x00]
+        && eth[ETH_HDR_LEN] >> 4 == 4
+        && eth[ETH_HDR_LEN + 9] == 6;
+    if tcp4 {
+        ETH_HDR_LEN + gro::GSO_MAX
+    } else {
+        max_frame_len(mtu, eth)
+    }
+}
+
+/// Makes a frame that arrived from a tunnel larger than its bridge's MTU allows
+/// (`frame`: virtio-net header, then an untagged Ethernet frame; its checksums
+/// `sums`, from [`rx_checksums`]) into a GSO super-frame, if it is one a sender's TSO
+/// made: a TCP/IPv4 packet whose checksums are valid or partial. A kernel VXLAN
+/// device over a veth underlay sends its TCP super-skbs whole (UDP tunnel GSO: the
+/// veth takes `NETIF_F_GSO_UDP_TUNNEL`), where a NIC would have cut them, and a
+/// plain UDP socket receives one as a single datagram of up to 64 KiB, its segment
+/// size not told. The header says GSO_TCPV4 (with GSO_ECN if CWR is set, as the
+/// kernel marks such an skb SKB_GSO_TCP_ECN) and NEEDS_CSUM, with gso_size the
+/// largest segment the bridge's MTU takes with these headers (what the sender's MSS
+/// is when it is derived from the same MTU), and the TCP checksum field the
+/// pseudo-header sum over the whole length, as a GSO frame needs. The receiving
+/// kernel takes it whole; whatever forwards it cuts it by gso_size. False, and the
+/// frame left as it was, for anything else (a UDP super-datagram's boundaries are
+/// lost: it cannot be rebuilt), which the caller drops as oversize.
+pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
+    let ip_at = VNET_HDR_LEN + ETH_HDR_LEN;
+    if !gro::mergeable(sums)
+        || frame.len() < ip_at + 40
+        || frame[VNET_HDR_LEN + 12..ip_at] != [0x08, 0x00]
+    {
+        return false;
+    }
+    let p = &mut frame[ip_at..];
+    let ihl = (p[0] & 0x0f) as usize * 4;
+    let total = u16::from_be_bytes([p[2], p[3]]) as usize;
+    if p[9] != 6 || total != p.len() || p.len() < ihl + 20 {
+        return false;
+    }
+    let thl = (p[ihl + 12] >> 4) as usize * 4;
+    let headers = ihl + thl;
+    if thl < 20 || headers >= total {
+        return false;
+    }
+    let Some(mss) = (mtu as usize)
+        .checked_sub(headers)
+        .filter(|&m| m > 0)
+        .and_then(|m| u16::try_from(m).ok())
+    else {
+        return false;
+    };
+    if sums == Checksums::Valid {
+        // Finished by the sender: leave the field as NEEDS_CSUM expects it.
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&p[12..20]);
+        pseudo[9] = 6;
+        pseudo[10..12].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
+        let ps = checksum::sum(&pseudo);
+        p[ihl + 16..ihl + 18].copy_from_slice(&ps.to_be_bytes());
+    }
+    let ecn = if p[ihl + 13] & 0x80 != 0 { GSO_ECN } else { 0 };
+    VnetHdr {
+        flags: VNET_F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4 | ecn,
+        hdr_len: (ETH_HDR_LEN + headers) as u16,
+        gso_size: mss,
+        csum_start: (ETH_HDR_LEN + ihl) as u16,
+        csum_offset: 16,
+    }
+    .emit(frame);
+    true
 }
 
 /// Software TSO for TCP over IPv4 (no VLAN tag): each segment gets the headers with
@@ -209,6 +340,211 @@ mod tests {
             joined.extend_from_slice(&s[54..]);
         }
         assert_eq!(joined, f[54..].to_vec(), "the payload, in order, whole");
+    }
+
+    /// `eth` behind a zero virtio-net header, as a tunnel's frame arrives.
+    fn with_vnet(eth: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; VNET_HDR_LEN];
+        f.extend_from_slice(eth);
+        f
+    }
+
+    /// The folded pseudo-header sum (not inverted) of the IPv4 packet in `eth`.
+    fn pseudo_sum(eth: &[u8]) -> u16 {
+        let total = u16::from_be_bytes([eth[16], eth[17]]) as usize;
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&eth[26..34]);
+        pseudo[9] = eth[23];
+        pseudo[10..12].copy_from_slice(&((total - 20) as u16).to_be_bytes());
+        checksum::sum(&pseudo)
+    }
+
+    /// `eth` (TCP) with its checksum left partial, as a Linux sender leaves a
+    /// CHECKSUM_PARTIAL skb.
+    fn partial_tcp(mut eth: Vec<u8>) -> Vec<u8> {
+        let ps = pseudo_sum(&eth);
+        eth[50..52].copy_from_slice(&ps.to_be_bytes());
+        eth
+    }
+
+    /// A UDP/IPv4 frame with `payload` bytes, its checksum left partial.
+    fn partial_udp(payload: usize) -> Vec<u8> {
+        let mut f = tcp_frame(payload - 12, 0);
+        f[23] = 17;
+        f.truncate(14 + 28 + payload);
+        let total = (28 + payload) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[24..26].fill(0);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        let ps = pseudo_sum(&f);
+        f[40..42].copy_from_slice(&ps.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_partial_tcp_checksum_from_a_tunnel_is_marked_needs_csum() {
+        let eth = partial_tcp(tcp_frame(100, 0x18));
+        let mut f = with_vnet(&eth);
+        // Ethernet padding (as a NIC adds to short frames) is cut off.
+        f.extend_from_slice(&[0x5a; 4]);
+        let (sums, len) = rx_checksums(&mut f);
+        assert!(matches!(sums, Checksums::Partial { .. }), "{sums:?}");
+        assert_eq!(len, VNET_HDR_LEN + eth.len());
+        let vnet = VnetHdr::parse(&f).unwrap();
+        assert_eq!(
+            vnet,
+            VnetHdr {
+                flags: VNET_F_NEEDS_CSUM,
+                csum_start: 34,
+                csum_offset: 16,
+                ..Default::default()
+            }
+        );
+        // Sent on through another tunnel, the send path finishes it: it verifies.
+        let mut out = f[VNET_HDR_LEN..len].to_vec();
+        finish(&vnet, &mut out).unwrap();
+        assert!(verifies(&out));
+    }
+
+    #[test]
+    fn a_partial_udp_checksum_from_a_tunnel_is_marked_needs_csum() {
+        let eth = partial_udp(37);
+        let mut f = with_vnet(&eth);
+        let (sums, len) = rx_checksums(&mut f);
+        assert!(matches!(sums, Checksums::Partial { .. }), "{sums:?}");
+        assert_eq!(len, f.len());
+        let vnet = VnetHdr::parse(&f).unwrap();
+        assert_eq!((vnet.flags, vnet.csum_start, vnet.csum_offset), (1, 34, 6));
+        let mut out = f[VNET_HDR_LEN..].to_vec();
+        finish(&vnet, &mut out).unwrap();
+        assert_eq!(gro::checksums(&out[14..]), Checksums::Valid);
+    }
+
+    #[test]
+    fn a_wrong_checksum_from_a_tunnel_is_left_as_it_is() {
+        // A partial sum one off, and a finished checksum damaged on the way.
+        let mut off = partial_tcp(tcp_frame(100, 0x18));
+        off[51] ^= 0x01;
+        let mut damaged = tcp_frame(100, 0x18);
+        let c = !checksum::sum_with(&damaged[34..], pseudo_sum(&damaged));
+        damaged[50..52].copy_from_slice(&c.to_be_bytes());
+        assert!(verifies(&damaged));
+        damaged[80] ^= 0x40;
+        let mut udp = partial_udp(20);
+        udp[40] ^= 0x10;
+        for eth in [off, damaged, udp] {
+            let mut f = with_vnet(&eth);
+            let before = f.clone();
+            assert_eq!(rx_checksums(&mut f), (Checksums::Wrong, f.len()));
+            assert_eq!(f, before, "not marked, not fixed");
+        }
+        // Not IPv4, or not whole: not judged, not touched.
+        let mut arp = with_vnet(&tcp_frame(10, 0));
+        arp[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(rx_checksums(&mut arp).0, Checksums::NotChecked);
+        for n in 0..VNET_HDR_LEN + 60 {
+            let mut f = with_vnet(&partial_tcp(tcp_frame(100, 0x18)));
+            f.truncate(n);
+            let (sums, len) = rx_checksums(&mut f);
+            assert_eq!(sums, Checksums::NotChecked, "{n} bytes");
+            assert_eq!(len, n);
+        }
+    }
+
+    #[test]
+    fn a_tcp_super_frame_from_a_tunnel_goes_on_as_gso() {
+        // A 64 KiB-style TSO skb a kernel sent whole (partial, as TSO leaves it),
+        // for a bridge of MTU 1450: GSO_TCPV4, segments of 1450 - 40 bytes.
+        let mut f = with_vnet(&partial_tcp(tcp_frame(5000, 0x98))); // CWR, PSH, ACK
+        let (sums, _) = rx_checksums(&mut f);
+        assert!(rx_super_frame(&mut f, 1450, sums));
+        let vnet = VnetHdr::parse(&f).unwrap();
+        assert_eq!(
+            vnet,
+            VnetHdr {
+                flags: VNET_F_NEEDS_CSUM,
+                gso_type: GSO_TCPV4 | GSO_ECN,
+                hdr_len: 54,
+                gso_size: 1410,
+                csum_start: 34,
+                csum_offset: 16,
+            }
+        );
+        // Cut (as on the way to another peer), every segment verifies and fits.
+        let mut scratch = vec![0u8; 8 + 54 + 1410];
+        let mut payload = Vec::new();
+        let n = segment(&vnet, &f[VNET_HDR_LEN..], &mut scratch, 8, |s| {
+            assert!(verifies(&s[8..]));
+            assert!(s.len() - 8 <= 14 + 1450);
+            payload.extend_from_slice(&s[8 + 54..]);
+        })
+        .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(payload, f[VNET_HDR_LEN + 54..].to_vec());
+
+        // A valid one too: its field then holds the pseudo-header sum, as GSO needs.
+        let mut eth = tcp_frame(3000, 0x10);
+        let c = !checksum::sum_with(&eth[34..], pseudo_sum(&eth));
+        eth[50..52].copy_from_slice(&c.to_be_bytes());
+        let mut f = with_vnet(&eth);
+        let (sums, _) = rx_checksums(&mut f);
+        assert_eq!(sums, Checksums::Valid);
+        assert!(rx_super_frame(&mut f, 1450, sums));
+        assert_eq!(
+            u16::from_be_bytes([f[VNET_HDR_LEN + 50], f[VNET_HDR_LEN + 51]]),
+            pseudo_sum(&eth)
+        );
+        assert_eq!(VnetHdr::parse(&f).unwrap().gso_type, GSO_TCPV4);
+
+        // A wrong checksum, UDP (whose datagram boundaries are lost), an MTU too
+        // small for the headers: not made GSO, not touched.
+        let mut wrong = partial_tcp(tcp_frame(3000, 0x10));
+        wrong[50] ^= 0x01;
+        let udp = partial_udp(3000);
+        for (eth, mtu) in [(&wrong, 1450), (&udp, 1450), (&eth, 40)] {
+            let mut f = with_vnet(eth);
+            let (sums, _) = rx_checksums(&mut f);
+            let before = f.clone();
+            assert!(!rx_super_frame(&mut f, mtu, sums));
+            assert_eq!(f, before);
+        }
+        assert_eq!(max_rx_frame(1450, &udp), 1464);
+        assert_eq!(max_rx_frame(1450, &wrong), 14 + 65535);
+    }
+
+    #[test]
+    fn arbitrary_frames_from_a_tunnel_never_panic() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in 0..200 {
+            for _ in 0..100 {
+                let mut f: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                // Mostly IPv4 TCP or UDP, so that the deeper checks are reached.
+                if len > VNET_HDR_LEN + ETH_HDR_LEN + 9 {
+                    f[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x08, 0x00]);
+                    let ip = VNET_HDR_LEN + ETH_HDR_LEN;
+                    f[ip] = 0x40 | (f[ip] & 0x0f);
+                    f[ip + 6] &= 0x40;
+                    f[ip + 7] = 0;
+                    f[ip + 9] = [6, 17][f[ip + 9] as usize & 1];
+                    let total = (next() as usize % len) as u16;
+                    f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+                }
+                let (sums, n) = rx_checksums(&mut f);
+                assert!(n <= f.len());
+                let mtu = [0, 68, 1450, 9000, 70000][next() as usize % 5];
+                let _ = rx_super_frame(&mut f[..n], mtu, sums);
+                let _ = rx_super_frame(&mut f, mtu, Checksums::Valid);
+                let _ = max_rx_frame(mtu, &f);
+            }
+        }
     }
 
     #[test]

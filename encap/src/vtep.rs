@@ -3,7 +3,12 @@
 //! finished, a TCP super-frame cut into segments first) and sent to the peer that has
 //! its destination MAC, or to every peer (head-end replication) when none does. A
 //! datagram from a peer is checked, its inner source MAC learned (MAC -> peer, with
-//! aging and a limit, per VNI), and the inner frame injected into the VNI's bridge.
+//! aging and a limit, per VNI), and the inner frame injected into the VNI's bridge,
+//! consecutive TCP segments of a flow merged (GRO). A peer's kernel may send checksums
+//! left partial and TSO super-frames uncut (a VXLAN device over a veth does, with the
+//! kernel's default offloads): the first go on marked NEEDS_CSUM, the second as GSO
+//! frames, as the kernel would hand them to its own containers (see
+//! [`offload::rx_checksums`] and [`offload::rx_super_frame`]).
 
 use std::any::Any;
 use std::io;
@@ -15,8 +20,10 @@ use crossbeam_channel::Sender;
 use mio::net::UdpSocket;
 use mio::Interest;
 use vswitch::datapath::Captured;
-use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
-use vswitch::gro::{self, TcpRun};
+use vswitch::frame::{
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+};
+use vswitch::gro::{self, Checksums, TcpRun};
 use vswitch::pool::BufId;
 use vswitch::{Emitter, Fdb, Handler, Mac, PortId, Verdict};
 
@@ -45,6 +52,8 @@ pub enum VtepDrop {
     /// A VNI no bridge here has.
     UnknownVni,
     /// An inner frame larger than the bridge's MTU allows (it would need fragments).
+    /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
+    /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
     Oversize,
     /// A super-frame this software cannot cut (TCP over IPv6, UDP).
     UnsupportedGso,
@@ -85,6 +94,8 @@ impl VtepDrop {
     }
 }
 
+/// What went to and came from one peer. Packets are VXLAN datagrams; bytes count
+/// the VXLAN header and the inner frame (no outer IP or UDP header).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerStats {
     pub tx_packets: u64,
@@ -92,6 +103,18 @@ pub struct PeerStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_errors: u64,
+    /// Inner IPv4 TCP or UDP packets from this peer whose checksum the sending kernel
+    /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed
+    /// on marked NEEDS_CSUM rather than as checksum errors. A kernel VXLAN host over a
+    /// veth with its default offloads sends most of its TCP and UDP like this.
+    pub rx_partial_checksum: u64,
+    /// Inner IPv4 TCP or UDP packets from this peer whose IP, TCP or UDP checksum was
+    /// neither valid nor partial: passed on unchanged, for the receiver to drop.
+    pub rx_bad_checksum: u64,
+    /// Inner TCP super-frames from this peer (larger than the VNI's MTU: a sender's
+    /// TSO skb that a kernel VXLAN device over a veth sends whole), handed on as GSO
+    /// frames ([`offload::rx_super_frame`]). Each is also one `rx_partial_checksum`.
+    pub rx_gso_frames: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -448,8 +471,8 @@ impl Vtep {
                     &room[at..at + n],
                 );
             }
-            let port = match self.accept(from, &room[at..at + n], now) {
-                Ok(port) => port,
+            let (port, peer, mtu) = match self.accept(from, &room[at..at + n], now) {
+                Ok(got) => got,
                 Err(reason) => {
                     self.drop(reason);
                     out.release(buf);
@@ -457,9 +480,30 @@ impl Vtep {
                 }
             };
             VnetHdr::default().emit(&mut room[..VNET_HDR_LEN]);
-            let len = VNET_HDR_LEN + n - HEADER_LEN;
+            // A checksum the peer's kernel left partial goes on marked NEEDS_CSUM.
+            let (sums, len) = offload::rx_checksums(&mut room[..VNET_HDR_LEN + n - HEADER_LEN]);
+            match sums {
+                Checksums::Partial { .. } => self.peers[peer].stats.rx_partial_checksum += 1,
+                Checksums::Wrong => self.peers[peer].stats.rx_bad_checksum += 1,
+                Checksums::Valid | Checksums::NotChecked => {}
+            }
+            let frame = &mut room[..len];
+            if len - VNET_HDR_LEN > max_frame_len(mtu, &frame[VNET_HDR_LEN..]) {
+                // A TCP super-frame sent whole: on as GSO, never merged into a run.
+                if !offload::rx_super_frame(frame, mtu, sums) {
+                    self.drop(VtepDrop::Oversize);
+                    out.release(buf);
+                    continue;
+                }
+                self.peers[peer].stats.rx_gso_frames += 1;
+                if let Some(o) = open.take() {
+                    o.flush(out);
+                }
+                out.inject(port, buf, len);
+                continue;
+            }
             if let Some(o) = open.as_mut() {
-                if o.port == port && o.merge(out, buf, len) {
+                if o.port == port && o.merge(out, buf, len, sums) {
                     out.release(buf);
                     continue;
                 }
@@ -467,7 +511,7 @@ impl Vtep {
             if let Some(o) = open.take() {
                 o.flush(out);
             }
-            match Open::start(out, buf, len, port) {
+            match Open::start(out, buf, len, port, sums) {
                 Some(o) => open = Some(o),
                 None => out.inject(port, buf, len),
             }
@@ -478,13 +522,14 @@ impl Vtep {
         more
     }
 
-    /// Checks a datagram and learns its inner source; the port to inject it at.
+    /// Checks a datagram and learns its inner source; the port to inject it at, the
+    /// peer it came from, and the VNI's MTU.
     fn accept(
         &mut self,
         from: SocketAddr,
         datagram: &[u8],
         now: Instant,
-    ) -> Result<PortId, VtepDrop> {
+    ) -> Result<(PortId, usize, u32), VtepDrop> {
         let SocketAddr::V4(from) = from else {
             return Err(VtepDrop::NotPeer);
         };
@@ -504,7 +549,7 @@ impl Vtep {
             .find(|s| s.vni == v.vni())
             .ok_or(VtepDrop::UnknownVni)?;
         let inner = v.inner();
-        if inner.len() > seg.mtu as usize + ETH_HDR_LEN + 4 {
+        if inner.len() > offload::max_rx_frame(seg.mtu, inner) {
             return Err(VtepDrop::Oversize);
         }
         let src = Mac(inner[6..12].try_into().expect("checked length"));
@@ -514,7 +559,7 @@ impl Vtep {
         let stats = &mut self.peers[peer].stats;
         stats.rx_packets += 1;
         stats.rx_bytes += datagram.len() as u64;
-        Ok(seg.port)
+        Ok((seg.port, peer, seg.mtu))
     }
 }
 
@@ -530,28 +575,44 @@ struct Open {
 const IP_AT: usize = VNET_HDR_LEN + ETH_HDR_LEN;
 
 impl Open {
-    fn start(out: &mut Emitter<'_>, buf: BufId, len: usize, port: PortId) -> Option<Open> {
+    /// Opens a run at the frame in `buf` (its checksums found to be `sums` by
+    /// [`offload::rx_checksums`]): a TCP/IPv4 data segment whose checksums are valid
+    /// or left partial by its sender.
+    fn start(
+        out: &mut Emitter<'_>,
+        buf: BufId,
+        len: usize,
+        port: PortId,
+        sums: Checksums,
+    ) -> Option<Open> {
         let frame = out.frame(buf, len);
-        if frame.len() < IP_AT || frame[VNET_HDR_LEN + 12..IP_AT] != [0x08, 0x00] {
+        if !gro::mergeable(sums)
+            || frame.len() < IP_AT
+            || frame[VNET_HDR_LEN + 12..IP_AT] != [0x08, 0x00]
+        {
             return None;
         }
         let run = TcpRun::start(&frame[IP_AT..])?;
-        if !gro::checksums_ok(&frame[IP_AT..]) {
-            return None;
-        }
         Some(Open { buf, port, run })
     }
 
-    /// Appends the segment in `buf` if it continues the run (the buffer stays the
-    /// caller's to release).
-    fn merge(&mut self, out: &mut Emitter<'_>, buf: BufId, len: usize) -> bool {
+    /// Appends the segment in `buf` (its checksums found to be `sums`) if it
+    /// continues the run (the buffer stays the caller's to release). A segment left
+    /// partial joins one that was not, and the other way round: a merged run goes on
+    /// as NEEDS_CSUM anyway. One whose checksum is wrong never joins.
+    fn merge(&mut self, out: &mut Emitter<'_>, buf: BufId, len: usize, sums: Checksums) -> bool {
+        if !gro::mergeable(sums) {
+            return false;
+        }
         let have = IP_AT + self.run.len();
         let (new, open) = out.two(buf, len, self.buf);
-        if new.len() < IP_AT || new[..IP_AT] != open[..IP_AT] {
+        // The Ethernet headers must match; the virtio-net headers may not (one
+        // segment partial, the other not).
+        if new.len() < IP_AT || new[VNET_HDR_LEN..IP_AT] != open[VNET_HDR_LEN..IP_AT] {
             return false;
         }
         let ip = &new[IP_AT..];
-        if !self.run.accepts(&open[IP_AT..have], ip) || !gro::checksums_ok(ip) {
+        if !self.run.accepts(&open[IP_AT..have], ip) {
             return false;
         }
         let payload = &ip[self.run.headers()..];
@@ -563,7 +624,10 @@ impl Open {
         true
     }
 
-    /// Sends the frame into its bridge: a GSO super-frame if segments were merged.
+    /// Sends the frame into its bridge: a GSO super-frame (NEEDS_CSUM, the checksum
+    /// field holding the pseudo-header sum) if segments were merged, else the one
+    /// segment with the virtio-net header it came with (NEEDS_CSUM if it arrived
+    /// partial).
     fn flush(self, out: &mut Emitter<'_>) {
         let len = IP_AT + self.run.len();
         let frame = out.data(self.buf, len);

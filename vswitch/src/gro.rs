@@ -7,26 +7,99 @@ use crate::checksum;
 
 /// Headers plus payload of a super-packet at most (the IPv4 total length field).
 pub const GSO_MAX: usize = 65535;
+/// TCP's IP protocol number.
 const TCP: u8 = 6;
 
-/// Whether a TCP/IPv4 packet's IP header and TCP checksums both verify. A merged run
-/// goes to the receiver marked as checksummed by tapnet (the field left for it to
-/// fill), so every segment merged must be checked here: a corrupt one is passed on
-/// alone, for the receiver's own check to drop.
-pub fn checksums_ok(p: &[u8]) -> bool {
-    if p.len() < 20 {
-        return false;
+/// What an IPv4 packet's IP header and TCP or UDP checksums hold, found in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksums {
+    /// Not a whole TCP or UDP packet over IPv4 with consistent lengths (another
+    /// protocol, a fragment, a runt, a UDP length that is not the IP payload's):
+    /// nothing was checked.
+    NotChecked,
+    /// The IP header checksum and the TCP or UDP checksum verify (for UDP, also a
+    /// checksum of zero: "none sent", RFC 768).
+    Valid,
+    /// The IP header checksum verifies, and the TCP or UDP checksum field holds
+    /// exactly the folded, not inverted, one's-complement sum of the pseudo-header
+    /// (RFC 793 section 3.1, RFC 768) over the packet's L4 length: what the Linux
+    /// kernel leaves in an skb it sends CHECKSUM_PARTIAL, for a NIC to finish
+    /// (`tcp_v4_send_check`, `udp4_hwcsum`: `check = ~csum_tcpudp_magic(..., 0)`).
+    /// A kernel that hands such an skb to a veth or a tunnel never finishes it.
+    Partial {
+        /// Where the TCP or UDP header starts in the packet (the IP header length,
+        /// bytes): the virtio-net header's csum_start, less the Ethernet header.
+        l4: usize,
+        /// Where the checksum field is in the TCP (16) or UDP (6) header, bytes:
+        /// the virtio-net header's csum_offset.
+        csum_offset: usize,
+        /// The IP packet's length (its total length field), bytes.
+        len: usize,
+    },
+    /// The IP header checksum, or the TCP or UDP checksum, is neither valid nor
+    /// partial: the packet was damaged (or made wrong).
+    Wrong,
+}
+
+/// UDP's IP protocol number.
+const UDP: u8 = 17;
+/// Where TCP (RFC 793) and UDP (RFC 768) keep their checksums in their headers.
+const TCP_CSUM_OFFSET: usize = 16;
+const UDP_CSUM_OFFSET: usize = 6;
+
+/// Checks `p`, an IPv4 packet (it may be followed by padding), for [`Checksums`]: its
+/// IP header checksum and, for TCP or UDP, the checksum over the pseudo-header and
+/// the segment. One pass over the packet.
+pub fn checksums(p: &[u8]) -> Checksums {
+    if p.len() < 20 || p[0] >> 4 != 4 || p[6] & 0x3f != 0 || p[7] != 0 {
+        return Checksums::NotChecked;
     }
     let ihl = (p[0] & 0x0f) as usize * 4;
     let total = u16::from_be_bytes([p[2], p[3]]) as usize;
-    if ihl < 20 || total < ihl || total > p.len() || checksum::sum(&p[..ihl]) != 0xffff {
-        return false;
+    let (csum_offset, min_header) = match p[9] {
+        TCP => (TCP_CSUM_OFFSET, 20),
+        UDP => (UDP_CSUM_OFFSET, 8),
+        _ => return Checksums::NotChecked,
+    };
+    if ihl < 20 || total > p.len() || total < ihl + min_header {
+        return Checksums::NotChecked;
+    }
+    let l4_len = total - ihl;
+    if p[9] == UDP && u16::from_be_bytes([p[ihl + 4], p[ihl + 5]]) as usize != l4_len {
+        return Checksums::NotChecked;
+    }
+    if checksum::sum(&p[..ihl]) != 0xffff {
+        return Checksums::Wrong;
+    }
+    let field = u16::from_be_bytes([p[ihl + csum_offset], p[ihl + csum_offset + 1]]);
+    if p[9] == UDP && field == 0 {
+        return Checksums::Valid;
     }
     let mut pseudo = [0u8; 12];
     pseudo[..8].copy_from_slice(&p[12..20]);
     pseudo[9] = p[9];
-    pseudo[10..12].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
-    checksum::sum_with(&p[ihl..total], checksum::sum(&pseudo)) == 0xffff
+    pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
+    let pseudo_sum = checksum::sum(&pseudo);
+    if checksum::sum_with(&p[ihl..total], pseudo_sum) == 0xffff {
+        Checksums::Valid
+    } else if field == pseudo_sum {
+        Checksums::Partial {
+            l4: ihl,
+            csum_offset,
+            len: total,
+        }
+    } else {
+        Checksums::Wrong
+    }
+}
+
+/// Whether a segment may join a run: its checksums are valid, or its TCP checksum
+/// was left partial by its sender. A merged run goes to the receiver as a GSO frame
+/// with NEEDS_CSUM, its checksum field refilled with the pseudo-header sum (see
+/// [`TcpRun::finish`]), so both kinds come out right; a segment whose checksum is
+/// neither is never merged, but passed on alone for the receiver's check to drop.
+pub fn mergeable(sums: Checksums) -> bool {
+    matches!(sums, Checksums::Valid | Checksums::Partial { .. })
 }
 
 /// A run of TCP/IPv4 segments being merged into the first one's packet.
@@ -178,16 +251,195 @@ mod tests {
         p
     }
 
+    /// The folded pseudo-header sum (not inverted) of an IPv4 packet `p`: what a
+    /// CHECKSUM_PARTIAL sender leaves in the checksum field.
+    fn pseudo_sum(p: &[u8]) -> u16 {
+        let ihl = (p[0] & 0x0f) as usize * 4;
+        let total = u16::from_be_bytes([p[2], p[3]]) as usize;
+        let mut pseudo = p[12..20].to_vec();
+        pseudo.extend_from_slice(&[0, p[9]]);
+        pseudo.extend_from_slice(&((total - ihl) as u16).to_be_bytes());
+        checksum::sum(&pseudo)
+    }
+
+    /// `p` (TCP, or UDP with `csum_at` 26) with its checksum left partial, as the
+    /// Linux kernel leaves it for a NIC to finish.
+    fn partial(mut p: Vec<u8>, csum_at: usize) -> Vec<u8> {
+        let ps = pseudo_sum(&p);
+        p[csum_at..csum_at + 2].copy_from_slice(&ps.to_be_bytes());
+        p
+    }
+
+    /// A UDP/IPv4 datagram with a valid checksum.
+    fn udp(payload: &[u8]) -> Vec<u8> {
+        let total = 28 + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20..22].copy_from_slice(&5000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&53u16.to_be_bytes());
+        p[24..26].copy_from_slice(&((total - 20) as u16).to_be_bytes());
+        p[28..].copy_from_slice(payload);
+        let c = !checksum::sum_with(&p[20..], pseudo_sum(&p));
+        p[26..28].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// Finishes a partial TCP checksum as a NIC would: the sum from the TCP header
+    /// on (the field holding the pseudo-header sum), inverted.
+    fn finish_tcp(p: &mut [u8]) {
+        let total = u16::from_be_bytes([p[2], p[3]]) as usize;
+        let c = checksum::checksum(&p[20..total]);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+    }
+
     #[test]
     fn checksums_are_verified() {
         let mut p = segment(1, &[7; 100], 0x10);
-        assert!(checksums_ok(&p));
+        assert_eq!(checksums(&p), Checksums::Valid);
         p[60] ^= 1;
-        assert!(!checksums_ok(&p), "payload corruption");
+        assert_eq!(checksums(&p), Checksums::Wrong, "payload corruption");
         let mut q = segment(1, &[7; 100], 0x10);
         q[12] ^= 1;
-        assert!(!checksums_ok(&q), "header corruption");
-        assert!(!checksums_ok(&q[..10]));
+        assert_eq!(checksums(&q), Checksums::Wrong, "header corruption");
+        assert_eq!(checksums(&q[..10]), Checksums::NotChecked);
+        assert_eq!(checksums(&udp(&[1, 2, 3])), Checksums::Valid);
+        let mut none = udp(&[1, 2, 3]);
+        none[26..28].fill(0);
+        assert_eq!(checksums(&none), Checksums::Valid, "UDP sent without one");
+    }
+
+    #[test]
+    fn a_partial_tcp_or_udp_checksum_is_told_from_a_wrong_one() {
+        let p = partial(segment(1, &[7; 101], 0x18), 36);
+        let want = Checksums::Partial {
+            l4: 20,
+            csum_offset: 16,
+            len: 141,
+        };
+        assert_eq!(checksums(&p), want);
+        // Ethernet padding after the packet changes nothing.
+        let mut padded = p.clone();
+        padded.extend_from_slice(&[0xee; 6]);
+        assert_eq!(checksums(&padded), want);
+        let u = partial(udp(&[9; 33]), 26);
+        let want_udp = Checksums::Partial {
+            l4: 20,
+            csum_offset: 6,
+            len: 61,
+        };
+        assert_eq!(checksums(&u), want_udp);
+        // Finished, it verifies.
+        let mut done = p.clone();
+        finish_tcp(&mut done);
+        assert_eq!(checksums(&done), Checksums::Valid);
+
+        // A wrong checksum is not taken for a partial one: off by one, or the
+        // pseudo-header summed over another length; nor is a damaged IP header.
+        let mut off = p.clone();
+        off[37] ^= 1;
+        assert_eq!(checksums(&off), Checksums::Wrong);
+        let mut other_len = p.clone();
+        let wrong = checksum::sum_with(&[0, 1], pseudo_sum(&p));
+        other_len[36..38].copy_from_slice(&wrong.to_be_bytes());
+        assert_eq!(checksums(&other_len), Checksums::Wrong);
+        let mut bad_ip = p.clone();
+        bad_ip[8] = 1;
+        assert_eq!(checksums(&bad_ip), Checksums::Wrong, "IP header damaged");
+        let mut bad_udp = u.clone();
+        bad_udp[27] ^= 0x80;
+        assert_eq!(checksums(&bad_udp), Checksums::Wrong);
+
+        // What is not a whole TCP or UDP packet is not judged.
+        let mut frag = p.clone();
+        frag[6] = 0x20; // more fragments
+        assert_eq!(checksums(&frag), Checksums::NotChecked);
+        let mut icmp = p.clone();
+        icmp[9] = 1;
+        assert_eq!(checksums(&icmp), Checksums::NotChecked);
+        let mut udp_len = u.clone();
+        udp_len[25] -= 1;
+        assert_eq!(checksums(&udp_len), Checksums::NotChecked);
+        assert_eq!(checksums(&p[..100]), Checksums::NotChecked, "truncated");
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in 0..120 {
+            for _ in 0..200 {
+                let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if len > 9 {
+                    p[0] = 0x40 | (p[0] & 0x0f);
+                    p[6] &= 0x40;
+                    p[7] = 0;
+                    p[9] = [6, 17][p[9] as usize & 1];
+                }
+                if len > 3 {
+                    let total = (next() as usize % (len + 8)) as u16;
+                    p[2..4].copy_from_slice(&total.to_be_bytes());
+                }
+                let _ = checksums(&p);
+            }
+        }
+    }
+
+    #[test]
+    fn partial_segments_merge_into_a_super_packet_that_finishes_valid() {
+        // A run of segments left partial by their sender, with a valid one among
+        // them: one super-packet whose field holds the pseudo-header sum over its
+        // whole length, which, finished, verifies.
+        let mss = 1448;
+        let payload = |k: u32| -> Vec<u8> { (0..mss).map(|i| (i as u32 * 7 + k) as u8).collect() };
+        let first = partial(segment(0, &payload(0), 0x10), 36);
+        assert!(mergeable(checksums(&first)));
+        let mut run = TcpRun::start(&first).unwrap();
+        let mut merged = first.clone();
+        let mut expect = payload(0);
+        for k in 1..6u32 {
+            let mut next = segment(k * mss as u32, &payload(k), 0x10);
+            if k != 3 {
+                next = partial(next, 36);
+            }
+            let sums = checksums(&next);
+            assert!(mergeable(sums), "segment {k}: {sums:?}");
+            assert!(run.accepts(&merged, &next), "segment {k}");
+            merged.extend_from_slice(&next[run.headers()..]);
+            run.appended(&mut merged, &next);
+            expect.extend_from_slice(&payload(k));
+        }
+        assert_eq!(run.finish(&mut merged), Some(mss as u16));
+        let total = merged.len();
+        assert_eq!(total, 40 + 6 * mss);
+        assert_eq!(
+            checksums(&merged),
+            Checksums::Partial {
+                l4: 20,
+                csum_offset: 16,
+                len: total
+            },
+            "the super-packet is NEEDS_CSUM: the field holds its pseudo-header sum"
+        );
+        finish_tcp(&mut merged);
+        assert_eq!(checksums(&merged), Checksums::Valid);
+        assert_eq!(&merged[40..], &expect[..], "the payload, in order, whole");
+
+        // A segment whose checksum is neither valid nor partial never joins.
+        let mut wrong = segment(6 * mss as u32, &payload(6), 0x10);
+        wrong[36] ^= 1;
+        assert!(run.accepts(&merged, &wrong) && !mergeable(checksums(&wrong)));
     }
 
     #[test]
