@@ -226,6 +226,20 @@ fn a_lab_name_that_is_already_running_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
     assert!(!netns_exists(&other));
+    // The very same file: told the lab runs (and by which process), not that a
+    // device is taken, whose removal would break the running lab.
+    let same = LabFile::new(&text);
+    let out = run(&[TAPNET, "up", same.path.to_str().unwrap()], 20);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "lab `{name}` is already running (pid {})",
+            lab.pid
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("already exists"), "{err}");
     assert_eq!(lab.port("a")["up"], true, "the running lab is untouched");
 }
 
@@ -240,4 +254,62 @@ fn show_for_a_lab_that_is_not_running_fails_clearly() {
     );
     let out = run(&[TAPNET, "show", "colours"], 10);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_namespace_with_a_default_route_of_its_own_is_refused_clearly() {
+    let existing = TestNetns::new("x");
+    steps(&[
+        &[
+            "ip",
+            "-n",
+            &existing.name,
+            "link",
+            "add",
+            "d0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "d1",
+        ],
+        &[
+            "ip",
+            "-n",
+            &existing.name,
+            "addr",
+            "add",
+            "10.66.0.1/24",
+            "dev",
+            "d0",
+        ],
+        &["ip", "-n", &existing.name, "link", "set", "d0", "up"],
+        &[
+            "ip",
+            "-n",
+            &existing.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.66.0.2",
+        ],
+    ]);
+    let text = format!(
+        "name = \"{}\"\n[[bridge]]\nname = \"br0\"\nsubnet = \"10.67.0.0/24\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{}\"\nip = \"10.67.0.2/24\"\n",
+        unique("l"),
+        existing.name
+    );
+    let file = LabFile::new(&text);
+    let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("already has a default route"), "{err}");
+    assert!(err.contains("route del default"), "{err}");
+    // Nothing of the lab is left in the namespace, which is kept.
+    let links = ns_run(&existing.name, &["ip", "-o", "link"], 5);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("eth0"),
+        "the TAP was left behind"
+    );
 }

@@ -53,9 +53,10 @@ impl Server {
         std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
         let path = socket_path(lab);
         if path.exists() {
-            if UnixStream::connect(&path).is_ok() {
+            if let Ok(live) = UnixStream::connect(&path) {
+                let pid = peer_pid(&live).map_or(String::new(), |p| format!(" (pid {p})"));
                 bail!(
-                    "lab `{lab}` is already running (control socket {}): stop it first or rename this lab",
+                    "lab `{lab}` is already running{pid}, control socket {}: stop it first, or give this lab another name",
                     path.display()
                 );
             }
@@ -199,6 +200,27 @@ fn peer_gone(stream: &UnixStream) -> bool {
     // SAFETY: one valid pollfd, no waiting.
     let ready = unsafe { libc::poll(&mut fds, 1, 0) };
     ready > 0 && fds.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLIN) != 0
+}
+
+/// The process at the other end of a unix socket (SO_PEERCRED).
+fn peer_pid(stream: &UnixStream) -> Option<i32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED fills a ucred of the length given; the fd is the stream's.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && cred.pid > 0).then_some(cred.pid)
 }
 
 /// Starts a capture of `port` on a running lab: the pcap stream to read.

@@ -205,8 +205,8 @@ impl Drop for Built {
     }
 }
 
-/// Everything `up` refuses before touching the host.
-fn preflight(lab: &Lab) -> Result<()> {
+/// What `up` needs of the host before anything else: root and /dev/net/tun.
+fn preflight_host() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("tapnet up needs root (CAP_NET_ADMIN) to create namespaces and TAP devices: run it with sudo");
@@ -218,6 +218,11 @@ fn preflight(lab: &Lab) -> Result<()> {
     {
         bail!("cannot open /dev/net/tun ({e}): load the tun module (`modprobe tun`) or create the device node");
     }
+    Ok(())
+}
+
+/// Everything else `up` refuses before touching the host: device names taken.
+fn preflight(lab: &Lab) -> Result<()> {
     let mut root = Rtnl::new().context("cannot open a netlink socket")?;
     for port in &lab.ports {
         let taken = match &port.netns {
@@ -308,7 +313,16 @@ fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Bui
     if let Some((ip, prefix)) = port.ip {
         inner.add_ipv4_address(idx, ip, prefix)?;
         if let Some(gw) = gateway_of(lab, port) {
-            inner.add_default_route_v4(gw, idx)?;
+            inner.add_default_route_v4(gw, idx).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    anyhow!(
+                        "namespace `{ns_name}` already has a default route, and tapnet gives each container one via its gateway {gw}: \
+                         remove it (`ip -n {ns_name} route del default`) or give the port a namespace of its own"
+                    )
+                } else {
+                    anyhow!("cannot add the default route via {gw} in namespace `{ns_name}`: {e}")
+                }
+            })?;
         }
     }
     Ok(tap)
@@ -534,7 +548,7 @@ pub fn router_mac(lab: &str, bridge: &str) -> Mac {
 
 /// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
 pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
-    preflight(&lab).map_err(HostError)?;
+    preflight_host().map_err(HostError)?;
     // Caught from before the first namespace exists, so a signal during the build
     // still ends in a full teardown rather than a half-built host.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| HostError(e.into()))?;
@@ -549,7 +563,10 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             }
         })
     };
+    // The name first: a second copy of a running lab is told so, not that its devices
+    // are taken.
     let server = control::Server::start(&lab.name, req_tx, wake).map_err(HostError)?;
+    preflight(&lab).map_err(HostError)?;
     let proxy = host_proxy(&lab).map_err(HostError)?;
     let vtep = vtep(&lab).map_err(HostError)?;
     let mut built = Built::new(&lab.name);

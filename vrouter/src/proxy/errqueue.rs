@@ -60,6 +60,76 @@ pub(super) fn set_ttl(fd: RawFd, ttl: u8) -> io::Result<()> {
     )
 }
 
+/// Whether the socket's packets carry DF and it refuses to fragment (IP_PMTUDISC_DO,
+/// a send larger than the path MTU failing with EMSGSIZE), or the kernel fragments
+/// them (IP_PMTUDISC_DONT): as the container's own packet asked.
+pub(super) fn set_dont_fragment(fd: RawFd, df: bool) -> io::Result<()> {
+    let mode = if df {
+        libc::IP_PMTUDISC_DO
+    } else {
+        libc::IP_PMTUDISC_DONT
+    };
+    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, mode)
+}
+
+/// The path MTU the kernel knows for a connected socket (IP_MTU).
+pub(super) fn path_mtu(fd: RawFd) -> Option<u32> {
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: IP_MTU writes an int through the pointer, of the length given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && mtu > 0).then_some(mtu as u32)
+}
+
+/// Asks the kernel to tell, with each datagram received, the TTL it arrived with
+/// (IP_RECVTTL; read by [`recv_with_ttl`]).
+pub(super) fn want_ttl(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+}
+
+/// Receives one datagram into `buf`, with the TTL it arrived with if the socket asked
+/// for it ([`want_ttl`]).
+pub(super) fn recv_with_ttl(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u8>)> {
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the sizes it gives.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ttl = None;
+    // SAFETY: walking the control messages the kernel just wrote into `control`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_TTL {
+                let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                ttl = u8::try_from(v).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, ttl))
+}
+
 /// Reads one entry of the socket's error queue. `None` when the queue is empty;
 /// `Some(None)` for an entry that is not an ICMP error from the network (a local
 /// one, say), which is read and passed over.

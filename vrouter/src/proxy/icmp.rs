@@ -114,6 +114,7 @@ impl HostProxy {
                     PingMode::Socket => match icmp_socket(socket2::Type::DGRAM) {
                         Ok(s) => {
                             let _ = errqueue::enable(s.as_raw_fd());
+                            let _ = errqueue::want_ttl(s.as_raw_fd());
                             if let Err(e) = s.connect(&SocketAddr::from((remote, 0)).into()) {
                                 return self.unreachable_for(packet, &e);
                             }
@@ -205,7 +206,7 @@ impl HostProxy {
     /// Replies and errors on echo flow `n`'s own ICMP socket; true if there may be
     /// more.
     pub(super) fn receive_ping(&mut self, n: usize, now: Instant) -> bool {
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 65536];
+        let mut buf = [0u8; 65536];
         for _ in 0..super::RX_BATCH {
             let Some(Some(Entry::Ping(flow))) = self.entries.get_mut(n) else {
                 return false;
@@ -224,17 +225,16 @@ impl HostProxy {
                 }
                 continue;
             }
-            let len = match socket.recv(&mut buf) {
-                Ok(len) => len,
+            let (len, ttl) = match errqueue::recv_with_ttl(socket.as_raw_fd(), &mut buf) {
+                Ok(got) => got,
                 Err(e) if e.raw_os_error().is_some_and(|c| c != libc::EAGAIN) => continue,
                 Err(_) => return false,
             };
             flow.last_active = now;
-            // SAFETY: recv initialised the first `len` bytes.
-            let reply: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
+            let reply = &buf[..len];
             let (remote, container, ident) = (flow.remote, flow.container, flow.ident);
             self.lru.touch(n);
-            self.echo_reply_to_container(remote, container, ident, reply);
+            self.echo_reply_to_container(remote, container, ident, ttl.unwrap_or(64), reply);
         }
         true
     }
@@ -272,7 +272,8 @@ impl HostProxy {
                     flow.last_active = now;
                     let (remote, container, ident) = (flow.remote, flow.container, flow.ident);
                     self.lru.touch(f);
-                    self.echo_reply_to_container(remote, container, ident, ip.payload());
+                    let ttl = ip.ttl();
+                    self.echo_reply_to_container(remote, container, ident, ttl, ip.payload());
                 }
                 icmpv4::DEST_UNREACHABLE | icmpv4::TIME_EXCEEDED | icmpv4::PARAMETER_PROBLEM => {
                     // An error about one of tapnet's requests: it quotes the request.
@@ -311,12 +312,14 @@ impl HostProxy {
     }
 
     /// An echo reply (`reply`: its ICMP header and data) from `remote` to the
-    /// container, with the container's identifier put back.
+    /// container, with the container's identifier put back and the TTL it reached the
+    /// host with less the gateway's hop, as through a kernel NAT.
     fn echo_reply_to_container(
         &mut self,
         remote: Ipv4Addr,
         container: Ipv4Addr,
         ident: u16,
+        ttl: u8,
         reply: &[u8],
     ) {
         let Some(icmp) = IcmpPacket::new_checked(reply) else {
@@ -328,9 +331,10 @@ impl HostProxy {
         let mut rest = [0u8; 4];
         rest[..2].copy_from_slice(&ident.to_be_bytes());
         rest[2..].copy_from_slice(&icmp.seq().to_be_bytes());
-        self.send_icmp(
+        self.send_icmp_ttl(
             remote,
             container,
+            ttl.saturating_sub(1).max(1),
             IcmpRepr {
                 kind: icmpv4::ECHO_REPLY,
                 code: 0,

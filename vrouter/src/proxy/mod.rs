@@ -411,8 +411,14 @@ impl HostProxy {
 
     /// Queues an ICMP message from `from` to `to` for the containers.
     fn send_icmp(&mut self, from: Ipv4Addr, to: Ipv4Addr, icmp: IcmpRepr<'_>) {
+        self.send_icmp_ttl(from, to, 64, icmp);
+    }
+
+    /// [`HostProxy::send_icmp`] with the TTL given.
+    fn send_icmp_ttl(&mut self, from: Ipv4Addr, to: Ipv4Addr, ttl: u8, icmp: IcmpRepr<'_>) {
         let room = icmp.packet_len();
-        self.queues.emit(room, |buf| icmp.emit(from, to, buf));
+        self.queues
+            .emit(room, |buf| icmp.emit_ttl(from, to, ttl, buf));
     }
 
     /// An ICMP error the network sent about a container's packet (as a host socket
@@ -456,6 +462,30 @@ impl HostProxy {
                 kind,
                 code,
                 rest: [0; 4],
+                data: icmpv4::quote(packet),
+            },
+        );
+    }
+
+    /// A container's DF `packet` is larger than the host's path MTU (`mtu`): the
+    /// gateway says so, as a router on the path would (RFC 1191).
+    fn fragmentation_needed(&mut self, packet: &[u8], mtu: u32) {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            return;
+        };
+        let to = ip.src();
+        let Some(from) = self.gateway_for(to) else {
+            return;
+        };
+        let mut rest = [0u8; 4];
+        rest[2..].copy_from_slice(&(mtu.min(0xffff) as u16).to_be_bytes());
+        self.send_icmp(
+            from,
+            to,
+            IcmpRepr {
+                kind: icmpv4::DEST_UNREACHABLE,
+                code: icmpv4::UNREACH_FRAG_NEEDED,
+                rest,
                 data: icmpv4::quote(packet),
             },
         );
@@ -583,6 +613,8 @@ impl HostProxy {
                 let (last, timeout) = match e {
                     Some(Entry::Udp(f)) => (f.last_active, t.udp),
                     Some(Entry::Ping(f)) => (f.last_active, t.icmp),
+                    // Not yet established: its own connect timeouts apply.
+                    Some(Entry::Tcp(c)) if !c.established => return None,
                     Some(Entry::Tcp(c)) if c.host_eof || c.container_eof => {
                         (c.last_active, t.tcp_closing)
                     }

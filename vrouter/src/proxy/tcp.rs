@@ -91,14 +91,27 @@ impl TcpConn {
 }
 
 /// TCP timestamps (RFC 7323) from the wall clock in milliseconds, the same for every
-/// connection and increasing across tapnet's restarts: a container whose socket for a
-/// client's address and port is still in TIME_WAIT accepts a new SYN with a newer
-/// timestamp (Linux's `tcp_timewait_state_process`) instead of answering it with an
-/// ACK that costs the client a second.
+/// connection, increasing across tapnet's restarts, and never the same twice: a
+/// container whose socket for a client's address and port is still in TIME_WAIT takes
+/// a new SYN only with a newer timestamp than the last it saw (Linux's
+/// `tcp_timewait_state_process`), else it answers with an ACK that costs the client a
+/// second; a client reconnecting within the same millisecond must get a newer one too.
 fn tsval() -> u32 {
-    std::time::SystemTime::now()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static LAST: AtomicU32 = AtomicU32::new(0);
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u32)
+        .map_or(0, |d| d.as_millis() as u32);
+    let step = |last: u32| {
+        Some(if now.wrapping_sub(last) as i32 > 0 {
+            now
+        } else {
+            last.wrapping_add(1)
+        })
+    };
+    match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, step) {
+        Ok(last) | Err(last) => step(last).unwrap_or(now),
+    }
 }
 
 /// A smoltcp socket for one spliced connection.
@@ -108,9 +121,10 @@ fn new_tcp_socket() -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
     );
     smol.set_tsval_generator(Some(tsval));
-    smol.set_timeout(Some(smoltcp::time::Duration::from_micros(
-        CONNECT_TIMEOUT.as_micros() as u64,
-    )));
+    smol.set_timeout(Some(smol_duration(CONNECT_TIMEOUT)));
+    // Set before the handshake, which arms it from the last packet: set later, it
+    // would fire at once (a spurious probe right after the handshake).
+    smol.set_keep_alive(Some(smol_duration(KEEPALIVE)));
     smol
 }
 
@@ -531,7 +545,6 @@ impl HostProxy {
             )
         {
             c.established = true;
-            smol.set_keep_alive(Some(smol_duration(KEEPALIVE)));
             smol.set_timeout(Some(smol_duration(DEAD_PEER)));
         }
         if state == tcp::State::Closed {

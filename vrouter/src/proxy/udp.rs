@@ -29,20 +29,25 @@ pub(super) struct UdpFlow {
     pub last_active: Instant,
     /// The TTL the host socket sends with now (the container's less this hop).
     pub ttl: u8,
+    /// Whether the host socket sends with DF now (as the container's datagram asked).
+    pub df: bool,
     /// The container's latest datagram's head, for the ICMP errors about it.
     pub quote: Quote,
 }
 
 /// A connected host socket for a masqueraded flow to `dst`, with ICMP errors queued.
-fn masquerade_socket(dst: SocketAddrV4, ttl: u8) -> std::io::Result<UdpSocket> {
+fn masquerade_socket(dst: SocketAddrV4, ttl: u8, df: bool) -> std::io::Result<UdpSocket> {
     let s = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
     s.set_nonblocking(true)?;
-    let _ = errqueue::enable(s.as_raw_fd());
-    let _ = errqueue::set_ttl(s.as_raw_fd(), ttl);
+    let fd = s.as_raw_fd();
+    let _ = errqueue::enable(fd);
+    let _ = errqueue::set_ttl(fd, ttl);
+    let _ = errqueue::set_dont_fragment(fd, df);
+    let _ = errqueue::want_ttl(fd);
     s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
     s.connect(&SocketAddr::V4(dst).into())?;
     Ok(UdpSocket::from_std(s.into()))
@@ -61,6 +66,7 @@ impl HostProxy {
         let dst = SocketAddrV4::new(ip.dst(), udp.dst_port());
         let payload = udp.payload();
         let ttl = ip.ttl().saturating_sub(1);
+        let df = ip.dont_frag();
         let key = (PROTO_UDP, src, dst);
         if let Some(&n) = self.flows.get(&key) {
             let Some(Entry::Udp(flow)) = self.entries[n].as_mut() else {
@@ -69,38 +75,53 @@ impl HostProxy {
             flow.last_active = now;
             flow.quote = Quote::of(packet);
             let (remote, rule, listener) = (flow.peer, flow.rule, flow.listener);
-            let sent = match (&flow.socket, listener) {
-                (Some(socket), _) => {
+            let (sent, mtu) = match &flow.socket {
+                Some(socket) => {
+                    let fd = socket.as_raw_fd();
                     if flow.ttl != ttl {
                         // A traceroute's probes change their TTL as they go.
                         flow.ttl = ttl;
-                        let _ = errqueue::set_ttl(socket.as_raw_fd(), ttl);
+                        let _ = errqueue::set_ttl(fd, ttl);
                     }
-                    super::send_past_pending_error(|| socket.send(payload))
+                    if flow.df != df {
+                        flow.df = df;
+                        let _ = errqueue::set_dont_fragment(fd, df);
+                    }
+                    let sent = super::send_past_pending_error(|| socket.send(payload));
+                    let too_big =
+                        matches!(&sent, Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE));
+                    (sent, too_big.then(|| errqueue::path_mtu(fd)).flatten())
                 }
-                (None, Some(l)) => match &self.entries[l] {
-                    Some(Entry::UdpListener { socket, .. }) => {
-                        socket.send_to(payload, SocketAddr::V4(remote))
+                None => match listener.map(|l| &self.entries[l]) {
+                    Some(Some(Entry::UdpListener { socket, .. })) => {
+                        (socket.send_to(payload, SocketAddr::V4(remote)), None)
                     }
-                    _ => Ok(0),
+                    _ => (Ok(0), None),
                 },
-                _ => Ok(0),
             };
             if let (Ok(k), Some(r)) = (sent, rule) {
                 self.forward_stats[r].bytes_out += k as u64;
             }
             self.lru.touch(n);
+            if let Some(mtu) = mtu {
+                self.fragmentation_needed(packet, mtu);
+            }
             return;
         }
         if !self.masquerade || self.is_gateway(*dst.ip()) {
             self.stats.no_flow += 1;
             return;
         }
-        let socket = match masquerade_socket(dst, ttl) {
+        let socket = match masquerade_socket(dst, ttl, df) {
             Ok(s) => s,
             Err(e) => return self.unreachable_for(packet, &e),
         };
         if let Err(e) = socket.send(payload) {
+            if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                if let Some(mtu) = errqueue::path_mtu(socket.as_raw_fd()) {
+                    return self.fragmentation_needed(packet, mtu);
+                }
+            }
             return self.unreachable_for(packet, &e);
         }
         self.make_room();
@@ -113,6 +134,7 @@ impl HostProxy {
             rule: None,
             last_active: now,
             ttl,
+            df,
             quote: Quote::of(packet),
         }));
         if let Some(Entry::Udp(UdpFlow {
@@ -126,10 +148,10 @@ impl HostProxy {
     }
 
     /// Queues a datagram for a container (cut into fragments on the way if it is
-    /// larger than the bridge's MTU).
-    fn udp_to_container(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
+    /// larger than the bridge's MTU), with `ttl`.
+    fn udp_to_container(&mut self, src: SocketAddrV4, dst: SocketAddrV4, ttl: u8, payload: &[u8]) {
         self.queues.emit(20 + 8 + payload.len(), |buf| {
-            wire_udp::emit_packet(src, dst, 64, payload, buf)
+            wire_udp::emit_packet(src, dst, ttl, payload, buf)
         });
     }
 
@@ -185,6 +207,7 @@ impl HostProxy {
                         rule: Some(rule),
                         last_active: now,
                         ttl: 64,
+                        df: false,
                         quote: Quote::default(),
                     }));
                     self.flows.insert((PROTO_UDP, to, source), f);
@@ -194,7 +217,7 @@ impl HostProxy {
                 }
             };
             self.forward_stats[rule].bytes_in += len as u64;
-            self.udp_to_container(source, to, &buf[..len]);
+            self.udp_to_container(source, to, 64, &buf[..len]);
         }
         true
     }
@@ -228,8 +251,8 @@ impl HostProxy {
                 }
                 continue;
             }
-            let len = match socket.recv(buf) {
-                Ok(len) => len,
+            let (len, ttl) = match errqueue::recv_with_ttl(socket.as_raw_fd(), buf) {
+                Ok(got) => got,
                 // A pending error read out above leaves its errno once more.
                 Err(e) if e.raw_os_error().is_some_and(|c| c != libc::EAGAIN) => continue,
                 Err(_) => return false,
@@ -237,7 +260,9 @@ impl HostProxy {
             flow.last_active = now;
             let (remote, container) = (flow.remote, flow.container);
             self.lru.touch(n);
-            self.udp_to_container(remote, container, &buf[..len]);
+            // The reply crossed the host (the gateway's hop), as through a kernel NAT.
+            let ttl = ttl.map_or(64, |t| t.saturating_sub(1).max(1));
+            self.udp_to_container(remote, container, ttl, &buf[..len]);
         }
         true
     }

@@ -60,13 +60,18 @@ impl IcmpRepr<'_> {
     /// Writes the IPv4 packet from `src` to `dst` (TTL 64) into `buf`; returns its
     /// length, or `None` if `buf` is too short.
     pub fn emit(&self, src: Ipv4Addr, dst: Ipv4Addr, buf: &mut [u8]) -> Option<usize> {
+        self.emit_ttl(src, dst, 64, buf)
+    }
+
+    /// [`IcmpRepr::emit`] with the TTL given (a reply that crossed routers).
+    pub fn emit_ttl(&self, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, buf: &mut [u8]) -> Option<usize> {
         let len = self.packet_len();
         let buf = buf.get_mut(..len)?;
         Ipv4Repr {
             src,
             dst,
             protocol: PROTO_ICMP,
-            ttl: 64,
+            ttl,
             ident: 0,
             dont_frag: false,
             payload_len: HEADER + self.data.len(),
