@@ -247,13 +247,42 @@ fn a_lab_name_that_is_already_running_is_refused() {
 fn show_for_a_lab_that_is_not_running_fails_clearly() {
     let out = run(&[TAPNET, "show", "ports", "--lab", &unique("none")], 10);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("cannot reach lab"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("is not running"), "{}", stderr(&out));
     let out = run(&[TAPNET, "show", "colours"], 10);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn another_users_lab_is_said_to_be_theirs() {
+    let name = unique("l");
+    let ns = unique("n");
+    let text = format!(
+        "name = \"{name}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n"
+    );
+    let _lab = RunningLab::start(&name, std::slice::from_ref(&ns), &text);
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        TAPNET,
+    ];
+    let mut named = nobody.to_vec();
+    named.extend_from_slice(&["show", "ports", "--lab", &name]);
+    let out = run(&named, 10);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("lab `{name}` belongs to another user")),
+        "{err}"
+    );
+    let mut any = nobody.to_vec();
+    any.extend_from_slice(&["show", "ports"]);
+    let err = stderr(&run(&any, 10));
+    assert!(
+        err.contains("run by another user") && err.contains(&name),
+        "{err}"
+    );
 }
 
 #[test]

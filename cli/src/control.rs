@@ -223,15 +223,25 @@ fn peer_pid(stream: &UnixStream) -> Option<i32> {
     (r == 0 && cred.pid > 0).then_some(cred.pid)
 }
 
+/// Connects to lab `lab`'s control socket, saying clearly why not.
+fn connect(lab: &str) -> Result<UnixStream> {
+    let path = socket_path(lab);
+    UnixStream::connect(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => anyhow!(
+            "lab `{lab}` belongs to another user (its control socket {} is theirs alone): run tapnet as that user, or with sudo",
+            path.display()
+        ),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow!(
+            "lab `{lab}` is not running (no live control socket {}): `tapnet up` starts it",
+            path.display()
+        ),
+        _ => anyhow!("cannot reach lab `{lab}` at {}: {e}", path.display()),
+    })
+}
+
 /// Starts a capture of `port` on a running lab: the pcap stream to read.
 pub fn capture(lab: &str, port: &str) -> Result<UnixStream> {
-    let path = socket_path(lab);
-    let stream = UnixStream::connect(&path).map_err(|e| {
-        anyhow!(
-            "cannot reach lab `{lab}` at {}: {e} (is it running? `tapnet up` starts it)",
-            path.display()
-        )
-    })?;
+    let stream = connect(lab)?;
     let mut w = &stream;
     w.write_all(format!("capture {port}\n").as_bytes())?;
     // The status line, read a byte at a time so no pcap byte is consumed with it.
@@ -261,18 +271,31 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
         return Ok(lab.to_string());
     }
     let mut live = Vec::new();
+    let mut theirs = Vec::new();
     if let Ok(dir) = std::fs::read_dir(RUN_DIR) {
         for entry in dir.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "sock") && UnixStream::connect(&path).is_ok() {
-                if let Some(stem) = path.file_stem() {
-                    live.push(stem.to_string_lossy().into_owned());
-                }
+            if path.extension().is_none_or(|e| e != "sock") {
+                continue;
+            }
+            let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            match UnixStream::connect(&path) {
+                Ok(_) => live.push(stem),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => theirs.push(stem),
+                Err(_) => {}
             }
         }
     }
     live.sort();
+    theirs.sort();
     match live.len() {
+        0 if !theirs.is_empty() => bail!(
+            "no lab of yours is running; {} {} run by another user (control sockets are theirs alone, mode 0600): run tapnet as that user, or with sudo",
+            if theirs.len() == 1 { "lab" } else { "labs" },
+            theirs.join(", ")
+        ),
         0 => bail!(
             "no lab is running (no live control socket in {RUN_DIR}); start one with `tapnet up`"
         ),
@@ -286,13 +309,7 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
 
 /// Sends one request line to a running lab and returns its JSON answer.
 pub fn request(lab: &str, line: &str) -> Result<serde_json::Value> {
-    let path = socket_path(lab);
-    let stream = UnixStream::connect(&path).map_err(|e| {
-        anyhow!(
-            "cannot reach lab `{lab}` at {}: {e} (is it running? `tapnet up` starts it)",
-            path.display()
-        )
-    })?;
+    let stream = connect(lab)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut w = &stream;
     w.write_all(line.as_bytes())?;

@@ -862,7 +862,8 @@ fn bridges<'a>(
                 );
             }
         }
-        let mtu = cx.int(&s, "mtu", 68, 65535);
+        // A TAP takes at most 65535 less its Ethernet header (tun's MAX_MTU).
+        let mtu = cx.int(&s, "mtu", 68, MAX_TAP_MTU);
         if let Some(m) = mtu {
             // Whether the underlay carries it is known only at `up`, from its MTU;
             // here only what no IPv4 underlay could carry is refused.
@@ -1642,7 +1643,8 @@ fn valid_name(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// A Linux interface name: 1..=15 bytes, no '/', ':' or whitespace, not "." or "..".
+/// A Linux interface name: 1..=15 bytes, no '/', ':', '%' (the kernel reads "eth%d" as
+/// a template and picks a name of its own) or whitespace, not "." or "..".
 fn valid_ifname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
@@ -1650,8 +1652,16 @@ fn valid_ifname(s: &str) -> bool {
         && s != ".."
         && !s
             .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+            .any(|c| c == '/' || c == ':' || c == '%' || c == '\0' || c.is_whitespace())
 }
+
+/// The largest MTU a TAP device takes: tun's MAX_MTU (65535) less the Ethernet
+/// header.
+const MAX_TAP_MTU: i64 = 65535 - 14;
+
+/// Lab files larger than this are refused unread (a lab of a thousand ports is under
+/// 200 KiB).
+pub const MAX_LAB_FILE: u64 = 4 << 20;
 
 /// A network namespace name (a file name under /run/netns).
 fn valid_netns(s: &str) -> bool {
@@ -1736,16 +1746,40 @@ fn reserved_overlap(net: u32, prefix: u8) -> Option<&'static str> {
     })
 }
 
-/// Reads and validates a lab file.
+/// Reads and validates a lab file: a regular file of at most [`MAX_LAB_FILE`] bytes
+/// (a device such as /dev/urandom, a pipe or a directory is refused unread).
 pub fn load(path: &Path) -> Result<Lab, Vec<LabError>> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file, &text),
-        Err(e) => Err(vec![LabError {
-            file,
+    let refuse = |message: String| {
+        Err(vec![LabError {
+            file: file.clone(),
             pos: Pos { line: 1, col: 1 },
-            message: format!("cannot read the lab file: {e}"),
-        }]),
+            message,
+        }])
+    };
+    match std::fs::metadata(path) {
+        Err(e) => return refuse(format!("cannot read the lab file: {e}")),
+        Ok(m) if !m.is_file() => {
+            return refuse("not a regular file: a lab file is a TOML text file".to_string())
+        }
+        Ok(m) if m.len() > MAX_LAB_FILE => {
+            return refuse(format!(
+                "{} bytes: larger than a lab file may be ({} MiB)",
+                m.len(),
+                MAX_LAB_FILE >> 20
+            ))
+        }
+        Ok(_) => {}
+    }
+    use std::io::Read;
+    let mut text = String::new();
+    // Bounded even if the file grows between the check and the read.
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(MAX_LAB_FILE + 1).read_to_string(&mut text));
+    match read {
+        Ok(n) if n as u64 > MAX_LAB_FILE => refuse("larger than a lab file may be".into()),
+        Ok(_) => parse(&file, &text),
+        Err(e) => refuse(format!("cannot read the lab file: {e}")),
     }
 }
 
@@ -2342,6 +2376,46 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
     }
 
     #[test]
+    fn devices_and_huge_files_are_refused_unread() {
+        let e = load(Path::new("/dev/urandom")).unwrap_err();
+        assert!(e[0].message.contains("not a regular file"), "{e:?}");
+        let e = load(Path::new("/")).unwrap_err();
+        assert!(e[0].message.contains("not a regular file"), "{e:?}");
+        let big = std::env::temp_dir().join(format!("tapnet-big-{}.toml", std::process::id()));
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_LAB_FILE + 1).unwrap();
+        let e = load(&big).unwrap_err();
+        let _ = std::fs::remove_file(&big);
+        assert!(
+            e[0].message.contains("larger than a lab file may be"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn names_the_kernel_would_rewrite_and_mtus_a_tap_refuses_are_errors() {
+        err1(
+            &with_head("[[port]]\nname = \"p\"\nbridge = \"br0\"\nifname = \"eth%d\"\n"),
+            8,
+            10,
+            "not a valid interface name",
+        );
+        err1(
+            &with_head("[[port]]\nname = \"p\"\nbridge = \"br0\"\nmirror = \"m%d\"\n"),
+            8,
+            10,
+            "not a valid interface name",
+        );
+        err1(
+            "name = \"x\"\n[[bridge]]\nname = \"b\"\nmtu = 65535\n",
+            4,
+            7,
+            "`mtu` must be between 68 and 65521",
+        );
+        assert!(parse("t", "name = \"x\"\n[[bridge]]\nname = \"b\"\nmtu = 65521\n").is_ok());
+    }
+
+    #[test]
     fn missing_keys_at_headers() {
         assert_eq!(
             errs(""),
@@ -2436,7 +2510,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             e,
             vec![
                 "2:1: unknown key `foo` at the top level (expected one of `name`, `bridge`, `port`, `forward`, `service`, `nat`, `vxlan`)",
-                "5:7: `mtu` must be between 68 and 65535, not 10",
+                "5:7: `mtu` must be between 68 and 65521, not 10",
                 "8:10: port `p` names bridge `nope`, which no [[bridge]] defines",
             ]
         );
@@ -2669,13 +2743,13 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
             &with_head("mtu = 67\n"),
             5,
             7,
-            "`mtu` must be between 68 and 65535, not 67",
+            "`mtu` must be between 68 and 65521, not 67",
         );
         err1(
             &with_head("mtu = 65536\n"),
             5,
             7,
-            "`mtu` must be between 68 and 65535, not 65536",
+            "`mtu` must be between 68 and 65521, not 65536",
         );
         err1(
             &with_head("fdb_max = 0\n"),
@@ -3341,7 +3415,7 @@ peers = ["192.0.2.2:4789"]        # remote tunnel endpoints
         let text = "name = \"x\"\r\n[[bridge]]\r\nname = \"b\"\r\nmtu = 1\r\n";
         assert_eq!(
             errs(text),
-            vec!["4:7: `mtu` must be between 68 and 65535, not 1"]
+            vec!["4:7: `mtu` must be between 68 and 65521, not 1"]
         );
     }
 

@@ -134,6 +134,9 @@ pub enum RouterDrop {
     NoBuffer,
     /// Larger than the outgoing bridge's MTU (fragmentation-needed went back if DF).
     TooBig,
+    /// IPv6, which this router does not route yet (the containers' own neighbour
+    /// discovery and multicast listener reports, mostly).
+    Ipv6NotRouted,
     /// A source no container may use here: loopback, 0/8, link-local, the subnet's
     /// broadcast, the router's own addresses, or one that is not on the ingress
     /// bridge's subnet (reverse-path check).
@@ -144,7 +147,7 @@ pub enum RouterDrop {
 }
 
 impl RouterDrop {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [RouterDrop; Self::COUNT] = [
         RouterDrop::Truncated,
         RouterDrop::BadIpHeader,
@@ -162,6 +165,7 @@ impl RouterDrop {
         RouterDrop::TooBig,
         RouterDrop::NeighborTableBusy,
         RouterDrop::MartianSource,
+        RouterDrop::Ipv6NotRouted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -182,6 +186,7 @@ impl RouterDrop {
             RouterDrop::TooBig => "too_big",
             RouterDrop::NeighborTableBusy => "neighbor_table_busy",
             RouterDrop::MartianSource => "martian_source",
+            RouterDrop::Ipv6NotRouted => "ipv6_not_routed",
         }
     }
 }
@@ -282,6 +287,7 @@ impl TokenBucket {
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const DEFAULT_TTL: u8 = 64;
 
@@ -462,6 +468,8 @@ impl Router {
                 // Multicast and broadcast that is not ARP (IPv6 neighbour discovery, mDNS):
                 // a router does not forward it.
                 ETHERTYPE_IPV4 => return self.drop(RouterDrop::NotRoutable),
+                // The containers' own IPv6 chatter (neighbour discovery, MLD).
+                ETHERTYPE_IPV6 => return self.drop(RouterDrop::Ipv6NotRouted),
                 _ => return self.drop(RouterDrop::UnsupportedEthertype),
             }
         };
