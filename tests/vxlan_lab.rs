@@ -466,3 +466,65 @@ fn three_hosts_flood_to_both_peers_learn_per_peer_and_follow_a_moved_mac() {
         .to_string()
         .contains(moving));
 }
+
+#[test]
+fn a_forged_datagram_from_the_underlay_cannot_take_a_local_containers_mac() {
+    let (ha, hb) = two_hosts();
+    let (ca, cb) = (unique("n"), unique("n"));
+    let (la, lb) = (unique("l"), unique("l"));
+    let a = RunningLab::start_in(
+        Some(&ha.name),
+        &la,
+        std::slice::from_ref(&ca),
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2"),
+    );
+    let _b = RunningLab::start_in(
+        Some(&hb.name),
+        &lb,
+        std::slice::from_ref(&cb),
+        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3"),
+    );
+    assert!(ping(&ca, "10.62.0.3", 2));
+    // Something on the underlay (here host b's namespace itself, from the peer's
+    // address) sends VXLAN frames whose inner source is a's own container's MAC.
+    let victim = a.port("c")["mac"].as_str().unwrap().to_string();
+    const FORGE: &str = r#"
+import socket, sys
+mac = bytes(int(x, 16) for x in sys.argv[1].split(":"))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.60.0.2", 0))
+vxlan = bytes([0x08, 0, 0, 0, 0, 0, 42, 0])
+for _ in range(50):
+    s.sendto(vxlan + b"\xff" * 6 + mac + b"\x88\xb5" + b"forged" * 8, ("10.60.0.1", 4789))
+"#;
+    let out = ns_run(&hb.name, &["python3", "-c", FORGE, &victim], 10);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The container's MAC stays on its own port (a static entry): nothing of a's
+    // traffic is redirected to the forger, and the conflict is counted.
+    let fdb = a.show("fdb");
+    let entry = fdb["fdb"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == victim.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["port"], "c", "{fdb}");
+    let drops = a.show("drops");
+    let vx = drops["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "vxlan:ov")
+        .unwrap()
+        .clone();
+    assert!(
+        vx["drops"]["static_mac_conflict"].as_u64().unwrap() >= 50,
+        "{drops}"
+    );
+    assert!(ping(&cb, "10.62.0.2", 3), "b still reaches a's container");
+}

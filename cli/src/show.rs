@@ -96,7 +96,8 @@ fn fdb(dp: &Datapath, lab: &str, now: Instant) -> Value {
                 "bridge": bridge.name(),
                 "mac": mac.to_string(),
                 "port": names[e.port.0],
-                "age_s": now.saturating_duration_since(e.last_seen).as_secs(),
+                "static": e.fixed,
+                "age_s": if e.fixed { json!(null) } else { json!(now.saturating_duration_since(e.last_seen).as_secs()) },
             }));
         }
     }
@@ -444,12 +445,12 @@ pub fn render(what: &str, v: &Value) -> String {
                     .to_vec(),
             );
             for e in list("fdb") {
-                rows.push(vec![
-                    s(&e["bridge"]),
-                    s(&e["mac"]),
-                    s(&e["port"]),
-                    s(&e["age_s"]),
-                ]);
+                let age = if e["static"] == true {
+                    "static".to_string()
+                } else {
+                    s(&e["age_s"])
+                };
+                rows.push(vec![s(&e["bridge"]), s(&e["mac"]), s(&e["port"]), age]);
             }
         }
         "routes" => {
