@@ -345,6 +345,7 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
             "malformed": st.malformed,
             "flows_expired": st.flows_expired,
             "tcp_reset": st.tcp_reset,
+            "syn_limited": st.syn_limited,
             "icmp_errors": st.icmp_errors,
             "accept_errors": st.accept_errors,
         });

@@ -31,6 +31,8 @@ const POOL_BUFFERS: usize = 256;
 pub const TXQUEUELEN: u32 = 1000;
 
 const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
+/// How often freed heap memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
 
 /// A failure that is the host's fault, not the lab file's: exit status 2 (but for a
@@ -380,6 +382,13 @@ fn add_router(
         ..RouterConfig::default()
     };
     let mut router = Router::new(ifaces, lab_services(lab), config);
+    // Guarded ports can send from no other address and MAC than their own: the
+    // router knows them without asking, and no ARP can change that.
+    for port in lab.ports.iter().filter(|p| p.spoof_check) {
+        if let Some((ip, _)) = port.ip {
+            router.add_static_neighbor(ip, Mac(port.mac), Instant::now());
+        }
+    }
     for (i, &bridge) in legs.iter().enumerate() {
         if let Some((_, _, mtu)) = bridges.iter().find(|(_, id, _)| *id == bridge) {
             router.set_mtu(i, *mtu);
@@ -661,8 +670,16 @@ fn serve(
     let _ = writeln!(stdout, "ready: lab {}, {} ports", lab.name, dp.up_ports());
     let _ = stdout.flush();
 
+    let mut next_trim = Instant::now() + TRIM_EVERY;
     loop {
         let fired = dp.poll_once(None)?;
+        if Instant::now() >= next_trim {
+            // What a flood of connections allocated and freed goes back to the
+            // system, not only to the allocator's free lists.
+            // SAFETY: malloc_trim only returns free heap memory to the system.
+            unsafe { libc::malloc_trim(0) };
+            next_trim = Instant::now() + TRIM_EVERY;
+        }
         let (signalled, control) = fired.iter().fold((false, false), |(s, c), t| {
             (s || *t == SIGNAL_TOKEN, c || *t == CONTROL_TOKEN)
         });

@@ -123,15 +123,17 @@ impl RouterHandler {
         } = self;
         let (mut dropped, mut full) = (0, 0);
         proxy.drain_output(|packet, gso| {
+            // No free buffer: the packet waits in the proxy for the next turn, when the
+            // frames in flight have been written out.
             let Some(buf) = out.alloc() else {
-                dropped += 1;
-                return;
+                return false;
             };
             let len = VNET_HDR_LEN + ETH_HDR_LEN + packet.len();
             let room = out.room(buf);
             if room.len() < len {
                 out.release(buf);
-                return;
+                dropped += 1;
+                return true;
             }
             room[..VNET_HDR_LEN + ETH_HDR_LEN].fill(0);
             room[VNET_HDR_LEN + ETH_HDR_LEN..len].copy_from_slice(packet);
@@ -174,6 +176,7 @@ impl RouterHandler {
                 }
                 _ => out.release(buf),
             }
+            true
         });
         for _ in 0..dropped {
             router.no_buffer();

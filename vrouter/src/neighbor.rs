@@ -35,6 +35,9 @@ pub enum State {
     Stale,
     /// Did not answer: packets for it get host-unreachable until `until`.
     Failed { until: Instant },
+    /// Known from the lab itself (a guarded port's own address and MAC): never asked
+    /// for, aged, evicted or changed by ARP (`ip neigh ... nud permanent`).
+    Permanent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +134,31 @@ impl NeighborTable {
     }
 
     fn usable(&self, n: &Neighbor, now: Instant) -> bool {
-        matches!(n.state, State::Reachable | State::Stale)
-            && now.saturating_duration_since(n.updated) < self.aging
+        n.state == State::Permanent
+            || matches!(n.state, State::Reachable | State::Stale)
+                && now.saturating_duration_since(n.updated) < self.aging
+    }
+
+    /// Makes `ip` on leg `iface` a PERMANENT entry at `mac` (not counted against the
+    /// leg's limit).
+    pub fn add_permanent(&mut self, iface: usize, ip: Ipv4Addr, mac: Mac, now: Instant) {
+        if let Some(leg) = self.legs.get_mut(iface) {
+            if let Some(Neighbor {
+                state: State::Incomplete { .. },
+                ..
+            }) = leg.map.get(&ip)
+            {
+                leg.incomplete -= 1;
+            }
+            leg.map.insert(
+                ip,
+                Neighbor {
+                    mac,
+                    state: State::Permanent,
+                    updated: now,
+                },
+            );
+        }
     }
 
     /// The MAC of `ip` on leg `iface`, if known and not aged out.
@@ -215,6 +241,9 @@ impl NeighborTable {
         let Some(n) = leg.map.get_mut(&ip) else {
             return false;
         };
+        if n.state == State::Permanent {
+            return false;
+        }
         let waited = matches!(n.state, State::Incomplete { .. } | State::Failed { .. });
         if !waited {
             // Unasked: no more than any other ARP not aimed at the router.
@@ -244,6 +273,9 @@ impl NeighborTable {
             return false;
         };
         if let Some(n) = leg.map.get_mut(&ip) {
+            if n.state == State::Permanent {
+                return false;
+            }
             if matches!(n.state, State::Incomplete { .. }) {
                 leg.incomplete -= 1;
             }
@@ -347,6 +379,7 @@ impl NeighborTable {
                 }
                 State::Incomplete { .. } => true,
                 State::Failed { until } => now < until,
+                State::Permanent => true,
                 _ => now.saturating_duration_since(n.updated) < aging,
             });
             leg.incomplete -= gone_incomplete;
@@ -464,6 +497,19 @@ mod tests {
             .count();
         assert_eq!(asks, INCOMPLETE_MAX);
         assert_eq!(t.stats().busy, 100_000 - INCOMPLETE_MAX as u64);
+    }
+
+    #[test]
+    fn permanent_entries_stay_whatever_arp_says() {
+        let t0 = Instant::now();
+        let mut t = NeighborTable::new(1, 16, Duration::from_secs(10));
+        t.add_permanent(0, ip(2), M, t0);
+        assert_eq!(t.resolve(0, ip(2), t0), Resolution::Known(M));
+        t.learn_request(0, ip(2), N, t0);
+        t.refresh(0, ip(2), N, t0);
+        t.confirm(0, ip(2), N, t0);
+        t.tick(t0 + Duration::from_secs(100), |_, _| {});
+        assert_eq!(t.lookup(0, ip(2), t0 + Duration::from_secs(100)), Some(M));
     }
 
     #[test]

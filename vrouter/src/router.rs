@@ -368,6 +368,19 @@ impl Router {
         }
     }
 
+    /// Tells the router where a port of the lab is: `ip` at `mac`, for good (a
+    /// PERMANENT neighbour on the leg whose subnet holds `ip`; no ARP for it, and none
+    /// can change it). False if no leg's subnet holds it.
+    pub fn add_static_neighbor(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> bool {
+        match self.ifaces.iter().position(|i| i.on_link(ip)) {
+            Some(leg) => {
+                self.neighbors.add_permanent(leg, ip, mac, now);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The MTU of leg `iface`'s bridge.
     pub fn mtu(&self, iface: usize) -> u32 {
         self.mtus.get(iface).copied().unwrap_or(65535)

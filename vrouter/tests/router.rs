@@ -315,9 +315,14 @@ fn bad_headers_are_dropped_by_reason() {
     let mut other = ipv4(B, A, A_IP, B_IP, 64, 17, &[0; 8]);
     assert_eq!(r.handle(0, &mut other, now), Action::Done);
     assert_eq!(r.stats().dropped(RouterDrop::NotForRouter), 1);
+    // IPv6 is named for what it is until the router routes it.
     let mut v6 = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 8]);
     v6[22..24].copy_from_slice(&0x86ddu16.to_be_bytes());
     assert_eq!(r.handle(0, &mut v6, now), Action::Done);
+    assert_eq!(r.stats().dropped(RouterDrop::Ipv6NotRouted), 1);
+    let mut other = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 8]);
+    other[22..24].copy_from_slice(&0x88b5u16.to_be_bytes());
+    assert_eq!(r.handle(0, &mut other, now), Action::Done);
     assert_eq!(r.stats().dropped(RouterDrop::UnsupportedEthertype), 1);
 }
 

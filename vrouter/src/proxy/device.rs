@@ -18,6 +18,9 @@ pub(super) struct Queues {
     /// from `drain`.
     spare_rx: Vec<Vec<u8>>,
     spare_tx: Vec<Vec<u8>>,
+    /// A packet (merged already, with its segment size) the router had no room for:
+    /// it goes first next time.
+    waiting: Option<(Vec<u8>, Option<u16>)>,
 }
 
 impl Queues {
@@ -51,14 +54,30 @@ impl Queues {
         }
     }
 
-    /// Hands every packet for the containers to `f`. Runs of TCP segments of one
+    /// Whether packets wait for the containers.
+    pub fn has_output(&self) -> bool {
+        self.waiting.is_some() || !self.tx.is_empty()
+    }
+
+    /// Hands packets for the containers to `f`, until it returns false (no room: that
+    /// packet waits, first, for the next call). Runs of TCP segments of one
     /// connection are merged into super-frames first (with `Some(segment size)`), to
     /// be handed to the container's TAP as one GSO frame instead of one write per
     /// 1448 bytes; everything else comes with `None`.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8], Option<u16>)) {
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8], Option<u16>) -> bool) {
+        if let Some((packet, mss)) = self.waiting.take() {
+            if !f(&packet, mss) {
+                self.waiting = Some((packet, mss));
+                return;
+            }
+            self.recycle_tx(packet);
+        }
         while let Some(mut first) = self.tx.pop_front() {
             let Some(mut run) = TcpRun::start(&first) else {
-                f(&first, None);
+                if !f(&first, None) {
+                    self.waiting = Some((first, None));
+                    return;
+                }
                 self.recycle_tx(first);
                 continue;
             };
@@ -73,7 +92,10 @@ impl Queues {
                 }
             }
             let mss = run.finish(&mut first);
-            f(&first, mss);
+            if !f(&first, mss) {
+                self.waiting = Some((first, mss));
+                return;
+            }
             self.recycle_tx(first);
         }
     }

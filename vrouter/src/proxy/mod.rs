@@ -262,7 +262,7 @@ impl HostProxy {
         for (i, rule) in proxy.rules.clone().iter().enumerate() {
             let entry = match rule.proto {
                 PROTO_TCP => Entry::TcpListener {
-                    socket: TcpListener::bind(SocketAddr::V4(rule.listen))?,
+                    socket: listen_tcp(rule.listen)?,
                     rule: i,
                 },
                 _ => Entry::UdpListener {
@@ -586,14 +586,16 @@ impl HostProxy {
 
     /// Packets for the containers, for the router to send on; runs of TCP segments of
     /// one connection merged into super-frames (with `Some(segment size)`).
-    pub fn drain_output(&mut self, f: impl FnMut(&[u8], Option<u16>)) {
+    /// `f` returns false when it has no room: the rest waits for the next call (the
+    /// proxy asks for one at once: [`HostProxy::next_timeout`]).
+    pub fn drain_output(&mut self, f: impl FnMut(&[u8], Option<u16>) -> bool) {
         self.queues.drain(f);
     }
 
     /// When a connection next needs serving (smoltcp's retransmissions, delayed ACKs,
     /// keep-alives), or now if some wait to be.
     pub fn next_timeout(&mut self, now: Instant) -> Option<Instant> {
-        if !self.dirty.is_empty() {
+        if !self.dirty.is_empty() || self.queues.has_output() {
             return Some(now);
         }
         let Reverse((at, _, _)) = self.timers.peek()?;
@@ -630,6 +632,25 @@ impl HostProxy {
         }
         self.expire_pending(now);
     }
+}
+
+/// Connections a forward's listener queues before tapnet accepts them: the kernel's
+/// own ceiling (`net.core.somaxconn` defaults to 4096), so a burst of clients is not
+/// dropped at the door to retry a second later.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A forward's TCP listener on `addr`.
+fn listen_tcp(addr: SocketAddrV4) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::V4(addr).into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(s.into()))
 }
 
 /// Sends with `send`, once more if the first attempt only returned an error the
@@ -710,7 +731,10 @@ mod tests {
         let mut proxy = proxy(false, 16);
         proxy.queues.tx.extend(packets.iter().cloned());
         let mut out = Vec::new();
-        proxy.drain_output(|p, gso| out.push((p.to_vec(), gso)));
+        proxy.drain_output(|p, gso| {
+            out.push((p.to_vec(), gso));
+            true
+        });
         out
     }
 
