@@ -59,6 +59,8 @@ pub(super) struct TcpConn {
     pub dirty: bool,
     /// The wakeup armed for it in the proxy's timer heap (smoltcp time).
     pub timer: Option<smoltcp::time::Instant>,
+    /// Added to its TCP timestamps (see [`tsval`]).
+    pub ts_offset: u32,
 }
 
 impl TcpConn {
@@ -86,32 +88,37 @@ impl TcpConn {
             container_eof: false,
             dirty: false,
             timer: None,
+            ts_offset: id as u32,
         }
     }
 }
 
-/// TCP timestamps (RFC 7323) from the wall clock in milliseconds, the same for every
-/// connection, increasing across tapnet's restarts, and never the same twice: a
-/// container whose socket for a client's address and port is still in TIME_WAIT takes
-/// a new SYN only with a newer timestamp than the last it saw (Linux's
-/// `tcp_timewait_state_process`), else it answers with an ACK that costs the client a
-/// second; a client reconnecting within the same millisecond must get a newer one too.
+thread_local! {
+    /// The timestamp offset of the connection smoltcp is working on (see [`tsval`]):
+    /// set around every call into its socket set.
+    static TS_OFFSET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// TCP timestamps (RFC 7323): the wall clock in milliseconds, plus an offset of the
+/// connection's own that grows by one with each new connection. Within a connection
+/// they rise with the clock and stay equal within a millisecond (so runs of segments
+/// still merge into super-frames: GRO wants equal options). Across connections a
+/// newer one's are always newer, even reconnecting within the same millisecond: a
+/// container whose socket for a client's address and port
+/// is still in TIME_WAIT takes the new SYN only with a newer timestamp than it last
+/// saw (Linux's `tcp_timewait_state_process`); else it answers with an ACK that costs
+/// the client a second.
 fn tsval() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static LAST: AtomicU32 = AtomicU32::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u32);
-    let step = |last: u32| {
-        Some(if now.wrapping_sub(last) as i32 > 0 {
-            now
-        } else {
-            last.wrapping_add(1)
-        })
-    };
-    match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, step) {
-        Ok(last) | Err(last) => step(last).unwrap_or(now),
-    }
+    now.wrapping_add(TS_OFFSET.with(|o| o.get()))
+}
+
+/// Runs `f` with connection timestamps offset by `offset` (see [`tsval`]).
+fn with_ts<R>(offset: u32, f: impl FnOnce() -> R) -> R {
+    TS_OFFSET.with(|o| o.set(offset));
+    f()
 }
 
 /// A smoltcp socket for one spliced connection.
@@ -182,13 +189,14 @@ impl HostProxy {
     fn ingress(&mut self, n: Option<usize>, packet: &[u8], now: Instant) {
         let ts = self.smol_now(now);
         self.queues.push_rx(packet);
-        let set = match n.and_then(|n| self.entries.get_mut(n)) {
-            Some(Some(Entry::Tcp(c))) => &mut c.set,
-            _ => &mut self.no_socket,
+        let (set, offset) = match n.and_then(|n| self.entries.get_mut(n)) {
+            Some(Some(Entry::Tcp(c))) => (&mut c.set, c.ts_offset),
+            _ => (&mut self.no_socket, 0),
         };
-        while self.iface.poll_ingress_single(ts, &mut self.queues, set)
-            != PollIngressSingleResult::None
-        {}
+        let (iface, queues) = (&mut self.iface, &mut self.queues);
+        with_ts(offset, || {
+            while iface.poll_ingress_single(ts, queues, set) != PollIngressSingleResult::None {}
+        });
         if n.is_none() {
             while self
                 .iface
@@ -468,12 +476,12 @@ impl HostProxy {
             let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
                 return;
             };
-            while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {}
+            egress(&mut self.iface, &mut self.queues, c, ts);
         }
         let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
             return;
         };
-        while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {}
+        egress(&mut self.iface, &mut self.queues, c, ts);
         // An earlier wakeup already armed stays (it fires, finds less to do, re-arms):
         // the heap holds about one entry per connection.
         if let Some(at) = self.iface.poll_at(ts, &c.set) {
@@ -672,6 +680,18 @@ impl HostProxy {
             self.forward_stats[r].active = self.forward_stats[r].active.saturating_sub(1);
         }
     }
+}
+
+/// Sends what connection `c`'s socket has for its container.
+fn egress(
+    iface: &mut smoltcp::iface::Interface,
+    queues: &mut super::device::Queues,
+    c: &mut TcpConn,
+    ts: smoltcp::time::Instant,
+) {
+    with_ts(c.ts_offset, || {
+        while iface.poll_egress(ts, queues, &mut c.set) != PollResult::None {}
+    });
 }
 
 /// A non-blocking connect to `dst` whose packets leave with `ttl`, with ICMP errors
