@@ -362,7 +362,7 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
         let Some(r) = router else { break };
         let Some(leg) = r.leg_of(next) else { break };
         let before = addrs_of(&frame);
-        let (action, reason) = r.router().trace(leg, &mut frame, now);
+        let action = r.router().trace(leg, &mut frame, now);
         let after = addrs_of(&frame);
         let rewrite = if before == after {
             String::new()
@@ -401,10 +401,11 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
                 return json!({"steps": steps, "egress": "host"});
             }
             Action::Done => {
-                let why = reason.map_or("answered by the router itself".to_string(), |r| {
-                    format!("dropped ({})", r.name())
-                });
-                steps.push(format!("router: {why}{rewrite}"));
+                steps.push(format!("router: answered by the router itself{rewrite}"));
+                return json!({"steps": steps, "egress": null});
+            }
+            Action::Drop(reason) => {
+                steps.push(format!("router: dropped ({}){rewrite}", reason.name()));
                 return json!({"steps": steps, "egress": null});
             }
         }

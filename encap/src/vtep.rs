@@ -39,58 +39,29 @@ pub struct VtepConfig {
     pub remote_aging: Duration,
 }
 
-/// Why a frame or datagram went no further.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum VtepDrop {
-    /// A datagram from an address that is not a peer.
-    NotPeer,
-    /// Shorter than a VXLAN header and an inner Ethernet header.
-    Truncated,
-    /// Flags other than 0x08.
-    BadFlags,
-    /// A VNI no bridge here has.
-    UnknownVni,
-    /// An inner frame larger than the bridge's MTU allows (it would need fragments).
-    /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
-    /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
-    Oversize,
-    /// A super-frame this software cannot cut (TCP over IPv6, UDP).
-    UnsupportedGso,
-    /// Headers that do not match what the virtio-net header says.
-    Malformed,
-    /// No free buffer for an arriving datagram.
-    NoBuffer,
-    /// The underlay socket refused to send.
-    SendError,
-}
-
-impl VtepDrop {
-    pub const COUNT: usize = 9;
-    pub const ALL: [VtepDrop; Self::COUNT] = [
-        VtepDrop::NotPeer,
-        VtepDrop::Truncated,
-        VtepDrop::BadFlags,
-        VtepDrop::UnknownVni,
-        VtepDrop::Oversize,
-        VtepDrop::UnsupportedGso,
-        VtepDrop::Malformed,
-        VtepDrop::NoBuffer,
-        VtepDrop::SendError,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            VtepDrop::NotPeer => "not_peer",
-            VtepDrop::Truncated => "truncated",
-            VtepDrop::BadFlags => "bad_flags",
-            VtepDrop::UnknownVni => "unknown_vni",
-            VtepDrop::Oversize => "oversize",
-            VtepDrop::UnsupportedGso => "unsupported_gso",
-            VtepDrop::Malformed => "malformed",
-            VtepDrop::NoBuffer => "no_buffer",
-            VtepDrop::SendError => "send_error",
-        }
+vswitch::drop_reasons! {
+    /// Why a frame or datagram went no further.
+    pub enum VtepDrop {
+        /// A datagram from an address that is not a peer.
+        NotPeer => "not_peer",
+        /// Shorter than a VXLAN header and an inner Ethernet header.
+        Truncated => "truncated",
+        /// Flags other than 0x08.
+        BadFlags => "bad_flags",
+        /// A VNI no bridge here has.
+        UnknownVni => "unknown_vni",
+        /// An inner frame larger than the bridge's MTU allows (it would need fragments).
+        /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
+        /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
+        Oversize => "oversize",
+        /// A super-frame this software cannot cut (TCP over IPv6, UDP).
+        UnsupportedGso => "unsupported_gso",
+        /// Headers that do not match what the virtio-net header says.
+        Malformed => "malformed",
+        /// No free buffer for an arriving datagram.
+        NoBuffer => "no_buffer",
+        /// The underlay socket refused to send.
+        SendError => "send_error",
     }
 }
 

@@ -313,7 +313,7 @@ impl Handler for RouterHandler {
                 }
                 Verdict::Release
             }
-            Action::Done => Verdict::Release,
+            Action::Done | Action::Drop(_) => Verdict::Release,
         }
     }
 

@@ -98,96 +98,53 @@ pub enum Action {
     /// For an address outside every subnet, with the host proxy on (masquerade, or the
     /// return half of a port forward): hand the IP packet to the proxy.
     ToHost,
-    /// Nothing more to do: answered, consumed, or dropped (counted under its reason).
+    /// Nothing more to do: answered or consumed.
     Done,
+    /// Dropped, for this reason ([`Router::handle`] counts it).
+    Drop(RouterDrop),
 }
 
-/// Why the router did not forward a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum RouterDrop {
-    /// Too short for the headers it claims.
-    Truncated,
-    /// An IPv4 header that does not parse (version, lengths).
-    BadIpHeader,
-    BadIpChecksum,
-    /// TTL ran out here (an ICMP time-exceeded went back).
-    TtlExceeded,
-    /// No route to the destination (an ICMP network-unreachable went back).
-    NoRoute,
-    /// The next hop never answered ARP (an ICMP host-unreachable went back).
-    NeighborUnresolved,
-    /// Too many frames already waiting for ARP answers.
-    HoldQueueFull,
-    /// Neither ARP nor IPv4 (IPv6 comes later).
-    UnsupportedEthertype,
-    /// A unicast frame for another MAC that flooded onto the router's port.
-    NotForRouter,
-    /// Addressed to the router but not something it serves (only ping is).
-    ToRouterUnsupported,
-    /// Sent to a subnet's broadcast or network address, or from a multicast,
-    /// broadcast or unspecified source: not routed.
-    NotRoutable,
-    /// No free port to translate a hairpin service connection's source to.
-    NatPortsExhausted,
-    /// No free buffer for a frame the router or its proxy made.
-    NoBuffer,
-    /// Larger than the outgoing bridge's MTU (fragmentation-needed went back if DF).
-    TooBig,
-    /// IPv6, which this router does not route yet (the containers' own neighbour
-    /// discovery and multicast listener reports, mostly).
-    Ipv6NotRouted,
-    /// A source no container may use here: loopback, 0/8, link-local, the subnet's
-    /// broadcast, the router's own addresses, or one that is not on the ingress
-    /// bridge's subnet (reverse-path check).
-    MartianSource,
-    /// For a next hop not yet known while its leg already asks ARP for
-    /// [`crate::neighbor::INCOMPLETE_MAX`] others (dropped without another request).
-    NeighborTableBusy,
-}
-
-impl RouterDrop {
-    pub const COUNT: usize = 17;
-    pub const ALL: [RouterDrop; Self::COUNT] = [
-        RouterDrop::Truncated,
-        RouterDrop::BadIpHeader,
-        RouterDrop::BadIpChecksum,
-        RouterDrop::TtlExceeded,
-        RouterDrop::NoRoute,
-        RouterDrop::NeighborUnresolved,
-        RouterDrop::HoldQueueFull,
-        RouterDrop::UnsupportedEthertype,
-        RouterDrop::NotForRouter,
-        RouterDrop::ToRouterUnsupported,
-        RouterDrop::NotRoutable,
-        RouterDrop::NatPortsExhausted,
-        RouterDrop::NoBuffer,
-        RouterDrop::TooBig,
-        RouterDrop::NeighborTableBusy,
-        RouterDrop::MartianSource,
-        RouterDrop::Ipv6NotRouted,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RouterDrop::Truncated => "truncated",
-            RouterDrop::BadIpHeader => "bad_ip_header",
-            RouterDrop::BadIpChecksum => "bad_ip_checksum",
-            RouterDrop::TtlExceeded => "ttl_exceeded",
-            RouterDrop::NoRoute => "no_route",
-            RouterDrop::NeighborUnresolved => "neighbor_unresolved",
-            RouterDrop::HoldQueueFull => "hold_queue_full",
-            RouterDrop::UnsupportedEthertype => "unsupported_ethertype",
-            RouterDrop::NotForRouter => "not_for_router",
-            RouterDrop::ToRouterUnsupported => "to_router_unsupported",
-            RouterDrop::NotRoutable => "not_routable",
-            RouterDrop::NatPortsExhausted => "nat_ports_exhausted",
-            RouterDrop::NoBuffer => "no_buffer",
-            RouterDrop::TooBig => "too_big",
-            RouterDrop::NeighborTableBusy => "neighbor_table_busy",
-            RouterDrop::MartianSource => "martian_source",
-            RouterDrop::Ipv6NotRouted => "ipv6_not_routed",
-        }
+vswitch::drop_reasons! {
+    /// Why the router did not forward a frame.
+    pub enum RouterDrop {
+        /// Too short for the headers it claims.
+        Truncated => "truncated",
+        /// An IPv4 header that does not parse (version, lengths).
+        BadIpHeader => "bad_ip_header",
+        BadIpChecksum => "bad_ip_checksum",
+        /// TTL ran out here (an ICMP time-exceeded went back).
+        TtlExceeded => "ttl_exceeded",
+        /// No route to the destination (an ICMP network-unreachable went back).
+        NoRoute => "no_route",
+        /// The next hop never answered ARP (an ICMP host-unreachable went back).
+        NeighborUnresolved => "neighbor_unresolved",
+        /// Too many frames already waiting for ARP answers.
+        HoldQueueFull => "hold_queue_full",
+        /// Neither ARP nor IPv4 (IPv6 comes later).
+        UnsupportedEthertype => "unsupported_ethertype",
+        /// A unicast frame for another MAC that flooded onto the router's port.
+        NotForRouter => "not_for_router",
+        /// Addressed to the router but not something it serves (only ping is).
+        ToRouterUnsupported => "to_router_unsupported",
+        /// Sent to a subnet's broadcast or network address, or from a multicast,
+        /// broadcast or unspecified source: not routed.
+        NotRoutable => "not_routable",
+        /// No free port to translate a hairpin service connection's source to.
+        NatPortsExhausted => "nat_ports_exhausted",
+        /// No free buffer for a frame the router or its proxy made.
+        NoBuffer => "no_buffer",
+        /// Larger than the outgoing bridge's MTU (fragmentation-needed went back if DF).
+        TooBig => "too_big",
+        /// IPv6, which this router does not route yet (the containers' own neighbour
+        /// discovery and multicast listener reports, mostly).
+        Ipv6NotRouted => "ipv6_not_routed",
+        /// A source no container may use here: loopback, 0/8, link-local, the subnet's
+        /// broadcast, the router's own addresses, or one that is not on the ingress
+        /// bridge's subnet (reverse-path check).
+        MartianSource => "martian_source",
+        /// For a next hop not yet known while its leg already asks ARP for
+        /// [`crate::neighbor::INCOMPLETE_MAX`] others (dropped without another request).
+        NeighborTableBusy => "neighbor_table_busy",
     }
 }
 
@@ -455,9 +412,18 @@ impl Router {
         std::mem::take(&mut self.learned)
     }
 
+    /// A drop, as a value: the caller of [`Router::decide`] counts it (or, tracing,
+    /// only shows it).
     fn drop(&mut self, reason: RouterDrop) -> Action {
-        self.stats.drops[reason as usize] += 1;
-        Action::Done
+        Action::Drop(reason)
+    }
+
+    /// Counts what an action dropped.
+    fn counted(&mut self, action: Action) -> Action {
+        if let Action::Drop(reason) = action {
+            self.stats.drops[reason as usize] += 1;
+        }
+        action
     }
 
     /// The gateways' addresses and the services' VIPs: the router answers for them.
@@ -465,8 +431,16 @@ impl Router {
         self.ifaces.iter().any(|i| i.ip == ip) || self.services.iter().any(|s| *s.vip.ip() == ip)
     }
 
-    /// Decides over `frame`, which arrived on interface `iface` at `now`.
+    /// Decides over `frame`, which arrived on interface `iface` at `now`, and counts a
+    /// drop under its reason.
     pub fn handle(&mut self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
+        let action = self.decide(iface, frame, now);
+        self.counted(action)
+    }
+
+    /// [`Router::handle`] without counting a drop: the decision itself, which `trace`
+    /// shows as it is.
+    pub fn decide(&mut self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
         if frame.len() < VNET_HDR_LEN + ETH_HDR_LEN || iface >= self.ifaces.len() {
             return self.drop(RouterDrop::Truncated);
         }
@@ -767,6 +741,11 @@ impl Router {
     /// container or a VIP), in `frame` after a virtio-net and an Ethernet header to be
     /// filled in: translated if it is for a VIP, then sent to its container.
     pub fn from_host(&mut self, frame: &mut [u8], now: Instant) -> Action {
+        let action = self.decide_from_host(frame, now);
+        self.counted(action)
+    }
+
+    fn decide_from_host(&mut self, frame: &mut [u8], now: Instant) -> Action {
         let ip_off = VNET_HDR_LEN + ETH_HDR_LEN;
         let (dst, proto, header_len) = {
             let Ok(ip) = Ipv4Packet::new_checked(&frame[ip_off..]) else {
@@ -1126,14 +1105,9 @@ impl Router {
     }
 
     /// What [`Router::handle`] would do with `frame` (rewritten in place, as it would
-    /// be), decided on a copy of the router: no table changes, nothing is sent. With
-    /// the drop reason, if it drops. For `tapnet trace`.
-    pub fn trace(
-        &self,
-        iface: usize,
-        frame: &mut [u8],
-        now: Instant,
-    ) -> (Action, Option<RouterDrop>) {
+    /// be), decided on a copy of the router: no table changes, nothing is sent. For
+    /// `tapnet trace`.
+    pub fn trace(&self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
         // A copy of the router, but for its NAT table: of that, only the flow this
         // packet may belong to (the whole table could be tens of megabytes).
         let key = flow_key(frame);
@@ -1152,13 +1126,7 @@ impl Router {
             arp_rate: self.arp_rate.clone(),
             probes: Vec::new(),
         };
-        let before = copy.stats.drops;
-        let action = copy.handle(iface, frame, now);
-        let reason = RouterDrop::ALL
-            .iter()
-            .copied()
-            .find(|r| copy.stats.drops[*r as usize] > before[*r as usize]);
-        (action, reason)
+        copy.decide(iface, frame, now)
     }
 
     /// Ages the ARP table and the NAT flows; a TCP flow dropped while its ends still

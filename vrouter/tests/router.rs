@@ -239,7 +239,10 @@ fn ttl_expiry_sends_time_exceeded_quoting_the_packet() {
     let mut r = router();
     let udp = [0x30, 0x39, 0x82, 0x9a, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4];
     let mut f = ipv4(GW0, A, A_IP, B_IP, 1, 17, &udp);
-    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::TtlExceeded)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::TtlExceeded), 1);
     let out = outbox(&mut r);
     assert_eq!(out.len(), 1);
@@ -262,7 +265,7 @@ fn no_route_sends_net_unreachable() {
     let now = Instant::now();
     let mut r = router();
     let mut f = ipv4(GW0, A, A_IP, Ipv4Addr::new(10, 1, 2, 3), 64, 17, &[0; 8]);
-    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert_eq!(r.handle(0, &mut f, now), Action::Drop(RouterDrop::NoRoute));
     assert_eq!(r.stats().dropped(RouterDrop::NoRoute), 1);
     let out = outbox(&mut r);
     let ip = Ipv4Packet::new_checked(&out[0].1[24..]).unwrap();
@@ -306,23 +309,38 @@ fn bad_headers_are_dropped_by_reason() {
     // One bit of the source address flipped: the header checksum fails.
     let mut g = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 8]);
     g[10 + 14 + 12] ^= 1;
-    assert_eq!(r.handle(0, &mut g, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut g, now),
+        Action::Drop(RouterDrop::BadIpChecksum)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::BadIpChecksum), 1);
     let mut short = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 8]);
     short.truncate(10 + 14 + 10);
-    assert_eq!(r.handle(0, &mut short, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut short, now),
+        Action::Drop(RouterDrop::BadIpHeader)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::BadIpHeader), 1);
     let mut other = ipv4(B, A, A_IP, B_IP, 64, 17, &[0; 8]);
-    assert_eq!(r.handle(0, &mut other, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut other, now),
+        Action::Drop(RouterDrop::NotForRouter)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::NotForRouter), 1);
     // IPv6 is named for what it is until the router routes it.
     let mut v6 = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 8]);
     v6[22..24].copy_from_slice(&0x86ddu16.to_be_bytes());
-    assert_eq!(r.handle(0, &mut v6, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut v6, now),
+        Action::Drop(RouterDrop::Ipv6NotRouted)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::Ipv6NotRouted), 1);
     let mut other = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 8]);
     other[22..24].copy_from_slice(&0x88b5u16.to_be_bytes());
-    assert_eq!(r.handle(0, &mut other, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut other, now),
+        Action::Drop(RouterDrop::UnsupportedEthertype)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::UnsupportedEthertype), 1);
 }
 
@@ -379,11 +397,18 @@ fn with_host_egress_outside_goes_to_the_host_but_never_loopback() {
     assert_eq!(r.handle(0, &mut f, now), Action::ToHost);
     for dst in [[127, 0, 0, 1], [0, 1, 2, 3], [240, 0, 0, 1]] {
         let mut f = ipv4(GW0, A, A_IP, Ipv4Addr::from(dst), 64, 17, &[0; 8]);
-        assert_eq!(r.handle(0, &mut f, now), Action::Done, "{dst:?}");
+        assert_eq!(
+            r.handle(0, &mut f, now),
+            Action::Drop(RouterDrop::NoRoute),
+            "{dst:?}"
+        );
     }
     // TTL is checked before the host takes it.
     let mut f = ipv4(GW0, A, A_IP, Ipv4Addr::new(192, 0, 2, 1), 1, 17, &[0; 8]);
-    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::TtlExceeded)
+    );
     assert_eq!(r.stats().dropped(RouterDrop::TtlExceeded), 1);
 }
 
@@ -401,7 +426,7 @@ fn too_big_for_the_next_bridge_gets_fragmentation_needed_with_its_mtu() {
         h
     });
     f[34..36].copy_from_slice(&c.to_be_bytes());
-    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert_eq!(r.handle(0, &mut f, now), Action::Drop(RouterDrop::TooBig));
     assert_eq!(r.stats().dropped(RouterDrop::TooBig), 1);
     let out = outbox(&mut r);
     assert_eq!(out.len(), 1);
@@ -423,7 +448,7 @@ fn too_big_for_the_next_bridge_gets_fragmentation_needed_with_its_mtu() {
     g[1] = 1; // GSO TCPv4
     g[2..4].copy_from_slice(&66u16.to_le_bytes());
     g[4..6].copy_from_slice(&1448u16.to_le_bytes());
-    assert_eq!(r.handle(0, &mut g, now), Action::Done);
+    assert_eq!(r.handle(0, &mut g, now), Action::Drop(RouterDrop::TooBig));
     assert_eq!(r.stats().dropped(RouterDrop::TooBig), 2);
     // One that fits goes.
     let mut ok = ipv4(GW0, A, A_IP, B_IP, 64, 17, &vec![0; 1000]);

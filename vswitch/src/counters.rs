@@ -1,93 +1,83 @@
 //! Per-port counters and the reasons a frame can be dropped.
 
-/// Why a frame was dropped. Every drop increments exactly one of these on one port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(usize)]
-pub enum DropReason {
-    /// Shorter than an Ethernet header (or than the virtio-net header in front of it).
-    Runt,
-    /// Longer than the bridge's MTU allows, and not a GSO super-frame.
-    Oversize,
-    /// A virtio-net header that does not describe the frame (unknown GSO type,
-    /// checksum offsets past the end, GSO with no segment size).
-    BadVnetHeader,
-    /// Source MAC is multicast, broadcast or all-zero: no real NIC sends that.
-    BadSourceMac,
-    /// The destination was learned on the ingress port itself: the segment has it already.
-    DestinationOnIngress,
-    /// The egress port's queue was full (EAGAIN); dropped rather than stalling the loop.
-    EgressFull,
-    /// The egress port refused the frame with an error other than "full".
-    EgressError,
-    /// The egress port cannot take a GSO super-frame (no vnet-header support).
-    EgressNoGso,
-    /// The egress device is administratively down (the container set its link down).
-    EgressLinkDown,
-    /// IEEE 802.1D reserved link-local group (01:80:c2:00:00:0x: STP, LACP, LLDP,
-    /// 802.1X, pause): a bridge consumes these and never forwards them.
-    LinkLocalGroup,
-    /// A frame still circling between internal ports after many hand-overs.
-    InternalLoop,
-    /// Lost to the port's impairment (`loss=`), or its hold-back queue was full.
-    Impaired,
-    /// A GSO super-frame whose metadata does not describe it: a segment size under
-    /// [`crate::frame::MIN_GSO_SIZE`], more than [`crate::frame::MAX_GSO_SEGS`]
-    /// segments, a header length or checksum offsets that do not match its headers, or
-    /// a GSO type that does not match its protocol (the kernel drops the like from
-    /// virtio-net).
-    BadGso,
-    /// From a guarded port (`spoof_check`), a frame with another source MAC (or ARP
-    /// sender MAC) than the port's own.
-    SpoofedMac,
-    /// From a guarded port, ARP or IPv4 from an address other than the port's own (the
-    /// gateway's, another container's).
-    SpoofedIp,
-    /// A source MAC that is another port's own (a static FDB entry: tapnet's TAPs and
-    /// router legs), arriving elsewhere: from a VXLAN peer, say. Not learned, dropped.
-    StaticMacConflict,
+/// Defines a drop-reason enum from one list of `Variant => "name"` (with doc comments):
+/// the enum (`repr(usize)`, so a reason indexes its counter), `ALL` in declaration
+/// order, `COUNT`, and `name()`, the word `show drops` prints. The datapath's, the
+/// router's and the VXLAN endpoint's reasons are all made by it.
+#[macro_export]
+macro_rules! drop_reasons {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $text:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(usize)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )*
+        }
+
+        impl $name {
+            /// Every reason, in declaration order (a reason's index is its value).
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The name `show drops` prints.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+    };
 }
 
-impl DropReason {
-    pub const COUNT: usize = 16;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Runt,
-        DropReason::Oversize,
-        DropReason::BadVnetHeader,
-        DropReason::BadSourceMac,
-        DropReason::DestinationOnIngress,
-        DropReason::EgressFull,
-        DropReason::EgressError,
-        DropReason::EgressNoGso,
-        DropReason::EgressLinkDown,
-        DropReason::LinkLocalGroup,
-        DropReason::InternalLoop,
-        DropReason::Impaired,
-        DropReason::BadGso,
-        DropReason::SpoofedMac,
-        DropReason::SpoofedIp,
-        DropReason::StaticMacConflict,
-    ];
-
-    /// The name `show drops` prints.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Runt => "runt",
-            DropReason::Oversize => "oversize",
-            DropReason::BadVnetHeader => "bad_vnet_header",
-            DropReason::BadSourceMac => "bad_source_mac",
-            DropReason::DestinationOnIngress => "destination_on_ingress",
-            DropReason::EgressFull => "egress_full",
-            DropReason::EgressError => "egress_error",
-            DropReason::EgressNoGso => "egress_no_gso",
-            DropReason::EgressLinkDown => "egress_link_down",
-            DropReason::LinkLocalGroup => "link_local_group",
-            DropReason::InternalLoop => "internal_loop",
-            DropReason::Impaired => "impaired",
-            DropReason::BadGso => "bad_gso",
-            DropReason::SpoofedMac => "spoofed_mac",
-            DropReason::SpoofedIp => "spoofed_ip",
-            DropReason::StaticMacConflict => "static_mac_conflict",
-        }
+drop_reasons! {
+    /// Why a frame was dropped. Every drop increments exactly one of these on one port.
+    pub enum DropReason {
+        /// Shorter than an Ethernet header (or than the virtio-net header in front of it).
+        Runt => "runt",
+        /// Longer than the bridge's MTU allows, and not a GSO super-frame.
+        Oversize => "oversize",
+        /// A virtio-net header that does not describe the frame (unknown GSO type,
+        /// checksum offsets past the end, GSO with no segment size).
+        BadVnetHeader => "bad_vnet_header",
+        /// Source MAC is multicast, broadcast or all-zero: no real NIC sends that.
+        BadSourceMac => "bad_source_mac",
+        /// The destination was learned on the ingress port itself: the segment has it already.
+        DestinationOnIngress => "destination_on_ingress",
+        /// The egress port's queue was full (EAGAIN); dropped rather than stalling the loop.
+        EgressFull => "egress_full",
+        /// The egress port refused the frame with an error other than "full".
+        EgressError => "egress_error",
+        /// The egress port cannot take a GSO super-frame (no vnet-header support).
+        EgressNoGso => "egress_no_gso",
+        /// The egress device is administratively down (the container set its link down).
+        EgressLinkDown => "egress_link_down",
+        /// IEEE 802.1D reserved link-local group (01:80:c2:00:00:0x: STP, LACP, LLDP,
+        /// 802.1X, pause): a bridge consumes these and never forwards them.
+        LinkLocalGroup => "link_local_group",
+        /// A frame still circling between internal ports after many hand-overs.
+        InternalLoop => "internal_loop",
+        /// Lost to the port's impairment (`loss=`), or its hold-back queue was full.
+        Impaired => "impaired",
+        /// A GSO super-frame whose metadata does not describe it: a segment size under
+        /// [`crate::frame::MIN_GSO_SIZE`], more than [`crate::frame::MAX_GSO_SEGS`]
+        /// segments, a header length or checksum offsets that do not match its headers, or
+        /// a GSO type that does not match its protocol (the kernel drops the like from
+        /// virtio-net).
+        BadGso => "bad_gso",
+        /// From a guarded port (`spoof_check`), a frame with another source MAC (or ARP
+        /// sender MAC) than the port's own.
+        SpoofedMac => "spoofed_mac",
+        /// From a guarded port, ARP or IPv4 from an address other than the port's own (the
+        /// gateway's, another container's).
+        SpoofedIp => "spoofed_ip",
+        /// A source MAC that is another port's own (a static FDB entry: tapnet's TAPs and
+        /// router legs), arriving elsewhere: from a VXLAN peer, say. Not learned, dropped.
+        StaticMacConflict => "static_mac_conflict",
     }
 }
 
