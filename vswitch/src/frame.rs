@@ -8,24 +8,14 @@ use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::{tcp, udp, PROTO_TCP, PROTO_UDP};
 
-/// `struct virtio_net_hdr` without the `num_buffers` field: what TAPs with
-/// `IFF_VNET_HDR` use unless TUNSETVNETHDRSZ says otherwise.
-pub const VNET_HDR_LEN: usize = 10;
-pub const ETH_HDR_LEN: usize = 14;
-/// Room for one 802.1Q tag on top of the MTU, as the Linux bridge allows, but only for
-/// a frame that carries one.
-pub const VLAN_TAG_LEN: usize = 4;
-/// 802.1Q and 802.1ad tag protocol identifiers.
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub use crate::wire::virtio::*;
 
-pub const VNET_F_NEEDS_CSUM: u8 = 1;
-pub const GSO_NONE: u8 = 0;
-pub const GSO_TCPV4: u8 = 1;
-pub const GSO_UDP: u8 = 3;
-pub const GSO_TCPV6: u8 = 4;
-pub const GSO_UDP_L4: u8 = 5;
-pub const GSO_ECN: u8 = 0x80;
+use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+/// 802.1Q: the bridge allows one tag's room on top of the MTU, as the Linux bridge
+/// does, but only for a frame that carries one.
+pub use crate::wire::ethernet::{ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_TAG_LEN};
+
+pub const ETH_HDR_LEN: usize = crate::wire::ethernet::HEADER_LEN;
 
 /// The smallest segment size a GSO frame may ask for: Linux's `tcp_min_snd_mss`
 /// default (no Linux sender cuts smaller). A segment size of 1 would make one 64 KiB
@@ -35,46 +25,6 @@ pub const MIN_GSO_SIZE: u16 = 48;
 /// TCP gets twice that, room for a 64 KiB frame at a 256-byte MSS.
 pub const MAX_GSO_SEGS: usize = 256;
 const MAX_UDP_GSO_SEGS: usize = 128;
-
-/// A parsed virtio-net header (little-endian, as on every host tapnet targets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VnetHdr {
-    pub flags: u8,
-    pub gso_type: u8,
-    pub hdr_len: u16,
-    pub gso_size: u16,
-    pub csum_start: u16,
-    pub csum_offset: u16,
-}
-
-impl VnetHdr {
-    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
-        let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        Some(VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16_at(2),
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
-        })
-    }
-
-    pub fn emit(&self, b: &mut [u8]) {
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
-    }
-
-    /// True for a super-frame that the receiver must segment (TSO/USO).
-    pub fn is_gso(&self) -> bool {
-        self.gso_type & !GSO_ECN != GSO_NONE
-    }
-}
 
 /// Checks a frame as it enters the switch: `data` is the virtio-net header followed by
 /// the Ethernet frame; `mtu` is the bridge's. Returns the header on success.
@@ -124,29 +74,19 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
 /// UDP). Returns the bytes of the IP and L4 headers (what each segment repeats).
 pub fn check_gso(vnet: &VnetHdr, eth: &[u8]) -> Result<usize, DropReason> {
     let bad = DropReason::BadGso;
-    let mut l3 = ETH_HDR_LEN;
-    let mut ethertype = eth
-        .get(12..14)
-        .map(|t| u16::from_be_bytes([t[0], t[1]]))
-        .ok_or(bad)?;
-    if ethertype == ETHERTYPE_VLAN {
-        ethertype = eth
-            .get(16..18)
-            .map(|t| u16::from_be_bytes([t[0], t[1]]))
-            .ok_or(bad)?;
-        l3 += VLAN_TAG_LEN;
-    }
-    let packet = eth.get(l3..).ok_or(bad)?;
+    let frame = EthernetFrame::new_checked(eth).ok_or(bad)?;
+    let (ethertype, packet) = frame.inner().ok_or(bad)?;
+    let l3 = eth.len() - packet.len();
     let gso_type = vnet.gso_type & !GSO_ECN;
     let (proto, ip_header, l4) = match (gso_type, ethertype) {
-        (GSO_TCPV4 | GSO_UDP_L4, 0x0800) => {
+        (GSO_TCPV4 | GSO_UDP_L4, ETHERTYPE_IPV4) => {
             let ip = Ipv4Packet::new_checked(packet).map_err(|_| bad)?;
             if ip.is_fragment() {
                 return Err(bad);
             }
             (ip.protocol(), ip.header_len(), ip.into_payload())
         }
-        (GSO_TCPV6 | GSO_UDP_L4, 0x86dd) => {
+        (GSO_TCPV6 | GSO_UDP_L4, ETHERTYPE_IPV6) => {
             let ip = Ipv6Packet::new_checked(packet).ok_or(bad)?;
             (ip.next_header(), ipv6::HEADER_LEN, ip.into_payload())
         }
@@ -184,21 +124,28 @@ pub fn check_gso(vnet: &VnetHdr, eth: &[u8]) -> Result<usize, DropReason> {
 /// 802.1ad tag (as the Linux bridge counts it). An untagged 1515-byte frame on an
 /// MTU-1500 link is oversize: its IP packet is 1501 bytes.
 pub fn max_frame_len(mtu: u32, eth: &[u8]) -> usize {
-    let tagged = eth
-        .get(12..14)
-        .map(|t| u16::from_be_bytes([t[0], t[1]]))
-        .is_some_and(|t| t == ETHERTYPE_VLAN || t == ETHERTYPE_QINQ);
+    let tagged = EthernetFrame::new_checked(eth).is_some_and(|f| f.is_tagged());
     mtu as usize + ETH_HDR_LEN + if tagged { VLAN_TAG_LEN } else { 0 }
 }
 
 /// Destination MAC of an Ethernet frame (at least [`ETH_HDR_LEN`] bytes).
+///
+/// # Panics
+/// If `eth` is shorter than an Ethernet header.
 pub fn destination_mac(eth: &[u8]) -> Mac {
-    Mac(eth[0..6].try_into().expect("checked length"))
+    EthernetFrame::new_checked(eth)
+        .expect("checked length")
+        .dst()
 }
 
 /// Source MAC of an Ethernet frame (at least [`ETH_HDR_LEN`] bytes).
+///
+/// # Panics
+/// If `eth` is shorter than an Ethernet header.
 pub fn source_mac(eth: &[u8]) -> Mac {
-    Mac(eth[6..12].try_into().expect("checked length"))
+    EthernetFrame::new_checked(eth)
+        .expect("checked length")
+        .src()
 }
 
 #[cfg(test)]
@@ -243,23 +190,6 @@ mod tests {
 
     const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
-
-    #[test]
-    fn vnet_header_roundtrip() {
-        let h = VnetHdr {
-            flags: 1,
-            gso_type: GSO_TCPV4,
-            hdr_len: 66,
-            gso_size: 1448,
-            csum_start: 34,
-            csum_offset: 16,
-        };
-        let mut b = [0u8; VNET_HDR_LEN];
-        h.emit(&mut b);
-        assert_eq!(VnetHdr::parse(&b), Some(h));
-        assert!(h.is_gso());
-        assert!(VnetHdr::parse(&b[..9]).is_none());
-    }
 
     #[test]
     fn accepts_a_plain_frame_at_mtu() {

@@ -3,95 +3,14 @@
 //! for GSO (the receiving kernel cuts it, or takes it whole). The bytes stay with the
 //! caller (a `Vec`, or a pool buffer); this tracks the run and fixes the headers.
 
-use crate::checksum;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::tcp::{TcpPacket, ACK, PSH};
+use crate::wire::{pseudo_sum, PROTO_TCP};
 
 /// Headers plus payload of a super-packet at most (the IPv4 total length field).
 pub const GSO_MAX: usize = 65535;
-/// TCP's IP protocol number.
-const TCP: u8 = 6;
 
-/// What an IPv4 packet's IP header and TCP or UDP checksums hold, found in one pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checksums {
-    /// Not a whole TCP or UDP packet over IPv4 with consistent lengths (another
-    /// protocol, a fragment, a runt, a UDP length that is not the IP payload's):
-    /// nothing was checked.
-    NotChecked,
-    /// The IP header checksum and the TCP or UDP checksum verify (for UDP, also a
-    /// checksum of zero: "none sent", RFC 768).
-    Valid,
-    /// The IP header checksum verifies, and the TCP or UDP checksum field holds
-    /// exactly the folded, not inverted, one's-complement sum of the pseudo-header
-    /// (RFC 793 section 3.1, RFC 768) over the packet's L4 length: what the Linux
-    /// kernel leaves in an skb it sends CHECKSUM_PARTIAL, for a NIC to finish
-    /// (`tcp_v4_send_check`, `udp4_hwcsum`: `check = ~csum_tcpudp_magic(..., 0)`).
-    /// A kernel that hands such an skb to a veth or a tunnel never finishes it.
-    Partial {
-        /// Where the TCP or UDP header starts in the packet (the IP header length,
-        /// bytes): the virtio-net header's csum_start, less the Ethernet header.
-        l4: usize,
-        /// Where the checksum field is in the TCP (16) or UDP (6) header, bytes:
-        /// the virtio-net header's csum_offset.
-        csum_offset: usize,
-        /// The IP packet's length (its total length field), bytes.
-        len: usize,
-    },
-    /// The IP header checksum, or the TCP or UDP checksum, is neither valid nor
-    /// partial: the packet was damaged (or made wrong).
-    Wrong,
-}
-
-/// UDP's IP protocol number.
-const UDP: u8 = 17;
-/// Where TCP (RFC 793) and UDP (RFC 768) keep their checksums in their headers.
-const TCP_CSUM_OFFSET: usize = 16;
-const UDP_CSUM_OFFSET: usize = 6;
-
-/// Checks `p`, an IPv4 packet (it may be followed by padding), for [`Checksums`]: its
-/// IP header checksum and, for TCP or UDP, the checksum over the pseudo-header and
-/// the segment. One pass over the packet.
-pub fn checksums(p: &[u8]) -> Checksums {
-    if p.len() < 20 || p[0] >> 4 != 4 || p[6] & 0x3f != 0 || p[7] != 0 {
-        return Checksums::NotChecked;
-    }
-    let ihl = (p[0] & 0x0f) as usize * 4;
-    let total = u16::from_be_bytes([p[2], p[3]]) as usize;
-    let (csum_offset, min_header) = match p[9] {
-        TCP => (TCP_CSUM_OFFSET, 20),
-        UDP => (UDP_CSUM_OFFSET, 8),
-        _ => return Checksums::NotChecked,
-    };
-    if ihl < 20 || total > p.len() || total < ihl + min_header {
-        return Checksums::NotChecked;
-    }
-    let l4_len = total - ihl;
-    if p[9] == UDP && u16::from_be_bytes([p[ihl + 4], p[ihl + 5]]) as usize != l4_len {
-        return Checksums::NotChecked;
-    }
-    if checksum::sum(&p[..ihl]) != 0xffff {
-        return Checksums::Wrong;
-    }
-    let field = u16::from_be_bytes([p[ihl + csum_offset], p[ihl + csum_offset + 1]]);
-    if p[9] == UDP && field == 0 {
-        return Checksums::Valid;
-    }
-    let mut pseudo = [0u8; 12];
-    pseudo[..8].copy_from_slice(&p[12..20]);
-    pseudo[9] = p[9];
-    pseudo[10..12].copy_from_slice(&(l4_len as u16).to_be_bytes());
-    let pseudo_sum = checksum::sum(&pseudo);
-    if checksum::sum_with(&p[ihl..total], pseudo_sum) == 0xffff {
-        Checksums::Valid
-    } else if field == pseudo_sum {
-        Checksums::Partial {
-            l4: ihl,
-            csum_offset,
-            len: total,
-        }
-    } else {
-        Checksums::Wrong
-    }
-}
+pub use crate::wire::checksum::{classify as checksums, Checksums};
 
 /// Whether a segment may join a run: its checksums are valid, or its TCP checksum
 /// was left partial by its sender. A merged run goes to the receiver as a GSO frame
@@ -117,28 +36,23 @@ impl TcpRun {
     /// Starts a run at `p`, an IPv4 packet: a TCP data segment with only ACK (and PSH)
     /// set, not a fragment, its length as the IP header says.
     pub fn start(p: &[u8]) -> Option<TcpRun> {
-        if p.len() < 40 || p[0] >> 4 != 4 || p[9] != TCP || p[6] & 0x3f != 0 || p[7] != 0 {
+        let ip = Ipv4Packet::new_checked(p).ok()?;
+        if ip.protocol() != PROTO_TCP || ip.is_fragment() || ip.total_len() != p.len() {
             return None;
         }
-        let l4 = (p[0] & 0x0f) as usize * 4;
-        if l4 < 20 || p.len() < l4 + 20 {
+        let tcp = TcpPacket::new_checked(ip.payload())?;
+        let (l4, headers) = (ip.header_len(), ip.header_len() + tcp.header_len());
+        if headers >= p.len() || tcp.flags() & !(ACK | PSH) != 0 {
             return None;
         }
-        let thl = (p[l4 + 12] >> 4) as usize * 4;
-        let headers = l4 + thl;
-        let total = u16::from_be_bytes([p[2], p[3]]) as usize;
-        if thl < 20 || total != p.len() || headers >= total || p[l4 + 13] & !0x18 != 0 {
-            return None;
-        }
-        let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
-        let mss = total - headers;
+        let mss = p.len() - headers;
         Some(TcpRun {
             l4,
             headers,
             mss,
             segments: 1,
-            next_seq: seq.wrapping_add(mss as u32),
-            len: total,
+            next_seq: tcp.seq().wrapping_add(mss as u32),
+            len: p.len(),
         })
     }
 
@@ -157,10 +71,11 @@ impl TcpRun {
     }
 
     /// Whether `p` continues the run whose packet starts with `first`'s headers: same
-    /// addresses, ports, ACK, window and options, the next sequence number, every
+    /// addresses, ports, ACK, window and options (and IP header but for its length,
+    /// identifier and checksum), the next sequence number, only ACK and PSH set, every
     /// earlier segment full-sized and this one no bigger.
     pub fn accepts(&self, first: &[u8], p: &[u8]) -> bool {
-        let (h, l4) = (self.headers, self.l4);
+        let h = self.headers;
         if p.len() <= h || first.len() < h || self.len + (p.len() - h) > GSO_MAX {
             return false;
         }
@@ -168,16 +83,30 @@ impl TcpRun {
         if last_len != self.mss || p.len() - h > self.mss {
             return false;
         }
-        p[..2] == first[..2]
-            && p[6..10] == first[6..10]
-            && p[12..20] == first[12..20]
-            && p[l4..l4 + 4] == first[l4..l4 + 4]
-            && p[l4 + 8..l4 + 13] == first[l4 + 8..l4 + 13]
-            && p[l4 + 13] & !0x18 == 0
-            && p[l4 + 14..l4 + 16] == first[l4 + 14..l4 + 16]
-            && p[l4 + 20..h] == first[l4 + 20..h]
-            && u16::from_be_bytes([p[2], p[3]]) as usize == p.len()
-            && u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]) == self.next_seq
+        let (Ok(a), Ok(b)) = (
+            Ipv4Packet::new_quoted(&first[..h]),
+            Ipv4Packet::new_checked(p),
+        ) else {
+            return false;
+        };
+        if a.header_len() != b.header_len() || b.total_len() != p.len() {
+            return false;
+        }
+        let (Some(ta), Some(tb)) = (
+            TcpPacket::new_checked(a.payload()),
+            TcpPacket::new_checked(b.payload()),
+        ) else {
+            return false;
+        };
+        same_ip_header(&a, &b)
+            && ta.src_port() == tb.src_port()
+            && ta.dst_port() == tb.dst_port()
+            && ta.ack() == tb.ack()
+            && ta.header_len() == tb.header_len()
+            && tb.flags() & !(ACK | PSH) == 0
+            && ta.window() == tb.window()
+            && ta.options() == tb.options()
+            && tb.seq() == self.next_seq
     }
 
     /// Records that `p`'s payload (`p[headers..]`) was appended to the packet that
@@ -185,7 +114,11 @@ impl TcpRun {
     pub fn appended(&mut self, first: &mut [u8], p: &[u8]) {
         let len = p.len() - self.headers;
         // The super-segment pushes if its last part did.
-        first[self.l4 + 13] |= p[self.l4 + 13] & 0x08;
+        let push = TcpPacket::new_checked(&p[self.l4..self.headers]).map_or(0, |t| t.flags() & PSH);
+        if let Some(mut t) = TcpPacket::new_checked(&mut first[self.l4..self.headers]) {
+            let flags = t.flags() | push;
+            t.set_flags(flags);
+        }
         self.segments += 1;
         self.len += len;
         self.next_seq = self.next_seq.wrapping_add(len as u32);
@@ -200,17 +133,12 @@ impl TcpRun {
             return None;
         }
         let (l4, total) = (self.l4, self.len);
-        let p = &mut packet[..total];
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[10..12].fill(0);
-        let c = checksum::checksum(&p[..l4]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        let mut pseudo = [0u8; 12];
-        pseudo[..8].copy_from_slice(&p[12..20]);
-        pseudo[9] = TCP;
-        pseudo[10..12].copy_from_slice(&((total - l4) as u16).to_be_bytes());
-        let sum = checksum::sum(&pseudo);
-        p[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..total]);
+        ip.set_total_len(total as u16);
+        ip.fill_checksum();
+        let sum = pseudo_sum(ip.src(), ip.dst(), PROTO_TCP, total - l4);
+        let mut tcp = TcpPacket::new_checked(&mut packet[l4..total])?;
+        tcp.set_checksum(sum);
         Some(self.mss as u16)
     }
 
@@ -220,9 +148,22 @@ impl TcpRun {
     }
 }
 
+/// Whether two IPv4 headers are the same but for what each segment has of its own:
+/// total length, identifier and checksum.
+fn same_ip_header<A: AsRef<[u8]>, B: AsRef<[u8]>>(a: &Ipv4Packet<A>, b: &Ipv4Packet<B>) -> bool {
+    a.src() == b.src()
+        && a.dst() == b.dst()
+        && a.ttl() == b.ttl()
+        && a.protocol() == b.protocol()
+        && a.dont_frag() == b.dont_frag()
+        && a.tos() == b.tos()
+        && a.header()[20..] == b.header()[20..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum;
 
     /// A TCP/IPv4 segment with valid checksums.
     fn segment(seq: u32, payload: &[u8], flags: u8) -> Vec<u8> {

@@ -8,9 +8,8 @@ use std::net::Ipv4Addr;
 
 use crate::counters::DropReason;
 use crate::fdb::Mac;
-use crate::frame::{ETHERTYPE_VLAN, VLAN_TAG_LEN};
 use crate::wire::arp::ArpPacket;
-use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN};
+use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::ipv4::Ipv4Packet;
 
 /// What a port may send as.
@@ -35,12 +34,7 @@ impl PortGuard {
         let Some(own) = self.ipv4 else {
             return Ok(());
         };
-        let (mut ethertype, mut payload) = (frame.ethertype(), frame.payload());
-        if ethertype == ETHERTYPE_VLAN {
-            let inner = eth.get(HEADER_LEN + 2..HEADER_LEN + VLAN_TAG_LEN);
-            ethertype = inner.map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
-            payload = eth.get(HEADER_LEN + VLAN_TAG_LEN..).unwrap_or_default();
-        }
+        let (ethertype, payload) = frame.inner().unwrap_or((0, &[]));
         let allowed = |ip: Ipv4Addr| ip == own || ip.is_unspecified();
         match ethertype {
             ETHERTYPE_ARP => match ArpPacket::new_checked(payload) {

@@ -5,7 +5,6 @@
 //! [`tap::Tap`]). Frames live in a [`pool`] allocated at start-up and move by handle.
 
 pub mod bridge;
-pub mod checksum;
 pub mod counters;
 pub mod datapath;
 pub mod fdb;
@@ -18,6 +17,9 @@ pub mod pool;
 pub mod port;
 pub mod tap;
 pub mod wire;
+
+/// The internet checksum (RFC 1071, RFC 1624): `wire::checksum`, kept at this path.
+pub use wire::checksum;
 
 pub use bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 pub use counters::{DropReason, PortCounters};

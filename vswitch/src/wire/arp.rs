@@ -50,6 +50,32 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 }
 
+/// An ARP packet for IPv4 over Ethernet to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArpRepr {
+    pub operation: u16,
+    pub sender_mac: Mac,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: Mac,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRepr {
+    /// Writes the 28-byte packet into the start of `buf`.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than 28 bytes.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let b = &mut buf[..PACKET_LEN];
+        b[0..6].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
+        b[6..8].copy_from_slice(&self.operation.to_be_bytes());
+        b[8..14].copy_from_slice(&self.sender_mac.0);
+        b[14..18].copy_from_slice(&self.sender_ip.octets());
+        b[18..24].copy_from_slice(&self.target_mac.0);
+        b[24..28].copy_from_slice(&self.target_ip.octets());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +93,16 @@ mod tests {
         assert_eq!(a.sender_ip(), Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(a.target_ip(), Ipv4Addr::new(10, 0, 0, 1));
         assert!(ArpPacket::new_checked(&p[..27]).is_none());
+        let mut q = [0u8; 28];
+        ArpRepr {
+            operation: OP_REQUEST,
+            sender_mac: a.sender_mac(),
+            sender_ip: a.sender_ip(),
+            target_mac: a.target_mac(),
+            target_ip: a.target_ip(),
+        }
+        .emit(&mut q);
+        assert_eq!(q, p);
         p[5] = 16;
         assert!(ArpPacket::new_checked(&p[..]).is_none());
     }

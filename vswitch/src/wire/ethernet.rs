@@ -6,6 +6,11 @@ pub const HEADER_LEN: usize = 14;
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_ARP: u16 = 0x0806;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// 802.1Q and 802.1ad tag protocol identifiers.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+/// Bytes of one VLAN tag.
+pub const VLAN_TAG_LEN: usize = 4;
 
 /// A view over an Ethernet frame, at least its 14-byte header.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +38,24 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
+    }
+
+    /// Whether the frame carries an 802.1Q or 802.1ad tag.
+    pub fn is_tagged(&self) -> bool {
+        matches!(self.ethertype(), ETHERTYPE_VLAN | ETHERTYPE_QINQ)
+    }
+
+    /// The ethertype and payload past one 802.1Q tag, if there is one (else the
+    /// frame's own); `None` for a tag cut short.
+    pub fn inner(&self) -> Option<(u16, &[u8])> {
+        if self.ethertype() != ETHERTYPE_VLAN {
+            return Some((self.ethertype(), self.payload()));
+        }
+        let tag = self.payload().get(..VLAN_TAG_LEN)?;
+        Some((
+            u16::from_be_bytes([tag[2], tag[3]]),
+            &self.payload()[VLAN_TAG_LEN..],
+        ))
     }
 }
 
@@ -96,5 +119,16 @@ mod tests {
         assert_eq!(f.ethertype(), ETHERTYPE_ARP);
         assert_eq!(f.payload().len(), 6);
         assert!(EthernetFrame::new_checked(&b[..13]).is_none());
+        assert_eq!(f.inner(), Some((ETHERTYPE_ARP, &b[14..])));
+        let mut tagged = b.to_vec();
+        tagged[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        tagged[16..18].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let t = EthernetFrame::new_checked(&tagged[..]).unwrap();
+        assert!(t.is_tagged());
+        assert_eq!(t.inner().unwrap().0, ETHERTYPE_IPV4);
+        assert!(EthernetFrame::new_checked(&tagged[..16])
+            .unwrap()
+            .inner()
+            .is_none());
     }
 }

@@ -136,6 +136,20 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    pub fn set_kind(&mut self, kind: u8) {
+        self.buf.as_mut()[0] = kind;
+    }
+
+    /// Recomputes the checksum over the whole message.
+    pub fn fill_checksum(&mut self) {
+        let b = self.buf.as_mut();
+        b[2..4].fill(0);
+        let c = checksum::checksum(b);
+        b[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
 /// Rewrites an echo message's identifier, fixing its checksum incrementally.
 pub fn set_echo_ident(icmp: &mut [u8], ident: u16) {
     if icmp.len() < HEADER {

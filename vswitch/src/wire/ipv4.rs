@@ -107,6 +107,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.flags_offset() & (FLAG_MF | OFFSET_MASK) != 0
     }
 
+    /// The type of service (DSCP and ECN) byte.
+    pub fn tos(&self) -> u8 {
+        self.b()[1]
+    }
+
     pub fn ttl(&self) -> u8 {
         self.b()[8]
     }
@@ -190,6 +195,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         b[10..12].fill(0);
         let c = checksum::checksum(&b[..ihl]);
         b[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+
+    pub fn set_src(&mut self, ip: Ipv4Addr) {
+        self.m()[12..16].copy_from_slice(&ip.octets());
+    }
+
+    pub fn set_dst(&mut self, ip: Ipv4Addr) {
+        self.m()[16..20].copy_from_slice(&ip.octets());
+    }
+
+    pub fn set_ident(&mut self, ident: u16) {
+        self.m()[4..6].copy_from_slice(&ident.to_be_bytes());
+    }
+
+    pub fn set_checksum(&mut self, check: u16) {
+        self.m()[10..12].copy_from_slice(&check.to_be_bytes());
+    }
+
+    /// The header, options included, to write.
+    pub fn header_mut(&mut self) -> &mut [u8] {
+        let ihl = self.header_len();
+        &mut self.m()[..ihl]
     }
 
     /// Sets the total length (header and payload, bytes); the checksum is left to

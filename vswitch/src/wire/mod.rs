@@ -6,14 +6,18 @@
 //! with cheap accessors, and a `Repr` that emits.
 
 pub mod arp;
+pub mod checksum;
 pub mod ethernet;
+pub mod flow;
 pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
+pub mod nat;
 pub mod tcp;
 pub mod udp;
+pub mod virtio;
 
-use crate::checksum;
+use checksum::fold;
 use std::net::Ipv4Addr;
 
 /// IP protocol numbers (IANA).
@@ -35,13 +39,6 @@ pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u16 {
     acc += (len as u32) & 0xffff;
     acc += (len as u32) >> 16;
     fold(acc)
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// The full L4 checksum of `segment` (its checksum field zeroed or not: pass the

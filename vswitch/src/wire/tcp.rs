@@ -63,6 +63,19 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         &self.b()[self.header_len()..]
     }
 
+    pub fn window(&self) -> u16 {
+        u16::from_be_bytes([self.b()[14], self.b()[15]])
+    }
+
+    pub fn checksum(&self) -> u16 {
+        u16::from_be_bytes([self.b()[16], self.b()[17]])
+    }
+
+    /// The options (between the fixed header and the data).
+    pub fn options(&self) -> &[u8] {
+        &self.b()[HEADER_LEN..self.header_len()]
+    }
+
     /// The sequence number after this segment: its data, SYN and FIN each count.
     pub fn seq_end(&self) -> u32 {
         let f = self.flags();
@@ -70,6 +83,32 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
             .wrapping_add(self.payload().len() as u32)
             .wrapping_add((f & SYN != 0) as u32)
             .wrapping_add((f & FIN != 0) as u32)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
+    fn m(&mut self) -> &mut [u8] {
+        self.buf.as_mut()
+    }
+
+    pub fn set_src_port(&mut self, port: u16) {
+        self.m()[0..2].copy_from_slice(&port.to_be_bytes());
+    }
+
+    pub fn set_dst_port(&mut self, port: u16) {
+        self.m()[2..4].copy_from_slice(&port.to_be_bytes());
+    }
+
+    pub fn set_seq(&mut self, seq: u32) {
+        self.m()[4..8].copy_from_slice(&seq.to_be_bytes());
+    }
+
+    pub fn set_flags(&mut self, flags: u8) {
+        self.m()[13] = flags;
+    }
+
+    pub fn set_checksum(&mut self, check: u16) {
+        self.m()[16..18].copy_from_slice(&check.to_be_bytes());
     }
 }
 

@@ -52,6 +52,40 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+impl<T: AsRef<[u8]>> UdpPacket<T> {
+    pub fn checksum(&self) -> u16 {
+        let b = self.buf.as_ref();
+        u16::from_be_bytes([b[6], b[7]])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
+    pub fn set_src_port(&mut self, port: u16) {
+        self.buf.as_mut()[0..2].copy_from_slice(&port.to_be_bytes());
+    }
+
+    pub fn set_dst_port(&mut self, port: u16) {
+        self.buf.as_mut()[2..4].copy_from_slice(&port.to_be_bytes());
+    }
+
+    pub fn set_checksum(&mut self, check: u16) {
+        self.buf.as_mut()[6..8].copy_from_slice(&check.to_be_bytes());
+    }
+}
+
+/// Writes a UDP header (ports, length of header and `payload_len`, checksum zero)
+/// into the first 8 bytes of `buf`.
+///
+/// # Panics
+/// If `buf` is shorter than 8 bytes.
+pub fn emit_header(src_port: u16, dst_port: u16, payload_len: usize, buf: &mut [u8]) {
+    let h = &mut buf[..HEADER_LEN];
+    h[0..2].copy_from_slice(&src_port.to_be_bytes());
+    h[2..4].copy_from_slice(&dst_port.to_be_bytes());
+    h[4..6].copy_from_slice(&((HEADER_LEN + payload_len).min(0xffff) as u16).to_be_bytes());
+    h[6..8].fill(0);
+}
+
 /// Writes an IPv4/UDP packet from `src` to `dst` carrying `payload` into `buf`,
 /// checksummed, the IPv4 header with `ttl` and without DF (tapnet may have to
 /// fragment it on the way); returns its length, or `None` if `buf` is too short or
@@ -80,9 +114,7 @@ pub fn emit_packet(
     }
     .emit(buf);
     let udp = &mut buf[IP_HEADER_LEN..];
-    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    emit_header(src.port(), dst.port(), payload.len(), udp);
     udp[HEADER_LEN..].copy_from_slice(payload);
     let c = l4_checksum(*src.ip(), *dst.ip(), PROTO_UDP, udp, 6);
     udp[6..8].copy_from_slice(&c.to_be_bytes());

@@ -19,7 +19,8 @@ pub fn sum_with(data: &[u8], init: u16) -> u16 {
     fold(acc)
 }
 
-fn fold(mut acc: u32) -> u16 {
+/// Folds a 32-bit one's-complement accumulator into 16 bits.
+pub fn fold(mut acc: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
@@ -41,6 +42,82 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     let c = update16(check, (old >> 16) as u16, (new >> 16) as u16);
     update16(c, old as u16, new as u16)
+}
+
+/// What an IPv4 packet's IP header and TCP or UDP checksums hold, found in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksums {
+    /// Not a whole TCP or UDP packet over IPv4 with consistent lengths (another
+    /// protocol, a fragment, a runt, a UDP length that is not the IP payload's):
+    /// nothing was checked.
+    NotChecked,
+    /// The IP header checksum and the TCP or UDP checksum verify (for UDP, also a
+    /// checksum of zero: "none sent", RFC 768).
+    Valid,
+    /// The IP header checksum verifies, and the TCP or UDP checksum field holds
+    /// exactly the folded, not inverted, one's-complement sum of the pseudo-header
+    /// (RFC 793 section 3.1, RFC 768) over the packet's L4 length: what the Linux
+    /// kernel leaves in an skb it sends CHECKSUM_PARTIAL, for a NIC to finish
+    /// (`tcp_v4_send_check`, `udp4_hwcsum`: `check = ~csum_tcpudp_magic(..., 0)`).
+    /// A kernel that hands such an skb to a veth or a tunnel never finishes it.
+    Partial {
+        /// Where the TCP or UDP header starts in the packet (the IP header length,
+        /// bytes): the virtio-net header's csum_start, less the Ethernet header.
+        l4: usize,
+        /// Where the checksum field is in the TCP (16) or UDP (6) header, bytes:
+        /// the virtio-net header's csum_offset.
+        csum_offset: usize,
+        /// The IP packet's length (its total length field), bytes.
+        len: usize,
+    },
+    /// The IP header checksum, or the TCP or UDP checksum, is neither valid nor
+    /// partial: the packet was damaged (or made wrong).
+    Wrong,
+}
+
+/// Checks `p`, an IPv4 packet (it may be followed by padding), for [`Checksums`]: its
+/// IP header checksum and, for TCP or UDP, the checksum over the pseudo-header and
+/// the segment. One pass over the packet.
+pub fn classify(p: &[u8]) -> Checksums {
+    use super::ipv4::Ipv4Packet;
+    use super::{udp::UdpPacket, PROTO_TCP, PROTO_UDP};
+    let Ok(ip) = Ipv4Packet::new_checked(p) else {
+        return Checksums::NotChecked;
+    };
+    if ip.is_fragment() {
+        return Checksums::NotChecked;
+    }
+    let (proto, l4, ihl) = (ip.protocol(), ip.payload(), ip.header_len());
+    let (csum_offset, min_header) = match proto {
+        PROTO_TCP => (16, 20),
+        PROTO_UDP => (6, 8),
+        _ => return Checksums::NotChecked,
+    };
+    if l4.len() < min_header {
+        return Checksums::NotChecked;
+    }
+    if proto == PROTO_UDP && UdpPacket::new_checked(l4).is_none_or(|u| u.len() != l4.len()) {
+        return Checksums::NotChecked;
+    }
+    if !ip.verify_checksum() {
+        return Checksums::Wrong;
+    }
+    let field = u16::from_be_bytes([l4[csum_offset], l4[csum_offset + 1]]);
+    if proto == PROTO_UDP && field == 0 {
+        return Checksums::Valid;
+    }
+    let pseudo = super::pseudo_sum(ip.src(), ip.dst(), proto, l4.len());
+    if sum_with(l4, pseudo) == 0xffff {
+        Checksums::Valid
+    } else if field == pseudo {
+        Checksums::Partial {
+            l4: ihl,
+            csum_offset,
+            len: ip.total_len(),
+        }
+    } else {
+        Checksums::Wrong
+    }
 }
 
 #[cfg(test)]

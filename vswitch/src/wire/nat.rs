@@ -1,0 +1,139 @@
+//! The rewrites NAT and routing make in place, with the checksums updated
+//! incrementally (RFC 1624) instead of recomputed: a TTL, addresses and ports.
+
+use std::net::SocketAddrV4;
+
+use super::ipv4::Ipv4Packet;
+use super::{PROTO_TCP, PROTO_UDP};
+use crate::checksum;
+
+/// Where a TCP (16) or UDP (6) header keeps its checksum.
+fn csum_offset(proto: u8) -> Option<usize> {
+    match proto {
+        PROTO_TCP => Some(16),
+        PROTO_UDP => Some(6),
+        _ => None,
+    }
+}
+
+/// Rewrites an IPv4 TCP or UDP packet (`packet`: IP header first, whole or a first
+/// fragment) to come from `new_src` and go to `new_dst`, updating the IP header
+/// checksum and the L4 checksum incrementally. A checksum the sender left to offload
+/// (`partial`: NEEDS_CSUM, the field holds the pseudo-header sum, not inverted) only
+/// follows the addresses; the ports are summed later by whoever finishes it. A UDP
+/// checksum of zero ("none sent") stays zero. False (nothing changed) for anything
+/// else.
+pub fn rewrite_v4(
+    packet: &mut [u8],
+    partial: bool,
+    new_src: SocketAddrV4,
+    new_dst: SocketAddrV4,
+) -> bool {
+    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
+        return false;
+    };
+    let Some(at) = csum_offset(ip.protocol()) else {
+        return false;
+    };
+    let (proto, ihl) = (ip.protocol(), ip.header_len());
+    let (os, od) = (u32::from(ip.src()), u32::from(ip.dst()));
+    let (ns, nd) = (u32::from(*new_src.ip()), u32::from(*new_dst.ip()));
+    let c = checksum::update32(checksum::update32(ip.checksum(), os, ns), od, nd);
+    ip.set_checksum(c);
+    ip.set_src(*new_src.ip());
+    ip.set_dst(*new_dst.ip());
+    let Some(l4) = packet.get_mut(ihl..) else {
+        return false;
+    };
+    if l4.len() < at + 2 {
+        return false;
+    }
+    let (osp, odp) = (
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+    );
+    let old = u16::from_be_bytes([l4[at], l4[at + 1]]);
+    let new = if partial {
+        !checksum::update32(checksum::update32(!old, os, ns), od, nd)
+    } else if proto == PROTO_UDP && old == 0 {
+        0
+    } else {
+        let c = checksum::update32(checksum::update32(old, os, ns), od, nd);
+        let c = checksum::update16(c, osp, new_src.port());
+        let c = checksum::update16(c, odp, new_dst.port());
+        if proto == PROTO_UDP && c == 0 {
+            0xffff
+        } else {
+            c
+        }
+    };
+    l4[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    l4[0..2].copy_from_slice(&new_src.port().to_be_bytes());
+    l4[2..4].copy_from_slice(&new_dst.port().to_be_bytes());
+    true
+}
+
+/// Decrements an IPv4 packet's TTL by one, updating its header checksum
+/// incrementally; false (nothing changed) if it is 0 or the packet not IPv4.
+pub fn decrement_ttl(packet: &mut [u8]) -> bool {
+    match Ipv4Packet::new_checked(packet) {
+        Ok(mut ip) if ip.ttl() > 0 => {
+            let ttl = ip.ttl();
+            ip.set_ttl(ttl - 1);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{l4_checksum, pseudo_sum, udp};
+
+    #[test]
+    fn a_rewrite_keeps_every_checksum_right() {
+        let mut buf = [0u8; 64];
+        let n = udp::emit_packet(
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.100:53".parse().unwrap(),
+            64,
+            b"hello",
+            &mut buf,
+        )
+        .unwrap();
+        let p = &mut buf[..n];
+        let (s, d): (SocketAddrV4, SocketAddrV4) = (
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.1.7:5353".parse().unwrap(),
+        );
+        assert!(rewrite_v4(p, false, s, d));
+        let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.dst(), *d.ip());
+        let l4 = ip.payload();
+        let c = l4_checksum(*s.ip(), *d.ip(), 17, l4, 6);
+        assert_eq!(u16::from_be_bytes([l4[6], l4[7]]), c);
+        assert!(decrement_ttl(p));
+        assert_eq!(Ipv4Packet::new_checked(&p[..]).unwrap().ttl(), 63);
+        assert!(Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn a_partial_checksum_follows_the_addresses_only() {
+        let mut buf = [0u8; 64];
+        let (s, d): (SocketAddrV4, SocketAddrV4) = (
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.100:53".parse().unwrap(),
+        );
+        let n = udp::emit_packet(s, d, 64, b"hello", &mut buf).unwrap();
+        let ps = pseudo_sum(*s.ip(), *d.ip(), 17, 13);
+        buf[26..28].copy_from_slice(&ps.to_be_bytes());
+        let d2: SocketAddrV4 = "10.0.1.7:5353".parse().unwrap();
+        assert!(rewrite_v4(&mut buf[..n], true, s, d2));
+        assert_eq!(
+            u16::from_be_bytes([buf[26], buf[27]]),
+            pseudo_sum(*s.ip(), *d2.ip(), 17, 13)
+        );
+    }
+}
