@@ -216,7 +216,7 @@ fn services(dp: &Datapath, lab: &str) -> Value {
                     let live = router
                         .flows()
                         .flows()
-                        .filter(|f| f.owner == i && f.reply.src == *b)
+                        .filter(|f| f.owner == i && f.reply.src == std::net::SocketAddr::V4(*b))
                         .count();
                     json!({"backend": b.to_string(), "connections": live})
                 })

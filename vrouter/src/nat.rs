@@ -5,29 +5,10 @@
 //! an established TCP connection lives for days unless the table needs its slot.
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-
-/// One direction of a flow as it appears on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub proto: u8,
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
-}
-
-impl FlowKey {
-    pub fn reversed(self) -> FlowKey {
-        FlowKey {
-            proto: self.proto,
-            src: self.dst,
-            dst: self.src,
-        }
-    }
-}
+pub use vswitch::wire::flow::FlowKey;
+pub use vswitch::wire::{PROTO_TCP, PROTO_UDP};
 
 /// A translated flow: what the client sent (`original`), and what the far side sees
 /// and answers (`reply`, as the reply arrives).
@@ -333,24 +314,17 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddrV4;
 
     fn sa(last: u8, port: u16) -> SocketAddrV4 {
         SocketAddrV4::new([10, 0, 0, last].into(), port)
     }
 
     fn flow(client_port: u16, now: Instant) -> Flow {
-        let original = FlowKey {
-            proto: PROTO_TCP,
-            src: sa(2, client_port),
-            dst: sa(100, 80),
-        };
+        let original = FlowKey::v4(PROTO_TCP, sa(2, client_port), sa(100, 80));
         Flow {
             original,
-            reply: FlowKey {
-                proto: PROTO_TCP,
-                src: sa(3, 80),
-                dst: sa(2, client_port),
-            },
+            reply: FlowKey::v4(PROTO_TCP, sa(3, 80), sa(2, client_port)),
             owner: 0,
             last_seen: now,
             closing: false,

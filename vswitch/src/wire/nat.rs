@@ -16,6 +16,18 @@ fn csum_offset(proto: u8) -> Option<usize> {
     }
 }
 
+/// Whether [`rewrite_v4`] can rewrite `packet`: a valid IPv4 packet, TCP or UDP, whole
+/// or a first fragment long enough to hold the ports and the checksum.
+pub fn can_rewrite_v4(packet: &[u8]) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        return false;
+    };
+    let Some(at) = csum_offset(ip.protocol()) else {
+        return false;
+    };
+    ip.frag_offset() == 0 && ip.payload().len() >= at + 2
+}
+
 /// Rewrites an IPv4 TCP or UDP packet (`packet`: IP header first, whole or a first
 /// fragment) to come from `new_src` and go to `new_dst`, updating the IP header
 /// checksum and the L4 checksum incrementally. A checksum the sender left to offload
@@ -29,25 +41,21 @@ pub fn rewrite_v4(
     new_src: SocketAddrV4,
     new_dst: SocketAddrV4,
 ) -> bool {
-    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *packet) else {
+    // Nothing changes unless all of it can: a first fragment too short for the
+    // ports and checksum keeps its addresses too.
+    if !can_rewrite_v4(packet) {
         return false;
-    };
-    let Some(at) = csum_offset(ip.protocol()) else {
-        return false;
-    };
+    }
+    let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
     let (proto, ihl) = (ip.protocol(), ip.header_len());
+    let at = csum_offset(proto).expect("checked");
     let (os, od) = (u32::from(ip.src()), u32::from(ip.dst()));
     let (ns, nd) = (u32::from(*new_src.ip()), u32::from(*new_dst.ip()));
     let c = checksum::update32(checksum::update32(ip.checksum(), os, ns), od, nd);
     ip.set_checksum(c);
     ip.set_src(*new_src.ip());
     ip.set_dst(*new_dst.ip());
-    let Some(l4) = packet.get_mut(ihl..) else {
-        return false;
-    };
-    if l4.len() < at + 2 {
-        return false;
-    }
+    let l4 = &mut packet[ihl..];
     let (osp, odp) = (
         u16::from_be_bytes([l4[0], l4[1]]),
         u16::from_be_bytes([l4[2], l4[3]]),
@@ -107,6 +115,13 @@ mod tests {
             "10.0.0.1:5000".parse().unwrap(),
             "10.0.1.7:5353".parse().unwrap(),
         );
+        // A (first-fragment) packet too short for the UDP checksum is left alone.
+        let mut short = [0u8; 26];
+        short.copy_from_slice(&p[..26]);
+        Ipv4Packet::new_unchecked(&mut short[..]).set_total_len(26);
+        let before = short;
+        assert!(!rewrite_v4(&mut short, false, s, d));
+        assert_eq!(short, before);
         assert!(rewrite_v4(p, false, s, d));
         let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
         assert!(ip.verify_checksum());

@@ -11,6 +11,8 @@ pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
+/// Congestion window reduced (RFC 3168).
+pub const CWR: u8 = 0x80;
 
 /// A view over a TCP segment (header first).
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,100 @@
+//! Why the router drops what it drops, and what it counts. Drops are values
+//! ([`crate::Action::Drop`]): [`Router::handle`] counts them, `trace` only shows them.
+
+use super::{Action, Router};
+
+vswitch::drop_reasons! {
+    /// Why the router did not forward a frame.
+    pub enum RouterDrop {
+        /// Too short for the headers it claims.
+        Truncated => "truncated",
+        /// An IPv4 header that does not parse (version, lengths).
+        BadIpHeader => "bad_ip_header",
+        BadIpChecksum => "bad_ip_checksum",
+        /// TTL ran out here (an ICMP time-exceeded went back).
+        TtlExceeded => "ttl_exceeded",
+        /// No route to the destination (an ICMP network-unreachable went back).
+        NoRoute => "no_route",
+        /// The next hop never answered ARP (an ICMP host-unreachable went back).
+        NeighborUnresolved => "neighbor_unresolved",
+        /// Too many frames already waiting for ARP answers.
+        HoldQueueFull => "hold_queue_full",
+        /// Neither ARP nor IPv4 (IPv6 comes later).
+        UnsupportedEthertype => "unsupported_ethertype",
+        /// A unicast frame for another MAC that flooded onto the router's port.
+        NotForRouter => "not_for_router",
+        /// Addressed to the router but not something it serves (only ping is).
+        ToRouterUnsupported => "to_router_unsupported",
+        /// Sent to a subnet's broadcast or network address, or from a multicast,
+        /// broadcast or unspecified source: not routed.
+        NotRoutable => "not_routable",
+        /// No free port to translate a hairpin service connection's source to.
+        NatPortsExhausted => "nat_ports_exhausted",
+        /// No free buffer for a frame the router or its proxy made.
+        NoBuffer => "no_buffer",
+        /// Larger than the outgoing bridge's MTU (fragmentation-needed went back if DF).
+        TooBig => "too_big",
+        /// IPv6, which this router does not route yet (the containers' own neighbour
+        /// discovery and multicast listener reports, mostly).
+        Ipv6NotRouted => "ipv6_not_routed",
+        /// A source no container may use here: loopback, 0/8, link-local, the subnet's
+        /// broadcast, the router's own addresses, or one that is not on the ingress
+        /// bridge's subnet (reverse-path check).
+        MartianSource => "martian_source",
+        /// For a next hop not yet known while its leg already asks ARP for
+        /// [`crate::neighbor::INCOMPLETE_MAX`] others (dropped without another request).
+        NeighborTableBusy => "neighbor_table_busy",
+    }
+}
+
+/// What the router did, counted since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    pub routed: u64,
+    pub translated: u64,
+    pub arp_replies: u64,
+    pub arp_requests: u64,
+    pub echo_replies: u64,
+    pub icmp_errors: u64,
+    pub icmp_rate_limited: u64,
+    /// ARP requests not sent: more than [`super::arp::ARP_RATE`] a second were due.
+    pub arp_rate_limited: u64,
+    pub outbox_full: u64,
+    /// Packets routed on that had to be cut into fragments for the outgoing bridge.
+    pub fragmented: u64,
+    /// Resets sent to the ends of TCP flows dropped (idle past their timeout, or
+    /// evicted for room) while they still held them.
+    pub flow_resets: u64,
+    /// Drops, indexed by [`RouterDrop`].
+    pub drops: [u64; RouterDrop::COUNT],
+}
+
+impl RouterStats {
+    pub fn dropped(&self, reason: RouterDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+impl Router {
+    /// Counts what an action dropped.
+    pub(super) fn counted(&mut self, action: Action) -> Action {
+        if let Action::Drop(reason) = action {
+            self.count_drop(reason);
+        }
+        action
+    }
+
+    pub(super) fn count_drop(&mut self, reason: RouterDrop) {
+        self.stats.drops[reason as usize] += 1;
+    }
+
+    /// A frame the datapath could not even keep while its next hop is resolved.
+    pub fn hold_queue_full(&mut self) {
+        self.count_drop(RouterDrop::HoldQueueFull);
+    }
+
+    /// A frame lost for want of a buffer.
+    pub fn no_buffer(&mut self) {
+        self.count_drop(RouterDrop::NoBuffer);
+    }
+}

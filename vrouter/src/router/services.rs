@@ -1,0 +1,226 @@
+//! Service VIPs: a connection to a VIP gets a backend (rendezvous hashing) and a NAT
+//! flow; the flow's packets are rewritten both ways, and a TCP flow dropped while its
+//! ends still hold it gets a reset sent to each.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use vswitch::frame::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use vswitch::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV4, HEADER_LEN};
+use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::tcp::{self, TcpPacket};
+use vswitch::wire::{nat, PROTO_TCP};
+
+use super::{Router, RouterDrop};
+use crate::nat::{Direction, Flow, FlowKey, Inserted};
+
+/// The NAT flow key of a TCP or UDP packet in `frame` (a first fragment), if any.
+pub(super) fn flow_key(frame: &[u8]) -> Option<FlowKey> {
+    FlowKey::from_frame(frame.get(VNET_HDR_LEN..)?)
+}
+
+impl Router {
+    /// Service translation of the IPv4 packet in `frame`. A packet of a known flow is
+    /// rewritten to the other side's view; a new connection to a VIP gets a backend
+    /// (and a flow). Returns the new destination if the packet was rewritten.
+    pub(super) fn translate(
+        &mut self,
+        frame: &mut [u8],
+        now: Instant,
+    ) -> Result<Option<Ipv4Addr>, RouterDrop> {
+        let Some(key) = flow_key(frame) else {
+            return Ok(None);
+        };
+        let partial = VnetHdr::parse(frame).is_some_and(|v| v.flags & VNET_F_NEEDS_CSUM != 0);
+        let packet = &mut frame[VNET_HDR_LEN + HEADER_LEN..];
+        // Too short for the ports and checksum: left as it is.
+        if !nat::can_rewrite_v4(packet) {
+            return Ok(None);
+        }
+        // A TCP segment's end and flags, to reset both ends should the flow be dropped.
+        let segment = Ipv4Packet::new_checked(&*packet)
+            .ok()
+            .filter(|ip| ip.protocol() == PROTO_TCP)
+            .and_then(|ip| {
+                let t = TcpPacket::new_checked(ip.payload())?;
+                Some((t.seq_end(), t.flags()))
+            });
+        let (new_src, new_dst, dir) = match self.flows.lookup(&key, now) {
+            Some((flow, Direction::Original)) => {
+                (flow.reply.dst, flow.reply.src, Direction::Original)
+            }
+            Some((flow, Direction::Reply)) => {
+                (flow.original.dst, flow.original.src, Direction::Reply)
+            }
+            None => {
+                let Some(svc) = self
+                    .services
+                    .iter()
+                    .position(|s| s.proto == key.proto && SocketAddr::V4(s.vip) == key.dst)
+                else {
+                    return Ok(None);
+                };
+                let flow = self.new_service_flow(svc, key, now)?;
+                (flow.reply.dst, flow.reply.src, Direction::Original)
+            }
+        };
+        let (SocketAddr::V4(new_src), SocketAddr::V4(new_dst)) = (new_src, new_dst) else {
+            return Ok(None);
+        };
+        nat::rewrite_v4(packet, partial, new_src, new_dst);
+        if let Some((next_seq, flags)) = segment {
+            self.flows.tcp_segment(
+                &key,
+                dir,
+                next_seq,
+                flags & tcp::FIN != 0,
+                flags & tcp::RST != 0,
+            );
+        }
+        self.stats.translated += 1;
+        Ok(Some(*new_dst.ip()))
+    }
+
+    /// Chooses a backend for a new connection to service `svc` and records the flow.
+    /// A backend that would answer the client directly on its own subnet (hairpin)
+    /// sees the connection come from the router's address on that subnet instead, so
+    /// that its replies come back through the router.
+    fn new_service_flow(
+        &mut self,
+        svc: usize,
+        key: FlowKey,
+        now: Instant,
+    ) -> Result<Flow, RouterDrop> {
+        let service = &self.services[svc];
+        let backend = *service
+            .backends
+            .iter()
+            .max_by_key(|b| flow_hash(&key, b))
+            .expect("a service has backends");
+        let mut client = key.src;
+        let SocketAddr::V4(client_v4) = key.src else {
+            return Err(RouterDrop::NatPortsExhausted);
+        };
+        if let Some(leg) = self
+            .ifaces
+            .iter()
+            .find(|i| i.on_link(*backend.ip()) && i.on_link(*client_v4.ip()))
+        {
+            let start = flow_hash(&key, &backend) as u16;
+            let free = (0..64u16)
+                .map(|k| 32768 + (start.wrapping_add(k.wrapping_mul(7919))) % 28232)
+                .map(|p| SocketAddrV4::new(leg.ip, p))
+                .find(|&a| !self.flows.contains(&FlowKey::v4(key.proto, backend, a)));
+            client = SocketAddr::V4(free.ok_or(RouterDrop::NatPortsExhausted)?);
+        }
+        let flow = Flow {
+            original: key,
+            reply: FlowKey {
+                proto: key.proto,
+                src: SocketAddr::V4(backend),
+                dst: client,
+            },
+            owner: svc,
+            last_seen: now,
+            closing: false,
+            next_seq: [None; 2],
+            finished: false,
+            fins: 0,
+        };
+        match self.flows.insert(flow) {
+            Inserted::Added { evicted } => {
+                if let Some(old) = evicted {
+                    self.reset_flow(&old, now);
+                }
+                Ok(flow)
+            }
+            // The reply key is taken by another flow (a client port reused towards
+            // another VIP with the same backend): no translation could be undone.
+            Inserted::KeyTaken => Err(RouterDrop::NatPortsExhausted),
+        }
+    }
+
+    /// Ages the NAT flows; a TCP flow dropped while its ends still hold the
+    /// connection gets a reset sent to each, as many as the outbox has room for now
+    /// and the rest at the next tick.
+    pub(super) fn expire_flows(&mut self, now: Instant) {
+        let mut gone = [None; super::OUTBOX_SLOTS / 2];
+        let mut n = 0;
+        self.flows.expire(now, |f| {
+            if n == gone.len() {
+                return false;
+            }
+            gone[n] = Some(*f);
+            n += 1;
+            true
+        });
+        for f in gone.iter().flatten() {
+            self.reset_flow(f, now);
+        }
+    }
+
+    /// Tells both ends of a TCP flow that tapnet let go of (idle past its timeout, or
+    /// evicted for room) that it is over: a reset to each, in its window, so neither
+    /// waits on a connection that no longer goes anywhere.
+    pub(super) fn reset_flow(&mut self, flow: &Flow, now: Instant) {
+        if flow.original.proto != PROTO_TCP || flow.finished {
+            return;
+        }
+        let [Some(client_next), Some(far_next)] = flow.next_seq else {
+            return;
+        };
+        let (Some((client, vip)), Some((far, seen_as))) =
+            (flow.original.as_v4(), flow.reply.as_v4())
+        else {
+            return;
+        };
+        // To the client, from the address it called; to the far side, from the
+        // address it saw (the client, or the router's own for a hairpin).
+        let ends = [
+            (vip, client, far_next, client_next),
+            (seen_as, far, client_next, far_next),
+        ];
+        for (from, to, seq, ack) in ends {
+            let Some(route) = self.routes.lookup(*to.ip()).copied() else {
+                continue; // a client outside (through a forward): the proxy's side
+            };
+            let Some(mac) = self.neighbors.lookup(route.iface, *to.ip(), now) else {
+                continue;
+            };
+            let me = self.ifaces[route.iface].mac;
+            let sent = self.queue(route.iface, |buf| {
+                let eth = &mut buf[VNET_HDR_LEN..];
+                EthernetRepr {
+                    dst: mac,
+                    src: me,
+                    ethertype: ETHERTYPE_IPV4,
+                }
+                .emit(eth);
+                let n = tcp::emit_rst(from, to, seq, ack, &mut eth[HEADER_LEN..])?;
+                Some(VNET_HDR_LEN + HEADER_LEN + n)
+            });
+            if sent {
+                self.stats.flow_resets += 1;
+            }
+        }
+    }
+}
+
+/// Rendezvous hash of a flow and a backend: each flow picks the backend scoring
+/// highest, so backends added or removed move only their share of new flows.
+fn flow_hash(key: &FlowKey, backend: &SocketAddrV4) -> u64 {
+    let ip = match key.src {
+        SocketAddr::V4(a) => u64::from(u32::from(*a.ip())),
+        SocketAddr::V6(a) => {
+            let o = u128::from(*a.ip());
+            (o ^ (o >> 64)) as u64
+        }
+    };
+    let mut x = ip << 16 | key.src.port() as u64;
+    x ^= (u64::from(u32::from(*backend.ip())) << 16 | backend.port() as u64).rotate_left(29);
+    x ^= key.proto as u64;
+    // splitmix64's finaliser.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
