@@ -306,7 +306,10 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
                                 .is_some_and(|v| v.info.name.starts_with("vxlan:"))
                         });
                         if let (Some(v), Some(t)) = (vtep, tunnel) {
-                            let (vni, peers) = v.peek(t, dst, now).unwrap_or_default();
+                            let (vni, peers) = v
+                                .trace(t, &frame, now)
+                                .map(|(e, a)| (e.vni, a))
+                                .unwrap_or_default();
                             let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
                             let how = if peers.len() == 1 {
                                 "to the peer that has it"
@@ -346,7 +349,10 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
             return json!({"steps": steps, "egress": there.info.name});
         }
         if let (Some(v), true) = (vtep, there.info.name.starts_with("vxlan:")) {
-            let (vni, peers) = v.peek(next, dst, now).unwrap_or_default();
+            let (vni, peers) = v
+                .trace(next, &frame, now)
+                .map(|(e, a)| (e.vni, a))
+                .unwrap_or_default();
             let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
             let how = if peers.len() == 1 {
                 "to the peer that has it"

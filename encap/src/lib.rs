@@ -1,8 +1,12 @@
 //! encap: a VXLAN tunnel endpoint over plain UDP sockets (RFC 7348), plugged into each
 //! bridge with a VNI as an internal port, interoperable with the Linux kernel's own.
+//! [`endpoint`] holds the state and the decisions, with no IO; [`vtep`] is the shell
+//! of sockets around it; [`offload`] does in software what a TAP's offloads left.
 
+pub mod endpoint;
 pub mod offload;
 pub mod vtep;
-pub mod vxlan;
 
+/// The VXLAN header lives with the other packet formats, in the wire layer.
+pub use vswitch::wire::vxlan;
 pub use vtep::{Vtep, VtepConfig};

@@ -8,12 +8,15 @@
 //! VXLAN device unfinished) is recognised and handed on marked NEEDS_CSUM, the way
 //! a virtio NIC would see it, instead of as a checksum error.
 
-use vswitch::checksum;
 use vswitch::frame::{
     max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_F_NEEDS_CSUM,
     VNET_HDR_LEN,
 };
 use vswitch::gro::{self, Checksums};
+use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
+use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::tcp::{self, TcpPacket};
+use vswitch::wire::{l4_checksum, pseudo_sum, PROTO_TCP};
 
 /// Why a frame could not be made ready for the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,20 +30,51 @@ pub enum OffloadError {
 /// Finishes a partial checksum in place: `eth` is the Ethernet frame, and the field at
 /// `start + offset` holds the pseudo-header sum to fold the rest into.
 pub fn finish_checksum(eth: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
-    let at = start + offset;
-    if at + 2 > eth.len() || start > eth.len() {
-        return Err(OffloadError::Malformed);
-    }
-    let c = checksum::checksum(&eth[start..]);
-    // A UDP checksum of zero means "none": send its equal, all ones, instead.
-    let c = if c == 0 && offset == 6 { 0xffff } else { c };
-    eth[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    Ok(())
+    vswitch::wire::finish_checksum(eth, start, offset).ok_or(OffloadError::Malformed)
 }
 
-/// Cuts a super-frame (`eth`, described by `vnet`) into segments, each built in
-/// `scratch` after `headroom` bytes left free for the tunnel's own header; `send`
-/// gets each as `scratch[..headroom + segment length]`. Returns how many.
+/// How a super-frame is cut: each segment carries `headers` bytes of headers
+/// (Ethernet, IPv4, TCP, from the frame itself) and at most `mss` bytes of payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub headers: usize,
+    pub mss: usize,
+}
+
+impl Cut {
+    /// The longest segment's Ethernet frame, bytes.
+    pub fn max_segment(&self) -> usize {
+        self.headers + self.mss
+    }
+}
+
+/// How the super-frame `eth`, described by `vnet`, would be cut, without cutting it:
+/// what [`segment`] checks first. TCP over IPv4 only (no VLAN tag).
+pub fn plan(vnet: &VnetHdr, eth: &[u8]) -> Result<Cut, OffloadError> {
+    if vnet.gso_type & !GSO_ECN != GSO_TCPV4 {
+        return Err(OffloadError::UnsupportedGso);
+    }
+    let mss = vnet.gso_size as usize;
+    let frame = EthernetFrame::new_checked(eth)
+        .filter(|e| e.ethertype() == ETHERTYPE_IPV4 && mss > 0)
+        .ok_or(OffloadError::Malformed)?;
+    // Each segment gets its own total length: the super-frame's is not relied on,
+    // only the header's own length and the frame's end.
+    let ip = Ipv4Packet::new_quoted(frame.payload()).map_err(|_| OffloadError::Malformed)?;
+    if ip.protocol() != PROTO_TCP {
+        return Err(OffloadError::Malformed);
+    }
+    let l4 = &frame.payload()[ip.header_len()..];
+    let t = TcpPacket::new_checked(l4).ok_or(OffloadError::Malformed)?;
+    Ok(Cut {
+        headers: ETH_HDR_LEN + ip.header_len() + t.header_len(),
+        mss,
+    })
+}
+
+/// Cuts a super-frame (`eth`, described by `vnet`) into segments (see [`plan`]), each
+/// built in `scratch` after `headroom` bytes left free for the tunnel's own header;
+/// `send` gets each as `scratch[..headroom + segment length]`. Returns how many.
 pub fn segment(
     vnet: &VnetHdr,
     eth: &[u8],
@@ -48,10 +82,15 @@ pub fn segment(
     headroom: usize,
     send: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
-    match vnet.gso_type & !GSO_ECN {
-        GSO_TCPV4 => segment_tcp4(eth, vnet.gso_size as usize, scratch, headroom, send),
-        _ => Err(OffloadError::UnsupportedGso),
-    }
+    let cut = plan(vnet, eth)?;
+    segment_tcp4(eth, cut, scratch, headroom, send)
+}
+
+/// Whether a partial checksum's offsets (NEEDS_CSUM) fall inside an Ethernet frame of
+/// `len` bytes, as [`finish`] needs; true for a frame without one.
+pub fn partial_fits(vnet: &VnetHdr, len: usize) -> bool {
+    vnet.flags & VNET_F_NEEDS_CSUM == 0
+        || vnet.csum_start as usize + vnet.csum_offset as usize + 2 <= len
 }
 
 /// Finishes a plain frame's partial checksum, if it has one.
@@ -86,10 +125,10 @@ pub fn finish(vnet: &VnetHdr, eth: &mut [u8]) -> Result<(), OffloadError> {
 /// the packet. The virtio-net header is not touched for anything but a partial one.
 pub fn rx_checksums(frame: &mut [u8]) -> (Checksums, usize) {
     let ip_at = VNET_HDR_LEN + ETH_HDR_LEN;
-    if frame.len() < ip_at || frame[VNET_HDR_LEN + 12..ip_at] != [0x08, 0x00] {
-        return (Checksums::NotChecked, frame.len());
-    }
-    let sums = gro::checksums(&frame[ip_at..]);
+    let sums = match EthernetFrame::new_checked(frame.get(VNET_HDR_LEN..).unwrap_or_default()) {
+        Some(eth) if eth.ethertype() == ETHERTYPE_IPV4 => gro::checksums(eth.payload()),
+        _ => return (Checksums::NotChecked, frame.len()),
+    };
     let Checksums::Partial {
         l4,
         csum_offset,
@@ -113,10 +152,14 @@ pub fn rx_checksums(frame: &mut [u8]) -> (Checksums, usize) {
 /// super-frame (up to the IPv4 total length's 65535 bytes; see [`rx_super_frame`]).
 /// Looks only at the Ethernet type and the IP protocol.
 pub fn max_rx_frame(mtu: u32, eth: &[u8]) -> usize {
-    let tcp4 = eth.len() > ETH_HDR_LEN + 9
-        && eth[12..14] == [0x08, 0x00]
-        && eth[ETH_HDR_LEN] >> 4 == 4
-        && eth[ETH_HDR_LEN + 9] == 6;
+    let tcp4 = EthernetFrame::new_checked(eth)
+        .filter(|e| e.ethertype() == ETHERTYPE_IPV4)
+        .and_then(|e| {
+            Ipv4Packet::new_quoted(e.payload())
+                .ok()
+                .map(|ip| ip.protocol())
+        })
+        == Some(PROTO_TCP);
     if tcp4 {
         ETH_HDR_LEN + gro::GSO_MAX
     } else {
@@ -140,22 +183,32 @@ pub fn max_rx_frame(mtu: u32, eth: &[u8]) -> usize {
 /// frame left as it was, for anything else (a UDP super-datagram's boundaries are
 /// lost: it cannot be rebuilt), which the caller drops as oversize.
 pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
-    let ip_at = VNET_HDR_LEN + ETH_HDR_LEN;
-    if !gro::mergeable(sums)
-        || frame.len() < ip_at + 40
-        || frame[VNET_HDR_LEN + 12..ip_at] != [0x08, 0x00]
-    {
+    if !gro::mergeable(sums) {
         return false;
     }
-    let p = &mut frame[ip_at..];
-    let ihl = (p[0] & 0x0f) as usize * 4;
-    let total = u16::from_be_bytes([p[2], p[3]]) as usize;
-    if p[9] != 6 || total != p.len() || p.len() < ihl + 20 {
+    let Some(mut eth) =
+        EthernetFrame::new_checked(frame.get_mut(VNET_HDR_LEN..).unwrap_or_default())
+    else {
+        return false;
+    };
+    if eth.ethertype() != ETHERTYPE_IPV4 {
         return false;
     }
-    let thl = (p[ihl + 12] >> 4) as usize * 4;
-    let headers = ihl + thl;
-    if thl < 20 || headers >= total {
+    let available = eth.payload().len();
+    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else {
+        return false;
+    };
+    let (ihl, total) = (ip.header_len(), ip.total_len());
+    // Exactly the packet (no padding): only a whole TCP packet.
+    if ip.protocol() != PROTO_TCP || total != available {
+        return false;
+    }
+    let (src, dst) = (ip.src(), ip.dst());
+    let Some(mut t) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return false;
+    };
+    let headers = ihl + t.header_len();
+    if headers >= total {
         return false;
     }
     let Some(mss) = (mtu as usize)
@@ -167,14 +220,13 @@ pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
     };
     if sums == Checksums::Valid {
         // Finished by the sender: leave the field as NEEDS_CSUM expects it.
-        let mut pseudo = [0u8; 12];
-        pseudo[..8].copy_from_slice(&p[12..20]);
-        pseudo[9] = 6;
-        pseudo[10..12].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
-        let ps = checksum::sum(&pseudo);
-        p[ihl + 16..ihl + 18].copy_from_slice(&ps.to_be_bytes());
+        t.set_checksum(pseudo_sum(src, dst, PROTO_TCP, total - ihl));
     }
-    let ecn = if p[ihl + 13] & 0x80 != 0 { GSO_ECN } else { 0 };
+    let ecn = if t.flags() & tcp::CWR != 0 {
+        GSO_ECN
+    } else {
+        0
+    };
     VnetHdr {
         flags: VNET_F_NEEDS_CSUM,
         gso_type: GSO_TCPV4 | ecn,
@@ -192,29 +244,23 @@ pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
 /// only on the last, CWR only on the first, and a full TCP checksum.
 fn segment_tcp4(
     eth: &[u8],
-    mss: usize,
+    cut: Cut,
     scratch: &mut [u8],
     headroom: usize,
     mut send: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
-    const ETH: usize = 14;
-    if eth.len() < ETH + 20 || eth[12..14] != [0x08, 0x00] || mss == 0 {
+    let Cut { headers, mss } = cut;
+    if scratch.len() < headroom + headers + mss {
         return Err(OffloadError::Malformed);
     }
-    let ihl = (eth[ETH] & 0x0f) as usize * 4;
-    if ihl < 20 || eth[ETH + 9] != 6 || eth.len() < ETH + ihl + 20 {
-        return Err(OffloadError::Malformed);
-    }
-    let tcp = ETH + ihl;
-    let thl = (eth[tcp + 12] >> 4) as usize * 4;
-    let headers = tcp + thl;
-    if thl < 20 || eth.len() < headers || scratch.len() < headroom + headers + mss {
-        return Err(OffloadError::Malformed);
-    }
+    let ip = Ipv4Packet::new_quoted(&eth[ETH_HDR_LEN..]).map_err(|_| OffloadError::Malformed)?;
+    let ihl = ip.header_len();
+    let tcp_at = ETH_HDR_LEN + ihl;
+    let thl = headers - tcp_at;
+    let t = TcpPacket::new_checked(&eth[tcp_at..]).ok_or(OffloadError::Malformed)?;
+    let (id, seq, flags) = (ip.ident(), t.seq(), t.flags());
+    let (src, dst) = (ip.src(), ip.dst());
     let payload = &eth[headers..];
-    let id = u16::from_be_bytes([eth[ETH + 4], eth[ETH + 5]]);
-    let seq = u32::from_be_bytes([eth[tcp + 4], eth[tcp + 5], eth[tcp + 6], eth[tcp + 7]]);
-    let flags = eth[tcp + 13];
     let count = payload.len().div_ceil(mss).max(1);
     for i in 0..count {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
@@ -222,29 +268,25 @@ fn segment_tcp4(
         let out = &mut whole[headroom..];
         out[..headers].copy_from_slice(&eth[..headers]);
         out[headers..].copy_from_slice(chunk);
-        let ip = &mut out[ETH..ETH + ihl];
-        ip[2..4].copy_from_slice(&((ihl + thl + chunk.len()) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        ip[10..12].fill(0);
-        let c = checksum::checksum(ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        let t = &mut out[tcp..];
-        t[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[ETH_HDR_LEN..]);
+        ip.set_total_len((ihl + thl + chunk.len()) as u16);
+        ip.set_ident(id.wrapping_add(i as u16));
+        ip.fill_checksum();
+        let segment = &mut out[tcp_at..];
+        let mut t = TcpPacket::new_checked(&mut *segment).expect("copied whole");
+        t.set_seq(seq.wrapping_add((i * mss) as u32));
         let mut f = flags;
         if i + 1 < count {
-            f &= !0x09; // FIN, PSH: only on the last segment
+            f &= !(tcp::FIN | tcp::PSH); // only on the last segment
         }
         if i > 0 {
-            f &= !0x80; // CWR: only on the first
+            f &= !tcp::CWR; // only on the first
         }
-        t[13] = f;
-        t[16..18].fill(0);
-        let mut pseudo = [0u8; 12];
-        pseudo[..8].copy_from_slice(&eth[ETH + 12..ETH + 20]);
-        pseudo[9] = 6;
-        pseudo[10..12].copy_from_slice(&((thl + chunk.len()) as u16).to_be_bytes());
-        let c = !checksum::sum_with(&out[tcp..], checksum::sum(&pseudo));
-        out[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
+        t.set_flags(f);
+        let c = l4_checksum(src, dst, PROTO_TCP, segment, 16);
+        TcpPacket::new_checked(segment)
+            .expect("copied whole")
+            .set_checksum(c);
         send(whole);
     }
     Ok(count)
@@ -253,6 +295,7 @@ fn segment_tcp4(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vswitch::checksum;
 
     /// A TCP/IPv4 frame with `payload` bytes, its checksum finished or left partial.
     fn tcp_frame(payload: usize, flags: u8) -> Vec<u8> {

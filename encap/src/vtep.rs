@@ -1,9 +1,9 @@
-//! The tunnel endpoint: one internal port on every bridge with a VNI, and UDP sockets
-//! on the underlay. A frame the bridge sends to the port is encapsulated (its checksum
-//! finished, a TCP super-frame cut into segments first) and sent to the peer that has
-//! its destination MAC, or to every peer (head-end replication) when none does. A
-//! datagram from a peer is checked, its inner source MAC learned (MAC -> peer, with
-//! aging and a limit, per VNI), and the inner frame injected into the VNI's bridge,
+//! The tunnel endpoint's IO shell: one internal port on every bridge with a VNI, and
+//! UDP sockets on the underlay. The decisions are [`Endpoint`]'s; this file moves the
+//! bytes. A frame the bridge sends to the port is encapsulated (its checksum
+//! finished, a TCP super-frame cut into segments first) and sent to the peers the
+//! endpoint chose. A datagram from a peer is accepted (and its inner source MAC
+//! learned) by the endpoint, and the inner frame injected into the VNI's bridge,
 //! consecutive TCP segments of a flow merged (GRO). A peer's kernel may send checksums
 //! left partial and TSO super-frames uncut (a VXLAN device over a veth does, with the
 //! kernel's default offloads): the first go on marked NEEDS_CSUM, the second as GSO
@@ -25,10 +25,15 @@ use vswitch::frame::{
 };
 use vswitch::gro::{self, Checksums, TcpRun};
 use vswitch::pool::BufId;
-use vswitch::{Emitter, Fdb, Handler, Mac, PortId, Verdict};
+use vswitch::wire::ethernet::{EthernetFrame, EthernetRepr, ETHERTYPE_IPV4};
+use vswitch::wire::ipv4::{Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
+use vswitch::wire::udp;
+use vswitch::wire::vxlan::{self, HEADER_LEN};
+use vswitch::wire::PROTO_UDP;
+use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
 
+pub use crate::endpoint::{Egress, Endpoint, Peer, PeerStats, Segment, Targets, VtepDrop};
 use crate::offload;
-use crate::vxlan::{self, Vxlan, HEADER_LEN};
 
 #[derive(Debug, Clone)]
 pub struct VtepConfig {
@@ -37,69 +42,6 @@ pub struct VtepConfig {
     /// Remote MACs per VNI at most, and how long one is remembered.
     pub remote_max: usize,
     pub remote_aging: Duration,
-}
-
-vswitch::drop_reasons! {
-    /// Why a frame or datagram went no further.
-    pub enum VtepDrop {
-        /// A datagram from an address that is not a peer.
-        NotPeer => "not_peer",
-        /// Shorter than a VXLAN header and an inner Ethernet header.
-        Truncated => "truncated",
-        /// Flags other than 0x08.
-        BadFlags => "bad_flags",
-        /// A VNI no bridge here has.
-        UnknownVni => "unknown_vni",
-        /// An inner frame larger than the bridge's MTU allows (it would need fragments).
-        /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
-        /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
-        Oversize => "oversize",
-        /// A super-frame this software cannot cut (TCP over IPv6, UDP).
-        UnsupportedGso => "unsupported_gso",
-        /// Headers that do not match what the virtio-net header says.
-        Malformed => "malformed",
-        /// No free buffer for an arriving datagram.
-        NoBuffer => "no_buffer",
-        /// The underlay socket refused to send.
-        SendError => "send_error",
-    }
-}
-
-/// What went to and came from one peer. Packets are VXLAN datagrams; bytes count
-/// the VXLAN header and the inner frame (no outer IP or UDP header).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PeerStats {
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_errors: u64,
-    /// Inner IPv4 TCP or UDP packets from this peer whose checksum the sending kernel
-    /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed
-    /// on marked NEEDS_CSUM rather than as checksum errors. A kernel VXLAN host over a
-    /// veth with its default offloads sends most of its TCP and UDP like this.
-    pub rx_partial_checksum: u64,
-    /// Inner IPv4 TCP or UDP packets from this peer whose IP, TCP or UDP checksum was
-    /// neither valid nor partial: passed on unchanged, for the receiver to drop.
-    pub rx_bad_checksum: u64,
-    /// Inner TCP super-frames from this peer (larger than the VNI's MTU: a sender's
-    /// TSO skb that a kernel VXLAN device over a veth sends whole), handed on as GSO
-    /// frames ([`offload::rx_super_frame`]). Each is also one `rx_partial_checksum`.
-    pub rx_gso_frames: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddrV4,
-    pub stats: PeerStats,
-}
-
-/// One VNI: its bridge's port and MTU, and the MACs learned behind each peer.
-pub struct Segment {
-    pub vni: u32,
-    pub port: PortId,
-    pub mtu: u32,
-    pub remote: Fdb<usize>,
 }
 
 /// Sockets sending from these many source ports: flows are hashed over them, so the
@@ -118,59 +60,68 @@ pub struct Vtep {
     listen: SocketAddrV4,
     socket: UdpSocket,
     senders: Vec<(UdpSocket, u16)>,
-    peers: Vec<Peer>,
-    segments: Vec<Segment>,
-    drops: [u64; VtepDrop::COUNT],
-    remote_max: usize,
-    remote_aging: Duration,
+    endpoint: Endpoint,
     /// Where super-frames are cut into segments, and where datagrams that find no
     /// free buffer are read and dropped.
     scratch: Vec<u8>,
     /// Equal-sized datagrams gathered for one sendmmsg.
     batch: Vec<u8>,
     /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
-    underlay: Option<Sender<Captured>>,
-    /// Underlay copies a slow capture reader could not take (the datagrams went on).
-    underlay_dropped: u64,
+    underlay: Underlay,
 }
 
-/// Copies a datagram, with outer Ethernet, IPv4 and UDP headers made up for it, to the
-/// underlay capture. Costs a branch when nobody captures.
-fn underlay_copy(
-    tap: &mut Option<Sender<Captured>>,
-    dropped: &mut u64,
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
-    datagram: &[u8],
-) {
-    let Some(tx) = tap else { return };
-    let mut f = Vec::with_capacity(14 + 28 + datagram.len());
-    f.extend_from_slice(&[0; 12]);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = (28 + datagram.len()).min(0xffff) as u16;
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&total.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&src.ip().octets());
-    ip[16..20].copy_from_slice(&dst.ip().octets());
-    let c = vswitch::checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&src.port().to_be_bytes());
-    f.extend_from_slice(&dst.port().to_be_bytes());
-    f.extend_from_slice(&(total - 20).to_be_bytes());
-    f.extend_from_slice(&[0, 0]); // checksum zero, as sent
-    f.extend_from_slice(datagram);
-    let copy = Captured {
-        at: std::time::SystemTime::now(),
-        frame: f,
-    };
-    match tx.try_send(copy) {
-        Ok(()) => {}
-        Err(crossbeam_channel::TrySendError::Full(_)) => *dropped += 1,
-        Err(crossbeam_channel::TrySendError::Disconnected(_)) => *tap = None,
+/// The underlay capture: copies of the datagrams with outer Ethernet, IPv4 and UDP
+/// headers made up for them. Costs a branch when nobody captures.
+#[derive(Default)]
+struct Underlay {
+    tap: Option<Sender<Captured>>,
+    /// Copies a slow capture reader could not take (the datagrams went on).
+    dropped: u64,
+}
+
+impl Underlay {
+    fn on(&self) -> bool {
+        self.tap.is_some()
+    }
+
+    fn copy(&mut self, src: SocketAddrV4, dst: SocketAddrV4, datagram: &[u8]) {
+        let Some(tx) = &self.tap else { return };
+        let headers = ETH_HDR_LEN + IP_HEADER_LEN + udp::HEADER_LEN;
+        let mut f = vec![0u8; headers + datagram.len()];
+        EthernetRepr {
+            dst: Mac([0; 6]),
+            src: Mac([0; 6]),
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit(&mut f);
+        Ipv4Repr {
+            src: *src.ip(),
+            dst: *dst.ip(),
+            protocol: PROTO_UDP,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            // A 64 KiB datagram's length does not fit the field: it says the most.
+            payload_len: (udp::HEADER_LEN + datagram.len()).min(0xffff - IP_HEADER_LEN),
+        }
+        .emit(&mut f[ETH_HDR_LEN..]);
+        // Checksum zero, as VXLAN sends it.
+        udp::emit_header(
+            src.port(),
+            dst.port(),
+            datagram.len(),
+            &mut f[ETH_HDR_LEN + IP_HEADER_LEN..],
+        );
+        f[headers..].copy_from_slice(datagram);
+        let copy = Captured {
+            at: std::time::SystemTime::now(),
+            frame: f,
+        };
+        match tx.try_send(copy) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => self.dropped += 1,
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => self.tap = None,
+        }
     }
 }
 
@@ -183,14 +134,7 @@ const GSO_BATCH_SEGMENTS: usize = 64;
 /// `peer` with one sendmmsg. (Not UDP GSO: the kernel refuses it on a socket that
 /// sends UDP checksum zero, and RFC 7348 asks for zero.)
 /// Returns false if some did not go.
-fn send_batch(
-    senders: &[(UdpSocket, u16)],
-    peer: &mut Peer,
-    flow: u64,
-    batch: &[u8],
-    size: usize,
-) -> bool {
-    let (socket, _) = &senders[(flow % senders.len() as u64) as usize];
+fn send_batch(socket: &UdpSocket, peer: &mut Peer, batch: &[u8], size: usize) -> bool {
     let addr = socket2::SockAddr::from(SocketAddr::V4(peer.addr));
     // SAFETY: all-zero is a valid iovec and mmsghdr.
     let mut iovs: [libc::iovec; GSO_BATCH_SEGMENTS] = unsafe { std::mem::zeroed() };
@@ -237,6 +181,11 @@ fn send_batch(
         done += n as usize;
     }
     true
+}
+
+/// The socket (and its source port) a flow leaves from.
+fn sender(senders: &[(UdpSocket, u16)], flow: u64) -> &(UdpSocket, u16) {
+    &senders[(flow % senders.len() as u64) as usize]
 }
 
 fn udp_socket(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
@@ -310,82 +259,65 @@ impl Vtep {
             listen: config.listen,
             socket: UdpSocket::from_std(socket.into()),
             senders,
-            peers: config
-                .peers
-                .iter()
-                .map(|&addr| Peer {
-                    addr,
-                    stats: PeerStats::default(),
-                })
-                .collect(),
-            segments: Vec::new(),
-            drops: [0; VtepDrop::COUNT],
-            remote_max: config.remote_max,
-            remote_aging: config.remote_aging,
+            endpoint: Endpoint::new(&config.peers, config.remote_max, config.remote_aging),
             scratch: vec![0; MAX_DATAGRAM + 64],
             batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
-            underlay: None,
-            underlay_dropped: 0,
+            underlay: Underlay::default(),
         })
     }
 
     /// Serves VNI `vni` through internal port `port` of a bridge with MTU `mtu`.
     pub fn add_vni(&mut self, vni: u32, port: PortId, mtu: u32) {
-        self.segments.push(Segment {
-            vni,
-            port,
-            mtu,
-            remote: Fdb::new(self.remote_max, self.remote_aging),
-        });
+        self.endpoint.add_vni(vni, port, mtu);
     }
 
     pub fn listen(&self) -> SocketAddrV4 {
         self.listen
     }
 
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     pub fn peers(&self) -> &[Peer] {
-        &self.peers
+        self.endpoint.peers()
     }
 
     pub fn segments(&self) -> &[Segment] {
-        &self.segments
+        self.endpoint.segments()
     }
 
     pub fn source_ports(&self) -> Vec<u16> {
         self.senders.iter().map(|(_, p)| *p).collect()
     }
 
-    /// Where a frame for `dst` leaving by VNI port `port` would go: its VNI and the
-    /// peers (one if learned, all otherwise). For `tapnet trace`.
-    pub fn peek(&self, port: PortId, dst: Mac, now: Instant) -> Option<(u32, Vec<SocketAddrV4>)> {
-        let seg = self.segments.iter().find(|s| s.port == port)?;
-        let peers = match (!dst.is_multicast())
-            .then(|| seg.remote.lookup(dst, now))
-            .flatten()
-        {
-            Some(p) => vec![self.peers[p].addr],
-            None => self.peers.iter().map(|p| p.addr).collect(),
-        };
-        Some((seg.vni, peers))
+    /// What sending `frame` (virtio-net header, then Ethernet) by VNI port `port` would
+    /// do: its VNI and the peers' addresses, or why it would be dropped. The same
+    /// decision as sending ([`Endpoint::egress`]); nothing is sent. For `tapnet trace`.
+    pub fn trace(
+        &self,
+        port: PortId,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(Egress, Vec<SocketAddrV4>), VtepDrop> {
+        let e = self.endpoint.egress(port, frame, now)?;
+        let peers = self.endpoint.peers();
+        let addrs = e.peers(peers.len()).map(|p| peers[p].addr).collect();
+        Ok((e, addrs))
     }
 
     /// Underlay copies a slow capture reader missed.
     pub fn underlay_capture_dropped(&self) -> u64 {
-        self.underlay_dropped
+        self.underlay.dropped
     }
 
     pub fn dropped(&self, reason: VtepDrop) -> u64 {
-        self.drops[reason as usize]
-    }
-
-    fn drop(&mut self, reason: VtepDrop) {
-        self.drops[reason as usize] += 1;
+        self.endpoint.dropped(reason)
     }
 
     /// Sends one datagram (header included) to peer `p` from the sender that the
     /// inner flow hashes to.
-    fn send(senders: &[(UdpSocket, u16)], peer: &mut Peer, flow: u64, datagram: &[u8]) -> bool {
-        let (socket, _) = &senders[(flow % senders.len() as u64) as usize];
+    fn send(socket: &UdpSocket, peer: &mut Peer, datagram: &[u8]) -> bool {
         match socket.send_to(datagram, SocketAddr::V4(peer.addr)) {
             Ok(_) => {
                 peer.stats.tx_packets += 1;
@@ -411,7 +343,7 @@ impl Vtep {
                 // drop it, counted.
                 match self.socket.recv_from(&mut self.scratch) {
                     Ok(_) => {
-                        self.drop(VtepDrop::NoBuffer);
+                        self.endpoint.count(VtepDrop::NoBuffer, 1);
                         continue;
                     }
                     Err(_) => {
@@ -434,39 +366,30 @@ impl Vtep {
                 }
             };
             if let SocketAddr::V4(from4) = from {
-                underlay_copy(
-                    &mut self.underlay,
-                    &mut self.underlay_dropped,
-                    from4,
-                    self.listen,
-                    &room[at..at + n],
-                );
+                self.underlay.copy(from4, self.listen, &room[at..at + n]);
             }
-            let (port, peer, mtu) = match self.accept(from, &room[at..at + n], now) {
+            let got = match self.endpoint.accept(from, &room[at..at + n], now) {
                 Ok(got) => got,
                 Err(reason) => {
-                    self.drop(reason);
+                    self.endpoint.count(reason, 1);
                     out.release(buf);
                     continue;
                 }
             };
+            let (port, mtu) = (got.port, got.mtu);
             VnetHdr::default().emit(&mut room[..VNET_HDR_LEN]);
             // A checksum the peer's kernel left partial goes on marked NEEDS_CSUM.
             let (sums, len) = offload::rx_checksums(&mut room[..VNET_HDR_LEN + n - HEADER_LEN]);
-            match sums {
-                Checksums::Partial { .. } => self.peers[peer].stats.rx_partial_checksum += 1,
-                Checksums::Wrong => self.peers[peer].stats.rx_bad_checksum += 1,
-                Checksums::Valid | Checksums::NotChecked => {}
-            }
+            self.endpoint.rx_checksums(got.peer, sums);
             let frame = &mut room[..len];
             if len - VNET_HDR_LEN > max_frame_len(mtu, &frame[VNET_HDR_LEN..]) {
                 // A TCP super-frame sent whole: on as GSO, never merged into a run.
                 if !offload::rx_super_frame(frame, mtu, sums) {
-                    self.drop(VtepDrop::Oversize);
+                    self.endpoint.count(VtepDrop::Oversize, 1);
                     out.release(buf);
                     continue;
                 }
-                self.peers[peer].stats.rx_gso_frames += 1;
+                self.endpoint.peer_mut(got.peer).stats.rx_gso_frames += 1;
                 if let Some(o) = open.take() {
                     o.flush(out);
                 }
@@ -493,44 +416,63 @@ impl Vtep {
         more
     }
 
-    /// Checks a datagram and learns its inner source; the port to inject it at, the
-    /// peer it came from, and the VNI's MTU.
-    fn accept(
+    /// Cuts the super-frame `eth` as `egress` planned and sends the segments to its
+    /// peers in batches, one sendmmsg per batch and peer, so a 64 KiB super-frame
+    /// costs a syscall, not forty-five. Returns the batches that failed to go.
+    fn send_segments(
         &mut self,
-        from: SocketAddr,
-        datagram: &[u8],
-        now: Instant,
-    ) -> Result<(PortId, usize, u32), VtepDrop> {
-        let SocketAddr::V4(from) = from else {
-            return Err(VtepDrop::NotPeer);
+        vnet: &VnetHdr,
+        eth: &[u8],
+        egress: &Egress,
+    ) -> Result<u64, VtepDrop> {
+        let Vtep {
+            listen,
+            senders,
+            endpoint,
+            scratch,
+            batch,
+            underlay,
+            ..
+        } = self;
+        let (socket, src_port) = sender(senders, egress.flow);
+        let src = SocketAddrV4::new(*listen.ip(), *src_port);
+        let targets = egress.peers(endpoint.peers().len());
+        let mut failed = 0u64;
+        // Sends the batch (datagrams of `size` bytes, the last maybe shorter).
+        let mut flush = |batch: &[u8], size: usize| {
+            for p in targets.clone() {
+                let peer = endpoint.peer_mut(p);
+                if underlay.on() {
+                    for datagram in batch.chunks(size.max(1)) {
+                        underlay.copy(src, peer.addr, datagram);
+                    }
+                }
+                if !send_batch(socket, peer, batch, size) {
+                    failed += 1;
+                }
+            }
         };
-        // Peers are known by address: the kernel's VXLAN sends from ports of its own.
-        let peer = self
-            .peers
-            .iter()
-            .position(|p| p.addr.ip() == from.ip())
-            .ok_or(VtepDrop::NotPeer)?;
-        let v = Vxlan::new_checked(datagram).map_err(|e| match e {
-            vxlan::HeaderError::Truncated => VtepDrop::Truncated,
-            vxlan::HeaderError::BadFlags => VtepDrop::BadFlags,
+        batch.clear();
+        let (mut size, mut count) = (0, 0);
+        offload::segment(vnet, eth, scratch, HEADER_LEN, |datagram| {
+            vxlan::emit(datagram, egress.vni);
+            let full =
+                batch.len() + datagram.len() > GSO_BATCH_BYTES || count == GSO_BATCH_SEGMENTS;
+            if count > 0 && full {
+                flush(batch, size);
+                batch.clear();
+                count = 0;
+            }
+            if count == 0 {
+                size = datagram.len();
+            }
+            batch.extend_from_slice(datagram);
+            count += 1;
         })?;
-        let seg = self
-            .segments
-            .iter_mut()
-            .find(|s| s.vni == v.vni())
-            .ok_or(VtepDrop::UnknownVni)?;
-        let inner = v.inner();
-        if inner.len() > offload::max_rx_frame(seg.mtu, inner) {
-            return Err(VtepDrop::Oversize);
+        if count > 0 {
+            flush(batch, size);
         }
-        let src = Mac(inner[6..12].try_into().expect("checked length"));
-        if !src.is_multicast() && !src.is_zero() {
-            seg.remote.learn(src, peer, now);
-        }
-        let stats = &mut self.peers[peer].stats;
-        stats.rx_packets += 1;
-        stats.rx_bytes += datagram.len() as u64;
-        Ok((seg.port, peer, seg.mtu))
+        Ok(failed)
     }
 }
 
@@ -557,10 +499,11 @@ impl Open {
         sums: Checksums,
     ) -> Option<Open> {
         let frame = out.frame(buf, len);
-        if !gro::mergeable(sums)
-            || frame.len() < IP_AT
-            || frame[VNET_HDR_LEN + 12..IP_AT] != [0x08, 0x00]
-        {
+        let ipv4 = frame
+            .get(VNET_HDR_LEN..)
+            .and_then(EthernetFrame::new_checked)
+            .is_some_and(|e| e.ethertype() == ETHERTYPE_IPV4);
+        if !gro::mergeable(sums) || !ipv4 {
             return None;
         }
         let run = TcpRun::start(&frame[IP_AT..])?;
@@ -617,22 +560,6 @@ impl Open {
     }
 }
 
-/// A hash of the inner flow (MACs, and IP addresses and ports when there are any),
-/// to spread flows over the source ports while keeping each flow on one.
-fn flow_hash(eth: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |b: &[u8]| {
-        for &x in b {
-            h = (h ^ x as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    mix(&eth[..12.min(eth.len())]);
-    if eth.len() >= 38 && eth[12..14] == [0x08, 0x00] {
-        mix(&eth[26..38]);
-    }
-    h
-}
-
 impl Handler for Vtep {
     fn attach(&mut self, out: &mut Emitter<'_>) {
         let _ = out
@@ -646,141 +573,46 @@ impl Handler for Vtep {
         buf: BufId,
         len: usize,
         out: &mut Emitter<'_>,
-        _now: Instant,
+        now: Instant,
     ) -> Verdict {
-        let Some(seg) = self.segments.iter().position(|s| s.port == port) else {
-            return Verdict::Release;
-        };
         let data = out.data(buf, len);
-        let Some(vnet) = VnetHdr::parse(data) else {
-            self.drop(VtepDrop::Truncated);
-            return Verdict::Release;
+        let egress = match self.endpoint.egress(port, data, now) {
+            Ok(e) => e,
+            Err(reason) => {
+                self.endpoint.count(reason, 1);
+                return Verdict::Release;
+            }
         };
-        let (vni, mtu) = (self.segments[seg].vni, self.segments[seg].mtu);
-        let dst = Mac(data[VNET_HDR_LEN..VNET_HDR_LEN + 6]
-            .try_into()
-            .expect("a frame"));
-        // One peer if it is known to have the destination; all of them otherwise.
-        let known = if dst.is_multicast() {
-            None
-        } else {
-            self.segments[seg].remote.lookup(dst, _now)
-        };
-        let targets = match known {
-            Some(p) => p..p + 1,
-            None => 0..self.peers.len(),
-        };
-        let flow = flow_hash(&data[VNET_HDR_LEN..]);
-        if vnet.is_gso() {
-            // The segments go out in batches, one sendmmsg per batch and peer, so a
-            // 64 KiB super-frame costs a syscall, not forty-five.
-            let listen = self.listen;
-            let Vtep {
-                senders,
-                peers,
-                scratch,
-                batch,
-                underlay,
-                underlay_dropped,
-                ..
-            } = self;
-            batch.clear();
-            let mut size = 0;
-            let mut count = 0;
-            let mut failed = 0u64;
-            let mut oversize = false;
-            let cut = offload::segment(
-                &vnet,
-                &data[VNET_HDR_LEN..],
-                scratch,
-                HEADER_LEN,
-                |datagram| {
-                    // Each segment must fit the bridge's MTU on its own: VXLAN
-                    // never fragments.
-                    if datagram.len() - HEADER_LEN > mtu as usize + ETH_HDR_LEN {
-                        oversize = true;
-                        return;
-                    }
-                    vxlan::emit(datagram, vni);
-                    if underlay.is_some() {
-                        let src = SocketAddrV4::new(
-                            *listen.ip(),
-                            senders[(flow % senders.len() as u64) as usize].1,
-                        );
-                        for p in targets.clone() {
-                            underlay_copy(underlay, underlay_dropped, src, peers[p].addr, datagram);
-                        }
-                    }
-                    if count > 0
-                        && (batch.len() + datagram.len() > GSO_BATCH_BYTES
-                            || count == GSO_BATCH_SEGMENTS)
-                    {
-                        for p in targets.clone() {
-                            if !send_batch(senders, &mut peers[p], flow, batch, size) {
-                                failed += 1;
-                            }
-                        }
-                        batch.clear();
-                        count = 0;
-                    }
-                    if count == 0 {
-                        size = datagram.len();
-                    }
-                    batch.extend_from_slice(datagram);
-                    count += 1;
-                },
-            );
-            if count > 0 {
-                for p in targets.clone() {
-                    if !send_batch(senders, &mut peers[p], flow, batch, size) {
-                        failed += 1;
-                    }
+        let vnet = VnetHdr::parse(data).expect("checked by egress");
+        if egress.cut.is_some() {
+            let failed = match self.send_segments(&vnet, &data[VNET_HDR_LEN..], &egress) {
+                Ok(failed) => failed,
+                Err(reason) => {
+                    self.endpoint.count(reason, 1);
+                    0
                 }
-            }
-            self.drops[VtepDrop::SendError as usize] += failed;
-            if oversize {
-                self.drop(VtepDrop::Oversize);
-            }
-            match cut {
-                Ok(_) => {}
-                Err(offload::OffloadError::UnsupportedGso) => self.drop(VtepDrop::UnsupportedGso),
-                Err(offload::OffloadError::Malformed) => self.drop(VtepDrop::Malformed),
-            }
-            return Verdict::Release;
-        }
-        if len - VNET_HDR_LEN > mtu as usize + ETH_HDR_LEN + 4 {
-            self.drop(VtepDrop::Oversize);
+            };
+            self.endpoint.count(VtepDrop::SendError, failed);
             return Verdict::Release;
         }
         if offload::finish(&vnet, &mut data[VNET_HDR_LEN..]).is_err() {
-            self.drop(VtepDrop::Malformed);
+            self.endpoint.count(VtepDrop::Malformed, 1);
             return Verdict::Release;
         }
         // The header goes over the virtio-net header's tail: the frame is not copied.
         let datagram = &mut data[VNET_HDR_LEN - HEADER_LEN..];
-        vxlan::emit(datagram, vni);
+        vxlan::emit(datagram, egress.vni);
+        let (socket, src_port) = sender(&self.senders, egress.flow);
+        let src = SocketAddrV4::new(*self.listen.ip(), *src_port);
         let mut failed = 0;
-        if self.underlay.is_some() {
-            let src = SocketAddrV4::new(
-                *self.listen.ip(),
-                self.senders[(flow % self.senders.len() as u64) as usize].1,
-            );
-            for p in targets.clone() {
-                underlay_copy(
-                    &mut self.underlay,
-                    &mut self.underlay_dropped,
-                    src,
-                    self.peers[p].addr,
-                    datagram,
-                );
-            }
-        }
-        for p in targets {
-            if !Self::send(&self.senders, &mut self.peers[p], flow, datagram) {
+        for p in egress.peers(self.endpoint.peers().len()) {
+            let peer = self.endpoint.peer_mut(p);
+            self.underlay.copy(src, peer.addr, datagram);
+            if !Self::send(socket, peer, datagram) {
                 failed += 1;
             }
         }
-        self.drops[VtepDrop::SendError as usize] += failed;
+        self.endpoint.count(VtepDrop::SendError, failed);
         Verdict::Release
     }
 
@@ -789,13 +621,11 @@ impl Handler for Vtep {
     }
 
     fn tick(&mut self, _out: &mut Emitter<'_>, now: Instant) {
-        for seg in &mut self.segments {
-            seg.remote.age(now);
-        }
+        self.endpoint.tick(now);
     }
 
     fn capture_outside(&mut self, tx: Sender<Captured>) -> bool {
-        self.underlay = Some(tx);
+        self.underlay.tap = Some(tx);
         true
     }
 

@@ -16,6 +16,7 @@ pub mod nat;
 pub mod tcp;
 pub mod udp;
 pub mod virtio;
+pub mod vxlan;
 
 use checksum::fold;
 use std::net::Ipv4Addr;

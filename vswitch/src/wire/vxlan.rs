@@ -38,7 +38,7 @@ impl<T: AsRef<[u8]>> Vxlan<T> {
     /// Checks length (room for an inner Ethernet header) and flags.
     pub fn new_checked(buf: T) -> Result<Vxlan<T>, HeaderError> {
         let b = buf.as_ref();
-        if b.len() < HEADER_LEN + 14 {
+        if b.len() < HEADER_LEN + super::ethernet::HEADER_LEN {
             return Err(HeaderError::Truncated);
         }
         if b[0] != FLAG_VNI {

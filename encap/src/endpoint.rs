@@ -1,0 +1,540 @@
+//! The tunnel endpoint's state and decisions, with no IO (RFC 7348): the peers, the
+//! VNIs served and the MACs learned behind each peer, which datagrams are accepted,
+//! and where a frame leaving by a VNI port goes (one peer, or every peer: head-end
+//! replication), with the MTU and GSO checks that come first. Time is passed in.
+//! [`crate::Vtep`] is the IO shell around it: sockets, `sendmmsg`, the underlay
+//! capture. Both sending and `tapnet trace` call [`Endpoint::egress`].
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use vswitch::frame::{VnetHdr, VLAN_TAG_LEN, VNET_HDR_LEN};
+use vswitch::gro::Checksums;
+use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_HDR_LEN};
+use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::vxlan::{self, Vxlan};
+use vswitch::{Fdb, PortId};
+
+use crate::offload::{self, Cut, OffloadError};
+
+vswitch::drop_reasons! {
+    /// Why a frame or datagram went no further.
+    pub enum VtepDrop {
+        /// A datagram from an address that is not a peer.
+        NotPeer => "not_peer",
+        /// Shorter than a VXLAN header and an inner Ethernet header.
+        Truncated => "truncated",
+        /// Flags other than 0x08.
+        BadFlags => "bad_flags",
+        /// A VNI no bridge here has.
+        UnknownVni => "unknown_vni",
+        /// An inner frame larger than the bridge's MTU allows (it would need fragments).
+        /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
+        /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
+        Oversize => "oversize",
+        /// A super-frame this software cannot cut (TCP over IPv6, UDP).
+        UnsupportedGso => "unsupported_gso",
+        /// Headers that do not match what the virtio-net header says.
+        Malformed => "malformed",
+        /// No free buffer for an arriving datagram.
+        NoBuffer => "no_buffer",
+        /// The underlay socket refused to send.
+        SendError => "send_error",
+    }
+}
+
+impl From<OffloadError> for VtepDrop {
+    fn from(e: OffloadError) -> VtepDrop {
+        match e {
+            OffloadError::UnsupportedGso => VtepDrop::UnsupportedGso,
+            OffloadError::Malformed => VtepDrop::Malformed,
+        }
+    }
+}
+
+/// What went to and came from one peer. Packets are VXLAN datagrams; bytes count
+/// the VXLAN header and the inner frame (no outer IP or UDP header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_errors: u64,
+    /// Inner IPv4 TCP or UDP packets from this peer whose checksum the sending kernel
+    /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed
+    /// on marked NEEDS_CSUM rather than as checksum errors. A kernel VXLAN host over a
+    /// veth with its default offloads sends most of its TCP and UDP like this.
+    pub rx_partial_checksum: u64,
+    /// Inner IPv4 TCP or UDP packets from this peer whose IP, TCP or UDP checksum was
+    /// neither valid nor partial: passed on unchanged, for the receiver to drop.
+    pub rx_bad_checksum: u64,
+    /// Inner TCP super-frames from this peer (larger than the VNI's MTU: a sender's
+    /// TSO skb that a kernel VXLAN device over a veth sends whole), handed on as GSO
+    /// frames ([`offload::rx_super_frame`]). Each is also one `rx_partial_checksum`.
+    pub rx_gso_frames: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddrV4,
+    pub stats: PeerStats,
+}
+
+/// One VNI: its bridge's port and MTU, and the MACs learned behind each peer (the
+/// peer's index).
+pub struct Segment {
+    pub vni: u32,
+    pub port: PortId,
+    pub mtu: u32,
+    pub remote: Fdb<usize>,
+}
+
+/// An accepted datagram: inject its inner frame at `port` (a bridge of `mtu`); it
+/// came from peer `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub port: PortId,
+    pub peer: usize,
+    pub mtu: u32,
+}
+
+/// Which peers a frame goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    /// The one learned to have the destination MAC.
+    One(usize),
+    /// Every peer: the destination is multicast, broadcast, or not learned.
+    All,
+}
+
+/// Where and how a frame leaving by a VNI port goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    pub vni: u32,
+    pub targets: Targets,
+    /// The inner flow's hash: which source port (sender) it leaves from.
+    pub flow: u64,
+    /// For a super-frame: how it is cut (each segment fits the VNI's MTU).
+    pub cut: Option<Cut>,
+}
+
+impl Egress {
+    /// The peers' indices.
+    pub fn peers(&self, count: usize) -> Range<usize> {
+        match self.targets {
+            Targets::One(p) => p..p + 1,
+            Targets::All => 0..count,
+        }
+    }
+}
+
+/// The tunnel endpoint's tables and counters.
+pub struct Endpoint {
+    peers: Vec<Peer>,
+    segments: Vec<Segment>,
+    drops: [u64; VtepDrop::COUNT],
+    remote_max: usize,
+    remote_aging: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint for `peers`, remembering at most `remote_max` MACs per VNI for
+    /// `remote_aging` each.
+    pub fn new(peers: &[SocketAddrV4], remote_max: usize, remote_aging: Duration) -> Endpoint {
+        Endpoint {
+            peers: peers
+                .iter()
+                .map(|&addr| Peer {
+                    addr,
+                    stats: PeerStats::default(),
+                })
+                .collect(),
+            segments: Vec::new(),
+            drops: [0; VtepDrop::COUNT],
+            remote_max,
+            remote_aging,
+        }
+    }
+
+    /// Serves VNI `vni` through internal port `port` of a bridge with MTU `mtu`.
+    pub fn add_vni(&mut self, vni: u32, port: PortId, mtu: u32) {
+        self.segments.push(Segment {
+            vni,
+            port,
+            mtu,
+            remote: Fdb::new(self.remote_max, self.remote_aging),
+        });
+    }
+
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    pub fn peer_mut(&mut self, peer: usize) -> &mut Peer {
+        &mut self.peers[peer]
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub fn dropped(&self, reason: VtepDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Counts `n` drops for `reason`.
+    pub fn count(&mut self, reason: VtepDrop, n: u64) {
+        self.drops[reason as usize] += n;
+    }
+
+    /// Checks a datagram from `from` (the VXLAN header, then the inner frame) and
+    /// learns its inner source MAC behind the peer it came from. Peers are known by
+    /// address alone: the kernel's VXLAN sends from source ports of its own choosing.
+    /// Counts the datagram for the peer, not a drop (the caller does).
+    pub fn accept(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Result<Accepted, VtepDrop> {
+        let SocketAddr::V4(from) = from else {
+            return Err(VtepDrop::NotPeer);
+        };
+        let peer = self
+            .peers
+            .iter()
+            .position(|p| p.addr.ip() == from.ip())
+            .ok_or(VtepDrop::NotPeer)?;
+        let v = Vxlan::new_checked(datagram).map_err(|e| match e {
+            vxlan::HeaderError::Truncated => VtepDrop::Truncated,
+            vxlan::HeaderError::BadFlags => VtepDrop::BadFlags,
+        })?;
+        let seg = self
+            .segments
+            .iter_mut()
+            .find(|s| s.vni == v.vni())
+            .ok_or(VtepDrop::UnknownVni)?;
+        let inner = v.inner();
+        if inner.len() > offload::max_rx_frame(seg.mtu, inner) {
+            return Err(VtepDrop::Oversize);
+        }
+        let src = EthernetFrame::new_checked(inner)
+            .ok_or(VtepDrop::Truncated)?
+            .src();
+        if !src.is_multicast() && !src.is_zero() {
+            seg.remote.learn(src, peer, now);
+        }
+        let stats = &mut self.peers[peer].stats;
+        stats.rx_packets += 1;
+        stats.rx_bytes += datagram.len() as u64;
+        Ok(Accepted {
+            port: seg.port,
+            peer,
+            mtu: seg.mtu,
+        })
+    }
+
+    /// Counts what [`offload::rx_checksums`] found in a frame from `peer`.
+    pub fn rx_checksums(&mut self, peer: usize, sums: Checksums) {
+        let stats = &mut self.peers[peer].stats;
+        match sums {
+            Checksums::Partial { .. } => stats.rx_partial_checksum += 1,
+            Checksums::Wrong => stats.rx_bad_checksum += 1,
+            Checksums::Valid | Checksums::NotChecked => {}
+        }
+    }
+
+    /// Where `frame` (a virtio-net header, then Ethernet), leaving by VNI port `port`,
+    /// goes: one peer if it is learned to have the destination, every peer otherwise.
+    /// A frame that cannot go is refused with the reason: larger than the VNI's MTU
+    /// allows (VXLAN never fragments, RFC 7348 section 4.3; for a super-frame, each
+    /// segment it would be cut into), a GSO type that cannot be cut, or offloads that
+    /// do not describe the frame. Changes nothing: `trace` calls it too.
+    pub fn egress(&self, port: PortId, frame: &[u8], now: Instant) -> Result<Egress, VtepDrop> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.port == port)
+            .ok_or(VtepDrop::UnknownVni)?;
+        let vnet = VnetHdr::parse(frame).ok_or(VtepDrop::Truncated)?;
+        let eth = &frame[VNET_HDR_LEN..];
+        let dst = EthernetFrame::new_checked(eth)
+            .ok_or(VtepDrop::Truncated)?
+            .dst();
+        let mtu = seg.mtu as usize;
+        let cut = if vnet.is_gso() {
+            let cut = offload::plan(&vnet, eth)?;
+            if cut.max_segment() > mtu + ETH_HDR_LEN {
+                return Err(VtepDrop::Oversize);
+            }
+            Some(cut)
+        } else {
+            // Room for one VLAN tag, as the bridge allows.
+            if eth.len() > mtu + ETH_HDR_LEN + VLAN_TAG_LEN {
+                return Err(VtepDrop::Oversize);
+            }
+            if !offload::partial_fits(&vnet, eth.len()) {
+                return Err(VtepDrop::Malformed);
+            }
+            None
+        };
+        let known = (!dst.is_multicast())
+            .then(|| seg.remote.lookup(dst, now))
+            .flatten();
+        Ok(Egress {
+            vni: seg.vni,
+            targets: known.map_or(Targets::All, Targets::One),
+            flow: flow_hash(eth),
+            cut,
+        })
+    }
+
+    /// Ages the learned MACs.
+    pub fn tick(&mut self, now: Instant) {
+        for seg in &mut self.segments {
+            seg.remote.age(now);
+        }
+    }
+}
+
+/// A hash of the inner flow (MACs, and IP addresses and ports when there are any),
+/// to spread flows over the source ports while keeping each flow on one.
+pub fn flow_hash(eth: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ x as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let Some(frame) = EthernetFrame::new_checked(eth) else {
+        return h;
+    };
+    mix(&frame.dst().0);
+    mix(&frame.src().0);
+    if frame.ethertype() == ETHERTYPE_IPV4 {
+        if let Ok(ip) = Ipv4Packet::new_quoted(frame.payload()) {
+            mix(&ip.src().octets());
+            mix(&ip.dst().octets());
+            // Not a fragment's "ports": every fragment of a datagram leaves by one port.
+            let ports = (!ip.is_fragment()).then(|| vswitch::wire::ports(ip.payload()));
+            if let Some((s, d)) = ports.flatten() {
+                mix(&s.to_be_bytes());
+                mix(&d.to_be_bytes());
+            }
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vswitch::frame::{GSO_TCPV4, GSO_UDP_L4, VNET_F_NEEDS_CSUM};
+    use vswitch::wire::ethernet::EthernetRepr;
+    use vswitch::wire::udp;
+    use vswitch::Mac;
+
+    const PEER_A: &str = "192.0.2.1:4789";
+    const PEER_B: &str = "192.0.2.2:4789";
+    const HERE: Mac = Mac([2, 0, 0, 0, 0, 1]);
+    const THERE: Mac = Mac([2, 0, 0, 0, 0, 2]);
+
+    fn endpoint() -> Endpoint {
+        let peers = [PEER_A.parse().unwrap(), PEER_B.parse().unwrap()];
+        let mut e = Endpoint::new(&peers, 16, Duration::from_secs(300));
+        e.add_vni(42, PortId(7), 1450);
+        e
+    }
+
+    /// A virtio-net header (`vnet`), Ethernet from `src` to `dst`, and a UDP/IPv4
+    /// packet with `payload` bytes.
+    fn frame(vnet: VnetHdr, src: Mac, dst: Mac, payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; VNET_HDR_LEN + ETH_HDR_LEN + 28 + payload];
+        vnet.emit(&mut f);
+        EthernetRepr {
+            dst,
+            src,
+            ethertype: ETHERTYPE_IPV4,
+        }
+        .emit(&mut f[VNET_HDR_LEN..]);
+        let data = vec![0x5a; payload];
+        let (s, d) = (
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:53".parse().unwrap(),
+        );
+        udp::emit_packet(s, d, 64, &data, &mut f[VNET_HDR_LEN + ETH_HDR_LEN..]).unwrap();
+        f
+    }
+
+    /// `inner` (an Ethernet frame, after a virtio-net header) as a VXLAN datagram.
+    fn datagram(vni: u32, inner: &[u8]) -> Vec<u8> {
+        let mut d = vec![0u8; vxlan::HEADER_LEN];
+        vxlan::emit(&mut d, vni);
+        d.extend_from_slice(&inner[VNET_HDR_LEN..]);
+        d
+    }
+
+    #[test]
+    fn only_peers_with_a_served_vni_and_a_fitting_frame_are_accepted() {
+        let mut e = endpoint();
+        let now = Instant::now();
+        let inner = frame(VnetHdr::default(), THERE, HERE, 100);
+        let from_b: SocketAddr = "192.0.2.2:51000".parse().unwrap();
+        let got = e.accept(from_b, &datagram(42, &inner), now).unwrap();
+        assert_eq!(
+            got,
+            Accepted {
+                port: PortId(7),
+                peer: 1,
+                mtu: 1450
+            }
+        );
+        assert_eq!(e.peers()[1].stats.rx_packets, 1);
+        let stranger: SocketAddr = "198.51.100.1:4789".parse().unwrap();
+        assert_eq!(
+            e.accept(stranger, &datagram(42, &inner), now),
+            Err(VtepDrop::NotPeer)
+        );
+        assert_eq!(
+            e.accept(from_b, &datagram(43, &inner), now),
+            Err(VtepDrop::UnknownVni)
+        );
+        let mut bad = datagram(42, &inner);
+        bad[0] = 0x0c;
+        assert_eq!(e.accept(from_b, &bad, now), Err(VtepDrop::BadFlags));
+        assert_eq!(
+            e.accept(from_b, &bad[..vxlan::HEADER_LEN + 13], now),
+            Err(VtepDrop::Truncated)
+        );
+        // UDP larger than the VNI's MTU: it would have needed fragments.
+        let big = frame(VnetHdr::default(), THERE, HERE, 1450);
+        assert_eq!(
+            e.accept(from_b, &datagram(42, &big), now),
+            Err(VtepDrop::Oversize)
+        );
+        assert_eq!(
+            e.peers()[1].stats.rx_packets,
+            1,
+            "refused ones are not counted"
+        );
+    }
+
+    #[test]
+    fn a_learned_mac_goes_to_its_peer_and_the_rest_to_every_peer() {
+        let mut e = endpoint();
+        let now = Instant::now();
+        let out = frame(VnetHdr::default(), HERE, THERE, 100);
+        assert_eq!(
+            e.egress(PortId(7), &out, now).unwrap().targets,
+            Targets::All
+        );
+        let from_b: SocketAddr = "192.0.2.2:51000".parse().unwrap();
+        let inner = frame(VnetHdr::default(), THERE, HERE, 100);
+        e.accept(from_b, &datagram(42, &inner), now).unwrap();
+        let egress = e.egress(PortId(7), &out, now).unwrap();
+        assert_eq!((egress.vni, egress.targets), (42, Targets::One(1)));
+        assert_eq!(egress.peers(2), 1..2);
+        // Broadcast always floods; a learned MAC is forgotten after the aging time.
+        let bcast = frame(VnetHdr::default(), HERE, Mac::BROADCAST, 100);
+        assert_eq!(e.egress(PortId(7), &bcast, now).unwrap().peers(2), 0..2);
+        let later = now + Duration::from_secs(301);
+        e.tick(later);
+        assert_eq!(
+            e.egress(PortId(7), &out, later).unwrap().targets,
+            Targets::All
+        );
+        // A multicast source is never learned.
+        let mut e = endpoint();
+        let odd = frame(VnetHdr::default(), Mac([3, 0, 0, 0, 0, 2]), HERE, 10);
+        e.accept(from_b, &datagram(42, &odd), now).unwrap();
+        assert_eq!(e.segments()[0].remote.len(), 0);
+    }
+
+    #[test]
+    fn frames_that_cannot_go_whole_are_refused_with_the_reason() {
+        let e = endpoint();
+        let now = Instant::now();
+        // 1450 bytes of IP fit (and a VLAN tag's room more); one byte over does not.
+        let fits = frame(VnetHdr::default(), HERE, THERE, 1450 - 28);
+        assert!(e.egress(PortId(7), &fits, now).is_ok());
+        let over = frame(VnetHdr::default(), HERE, THERE, 1450 - 28 + 5);
+        assert_eq!(e.egress(PortId(7), &over, now), Err(VtepDrop::Oversize));
+        assert_eq!(e.egress(PortId(8), &fits, now), Err(VtepDrop::UnknownVni));
+        assert_eq!(
+            e.egress(PortId(7), &fits[..VNET_HDR_LEN + 10], now),
+            Err(VtepDrop::Truncated)
+        );
+        // A partial checksum whose offsets run past the frame.
+        let partial = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 2000,
+            ..VnetHdr::default()
+        };
+        let bad = frame(partial, HERE, THERE, 100);
+        assert_eq!(e.egress(PortId(7), &bad, now), Err(VtepDrop::Malformed));
+        // UDP segmentation offload is not cut here.
+        let usso = VnetHdr {
+            gso_type: GSO_UDP_L4,
+            gso_size: 1000,
+            ..VnetHdr::default()
+        };
+        let f = frame(usso, HERE, THERE, 3000);
+        assert_eq!(e.egress(PortId(7), &f, now), Err(VtepDrop::UnsupportedGso));
+    }
+
+    #[test]
+    fn a_super_frame_goes_only_if_each_segment_fits() {
+        let e = endpoint();
+        let now = Instant::now();
+        let mut f = frame(VnetHdr::default(), HERE, THERE, 4000);
+        // Make it TCP: a 20-byte header where the UDP header was.
+        let ip = VNET_HDR_LEN + ETH_HDR_LEN;
+        f[ip + 9] = 6;
+        f[ip + 20 + 12] = 5 << 4;
+        let gso = |mss: u16| VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        gso(1410).emit(&mut f);
+        let egress = e.egress(PortId(7), &f, now).unwrap();
+        assert_eq!(
+            egress.cut,
+            Some(Cut {
+                headers: 54,
+                mss: 1410
+            })
+        );
+        gso(1411).emit(&mut f);
+        assert_eq!(e.egress(PortId(7), &f, now), Err(VtepDrop::Oversize));
+    }
+
+    #[test]
+    fn a_flow_hashes_alike_and_its_fragments_with_it() {
+        let a = frame(VnetHdr::default(), HERE, THERE, 100);
+        let mut b = frame(VnetHdr::default(), HERE, THERE, 200);
+        assert_eq!(flow_hash(&a[VNET_HDR_LEN..]), flow_hash(&b[VNET_HDR_LEN..]));
+        let ip = VNET_HDR_LEN + ETH_HDR_LEN;
+        b[ip + 20] ^= 1; // another source port
+        assert_ne!(flow_hash(&a[VNET_HDR_LEN..]), flow_hash(&b[VNET_HDR_LEN..]));
+        // Fragments (MF set, then an offset) hash by addresses alone.
+        let mut first = a.clone();
+        first[ip + 6] = 0x20;
+        let mut later = b.clone();
+        later[ip + 6] = 0x00;
+        later[ip + 7] = 0x10;
+        assert_eq!(
+            flow_hash(&first[VNET_HDR_LEN..]),
+            flow_hash(&later[VNET_HDR_LEN..])
+        );
+        for n in 0..40 {
+            let _ = flow_hash(&a[VNET_HDR_LEN..VNET_HDR_LEN + n]);
+        }
+    }
+}
