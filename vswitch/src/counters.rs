@@ -75,6 +75,11 @@ drop_reasons! {
         /// From a guarded port, ARP or IPv4 from an address other than the port's own (the
         /// gateway's, another container's).
         SpoofedIp => "spoofed_ip",
+        /// From a guarded port, ARP or IPv4 that port security cannot read, so cannot
+        /// vouch for: ARP for another hardware type or cut short, an IPv4 header that
+        /// does not parse, a VLAN tag cut short. Linux would read some of these (ARP of
+        /// hardware type 6): dropped, not let through unchecked.
+        Unverifiable => "unverifiable",
         /// A source MAC that is another port's own (a static FDB entry: tapnet's TAPs and
         /// router legs), arriving elsewhere: from a VXLAN peer, say. Not learned, dropped.
         StaticMacConflict => "static_mac_conflict",

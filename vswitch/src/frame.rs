@@ -81,13 +81,19 @@ pub fn check_gso(vnet: &VnetHdr, eth: &[u8]) -> Result<usize, DropReason> {
     let (proto, ip_header, l4) = match (gso_type, ethertype) {
         (GSO_TCPV4 | GSO_UDP_L4, ETHERTYPE_IPV4) => {
             let ip = Ipv4Packet::new_checked(packet).map_err(|_| bad)?;
-            if ip.is_fragment() {
+            // The IP length must be the frame's: whoever cuts it (the kernel, the
+            // VXLAN endpoint) cuts the whole frame, so a short length would hide
+            // segments from the count below.
+            if ip.is_fragment() || ip.total_len() != packet.len() {
                 return Err(bad);
             }
             (ip.protocol(), ip.header_len(), ip.into_payload())
         }
         (GSO_TCPV6 | GSO_UDP_L4, ETHERTYPE_IPV6) => {
             let ip = Ipv6Packet::new_checked(packet).ok_or(bad)?;
+            if ipv6::HEADER_LEN + ip.payload_len() != packet.len() {
+                return Err(bad);
+            }
             (ip.next_header(), ipv6::HEADER_LEN, ip.into_payload())
         }
         _ => return Err(bad),
@@ -301,6 +307,16 @@ mod tests {
             let mut f = good.clone();
             f[1] = t;
             assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadGso), "{t}");
+        }
+        // An IP length shorter than the frame: the frame would be cut whole, into
+        // more segments than the length says (an underlay flood through VXLAN).
+        for total in [1500u16, 30000] {
+            let mut f = good.clone();
+            let at = VNET_HDR_LEN + ETH_HDR_LEN;
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[at..]);
+            ip.set_total_len(total);
+            ip.fill_checksum();
+            assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadGso), "{total}");
         }
         // Legacy UFO is not taken.
         let mut f = good.clone();

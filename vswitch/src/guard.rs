@@ -34,17 +34,21 @@ impl PortGuard {
         let Some(own) = self.ipv4 else {
             return Ok(());
         };
-        let (ethertype, payload) = frame.inner().unwrap_or((0, &[]));
+        // Through every tag: Linux reads through priority tags (VLAN 0, 802.1Q and
+        // 802.1ad, stacked), so a forgery wrapped in them must not pass unread.
+        let (ethertype, payload) = frame.innermost().ok_or(DropReason::Unverifiable)?;
         let allowed = |ip: Ipv4Addr| ip == own || ip.is_unspecified();
         match ethertype {
             ETHERTYPE_ARP => match ArpPacket::new_checked(payload) {
+                None => Err(DropReason::Unverifiable),
                 Some(arp) if arp.sender_mac() != self.mac => Err(DropReason::SpoofedMac),
                 Some(arp) if !allowed(arp.sender_ip()) => Err(DropReason::SpoofedIp),
-                _ => Ok(()),
+                Some(_) => Ok(()),
             },
             ETHERTYPE_IPV4 => match Ipv4Packet::new_quoted(payload) {
+                Err(_) => Err(DropReason::Unverifiable),
                 Ok(ip) if !allowed(ip.src()) => Err(DropReason::SpoofedIp),
-                _ => Ok(()),
+                Ok(_) => Ok(()),
             },
             _ => Ok(()),
         }
@@ -106,6 +110,32 @@ mod tests {
         let mut tagged = ipv4([10, 0, 0, 1]);
         tagged.splice(12..12, [0x81, 0x00, 0, 5]);
         assert_eq!(g.check(&tagged), Err(DropReason::SpoofedIp));
+        // Through stacked and 802.1ad priority tags too.
+        for tags in [&[0x88, 0xa8, 0, 0][..], &[0x81, 0, 0, 0, 0x81, 0, 0, 0][..]] {
+            let mut f = arp(MINE, [10, 0, 0, 1]);
+            f.splice(12..12, tags.iter().copied());
+            assert_eq!(g.check(&f), Err(DropReason::SpoofedIp), "{tags:x?}");
+        }
+        let mut f = ipv4([10, 0, 0, 1]);
+        f.splice(12..12, [0x88, 0xa8, 0, 0]);
+        assert_eq!(g.check(&f), Err(DropReason::SpoofedIp));
+        // What cannot be read is not let through: ARP of another hardware type (6,
+        // IEEE 802, which Linux takes too), a broken IPv4 header, a cut tag.
+        let mut hw6 = arp(MINE, [10, 0, 0, 1]);
+        hw6[15] = 6;
+        assert_eq!(g.check(&hw6), Err(DropReason::Unverifiable));
+        let mut broken = ipv4([10, 0, 0, 1]);
+        broken[14] = 0x41;
+        assert_eq!(g.check(&broken), Err(DropReason::Unverifiable));
+        let mut cut = ipv4([10, 0, 0, 2]);
+        cut.truncate(14);
+        cut[12..14].copy_from_slice(&[0x81, 0]);
+        cut.extend_from_slice(&[0, 0]);
+        assert_eq!(g.check(&cut), Err(DropReason::Unverifiable));
+        // Other protocols pass (IPv6 is checked once IPv6 is routed).
+        let mut other = ipv4([10, 0, 0, 1]);
+        other[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+        assert_eq!(g.check(&other), Ok(()));
         // Without an address, only the MAC is checked.
         let mac_only = PortGuard {
             mac: MINE,

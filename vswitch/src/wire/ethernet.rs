@@ -57,6 +57,19 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
             &self.payload()[VLAN_TAG_LEN..],
         ))
     }
+
+    /// The ethertype and payload past every 802.1Q and 802.1ad tag (stacked ones, and
+    /// the priority tags of VLAN 0 that Linux strips and reads through); `None` for a
+    /// tag cut short.
+    pub fn innermost(&self) -> Option<(u16, &[u8])> {
+        let (mut ethertype, mut payload) = (self.ethertype(), self.payload());
+        while matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
+            let tag = payload.get(..VLAN_TAG_LEN)?;
+            ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+            payload = &payload[VLAN_TAG_LEN..];
+        }
+        Some((ethertype, payload))
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {

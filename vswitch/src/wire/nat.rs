@@ -81,6 +81,45 @@ pub fn rewrite_v4(
     true
 }
 
+/// Rewrites the head of a packet quoted in an ICMP error (`quote`: its IP header and
+/// the first 8 bytes or more of TCP or UDP) to come from `src` and go to `dst`, the
+/// way conntrack translates an error about a translated packet back
+/// (`nf_nat_icmp_reply_translation`): the sender then learns about the addresses it
+/// used. The quoted IP header's checksum is recomputed, and a quoted UDP checksum
+/// updated (zero stays zero). False, and nothing changed, if `quote` is not the head of
+/// an IPv4 TCP or UDP packet with its ports.
+pub fn rewrite_quoted_v4(quote: &mut [u8], src: SocketAddrV4, dst: SocketAddrV4) -> bool {
+    let Ok(mut ip) = Ipv4Packet::new_quoted(&mut *quote) else {
+        return false;
+    };
+    let proto = ip.protocol();
+    if csum_offset(proto).is_none() || ip.frag_offset() != 0 || ip.payload().len() < 4 {
+        return false;
+    }
+    let (os, od) = (u32::from(ip.src()), u32::from(ip.dst()));
+    ip.set_src(*src.ip());
+    ip.set_dst(*dst.ip());
+    ip.fill_checksum();
+    let ihl = ip.header_len();
+    let l4 = &mut quote[ihl..];
+    let (osp, odp) = (
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+    );
+    l4[0..2].copy_from_slice(&src.port().to_be_bytes());
+    l4[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    if proto == PROTO_UDP && l4.len() >= 8 {
+        let old = u16::from_be_bytes([l4[6], l4[7]]);
+        if old != 0 {
+            let (ns, nd) = (u32::from(*src.ip()), u32::from(*dst.ip()));
+            let c = checksum::update32(checksum::update32(old, os, ns), od, nd);
+            let c = checksum::update16(checksum::update16(c, osp, src.port()), odp, dst.port());
+            l4[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+        }
+    }
+    true
+}
+
 /// Decrements an IPv4 packet's TTL by one, updating its header checksum
 /// incrementally; false (nothing changed) if it is 0 or the packet not IPv4.
 pub fn decrement_ttl(packet: &mut [u8]) -> bool {
@@ -132,6 +171,25 @@ mod tests {
         assert!(decrement_ttl(p));
         assert_eq!(Ipv4Packet::new_checked(&p[..]).unwrap().ttl(), 63);
         assert!(Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn a_quote_is_translated_back() {
+        let mut buf = [0u8; 64];
+        let (s, vip): (SocketAddrV4, SocketAddrV4) = (
+            "10.0.0.2:5000".parse().unwrap(),
+            "10.0.0.100:9000".parse().unwrap(),
+        );
+        let n = udp::emit_packet(s, vip, 64, b"hello", &mut buf).unwrap();
+        let sent = buf;
+        let backend: SocketAddrV4 = "10.0.1.2:9000".parse().unwrap();
+        assert!(rewrite_v4(&mut buf[..n], false, s, backend));
+        // The error quotes 28 bytes of the rewritten packet; back, they are as sent.
+        let mut quote = [0u8; 28];
+        quote.copy_from_slice(&buf[..28]);
+        assert!(rewrite_quoted_v4(&mut quote, s, vip));
+        assert_eq!(quote[..], sent[..28]);
+        assert!(!rewrite_quoted_v4(&mut quote[..22], s, vip), "no ports");
     }
 
     #[test]
