@@ -231,6 +231,19 @@ impl NeighborTable {
         Resolution::Ask
     }
 
+    /// The first request for `ip` (after [`Resolution::Ask`]) could not be sent (the
+    /// rate limit): it is not counted as a probe, and the next tick asks.
+    pub fn not_asked(&mut self, iface: usize, ip: Ipv4Addr, now: Instant) {
+        if let Some(n) = self.legs.get_mut(iface).and_then(|l| l.map.get_mut(&ip)) {
+            if let State::Incomplete { probes: 1, .. } = n.state {
+                n.state = State::Incomplete {
+                    probes: 0,
+                    next: now,
+                };
+            }
+        }
+    }
+
     /// An ARP reply to the router's own request: `ip` is at `mac` (REACHABLE). A reply
     /// nobody asked for only refreshes what is known (as [`NeighborTable::refresh`]).
     /// True if this taught the router a new MAC for an address it was waiting on.
@@ -352,7 +365,7 @@ impl NeighborTable {
     /// Advances the asking: calls `ask(iface, ip)` for each address whose next request
     /// is due, gives up (FAILED) on those asked [`PROBES`] times, forgets aged and
     /// expired entries.
-    pub fn tick(&mut self, now: Instant, mut ask: impl FnMut(usize, Ipv4Addr)) {
+    pub fn tick(&mut self, now: Instant, mut ask: impl FnMut(usize, Ipv4Addr) -> bool) {
         let (aging, max) = (self.aging, self.max);
         for (iface, leg) in self.legs.iter_mut().enumerate() {
             let before = leg.map.len();
@@ -368,13 +381,14 @@ impl NeighborTable {
                         failed += 1;
                         gone_incomplete += 1;
                         newly_failed.push(ip);
-                    } else {
-                        ask(iface, ip);
+                    } else if ask(iface, ip) {
                         n.state = State::Incomplete {
                             probes: probes + 1,
                             next: now + RETRANS,
                         };
                     }
+                    // A request not sent (the rate limit) is not a probe: it is
+                    // asked again at the next tick.
                     true
                 }
                 State::Incomplete { .. } => true,
@@ -424,6 +438,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_the_rate_limit_held_back_is_not_a_probe() {
+        let t0 = Instant::now();
+        let mut t = NeighborTable::new(1, 16, Duration::from_secs(300));
+        assert_eq!(t.resolve(0, ip(2), t0), Resolution::Ask);
+        t.not_asked(0, ip(2), t0);
+        // Held back for ten seconds: never FAILED, never asked.
+        for s in 1..=10 {
+            t.tick(t0 + Duration::from_secs(s), |_, _| false);
+        }
+        assert_eq!(t.stats().failed, 0);
+        // Then three requests a second apart, and only then FAILED.
+        let mut asked = 0;
+        for s in 11..=14 {
+            t.tick(t0 + Duration::from_secs(s), |_, _| {
+                asked += 1;
+                true
+            });
+        }
+        assert_eq!((asked, t.stats().failed), (3, 1));
+    }
+
+    #[test]
     fn asks_three_times_a_second_apart_then_fails_then_asks_again() {
         let t0 = Instant::now();
         let mut t = NeighborTable::new(1, 16, Duration::from_secs(300));
@@ -434,7 +470,10 @@ mod tests {
         }
         let mut asked = Vec::new();
         for s in 1..=4 {
-            t.tick(t0 + Duration::from_secs(s), |i, a| asked.push((i, a)));
+            t.tick(t0 + Duration::from_secs(s), |i, a| {
+                asked.push((i, a));
+                true
+            });
         }
         assert_eq!(asked.len(), 2, "three requests in all");
         assert_eq!(t.stats().failed, 1);
@@ -442,7 +481,7 @@ mod tests {
             t.resolve(0, ip(2), t0 + Duration::from_secs(4)),
             Resolution::Failed
         );
-        t.tick(t0 + Duration::from_secs(8), |_, _| {});
+        t.tick(t0 + Duration::from_secs(8), |_, _| true);
         assert_eq!(
             t.resolve(0, ip(2), t0 + Duration::from_secs(8)),
             Resolution::Ask
@@ -508,7 +547,7 @@ mod tests {
         t.learn_request(0, ip(2), N, t0);
         t.refresh(0, ip(2), N, t0);
         t.confirm(0, ip(2), N, t0);
-        t.tick(t0 + Duration::from_secs(100), |_, _| {});
+        t.tick(t0 + Duration::from_secs(100), |_, _| true);
         assert_eq!(t.lookup(0, ip(2), t0 + Duration::from_secs(100)), Some(M));
     }
 
@@ -517,9 +556,9 @@ mod tests {
         let t0 = Instant::now();
         let mut t = NeighborTable::new(1, 16, Duration::from_secs(10));
         t.learn_request(0, ip(2), M, t0);
-        t.tick(t0 + Duration::from_secs(5), |_, _| {});
+        t.tick(t0 + Duration::from_secs(5), |_, _| true);
         assert_eq!(t.len(), 1);
-        t.tick(t0 + Duration::from_secs(11), |_, _| {});
+        t.tick(t0 + Duration::from_secs(11), |_, _| true);
         assert!(t.is_empty());
         assert_eq!(t.stats().aged_out, 1);
     }

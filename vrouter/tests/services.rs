@@ -306,3 +306,39 @@ fn a_udp_packet_without_checksum_keeps_none_and_the_vip_answers_arp() {
     );
     assert_eq!(r.handle(0, &mut elsewhere, now), Action::Done);
 }
+
+#[test]
+fn an_error_about_a_translated_packet_quotes_it_as_the_client_sent_it() {
+    // The backends' bridge takes 1000 bytes; the client sends a DF segment of 1400
+    // to the VIP. Its fragmentation-needed must quote the VIP, not the backend, or
+    // the client's kernel learns a path MTU for an address it never uses.
+    let now = Instant::now();
+    let mut r = router();
+    r.set_mtu(1, 1000);
+    let (client, vip) = (sa("172.16.1.2:40000"), sa("172.16.2.100:80"));
+    let mut f = tcp(GW0, CLIENT_MAC, client, vip, 0x18, &[7u8; 1360]);
+    f[30] |= 0x40; // DF
+    f[34..36].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&f[24..44]);
+    f[34..36].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(vrouter::RouterDrop::TooBig)
+    );
+    let mut errors = Vec::new();
+    r.outbox()
+        .drain(|iface, bytes| errors.push((iface, bytes.to_vec())));
+    let (iface, e) = errors.last().expect("an ICMP error");
+    assert_eq!(*iface, 0);
+    assert_eq!(&e[10..16], &CLIENT_MAC.0);
+    // ICMP type 3 code 4, next-hop MTU 1000, to the client.
+    assert_eq!(&e[24 + 16..24 + 20], &[172, 16, 1, 2]);
+    assert_eq!((e[44], e[45]), (3, 4));
+    assert_eq!(u16::from_be_bytes([e[50], e[51]]), 1000);
+    // The quoted header and ports: the client's own packet, its checksum right.
+    let quoted = &e[52..];
+    assert_eq!(&quoted[12..16], &[172, 16, 1, 2]);
+    assert_eq!(&quoted[16..20], &[172, 16, 2, 100]);
+    assert_eq!(u16::from_be_bytes([quoted[22], quoted[23]]), 80);
+    assert_eq!(checksum::sum(&quoted[..20]), 0xffff);
+}

@@ -37,7 +37,14 @@ impl Router {
             arp.sender_ip(),
             arp.target_ip(),
         );
-        let sender_ok = me.on_link(spa) && !sha.is_multicast() && !sha.is_zero();
+        // A sender worth remembering: a unicast MAC at an ordinary address of this
+        // leg's subnet, never the router's own addresses, the subnet's network or
+        // broadcast address, or 0.0.0.0 (an RFC 5227 probe).
+        let sender_ok = me.on_link(spa)
+            && !me.is_network_or_broadcast(spa)
+            && !self.is_own_ip(spa)
+            && !sha.is_multicast()
+            && !sha.is_zero();
         let answers_for =
             tpa == me.ip || (me.on_link(tpa) && self.services.iter().any(|s| *s.vip.ip() == tpa));
         if !answers_for {

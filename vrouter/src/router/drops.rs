@@ -38,7 +38,7 @@ vswitch::drop_reasons! {
         /// discovery and multicast listener reports, mostly).
         Ipv6NotRouted => "ipv6_not_routed",
         /// A source no container may use here: loopback, 0/8, link-local, the subnet's
-        /// broadcast, the router's own addresses, or one that is not on the ingress
+        /// network or broadcast address, the router's own addresses, or one that is not on the ingress
         /// bridge's subnet (reverse-path check).
         MartianSource => "martian_source",
         /// For a next hop not yet known while its leg already asks ARP for

@@ -7,10 +7,11 @@ use vswitch::frame::VNET_HDR_LEN;
 use vswitch::wire::ethernet::{EthernetFrame, EthernetRepr, ETHERTYPE_IPV4, HEADER_LEN};
 use vswitch::wire::icmpv4::{self, IcmpPacket, IcmpRepr};
 use vswitch::wire::ipv4::Ipv4Packet;
-use vswitch::wire::{PROTO_ICMP, PROTO_UDP};
+use vswitch::wire::{nat, PROTO_ICMP, PROTO_UDP};
 use vswitch::Mac;
 
 use super::{clear_vnet, Action, Router, RouterDrop, DEFAULT_TTL};
+use crate::nat::FlowKey;
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Clone)]
@@ -53,6 +54,9 @@ pub(super) struct IcmpError {
     pub kind: u8,
     pub code: u8,
     pub rest: u32,
+    /// For a packet the router translated: the flow as its sender sent it, which the
+    /// quote is translated back to (and whose source the error goes to).
+    pub sent_as: Option<FlowKey>,
 }
 
 impl IcmpError {
@@ -63,6 +67,7 @@ impl IcmpError {
         kind: icmpv4::TIME_EXCEEDED,
         code: 0,
         rest: 0,
+        sent_as: None,
     };
 
     const fn unreachable(code: u8) -> IcmpError {
@@ -70,7 +75,13 @@ impl IcmpError {
             kind: icmpv4::DEST_UNREACHABLE,
             code,
             rest: 0,
+            sent_as: None,
         }
+    }
+
+    /// The same error about a packet translated from `sent_as`.
+    pub(super) fn quoting(self, sent_as: Option<FlowKey>) -> IcmpError {
+        IcmpError { sent_as, ..self }
     }
 
     /// Fragmentation needed and DF set, with the MTU that fits (RFC 1191).
@@ -141,8 +152,15 @@ impl Router {
     }
 
     /// A packet whose TTL runs out here: time-exceeded back to its sender.
-    pub(super) fn ttl_expired(&mut self, iface: usize, frame: &[u8], now: Instant) -> Action {
-        self.icmp_error(iface, frame, IcmpError::TIME_EXCEEDED, now);
+    pub(super) fn ttl_expired(
+        &mut self,
+        iface: usize,
+        frame: &[u8],
+        sent_as: Option<FlowKey>,
+        now: Instant,
+    ) -> Action {
+        let err = IcmpError::TIME_EXCEEDED.quoting(sent_as);
+        self.icmp_error(iface, frame, err, now);
         Action::Drop(RouterDrop::TtlExceeded)
     }
 
@@ -177,7 +195,16 @@ impl Router {
         let Some(orig) = frame.get(VNET_HDR_LEN + HEADER_LEN..) else {
             return;
         };
-        let Ok(ip) = Ipv4Packet::new_quoted(orig) else {
+        let mut quote = [0u8; icmpv4::MAX_QUOTE];
+        let quote = {
+            let q = icmpv4::quote(orig);
+            quote[..q.len()].copy_from_slice(q);
+            &mut quote[..q.len()]
+        };
+        if let Some((src, dst)) = err.sent_as.and_then(|k| k.as_v4()) {
+            nat::rewrite_quoted_v4(quote, src, dst);
+        }
+        let Ok(ip) = Ipv4Packet::new_quoted(&*quote) else {
             return;
         };
         let src = ip.src();
@@ -207,7 +234,7 @@ impl Router {
                 kind: err.kind,
                 code: err.code,
                 rest: err.rest.to_be_bytes(),
-                data: icmpv4::quote(orig),
+                data: quote,
             };
             let n = icmp.emit(me.ip, src, &mut eth[HEADER_LEN..])?;
             Some(VNET_HDR_LEN + HEADER_LEN + n)

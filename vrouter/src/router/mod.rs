@@ -47,6 +47,11 @@ impl Iface {
     fn on_link(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & mask(self.prefix) == self.network()
     }
+
+    /// The subnet's network or broadcast address (none on a /31 or /32, RFC 3021).
+    fn is_network_or_broadcast(&self, ip: Ipv4Addr) -> bool {
+        self.prefix < 31 && (ip == self.broadcast() || u32::from(ip) == self.network())
+    }
 }
 
 /// A load-balanced virtual address: connections to `vip` go to one of `backends`.
@@ -393,7 +398,7 @@ impl Router {
         if src.is_loopback()
             || src.octets()[0] == 0
             || src.is_link_local()
-            || src == leg.broadcast()
+            || leg.is_network_or_broadcast(src)
             || self.is_own_ip(src)
             || !leg.on_link(src)
         {
@@ -403,18 +408,20 @@ impl Router {
         // a busy next hop does not have to go through ARP again every few minutes.
         self.neighbors.traffic_from(iface, src, sender, now);
         let mut dst = dst;
-        let mut translated = false;
+        // A translated packet's flow as its sender sent it: an ICMP error about it
+        // quotes that, so the sender knows which of its packets it is about.
+        let mut sent_as = None;
         if first {
             match self.translate(frame, now) {
-                Ok(Some(new_dst)) => {
+                Ok(Some((new_dst, key))) => {
                     dst = new_dst;
-                    translated = true;
+                    sent_as = Some(key);
                 }
                 Ok(None) => {}
                 Err(reason) => return Action::Drop(reason),
             }
         }
-        if !translated && self.is_own_ip(dst) {
+        if sent_as.is_none() && self.is_own_ip(dst) {
             // The host proxy sources some forwarded connections from a gateway (for
             // clients a container could not answer directly): their replies are its.
             let gateway = self.ifaces.iter().any(|i| i.ip == dst);
@@ -426,7 +433,7 @@ impl Router {
         let Some(route) = self.routes.lookup(dst).copied() else {
             if self.host_egress && outside_routable(dst) {
                 if ttl <= 1 {
-                    return self.ttl_expired(iface, frame, now);
+                    return self.ttl_expired(iface, frame, sent_as, now);
                 }
                 return Action::ToHost;
             }
@@ -438,7 +445,7 @@ impl Router {
             return Action::Drop(RouterDrop::NotRoutable);
         }
         if ttl <= 1 {
-            return self.ttl_expired(iface, frame, now);
+            return self.ttl_expired(iface, frame, sent_as, now);
         }
         // Too big for the outgoing bridge (a VXLAN bridge's 1450, say): a DF sender
         // (or a super-frame) is told the size that fits (RFC 1191), as a router would;
@@ -449,7 +456,7 @@ impl Router {
             let gso = VnetHdr::parse(frame).is_some_and(|v| v.is_gso());
             if df || gso {
                 if df {
-                    let err = IcmpError::frag_needed(out_mtu);
+                    let err = IcmpError::frag_needed(out_mtu).quoting(sent_as);
                     self.icmp_error_to(iface, sender, frame, err, now);
                 }
                 return Action::Drop(RouterDrop::TooBig);
@@ -486,8 +493,12 @@ impl Router {
             asked @ (Resolution::Ask | Resolution::Wait) => {
                 // The first request goes now (rate permitting); the table's tick sends
                 // the next ones, a second apart, and never one per packet.
-                if asked == Resolution::Ask && self.arp_allowed(now) {
-                    self.arp_request(route.iface, next_hop);
+                if asked == Resolution::Ask {
+                    if self.arp_allowed(now) {
+                        self.arp_request(route.iface, next_hop);
+                    } else {
+                        self.neighbors.not_asked(route.iface, next_hop, now);
+                    }
                 }
                 Action::Resolve {
                     iface: route.iface,
@@ -527,7 +538,7 @@ impl Router {
             return Action::Drop(RouterDrop::BadIpHeader);
         };
         let dst = match self.translate(frame, now) {
-            Ok(Some(new_dst)) => new_dst,
+            Ok(Some((new_dst, _))) => new_dst,
             Ok(None) => dst,
             Err(reason) => return Action::Drop(reason),
         };
@@ -588,13 +599,20 @@ impl Router {
     /// hold the connection gets a reset sent to each.
     pub fn tick(&mut self, now: Instant) {
         // The neighbour table's next ARP requests (a second apart, three at most).
+        // Only the requests the rate limit lets go count as probes.
         let mut probes = std::mem::take(&mut self.probes);
-        self.neighbors
-            .tick(now, |iface, ip| probes.push((iface, ip)));
-        for &(iface, ip) in &probes {
-            if self.arp_allowed(now) {
-                self.arp_request(iface, ip);
+        let (rate, stats) = (&mut self.arp_rate, &mut self.stats);
+        self.neighbors.tick(now, |iface, ip| {
+            let allowed = rate.take(now);
+            if allowed {
+                probes.push((iface, ip));
+            } else {
+                stats.arp_rate_limited += 1;
             }
+            allowed
+        });
+        for &(iface, ip) in &probes {
+            self.arp_request(iface, ip);
         }
         probes.clear();
         self.probes = probes;

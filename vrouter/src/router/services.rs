@@ -22,12 +22,13 @@ pub(super) fn flow_key(frame: &[u8]) -> Option<FlowKey> {
 impl Router {
     /// Service translation of the IPv4 packet in `frame`. A packet of a known flow is
     /// rewritten to the other side's view; a new connection to a VIP gets a backend
-    /// (and a flow). Returns the new destination if the packet was rewritten.
+    /// (and a flow). Returns the new destination and the flow as it was before, if the
+    /// packet was rewritten.
     pub(super) fn translate(
         &mut self,
         frame: &mut [u8],
         now: Instant,
-    ) -> Result<Option<Ipv4Addr>, RouterDrop> {
+    ) -> Result<Option<(Ipv4Addr, FlowKey)>, RouterDrop> {
         let Some(key) = flow_key(frame) else {
             return Ok(None);
         };
@@ -78,7 +79,7 @@ impl Router {
             );
         }
         self.stats.translated += 1;
-        Ok(Some(*new_dst.ip()))
+        Ok(Some((*new_dst.ip(), key)))
     }
 
     /// Chooses a backend for a new connection to service `svc` and records the flow.
