@@ -143,13 +143,17 @@ web "$O" 10.250.0.2 8000
 sleep 1
 
 ping_start() { ip netns exec "$P1" ping -q -i 0.01 -W 1 10.252.0.4 >"$TMP/ping.out" 2>&1 & PING_PID=$!; }
+# Stops the ping in this shell (not in a $(...) subshell, which cannot wait for it:
+# its summary would not be written yet) and prints its loss.
 ping_stop() {
     # Replies still on their way when ping stops would count as lost: give them time.
     sleep 2
     kill -INT "$PING_PID" 2>/dev/null; wait "$PING_PID" 2>/dev/null || true
-    grep -o '[0-9.]*% packet loss' "$TMP/ping.out" | head -1
+    local loss count
+    loss=$(grep -o '[0-9.]*% packet loss' "$TMP/ping.out" | head -1)
+    count=$(grep -o '[0-9]* packets transmitted, [0-9]* received' "$TMP/ping.out" | head -1)
+    echo "ping p1 -> p2 meanwhile: $loss ($count)"
 }
-ping_loss() { grep -o '[0-9]* packets transmitted, [0-9]* received' "$TMP/ping.out" | head -1; }
 # Where frames were lost: the TAP queue towards tapnet in p1 and p2 (tx dropped), and
 # tapnet's own drop counters.
 tap_drops() {
@@ -211,7 +215,7 @@ sleep 3
 RSS1=$(rss_kib); FDS1=$(fds)
 ACTIVE=$(nsenter --net="/run/netns/$H" "$BIN" show forwards --lab "$S" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["forwards"][0]["active"])')
 wait "$CLIENT"
-echo "ping p1 -> p2 meanwhile: $(ping_stop) ($(ping_loss))"
+ping_stop
 tap_drops
 sleep 10
 RSS2=$(rss_kib); FDS2=$(fds)
@@ -245,7 +249,7 @@ PY
 ping_start
 ip netns exec "$FL" python3 "$TMP/syn.py" "$SYNS" "$RMAC"
 sleep 2
-echo "ping p1 -> p2 meanwhile: $(ping_stop) ($(ping_loss))"
+ping_stop
 nsenter --net="/run/netns/$H" "$BIN" show nat --lab "$S" --json | python3 -c '
 import json, sys
 h = json.load(sys.stdin)["host"]

@@ -58,10 +58,10 @@ pub fn plan(vnet: &VnetHdr, eth: &[u8]) -> Result<Cut, OffloadError> {
     let frame = EthernetFrame::new_checked(eth)
         .filter(|e| e.ethertype() == ETHERTYPE_IPV4 && mss > 0)
         .ok_or(OffloadError::Malformed)?;
-    // Each segment gets its own total length: the super-frame's is not relied on,
-    // only the header's own length and the frame's end.
-    let ip = Ipv4Packet::new_quoted(frame.payload()).map_err(|_| OffloadError::Malformed)?;
-    if ip.protocol() != PROTO_TCP {
+    // The frame is cut whole: its IP length must say so, or the segments would be
+    // more than the length (and the ingress check's count) says.
+    let ip = Ipv4Packet::new_checked(frame.payload()).map_err(|_| OffloadError::Malformed)?;
+    if ip.protocol() != PROTO_TCP || ip.total_len() != frame.payload().len() {
         return Err(OffloadError::Malformed);
     }
     let l4 = &frame.payload()[ip.header_len()..];

@@ -110,6 +110,9 @@ impl HostProxy {
         let n = match self.flows.get(&key) {
             Some(&n) => n,
             None => {
+                if !self.within_share(container) {
+                    return;
+                }
                 let (socket, wire_ident) = match self.ping {
                     PingMode::Socket => match icmp_socket(socket2::Type::DGRAM) {
                         Ok(s) => {

@@ -107,9 +107,17 @@ pub struct ProxyStats {
     /// Spliced connections cut because one side failed or reset (the other side was
     /// reset too).
     pub tcp_reset: u64,
-    /// Containers' SYNs dropped because too many of their host connects were already
-    /// waiting (per container, or in all).
+    /// Containers' SYNs dropped because too many of their connections were already
+    /// half open (the host connect, or the container's side of the handshake, not
+    /// done), per container or in all.
     pub syn_limited: u64,
+    /// Connections let go because their handshake did not finish in time: the host's
+    /// connect (the container hears host unreachable), or the container's side (both
+    /// ends reset).
+    pub handshake_timeouts: u64,
+    /// New flows refused (SYNs, datagrams, echo requests dropped) because their
+    /// container already held its share of the host flows ([`HostProxy::max_per_container`]).
+    pub container_limited: u64,
     /// ICMP errors the host's sockets received (TTL exceeded on the way, port or host
     /// unreachable, fragmentation needed) and passed on to the container.
     pub icmp_errors: u64,
@@ -166,9 +174,13 @@ pub struct HostProxy {
     /// TCP connections' smoltcp wakeups: (when, entry, connection id), earliest first.
     timers: BinaryHeap<Reverse<(smoltcp::time::Instant, usize, u64)>>,
     next_conn: u64,
-    /// Host connects waiting, per container address, and in all.
+    /// Half-open masquerade connections, per container address, and in all.
     pending: HashMap<Ipv4Addr, u32>,
     pending_total: usize,
+    /// Masquerade flows (TCP, UDP, echo) per container address, and the most one
+    /// container may hold.
+    owned: HashMap<Ipv4Addr, u32>,
+    max_per_container: u32,
     /// Flows in order of last activity, to evict the least recently used in O(1).
     lru: Lru,
     /// Token number n is entries[n].
@@ -190,6 +202,24 @@ pub struct HostProxy {
     next_ident: u16,
     /// Where host sockets' datagrams are read (64 KiB, allocated once).
     rx_buf: Vec<u8>,
+}
+
+/// The masquerade flows one container may hold by default: three quarters of the
+/// table, and no more than 4096, so that no one container can take every host flow
+/// (and every descriptor) from the others.
+fn default_share(max_flows: usize) -> u32 {
+    (max_flows.saturating_mul(3) / 4).clamp(1, 4096) as u32
+}
+
+/// The container a masquerade flow belongs to (forwards' flows belong to their
+/// clients, and listeners to the lab).
+fn owner(entry: &Entry) -> Option<Ipv4Addr> {
+    match entry {
+        Entry::Tcp(c) if c.rule.is_none() => Some(*c.container.ip()),
+        Entry::Udp(f) if f.rule.is_none() => Some(*f.container.ip()),
+        Entry::Ping(f) => Some(f.container),
+        _ => None,
+    }
 }
 
 /// Datagrams read from one host socket per readiness event at most, so one busy
@@ -243,6 +273,8 @@ impl HostProxy {
             next_conn: 0,
             pending: HashMap::new(),
             pending_total: 0,
+            owned: HashMap::new(),
+            max_per_container: default_share(max_flows),
             lru: Lru::new(),
             entries: Vec::new(),
             free: Vec::new(),
@@ -330,8 +362,30 @@ impl HostProxy {
         )
     }
 
+    /// The most masquerade flows one container may hold.
+    pub fn max_per_container(&self) -> u32 {
+        self.max_per_container
+    }
+
+    /// Sets [`HostProxy::max_per_container`] (at least 1).
+    pub fn set_max_per_container(&mut self, max: u32) {
+        self.max_per_container = max.max(1);
+    }
+
+    /// Whether container `ip` may open another masquerade flow; counts a refusal.
+    fn within_share(&mut self, ip: Ipv4Addr) -> bool {
+        let ok = self.owned.get(&ip).copied().unwrap_or(0) < self.max_per_container;
+        if !ok {
+            self.stats.container_limited += 1;
+        }
+        ok
+    }
+
     fn add(&mut self, entry: Entry) -> usize {
         let flow = matches!(entry, Entry::Tcp(_) | Entry::Udp(_) | Entry::Ping(_));
+        if let Some(ip) = owner(&entry) {
+            *self.owned.entry(ip).or_insert(0) += 1;
+        }
         let n = match self.free.pop() {
             Some(n) => {
                 self.entries[n] = Some(entry);
@@ -559,6 +613,14 @@ impl HostProxy {
         let Some(entry) = self.entries[n].take() else {
             return;
         };
+        if let Some(ip) = owner(&entry) {
+            if let Some(k) = self.owned.get_mut(&ip) {
+                *k -= 1;
+                if *k == 0 {
+                    self.owned.remove(&ip);
+                }
+            }
+        }
         self.lru.unlink(n);
         match entry {
             Entry::Tcp(c) => self.forget_tcp(c),
@@ -615,8 +677,12 @@ impl HostProxy {
                 let (last, timeout) = match e {
                     Some(Entry::Udp(f)) => (f.last_active, t.udp),
                     Some(Entry::Ping(f)) => (f.last_active, t.icmp),
-                    // Not yet established: its own connect timeouts apply.
-                    Some(Entry::Tcp(c)) if !c.established => return None,
+                    // Not yet established: the handshake's own limits apply (a
+                    // masquerade's pending timeout; smoltcp's connect timeout for a
+                    // forward, with this as the net under it).
+                    Some(Entry::Tcp(c)) if !c.established => {
+                        (c.last_active, tcp::HANDSHAKE_TIMEOUT)
+                    }
                     Some(Entry::Tcp(c)) if c.host_eof || c.container_eof => {
                         (c.last_active, t.tcp_closing)
                     }
@@ -803,8 +869,10 @@ mod tests {
             registry: poll.registry(),
             base: 0,
         };
+        // Four containers, taking turns.
         for port in 0..100u16 {
-            let p = udp(&format!("10.0.0.2:{}", 20000 + port), "127.0.0.1:9", b"x");
+            let from = format!("10.0.0.{}:{}", 2 + port % 4, 20000 + port);
+            let p = udp(&from, "127.0.0.1:9", b"x");
             proxy.from_container(&p, &reg, now + Duration::from_millis(port as u64));
         }
         assert_eq!(proxy.flows(now).count(), 16);
@@ -812,6 +880,32 @@ mod tests {
         assert_eq!(proxy.stats().udp_flows, 100);
         // The survivors are the newest.
         assert!(proxy.flows(now).all(|f| f.container.port() >= 20084));
+    }
+
+    #[test]
+    fn one_container_holds_its_share_of_the_flows_and_no_more() {
+        let now = Instant::now();
+        let mut proxy = proxy(true, 16);
+        assert_eq!(proxy.max_per_container(), 12);
+        let poll = mio::Poll::new().unwrap();
+        let reg = Reg {
+            registry: poll.registry(),
+            base: 0,
+        };
+        for port in 0..100u16 {
+            let p = udp(&format!("10.0.0.2:{}", 20000 + port), "127.0.0.1:9", b"x");
+            proxy.from_container(&p, &reg, now);
+        }
+        assert_eq!(proxy.flows(now).count(), 12);
+        assert_eq!(proxy.stats().container_limited, 88);
+        assert_eq!(proxy.stats().flows_evicted, 0);
+        // Another container still gets its flows, and the first one's known flows go on.
+        let p = udp("10.0.0.3:20000", "127.0.0.1:9", b"x");
+        proxy.from_container(&p, &reg, now);
+        assert_eq!(proxy.flows(now).count(), 13);
+        let p = udp("10.0.0.2:20000", "127.0.0.1:9", b"x");
+        proxy.from_container(&p, &reg, now);
+        assert_eq!(proxy.stats().container_limited, 88);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! TCP through the host proxy: smoltcp terminates the container's side, a host socket
 //! the other, and the bytes are spliced between them.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -139,14 +140,21 @@ fn smol_duration(d: Duration) -> smoltcp::time::Duration {
     smoltcp::time::Duration::from_micros(d.as_micros() as u64)
 }
 
-/// Host connects waiting at most, per container address and in all: a container
-/// that floods SYNs to an address that never answers holds no more than these; past
-/// them its SYNs are dropped (counted) as by a full SYN backlog, and it retries.
+/// Half-open masquerade connections at most, per container address and in all: from
+/// the container's SYN until both the host's connect and the container's side of the
+/// handshake are done. A container that floods SYNs (to an address that never
+/// answers, or one that does while it never completes its own side) holds no more
+/// than these; past them its SYNs are dropped (counted) as by a full SYN backlog, and
+/// it retries.
 pub(super) const PENDING_PER_CONTAINER: u32 = 64;
 pub(super) const PENDING_TOTAL: usize = 1024;
-/// A host connect not answered in this long is given up (the container hears host
-/// unreachable from its gateway).
+/// A half-open connection not done in this long is given up: a host connect not
+/// answered (the container hears host unreachable from its gateway), or a container
+/// that never answered its SYN-ACK (both ends are reset).
 pub(super) const PENDING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Any connection not established at the container's side after this long is let
+/// go (both ends reset): the net under smoltcp's own [`CONNECT_TIMEOUT`].
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(75);
 
 impl HostProxy {
     /// A TCP segment from a container for the outside.
@@ -233,6 +241,9 @@ impl HostProxy {
             self.stats.syn_limited += 1;
             return;
         }
+        if !self.within_share(*src.ip()) {
+            return;
+        }
         let host = match connect(dst, ttl.saturating_sub(1)) {
             Ok(host) => host,
             Err(e) => return self.host_connect_failed(&e, syn, None, now),
@@ -247,24 +258,6 @@ impl HostProxy {
         self.pending_total += 1;
         self.track_tcp(n, reg, now);
         self.stats.tcp_opened += 1;
-    }
-
-    /// Connection `n` stopped waiting for its host connect.
-    fn unpend(&mut self, n: usize) {
-        let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
-            return;
-        };
-        if c.pending_since.take().is_none() {
-            return;
-        }
-        let ip = *c.container.ip();
-        self.pending_total -= 1;
-        if let Some(k) = self.pending.get_mut(&ip) {
-            *k -= 1;
-            if *k == 0 {
-                self.pending.remove(&ip);
-            }
-        }
     }
 
     /// Watches connection `n`'s host socket and files it under its flow key.
@@ -314,7 +307,7 @@ impl HostProxy {
         }
     }
 
-    /// Gives up on host connects that waited longer than [`PENDING_TIMEOUT`].
+    /// Gives up on half-open connections older than [`PENDING_TIMEOUT`].
     pub(super) fn expire_pending(&mut self, now: Instant) {
         let stale: Vec<usize> = self
             .entries
@@ -335,6 +328,7 @@ impl HostProxy {
                 Some(Some(Entry::Tcp(c))) => c.pending_syn.take(),
                 _ => None,
             };
+            self.stats.handshake_timeouts += 1;
             self.remove(n);
             if let Some(syn) = syn {
                 let timed_out = io::Error::from_raw_os_error(libc::ETIMEDOUT);
@@ -520,10 +514,6 @@ impl HostProxy {
             }
             c.connected = true;
             let syn = c.pending_syn.take();
-            self.unpend(n);
-            let Some(Some(Entry::Tcp(c))) = self.entries.get_mut(n) else {
-                return false;
-            };
             if let Some(syn) = syn {
                 // Connected: now let smoltcp answer the held SYN.
                 let mut smol = new_tcp_socket();
@@ -554,6 +544,13 @@ impl HostProxy {
         {
             c.established = true;
             smol.set_timeout(Some(smol_duration(DEAD_PEER)));
+            if c.pending_since.take().is_some() {
+                unpend(
+                    &mut self.pending,
+                    &mut self.pending_total,
+                    *c.container.ip(),
+                );
+            }
         }
         if state == tcp::State::Closed {
             // Closed with no FIN from the container: it reset the connection,
@@ -655,14 +652,11 @@ impl HostProxy {
     pub(super) fn forget_tcp(&mut self, mut c: TcpConn) {
         self.flows.remove(&(PROTO_TCP, c.container, c.remote));
         if c.pending_since.is_some() {
-            self.pending_total -= 1;
-            let ip = *c.container.ip();
-            if let Some(k) = self.pending.get_mut(&ip) {
-                *k -= 1;
-                if *k == 0 {
-                    self.pending.remove(&ip);
-                }
-            }
+            unpend(
+                &mut self.pending,
+                &mut self.pending_total,
+                *c.container.ip(),
+            );
         }
         if !(c.host_eof && c.container_eof) {
             reset(&c.host);
@@ -678,6 +672,18 @@ impl HostProxy {
         }
         if let Some(r) = c.rule {
             self.forward_stats[r].active = self.forward_stats[r].active.saturating_sub(1);
+        }
+    }
+}
+
+/// One of container `ip`'s half-open connections is no longer: both handshakes are
+/// done, or it is gone.
+fn unpend(pending: &mut HashMap<Ipv4Addr, u32>, total: &mut usize, ip: Ipv4Addr) {
+    *total -= 1;
+    if let Some(k) = pending.get_mut(&ip) {
+        *k -= 1;
+        if *k == 0 {
+            pending.remove(&ip);
         }
     }
 }

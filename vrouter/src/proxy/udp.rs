@@ -112,6 +112,9 @@ impl HostProxy {
             self.stats.no_flow += 1;
             return;
         }
+        if !self.within_share(*src.ip()) {
+            return;
+        }
         let socket = match masquerade_socket(dst, ttl, df) {
             Ok(s) => s,
             Err(e) => return self.unreachable_for(packet, &e),
