@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tapnet::{control, lab, show, up};
+use tapnet::{control, show, up};
 
 #[derive(Parser)]
 #[command(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use encap::{Vtep, VtepConfig};
+use lab::{Lab, PortCfg, Proto, DEFAULT_NAT_MAX_FLOWS};
 use mio::{Interest, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -19,7 +20,6 @@ use vswitch::tap::Tap;
 use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
 
 use crate::control;
-use crate::lab::{Lab, PortCfg, Proto, DEFAULT_NAT_MAX_FLOWS};
 use crate::netns::{Netns, NetnsRecord};
 use crate::rtnl::Rtnl;
 use crate::show;
@@ -60,7 +60,7 @@ fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
     if !masquerade && lab.forwards.is_empty() {
         return Ok(None);
     }
-    let at = |pos: crate::lab::Pos| format!("{}:{}:{}", lab.file, pos.line, pos.col);
+    let at = |pos: lab::Pos| format!("{}:{}:{}", lab.file, pos.line, pos.col);
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     for f in &lab.forwards {
@@ -728,5 +728,22 @@ fn serve(
         if signalled && signals.pending().next().is_some() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lab::{
+        DEFAULT_NAT_ICMP_TIMEOUT_S, DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S, DEFAULT_NAT_TCP_TIMEOUT_S,
+        DEFAULT_NAT_UDP_TIMEOUT_S,
+    };
+
+    #[test]
+    fn nat_timeout_defaults_are_the_datapaths() {
+        let t = vrouter::nat::Timeouts::default();
+        assert_eq!(DEFAULT_NAT_TCP_TIMEOUT_S, t.tcp.as_secs());
+        assert_eq!(DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S, t.tcp_closing.as_secs());
+        assert_eq!(DEFAULT_NAT_UDP_TIMEOUT_S, t.udp.as_secs());
+        assert_eq!(DEFAULT_NAT_ICMP_TIMEOUT_S, t.icmp.as_secs());
     }
 }
