@@ -1,10 +1,8 @@
-//! The parts of the `tapnet` binary: host set-up (namespaces over rtnetlink), the
-//! control socket, `show`, and `up`, which ties the lab (the `lab` crate) to the
+//! The parts of the `tapnet` binary: the control socket, `show`, and `up`, which ties
+//! the lab (the `lab` crate) and the host's plumbing (the `host` crate) to the
 //! datapath.
 
 pub mod control;
-pub mod netns;
-pub mod rtnl;
 pub mod show;
 pub mod top;
 pub mod trace;

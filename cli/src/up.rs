@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use encap::{Vtep, VtepConfig};
+use host::netns::{Netns, NetnsRecord};
+use host::rtnl::Rtnl;
 use lab::{Lab, PortCfg, Proto, DEFAULT_NAT_MAX_FLOWS};
 use mio::{Interest, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -16,12 +18,9 @@ use signal_hook_mio::v1_0::Signals;
 use vrouter::proxy::{ForwardRule, HostProxy};
 use vrouter::{Iface, Router, RouterConfig, RouterHandler, Service};
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
-use vswitch::tap::Tap;
 use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
 
 use crate::control;
-use crate::netns::{Netns, NetnsRecord};
-use crate::rtnl::Rtnl;
 use crate::show;
 
 /// Frame buffers in the pool: one batch in flight per wakeup needs [`vswitch::datapath::BATCH`];
@@ -89,7 +88,7 @@ fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
     }
     // Every proxied flow holds a host socket: as many descriptors as the host allows,
     // and no more flows than they can hold.
-    let descriptors = raise_descriptor_limit();
+    let descriptors = host::limits::raise_descriptor_limit();
     let wanted = lab
         .nat
         .as_ref()
@@ -266,70 +265,6 @@ fn gateway_of(lab: &Lab, port: &PortCfg) -> Option<Ipv4Addr> {
         .and_then(|b| b.gateway)
 }
 
-/// Creates one port's TAP and puts it in place, configured. The TAP is created in our
-/// own namespace under a temporary name and then moved (and renamed) into the
-/// container's, so that deleting the container's namespace deletes the device and the
-/// datapath sees it (EBADFD) instead of holding the namespace alive.
-fn build_port(lab: &Lab, index: usize, port: &PortCfg, mtu: u32, built: &mut Built) -> Result<Tap> {
-    let mut root = Rtnl::new()?;
-    let Some(ns_name) = &port.netns else {
-        let tap = Tap::create(&port.ifname)
-            .with_context(|| format!("cannot create TAP `{}`", port.ifname))?;
-        let idx = root
-            .link_index(&port.ifname)?
-            .ok_or_else(|| anyhow!("TAP `{}` vanished after creation", port.ifname))?;
-        root.set_link(idx, Some(port.mac), Some(mtu), Some(TXQUEUELEN))?;
-        if let Some((ip, prefix)) = port.ip {
-            root.add_ipv4_address(idx, ip, prefix)?;
-        }
-        root.set_up(idx)?;
-        return Ok(tap);
-    };
-    let temp = format!("tn{}p{index}", std::process::id());
-    let tap = Tap::create(&temp).with_context(|| format!("cannot create TAP `{temp}`"))?;
-    let idx = root
-        .link_index(&temp)?
-        .ok_or_else(|| anyhow!("TAP `{temp}` vanished after creation"))?;
-    root.set_link(idx, Some(port.mac), Some(mtu), Some(TXQUEUELEN))?;
-    let ns = Netns::open_or_create(ns_name)
-        .with_context(|| format!("cannot create namespace `{ns_name}`"))?;
-    if ns.created() {
-        // Recorded at once, so a failure below still removes it.
-        built.add(ns.record())?;
-    }
-    root.move_to_netns(idx, ns.fd(), &port.ifname).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            anyhow!("port `{}`: a device named `{}` already exists in namespace `{ns_name}`: remove it or set another `ifname`", port.name, port.ifname)
-        } else {
-            anyhow!("cannot move TAP into namespace `{ns_name}`: {e}")
-        }
-    })?;
-    let mut inner = Rtnl::in_netns(&ns)?;
-    let idx = inner.link_index(&port.ifname)?.ok_or_else(|| {
-        anyhow!(
-            "`{}` not found in namespace `{ns_name}` after the move",
-            port.ifname
-        )
-    })?;
-    inner.set_up(idx)?;
-    if let Some((ip, prefix)) = port.ip {
-        inner.add_ipv4_address(idx, ip, prefix)?;
-        if let Some(gw) = gateway_of(lab, port) {
-            inner.add_default_route_v4(gw, idx).map_err(|e| {
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    anyhow!(
-                        "namespace `{ns_name}` already has a default route, and tapnet gives each container one via its gateway {gw}: \
-                         remove it (`ip -n {ns_name} route del default`) or give the port a namespace of its own"
-                    )
-                } else {
-                    anyhow!("cannot add the default route via {gw} in namespace `{ns_name}`: {e}")
-                }
-            })?;
-        }
-    }
-    Ok(tap)
-}
-
 /// The router: one leg, an internal port, on every bridge with a subnet.
 fn add_router(
     lab: &Lab,
@@ -424,21 +359,6 @@ fn lab_services(lab: &Lab) -> Vec<Service> {
         .collect()
 }
 
-/// A mirror: a TAP in tapnet's own namespace, up, with no address, that tcpdump or
-/// Wireshark can open; it goes with the lab.
-fn build_mirror(name: &str) -> Result<Tap> {
-    let mut rtnl = Rtnl::new()?;
-    if rtnl.link_index(name)?.is_some() {
-        bail!("a device named `{name}` already exists here: choose another `mirror`");
-    }
-    let tap = Tap::create(name).with_context(|| format!("cannot create TAP `{name}`"))?;
-    let idx = rtnl
-        .link_index(name)?
-        .ok_or_else(|| anyhow!("TAP `{name}` vanished after creation"))?;
-    rtnl.set_up(idx)?;
-    Ok(tap)
-}
-
 /// `impair PORT SPEC`, at run time.
 fn impair(dp: &mut Datapath, rest: &str) -> serde_json::Value {
     let (port, spec) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -459,28 +379,6 @@ fn impair(dp: &mut Datapath, rest: &str) -> serde_json::Value {
 
 /// Descriptors kept for everything but proxied flows (TAPs, listeners, control).
 const RESERVED_DESCRIPTORS: u64 = 512;
-
-/// Raises the soft limit on open descriptors to the hard one; returns it.
-fn raise_descriptor_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-            return raised.rlim_cur;
-        }
-    }
-    lim.rlim_cur
-}
 
 /// The VXLAN endpoint, its sockets bound now so that an unbindable `listen` refuses
 /// the lab before anything else is built.
@@ -598,7 +496,17 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             .find(|(n, _, _)| *n == port.bridge)
             .cloned()
             .expect("validated: the port's bridge exists");
-        let tap = build_port(&lab, i, port, mtu, &mut built)
+        let plan = host::tap::PortTap {
+            port: &port.name,
+            netns: port.netns.as_deref(),
+            ifname: &port.ifname,
+            mac: port.mac,
+            mtu,
+            ip: port.ip,
+            gateway: gateway_of(&lab, port),
+            index: i,
+        };
+        let tap = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
             .map_err(|e| HostError(e.context(format!("building port `{}`", port.name))))?;
         let info = PortInfo {
             name: port.name.clone(),
@@ -627,7 +535,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
             dp.set_impairment(id, spec);
         }
         if let Some(name) = &port.mirror {
-            let mirror = build_mirror(name)
+            let mirror = host::tap::mirror_tap(name)
                 .map_err(|e| HostError(e.context(format!("mirror of port `{}`", port.name))))?;
             dp.set_mirror(id, Box::new(mirror));
         }
