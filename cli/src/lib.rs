@@ -1,9 +1,6 @@
-//! The parts of the `tapnet` binary: the control socket, `show`, and `up`, which ties
-//! the lab (the `lab` crate) and the host's plumbing (the `host` crate) to the
-//! datapath.
+//! What the `tapnet` binary does itself: rendering a running lab's answers for a
+//! person (`show` tables, `top`). The lab file is the `lab` crate's; building,
+//! running and asking a lab is the `daemon` crate's.
 
-pub mod control;
-pub mod show;
+pub mod render;
 pub mod top;
-pub mod trace;
-pub mod up;
