@@ -81,23 +81,12 @@ fn a_missing_file_is_a_clear_error() {
 fn an_unbindable_vxlan_listen_refuses_the_lab_before_anything_is_built() {
     // 10.204.9.1 is on no interface here: the bind fails, nothing is sent anywhere.
     let ns = unique("n");
-    let text = format!(
-        r#"name = "{}"
-[[bridge]]
-name = "br0"
-subnet = "10.204.0.0/24"
-vni = 42
-[[port]]
-name = "web"
-bridge = "br0"
-netns = "{ns}"
-ip = "10.204.0.3/24"
-[vxlan]
-listen = "10.204.9.1:4789"
-peers = ["10.204.9.2:4789"]
-"#,
-        unique("l")
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "10.204.0.0/24")
+        .with("vni", 42)
+        .port("web", "br0", &ns, "10.204.0.3/24")
+        .vxlan("10.204.9.1:4789", &["10.204.9.2:4789"])
+        .text();
     let file = LabFile::new(&text);
     let path = file.path.to_str().unwrap();
     let out = run(&[TAPNET, "up", path], 10);
@@ -115,10 +104,10 @@ peers = ["10.204.9.2:4789"]
 #[test]
 fn without_root_up_says_so_and_exits_2() {
     let ns = unique("n");
-    let text = format!(
-        "name = \"{}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n",
-        unique("l")
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "")
+        .port("a", "br0", &ns, "")
+        .text();
     let file = LabFile::new(&text);
     let path = file.path.to_str().unwrap();
     // User nobody must be able to read the lab and run the binary, wherever the
@@ -186,22 +175,11 @@ fn a_taken_device_name_is_refused_and_nothing_is_left() {
     );
     assert!(out.status.success());
     let fresh = unique("n");
-    let text = format!(
-        r#"name = "{}"
-[[bridge]]
-name = "br0"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{fresh}"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-"#,
-        unique("l"),
-        existing.name
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "")
+        .port("a", "br0", &fresh, "")
+        .port("b", "br0", &existing.name, "")
+        .text();
     let file = LabFile::new(&text);
     let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
     assert_eq!(out.status.code(), Some(2));
@@ -216,9 +194,10 @@ netns = "{}"
 fn a_lab_name_that_is_already_running_is_refused() {
     let name = unique("l");
     let ns = unique("n");
-    let text = format!(
-        "name = \"{name}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n"
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "")
+        .port("a", "br0", &ns, "")
+        .text();
     let lab = RunningLab::start(&name, std::slice::from_ref(&ns), &text);
     let other = unique("n");
     let file = LabFile::new(&text.replace(&ns, &other));
@@ -256,9 +235,10 @@ fn show_for_a_lab_that_is_not_running_fails_clearly() {
 fn another_users_lab_is_said_to_be_theirs() {
     let name = unique("l");
     let ns = unique("n");
-    let text = format!(
-        "name = \"{name}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n"
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "")
+        .port("a", "br0", &ns, "")
+        .text();
     let _lab = RunningLab::start(&name, std::slice::from_ref(&ns), &text);
     let nobody = [
         "setpriv",
@@ -324,11 +304,10 @@ fn a_namespace_with_a_default_route_of_its_own_is_refused_clearly() {
             "10.66.0.2",
         ],
     ]);
-    let text = format!(
-        "name = \"{}\"\n[[bridge]]\nname = \"br0\"\nsubnet = \"10.67.0.0/24\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{}\"\nip = \"10.67.0.2/24\"\n",
-        unique("l"),
-        existing.name
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "10.67.0.0/24")
+        .port("a", "br0", &existing.name, "10.67.0.2/24")
+        .text();
     let file = LabFile::new(&text);
     let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
     assert_eq!(out.status.code(), Some(2));
