@@ -53,7 +53,7 @@ pub(crate) fn document(cx: &mut Cx<'_>, file: &str, root: &Sec<'_>) -> Lab {
         ports_incomplete || services_incomplete,
     );
     let nat = nat::nat(cx, root, &binfo);
-    let vxlan = vxlan::vxlan(cx, root);
+    let vxlan = vxlan::vxlan(cx, root, &forwards);
 
     Lab {
         file: file.to_string(),

@@ -52,7 +52,8 @@ pub(super) fn ports<'a>(
     let mut infos: Vec<PInfo<'a>> = Vec::new();
     let mut name_lines: Vec<usize> = Vec::new();
     let mut incomplete = false;
-    let mut mirrors: Vec<&str> = Vec::new();
+    // Each mirror, with the name of the port it mirrors (when that could be read).
+    let mut mirrors: Vec<(&str, Option<&str>)> = Vec::new();
     for s in cx.array(root, "port", "[[port]]") {
         cx.check_keys(&s, PORT_KEYS);
         cx.require(&s, &["name", "bridge"]);
@@ -146,12 +147,14 @@ pub(super) fn ports<'a>(
         let mut iface = None;
         if netns_ok && ifname_ok {
             let key = (netns.map(|n| n.v), ifname_v.clone());
+            let at = ifname
+                .map(|i| i.at)
+                .or(netns.map(|n| n.at))
+                .or(name.map(|n| n.at))
+                .unwrap_or(s.at);
+            // Mirrors are TAPs in tapnet's own namespace too.
+            let mirrored = mirrors.iter().find(|(m, _)| key.0.is_none() && *m == key.1);
             if let Some(other) = infos.iter().find(|p| p.iface.as_ref() == Some(&key)) {
-                let at = ifname
-                    .map(|i| i.at)
-                    .or(netns.map(|n| n.at))
-                    .or(name.map(|n| n.at))
-                    .unwrap_or(s.at);
                 let place = match key.0 {
                     Some(ns) => format!("netns {}", q(ns)),
                     None => "tapnet's own namespace".to_string(),
@@ -167,6 +170,15 @@ pub(super) fn ports<'a>(
                         "interface {} in {place} is already used by {}{hint}",
                         q(&key.1),
                         other.label()
+                    ),
+                );
+            } else if let Some((_, of)) = mirrored {
+                cx.err(
+                    at,
+                    format!(
+                        "interface {} in tapnet's own namespace is already the mirror of {}",
+                        q(&key.1),
+                        port_label(*of)
                     ),
                 );
             } else {
@@ -269,11 +281,31 @@ pub(super) fn ports<'a>(
         }
 
         let mirror = cx.str_(&s, "mirror").and_then(|m| {
-            if mirrors.contains(&m.v) {
+            // A mirror is a TAP in tapnet's own namespace, where ports without a
+            // `netns` have theirs: this port's or an earlier one's.
+            let here = |i: &Option<(Option<&str>, String)>| {
+                i.as_ref().is_some_and(|(ns, n)| ns.is_none() && n == m.v)
+            };
+            let taken_by = if here(&iface) {
+                Some(label.clone())
+            } else {
+                infos.iter().find(|p| here(&p.iface)).map(PInfo::label)
+            };
+            if mirrors.iter().any(|(x, _)| *x == m.v) {
                 cx.err(m.at, format!("mirror {} is already another port's mirror", q(m.v)));
                 None
             } else if valid_ifname(m.v) {
-                mirrors.push(m.v);
+                if let Some(port) = taken_by {
+                    cx.err(
+                        m.at,
+                        format!(
+                            "mirror {} is already the interface of {port} in tapnet's own namespace",
+                            q(m.v)
+                        ),
+                    );
+                    return None;
+                }
+                mirrors.push((m.v, if name_ok { name.map(|n| n.v) } else { None }));
                 Some(m.v.to_string())
             } else {
                 cx.err(
@@ -671,5 +703,34 @@ mod tests {
             "`mtu` must be between 68 and 65521",
         );
         assert!(parse("t", "name = \"x\"\n[[bridge]]\nname = \"b\"\nmtu = 65521\n").is_ok());
+    }
+
+    #[test]
+    fn mirrors_and_the_interfaces_of_ports_in_tapnets_own_namespace_are_not_shared() {
+        // A mirror named as an earlier port's interface (its name, without `netns`).
+        err1(
+            &with_head("[[port]]\nname = \"a\"\nbridge = \"br0\"\n[[port]]\nname = \"b\"\nbridge = \"br0\"\nnetns = \"n\"\nmirror = \"a\"\n"),
+            12,
+            10,
+            "mirror `a` is already the interface of port `a` in tapnet's own namespace",
+        );
+        // ... or as its own port's.
+        err1(
+            &with_head(
+                "[[port]]\nname = \"a\"\nbridge = \"br0\"\nifname = \"tap0\"\nmirror = \"tap0\"\n",
+            ),
+            9,
+            10,
+            "mirror `tap0` is already the interface of port `a` in tapnet's own namespace",
+        );
+        // A later port's interface named as an earlier mirror.
+        err1(
+            &with_head("[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"n\"\nmirror = \"m0\"\n[[port]]\nname = \"b\"\nbridge = \"br0\"\nifname = \"m0\"\n"),
+            13,
+            10,
+            "interface `m0` in tapnet's own namespace is already the mirror of port `a`",
+        );
+        // Inside a container's namespace the same name is another device.
+        lab(&with_head("[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"n\"\nifname = \"m0\"\nmirror = \"m0\"\n"));
     }
 }

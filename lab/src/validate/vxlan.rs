@@ -1,20 +1,21 @@
-//! `[vxlan]`: this host's tunnel endpoint (a unicast address or 0.0.0.0) and its
-//! peers (unicast, each once, not the endpoint itself).
+//! `[vxlan]`: this host's tunnel endpoint (a unicast address or 0.0.0.0, on a UDP
+//! port no `[[forward]]` takes) and its peers (unicast, each once, not the endpoint
+//! itself).
 
 use std::net::SocketAddrV4;
 
-use crate::model::VxlanCfg;
+use crate::model::{ForwardCfg, Proto, VxlanCfg};
 use crate::reader::{Cx, Sec, F};
 
 pub(crate) const VXLAN_KEYS: &[&str] = &["listen", "peers"];
 
 /// The `[vxlan]` table, if the lab has one and its `listen` could be read.
-pub(super) fn vxlan(cx: &mut Cx<'_>, root: &Sec<'_>) -> Option<VxlanCfg> {
+pub(super) fn vxlan(cx: &mut Cx<'_>, root: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<VxlanCfg> {
     let s = cx.table(root, "vxlan", "[vxlan]")?;
-    endpoint(cx, &s)
+    endpoint(cx, &s, forwards)
 }
 
-fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>) -> Option<VxlanCfg> {
+fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<VxlanCfg> {
     cx.check_keys(s, VXLAN_KEYS);
     cx.require(s, &["listen", "peers"]);
     let listen = cx.str_(s, "listen").and_then(|f| {
@@ -27,6 +28,16 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>) -> Option<VxlanCfg> {
             cx.err(
                 l.at,
                 format!("`listen` {} must be a unicast address (or 0.0.0.0)", l.v),
+            );
+        } else if let Some(f) = forwards.iter().find(|f| shares_udp_port(f, l.v)) {
+            cx.err(
+                l.at,
+                format!(
+                    "`listen` {}: udp port {} is already forwarded by the [[forward]] on line {}",
+                    l.v,
+                    l.v.port(),
+                    f.pos.line
+                ),
             );
         }
     }
@@ -62,6 +73,16 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>) -> Option<VxlanCfg> {
         listen: listen?.v,
         peers,
     })
+}
+
+/// Whether a UDP forward listens where the endpoint would: the same port, on the same
+/// address or on every address (0.0.0.0) of either. The two sockets could never both
+/// be bound, on any host.
+fn shares_udp_port(forward: &ForwardCfg, listen: SocketAddrV4) -> bool {
+    let (a, b) = (forward.listen.ip(), listen.ip());
+    forward.proto == Proto::Udp
+        && forward.listen.port() == listen.port()
+        && (a == b || a.is_unspecified() || b.is_unspecified())
 }
 
 #[cfg(test)]
@@ -116,5 +137,34 @@ mod tests {
             10,
             "`listen` 192.0.2.1:0: the port must be between 1 and 65535",
         );
+    }
+
+    #[test]
+    fn a_udp_forward_and_the_endpoint_never_share_a_port() {
+        // Lines 5-9 hold a port, 10-13 the forward, 14-16 [vxlan].
+        let text = |proto: &str, fwd: &str, vx: &str| {
+            with_head(&format!(
+                "{PORT_WEB}[[forward]]\nproto = \"{proto}\"\nlisten = \"{fwd}\"\nto = \"10.0.0.3:53\"\n\
+                 [vxlan]\nlisten = \"{vx}\"\npeers = [\"192.0.2.2:4789\"]\n"
+            ))
+        };
+        for (fwd, vx) in [
+            ("4789", "192.0.2.1:4789"),
+            ("192.0.2.1:4789", "0.0.0.0:4789"),
+            ("192.0.2.1:4789", "192.0.2.1:4789"),
+        ] {
+            err1(
+                &text("udp", fwd, vx),
+                15,
+                10,
+                &format!(
+                    "`listen` {vx}: udp port 4789 is already forwarded by the [[forward]] on line 10"
+                ),
+            );
+        }
+        // TCP, another port or another address: both can be bound.
+        lab(&text("tcp", "4789", "192.0.2.1:4789"));
+        lab(&text("udp", "4790", "192.0.2.1:4789"));
+        lab(&text("udp", "127.0.0.1:4789", "192.0.2.1:4789"));
     }
 }
