@@ -19,8 +19,8 @@ pub fn example() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-// A valid file prints nothing, even with sections `up` cannot run yet: they are valid
-// by the contract, and `up` names them.
+/// `tapnet check`: a valid file prints nothing, even with sections `up` cannot run
+/// yet: they are valid by the contract, and `up` names them.
 pub fn check(path: &Path) -> ExitCode {
     match lab::load(path) {
         Ok(_) => ExitCode::SUCCESS,

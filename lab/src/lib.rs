@@ -3,7 +3,7 @@
 //! `FILE:LINE:COL: message`, all of them at once, before anything on the host is
 //! touched; `tapnet check` is this crate, and `tapnet up` runs only what it accepts.
 //!
-//! [`reader`] walks the TOML document and holds the checks every section shares; one
+//! `reader` walks the TOML document and holds the checks every section shares; one
 //! module of `validate` per section checks what is particular to it.
 
 mod model;
