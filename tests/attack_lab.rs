@@ -12,39 +12,15 @@ use common::*;
 fn lab(spoof: &str) -> (RunningLab, Vec<String>) {
     let name = unique("l");
     let ns: Vec<String> = (0..4).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.70.0.0/16"
-[[bridge]]
-name = "br1"
-subnet = "10.71.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.70.0.2/16"
-{spoof}
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.70.0.3/16"
-[[port]]
-name = "s"
-bridge = "br0"
-netns = "{}"
-ip = "10.70.0.4/16"
-[[port]]
-name = "c"
-bridge = "br1"
-netns = "{}"
-ip = "10.71.0.2/24"
-"#,
-        ns[0], ns[1], ns[2], ns[3]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.70.0.0/16")
+        .bridge("br1", "10.71.0.0/24")
+        .port("a", "br0", &ns[0], "10.70.0.2/16")
+        .raw(spoof)
+        .port("b", "br0", &ns[1], "10.70.0.3/16")
+        .port("s", "br0", &ns[2], "10.70.0.4/16")
+        .port("c", "br1", &ns[3], "10.71.0.2/24")
+        .text();
     let lab = RunningLab::start(&name, &ns, &text);
     (lab, ns)
 }

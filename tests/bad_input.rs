@@ -61,6 +61,99 @@ colour = "red"
     assert!(!netns_exists(&ns));
 }
 
+/// Labs that are wrong whatever the host: `check` refuses each, and `up` refuses it
+/// the same way before touching the host (the same FILE:LINE:COL message, exit status
+/// 1, nothing built), where it used to get as far as building (a mirror whose name a
+/// port's TAP takes, either way round, failed while building with status 2) or binding
+/// (a UDP forward on the VXLAN endpoint's port was "cannot bind it on this host").
+#[test]
+fn check_and_up_refuse_the_same_labs_with_the_same_message() {
+    let ns = unique("n");
+    let dev = unique("m");
+    let bridge = |name: &str| LabText::new(name).bridge("br0", "");
+    // Each lab, given its name, and the one problem in it.
+    type Lab<'a> = Box<dyn Fn(&str) -> LabText + 'a>;
+    let cases: Vec<(Lab, String)> = vec![
+        // A mirror named as an earlier port's TAP in tapnet's own namespace...
+        (
+            Box::new(|name| {
+                bridge(name)
+                    .port("a", "br0", "", "")
+                    .with("ifname", &dev)
+                    .port("b", "br0", &ns, "")
+                    .with("mirror", &dev)
+            }),
+            format!("12:10: mirror `{dev}` is already the interface of port `a` in tapnet's own namespace"),
+        ),
+        // ... or a port's TAP named as an earlier mirror.
+        (
+            Box::new(|name| {
+                bridge(name)
+                    .port("a", "br0", &ns, "")
+                    .with("mirror", &dev)
+                    .port("b", "br0", "", "")
+                    .with("ifname", &dev)
+            }),
+            format!("12:10: interface `{dev}` in tapnet's own namespace is already the mirror of port `a`"),
+        ),
+        // A UDP forward on the VXLAN endpoint's port and address.
+        (
+            Box::new(|name| {
+                LabText::new(name)
+                    .bridge("br0", "10.208.0.0/24")
+                    .with("vni", 42)
+                    .port("a", "br0", &ns, "10.208.0.2/24")
+                    .forward("udp", "127.0.0.1:4789", "10.208.0.2:53")
+                    .vxlan("127.0.0.1:4789", &["127.0.0.2:4789"])
+            }),
+            "16:10: `listen` 127.0.0.1:4789: udp port 4789 is already forwarded by the [[forward]] on line 11".to_string(),
+        ),
+        // Masquerade with no routed bridge, a forward to an address on no routed bridge,
+        // a bridge MTU no TAP takes, an interface name the kernel would rewrite.
+        (
+            Box::new(|name| bridge(name).port("a", "br0", &ns, "").nat()),
+            "8:1: masquerade needs a bridge with a `subnet`: its gateway is the containers' way out"
+                .to_string(),
+        ),
+        (
+            Box::new(|name| {
+                bridge(name)
+                    .port("a", "br0", &ns, "10.208.1.2/24")
+                    .forward("", "8080", "10.208.1.2:80")
+            }),
+            "11:6: forward to 10.208.1.2:80: that address is on no bridge with a `subnet`, so \
+             its replies could not come back (give its bridge a `subnet`)"
+                .to_string(),
+        ),
+        (
+            Box::new(|name| bridge(name).with("mtu", 65535).port("a", "br0", &ns, "")),
+            "4:7: `mtu` must be between 68 and 65521, not 65535".to_string(),
+        ),
+        (
+            Box::new(|name| bridge(name).port("a", "br0", &ns, "").with("ifname", "eth%d")),
+            "8:10: ifname `eth%d` is not a valid interface name (1 to 15 bytes, no `/`, `:` \
+             or whitespace, not `.` or `..`)"
+                .to_string(),
+        ),
+    ];
+    for (lab, expected) in &cases {
+        let name = unique("l");
+        let file = LabFile::new(&lab(&name).text());
+        let path = file.path.to_str().unwrap();
+        let want = format!("{path}:{expected}\n");
+        for command in ["check", "up"] {
+            let out = run(&[TAPNET, command, path], 20);
+            assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+            assert_eq!(stderr(&out), want, "{command}");
+            assert!(out.stdout.is_empty(), "{command}: {want}");
+        }
+        assert!(!netns_exists(&ns), "up made namespace {ns}: {want}");
+        assert!(root_taps(&dev).is_empty(), "up left a TAP {dev}: {want}");
+        let socket = format!("/run/tapnet/{name}.sock");
+        assert!(!std::path::Path::new(&socket).exists(), "up left {socket}");
+    }
+}
+
 #[test]
 fn check_accepts_a_good_file_silently() {
     let out = run(&[TAPNET, "example"], 10);
@@ -81,23 +174,12 @@ fn a_missing_file_is_a_clear_error() {
 fn an_unbindable_vxlan_listen_refuses_the_lab_before_anything_is_built() {
     // 10.204.9.1 is on no interface here: the bind fails, nothing is sent anywhere.
     let ns = unique("n");
-    let text = format!(
-        r#"name = "{}"
-[[bridge]]
-name = "br0"
-subnet = "10.204.0.0/24"
-vni = 42
-[[port]]
-name = "web"
-bridge = "br0"
-netns = "{ns}"
-ip = "10.204.0.3/24"
-[vxlan]
-listen = "10.204.9.1:4789"
-peers = ["10.204.9.2:4789"]
-"#,
-        unique("l")
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "10.204.0.0/24")
+        .with("vni", 42)
+        .port("web", "br0", &ns, "10.204.0.3/24")
+        .vxlan("10.204.9.1:4789", &["10.204.9.2:4789"])
+        .text();
     let file = LabFile::new(&text);
     let path = file.path.to_str().unwrap();
     let out = run(&[TAPNET, "up", path], 10);
@@ -115,10 +197,10 @@ peers = ["10.204.9.2:4789"]
 #[test]
 fn without_root_up_says_so_and_exits_2() {
     let ns = unique("n");
-    let text = format!(
-        "name = \"{}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n",
-        unique("l")
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "")
+        .port("a", "br0", &ns, "")
+        .text();
     let file = LabFile::new(&text);
     let path = file.path.to_str().unwrap();
     // User nobody must be able to read the lab and run the binary, wherever the
@@ -186,22 +268,11 @@ fn a_taken_device_name_is_refused_and_nothing_is_left() {
     );
     assert!(out.status.success());
     let fresh = unique("n");
-    let text = format!(
-        r#"name = "{}"
-[[bridge]]
-name = "br0"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{fresh}"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-"#,
-        unique("l"),
-        existing.name
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "")
+        .port("a", "br0", &fresh, "")
+        .port("b", "br0", &existing.name, "")
+        .text();
     let file = LabFile::new(&text);
     let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
     assert_eq!(out.status.code(), Some(2));
@@ -216,9 +287,10 @@ netns = "{}"
 fn a_lab_name_that_is_already_running_is_refused() {
     let name = unique("l");
     let ns = unique("n");
-    let text = format!(
-        "name = \"{name}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n"
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "")
+        .port("a", "br0", &ns, "")
+        .text();
     let lab = RunningLab::start(&name, std::slice::from_ref(&ns), &text);
     let other = unique("n");
     let file = LabFile::new(&text.replace(&ns, &other));
@@ -256,9 +328,10 @@ fn show_for_a_lab_that_is_not_running_fails_clearly() {
 fn another_users_lab_is_said_to_be_theirs() {
     let name = unique("l");
     let ns = unique("n");
-    let text = format!(
-        "name = \"{name}\"\n[[bridge]]\nname = \"br0\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{ns}\"\n"
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "")
+        .port("a", "br0", &ns, "")
+        .text();
     let _lab = RunningLab::start(&name, std::slice::from_ref(&ns), &text);
     let nobody = [
         "setpriv",
@@ -324,11 +397,10 @@ fn a_namespace_with_a_default_route_of_its_own_is_refused_clearly() {
             "10.66.0.2",
         ],
     ]);
-    let text = format!(
-        "name = \"{}\"\n[[bridge]]\nname = \"br0\"\nsubnet = \"10.67.0.0/24\"\n[[port]]\nname = \"a\"\nbridge = \"br0\"\nnetns = \"{}\"\nip = \"10.67.0.2/24\"\n",
-        unique("l"),
-        existing.name
-    );
+    let text = LabText::new(&unique("l"))
+        .bridge("br0", "10.67.0.0/24")
+        .port("a", "br0", &existing.name, "10.67.0.2/24")
+        .text();
     let file = LabFile::new(&text);
     let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
     assert_eq!(out.status.code(), Some(2));

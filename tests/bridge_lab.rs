@@ -14,34 +14,12 @@ struct ThreePorts {
 fn three_ports() -> ThreePorts {
     let name = unique("l");
     let ns: Vec<String> = (0..3).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-
-[[bridge]]
-name = "br0"
-subnet = "10.200.1.0/24"
-
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.200.1.2/24"
-
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.200.1.3/24"
-
-[[port]]
-name = "c"
-bridge = "br0"
-netns = "{}"
-ip = "10.200.1.4/24"
-"#,
-        ns[0], ns[1], ns[2]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.200.1.0/24")
+        .port("a", "br0", &ns[0], "10.200.1.2/24")
+        .port("b", "br0", &ns[1], "10.200.1.3/24")
+        .port("c", "br0", &ns[2], "10.200.1.4/24")
+        .text();
     let lab = RunningLab::start(&name, &ns, &text);
     ThreePorts { lab, ns }
 }
@@ -147,42 +125,14 @@ fn two_bridges_cannot_reach_each_other() {
     let ns: Vec<String> = (0..4).map(|_| unique("n")).collect();
     // The same subnet on both bridges would be an error; so both ports of br1 sit in a
     // bridge without a subnet but with addresses in br0's range: only L2 could join them.
-    let text = format!(
-        r#"
-name = "{name}"
-
-[[bridge]]
-name = "br0"
-
-[[bridge]]
-name = "br1"
-
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.201.0.1/24"
-
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.201.0.2/24"
-
-[[port]]
-name = "c"
-bridge = "br1"
-netns = "{}"
-ip = "10.201.0.3/24"
-
-[[port]]
-name = "d"
-bridge = "br1"
-netns = "{}"
-ip = "10.201.0.4/24"
-"#,
-        ns[0], ns[1], ns[2], ns[3]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "")
+        .bridge("br1", "")
+        .port("a", "br0", &ns[0], "10.201.0.1/24")
+        .port("b", "br0", &ns[1], "10.201.0.2/24")
+        .port("c", "br1", &ns[2], "10.201.0.3/24")
+        .port("d", "br1", &ns[3], "10.201.0.4/24")
+        .text();
     let lab = RunningLab::start(&name, &ns, &text);
     assert!(ping(&ns[0], "10.201.0.2", 2), "a-b on br0");
     assert!(ping(&ns[2], "10.201.0.4", 2), "c-d on br1");
@@ -243,40 +193,19 @@ fn a_namespace_tapnet_did_not_create_is_used_and_kept() {
     let existing = TestNetns::new("x");
     let name = unique("l");
     let fresh = unique("n");
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.202.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ifname = "veth-like0"
-ip = "10.202.0.2/24"
-mtu_note = 0
-"#,
-        existing.name
-    );
+    let lab = LabText::new(&name)
+        .bridge("br0", "10.202.0.0/24")
+        .port("a", "br0", &existing.name, "10.202.0.2/24")
+        .with("ifname", "veth-like0");
     // Unknown key: refused, and nothing is created or changed.
-    let file = LabFile::new(&text);
+    let file = LabFile::new(&lab.clone().with("mtu_note", 0).text());
     let out = run(&[TAPNET, "up", file.path.to_str().unwrap()], 20);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mtu_note"));
     let out = ns_run(&existing.name, &["ip", "link", "show", "veth-like0"], 10);
     assert!(!out.status.success(), "a refused lab created a device");
 
-    let text = text.replace("mtu_note = 0\n", "")
-        + &format!(
-            r#"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{fresh}"
-ip = "10.202.0.3/24"
-"#
-        );
+    let text = lab.port("b", "br0", &fresh, "10.202.0.3/24").text();
     let mut lab = RunningLab::start(&name, std::slice::from_ref(&fresh), &text);
     assert!(ping(&existing.name, "10.202.0.3", 2));
     let out = ns_run(
@@ -412,24 +341,12 @@ fn a_port_without_netns_is_the_hosts_door_into_the_bridge() {
     let host = TestNetns::new("h");
     let name = unique("l");
     let c = unique("n");
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.206.0.0/24"
-[[port]]
-name = "door"
-bridge = "br0"
-ifname = "door0"
-ip = "10.206.0.254/24"
-[[port]]
-name = "c"
-bridge = "br0"
-netns = "{c}"
-ip = "10.206.0.2/24"
-"#
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.206.0.0/24")
+        .port("door", "br0", "", "10.206.0.254/24")
+        .with("ifname", "door0")
+        .port("c", "br0", &c, "10.206.0.2/24")
+        .text();
     let mut lab = RunningLab::start_in(Some(&host.name), &name, std::slice::from_ref(&c), &text);
     assert!(ping(&c, "10.206.0.254", 2), "container to the host's door");
     assert!(ping(&host.name, "10.206.0.2", 2), "host to the container");
@@ -449,25 +366,11 @@ ip = "10.206.0.2/24"
 fn a_killed_run_is_cleaned_up_by_the_next_run_of_the_lab() {
     let name = unique("l");
     let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.207.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.207.0.2/24"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.207.0.3/24"
-"#,
-        ns[0], ns[1]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.207.0.0/24")
+        .port("a", "br0", &ns[0], "10.207.0.2/24")
+        .port("b", "br0", &ns[1], "10.207.0.3/24")
+        .text();
     let mut first = RunningLab::start(&name, &ns, &text);
     first.stop_with(libc::SIGKILL);
     assert!(

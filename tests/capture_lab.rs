@@ -11,25 +11,11 @@ use common::*;
 fn lab() -> (RunningLab, Vec<String>) {
     let name = unique("l");
     let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.223.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.223.0.2/24"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.223.0.3/24"
-"#,
-        ns[0], ns[1]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.223.0.0/24")
+        .port("a", "br0", &ns[0], "10.223.0.2/24")
+        .port("b", "br0", &ns[1], "10.223.0.3/24")
+        .text();
     (RunningLab::start(&name, &ns, &text), ns)
 }
 
@@ -223,26 +209,12 @@ fn a_mirror_tap_shows_a_ports_frames_to_tcpdump_in_the_host() {
     let host = TestNetns::new("h");
     let name = unique("l");
     let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.226.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.226.0.2/24"
-mirror = "mon0"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.226.0.3/24"
-"#,
-        ns[0], ns[1]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.226.0.0/24")
+        .port("a", "br0", &ns[0], "10.226.0.2/24")
+        .with("mirror", "mon0")
+        .port("b", "br0", &ns[1], "10.226.0.3/24")
+        .text();
     let mut lab = RunningLab::start_in(Some(&host.name), &name, &ns, &text);
     let host_name = host.name.clone();
     let watch = std::thread::spawn(move || {

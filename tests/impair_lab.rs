@@ -8,26 +8,12 @@ use common::*;
 fn lab(impair_b: &str) -> (RunningLab, Vec<String>) {
     let name = unique("l");
     let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.225.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{}"
-ip = "10.225.0.2/24"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{}"
-ip = "10.225.0.3/24"
-{impair_b}
-"#,
-        ns[0], ns[1]
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "10.225.0.0/24")
+        .port("a", "br0", &ns[0], "10.225.0.2/24")
+        .port("b", "br0", &ns[1], "10.225.0.3/24")
+        .raw(impair_b)
+        .text();
     (RunningLab::start(&name, &ns, &text), ns)
 }
 

@@ -6,37 +6,23 @@ mod common;
 
 use common::*;
 
-fn lab_text(name: &str, c: &str, d: &str, extra: &str) -> String {
-    format!(
-        r#"
-name = "{name}"
-
-[[bridge]]
-name = "br0"
-subnet = "10.251.1.0/24"
-
-[[port]]
-name = "web"
-bridge = "br0"
-netns = "{c}"
-ip = "10.251.1.2/24"
-
-[[port]]
-name = "api"
-bridge = "br0"
-netns = "{d}"
-ip = "10.251.1.3/24"
-
-{extra}
-"#
-    )
+/// Containers web (10.251.1.2) and api (.3) on br0, 10.251.1.0/24; each test adds
+/// its masquerade, forwards or services.
+fn lab_text(name: &str, c: &str, d: &str) -> LabText {
+    LabText::new(name)
+        .bridge("br0", "10.251.1.0/24")
+        .port("web", "br0", c, "10.251.1.2/24")
+        .port("api", "br0", d, "10.251.1.3/24")
 }
 
 #[test]
 fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let text = lab_text(&name, &c, &d, "[nat]\nmasquerade = true\n");
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .text();
     let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let www = WebRoot::new("outside page");
     let _web = http_server(&net.outside.name, OUTSIDE_IP, 8000, &www.dir, &www.log);
@@ -155,18 +141,10 @@ fn masquerade_reaches_the_outside_by_tcp_udp_and_ping() {
 fn forwards_publish_container_ports_with_the_real_client_address() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let extra = r#"
-[[forward]]
-proto = "tcp"
-listen = "0.0.0.0:8080"
-to = "10.251.1.2:80"
-
-[[forward]]
-proto = "udp"
-listen = "0.0.0.0:5353"
-to = "10.251.1.3:5353"
-"#;
-    let text = lab_text(&name, &c, &d, extra);
+    let text = lab_text(&name, &c, &d)
+        .forward("tcp", "0.0.0.0:8080", "10.251.1.2:80")
+        .forward("udp", "0.0.0.0:5353", "10.251.1.3:5353")
+        .text();
     let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let www = WebRoot::new("inside page");
     let _web = http_server(&c, "10.251.1.2", 80, &www.dir, &www.log);
@@ -210,19 +188,15 @@ to = "10.251.1.3:5353"
 fn a_forward_to_a_service_vip_is_balanced_too() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let extra = r#"
-[[service]]
-name = "site"
-vip = "10.251.1.100:80"
-proto = "tcp"
-backends = ["10.251.1.2:80", "10.251.1.3:80"]
-
-[[forward]]
-proto = "tcp"
-listen = "0.0.0.0:8081"
-to = "10.251.1.100:80"
-"#;
-    let text = lab_text(&name, &c, &d, extra);
+    let text = lab_text(&name, &c, &d)
+        .service(
+            "site",
+            "10.251.1.100:80",
+            "tcp",
+            &["10.251.1.2:80", "10.251.1.3:80"],
+        )
+        .forward("tcp", "0.0.0.0:8081", "10.251.1.100:80")
+        .text();
     let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let (w1, w2) = (WebRoot::new("one"), WebRoot::new("two"));
     let _s1 = http_server(&c, "10.251.1.2", 80, &w1.dir, &w1.log);
@@ -244,16 +218,11 @@ to = "10.251.1.100:80"
 fn iperf3_through_a_forward_and_through_masquerade() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let extra = r#"
-[nat]
-masquerade = true
-
-[[forward]]
-proto = "tcp"
-listen = "0.0.0.0:5201"
-to = "10.251.1.2:5201"
-"#;
-    let text = lab_text(&name, &c, &d, extra);
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .forward("tcp", "0.0.0.0:5201", "10.251.1.2:5201")
+        .text();
     let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let _in = Background::spawn(&c, &["iperf3", "-s", "-B", "10.251.1.2"]);
     let _out = Background::spawn(
@@ -287,8 +256,10 @@ fn a_forward_port_taken_on_the_host_refuses_the_lab() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let extra = "[[forward]]\nproto = \"tcp\"\nlisten = \"0.0.0.0:8080\"\nto = \"10.251.1.2:80\"\n";
-    let file = LabFile::new(&lab_text(&name, &c, &d, extra));
+    let text = lab_text(&name, &c, &d)
+        .forward("tcp", "0.0.0.0:8080", "10.251.1.2:80")
+        .text();
+    let file = LabFile::new(&text);
     let path = file.path.to_str().unwrap();
     let host = format!("--net=/run/netns/{}", net.host.name);
     let out = run(&["nsenter", &host, TAPNET, "up", path], 20);
@@ -314,7 +285,10 @@ fn a_forward_port_taken_on_the_host_refuses_the_lab() {
 fn masquerade_looks_like_a_network_path_to_traceroute_and_udp() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let text = lab_text(&name, &c, &d, "[nat]\nmasquerade = true\n");
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .text();
     let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     // Every hop shows: the gateway, the router beyond the host, the destination. UDP
     // probes (their port unreachable from the destination), ICMP echo, and TCP SYNs.
@@ -419,7 +393,10 @@ fn ping_uses_icmp_sockets_where_the_host_allows_them() {
         "net.ipv4.ping_group_range=0 2147483647",
     ]]);
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let text = lab_text(&name, &c, &d, "[nat]\nmasquerade = true\n");
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .text();
     let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     assert!(ping(&c, FAR_IP, 3), "ping through masquerade");
     assert_eq!(lab.show("nat")["host"]["ping_mode"], "socket");
@@ -435,23 +412,11 @@ fn ping_uses_icmp_sockets_where_the_host_allows_them() {
 fn forwards_reset_refused_clients_and_reuse_ports_without_delay() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let extra = r#"
-[[forward]]
-proto = "tcp"
-listen = "0.0.0.0:8080"
-to = "10.251.1.2:80"
-
-[[forward]]
-proto = "tcp"
-listen = "0.0.0.0:8081"
-to = "10.251.1.2:81"
-
-[[forward]]
-proto = "udp"
-listen = "0.0.0.0:5353"
-to = "10.251.1.3:5353"
-"#;
-    let text = lab_text(&name, &c, &d, extra);
+    let text = lab_text(&name, &c, &d)
+        .forward("tcp", "0.0.0.0:8080", "10.251.1.2:80")
+        .forward("tcp", "0.0.0.0:8081", "10.251.1.2:81")
+        .forward("udp", "0.0.0.0:5353", "10.251.1.3:5353")
+        .text();
     let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let www = WebRoot::new("inside page");
     let _web = http_server(&c, "10.251.1.2", 80, &www.dir, &www.log);
@@ -526,13 +491,12 @@ fn idle_masqueraded_tcp_lives_until_its_timeout_then_both_ends_are_reset() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
     // Short timers for the test; the defaults (5 days for established TCP, as
-    // conntrack's) are in docs/lab-file.md and checked against the code's in cli.
-    let text = lab_text(
-        &name,
-        &c,
-        &d,
-        "[nat]\nmasquerade = true\ntcp_timeout_s = 3\n",
-    );
+    // conntrack's) are in docs/lab-file.md and checked against the code's in daemon.
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .with("tcp_timeout_s", 3)
+        .text();
     let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let log = std::env::temp_dir().join(format!("{}.log", unique("ends")));
     let _server = tcp_echo_logging(&net.far.name, FAR_IP, 7001, &log);
@@ -562,9 +526,11 @@ fn idle_masqueraded_tcp_lives_until_its_timeout_then_both_ends_are_reset() {
 fn an_idle_forwarded_connection_past_its_timeout_resets_the_container_too() {
     let net = HostAndOutside::new();
     let (name, c, d) = (unique("l"), unique("n"), unique("n"));
-    let extra =
-        "[nat]\ntcp_timeout_s = 3\n\n[[forward]]\nlisten = \"7002\"\nto = \"10.251.1.2:7002\"\n";
-    let text = lab_text(&name, &c, &d, extra);
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("tcp_timeout_s", 3)
+        .forward("", "7002", "10.251.1.2:7002")
+        .text();
     let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let log = std::env::temp_dir().join(format!("{}.log", unique("ends")));
     let _server = tcp_echo_logging(&c, "10.251.1.2", 7002, &log);

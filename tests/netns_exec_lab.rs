@@ -11,26 +11,12 @@ use common::*;
 /// A lab with two containers on one bridge: `a` made by tapnet, `b` made beforehand by
 /// the test; web traffic to b's port 80 is published on the host's loopback, port 8080.
 fn lab_text(name: &str, a: &str, b: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[[bridge]]
-name = "br0"
-subnet = "10.91.0.0/24"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{a}"
-ip = "10.91.0.2/24"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{b}"
-ip = "10.91.0.3/24"
-[[forward]]
-listen = "127.0.0.1:8080"
-to = "10.91.0.3:80"
-"#
-    )
+    LabText::new(name)
+        .bridge("br0", "10.91.0.0/24")
+        .port("a", "br0", a, "10.91.0.2/24")
+        .port("b", "br0", b, "10.91.0.3/24")
+        .forward("", "127.0.0.1:8080", "10.91.0.3:80")
+        .text()
 }
 
 #[test]
@@ -83,22 +69,11 @@ fn namespaces_made_under_ip_netns_exec_are_entered_from_outside() {
 fn a_killed_run_under_ip_netns_exec_is_cleaned_up_by_the_next() {
     let host = TestNetns::new("h");
     let (name, a, b) = (unique("lab"), unique("a"), unique("b"));
-    let text = format!(
-        r#"name = "{name}"
-[[bridge]]
-name = "br0"
-[[port]]
-name = "a"
-bridge = "br0"
-netns = "{a}"
-ip = "10.92.0.2/24"
-[[port]]
-name = "b"
-bridge = "br0"
-netns = "{b}"
-ip = "10.92.0.3/24"
-"#
-    );
+    let text = LabText::new(&name)
+        .bridge("br0", "")
+        .port("a", "br0", &a, "10.92.0.2/24")
+        .port("b", "br0", &b, "10.92.0.3/24")
+        .text();
     let namespaces = [a.clone(), b.clone()];
     let via = ["ip", "netns", "exec", host.name.as_str()];
     let mut first = RunningLab::start_via(&via, &name, &namespaces, Some(&text));

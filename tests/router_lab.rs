@@ -13,39 +13,14 @@ struct TwoSubnets {
 fn two_subnets() -> TwoSubnets {
     let name = unique("l");
     let ns: Vec<String> = (0..3).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-
-[[bridge]]
-name = "front"
-subnet = "10.220.1.0/24"
-
-[[bridge]]
-name = "back"
-subnet = "10.220.2.0/24"
-gateway = "10.220.2.254"
-
-[[port]]
-name = "web"
-bridge = "front"
-netns = "{}"
-ip = "10.220.1.2/24"
-
-[[port]]
-name = "db"
-bridge = "back"
-netns = "{}"
-ip = "10.220.2.2/24"
-
-[[port]]
-name = "cache"
-bridge = "back"
-netns = "{}"
-ip = "10.220.2.3/24"
-"#,
-        ns[0], ns[1], ns[2]
-    );
+    let text = LabText::new(&name)
+        .bridge("front", "10.220.1.0/24")
+        .bridge("back", "10.220.2.0/24")
+        .with("gateway", "10.220.2.254")
+        .port("web", "front", &ns[0], "10.220.1.2/24")
+        .port("db", "back", &ns[1], "10.220.2.2/24")
+        .port("cache", "back", &ns[2], "10.220.2.3/24")
+        .text();
     let lab = RunningLab::start(&name, &ns, &text);
     TwoSubnets { lab, ns }
 }
@@ -185,29 +160,13 @@ fn iperf3_tcp_across_subnets_completes() {
 fn a_packet_too_big_for_the_next_bridge_gets_fragmentation_needed() {
     let name = unique("l");
     let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "wide"
-subnet = "10.221.1.0/24"
-[[bridge]]
-name = "narrow"
-subnet = "10.221.2.0/24"
-mtu = 1400
-[[port]]
-name = "a"
-bridge = "wide"
-netns = "{}"
-ip = "10.221.1.2/24"
-[[port]]
-name = "b"
-bridge = "narrow"
-netns = "{}"
-ip = "10.221.2.2/24"
-"#,
-        ns[0], ns[1]
-    );
+    let text = LabText::new(&name)
+        .bridge("wide", "10.221.1.0/24")
+        .bridge("narrow", "10.221.2.0/24")
+        .with("mtu", 1400)
+        .port("a", "wide", &ns[0], "10.221.1.2/24")
+        .port("b", "narrow", &ns[1], "10.221.2.2/24")
+        .text();
     let lab = RunningLab::start(&name, &ns, &text);
     assert!(ping(&ns[0], "10.221.2.2", 1));
     // First without DF (before a's kernel learns the path MTU below): a packet too big for the narrow bridge is cut into fragments there,

@@ -28,60 +28,29 @@ fn service_lab() -> ServiceLab {
     let name = unique("l");
     let client = unique("n");
     let backends: Vec<String> = (0..2).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-
-[[bridge]]
-name = "front"
-subnet = "10.230.1.0/24"
-
-[[bridge]]
-name = "back"
-subnet = "10.230.2.0/24"
-
-[[port]]
-name = "client"
-bridge = "front"
-netns = "{client}"
-ip = "10.230.1.2/24"
-
-[[port]]
-name = "b1"
-bridge = "back"
-netns = "{}"
-ip = "10.230.2.2/24"
-
-[[port]]
-name = "b2"
-bridge = "back"
-netns = "{}"
-ip = "10.230.2.3/24"
-
-[[service]]
-name = "api"
-vip = "10.230.2.100:80"
-proto = "tcp"
-backends = ["10.230.2.2:8080", "10.230.2.3:8080"]
-
-[[service]]
-name = "echo"
-vip = "10.230.2.101:7"
-proto = "udp"
-backends = ["10.230.2.2:7000", "10.230.2.3:7000"]
-
-[[service]]
-name = "tcpecho"
-vip = "10.230.2.102:7"
-proto = "tcp"
-backends = ["10.230.2.2:7001"]
-
-[nat]
-masquerade = false
-tcp_timeout_s = 3
-"#,
-        backends[0], backends[1]
-    );
+    let text = LabText::new(&name)
+        .bridge("front", "10.230.1.0/24")
+        .bridge("back", "10.230.2.0/24")
+        .port("client", "front", &client, "10.230.1.2/24")
+        .port("b1", "back", &backends[0], "10.230.2.2/24")
+        .port("b2", "back", &backends[1], "10.230.2.3/24")
+        .service(
+            "api",
+            "10.230.2.100:80",
+            "tcp",
+            &["10.230.2.2:8080", "10.230.2.3:8080"],
+        )
+        .service(
+            "echo",
+            "10.230.2.101:7",
+            "udp",
+            &["10.230.2.2:7000", "10.230.2.3:7000"],
+        )
+        .service("tcpecho", "10.230.2.102:7", "tcp", &["10.230.2.2:7001"])
+        .nat()
+        .with("masquerade", false)
+        .with("tcp_timeout_s", 3)
+        .text();
     let mut all = vec![client.clone()];
     all.extend(backends.iter().cloned());
     let lab = RunningLab::start(&name, &all, &text);

@@ -16,38 +16,19 @@ fn trace(lab: &RunningLab, port: &str, packet: &str) -> (Option<i32>, String) {
 fn traces_name_the_egress_the_route_and_the_rewrite() {
     let name = unique("l");
     let ns: Vec<String> = (0..3).map(|_| unique("n")).collect();
-    let text = format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "front"
-subnet = "10.224.1.0/24"
-[[bridge]]
-name = "back"
-subnet = "10.224.2.0/24"
-[[port]]
-name = "web"
-bridge = "front"
-netns = "{}"
-ip = "10.224.1.2/24"
-[[port]]
-name = "db"
-bridge = "back"
-netns = "{}"
-ip = "10.224.2.2/24"
-[[port]]
-name = "db2"
-bridge = "back"
-netns = "{}"
-ip = "10.224.2.3/24"
-[[service]]
-name = "api"
-vip = "10.224.2.100:80"
-proto = "tcp"
-backends = ["10.224.2.2:8080", "10.224.2.3:8080"]
-"#,
-        ns[0], ns[1], ns[2]
-    );
+    let text = LabText::new(&name)
+        .bridge("front", "10.224.1.0/24")
+        .bridge("back", "10.224.2.0/24")
+        .port("web", "front", &ns[0], "10.224.1.2/24")
+        .port("db", "back", &ns[1], "10.224.2.2/24")
+        .port("db2", "back", &ns[2], "10.224.2.3/24")
+        .service(
+            "api",
+            "10.224.2.100:80",
+            "tcp",
+            &["10.224.2.2:8080", "10.224.2.3:8080"],
+        )
+        .text();
     let lab = RunningLab::start(&name, &ns, &text);
     // Let the router and bridges learn everyone.
     assert!(ping(&ns[0], "10.224.2.2", 1));

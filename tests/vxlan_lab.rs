@@ -7,27 +7,16 @@ mod common;
 
 use common::*;
 
-/// A host's lab: one bridge with VNI 42 and one container.
-fn host_lab(name: &str, me: &str, peers: &[&str], container: &str, ip: &str) -> String {
-    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}:4789\"")).collect();
-    format!(
-        r#"
-name = "{name}"
-[[bridge]]
-name = "ov"
-subnet = "10.62.0.0/24"
-vni = 42
-[[port]]
-name = "c"
-bridge = "ov"
-netns = "{container}"
-ip = "{ip}/24"
-[vxlan]
-listen = "{me}:4789"
-peers = [{}]
-"#,
-        peers.join(", ")
-    )
+/// A host's lab: one bridge with VNI 42 and one container, `c` (its table last, for a
+/// test to add to).
+fn host_lab(name: &str, me: &str, peers: &[&str], container: &str, ip: &str) -> LabText {
+    let peers: Vec<String> = peers.iter().map(|p| format!("{p}:4789")).collect();
+    let peers: Vec<&str> = peers.iter().map(String::as_str).collect();
+    LabText::new(name)
+        .bridge("ov", "10.62.0.0/24")
+        .with("vni", 42)
+        .vxlan(&format!("{me}:4789"), &peers)
+        .port("c", "ov", container, &format!("{ip}/24"))
 }
 
 /// Two hosts joined by one veth: 10.60.0.1 and 10.60.0.2.
@@ -86,13 +75,13 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
         Some(&ha.name),
         &la,
         std::slice::from_ref(&ca),
-        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2"),
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2").text(),
     );
     let b = RunningLab::start_in(
         Some(&hb.name),
         &lb,
         std::slice::from_ref(&cb),
-        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3"),
+        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3").text(),
     );
 
     // A capture on the underlay (tcpdump, stopping after 8 datagrams) while the
@@ -237,18 +226,9 @@ fn tapnet_and_the_kernels_vxlan_interoperate() {
     let (ca, cd) = (unique("n"), unique("n"));
     let la = unique("l");
     let lab = host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2")
-        + &format!(
-            r#"
-[[bridge]]
-name = "lan"
-subnet = "10.63.0.0/24"
-[[port]]
-name = "d"
-bridge = "lan"
-netns = "{cd}"
-ip = "10.63.0.2/24"
-"#
-        );
+        .bridge("lan", "10.63.0.0/24")
+        .port("d", "lan", &cd, "10.63.0.2/24")
+        .text();
     let a = RunningLab::start_in(Some(&ha.name), &la, &[ca.clone(), cd.clone()], &lab);
     // Host b: the kernel's vxlan device on port 4789, a Linux bridge, a veth to a
     // container.
@@ -424,7 +404,8 @@ fn three_hosts_flood_to_both_peers_learn_per_peer_and_follow_a_moved_mac() {
             // The containers send from a MAC not their own (one that moves between
             // hosts, as a migrated VM's does): port security off for them.
             let text = host_lab(&name, ips[i], &peers, &cs[i], &format!("10.62.0.{}", i + 2))
-                .replace("ip = \"10.62", "spoof_check = false\nip = \"10.62");
+                .with("spoof_check", false)
+                .text();
             RunningLab::start_in(
                 Some(&hosts[i].name),
                 &name,
@@ -476,13 +457,13 @@ fn a_forged_datagram_from_the_underlay_cannot_take_a_local_containers_mac() {
         Some(&ha.name),
         &la,
         std::slice::from_ref(&ca),
-        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2"),
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2").text(),
     );
     let _b = RunningLab::start_in(
         Some(&hb.name),
         &lb,
         std::slice::from_ref(&cb),
-        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3"),
+        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3").text(),
     );
     assert!(ping(&ca, "10.62.0.3", 2));
     // Something on the underlay (here host b's namespace itself, from the peer's

@@ -1,11 +1,6 @@
-//! The parts of the `tapnet` binary: the lab file, host set-up (namespaces over
-//! rtnetlink), the control socket, `show`, and `up`, which ties them to the datapath.
+//! What the `tapnet` binary does itself: rendering a running lab's answers for a
+//! person (`show` tables, `top`). The lab file is the `lab` crate's; building,
+//! running and asking a lab is the `daemon` crate's.
 
-pub mod control;
-pub mod lab;
-pub mod netns;
-pub mod rtnl;
-pub mod show;
+pub mod render;
 pub mod top;
-pub mod trace;
-pub mod up;

@@ -1,10 +1,14 @@
-//! `tapnet`: builds a container network in userspace from a lab file.
+//! `tapnet`: builds a container network in userspace from a lab file. This file is
+//! the command line (clap); `commands` runs each command.
+
+mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tapnet::{control, lab, show, up};
+use commands::EXIT_BAD_INPUT;
 
 #[derive(Parser)]
 #[command(
@@ -89,11 +93,6 @@ enum Command {
     },
 }
 
-/// Exit status 1: bad usage or a bad lab file, nothing changed on the host.
-const EXIT_BAD_INPUT: u8 = 1;
-/// Exit status 2: a failure while running.
-const EXIT_FAILURE: u8 = 2;
-
 fn main() -> ExitCode {
     // Buffers of 128 KiB and more (each spliced TCP connection's) come straight from
     // mmap and go straight back to the system when freed. Without this, glibc raises
@@ -112,170 +111,24 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Example => {
-            print!("{}", lab::DEFAULT_LAB);
-            ExitCode::SUCCESS
-        }
-        // A valid file prints nothing, even with sections `up` cannot run yet: they
-        // are valid by the contract, and `up` names them.
-        Command::Check { lab } => match lab::load(&lab) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(errors) => report(&errors),
-        },
+        Command::Example => commands::example(),
+        Command::Check { lab } => commands::check(&lab),
         Command::Up { lab, busy_poll_us } => {
-            let loaded = match &lab {
-                Some(path) => lab::load(path),
-                None => lab::parse("<default lab>", lab::DEFAULT_LAB),
-            };
-            let lab = match loaded {
-                Ok(lab) => lab,
-                Err(errors) => return report(&errors),
-            };
-            match up::run(lab, std::time::Duration::from_micros(busy_poll_us)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(up::HostError(e)) if e.is::<up::LabRefused>() => {
-                    eprintln!("{e}");
-                    ExitCode::from(EXIT_BAD_INPUT)
-                }
-                Err(up::HostError(e)) => {
-                    eprintln!("tapnet: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
+            commands::up(lab.as_deref(), Duration::from_micros(busy_poll_us))
         }
-        Command::Capture { port, lab, write } => {
-            let stream = match control::resolve_lab(lab.as_deref())
-                .and_then(|lab| control::capture(&lab, &port))
-            {
-                Ok(stream) => stream,
-                Err(e) => {
-                    eprintln!("tapnet: {e:#}");
-                    return ExitCode::from(EXIT_BAD_INPUT);
-                }
-            };
-            let copied = match write {
-                Some(path) => std::fs::File::create(&path)
-                    .and_then(|mut f| std::io::copy(&mut &stream, &mut f)),
-                // Straight to fd 1, not through Stdout's line buffer: Ctrl-C must not
-                // leave the last pcap record behind in it.
-                None => {
-                    use std::os::fd::FromRawFd;
-                    // SAFETY: dup returns a new descriptor of our own, or -1 (checked).
-                    let fd = unsafe { libc::dup(1) };
-                    if fd < 0 {
-                        Err(std::io::Error::last_os_error())
-                    } else {
-                        // SAFETY: `fd` is ours alone.
-                        let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
-                        std::io::copy(&mut &stream, &mut out)
-                    }
-                }
-            };
-            match copied {
-                Ok(_) => ExitCode::SUCCESS,
-                // The reader went away (`| head`): that ends a capture.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tapnet: capture: {e}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
-        }
+        Command::Capture { port, lab, write } => commands::capture(&port, lab.as_deref(), write),
         Command::Trace {
             port,
             packet,
             lab,
             json,
-        } => {
-            if let Err(e) = tapnet::trace::parse(&packet) {
-                eprintln!("tapnet: {e}");
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-            let result = control::resolve_lab(lab.as_deref())
-                .and_then(|lab| control::request(&lab, &format!("trace {port} {packet}")));
-            match result {
-                Ok(v) if json => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Ok(v) => {
-                    for step in v["steps"].as_array().into_iter().flatten() {
-                        println!("{}", step.as_str().unwrap_or_default());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tapnet: {e:#}");
-                    ExitCode::from(EXIT_BAD_INPUT)
-                }
-            }
-        }
+        } => commands::trace(&port, &packet, lab.as_deref(), json),
         Command::Top {
             lab,
             interval_ms,
             count,
-        } => {
-            let result = control::resolve_lab(lab.as_deref()).and_then(|lab| {
-                tapnet::top::run(&lab, std::time::Duration::from_millis(interval_ms), count)
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tapnet: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
-        }
-        Command::Impair { port, spec, lab } => {
-            let spec = spec.join(" ");
-            if let Err(e) = vswitch::impair::Impairment::parse(&spec) {
-                eprintln!("tapnet: {e}");
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-            let result = control::resolve_lab(lab.as_deref())
-                .and_then(|lab| control::request(&lab, &format!("impair {port} {spec}")));
-            match result {
-                Ok(v) => {
-                    println!("{}: {}", port, v["impair"].as_str().unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tapnet: {e:#}");
-                    ExitCode::from(EXIT_BAD_INPUT)
-                }
-            }
-        }
-        Command::Show { what, lab, json } => {
-            if !show::WHATS.contains(&what.as_str()) {
-                eprintln!(
-                    "tapnet: show {what}: unknown; one of {}",
-                    show::WHATS.join(", ")
-                );
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-            let result = control::resolve_lab(lab.as_deref())
-                .and_then(|lab| control::request(&lab, &format!("show {what}")));
-            match result {
-                Ok(v) if json => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Ok(v) => {
-                    print!("{}", show::render(&what, &v));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tapnet: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
-        }
+        } => commands::top(lab.as_deref(), Duration::from_millis(interval_ms), count),
+        Command::Impair { port, spec, lab } => commands::impair(&port, &spec, lab.as_deref()),
+        Command::Show { what, lab, json } => commands::show(&what, lab.as_deref(), json),
     }
-}
-
-fn report(errors: &[lab::LabError]) -> ExitCode {
-    for e in errors {
-        eprintln!("{e}");
-    }
-    ExitCode::from(EXIT_BAD_INPUT)
 }

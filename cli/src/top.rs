@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::control;
+use daemon::control::client;
 
 /// Rates from two readings of `show ports` taken `secs` apart, as table rows.
 pub fn rates(before: &serde_json::Value, after: &serde_json::Value, secs: f64) -> Vec<Vec<String>> {
@@ -70,13 +70,13 @@ pub fn rates(before: &serde_json::Value, after: &serde_json::Value, secs: f64) -
 
 /// Refreshes every `interval` until interrupted, or `count` times.
 pub fn run(lab: &str, interval: Duration, count: Option<u64>) -> Result<()> {
-    let mut before = control::request(lab, "show ports")?;
+    let mut before = client::show(lab, "ports")?;
     let mut t0 = Instant::now();
     let mut shown = 0;
     let mut out = std::io::stdout();
     loop {
         std::thread::sleep(interval);
-        let after = control::request(lab, "show ports")?;
+        let after = client::show(lab, "ports")?;
         let secs = t0.elapsed().as_secs_f64();
         t0 = Instant::now();
         let rows = rates(&before, &after, secs);
@@ -86,7 +86,7 @@ pub fn run(lab: &str, interval: Duration, count: Option<u64>) -> Result<()> {
             "\x1b[H\x1b[2Jtapnet top: lab {lab}, every {:.1} s (Ctrl-C quits)\n\n",
             interval.as_secs_f64()
         )?;
-        write!(out, "{}", crate::show::table(&rows))?;
+        write!(out, "{}", crate::render::table(&rows))?;
         out.flush()?;
         before = after;
         shown += 1;

@@ -80,6 +80,139 @@ impl Drop for LabFile {
     }
 }
 
+/// A lab file written in code, one table after another, each key on its own line and
+/// no blank lines (so line numbers are easy to count):
+/// `LabText::new(name).bridge("br0", "10.0.0.0/24").port("a", "br0", &ns, "10.0.0.2/24").text()`.
+/// Keys a table method does not take are added with [`LabText::with`], to the table
+/// last added.
+#[derive(Clone, Debug)]
+pub struct LabText {
+    text: String,
+}
+
+/// A value in a lab file: a string is quoted, a number or a boolean is written as is.
+pub trait TomlValue {
+    fn toml(&self) -> String;
+}
+
+impl TomlValue for &str {
+    fn toml(&self) -> String {
+        format!("\"{self}\"")
+    }
+}
+
+impl TomlValue for &String {
+    fn toml(&self) -> String {
+        self.as_str().toml()
+    }
+}
+
+impl TomlValue for i64 {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl TomlValue for i32 {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl TomlValue for bool {
+    fn toml(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// `["a", "b"]`.
+fn toml_list(items: &[&str]) -> String {
+    let items: Vec<String> = items.iter().map(|i| i.toml()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+impl LabText {
+    /// `name = "NAME"`.
+    pub fn new(name: &str) -> LabText {
+        LabText {
+            text: format!("name = \"{name}\"\n"),
+        }
+    }
+
+    /// A `[[bridge]]`, with its `subnet` unless that is empty.
+    pub fn bridge(self, name: &str, subnet: &str) -> LabText {
+        self.raw("[[bridge]]")
+            .with("name", name)
+            .with_unless_empty("subnet", subnet)
+    }
+
+    /// A `[[port]]` on `bridge`, with its `netns` and `ip` unless they are empty.
+    pub fn port(self, name: &str, bridge: &str, netns: &str, ip: &str) -> LabText {
+        self.raw("[[port]]")
+            .with("name", name)
+            .with("bridge", bridge)
+            .with_unless_empty("netns", netns)
+            .with_unless_empty("ip", ip)
+    }
+
+    /// A `[[forward]]` from `listen` to `to`, with its `proto` unless that is empty.
+    pub fn forward(self, proto: &str, listen: &str, to: &str) -> LabText {
+        self.raw("[[forward]]")
+            .with_unless_empty("proto", proto)
+            .with("listen", listen)
+            .with("to", to)
+    }
+
+    /// A `[[service]]`.
+    pub fn service(self, name: &str, vip: &str, proto: &str, backends: &[&str]) -> LabText {
+        self.raw("[[service]]")
+            .with("name", name)
+            .with("vip", vip)
+            .with("proto", proto)
+            .raw(&format!("backends = {}", toml_list(backends)))
+    }
+
+    /// A `[nat]` table, empty so far (which masquerades).
+    pub fn nat(self) -> LabText {
+        self.raw("[nat]")
+    }
+
+    /// A `[vxlan]` table.
+    pub fn vxlan(self, listen: &str, peers: &[&str]) -> LabText {
+        self.raw("[vxlan]")
+            .with("listen", listen)
+            .raw(&format!("peers = {}", toml_list(peers)))
+    }
+
+    /// `KEY = VALUE` in the table last added.
+    pub fn with(self, key: &str, value: impl TomlValue) -> LabText {
+        self.raw(&format!("{key} = {}", value.toml()))
+    }
+
+    fn with_unless_empty(self, key: &str, value: &str) -> LabText {
+        if value.is_empty() {
+            self
+        } else {
+            self.with(key, value)
+        }
+    }
+
+    /// Lines of TOML as they are (none if empty).
+    pub fn raw(mut self, lines: &str) -> LabText {
+        if !lines.is_empty() {
+            self.text.push_str(lines);
+            if !lines.ends_with('\n') {
+                self.text.push('\n');
+            }
+        }
+        self
+    }
+
+    pub fn text(&self) -> String {
+        self.text.clone()
+    }
+}
+
 /// A running `tapnet up`. Dropping it stops tapnet (SIGTERM, then SIGKILL) and removes
 /// whatever namespaces it named, should tapnet itself have failed to.
 pub struct RunningLab {

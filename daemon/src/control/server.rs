@@ -1,27 +1,21 @@
-//! The control socket, `/run/tapnet/NAME.sock` (mode 0600).
-//!
-//! One request line per connection (`show ports`), one JSON reply, then close. A thread
-//! accepts connections and hands each request to the datapath thread over a channel,
-//! waking its poll loop, so lab state is only ever touched by the datapath thread.
+//! The control socket's server: a thread accepts connections and hands each request
+//! to the datapath thread over a channel, waking its poll loop, so lab state is only
+//! ever touched by the datapath thread. A capture is streamed from the client's own
+//! thread, so a slow reader never holds the datapath up.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use crossbeam_channel::{bounded, Sender};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use vswitch::datapath::CaptureStream;
 
-pub const RUN_DIR: &str = "/run/tapnet";
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub fn socket_path(lab: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{lab}.sock"))
-}
+use super::protocol::{capture_port, socket_path, CLIENT_TIMEOUT, MAX_LINE, RUN_DIR};
 
 /// A request for the datapath thread, with where to send its JSON answer.
 pub enum Request {
@@ -98,10 +92,10 @@ fn serve(stream: UnixStream, requests: &Sender<Request>, wake: &dyn Fn()) -> io:
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
     // A request is one short line; never read more than 4 KiB of one.
-    BufReader::new(io::Read::take(&stream, 4096)).read_line(&mut line)?;
+    BufReader::new(io::Read::take(&stream, MAX_LINE)).read_line(&mut line)?;
     let line = line.trim().to_string();
-    if let Some(port) = line.strip_prefix("capture ") {
-        return stream_capture(&stream, port.trim(), requests, wake);
+    if let Some(port) = capture_port(&line) {
+        return stream_capture(&stream, port, requests, wake);
     }
     let (reply_tx, reply_rx) = bounded(1);
     let answer = if requests
@@ -221,103 +215,4 @@ fn peer_pid(stream: &UnixStream) -> Option<i32> {
         )
     };
     (r == 0 && cred.pid > 0).then_some(cred.pid)
-}
-
-/// Connects to lab `lab`'s control socket, saying clearly why not.
-fn connect(lab: &str) -> Result<UnixStream> {
-    let path = socket_path(lab);
-    UnixStream::connect(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::PermissionDenied => anyhow!(
-            "lab `{lab}` belongs to another user (its control socket {} is theirs alone): run tapnet as that user, or with sudo",
-            path.display()
-        ),
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow!(
-            "lab `{lab}` is not running (no live control socket {}): `tapnet up` starts it",
-            path.display()
-        ),
-        _ => anyhow!("cannot reach lab `{lab}` at {}: {e}", path.display()),
-    })
-}
-
-/// Starts a capture of `port` on a running lab: the pcap stream to read.
-pub fn capture(lab: &str, port: &str) -> Result<UnixStream> {
-    let stream = connect(lab)?;
-    let mut w = &stream;
-    w.write_all(format!("capture {port}\n").as_bytes())?;
-    // The status line, read a byte at a time so no pcap byte is consumed with it.
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match io::Read::read(&mut &stream, &mut byte)? {
-            0 => bail!("lab `{lab}` closed the capture"),
-            _ if byte[0] == b'\n' => break,
-            _ => line.push(byte[0]),
-        }
-        if line.len() > 4096 {
-            bail!("bad answer from lab `{lab}`");
-        }
-    }
-    let status: serde_json::Value =
-        serde_json::from_slice(&line).with_context(|| format!("bad answer from lab `{lab}`"))?;
-    if let Some(err) = status.get("error").and_then(|e| e.as_str()) {
-        bail!("{err}");
-    }
-    Ok(stream)
-}
-
-/// Finds the lab to talk to: `--lab NAME`, or the only one running.
-pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
-    if let Some(lab) = lab {
-        return Ok(lab.to_string());
-    }
-    let mut live = Vec::new();
-    let mut theirs = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(RUN_DIR) {
-        for entry in dir.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "sock") {
-                continue;
-            }
-            let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
-                continue;
-            };
-            match UnixStream::connect(&path) {
-                Ok(_) => live.push(stem),
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => theirs.push(stem),
-                Err(_) => {}
-            }
-        }
-    }
-    live.sort();
-    theirs.sort();
-    match live.len() {
-        0 if !theirs.is_empty() => bail!(
-            "no lab of yours is running; {} {} run by another user (control sockets are theirs alone, mode 0600): run tapnet as that user, or with sudo",
-            if theirs.len() == 1 { "lab" } else { "labs" },
-            theirs.join(", ")
-        ),
-        0 => bail!(
-            "no lab is running (no live control socket in {RUN_DIR}); start one with `tapnet up`"
-        ),
-        1 => Ok(live.remove(0)),
-        _ => bail!(
-            "several labs are running ({}): choose one with --lab NAME",
-            live.join(", ")
-        ),
-    }
-}
-
-/// Sends one request line to a running lab and returns its JSON answer.
-pub fn request(lab: &str, line: &str) -> Result<serde_json::Value> {
-    let stream = connect(lab)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut w = &stream;
-    w.write_all(line.as_bytes())?;
-    w.write_all(b"\n")?;
-    let value: serde_json::Value = serde_json::from_reader(BufReader::new(&stream))
-        .with_context(|| format!("bad answer from lab `{lab}`"))?;
-    if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
-        bail!("{err}");
-    }
-    Ok(value)
 }

@@ -1,0 +1,173 @@
+//! The commands, thin: each calls the lab crate (`example`, `check`) or the daemon
+//! crate (`up`, and the control client for the rest), prints what comes back, and
+//! says how it went in its exit status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use daemon::control::client;
+use tapnet::{render, top};
+
+/// Exit status 1: bad usage or a bad lab file, nothing changed on the host.
+pub const EXIT_BAD_INPUT: u8 = 1;
+/// Exit status 2: a failure while running.
+pub const EXIT_FAILURE: u8 = 2;
+
+pub fn example() -> ExitCode {
+    print!("{}", lab::DEFAULT_LAB);
+    ExitCode::SUCCESS
+}
+
+/// `tapnet check`: a valid file prints nothing, even with sections `up` cannot run
+/// yet: they are valid by the contract, and `up` names them.
+pub fn check(path: &Path) -> ExitCode {
+    match lab::load(path) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(errors) => report(&errors),
+    }
+}
+
+pub fn up(path: Option<&Path>, busy_poll: Duration) -> ExitCode {
+    let loaded = match path {
+        Some(path) => lab::load(path),
+        None => lab::parse("<default lab>", lab::DEFAULT_LAB),
+    };
+    let lab = match loaded {
+        Ok(lab) => lab,
+        Err(errors) => return report(&errors),
+    };
+    match daemon::run(lab, busy_poll) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(daemon::HostError(e)) if e.is::<daemon::LabRefused>() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(daemon::HostError(e)) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+pub fn capture(port: &str, lab: Option<&str>, write: Option<PathBuf>) -> ExitCode {
+    let stream = match client::resolve_lab(lab).and_then(|lab| client::capture(&lab, port)) {
+        Ok(stream) => stream,
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let copied = match write {
+        Some(path) => {
+            std::fs::File::create(&path).and_then(|mut f| std::io::copy(&mut &stream, &mut f))
+        }
+        // Straight to fd 1, not through Stdout's line buffer: Ctrl-C must not leave
+        // the last pcap record behind in it.
+        None => {
+            use std::os::fd::FromRawFd;
+            // SAFETY: dup returns a new descriptor of our own, or -1 (checked).
+            let fd = unsafe { libc::dup(1) };
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: `fd` is ours alone.
+                let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
+                std::io::copy(&mut &stream, &mut out)
+            }
+        }
+    };
+    match copied {
+        Ok(_) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): that ends a capture.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapnet: capture: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+pub fn trace(port: &str, packet: &str, lab: Option<&str>, json: bool) -> ExitCode {
+    if let Err(e) = daemon::trace::parse(packet) {
+        eprintln!("tapnet: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let result = client::resolve_lab(lab).and_then(|lab| client::trace(&lab, port, packet));
+    match result {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            for step in v["steps"].as_array().into_iter().flatten() {
+                println!("{}", step.as_str().unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+pub fn top(lab: Option<&str>, interval: Duration, count: Option<u64>) -> ExitCode {
+    let result = client::resolve_lab(lab).and_then(|lab| top::run(&lab, interval, count));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+pub fn impair(port: &str, spec: &[String], lab: Option<&str>) -> ExitCode {
+    let spec = spec.join(" ");
+    if let Err(e) = vswitch::impair::Impairment::parse(&spec) {
+        eprintln!("tapnet: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let result = client::resolve_lab(lab).and_then(|lab| client::impair(&lab, port, &spec));
+    match result {
+        Ok(v) => {
+            println!("{}: {}", port, v["impair"].as_str().unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+pub fn show(what: &str, lab: Option<&str>, json: bool) -> ExitCode {
+    let whats = daemon::query::WHATS;
+    if !whats.contains(&what) {
+        eprintln!("tapnet: show {what}: unknown; one of {}", whats.join(", "));
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let result = client::resolve_lab(lab).and_then(|lab| client::show(&lab, what));
+    match result {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", render::render(what, &v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn report(errors: &[lab::LabError]) -> ExitCode {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    ExitCode::from(EXIT_BAD_INPUT)
+}

@@ -1,0 +1,278 @@
+//! Building a lab in the datapath: its bridges, a TAP per port (made on the host by
+//! the `host` crate) with its static MAC, guard, impairment and mirror, the router
+//! with its services and the host proxy on every bridge with a subnet, and the VXLAN
+//! endpoint on every bridge with a VNI.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use encap::Vtep;
+use lab::{Lab, PortCfg, Proto, DEFAULT_NAT_MAX_FLOWS};
+use signal_hook_mio::v1_0::Signals;
+use vrouter::proxy::HostProxy;
+use vrouter::{Iface, Router, RouterConfig, RouterHandler, Service};
+use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
+
+use crate::teardown::Built;
+
+/// Frame buffers in the pool: one batch in flight per wakeup needs [`vswitch::datapath::BATCH`];
+/// the rest is room for later stages that hold frames (delays, reassembly).
+const POOL_BUFFERS: usize = 256;
+
+/// Builds the lab's datapath: namespaces this creates are added to `built` as they
+/// are made. None if a signal came while building (what was built is torn down, and
+/// the lab never says it is ready).
+pub(crate) fn datapath(
+    lab: &Lab,
+    busy_poll: Duration,
+    proxy: Option<HostProxy>,
+    vtep: Option<Vtep>,
+    built: &mut Built,
+    signals: &mut Signals,
+) -> Result<Option<Datapath>> {
+    let mut dp = Datapath::new(POOL_BUFFERS)?;
+    dp.set_busy_poll(busy_poll);
+    let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
+    for b in &lab.bridges {
+        let id = dp.add_bridge(BridgeConfig {
+            name: b.name.clone(),
+            mtu: b.mtu,
+            fdb_max: b.fdb_max,
+            fdb_aging: Duration::from_secs(b.fdb_aging_s),
+        });
+        bridge_ids.push((b.name.clone(), id, b.mtu));
+    }
+    for (i, port) in lab.ports.iter().enumerate() {
+        let (_, bridge, mtu) = bridge_ids
+            .iter()
+            .find(|(n, _, _)| *n == port.bridge)
+            .cloned()
+            .expect("validated: the port's bridge exists");
+        let plan = host::tap::PortTap {
+            port: &port.name,
+            netns: port.netns.as_deref(),
+            ifname: &port.ifname,
+            mac: port.mac,
+            mtu,
+            ip: port.ip,
+            gateway: gateway_of(lab, port),
+            index: i,
+        };
+        let tap = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
+            .with_context(|| format!("building port `{}`", port.name))?;
+        let info = PortInfo {
+            name: port.name.clone(),
+            bridge,
+            netns: port.netns.clone(),
+            ifname: port.ifname.clone(),
+            mac: Mac(port.mac),
+            ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
+        };
+        let id = dp.add_port(info, Box::new(tap))?;
+        // The container's MAC is its port's (a static FDB entry): no other port and no
+        // VXLAN peer can take it over.
+        dp.add_static_mac(id, Mac(port.mac));
+        if port.spoof_check {
+            dp.set_guard(
+                id,
+                vswitch::guard::PortGuard {
+                    mac: Mac(port.mac),
+                    ipv4: port.ip.map(|(a, _)| a),
+                },
+            );
+        }
+        if let Some(spec) = port.impair {
+            dp.set_impairment(id, spec);
+        }
+        if let Some(name) = &port.mirror {
+            let mirror = host::tap::mirror_tap(name)
+                .with_context(|| format!("mirror of port `{}`", port.name))?;
+            dp.set_mirror(id, Box::new(mirror));
+        }
+        if signals.pending().next().is_some() {
+            // Stopped while building: tear down without ever saying ready.
+            return Ok(None);
+        }
+    }
+    add_router(lab, &mut dp, &bridge_ids, proxy)?;
+    if let Some(vtep) = vtep {
+        add_vtep(lab, &mut dp, &bridge_ids, vtep)?;
+    }
+    Ok(Some(dp))
+}
+
+/// The flows' idle timeouts, from `[nat]` (its defaults without one).
+pub(crate) fn nat_timeouts(lab: &Lab) -> vrouter::nat::Timeouts {
+    let nat = lab.nat_or_default();
+    vrouter::nat::Timeouts {
+        tcp: Duration::from_secs(nat.tcp_timeout_s),
+        tcp_closing: Duration::from_secs(nat.tcp_closing_timeout_s),
+        udp: Duration::from_secs(nat.udp_timeout_s),
+        icmp: Duration::from_secs(nat.icmp_timeout_s),
+    }
+}
+
+fn gateway_of(lab: &Lab, port: &PortCfg) -> Option<Ipv4Addr> {
+    lab.bridges
+        .iter()
+        .find(|b| b.name == port.bridge)
+        .and_then(|b| b.gateway)
+}
+
+/// The router: one leg, an internal port, on every bridge with a subnet.
+fn add_router(
+    lab: &Lab,
+    dp: &mut Datapath,
+    bridges: &[(String, BridgeId, u32)],
+    proxy: Option<HostProxy>,
+) -> std::io::Result<()> {
+    let mut ifaces = Vec::new();
+    let mut legs = Vec::new();
+    for b in &lab.bridges {
+        let (Some(subnet), Some(gateway)) = (&b.subnet, b.gateway) else {
+            continue;
+        };
+        let bridge = bridges
+            .iter()
+            .find(|(n, _, _)| *n == b.name)
+            .expect("added")
+            .1;
+        ifaces.push(Iface {
+            name: b.name.clone(),
+            mac: router_mac(&lab.name, &b.name),
+            ip: gateway,
+            prefix: subnet.prefix,
+        });
+        legs.push(bridge);
+    }
+    if ifaces.is_empty() {
+        return Ok(());
+    }
+    let first = dp.next_port_id().0;
+    let ports: Vec<PortId> = (0..legs.len()).map(|i| PortId(first + i)).collect();
+    let infos: Vec<PortInfo> = ifaces
+        .iter()
+        .zip(&legs)
+        .map(|(iface, &bridge)| PortInfo {
+            name: format!("router:{}", iface.name),
+            bridge,
+            netns: None,
+            ifname: "-".into(),
+            mac: iface.mac,
+            ip: Some(format!("{}/{}", iface.ip, iface.prefix)),
+        })
+        .collect();
+    let config = RouterConfig {
+        nat_timeouts: nat_timeouts(lab),
+        nat_max_flows: lab
+            .nat
+            .as_ref()
+            .map_or(DEFAULT_NAT_MAX_FLOWS, |n| n.max_flows),
+        ..RouterConfig::default()
+    };
+    let mut router = Router::new(ifaces, lab_services(lab), config);
+    // Guarded ports can send from no other address and MAC than their own: the
+    // router knows them without asking, and no ARP can change that.
+    for port in lab.ports.iter().filter(|p| p.spoof_check) {
+        if let Some((ip, _)) = port.ip {
+            router.add_static_neighbor(ip, Mac(port.mac), Instant::now());
+        }
+    }
+    for (i, &bridge) in legs.iter().enumerate() {
+        if let Some((_, _, mtu)) = bridges.iter().find(|(_, id, _)| *id == bridge) {
+            router.set_mtu(i, *mtu);
+        }
+    }
+    let mut handler = RouterHandler::new(router, ports.clone());
+    if let Some(proxy) = proxy {
+        handler = handler.with_proxy(proxy);
+    }
+    let handler = dp.add_handler(Box::new(handler));
+    for (info, want) in infos.into_iter().zip(ports) {
+        let mac = info.mac;
+        let got = dp.add_internal_port(info, handler)?;
+        assert_eq!(got, want, "router ports are numbered in order");
+        // The router's own MAC is no one else's to claim.
+        dp.add_static_mac(got, mac);
+    }
+    Ok(())
+}
+
+fn lab_services(lab: &Lab) -> Vec<Service> {
+    lab.services
+        .iter()
+        .map(|s| Service {
+            name: s.name.clone(),
+            proto: match s.proto {
+                Proto::Tcp => vrouter::nat::PROTO_TCP,
+                Proto::Udp => vrouter::nat::PROTO_UDP,
+            },
+            vip: s.vip,
+            backends: s.backends.clone(),
+        })
+        .collect()
+}
+
+/// The VXLAN endpoint: one internal port on every bridge with a VNI.
+fn add_vtep(
+    lab: &Lab,
+    dp: &mut Datapath,
+    bridges: &[(String, BridgeId, u32)],
+    mut vtep: Vtep,
+) -> std::io::Result<()> {
+    let mut infos = Vec::new();
+    let first = dp.next_port_id().0;
+    for b in &lab.bridges {
+        let Some((vni, _)) = b.vni else { continue };
+        let (_, bridge, mtu) = bridges
+            .iter()
+            .find(|(n, _, _)| *n == b.name)
+            .cloned()
+            .expect("added");
+        let port = PortId(first + infos.len());
+        vtep.add_vni(vni, port, mtu);
+        infos.push(PortInfo {
+            name: format!("vxlan:{}", b.name),
+            bridge,
+            netns: None,
+            ifname: format!("vni {vni}"),
+            mac: Mac::default(),
+            ip: Some(vtep.listen().to_string()),
+        });
+    }
+    let handler = dp.add_handler(Box::new(vtep));
+    for (i, info) in infos.into_iter().enumerate() {
+        let got = dp.add_internal_port(info, handler)?;
+        assert_eq!(got, PortId(first + i), "VXLAN ports are numbered in order");
+    }
+    Ok(())
+}
+
+/// The router's MAC on a bridge: locally administered, "tn" in the second and third
+/// bytes, then three bytes hashed from the lab and bridge names (stable across runs).
+pub fn router_mac(lab: &str, bridge: &str) -> Mac {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in lab.bytes().chain([b'/']).chain(bridge.bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    Mac([0x02, 0x74, 0x6e, b[5], b[6], b[7]])
+}
+
+#[cfg(test)]
+mod tests {
+    use lab::{
+        DEFAULT_NAT_ICMP_TIMEOUT_S, DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S, DEFAULT_NAT_TCP_TIMEOUT_S,
+        DEFAULT_NAT_UDP_TIMEOUT_S,
+    };
+
+    #[test]
+    fn nat_timeout_defaults_are_the_datapaths() {
+        let t = vrouter::nat::Timeouts::default();
+        assert_eq!(DEFAULT_NAT_TCP_TIMEOUT_S, t.tcp.as_secs());
+        assert_eq!(DEFAULT_NAT_TCP_CLOSING_TIMEOUT_S, t.tcp_closing.as_secs());
+        assert_eq!(DEFAULT_NAT_UDP_TIMEOUT_S, t.udp.as_secs());
+        assert_eq!(DEFAULT_NAT_ICMP_TIMEOUT_S, t.icmp.as_secs());
+    }
+}

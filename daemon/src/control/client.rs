@@ -1,0 +1,124 @@
+//! The control socket's client: finds the lab to talk to, sends one request and reads
+//! its JSON answer, or starts a capture and hands back its pcap stream. The `tapnet`
+//! commands use it, as would any other program (a CNI plugin) asking a running lab.
+
+use std::io::{self, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::protocol::{self, socket_path, CLIENT_TIMEOUT, MAX_LINE, RUN_DIR};
+
+/// Connects to lab `lab`'s control socket, saying clearly why not.
+fn connect(lab: &str) -> Result<UnixStream> {
+    let path = socket_path(lab);
+    UnixStream::connect(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => anyhow!(
+            "lab `{lab}` belongs to another user (its control socket {} is theirs alone): run tapnet as that user, or with sudo",
+            path.display()
+        ),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow!(
+            "lab `{lab}` is not running (no live control socket {}): `tapnet up` starts it",
+            path.display()
+        ),
+        _ => anyhow!("cannot reach lab `{lab}` at {}: {e}", path.display()),
+    })
+}
+
+/// Starts a capture of `port` on a running lab: the pcap stream to read.
+pub fn capture(lab: &str, port: &str) -> Result<UnixStream> {
+    let stream = connect(lab)?;
+    let mut w = &stream;
+    w.write_all(format!("{}\n", protocol::capture(port)).as_bytes())?;
+    // The status line, read a byte at a time so no pcap byte is consumed with it.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match io::Read::read(&mut &stream, &mut byte)? {
+            0 => bail!("lab `{lab}` closed the capture"),
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+        if line.len() > MAX_LINE as usize {
+            bail!("bad answer from lab `{lab}`");
+        }
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&line).with_context(|| format!("bad answer from lab `{lab}`"))?;
+    if let Some(err) = status.get("error").and_then(|e| e.as_str()) {
+        bail!("{err}");
+    }
+    Ok(stream)
+}
+
+/// Finds the lab to talk to: `--lab NAME`, or the only one running.
+pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
+    if let Some(lab) = lab {
+        return Ok(lab.to_string());
+    }
+    let mut live = Vec::new();
+    let mut theirs = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(RUN_DIR) {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "sock") {
+                continue;
+            }
+            let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            match UnixStream::connect(&path) {
+                Ok(_) => live.push(stem),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => theirs.push(stem),
+                Err(_) => {}
+            }
+        }
+    }
+    live.sort();
+    theirs.sort();
+    match live.len() {
+        0 if !theirs.is_empty() => bail!(
+            "no lab of yours is running; {} {} run by another user (control sockets are theirs alone, mode 0600): run tapnet as that user, or with sudo",
+            if theirs.len() == 1 { "lab" } else { "labs" },
+            theirs.join(", ")
+        ),
+        0 => bail!(
+            "no lab is running (no live control socket in {RUN_DIR}); start one with `tapnet up`"
+        ),
+        1 => Ok(live.remove(0)),
+        _ => bail!(
+            "several labs are running ({}): choose one with --lab NAME",
+            live.join(", ")
+        ),
+    }
+}
+
+/// Sends one request line to a running lab and returns its JSON answer.
+pub fn request(lab: &str, line: &str) -> Result<serde_json::Value> {
+    let stream = connect(lab)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut w = &stream;
+    w.write_all(line.as_bytes())?;
+    w.write_all(b"\n")?;
+    let value: serde_json::Value = serde_json::from_reader(BufReader::new(&stream))
+        .with_context(|| format!("bad answer from lab `{lab}`"))?;
+    if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("{err}");
+    }
+    Ok(value)
+}
+
+/// `show WHAT` on a running lab: its JSON answer.
+pub fn show(lab: &str, what: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::show(what))
+}
+
+/// `trace PORT PACKET` on a running lab: its JSON answer (the steps).
+pub fn trace(lab: &str, port: &str, packet: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::trace(port, packet))
+}
+
+/// `impair PORT SPEC` on a running lab: its JSON answer (the impairment now set).
+pub fn impair(lab: &str, port: &str, spec: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::impair(port, spec))
+}

@@ -1,0 +1,104 @@
+//! The control protocol, what the server and its clients share: where a lab's socket
+//! is, the request lines, and how long either side waits.
+//!
+//! One request line per connection: `show WHAT`, `trace PORT PACKET`,
+//! `impair PORT SPEC` or `capture PORT`. The answer is one line of JSON
+//! (`{"error": "..."}` when refused); a capture's (`{"ok":true}`) is followed by a pcap
+//! stream of the port's frames until the client goes away.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where every running lab keeps its control socket and its state file.
+pub const RUN_DIR: &str = "/run/tapnet";
+/// How long a client waits for its answer, and the server for the datapath's.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest request (or status) line either side reads.
+pub(crate) const MAX_LINE: u64 = 4096;
+
+/// Lab `lab`'s control socket.
+pub fn socket_path(lab: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{lab}.sock"))
+}
+
+/// The request line of `show WHAT`.
+pub fn show(what: &str) -> String {
+    format!("show {what}")
+}
+
+/// The request line of `trace PORT PACKET`.
+pub fn trace(port: &str, packet: &str) -> String {
+    format!("trace {port} {packet}")
+}
+
+/// The request line of `impair PORT SPEC`.
+pub fn impair(port: &str, spec: &str) -> String {
+    format!("impair {port} {spec}")
+}
+
+/// The request line of `capture PORT`.
+pub fn capture(port: &str) -> String {
+    format!("capture {port}")
+}
+
+/// The port of a `capture PORT` line (served by the server thread, which streams).
+pub(crate) fn capture_port(line: &str) -> Option<&str> {
+    line.strip_prefix("capture ").map(str::trim)
+}
+
+/// Any other request line, as the datapath thread reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestLine<'a> {
+    /// `impair PORT SPEC`.
+    Impair { port: &'a str, spec: &'a str },
+    /// `trace PORT PACKET`.
+    Trace { port: &'a str, packet: &'a str },
+    /// The rest: `show WHAT`, or a line the `show` answer refuses.
+    Show(&'a str),
+}
+
+impl<'a> RequestLine<'a> {
+    pub fn parse(line: &'a str) -> RequestLine<'a> {
+        if let Some(rest) = line.strip_prefix("impair ") {
+            let (port, spec) = rest.split_once(' ').unwrap_or((rest, ""));
+            return RequestLine::Impair { port, spec };
+        }
+        match line.strip_prefix("trace ").and_then(|r| r.split_once(' ')) {
+            Some((port, packet)) => RequestLine::Trace { port, packet },
+            None => RequestLine::Show(line),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_read_back_as_they_were_written() {
+        assert_eq!(
+            RequestLine::parse(&impair("web", "loss=1% delay=20ms")),
+            RequestLine::Impair {
+                port: "web",
+                spec: "loss=1% delay=20ms"
+            }
+        );
+        assert_eq!(
+            RequestLine::parse(&trace("web", "tcp 10.0.0.2:1 -> 10.0.0.3:2")),
+            RequestLine::Trace {
+                port: "web",
+                packet: "tcp 10.0.0.2:1 -> 10.0.0.3:2"
+            }
+        );
+        assert_eq!(
+            RequestLine::parse(&show("ports")),
+            RequestLine::Show("show ports")
+        );
+        assert_eq!(capture_port(&capture("web")), Some("web"));
+        // A trace without a packet is no trace: the show answer refuses it.
+        assert_eq!(
+            RequestLine::parse("trace web"),
+            RequestLine::Show("trace web")
+        );
+    }
+}

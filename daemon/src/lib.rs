@@ -1,0 +1,95 @@
+//! The running lab: built from a validated [`lab::Lab`] ([`run`]: the host's checks,
+//! the datapath with its bridges, ports, router, host proxy and VXLAN endpoint),
+//! served (the poll loop and the control requests) and torn down, including what an
+//! earlier run left behind. Its control socket ([`control`]: server, protocol and the
+//! client the `tapnet` commands use), the answers to `show` ([`query`]) and `trace`
+//! ([`trace`]) live here too, next to the state they read.
+//!
+//! `run` is `tapnet up`: the steps are in `preflight` (what the host must allow),
+//! `build`, `serve` and `teardown`.
+
+mod build;
+pub mod control;
+mod preflight;
+pub mod query;
+mod serve;
+mod teardown;
+pub mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lab::Lab;
+use mio::Waker;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use control::server::{Request, Server};
+use teardown::Built;
+
+pub use build::router_mac;
+
+/// A failure that is the host's fault, not the lab file's: exit status 2 (but for a
+/// [`LabRefused`] inside: 1).
+#[derive(Debug)]
+pub struct HostError(pub anyhow::Error);
+
+/// A lab that cannot run on this host as written, found before anything was built
+/// (a forward's port taken on the host, say): exit status 1, like a bad lab file.
+#[derive(Debug)]
+pub struct LabRefused(pub Vec<String>);
+
+impl std::fmt::Display for LabRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for LabRefused {}
+
+/// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
+pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
+    preflight::host().map_err(HostError)?;
+    // Caught from before the first namespace exists, so a signal during the build
+    // still ends in a full teardown rather than a half-built host.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| HostError(e.into()))?;
+    // Bound before anything is built: it is what claims the lab's name.
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<Request>(64);
+    let wake_slot: Arc<std::sync::OnceLock<Waker>> = Arc::new(std::sync::OnceLock::new());
+    let wake = {
+        let slot = wake_slot.clone();
+        Arc::new(move || {
+            if let Some(waker) = slot.get() {
+                let _ = waker.wake();
+            }
+        })
+    };
+    // The name first: a second copy of a running lab is told so, not that its devices
+    // are taken.
+    let server = Server::start(&lab.name, req_tx, wake).map_err(HostError)?;
+    preflight::devices(&lab).map_err(HostError)?;
+    let proxy = preflight::host_proxy(&lab).map_err(HostError)?;
+    let vtep = preflight::vtep(&lab).map_err(HostError)?;
+    let mut built = Built::new(&lab.name);
+    built.reap_earlier_run();
+    let Some(mut dp) = build::datapath(&lab, busy_poll, proxy, vtep, &mut built, &mut signals)
+        .map_err(HostError)?
+    else {
+        // Stopped while building: torn down without ever saying ready.
+        return Ok(());
+    };
+    let waker = Waker::new(dp.registry(), serve::CONTROL_TOKEN).map_err(|e| HostError(e.into()))?;
+    let _ = wake_slot.set(waker);
+    // Requests that came in during the build are waiting: look at them at once.
+    if let Some(waker) = wake_slot.get() {
+        let _ = waker.wake();
+    }
+
+    let result = serve::serve(&lab, &mut dp, signals, &req_rx).map_err(HostError);
+    // TAPs go first (closing their descriptors deletes the devices), then namespaces,
+    // then the control socket.
+    drop(dp);
+    drop(built);
+    drop(server);
+    result
+}

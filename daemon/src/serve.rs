@@ -1,0 +1,118 @@
+//! Serving a built lab: the poll loop until SIGINT, SIGTERM or SIGHUP, with the
+//! control requests the control thread hands over (`show`, `trace`, `impair`,
+//! `capture`) answered between batches of frames, on the datapath thread that owns
+//! all lab state.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use lab::Lab;
+use mio::{Interest, Token};
+use signal_hook_mio::v1_0::Signals;
+use vswitch::datapath::FIRST_FOREIGN_TOKEN;
+use vswitch::Datapath;
+
+use crate::control::protocol::RequestLine;
+use crate::control::server::Request;
+use crate::query;
+
+/// SIGINT, SIGTERM or SIGHUP, in the poll loop.
+const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
+/// How often freed heap memory is handed back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// The control thread's wake-up (a mio `Waker`): requests are waiting.
+pub(crate) const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
+
+/// Says the lab is ready, then runs the poll loop until a signal, answering control
+/// requests as they come and saying when a port goes down.
+pub(crate) fn serve(
+    lab: &Lab,
+    dp: &mut Datapath,
+    mut signals: Signals,
+    req_rx: &crossbeam_channel::Receiver<Request>,
+) -> Result<()> {
+    dp.registry()
+        .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+
+    // A closed stdout (the reader went away) must not stop the lab.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "ready: lab {}, {} ports", lab.name, dp.up_ports());
+    let _ = stdout.flush();
+
+    let mut next_trim = Instant::now() + TRIM_EVERY;
+    loop {
+        let fired = dp.poll_once(None)?;
+        if Instant::now() >= next_trim {
+            // What a flood of connections allocated and freed goes back to the
+            // system, not only to the allocator's free lists.
+            // SAFETY: malloc_trim only returns free heap memory to the system.
+            unsafe { libc::malloc_trim(0) };
+            next_trim = Instant::now() + TRIM_EVERY;
+        }
+        let (signalled, control) = fired.iter().fold((false, false), |(s, c), t| {
+            (s || *t == SIGNAL_TOKEN, c || *t == CONTROL_TOKEN)
+        });
+        if control {
+            let now = Instant::now();
+            while let Ok(req) = req_rx.try_recv() {
+                match req {
+                    Request::Show { line, reply } => {
+                        let answer = match RequestLine::parse(&line) {
+                            RequestLine::Impair { port, spec } => impair(dp, port, spec),
+                            RequestLine::Trace { port, packet } => {
+                                crate::trace::trace(dp, port, packet, now)
+                            }
+                            RequestLine::Show(line) => query::answer(dp, &lab.name, line, now),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Request::Capture { port, reply } => {
+                        let frames = if port == "underlay" {
+                            dp.capture_outside()
+                                .map(vswitch::datapath::CaptureStream::outside)
+                                .ok_or_else(|| {
+                                    format!("lab `{}` has no VXLAN underlay to capture", lab.name)
+                                })
+                        } else {
+                            match dp.port_by_name(&port) {
+                                Some(id) => {
+                                    dp.capture(id).map_err(|e| format!("port `{port}` {e}"))
+                                }
+                                None => Err(format!("no port `{port}` in lab `{}`", lab.name)),
+                            }
+                        };
+                        let _ = reply.send(frames);
+                    }
+                }
+            }
+        }
+        for (port, reason) in dp.take_went_down() {
+            let name = dp
+                .port(port)
+                .map(|p| p.info.name.clone())
+                .unwrap_or_default();
+            eprintln!("tapnet: port `{name}` is down ({reason}); the other ports keep forwarding");
+        }
+        if signalled && signals.pending().next().is_some() {
+            return Ok(());
+        }
+    }
+}
+
+/// `impair PORT SPEC`, at run time.
+fn impair(dp: &mut Datapath, port: &str, spec: &str) -> serde_json::Value {
+    let spec = match vswitch::impair::Impairment::parse(spec) {
+        Ok(s) => s,
+        Err(e) => return serde_json::json!({"error": e}),
+    };
+    match dp.port_by_name(port) {
+        Some(id) if dp.set_impairment(id, spec) => {
+            serde_json::json!({"port": port, "impair": spec.to_string()})
+        }
+        Some(_) => {
+            serde_json::json!({"error": format!("port `{port}` cannot be impaired (it is down, or internal)")})
+        }
+        None => serde_json::json!({"error": format!("no port `{port}` in this lab")}),
+    }
+}
