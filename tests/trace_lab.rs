@@ -72,3 +72,72 @@ fn traces_name_the_egress_the_route_and_the_rewrite() {
     assert_eq!(code, Some(1), "{t}");
     assert!(t.contains("expected"), "{t}");
 }
+
+#[test]
+fn traces_show_the_drops_the_datapath_takes_where_it_takes_them() {
+    // tapnet in a namespace of its own, its VXLAN endpoint on that namespace's
+    // loopback, its one peer an address there that nobody answers on.
+    let host = TestNetns::new("h");
+    assert!(
+        run(&["ip", "-n", &host.name, "link", "set", "lo", "up"], 10)
+            .status
+            .success()
+    );
+    let name = unique("l");
+    let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
+    let text = LabText::new(&name)
+        .bridge("front", "10.226.1.0/24")
+        .bridge("ov", "10.226.3.0/24")
+        .with("vni", 42i64)
+        .port("web", "front", &ns[0], "10.226.1.2/24")
+        .port("c", "ov", &ns[1], "10.226.3.2/24")
+        .vxlan("127.0.0.1:4789", &["127.0.0.2:4789"])
+        .text();
+    let lab = RunningLab::start_in(Some(&host.name), &name, &ns, &text);
+
+    // Cut short at the ingress port: a runt, never reaching the bridge.
+    let (code, t) = trace(&lab, "web", "icmp 10.226.1.2 -> 10.226.1.1 size 10");
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains("port web: dropped on entry (runt)"), "{t}");
+
+    // Larger than the VNI bridge's MTU (1450): dropped as the port's frame enters.
+    let (_, t) = trace(&lab, "c", "udp 10.226.3.2:5000 -> 10.226.3.9:53 size 1500");
+    assert!(t.contains("port c: dropped on entry (oversize)"), "{t}");
+    // One that fits floods, and the tunnel sends it to its peer.
+    let (_, t) = trace(&lab, "c", "udp 10.226.3.2:5000 -> 10.226.3.9:53 size 1464");
+    assert!(
+        t.contains("vxlan: encapsulated with VNI 42") && t.contains("127.0.0.2:4789"),
+        "{t}"
+    );
+    // Routed into the VNI bridge, a DF packet too big for it is refused by the
+    // router, with the MTU that fits.
+    let (_, t) = trace(
+        &lab,
+        "web",
+        "udp 10.226.1.2:5000 -> 10.226.3.2:53 size 1514",
+    );
+    assert!(t.contains("dropped (too_big)"), "{t}");
+
+    // Frames for an address nobody answers wait for ARP, three per next hop: with
+    // those held, the next one would be dropped, and trace says so.
+    let held = ns_run(
+        &ns[0],
+        &[
+            "python3",
+            "-c",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(5): s.sendto(b'x', ('10.226.3.77', 9))",
+        ],
+        10,
+    );
+    assert!(held.status.success());
+    let (_, t) = trace(&lab, "web", "udp 10.226.1.2:5000 -> 10.226.3.77:9");
+    assert!(t.contains("dropped (hold_queue_full)"), "{t}");
+    let drops = lab.show("drops");
+    let full = drops["router"]["drops"]["hold_queue_full"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        full, 2,
+        "the real drops: 5 sent, 3 held; the trace counts none"
+    );
+}

@@ -110,6 +110,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_BAD_INPUT } else { 0 });
         }
     };
+    if !matches!(cli.command, Command::Up { .. } | Command::Capture { .. }) {
+        // A command printing to a pipe its reader closed (`tapnet show nat | head`)
+        // ends quietly, as Unix tools do, instead of panicking on EPIPE. Not `up`,
+        // whose sockets must not kill it, nor `capture`, which handles EPIPE itself.
+        // SAFETY: restoring a signal's default disposition, before any other thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Example => commands::example(),
         Command::Check { lab } => commands::check(&lab),

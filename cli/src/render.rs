@@ -218,12 +218,17 @@ pub fn render(what: &str, v: &Value) -> String {
             return out;
         }
         "arp" => {
-            rows.push(["BRIDGE", "IP", "MAC", "AGE_S"].map(String::from).to_vec());
+            rows.push(
+                ["BRIDGE", "IP", "MAC", "STATE", "AGE_S"]
+                    .map(String::from)
+                    .to_vec(),
+            );
             for e in list("arp") {
                 rows.push(vec![
                     s(&e["bridge"]),
                     s(&e["ip"]),
                     s(&e["mac"]),
+                    s(&e["state"]),
                     s(&e["age_s"]),
                 ]);
             }

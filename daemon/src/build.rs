@@ -12,7 +12,7 @@ use lab::{Lab, PortCfg, Proto, DEFAULT_NAT_MAX_FLOWS};
 use signal_hook_mio::v1_0::Signals;
 use vrouter::proxy::HostProxy;
 use vrouter::{Iface, Router, RouterConfig, RouterHandler, Service};
-use vswitch::{BridgeConfig, BridgeId, Datapath, Mac, PortId, PortInfo};
+use vswitch::{BridgeConfig, BridgeId, Datapath, HandlerRef, Mac, PortId, PortInfo};
 
 use crate::teardown::Built;
 
@@ -30,7 +30,7 @@ pub(crate) fn datapath(
     vtep: Option<Vtep>,
     built: &mut Built,
     signals: &mut Signals,
-) -> Result<Option<Datapath>> {
+) -> Result<Option<(Datapath, Handles)>> {
     let mut dp = Datapath::new(POOL_BUFFERS)?;
     dp.set_busy_poll(busy_poll);
     let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
@@ -95,11 +95,20 @@ pub(crate) fn datapath(
             return Ok(None);
         }
     }
-    add_router(lab, &mut dp, &bridge_ids, proxy)?;
-    if let Some(vtep) = vtep {
-        add_vtep(lab, &mut dp, &bridge_ids, vtep)?;
-    }
-    Ok(Some(dp))
+    let router = add_router(lab, &mut dp, &bridge_ids, proxy)?;
+    let vtep = match vtep {
+        Some(vtep) => Some(add_vtep(lab, &mut dp, &bridge_ids, vtep)?),
+        None => None,
+    };
+    Ok(Some((dp, Handles { router, vtep })))
+}
+
+/// The lab's router and VXLAN endpoint in the datapath, kept from the build so that
+/// `show` reaches them directly (not by port name).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handles {
+    pub router: Option<HandlerRef<RouterHandler>>,
+    pub vtep: Option<HandlerRef<Vtep>>,
 }
 
 /// The flows' idle timeouts, from `[nat]` (its defaults without one).
@@ -126,7 +135,7 @@ fn add_router(
     dp: &mut Datapath,
     bridges: &[(String, BridgeId, u32)],
     proxy: Option<HostProxy>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<HandlerRef<RouterHandler>>> {
     let mut ifaces = Vec::new();
     let mut legs = Vec::new();
     for b in &lab.bridges {
@@ -147,7 +156,7 @@ fn add_router(
         legs.push(bridge);
     }
     if ifaces.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let first = dp.next_port_id().0;
     let ports: Vec<PortId> = (0..legs.len()).map(|i| PortId(first + i)).collect();
@@ -188,15 +197,15 @@ fn add_router(
     if let Some(proxy) = proxy {
         handler = handler.with_proxy(proxy);
     }
-    let handler = dp.add_handler(Box::new(handler));
+    let handler = dp.add_handler_of(handler);
     for (info, want) in infos.into_iter().zip(ports) {
         let mac = info.mac;
-        let got = dp.add_internal_port(info, handler)?;
+        let got = dp.add_internal_port(info, handler.id)?;
         assert_eq!(got, want, "router ports are numbered in order");
         // The router's own MAC is no one else's to claim.
         dp.add_static_mac(got, mac);
     }
-    Ok(())
+    Ok(Some(handler))
 }
 
 fn lab_services(lab: &Lab) -> Vec<Service> {
@@ -220,7 +229,7 @@ fn add_vtep(
     dp: &mut Datapath,
     bridges: &[(String, BridgeId, u32)],
     mut vtep: Vtep,
-) -> std::io::Result<()> {
+) -> std::io::Result<HandlerRef<Vtep>> {
     let mut infos = Vec::new();
     let first = dp.next_port_id().0;
     for b in &lab.bridges {
@@ -241,12 +250,12 @@ fn add_vtep(
             ip: Some(vtep.listen().to_string()),
         });
     }
-    let handler = dp.add_handler(Box::new(vtep));
+    let handler = dp.add_handler_of(vtep);
     for (i, info) in infos.into_iter().enumerate() {
-        let got = dp.add_internal_port(info, handler)?;
+        let got = dp.add_internal_port(info, handler.id)?;
         assert_eq!(got, PortId(first + i), "VXLAN ports are numbered in order");
     }
-    Ok(())
+    Ok(handler)
 }
 
 /// The router's MAC on a bridge: locally administered, "tn" in the second and third

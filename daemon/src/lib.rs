@@ -27,7 +27,7 @@ use signal_hook_mio::v1_0::Signals;
 use control::server::{Request, Server};
 use teardown::Built;
 
-pub use build::router_mac;
+pub use build::{router_mac, Handles};
 
 /// A failure that is the host's fault, not the lab file's: exit status 2 (but for a
 /// [`LabRefused`] inside: 1).
@@ -72,8 +72,9 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     let vtep = preflight::vtep(&lab).map_err(HostError)?;
     let mut built = Built::new(&lab.name);
     built.reap_earlier_run();
-    let Some(mut dp) = build::datapath(&lab, busy_poll, proxy, vtep, &mut built, &mut signals)
-        .map_err(HostError)?
+    let Some((mut dp, handles)) =
+        build::datapath(&lab, busy_poll, proxy, vtep, &mut built, &mut signals)
+            .map_err(HostError)?
     else {
         // Stopped while building: torn down without ever saying ready.
         return Ok(());
@@ -85,7 +86,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         let _ = waker.wake();
     }
 
-    let result = serve::serve(&lab, &mut dp, signals, &req_rx).map_err(HostError);
+    let result = serve::serve(&lab, &mut dp, handles, signals, &req_rx).map_err(HostError);
     // TAPs go first (closing their descriptors deletes the devices), then namespaces,
     // then the control socket.
     drop(dp);

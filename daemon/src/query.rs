@@ -10,20 +10,23 @@ use serde_json::{json, Value};
 use vrouter::{RouterDrop, RouterHandler};
 use vswitch::{Datapath, DropReason};
 
-/// The VXLAN endpoint, if the lab has one.
-fn vtep(dp: &Datapath) -> Option<&Vtep> {
-    dp.ports()
-        .filter_map(|p| p.internal)
-        .filter_map(|h| dp.handler(h))
-        .find_map(|h| h.as_any().downcast_ref::<Vtep>())
+use crate::Handles;
+
+/// The lab's datapath, with its router and VXLAN endpoint (if it has them).
+#[derive(Clone, Copy)]
+struct Live<'a> {
+    dp: &'a Datapath,
+    handles: Handles,
 }
 
-/// The router, if the lab has one (a bridge with a subnet).
-fn router(dp: &Datapath) -> Option<&RouterHandler> {
-    dp.ports()
-        .find_map(|p| p.internal)
-        .and_then(|h| dp.handler(h))
-        .and_then(|h| h.as_any().downcast_ref::<RouterHandler>())
+impl<'a> Live<'a> {
+    fn vtep(&self) -> Option<&'a Vtep> {
+        Some(self.dp.handler_of(self.handles.vtep?))
+    }
+
+    fn router(&self) -> Option<&'a RouterHandler> {
+        Some(self.dp.handler_of(self.handles.router?))
+    }
 }
 
 /// What `show` can name. The ones later issues fill in answer with a clear error.
@@ -32,19 +35,20 @@ pub const WHATS: [&str; 9] = [
 ];
 
 /// Answers one control request line, e.g. `show fdb`, on the datapath thread.
-pub fn answer(dp: &Datapath, lab: &str, line: &str, now: Instant) -> Value {
+pub fn answer(dp: &Datapath, handles: Handles, lab: &str, line: &str, now: Instant) -> Value {
+    let l = Live { dp, handles };
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("show"), Some(what), None) => match what {
             "ports" => ports(dp, lab),
             "fdb" => fdb(dp, lab, now),
-            "drops" => drops(dp, lab),
-            "routes" => routes(dp, lab),
-            "services" => services(dp, lab),
-            "nat" => nat(dp, lab, now),
-            "forwards" => forwards(dp, lab),
-            "vxlan" => vxlan(dp, lab, now),
-            "arp" => arp(dp, lab, now),
+            "drops" => drops(l, lab),
+            "routes" => routes(l, lab),
+            "services" => services(l, lab),
+            "nat" => nat(l, lab, now),
+            "forwards" => forwards(l, lab),
+            "vxlan" => vxlan(l, lab, now),
+            "arp" => arp(l, lab, now),
             w if WHATS.contains(&w) => {
                 json!({"error": format!("show {w}: not supported by this tapnet")})
             }
@@ -61,11 +65,7 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
         .map(|p| {
             json!({
                 "name": p.info.name,
-                "kind": match (p.internal, p.info.name.split(':').next()) {
-                    (None, _) => "tap",
-                    (Some(_), Some("vxlan")) => "vxlan",
-                    (Some(_), _) => "router",
-                },
+                "kind": p.internal.and_then(|h| dp.handler(h)).map_or("tap", |h| h.kind()),
                 "bridge": bridges[p.info.bridge.0],
                 "netns": p.info.netns,
                 "ifname": p.info.ifname,
@@ -105,7 +105,8 @@ fn fdb(dp: &Datapath, lab: &str, now: Instant) -> Value {
     json!({"lab": lab, "fdb": entries})
 }
 
-fn drops(dp: &Datapath, lab: &str) -> Value {
+fn drops(l: Live<'_>, lab: &str) -> Value {
+    let dp = l.dp;
     let ports: Vec<Value> = dp
         .ports()
         .map(|p| {
@@ -133,7 +134,7 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
             })
         })
         .collect();
-    let router = router(dp).map(|r| {
+    let router = l.router().map(|r| {
         let stats = r.router().stats();
         let ra = r.reassembler().stats();
         let n = r.router().neighbors().stats();
@@ -173,7 +174,7 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
             "held_for_arp": r.held(),
         })
     });
-    let vxlan = vtep(dp).map(|v| {
+    let vxlan = l.vtep().map(|v| {
         VtepDrop::ALL
             .iter()
             .map(|d| (d.name().to_string(), json!(v.dropped(*d))))
@@ -182,8 +183,9 @@ fn drops(dp: &Datapath, lab: &str) -> Value {
     json!({"lab": lab, "ports": ports, "bridges": bridges, "router": router, "vxlan": vxlan})
 }
 
-fn routes(dp: &Datapath, lab: &str) -> Value {
-    let routes: Vec<Value> = router(dp)
+fn routes(l: Live<'_>, lab: &str) -> Value {
+    let routes: Vec<Value> = l
+        .router()
         .map(|r| {
             let ifaces = r.router().ifaces();
             r.router()
@@ -205,9 +207,9 @@ fn routes(dp: &Datapath, lab: &str) -> Value {
     json!({"lab": lab, "routes": routes})
 }
 
-fn services(dp: &Datapath, lab: &str) -> Value {
+fn services(l: Live<'_>, lab: &str) -> Value {
     let mut out = Vec::new();
-    if let Some(r) = router(dp) {
+    if let Some(r) = l.router() {
         let router = r.router();
         for (i, svc) in router.services().iter().enumerate() {
             let backends: Vec<Value> = svc
@@ -233,8 +235,8 @@ fn services(dp: &Datapath, lab: &str) -> Value {
     json!({"lab": lab, "services": out})
 }
 
-fn vxlan(dp: &Datapath, lab: &str, now: Instant) -> Value {
-    let Some(v) = vtep(dp) else {
+fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
+    let Some(v) = l.vtep() else {
         return json!({"lab": lab, "listen": null, "peers": [], "vnis": [], "drops": {}});
     };
     let peers: Vec<Value> = v
@@ -296,9 +298,9 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-fn forwards(dp: &Datapath, lab: &str) -> Value {
+fn forwards(l: Live<'_>, lab: &str) -> Value {
     let mut out = Vec::new();
-    if let Some(proxy) = router(dp).and_then(|r| r.proxy()) {
+    if let Some(proxy) = l.router().and_then(|r| r.proxy()) {
         for (rule, st) in proxy.rules().iter().zip(proxy.forward_stats()) {
             out.push(json!({
                 "proto": proto_name(rule.proto),
@@ -315,12 +317,12 @@ fn forwards(dp: &Datapath, lab: &str) -> Value {
     json!({"lab": lab, "forwards": out})
 }
 
-fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
+fn nat(l: Live<'_>, lab: &str, now: Instant) -> Value {
     let mut flows = Vec::new();
     let mut summary = json!(null);
     let mut host = Vec::new();
     let mut host_stats = json!(null);
-    if let Some(proxy) = router(dp).and_then(|r| r.proxy()) {
+    if let Some(proxy) = l.router().and_then(|r| r.proxy()) {
         let mut rows: Vec<_> = proxy.flows(now).collect();
         rows.sort_by_key(|f| (f.proto, f.container, f.remote));
         for f in rows {
@@ -347,11 +349,14 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
             "flows_expired": st.flows_expired,
             "tcp_reset": st.tcp_reset,
             "syn_limited": st.syn_limited,
+            "handshake_timeouts": st.handshake_timeouts,
+            "container_limited": st.container_limited,
+            "max_per_container": proxy.max_per_container(),
             "icmp_errors": st.icmp_errors,
             "accept_errors": st.accept_errors,
         });
     }
-    if let Some(r) = router(dp) {
+    if let Some(r) = l.router() {
         let table = r.router().flows();
         for f in table.flows() {
             flows.push(json!({
@@ -376,9 +381,9 @@ fn nat(dp: &Datapath, lab: &str, now: Instant) -> Value {
     json!({"lab": lab, "nat": flows, "table": summary, "host_flows": host, "host": host_stats})
 }
 
-fn arp(dp: &Datapath, lab: &str, now: Instant) -> Value {
+fn arp(l: Live<'_>, lab: &str, now: Instant) -> Value {
     let mut entries: Vec<Value> = Vec::new();
-    if let Some(r) = router(dp) {
+    if let Some(r) = l.router() {
         let ifaces = r.router().ifaces();
         let mut rows: Vec<_> = r.router().neighbors().entries().collect();
         rows.sort_by_key(|(i, ip, _)| (*i, *ip));
@@ -387,7 +392,8 @@ fn arp(dp: &Datapath, lab: &str, now: Instant) -> Value {
                 "bridge": ifaces[i].name,
                 "ip": ip.to_string(),
                 "mac": n.mac.to_string(),
-                "age_s": now.saturating_duration_since(n.updated).as_secs(),
+                "state": n.state.name(),
+                "age_s": if n.state == vrouter::neighbor::State::Permanent { json!(null) } else { json!(now.saturating_duration_since(n.updated).as_secs()) },
             }));
         }
     }

@@ -16,6 +16,7 @@ use vswitch::Datapath;
 use crate::control::protocol::RequestLine;
 use crate::control::server::Request;
 use crate::query;
+use crate::Handles;
 
 /// SIGINT, SIGTERM or SIGHUP, in the poll loop.
 const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
@@ -29,6 +30,7 @@ pub(crate) const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
 pub(crate) fn serve(
     lab: &Lab,
     dp: &mut Datapath,
+    handles: Handles,
     mut signals: Signals,
     req_rx: &crossbeam_channel::Receiver<Request>,
 ) -> Result<()> {
@@ -63,7 +65,9 @@ pub(crate) fn serve(
                             RequestLine::Trace { port, packet } => {
                                 crate::trace::trace(dp, port, packet, now)
                             }
-                            RequestLine::Show(line) => query::answer(dp, &lab.name, line, now),
+                            RequestLine::Show(line) => {
+                                query::answer(dp, handles, &lab.name, line, now)
+                            }
                         };
                         let _ = reply.send(answer);
                     }

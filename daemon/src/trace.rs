@@ -1,20 +1,27 @@
 //! `tapnet trace PORT 'PACKET'`: a synthetic packet entering at PORT, followed through
-//! the same decisions the datapath takes (bridge lookup, router with services and NAT,
-//! VXLAN), each step said in a line. Bridges are only peeked at and the router decides
-//! on a copy of itself: nothing is sent, no table changes.
+//! the datapath's own decisions, each step said in a line: the ingress checks every
+//! frame passes ([`Datapath::admit`]), the bridge's forwarding decision
+//! ([`vswitch::Bridge::peek`]), and what each internal port's handler would do
+//! ([`vswitch::Handler::trace`]: the router deciding on a copy of itself, the VXLAN
+//! endpoint's peer choice with its MTU and GSO checks). Nothing is sent, no table
+//! changes, no drop is counted.
 //!
-//! PACKET is `PROTO SRC -> DST`: `tcp 172.16.1.3:40000 -> 172.16.1.2:3306`,
-//! `udp 10.0.0.2:5000 -> 10.0.0.9:53`, `icmp 172.16.1.3 -> 8.8.8.8` (an echo request).
+//! PACKET is `PROTO SRC -> DST [size N]`: `tcp 172.16.1.3:40000 -> 172.16.1.2:3306`,
+//! `udp 10.0.0.2:5000 -> 10.0.0.9:53 size 2000`, `icmp 172.16.1.3 -> 8.8.8.8` (an
+//! echo request). `size` is the Ethernet frame's length in bytes, header included: the
+//! payload is grown to fill it, or the frame cut short (under 14 bytes, a runt).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
-use encap::Vtep;
 use serde_json::{json, Value};
-use vrouter::{Action, RouterHandler};
-use vswitch::checksum;
-use vswitch::frame::{ETH_HDR_LEN, VNET_HDR_LEN};
-use vswitch::{Datapath, Decision, Mac, PortId};
+use vswitch::frame::{destination_mac, VnetHdr, ETH_HDR_LEN, VNET_HDR_LEN};
+use vswitch::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV4};
+use vswitch::wire::icmpv4::{self, IcmpRepr};
+use vswitch::wire::ipv4::{Ipv4Packet, Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
+use vswitch::wire::tcp::{self, TcpRepr};
+use vswitch::wire::{fill_l4_checksum, udp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use vswitch::{Datapath, Decision, Handler, Mac, PortId, Traced};
 
 /// A parsed packet description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,23 +29,31 @@ pub struct PacketSpec {
     pub proto: u8,
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
+    /// The Ethernet frame's length, if given.
+    pub size: Option<usize>,
 }
 
-/// Parses `PROTO SRC -> DST`; the error says what is expected.
+/// The largest `size`: a 64 KiB IP packet in its Ethernet frame.
+const MAX_SIZE: usize = ETH_HDR_LEN + 65535;
+
+/// Parses `PROTO SRC -> DST [size N]`; the error says what is expected.
 pub fn parse(text: &str) -> Result<PacketSpec, String> {
-    const FORM: &str = "expected `tcp|udp|icmp SRC -> DST`, e.g. `tcp 172.16.1.3:40000 -> 172.16.1.2:3306` (no ports for icmp)";
+    const FORM: &str = "expected `tcp|udp|icmp SRC -> DST [size BYTES]`, e.g. `tcp 172.16.1.3:40000 -> 172.16.1.2:3306` (no ports for icmp)";
     let words: Vec<&str> = text.split_whitespace().collect();
-    let [proto, src, "->", dst] = words[..] else {
-        return Err(format!("bad packet {text:?}: {FORM}"));
+    let (head, size) = match words[..] {
+        [p, s, "->", d] => ([p, s, d], None),
+        [p, s, "->", d, "size", n] => ([p, s, d], Some(n)),
+        _ => return Err(format!("bad packet {text:?}: {FORM}")),
     };
+    let [proto, src, dst] = head;
     let proto = match proto {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
+        "tcp" => PROTO_TCP,
+        "udp" => PROTO_UDP,
+        "icmp" => PROTO_ICMP,
         other => return Err(format!("bad protocol {other:?}: {FORM}")),
     };
     let addr = |s: &str| -> Result<SocketAddrV4, String> {
-        if proto == 1 {
+        if proto == PROTO_ICMP {
             s.parse::<Ipv4Addr>()
                 .map(|ip| SocketAddrV4::new(ip, 0))
                 .map_err(|_| format!("bad address {s:?}: {FORM}"))
@@ -51,90 +66,185 @@ pub fn parse(text: &str) -> Result<PacketSpec, String> {
                 })
         }
     };
+    let size = match size {
+        None => None,
+        Some(n) => Some(
+            n.parse::<usize>()
+                .ok()
+                .filter(|&n| n <= MAX_SIZE)
+                .ok_or_else(|| {
+                    format!("bad size {n:?}: 0 to {MAX_SIZE} bytes of Ethernet frame")
+                })?,
+        ),
+    };
     Ok(PacketSpec {
         proto,
         src: addr(src)?,
         dst: addr(dst)?,
+        size,
     })
 }
 
-/// The frame a container would send: virtio-net header, Ethernet, IPv4 and a TCP SYN,
-/// a UDP header or an ICMP echo request, checksummed.
+/// The frame a container would send: virtio-net header, Ethernet, IPv4 (DF) and a TCP
+/// SYN, a UDP datagram or an ICMP echo request, checksummed; grown or cut to `size`.
 fn build(spec: &PacketSpec, src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
-    let l4: Vec<u8> = match spec.proto {
-        6 => {
-            let mut t = vec![0u8; 20];
-            t[0..2].copy_from_slice(&spec.src.port().to_be_bytes());
-            t[2..4].copy_from_slice(&spec.dst.port().to_be_bytes());
-            t[4..8].copy_from_slice(&1u32.to_be_bytes());
-            t[12] = 5 << 4;
-            t[13] = 0x02;
-            t[14..16].copy_from_slice(&64240u16.to_be_bytes());
-            t
+    let l4_header = match spec.proto {
+        PROTO_TCP => tcp::HEADER_LEN,
+        PROTO_UDP => udp::HEADER_LEN,
+        _ => icmpv4::HEADER,
+    };
+    let headers = ETH_HDR_LEN + IP_HEADER_LEN + l4_header;
+    let payload = spec.size.map_or(0, |s| s.saturating_sub(headers));
+    let mut f = vec![0u8; VNET_HDR_LEN + headers + payload];
+    VnetHdr::default().emit(&mut f);
+    EthernetRepr {
+        dst: dst_mac,
+        src: src_mac,
+        ethertype: ETHERTYPE_IPV4,
+    }
+    .emit(&mut f[VNET_HDR_LEN..]);
+    let ip = &mut f[VNET_HDR_LEN + ETH_HDR_LEN..];
+    Ipv4Repr {
+        src: *spec.src.ip(),
+        dst: *spec.dst.ip(),
+        protocol: spec.proto,
+        ttl: 64,
+        ident: 0,
+        dont_frag: true,
+        payload_len: l4_header + payload,
+    }
+    .emit(ip);
+    let (src, dst) = (*spec.src.ip(), *spec.dst.ip());
+    let l4 = &mut ip[IP_HEADER_LEN..];
+    match spec.proto {
+        PROTO_TCP => {
+            TcpRepr {
+                src_port: spec.src.port(),
+                dst_port: spec.dst.port(),
+                seq: 1,
+                ack: 0,
+                flags: tcp::SYN,
+                window: 64240,
+            }
+            .emit(l4);
+            fill_l4_checksum(src, dst, PROTO_TCP, l4);
         }
-        17 => {
-            let mut u = vec![0u8; 8];
-            u[0..2].copy_from_slice(&spec.src.port().to_be_bytes());
-            u[2..4].copy_from_slice(&spec.dst.port().to_be_bytes());
-            u[4..6].copy_from_slice(&8u16.to_be_bytes());
-            u
+        PROTO_UDP => {
+            udp::emit_header(spec.src.port(), spec.dst.port(), payload, l4);
+            fill_l4_checksum(src, dst, PROTO_UDP, l4);
         }
         _ => {
-            let mut i = vec![8u8, 0, 0, 0, 0x74, 0x6e, 0, 1];
-            let c = checksum::checksum(&i);
-            i[2..4].copy_from_slice(&c.to_be_bytes());
-            i
+            let data = vec![0u8; payload];
+            IcmpRepr {
+                kind: icmpv4::ECHO_REQUEST,
+                code: 0,
+                rest: [0x74, 0x6e, 0, 1],
+                data: &data,
+            }
+            .emit_message(l4);
         }
-    };
-    let mut f = vec![0u8; VNET_HDR_LEN];
-    f.extend_from_slice(&dst_mac.0);
-    f.extend_from_slice(&src_mac.0);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = spec.proto;
-    ip[12..16].copy_from_slice(&spec.src.ip().octets());
-    ip[16..20].copy_from_slice(&spec.dst.ip().octets());
-    let c = checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let l4_at = f.len();
-    f.extend_from_slice(&l4);
-    if spec.proto != 1 {
-        let mut pseudo = Vec::with_capacity(12 + l4.len());
-        pseudo.extend_from_slice(&ip[12..20]);
-        pseudo.extend_from_slice(&[0, spec.proto, 0, l4.len() as u8]);
-        pseudo.extend_from_slice(&l4);
-        let c = checksum::checksum(&pseudo);
-        let at = l4_at + if spec.proto == 6 { 16 } else { 6 };
-        f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    if let Some(size) = spec.size {
+        f.truncate(VNET_HDR_LEN + size);
     }
     f
 }
 
+/// The IPv4 packet's ends and TTL, as a step prints them.
 fn addrs_of(frame: &[u8]) -> String {
-    let ip = &frame[VNET_HDR_LEN + ETH_HDR_LEN..];
-    let a = |o: usize| Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
-    let l4 = (ip[0] & 0x0f) as usize * 4;
-    match ip[9] {
-        6 | 17 => {
-            let p = |o: usize| u16::from_be_bytes([ip[l4 + o], ip[l4 + o + 1]]);
-            format!("{}:{} -> {}:{} ttl {}", a(12), p(0), a(16), p(2), ip[8])
-        }
-        _ => format!("{} -> {} ttl {}", a(12), a(16), ip[8]),
+    let Some(ip) = frame
+        .get(VNET_HDR_LEN + ETH_HDR_LEN..)
+        .and_then(|p| Ipv4Packet::new_quoted(p).ok())
+    else {
+        return "(no IPv4 header)".into();
+    };
+    match vswitch::wire::ports(ip.payload()).filter(|_| ip.protocol() != PROTO_ICMP) {
+        Some((sp, dp)) => format!("{}:{sp} -> {}:{dp} ttl {}", ip.src(), ip.dst(), ip.ttl()),
+        None => format!("{} -> {} ttl {}", ip.src(), ip.dst(), ip.ttl()),
     }
 }
 
-fn mac_at(frame: &[u8], at: usize) -> Mac {
-    Mac(frame[VNET_HDR_LEN + at..VNET_HDR_LEN + at + 6]
-        .try_into()
-        .expect("6 bytes"))
+/// The internal ports on `port`'s bridge, with their handlers.
+fn internal_ports<'a>(
+    dp: &'a Datapath,
+    port: PortId,
+) -> impl Iterator<Item = (PortId, &'a dyn Handler)> + 'a {
+    let bridge = dp.port(port).map(|p| p.info.bridge);
+    dp.ports()
+        .filter(move |p| Some(p.info.bridge) == bridge)
+        .filter_map(move |p| Some((p.id, dp.handler(p.internal?)?)))
 }
 
-/// Follows `packet` entering at the port named `port`; the steps as JSON.
+/// The container's own choice of a destination MAC: on its subnet, the holder of the
+/// address (a port, or whoever answers ARP for it: the router for a VIP); elsewhere,
+/// its gateway. `None` (with the step saying why) if it has no route.
+fn first_hop(
+    dp: &Datapath,
+    ingress: PortId,
+    spec: &PacketSpec,
+    port: &str,
+    now: Instant,
+    steps: &mut Vec<String>,
+) -> Option<Mac> {
+    let view = dp.port(ingress)?;
+    let (own, prefix) = view
+        .info
+        .ip
+        .as_deref()
+        .and_then(|ip| ip.split_once('/'))
+        .and_then(|(a, p)| Some((a.parse::<Ipv4Addr>().ok()?, p.parse::<u8>().ok()?)))
+        .map_or((None, 32), |(a, p)| (Some(a), p));
+    let mask = vrouter::route::mask(prefix);
+    let dst = *spec.dst.ip();
+    let on_link = own.is_some_and(|o| u32::from(o) & mask == u32::from(dst) & mask);
+    if !on_link {
+        return match internal_ports(dp, ingress).find_map(|(p, h)| h.gateway(p)) {
+            Some((gw, mac)) => {
+                steps.push(format!(
+                    "{port}: {dst} is off its link: sent to its gateway {gw} at {mac}"
+                ));
+                Some(mac)
+            }
+            None => {
+                steps.push(format!("{port}: {dst} is off its link and its bridge has no gateway: the container has no route"));
+                None
+            }
+        };
+    }
+    let holder = dp.ports().find(|p| {
+        p.internal.is_none()
+            && p.info.bridge == view.info.bridge
+            && p.info
+                .ip
+                .as_deref()
+                .and_then(|ip| ip.split_once('/'))
+                .map(|(a, _)| a)
+                == Some(&dst.to_string())
+    });
+    if let Some(h) = holder {
+        steps.push(format!(
+            "{port}: {dst} is on its link, at {} (port {})",
+            h.info.mac, h.info.name
+        ));
+        return Some(h.info.mac);
+    }
+    match internal_ports(dp, ingress).find_map(|(p, h)| h.answers_arp(p, dst, now)) {
+        Some((mac, how)) => {
+            steps.push(format!("{port}: {dst} is on its link, at {mac} ({how})"));
+            Some(mac)
+        }
+        None => {
+            steps.push(format!(
+                "{port}: {dst} is on its link but not known here: its ARP request floods"
+            ));
+            Some(Mac::BROADCAST)
+        }
+    }
+}
+
+/// Follows `packet` entering at the port named `port`; the steps as JSON, with where
+/// the packet leaves (`egress`: a port, `flood: ...`, `host`, `vxlan PEERS`, or null
+/// where it stops).
 pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
     let spec = match parse(packet) {
         Ok(s) => s,
@@ -143,134 +253,51 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
     let Some(ingress) = dp.port_by_name(port) else {
         return json!({"error": format!("no port `{port}` in this lab")});
     };
-    let view = dp.port(ingress).expect("found by name");
-    let router = dp
-        .ports()
-        .find_map(|p| p.internal)
-        .and_then(|h| dp.handler(h))
-        .and_then(|h| h.as_any().downcast_ref::<RouterHandler>());
-    let vtep = dp
-        .ports()
-        .filter_map(|p| p.internal)
-        .filter_map(|h| dp.handler(h))
-        .find_map(|h| h.as_any().downcast_ref::<Vtep>());
     let mut steps: Vec<String> = Vec::new();
-
-    // The container's own choice of first hop: on its subnet, the holder of the
-    // address (a port, or a VIP at the router's MAC); elsewhere, its gateway.
-    let prefix = view
-        .info
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.split_once('/'))
-        .and_then(|(_, p)| p.parse::<u8>().ok())
-        .unwrap_or(32);
-    let own = view
-        .info
-        .ip
-        .as_deref()
-        .and_then(|ip| ip.split_once('/'))
-        .and_then(|(a, _)| a.parse::<Ipv4Addr>().ok());
-    let mask = vrouter::route::mask(prefix);
-    let on_link = own.is_some_and(|o| u32::from(o) & mask == u32::from(*spec.dst.ip()) & mask);
-    let router_leg = dp.ports().find(|p| {
-        p.internal.is_some()
-            && p.info.bridge == view.info.bridge
-            && p.info.name.starts_with("router:")
-    });
-    let holder = dp.ports().find(|p| {
-        p.internal.is_none()
-            && p.info
-                .ip
-                .as_deref()
-                .and_then(|ip| ip.split_once('/'))
-                .map(|(a, _)| a)
-                == Some(&spec.dst.ip().to_string())
-    });
-    let is_vip = router.is_some_and(|r| {
-        r.router()
-            .services()
-            .iter()
-            .any(|s| s.vip.ip() == spec.dst.ip())
-    });
-    let router_leg_id = router_leg.as_ref().map(|l| l.id);
-    let dst_mac = match (on_link, holder, router_leg) {
-        (true, Some(h), _) if h.info.bridge == view.info.bridge => {
-            steps.push(format!(
-                "{port}: {} is on its link, at {} (port {})",
-                spec.dst.ip(),
-                h.info.mac,
-                h.info.name
-            ));
-            h.info.mac
-        }
-        (true, _, Some(leg)) if is_vip => {
-            steps.push(format!(
-                "{port}: {} is a service VIP on its link, answered by the router at {}",
-                spec.dst.ip(),
-                leg.info.mac
-            ));
-            leg.info.mac
-        }
-        (false, _, Some(leg)) => {
-            steps.push(format!(
-                "{port}: {} is off its link: sent to its gateway at {}",
-                spec.dst.ip(),
-                leg.info.mac
-            ));
-            leg.info.mac
-        }
-        (true, ..) => {
-            // Not a port of this tapnet: the router's ARP table may know it (behind a
-            // VXLAN peer, say); if not, the container's ARP request floods.
-            let known = router.and_then(|r| {
-                let leg = router_leg_id.and_then(|l| r.leg_of(l))?;
-                r.router().neighbors().lookup(leg, *spec.dst.ip(), now)
-            });
-            match known {
-                Some(mac) => {
-                    steps.push(format!(
-                        "{port}: {} is on its link, at {mac} (from the router's ARP table)",
-                        spec.dst.ip()
-                    ));
-                    mac
-                }
-                None => {
-                    steps.push(format!(
-                        "{port}: {} is on its link but not known here: its ARP request floods",
-                        spec.dst.ip()
-                    ));
-                    Mac::BROADCAST
-                }
-            }
-        }
-        (false, _, None) => {
-            steps.push(format!("{port}: {} is off its link and its bridge has no gateway: the container has no route", spec.dst.ip()));
-            return json!({"steps": steps, "egress": null});
-        }
+    let Some(dst_mac) = first_hop(dp, ingress, &spec, port, now, &mut steps) else {
+        return json!({"steps": steps, "egress": null});
     };
-    let mut frame = build(&spec, view.info.mac, dst_mac);
-    let mut at = ingress;
-    for _ in 0..8 {
-        let here = dp.port(at).expect("a port");
-        let Some(bridge) = dp.bridge(here.info.bridge) else {
-            break;
-        };
+    let src_mac = dp.port(ingress).expect("found by name").info.mac;
+    let frame = build(&spec, src_mac, dst_mac);
+    let egress = follow(dp, ingress, frame, now, &mut steps);
+    json!({"steps": steps, "egress": egress})
+}
+
+/// Hops a frame may take between bridges (through router legs) before trace stops.
+const MAX_HOPS: usize = 8;
+
+/// Follows `frame` from `at` hop by hop; where it leaves, if it does.
+fn follow(
+    dp: &Datapath,
+    mut at: PortId,
+    mut frame: Vec<u8>,
+    now: Instant,
+    steps: &mut Vec<String>,
+) -> Option<String> {
+    for _ in 0..MAX_HOPS {
+        let here = dp.port(at)?;
+        // The checks every frame entering a bridge passes, injected ones too.
+        if let Err(reason) = dp.admit(at, &frame) {
+            steps.push(format!(
+                "port {}: dropped on entry ({}), {} bytes",
+                here.info.name,
+                reason.name(),
+                frame.len().saturating_sub(VNET_HDR_LEN)
+            ));
+            return None;
+        }
+        let bridge = dp.bridge(here.info.bridge)?;
         let eth = &frame[VNET_HDR_LEN..];
-        let dst = mac_at(&frame, 0);
-        let decision = bridge.peek(at, eth, now);
-        // A frame for a router's MAC reaches the router even while its bridge has not
-        // learned that MAC yet (it floods there).
-        let next = match decision {
+        let dst = destination_mac(eth);
+        let targets: Vec<PortId> = match bridge.peek(at, eth, now) {
             Decision::Unicast(p) => {
-                let to = dp.port(p).expect("a port");
+                let to = dp.port(p)?;
                 steps.push(format!(
-                    "bridge {}: {} learned on port {}: unicast there",
+                    "bridge {}: {dst} learned on port {}: unicast there",
                     bridge.name(),
-                    dst,
                     to.info.name
                 ));
-                p
+                vec![p]
             }
             Decision::Flood => {
                 let targets: Vec<PortId> = bridge.flood_targets(at).collect();
@@ -279,150 +306,91 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
                     .filter_map(|p| dp.port(*p))
                     .map(|p| p.info.name.clone())
                     .collect();
-                match targets
-                    .iter()
-                    .copied()
-                    .find(|p| dp.port(*p).is_some_and(|v| v.info.mac == dst))
-                {
-                    Some(p) => {
-                        steps.push(format!(
-                            "bridge {}: {} not learned yet: floods to {}, and port {} takes it",
-                            bridge.name(),
-                            dst,
-                            names.join(", "),
-                            dp.port(p).expect("a port").info.name
-                        ));
-                        p
-                    }
-                    None => {
-                        steps.push(format!(
-                            "bridge {}: {} not learned: floods to {}",
-                            bridge.name(),
-                            dst,
-                            names.join(", ")
-                        ));
-                        let tunnel = targets.iter().copied().find(|p| {
-                            dp.port(*p)
-                                .is_some_and(|v| v.info.name.starts_with("vxlan:"))
-                        });
-                        if let (Some(v), Some(t)) = (vtep, tunnel) {
-                            let (vni, peers) = v
-                                .trace(t, &frame, now)
-                                .map(|(e, a)| (e.vni, a))
-                                .unwrap_or_default();
-                            let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-                            let how = if peers.len() == 1 {
-                                "to the peer that has it"
-                            } else {
-                                "to every peer"
-                            };
-                            steps.push(format!(
-                                "vxlan: encapsulated with VNI {vni}, sent {how}: {}",
-                                peers.join(", ")
-                            ));
-                        }
-                        return json!({"steps": steps, "egress": format!("flood: {}", names.join(", "))});
-                    }
-                }
+                steps.push(format!(
+                    "bridge {}: {dst} not learned: floods to {}",
+                    bridge.name(),
+                    names.join(", ")
+                ));
+                targets
             }
             Decision::Drop(r) => {
                 steps.push(format!("bridge {}: dropped ({})", bridge.name(), r.name()));
-                return json!({"steps": steps, "egress": null});
+                return None;
             }
         };
-        let there = dp.port(next).expect("a port");
-        if there.internal.is_none() {
-            let place = there
-                .info
-                .netns
-                .as_deref()
-                .map_or("tapnet's namespace".to_string(), |n| format!("netns {n}"));
-            let impaired = dp
-                .impairment(next)
-                .map_or(String::new(), |i| format!(", impaired there: {i}"));
-            steps.push(format!(
-                "leaves by port {} ({place}, {}): {}{impaired}",
-                there.info.name,
-                there.info.ifname,
-                addrs_of(&frame)
-            ));
-            return json!({"steps": steps, "egress": there.info.name});
-        }
-        if let (Some(v), true) = (vtep, there.info.name.starts_with("vxlan:")) {
-            let (vni, peers) = v
-                .trace(next, &frame, now)
-                .map(|(e, a)| (e.vni, a))
-                .unwrap_or_default();
-            let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-            let how = if peers.len() == 1 {
-                "to the peer that has it"
-            } else {
-                "to every peer (not learned)"
+        let flood = targets.len() != 1;
+        let mut next: Option<(PortId, Vec<u8>)> = None;
+        let mut leaves: Vec<String> = Vec::new();
+        for t in targets {
+            let there = dp.port(t)?;
+            let Some(handler) = there.internal.and_then(|h| dp.handler(h)) else {
+                if !flood {
+                    let place = there
+                        .info
+                        .netns
+                        .as_deref()
+                        .map_or("tapnet's namespace".to_string(), |n| format!("netns {n}"));
+                    let impaired = dp
+                        .impairment(t)
+                        .map_or(String::new(), |i| format!(", impaired there: {i}"));
+                    steps.push(format!(
+                        "leaves by port {} ({place}, {}): {}{impaired}",
+                        there.info.name,
+                        there.info.ifname,
+                        addrs_of(&frame)
+                    ));
+                    return Some(there.info.name.clone());
+                }
+                leaves.push(there.info.name.clone());
+                continue;
             };
-            steps.push(format!(
-                "vxlan: encapsulated with VNI {vni}, sent {how}: {}",
-                peers.join(", ")
-            ));
-            return json!({"steps": steps, "egress": format!("vxlan {}", peers.join(", "))});
+            // Each internal port decides on a copy, as each gets its own in a flood.
+            let mut copy = frame.clone();
+            match handler.trace(t, &mut copy, now) {
+                Traced::Inject { via, step } => {
+                    steps.push(step);
+                    if next.is_none() {
+                        next = Some((via, copy));
+                    }
+                }
+                Traced::Leaves { egress, step } => {
+                    steps.push(step);
+                    leaves.push(egress);
+                }
+                Traced::Done { step } => steps.push(step),
+                // In a flood, an internal port that is not addressed drops its copy
+                // (a router leg: not_for_router); only an addressed one's drop is news.
+                Traced::Drop { step, .. } if !flood || destination_is(dp, t, dst) => {
+                    steps.push(step);
+                }
+                Traced::Drop { .. } => {}
+            }
         }
-        let Some(r) = router else { break };
-        let Some(leg) = r.leg_of(next) else { break };
-        let before = addrs_of(&frame);
-        let action = r.router().trace(leg, &mut frame, now);
-        let after = addrs_of(&frame);
-        let rewrite = if before == after {
-            String::new()
-        } else {
-            format!(" ({before} becomes {after})")
-        };
-        match action {
-            Action::Send { iface } => {
-                let out_port = r.port_of(iface).expect("a leg");
-                let route = r
-                    .router()
-                    .routes()
-                    .lookup(*spec.dst.ip())
-                    .map_or("its own address".to_string(), |rt| {
-                        format!("{}/{}", rt.network, rt.prefix)
-                    });
-                steps.push(format!(
-                    "router: leg {}: route {route}, out by leg {} to {}{rewrite}",
-                    r.router().ifaces()[leg].name,
-                    r.router().ifaces()[iface].name,
-                    mac_at(&frame, 0)
-                ));
-                at = out_port;
+        match next {
+            Some((via, copy)) => {
+                at = via;
+                frame = copy;
             }
-            Action::Resolve { next_hop, .. } => {
-                steps.push(format!("router: {next_hop} is not in the ARP table: the router would ask and hold the frame{rewrite}"));
-                return json!({"steps": steps, "egress": null});
+            None if flood && !leaves.is_empty() => {
+                return Some(format!("flood: {}", leaves.join(", ")));
             }
-            Action::ToHost => {
-                let what = if r.proxy().is_some_and(|p| p.masquerade()) {
-                    "masquerade"
-                } else {
-                    "the host proxy"
-                };
-                steps.push(format!("router: {} is outside every subnet: handed to {what}, out through a host socket{rewrite}", spec.dst.ip()));
-                return json!({"steps": steps, "egress": "host"});
-            }
-            Action::Done => {
-                steps.push(format!("router: answered by the router itself{rewrite}"));
-                return json!({"steps": steps, "egress": null});
-            }
-            Action::Drop(reason) => {
-                steps.push(format!("router: dropped ({}){rewrite}", reason.name()));
-                return json!({"steps": steps, "egress": null});
-            }
+            None => return leaves.pop(),
         }
     }
-    steps.push("stopped after 8 hops".into());
-    json!({"steps": steps, "egress": null})
+    steps.push(format!("stopped after {MAX_HOPS} hops"));
+    None
+}
+
+/// Whether `mac` is port `port`'s own.
+fn destination_is(dp: &Datapath, port: PortId, mac: Mac) -> bool {
+    dp.port(port).is_some_and(|p| p.info.mac == mac)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vswitch::checksum;
+    use vswitch::gro::{checksums, Checksums};
 
     #[test]
     fn packet_texts_parse_or_say_what_is_expected() {
@@ -430,6 +398,12 @@ mod tests {
         assert_eq!(p.proto, 6);
         assert_eq!(p.dst, "172.16.1.2:3306".parse().unwrap());
         assert_eq!(parse("icmp 10.0.0.1 -> 8.8.8.8").unwrap().proto, 1);
+        assert_eq!(
+            parse("udp 10.0.0.1:1 -> 10.0.0.2:2 size 2000")
+                .unwrap()
+                .size,
+            Some(2000)
+        );
         for bad in [
             "",
             "tcp 1.2.3.4:1 > 1.2.3.5:2",
@@ -437,32 +411,42 @@ mod tests {
             "udp 1.2.3.4 -> 1.2.3.5:2",
             "tcp 1.2.3.4:0 -> 1.2.3.5:2",
             "icmp 1.2.3.4:5 -> 1.2.3.5",
+            "udp 1.2.3.4:1 -> 1.2.3.5:2 size",
+            "udp 1.2.3.4:1 -> 1.2.3.5:2 size -1",
+            "udp 1.2.3.4:1 -> 1.2.3.5:2 size 70000",
+            "udp 1.2.3.4:1 -> 1.2.3.5:2 mtu 5",
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(e.contains("expected"), "{bad}: {e}");
+            assert!(
+                e.contains("expected") || e.contains("bad size"),
+                "{bad}: {e}"
+            );
         }
     }
 
     #[test]
-    fn built_frames_carry_valid_checksums() {
+    fn built_frames_carry_valid_checksums_and_their_size() {
+        let (a, b) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
         for text in [
             "tcp 10.0.0.2:40000 -> 10.0.1.2:80",
             "udp 10.0.0.2:5000 -> 10.0.1.2:53",
-            "icmp 10.0.0.2 -> 10.0.1.2",
+            "udp 10.0.0.2:5000 -> 10.0.1.2:53 size 1514",
+            "tcp 10.0.0.2:40000 -> 10.0.1.2:80 size 9000",
         ] {
             let spec = parse(text).unwrap();
-            let f = build(&spec, Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+            let f = build(&spec, a, b);
             let ip = &f[VNET_HDR_LEN + ETH_HDR_LEN..];
-            assert_eq!(checksum::sum(&ip[..20]), 0xffff, "{text}");
-            let l4 = &ip[20..];
-            if spec.proto == 1 {
-                assert_eq!(checksum::sum(l4), 0xffff);
-            } else {
-                let mut pseudo = ip[12..20].to_vec();
-                pseudo.extend_from_slice(&[0, spec.proto, 0, l4.len() as u8]);
-                pseudo.extend_from_slice(l4);
-                assert_eq!(checksum::sum(&pseudo), 0xffff, "{text}");
+            assert_eq!(checksums(ip), Checksums::Valid, "{text}");
+            if let Some(size) = spec.size {
+                assert_eq!(f.len() - VNET_HDR_LEN, size, "{text}");
             }
         }
+        let icmp = build(&parse("icmp 10.0.0.2 -> 10.0.1.2").unwrap(), a, b);
+        let ip = Ipv4Packet::new_checked(&icmp[VNET_HDR_LEN + ETH_HDR_LEN..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert_eq!(checksum::sum(ip.payload()), 0xffff);
+        // Cut short: a runt.
+        let runt = build(&parse("icmp 10.0.0.2 -> 10.0.1.2 size 10").unwrap(), a, b);
+        assert_eq!(runt.len(), VNET_HDR_LEN + 10);
     }
 }

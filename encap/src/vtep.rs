@@ -30,7 +30,7 @@ use vswitch::wire::ipv4::{Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
 use vswitch::wire::udp;
 use vswitch::wire::vxlan::{self, HEADER_LEN};
 use vswitch::wire::PROTO_UDP;
-use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
+use vswitch::{Emitter, Handler, Mac, PortId, Traced, Verdict};
 
 pub use crate::endpoint::{Egress, Endpoint, Peer, PeerStats, Segment, Targets, VtepDrop};
 use crate::offload;
@@ -627,6 +627,37 @@ impl Handler for Vtep {
     fn capture_outside(&mut self, tx: Sender<Captured>) -> bool {
         self.underlay.tap = Some(tx);
         true
+    }
+
+    fn kind(&self) -> &'static str {
+        "vxlan"
+    }
+
+    fn trace(&self, port: PortId, frame: &mut [u8], now: Instant) -> Traced {
+        match Vtep::trace(self, port, frame, now) {
+            Ok((egress, peers)) => {
+                let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                let how = match egress.targets {
+                    Targets::One(_) => "to the peer that has it",
+                    Targets::All => "to every peer (not learned, or a broadcast)",
+                };
+                let cut = egress.cut.map_or(String::new(), |c| {
+                    format!(", cut into segments of {} bytes", c.max_segment())
+                });
+                Traced::Leaves {
+                    egress: format!("vxlan {}", peers.join(", ")),
+                    step: format!(
+                        "vxlan: encapsulated with VNI {}{cut}, sent {how}: {}",
+                        egress.vni,
+                        peers.join(", ")
+                    ),
+                }
+            }
+            Err(reason) => Traced::Drop {
+                reason: reason.name(),
+                step: format!("vxlan: dropped ({})", reason.name()),
+            },
+        }
     }
 
     fn as_any(&self) -> &dyn Any {

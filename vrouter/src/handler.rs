@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use vswitch::pool::BufId;
-use vswitch::{Emitter, Handler, Mac, PortId, Verdict};
+use vswitch::{Emitter, Handler, Mac, PortId, Traced, Verdict};
 
 use crate::proxy::{HostProxy, Reg};
 use crate::reasm::{Reasm, ReasmConfig, Reassembler};
@@ -15,6 +15,7 @@ use crate::router::{Action, Router};
 
 use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::wire::ipv4::{self, Ipv4Packet};
+use vswitch::wire::tcp::TcpPacket;
 
 /// Where the IP packet starts in a frame: after the virtio-net and Ethernet headers.
 const IP_AT: usize = VNET_HDR_LEN + ETH_HDR_LEN;
@@ -139,15 +140,15 @@ impl RouterHandler {
             room[VNET_HDR_LEN + ETH_HDR_LEN..len].copy_from_slice(packet);
             if let Some(mss) = gso {
                 // A TCP super-frame: the container's kernel cuts it (or takes it whole).
-                let ihl = (packet[0] & 0x0f) as u16 * 4;
-                let thl = (packet[ihl as usize + 12] >> 4) as u16 * 4;
-                let eth = ETH_HDR_LEN as u16;
+                let ip = Ipv4Packet::new_unchecked(packet);
+                let ihl = ip.header_len();
+                let thl = TcpPacket::new_checked(ip.payload()).map_or(0, |t| t.header_len());
                 VnetHdr {
                     flags: VNET_F_NEEDS_CSUM,
                     gso_type: GSO_TCPV4,
-                    hdr_len: eth + ihl + thl,
+                    hdr_len: (ETH_HDR_LEN + ihl + thl) as u16,
                     gso_size: mss,
-                    csum_start: eth + ihl,
+                    csum_start: (ETH_HDR_LEN + ihl) as u16,
                     csum_offset: 16,
                 }
                 .emit(room);
@@ -361,8 +362,117 @@ impl Handler for RouterHandler {
         self.flush_outbox(out);
     }
 
+    fn kind(&self) -> &'static str {
+        "router"
+    }
+
+    fn trace(&self, port: PortId, frame: &mut [u8], now: Instant) -> Traced {
+        let Some(leg) = self.iface_of(port) else {
+            return Traced::Done {
+                step: "router: not one of its legs".into(),
+            };
+        };
+        let ifaces = self.router.ifaces();
+        let addrs = |f: &[u8]| {
+            f.get(IP_AT..)
+                .and_then(|p| Ipv4Packet::new_checked(p).ok())
+                .map(|ip| describe(&ip))
+                .unwrap_or_default()
+        };
+        let before = addrs(frame);
+        let action = self.router.trace(leg, frame, now);
+        let after = addrs(frame);
+        let rewrite = if before == after {
+            String::new()
+        } else {
+            format!(" ({before} becomes {after})")
+        };
+        let name = &ifaces[leg].name;
+        match action {
+            Action::Send { iface } => {
+                let dst = frame
+                    .get(IP_AT..)
+                    .and_then(|p| Ipv4Packet::new_checked(p).ok())
+                    .map(|ip| ip.dst());
+                let route = dst
+                    .and_then(|d| self.router.routes().lookup(d))
+                    .map_or("its own address".to_string(), |rt| {
+                        format!("{}/{}", rt.network, rt.prefix)
+                    });
+                let mac = vswitch::frame::destination_mac(&frame[VNET_HDR_LEN..]);
+                Traced::Inject {
+                    via: self.ports[iface],
+                    step: format!(
+                        "router: leg {name}: route {route}, out by leg {} to {mac}{rewrite}",
+                        ifaces[iface].name
+                    ),
+                }
+            }
+            // The same limits `handle` keeps frames under.
+            Action::Resolve { next_hop, .. } if !may_hold(&self.held, next_hop) => Traced::Drop {
+                reason: crate::RouterDrop::HoldQueueFull.name(),
+                step: format!(
+                    "router: {next_hop} is not in the ARP table, and the frames waiting for ARP are at their limit ({HOLD_PER_NEXT_HOP} per next hop, {HOLD_MAX} in all): dropped (hold_queue_full){rewrite}"
+                ),
+            },
+            Action::Resolve { next_hop, .. } => Traced::Done {
+                step: format!(
+                    "router: {next_hop} is not in the ARP table: the router would ask and hold the frame{rewrite}"
+                ),
+            },
+            Action::ToHost => {
+                let what = if self.proxy.as_ref().is_some_and(|p| p.masquerade()) {
+                    "masquerade"
+                } else {
+                    "the host proxy"
+                };
+                Traced::Leaves {
+                    egress: "host".into(),
+                    step: format!(
+                        "router: outside every subnet: handed to {what}, out through a host socket{rewrite}"
+                    ),
+                }
+            }
+            Action::Done => Traced::Done {
+                step: format!("router: answered by the router itself{rewrite}"),
+            },
+            Action::Drop(reason) => Traced::Drop {
+                reason: reason.name(),
+                step: format!("router: leg {name}: dropped ({}){rewrite}", reason.name()),
+            },
+        }
+    }
+
+    fn answers_arp(&self, port: PortId, ip: Ipv4Addr, now: Instant) -> Option<(Mac, String)> {
+        let leg = self.iface_of(port)?;
+        let me = &self.router.ifaces()[leg];
+        let on_link = u32::from(ip) & crate::route::mask(me.prefix)
+            == u32::from(me.ip) & crate::route::mask(me.prefix);
+        if ip == me.ip {
+            return Some((me.mac, "the gateway".into()));
+        }
+        if on_link && self.router.services().iter().any(|s| *s.vip.ip() == ip) {
+            return Some((me.mac, "a service VIP, answered by the router".into()));
+        }
+        let mac = self.router.neighbors().lookup(leg, ip, now)?;
+        Some((mac, "from the router's ARP table".into()))
+    }
+
+    fn gateway(&self, port: PortId) -> Option<(Ipv4Addr, Mac)> {
+        let me = &self.router.ifaces()[self.iface_of(port)?];
+        Some((me.ip, me.mac))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// An IPv4 packet's ends and TTL, as `trace` prints them.
+fn describe<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> String {
+    match vswitch::wire::flow::FlowKey::from_ipv4(ip) {
+        Some(k) => format!("{} -> {} ttl {}", k.src, k.dst, ip.ttl()),
+        None => format!("{} -> {} ttl {}", ip.src(), ip.dst(), ip.ttl()),
     }
 }
 

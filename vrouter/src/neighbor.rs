@@ -40,6 +40,19 @@ pub enum State {
     Permanent,
 }
 
+impl State {
+    /// The kernel's name for the state (`ip neigh`: NUD_INCOMPLETE, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Incomplete { .. } => "INCOMPLETE",
+            State::Reachable => "REACHABLE",
+            State::Stale => "STALE",
+            State::Failed { .. } => "FAILED",
+            State::Permanent => "PERMANENT",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbor {
     /// Zero while incomplete or failed.

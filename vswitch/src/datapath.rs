@@ -16,10 +16,10 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::Mac;
-use crate::frame::{check_ingress, VNET_HDR_LEN};
+use crate::frame::{check_ingress, VnetHdr, VNET_HDR_LEN};
 use crate::guard::PortGuard;
 use crate::impair::{Fate, Impairment, Shaper};
-use crate::internal::{Emitter, Handler, HandlerId, Verdict, HANDLER_TOKENS};
+use crate::internal::{Emitter, Handler, HandlerId, HandlerRef, Verdict, HANDLER_TOKENS};
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
 
@@ -299,6 +299,20 @@ impl Datapath {
     /// The id the next port added will get (handlers need their ports' ids up front).
     pub fn next_port_id(&self) -> PortId {
         PortId(self.ports.len())
+    }
+
+    /// Adds the logic behind internal ports, keeping its type: the returned handle
+    /// reaches it again ([`Datapath::handler_of`]).
+    pub fn add_handler_of<T: Handler + 'static>(&mut self, handler: T) -> HandlerRef<T> {
+        HandlerRef::new(self.add_handler(Box::new(handler)))
+    }
+
+    /// The handler behind `handle`.
+    pub fn handler_of<T: Handler + 'static>(&self, handle: HandlerRef<T>) -> &T {
+        self.handlers[handle.id.0]
+            .as_any()
+            .downcast_ref::<T>()
+            .expect("a HandlerRef is made with its handler's type")
     }
 
     /// Adds the logic behind internal ports.
@@ -620,25 +634,15 @@ impl Datapath {
             &mut ports[ingress.0],
             &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len.min(VNET_HDR_LEN + MAX_FRAME)],
         );
-        let counters = &mut ports[ingress.0].counters;
-        if len > VNET_HDR_LEN + MAX_FRAME {
-            // Longer than any frame a TAP may hand over (the buffer has a little slack).
-            counters.drop(DropReason::Oversize);
-            return pool.release(buf);
-        }
         let bridge = &mut bridges[ports[ingress.0].info.bridge.0];
         let data = &pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len];
-        let vnet =
-            match check_ingress(data, bridge.mtu()).and_then(|vnet| match &ports[ingress.0].guard {
-                Some(g) => g.check(&data[VNET_HDR_LEN..]).map(|()| vnet),
-                None => Ok(vnet),
-            }) {
-                Ok(vnet) => vnet,
-                Err(reason) => {
-                    ports[ingress.0].counters.drop(reason);
-                    return pool.release(buf);
-                }
-            };
+        let vnet = match admit(&ports[ingress.0], bridge, data) {
+            Ok(vnet) => vnet,
+            Err(reason) => {
+                ports[ingress.0].counters.drop(reason);
+                return pool.release(buf);
+            }
+        };
         let gso = vnet.is_gso();
         match bridge.decide(ingress, &data[VNET_HDR_LEN..], now) {
             Decision::Unicast(egress) if ports[egress.0].handler.is_some() => {
@@ -681,6 +685,15 @@ impl Datapath {
             Decision::Drop(reason) => ports[ingress.0].counters.drop(reason),
         }
         pool.release(buf);
+    }
+
+    /// Whether `data` (virtio-net header, then Ethernet) entering at `ingress` is
+    /// admitted: the checks every frame passes first ([`check_ingress`] against the
+    /// bridge's MTU, and the port's guard). The datapath and `tapnet trace` both call
+    /// this; it changes nothing.
+    pub fn admit(&self, ingress: PortId, data: &[u8]) -> Result<VnetHdr, DropReason> {
+        let slot = self.ports.get(ingress.0).ok_or(DropReason::Runt)?;
+        admit(slot, &self.bridges[slot.info.bridge.0], data)
     }
 
     fn take_down(&mut self, port: PortId, reason: String) {
@@ -786,6 +799,19 @@ fn write_out(slot: &mut PortSlot, failed: &mut Vec<(PortId, String)>, egress: Po
                 failed.push((egress, e.to_string()));
             }
         }
+    }
+}
+
+/// [`Datapath::admit`], over the port's slot and its bridge.
+fn admit(slot: &PortSlot, bridge: &Bridge, data: &[u8]) -> Result<VnetHdr, DropReason> {
+    if data.len() > VNET_HDR_LEN + MAX_FRAME {
+        // Longer than any frame a TAP may hand over (the buffer has a little slack).
+        return Err(DropReason::Oversize);
+    }
+    let vnet = check_ingress(data, bridge.mtu())?;
+    match &slot.guard {
+        Some(g) => g.check(&data[VNET_HDR_LEN..]).map(|()| vnet),
+        None => Ok(vnet),
     }
 }
 

@@ -5,16 +5,66 @@
 //! or let it go. The datapath knows nothing of what the handler does.
 
 use std::any::Any;
+use std::marker::PhantomData;
+use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use mio::{Registry, Token};
 
+use crate::fdb::Mac;
 use crate::pool::{BufId, Pool, DATA_OFFSET};
 use crate::port::PortId;
 
 /// Index of a handler in the datapath.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandlerId(pub usize);
+
+/// A handler of a known type in the datapath: what the lab keeps to reach its router
+/// or its tunnel endpoint, instead of finding them by port name. Made by
+/// [`crate::Datapath::add_handler_of`], read with [`crate::Datapath::handler_of`].
+pub struct HandlerRef<T> {
+    pub id: HandlerId,
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T> HandlerRef<T> {
+    pub(crate) fn new(id: HandlerId) -> HandlerRef<T> {
+        HandlerRef {
+            id,
+            of: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for HandlerRef<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for HandlerRef<T> {}
+
+impl<T> std::fmt::Debug for HandlerRef<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HandlerRef({})", self.id.0)
+    }
+}
+
+/// What a handler would do with a frame, as `tapnet trace` shows it: the same
+/// decision [`Handler::handle`] takes, made without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traced {
+    /// Sent on into the bridge of internal port `via` (the frame rewritten as it
+    /// would be); `step` says how.
+    Inject { via: PortId, step: String },
+    /// Leaves the datapath here (into a tunnel, through the host's sockets), for
+    /// `egress`; `step` says how.
+    Leaves { egress: String, step: String },
+    /// Kept or answered here; nothing goes on yet.
+    Done { step: String },
+    /// Dropped, counted under `reason` (as `show drops` names it).
+    Drop { reason: &'static str, step: String },
+}
 
 /// What becomes of a frame handed to a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +183,35 @@ pub trait Handler: Send {
         false
     }
 
-    /// For the control plane to reach the concrete handler (`show`).
+    /// What the handler's ports are, as `show ports` names them ("router", "vxlan").
+    fn kind(&self) -> &'static str {
+        "internal"
+    }
+
+    /// What [`Handler::handle`] would do with `frame` (virtio-net header, then
+    /// Ethernet) sent to internal port `port` at `now`, decided without changing
+    /// anything: no table learns, nothing is sent or kept. `frame` is rewritten as
+    /// `handle` would rewrite it. For `tapnet trace`.
+    fn trace(&self, _port: PortId, _frame: &mut [u8], _now: Instant) -> Traced {
+        Traced::Done {
+            step: "internal port: not traced further".into(),
+        }
+    }
+
+    /// For `tapnet trace`: the MAC that answers an ARP request for `ip` on internal
+    /// port `port`'s bridge, and how it is known (the handler's own address, or one
+    /// it learned); `None` if the handler does not know.
+    fn answers_arp(&self, _port: PortId, _ip: Ipv4Addr, _now: Instant) -> Option<(Mac, String)> {
+        None
+    }
+
+    /// For `tapnet trace`: if internal port `port` is its bridge's gateway, its
+    /// address and MAC.
+    fn gateway(&self, _port: PortId) -> Option<(Ipv4Addr, Mac)> {
+        None
+    }
+
+    /// For the control plane to reach the concrete handler (`show`), through a
+    /// [`HandlerRef`].
     fn as_any(&self) -> &dyn Any;
 }

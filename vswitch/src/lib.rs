@@ -25,5 +25,5 @@ pub use bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 pub use counters::{DropReason, PortCounters};
 pub use datapath::{Datapath, PortInfo};
 pub use fdb::{Fdb, Mac};
-pub use internal::{Emitter, Handler, HandlerId, Verdict, HANDLER_TOKENS};
+pub use internal::{Emitter, Handler, HandlerId, HandlerRef, Traced, Verdict, HANDLER_TOKENS};
 pub use port::{Port, PortId};

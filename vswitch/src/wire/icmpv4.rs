@@ -77,7 +77,22 @@ impl IcmpRepr<'_> {
             payload_len: HEADER + self.data.len(),
         }
         .emit(buf);
-        let icmp = &mut buf[HEADER_LEN..];
+        self.emit_message(&mut buf[HEADER_LEN..]);
+        Some(len)
+    }
+
+    /// Bytes of the ICMP message alone (header and data).
+    pub fn message_len(&self) -> usize {
+        HEADER + self.data.len()
+    }
+
+    /// Writes the ICMP message alone, checksummed, into the start of `buf` (for a
+    /// caller that writes the IP header itself).
+    ///
+    /// # Panics
+    /// If `buf` is shorter than [`IcmpRepr::message_len`].
+    pub fn emit_message(&self, buf: &mut [u8]) {
+        let icmp = &mut buf[..self.message_len()];
         icmp[0] = self.kind;
         icmp[1] = self.code;
         icmp[2..4].fill(0);
@@ -85,7 +100,6 @@ impl IcmpRepr<'_> {
         icmp[HEADER..].copy_from_slice(self.data);
         let c = checksum::checksum(icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        Some(len)
     }
 }
 

@@ -58,6 +58,23 @@ pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8], fiel
     }
 }
 
+/// Computes and writes the checksum of a TCP or UDP `segment` (header first) under
+/// the pseudo-header of `src`, `dst` and `proto`; false (nothing written) for another
+/// protocol or a segment too short for its checksum field.
+pub fn fill_l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &mut [u8]) -> bool {
+    let field = match proto {
+        PROTO_TCP => 16,
+        PROTO_UDP => 6,
+        _ => return false,
+    };
+    if segment.len() < field + 2 {
+        return false;
+    }
+    let c = l4_checksum(src, dst, proto, segment, field);
+    segment[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// The source and destination ports of a TCP or UDP header (its first four bytes).
 pub fn ports(l4: &[u8]) -> Option<(u16, u16)> {
     let p = l4.get(..4)?;

@@ -3,7 +3,7 @@
 use std::net::SocketAddrV4;
 
 use super::ipv4::{Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
-use super::{l4_checksum, PROTO_TCP};
+use super::PROTO_TCP;
 
 pub const HEADER_LEN: usize = 20;
 pub const FIN: u8 = 0x01;
@@ -114,6 +114,36 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     }
 }
 
+/// A TCP header (no options) to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRepr {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+}
+
+impl TcpRepr {
+    /// Writes the 20-byte header into the start of `buf`, its checksum zero (see
+    /// [`super::fill_l4_checksum`]).
+    ///
+    /// # Panics
+    /// If `buf` is shorter than 20 bytes.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let t = &mut buf[..HEADER_LEN];
+        t.fill(0);
+        t[0..2].copy_from_slice(&self.src_port.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = (HEADER_LEN as u8 / 4) << 4;
+        t[13] = self.flags;
+        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+    }
+}
+
 /// Writes an IPv4/TCP reset from `src` to `dst` with sequence number `seq` into `buf`
 /// (RFC 9293 section 3.10.7: a reset in the window, ACK set with `ack`); returns its
 /// length, or `None` if `buf` is too short.
@@ -137,15 +167,16 @@ pub fn emit_rst(
     }
     .emit(buf);
     let t = &mut buf[IP_HEADER_LEN..];
-    t.fill(0);
-    t[0..2].copy_from_slice(&src.port().to_be_bytes());
-    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&ack.to_be_bytes());
-    t[12] = (HEADER_LEN as u8 / 4) << 4;
-    t[13] = RST | ACK;
-    let c = l4_checksum(*src.ip(), *dst.ip(), PROTO_TCP, t, 16);
-    t[16..18].copy_from_slice(&c.to_be_bytes());
+    TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        seq,
+        ack,
+        flags: RST | ACK,
+        window: 0,
+    }
+    .emit(t);
+    super::fill_l4_checksum(*src.ip(), *dst.ip(), PROTO_TCP, t);
     Some(total)
 }
 
