@@ -112,6 +112,56 @@ for _ in range(5):
 }
 
 #[test]
+fn forgeries_hidden_in_vlan_tags_or_odd_arp_are_dropped_too() {
+    let (lab, ns) = lab("");
+    assert!(ping(&ns[1], "10.70.0.1", 1), "b knows its gateway");
+    // A gratuitous reply claiming the gateway, wrapped as Linux reads through: in an
+    // 802.1ad priority tag, in two stacked 802.1Q ones, and untagged with hardware
+    // type 6 (IEEE 802, which Linux's ARP takes on Ethernet too); and IP from b's
+    // address in an 802.1ad tag.
+    send_frames(
+        &ns[0],
+        r#"
+fake = bytes.fromhex("02deadbeef01")
+bcast = b"\xff" * 6
+reply = arp(2, fake, "10.70.0.1", bcast, "10.70.0.1")
+body = reply[14:]
+hw6 = body[:1] + b"\x06" + body[2:]
+r_mac = bytes(int(x, 16) for x in sys.argv[1].split(":"))
+frames = [
+    bcast + mac + b"\x88\xa8\x00\x00\x08\x06" + body,
+    bcast + mac + b"\x81\x00\x00\x00\x81\x00\x00\x00\x08\x06" + body,
+    bcast + mac + b"\x08\x06" + hw6,
+]
+ip = udp(r_mac, "10.70.0.3", "10.71.0.2")
+frames.append(ip[:12] + b"\x88\xa8\x00\x00" + ip[12:])
+for _ in range(3):
+    for f in frames:
+        s.send(f)
+    time.sleep(0.05)
+"#,
+        &[&router_mac(&lab)],
+    );
+    // Every one of the twelve dropped: the tagged replies for their sender MAC, the
+    // tagged IP for its source, the hardware-type-6 reply as unreadable.
+    let d = port_drops(&lab, "a");
+    let n = |k: &str| d[k].as_u64().unwrap();
+    assert_eq!(
+        (n("spoofed_mac"), n("spoofed_ip"), n("unverifiable")),
+        (6, 3, 3),
+        "{d}"
+    );
+    // b's neighbour entry for its gateway is still the router's MAC.
+    let neigh = ns_run(&ns[1], &["ip", "neigh", "show", "10.70.0.1"], 10);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();
+    assert!(!neigh.contains("02:de:ad:be:ef:01"), "{neigh}");
+    assert!(
+        ping(&ns[1], "10.71.0.2", 3),
+        "b still reaches the other bridge"
+    );
+}
+
+#[test]
 fn a_flood_of_arp_senders_cannot_lock_out_a_new_neighbour() {
     // Port security off for the attacker, as for a container that routes for others:
     // only the router's own ARP policy stands in the way.

@@ -555,3 +555,137 @@ fn an_idle_forwarded_connection_past_its_timeout_resets_the_container_too() {
     assert_eq!(client.join().unwrap(), "reset", "nor the client");
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn a_container_that_never_finishes_its_handshakes_holds_64_then_lets_go() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    // A far server that accepts and holds every connection.
+    let _server = Background::spawn(
+        &net.far.name,
+        &[
+            "python3",
+            "-c",
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('10.249.0.2', 7100))\ns.listen(1024)\nheld = []\nwhile True:\n    held.append(s.accept()[0])",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // web sends 200 SYNs from raw sockets and never answers a SYN-ACK: its kernel's
+    // resets go nowhere (a blackhole route), as a container that drops them would.
+    assert!(ping(&c, "10.251.1.1", 1));
+    steps(&[&[
+        "ip",
+        "netns",
+        "exec",
+        &c,
+        "ip",
+        "route",
+        "add",
+        "blackhole",
+        FAR_IP,
+    ]]);
+    let gw = lab.port("router:br0")["mac"].as_str().unwrap().to_string();
+    let flood = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+mac = bytes(int(x, 16) for x in open("/sys/class/net/eth0/address").read().strip().split(":"))
+gw = bytes(int(x, 16) for x in sys.argv[1].split(":"))
+src, dst = socket.inet_aton("10.251.1.2"), socket.inet_aton("10.249.0.2")
+def csum(b):
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16: t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+for k in range(200):
+    tcp = struct.pack("!HHIIBBHHH", 20000 + k, 7100, k, 0, 5 << 4, 2, 64240, 0, 0)
+    tcp = tcp[:16] + struct.pack("!H", csum(src + dst + struct.pack("!HH", 6, 20) + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, k, 0x4000, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    s.send(gw + mac + b"\x08\x00" + ip + tcp)
+"#;
+    let out = ns_run(&c, &["python3", "-c", flood, &gw], 30);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let nat = lab.show("nat");
+    let host = &nat["host"];
+    let web_flows = |nat: &serde_json::Value| {
+        nat["host_flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["container"].as_str().unwrap().starts_with("10.251.1.2:"))
+            .count()
+    };
+    assert_eq!(web_flows(&nat), 64, "{nat}");
+    assert!(host["syn_limited"].as_u64().unwrap() >= 136, "{host}");
+    // The other container still connects out meanwhile.
+    let ok = ns_run(
+        &d,
+        &[
+            "python3",
+            "-c",
+            "import socket\nsocket.create_connection(('10.249.0.2', 7100), 5)",
+        ],
+        10,
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Within the 30 s half-open limit they are all let go, both ends reset.
+    let t = std::time::Instant::now();
+    loop {
+        let nat = lab.show("nat");
+        if web_flows(&nat) == 0 {
+            assert!(nat["host"]["handshake_timeouts"].as_u64().unwrap() >= 64);
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(40),
+            "half-open flows stayed: {nat}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn one_container_holds_its_share_of_the_host_flows_and_no_more() {
+    let net = HostAndOutside::new();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    // A table of 16 host flows: one container may hold 12 of them.
+    let text = lab_text(&name, &c, &d)
+        .nat()
+        .with("masquerade", true)
+        .with("max_flows", 16)
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let send = |ns: &str, n: usize| {
+        let code = format!(
+            "import socket\nfor k in range({n}):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    s.sendto(b'x', ('10.249.0.2', 9))"
+        );
+        assert!(ns_run(ns, &["python3", "-c", &code], 10).status.success());
+    };
+    send(&c, 14);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let host = lab.show("nat")["host"].clone();
+    assert_eq!(host["max_per_container"], 12, "{host}");
+    assert_eq!(host["container_limited"], 2, "{host}");
+    assert_eq!(host["flows_evicted"], 0, "{host}");
+    // The other container gets its flows, without taking the first one's.
+    send(&d, 4);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let nat = lab.show("nat");
+    assert_eq!(nat["host_flows"].as_array().unwrap().len(), 16, "{nat}");
+    assert_eq!(nat["host"]["container_limited"], 2, "{nat}");
+    assert_eq!(nat["host"]["flows_evicted"], 0, "{nat}");
+}
