@@ -107,7 +107,7 @@ impl<P: Copy + Eq> Fdb<P> {
     /// Makes `mac` a static entry on `port`: a port's own address, which no other port
     /// (or VXLAN peer) can take over. Not counted against the table's limit.
     pub fn add_static(&mut self, mac: Mac, port: P, now: Instant) {
-        self.entries.insert(
+        let old = self.entries.insert(
             mac,
             FdbEntry {
                 port,
@@ -115,6 +115,13 @@ impl<P: Copy + Eq> Fdb<P> {
                 fixed: true,
             },
         );
+        // An address learned before it was made static leaves the learned count:
+        // nothing else would ever take it off (aging and `flush_port` count only the
+        // learned entries they remove), and the table would hold one address fewer
+        // than its limit for good.
+        if old.is_some_and(|e| !e.fixed) {
+            self.learned -= 1;
+        }
     }
 
     /// Whether `mac` is another port's static address than `port`'s.
@@ -367,6 +374,27 @@ mod tests {
         assert_eq!(fdb.learn(mac(4), PortId(1), later), Learned::TableFull);
         fdb.flush_port(PortId(1));
         assert_eq!(fdb.learn(mac(4), PortId(1), later), Learned::New);
+    }
+
+    /// Found by the FDB's model test (vswitch/tests/fdb_props.rs): a learned address
+    /// made static stayed in the learned count, so the table took one address fewer
+    /// than its limit from then on.
+    #[test]
+    fn a_learned_address_made_static_frees_its_place() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(2, Duration::from_secs(10));
+        assert_eq!(fdb.learn(mac(1), PortId(0), t0), Learned::New);
+        fdb.add_static(mac(1), PortId(0), t0);
+        assert_eq!(fdb.learn(mac(2), PortId(1), t0), Learned::New);
+        assert_eq!(fdb.learn(mac(3), PortId(1), t0), Learned::New);
+        assert_eq!(fdb.learn(mac(4), PortId(1), t0), Learned::TableFull);
+        // And the static entry made static again changes nothing.
+        fdb.add_static(mac(1), PortId(0), t0);
+        let later = t0 + Duration::from_secs(100);
+        assert_eq!(fdb.age(later), 2);
+        assert_eq!(fdb.learn(mac(5), PortId(1), later), Learned::New);
+        assert_eq!(fdb.learn(mac(6), PortId(1), later), Learned::New);
+        assert_eq!(fdb.lookup(mac(1), later), Some(PortId(0)));
     }
 
     #[test]
