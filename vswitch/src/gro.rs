@@ -3,6 +3,7 @@
 //! for GSO (the receiving kernel cuts it, or takes it whole). The bytes stay with the
 //! caller (a `Vec`, or a pool buffer); this tracks the run and fixes the headers.
 
+use crate::frame::{MAX_GSO_SEGS, MIN_GSO_SIZE};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::tcp::{TcpPacket, ACK, PSH};
 use crate::wire::{pseudo_sum, PROTO_TCP};
@@ -46,6 +47,14 @@ impl TcpRun {
             return None;
         }
         let mss = p.len() - headers;
+        // A merged run goes into a bridge as a GSO frame, and the datapath's ingress
+        // check (`frame::check_gso`) refuses one whose segments are under
+        // MIN_GSO_SIZE bytes as bad GSO: a burst of small segments (pipelined
+        // requests, say) would be merged into a frame that is then dropped whole.
+        // Such segments are passed on as they came.
+        if mss < MIN_GSO_SIZE as usize {
+            return None;
+        }
         Some(TcpRun {
             l4,
             headers,
@@ -77,6 +86,10 @@ impl TcpRun {
     pub fn accepts(&self, first: &[u8], p: &[u8]) -> bool {
         let h = self.headers;
         if p.len() <= h || first.len() < h || self.len + (p.len() - h) > GSO_MAX {
+            return false;
+        }
+        // Nor does that check take more than MAX_GSO_SEGS segments in one frame.
+        if self.segments >= MAX_GSO_SEGS {
             return false;
         }
         let last_len = self.len - h - (self.segments - 1) * self.mss;
@@ -381,6 +394,50 @@ mod tests {
         let mut wrong = segment(6 * mss as u32, &payload(6), 0x10);
         wrong[36] ^= 1;
         assert!(run.accepts(&merged, &wrong) && !mergeable(checksums(&wrong)));
+    }
+
+    /// Found by the fuzz targets (bench/fuzz.sh): runs of small segments were merged
+    /// into GSO frames that the datapath's ingress check drops as bad GSO (segments
+    /// under 48 bytes, or more than 256 of them), losing every segment of the run.
+    #[test]
+    fn a_run_makes_only_gso_frames_the_datapath_takes() {
+        use crate::frame::{check_ingress, VnetHdr, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+        // Segments under the smallest GSO segment size start no run.
+        let small = segment(0, &[1; MIN_GSO_SIZE as usize - 1], 0x10);
+        assert!(TcpRun::start(&small).is_none());
+        // Segments of the smallest size merge, 256 at most.
+        let mss = MIN_GSO_SIZE as usize;
+        let first = segment(0, &[1; MIN_GSO_SIZE as usize], 0x10);
+        let mut run = TcpRun::start(&first).unwrap();
+        let mut merged = first.clone();
+        let mut seq = mss as u32;
+        loop {
+            let next = segment(seq, &[2; MIN_GSO_SIZE as usize], 0x10);
+            if !run.accepts(&merged, &next) {
+                break;
+            }
+            merged.extend_from_slice(&next[run.headers()..]);
+            run.appended(&mut merged, &next);
+            seq += mss as u32;
+        }
+        assert_eq!(run.len(), 40 + MAX_GSO_SEGS * mss);
+        let gso_size = run.finish(&mut merged).unwrap();
+        // As the VXLAN endpoint sends it into a bridge: the bridge takes it.
+        let mut frame = vec![0u8; VNET_HDR_LEN + 14];
+        VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: (14 + run.headers()) as u16,
+            gso_size,
+            csum_start: 14 + run.l4() as u16,
+            csum_offset: 16,
+        }
+        .emit(&mut frame);
+        frame[VNET_HDR_LEN..VNET_HDR_LEN + 6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        frame[VNET_HDR_LEN + 6..VNET_HDR_LEN + 12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&[0x08, 0]);
+        frame.extend_from_slice(&merged);
+        assert!(check_ingress(&frame, 1500).is_ok());
     }
 
     #[test]
