@@ -9,8 +9,8 @@
 //! a virtio NIC would see it, instead of as a checksum error.
 
 use vswitch::frame::{
-    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_F_NEEDS_CSUM,
-    VNET_HDR_LEN,
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, MAX_GSO_SEGS, MIN_GSO_SIZE,
+    VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
 };
 use vswitch::gro::{self, Checksums};
 use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
@@ -211,9 +211,14 @@ pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
     if headers >= total {
         return false;
     }
+    // The segment size must also be one the bridge's ingress check takes
+    // (`frame::check_gso`): at least MIN_GSO_SIZE bytes, and at most MAX_GSO_SEGS
+    // segments. A bridge with a small MTU (a VNI bridge may have 68) would otherwise
+    // get a GSO frame it drops as bad GSO, counted as taken here.
     let Some(mss) = (mtu as usize)
         .checked_sub(headers)
-        .filter(|&m| m > 0)
+        .filter(|&m| m >= MIN_GSO_SIZE as usize)
+        .filter(|&m| (total - headers).div_ceil(m) <= MAX_GSO_SEGS)
         .and_then(|m| u16::try_from(m).ok())
     else {
         return false;
@@ -555,6 +560,34 @@ mod tests {
         }
         assert_eq!(max_rx_frame(1450, &udp), 1464);
         assert_eq!(max_rx_frame(1450, &wrong), 14 + 65535);
+    }
+
+    /// Found by the fuzz targets (bench/fuzz.sh): on a bridge with a small MTU a
+    /// super-frame was handed on as a GSO frame with segments under 48 bytes (MTU 68:
+    /// 28), or more than 256 of them, which the bridge's ingress check drops as bad
+    /// GSO. It is refused here instead (the caller counts it oversize), and every
+    /// GSO frame made here is one the bridge takes.
+    #[test]
+    fn a_super_frame_is_made_gso_only_as_the_bridge_takes_it() {
+        use vswitch::frame::check_ingress;
+        for (mtu, payload, taken) in [
+            (68, 3000, false),
+            (87, 3000, false),
+            (88, 3000, true),
+            (200, 65000, false),
+            (576, 65000, true),
+            (1450, 65000, true),
+        ] {
+            let mut f = with_vnet(&partial_tcp(tcp_frame(payload, 0x10)));
+            let (sums, _) = rx_checksums(&mut f);
+            let before = f.clone();
+            assert_eq!(rx_super_frame(&mut f, mtu, sums), taken, "MTU {mtu}");
+            if taken {
+                assert_eq!(check_ingress(&f, mtu), Ok(VnetHdr::parse(&f).unwrap()));
+            } else {
+                assert_eq!(f, before, "MTU {mtu}: left as it was");
+            }
+        }
     }
 
     #[test]
