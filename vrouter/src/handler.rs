@@ -498,6 +498,7 @@ fn send(
     len: usize,
 ) {
     let mtu = router.mtu(iface) as usize;
+    let len = routed_len(out.frame(buf, len));
     let frame = out.frame(buf, len);
     let vnet = VnetHdr::parse(frame).unwrap_or_default();
     let fits = Ipv4Packet::new_checked(&frame[IP_AT.min(len)..])
@@ -535,6 +536,20 @@ fn send(
     });
     if short {
         router.no_buffer();
+    }
+}
+
+/// The length a frame the router sends leaves with (`frame`: a virtio-net header,
+/// then Ethernet): up to the end of its IPv4 packet. What trailed the packet in the
+/// frame it came in (Ethernet padding, or anything else a sender put after it) is not
+/// part of it: a router forwards the packet, not the frame (Linux trims it in
+/// `ip_rcv`). Carried on, a trailer could make the frame longer than the next
+/// bridge takes, which drops it as oversize although the packet fits. A frame that is
+/// not IPv4 (an ARP reply) keeps its length.
+pub fn routed_len(frame: &[u8]) -> usize {
+    match frame.get(IP_AT..).map(Ipv4Packet::new_checked) {
+        Some(Ok(ip)) => IP_AT + ip.total_len(),
+        _ => frame.len(),
     }
 }
 

@@ -454,3 +454,41 @@ fn too_big_for_the_next_bridge_gets_fragmentation_needed_with_its_mtu() {
     let mut ok = ipv4(GW0, A, A_IP, B_IP, 64, 17, &vec![0; 1000]);
     assert!(matches!(r.handle(0, &mut ok, now), Action::Resolve { .. }));
 }
+
+/// Found by the fuzz targets (bench/fuzz.sh): bytes trailing the IPv4 packet in its
+/// frame counted as part of it, so a small DF packet with a long trailer got
+/// fragmentation-needed (and one without DF was counted as fragmented), and the
+/// trailer went on with it into a bridge too narrow for it, which dropped the frame
+/// as oversize. The packet alone decides, and only it leaves (`routed_len`).
+#[test]
+fn what_trails_a_packet_in_its_frame_is_not_part_of_it() {
+    let now = Instant::now();
+    let mut r = router();
+    r.set_mtu(1, 1400);
+    for df in [true, false] {
+        let mut f = ipv4(GW0, A, A_IP, B_IP, 64, 17, &[0; 48]);
+        if df {
+            f[10 + 14 + 6] = 0x40;
+            let mut ip = Ipv4Packet::new_checked(&mut f[24..]).unwrap();
+            ip.fill_checksum();
+        }
+        let packet = f.len();
+        f.extend_from_slice(&[0xee; 2000]);
+        assert!(
+            matches!(r.handle(0, &mut f, now), Action::Resolve { .. }),
+            "DF {df}"
+        );
+        assert_eq!(vrouter::handler::routed_len(&f), packet, "DF {df}");
+    }
+    assert_eq!(r.stats().dropped(RouterDrop::TooBig), 0);
+    assert_eq!(r.stats().fragmented, 0);
+    // Not IPv4 (an ARP reply): as it is.
+    let a = arp(
+        ArpOperation::Reply,
+        GW0,
+        A,
+        A_IP,
+        Ipv4Addr::new(172, 16, 1, 1),
+    );
+    assert_eq!(vrouter::handler::routed_len(&a), a.len());
+}

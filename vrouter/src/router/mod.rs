@@ -638,12 +638,17 @@ pub fn outside_routable(dst: Ipv4Addr) -> bool {
 }
 
 /// The size of the IP packets a frame will be on the wire: a super-frame's segments
-/// (headers plus one segment), or the packet itself.
+/// (headers plus one segment), or the packet itself: its total length, not the
+/// frame's, as what trails the packet in its frame (Ethernet padding, or anything a
+/// sender put there) does not leave with it (see [`crate::handler::routed_len`]).
 fn ip_size(frame: &[u8]) -> usize {
     match VnetHdr::parse(frame) {
         Some(v) if v.is_gso() => {
             (v.hdr_len as usize).saturating_sub(ETH_HDR_LEN) + v.gso_size as usize
         }
-        _ => frame.len().saturating_sub(VNET_HDR_LEN + ETH_HDR_LEN),
+        _ => {
+            let packet = frame.get(VNET_HDR_LEN + ETH_HDR_LEN..).unwrap_or_default();
+            Ipv4Packet::new_checked(packet).map_or(packet.len(), |ip| ip.total_len())
+        }
     }
 }
