@@ -545,7 +545,9 @@ fn send(
 /// part of it: a router forwards the packet, not the frame (Linux trims it in
 /// `ip_rcv`). Carried on, a trailer could make the frame longer than the next
 /// bridge takes, which drops it as oversize although the packet fits. A frame that is
-/// not IPv4 (an ARP reply) keeps its length.
+/// not IPv4 (an ARP reply) keeps its length. (A checksum left to offload that lies in
+/// the trailer described no byte of the packet; the next bridge drops that frame as
+/// `bad_vnet_header`, as Linux drops an skb whose partial checksum is past its end.)
 pub fn routed_len(frame: &[u8]) -> usize {
     match frame.get(IP_AT..).map(Ipv4Packet::new_checked) {
         Some(Ok(ip)) => IP_AT + ip.total_len(),
