@@ -151,6 +151,23 @@ for _ in range(3):
         (6, 3, 3),
         "{d}"
     );
+    // A frame whose sender fields are its own, but whose checksum "left to offload"
+    // points at its source address: whoever finished it would write two bytes of the
+    // sender's choosing there, after port security passed it.
+    send_frames(
+        &ns[0],
+        r#"
+v = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+v.setsockopt(263, 15, 1)  # PACKET_VNET_HDR
+v.bind(("eth0", 0))
+r_mac = bytes(int(x, 16) for x in sys.argv[1].split(":"))
+ip = udp(r_mac, "10.70.0.2", "10.71.0.2")
+for _ in range(3):
+    v.send(struct.pack("<BBHHHH", 1, 0, 0, 0, 26, 0) + ip)
+"#,
+        &[&router_mac(&lab)],
+    );
+    assert_eq!(port_drops(&lab, "a")["bad_vnet_header"], 3);
     // b's neighbour entry for its gateway is still the router's MAC.
     let neigh = ns_run(&ns[1], &["ip", "neigh", "show", "10.70.0.1"], 10);
     let neigh = String::from_utf8_lossy(&neigh.stdout).to_lowercase();

@@ -54,16 +54,52 @@ pub fn check_ingress(data: &[u8], mtu: u32) -> Result<VnetHdr, DropReason> {
         }
         _ => return Err(DropReason::BadVnetHeader),
     }
-    if vnet.flags & VNET_F_NEEDS_CSUM != 0
-        && vnet.csum_start as usize + vnet.csum_offset as usize + 2 > eth_len
-    {
-        return Err(DropReason::BadVnetHeader);
+    if vnet.flags & VNET_F_NEEDS_CSUM != 0 && !vnet.is_gso() {
+        check_partial(&vnet, &data[VNET_HDR_LEN..])?;
     }
     let src = source_mac(&data[VNET_HDR_LEN..]);
     if src.is_multicast() || src.is_zero() {
         return Err(DropReason::BadSourceMac);
     }
     Ok(vnet)
+}
+
+/// Checks a checksum left partial (NEEDS_CSUM) on a frame that is not GSO: the field
+/// must be a TCP (offset 16) or UDP (offset 6) checksum, starting at the L4 header of
+/// an IPv4 (not a fragment) or IPv6 packet, as the kernel only ever leaves them.
+/// Anything else would have whoever finishes the checksum (the VXLAN endpoint, the
+/// router cutting fragments) write two bytes of the sender's choosing anywhere in the
+/// frame: over an address port security already passed, say.
+fn check_partial(vnet: &VnetHdr, eth: &[u8]) -> Result<(), DropReason> {
+    let bad = DropReason::BadVnetHeader;
+    let frame = EthernetFrame::new_checked(eth).ok_or(bad)?;
+    let (ethertype, packet) = frame.inner().ok_or(bad)?;
+    let l3 = eth.len() - packet.len();
+    let (proto, l4) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| bad)?;
+            if ip.is_fragment() {
+                return Err(bad);
+            }
+            (ip.protocol(), l3 + ip.header_len())
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok_or(bad)?;
+            (ip.next_header(), l3 + ipv6::HEADER_LEN)
+        }
+        _ => return Err(bad),
+    };
+    let offset = match proto {
+        PROTO_TCP => 16,
+        PROTO_UDP => 6,
+        _ => return Err(bad),
+    };
+    let fits = l4 + offset + 2 <= eth.len();
+    if vnet.csum_start as usize == l4 && vnet.csum_offset as usize == offset && fits {
+        Ok(())
+    } else {
+        Err(bad)
+    }
 }
 
 /// Checks a GSO frame's metadata against its headers (`eth`: the Ethernet frame), as
@@ -269,6 +305,48 @@ mod tests {
         };
         let f = frame(csum_past_end, B, A, 100);
         assert_eq!(check_ingress(&f, 1500), Err(DropReason::BadVnetHeader));
+    }
+
+    #[test]
+    fn a_partial_checksum_must_be_the_tcp_or_udp_one() {
+        // A TCP segment (not GSO) left partial as the kernel leaves it: taken.
+        let mut f = tso(1448, 100);
+        VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..Default::default()
+        }
+        .emit(&mut f);
+        assert!(check_ingress(&f, 1500).is_ok());
+        // Pointed anywhere else (the IP source address, the UDP field of a TCP
+        // segment, past the IP header's end), whoever finished it would write two
+        // bytes of the sender's choosing there: dropped.
+        for (start, offset) in [(14, 12), (34, 6), (26, 0), (30, 0), (0, 6), (54, 16)] {
+            VnetHdr {
+                flags: VNET_F_NEEDS_CSUM,
+                csum_start: start,
+                csum_offset: offset,
+                ..Default::default()
+            }
+            .emit(&mut f);
+            assert_eq!(
+                check_ingress(&f, 1500),
+                Err(DropReason::BadVnetHeader),
+                "{start}+{offset}"
+            );
+        }
+        // Nor on a frame that is not TCP or UDP over IP.
+        let mut arp = frame(VnetHdr::default(), B, A, 28);
+        arp[VNET_HDR_LEN + 12..VNET_HDR_LEN + 14].copy_from_slice(&0x0806u16.to_be_bytes());
+        VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            csum_start: 14,
+            csum_offset: 14,
+            ..Default::default()
+        }
+        .emit(&mut arp);
+        assert_eq!(check_ingress(&arp, 1500), Err(DropReason::BadVnetHeader));
     }
 
     #[test]
