@@ -141,3 +141,76 @@ fn traces_show_the_drops_the_datapath_takes_where_it_takes_them() {
         "the real drops: 5 sent, 3 held; the trace counts none"
     );
 }
+
+#[test]
+fn trace_agrees_with_broadcasts_links_neighbours_and_the_host_proxy() {
+    // Masquerade, so tapnet runs in a test host namespace whose only link leads to a
+    // test outside namespace.
+    let net = HostAndOutside::new();
+    let name = unique("l");
+    let ns: Vec<String> = (0..2).map(|_| unique("n")).collect();
+    let text = LabText::new(&name)
+        .bridge("front", "10.227.1.0/24")
+        .port("a", "front", &ns[0], "10.227.1.2/24")
+        .port("b", "front", &ns[1], "10.227.1.3/24")
+        .nat()
+        .with("masquerade", true)
+        .with("max_flows", 16)
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &ns, &text);
+    assert!(ping(&ns[0], "10.227.1.3", 1));
+
+    // A broadcast is no unicast for the gateway: it floods to b.
+    let (_, t) = trace(&lab, "a", "udp 10.227.1.2:5353 -> 255.255.255.255:5353");
+    assert!(
+        t.contains("is a broadcast") && t.contains("egress: flood: b"),
+        "{t}"
+    );
+    // b is in a's own neighbour table now.
+    let (_, t) = trace(&lab, "a", "udp 10.227.1.2:5000 -> 10.227.1.3:53");
+    assert!(
+        t.contains("from the container's own neighbour table"),
+        "{t}"
+    );
+    assert!(t.contains("egress: b"), "{t}");
+
+    // To the gateway's address: TCP is reset, UDP answered port-unreachable, as a
+    // real packet is.
+    let (_, t) = trace(&lab, "a", "tcp 10.227.1.2:40000 -> 10.227.1.1:22");
+    assert!(t.contains("answered with a reset"), "{t}");
+    let (_, t) = trace(&lab, "a", "udp 10.227.1.2:5000 -> 10.227.1.1:53");
+    assert!(t.contains("port unreachable from the gateway"), "{t}");
+    let refused = ns_run(
+        &ns[0],
+        &[
+            "python3",
+            "-c",
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('10.227.1.1', 53))\ns.send(b'x')\ntry:\n    s.recv(100)\nexcept ConnectionRefusedError:\n    print('refused')",
+        ],
+        10,
+    );
+    assert_eq!(String::from_utf8_lossy(&refused.stdout).trim(), "refused");
+
+    // Past its share of host flows (12 of 16), a's next flow is refused: trace says so.
+    let fill = "import socket\nfor k in range(12):\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.250.0.2', 20000 + k))";
+    assert!(ns_run(&ns[0], &["python3", "-c", fill], 10)
+        .status
+        .success());
+    let (_, t) = trace(&lab, "a", "udp 10.227.1.2:6000 -> 10.250.0.2:9");
+    assert!(t.contains("dropped (container_limited)"), "{t}");
+    let (_, t) = trace(&lab, "b", "udp 10.227.1.3:6000 -> 10.250.0.2:9");
+    assert!(
+        t.contains("a new host socket") && t.contains("egress: host"),
+        "{t}"
+    );
+
+    // b sets its link down: frames for it are dropped, and trace says so.
+    steps(&[&["ip", "-n", &ns[1], "link", "set", "eth0", "down"]]);
+    assert!(!ping(&ns[0], "10.227.1.3", 1));
+    let (_, t) = trace(&lab, "a", "udp 10.227.1.2:5000 -> 10.227.1.3:53");
+    assert!(t.contains("its link is down"), "{t}");
+    assert_eq!(lab.port("b")["link_down"], true);
+    // Tracing from the router's own port is refused.
+    let (code, t) = trace(&lab, "router:front", "udp 10.227.1.1:1 -> 10.227.1.2:2");
+    assert_eq!(code, Some(1), "{t}");
+}

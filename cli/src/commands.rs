@@ -103,6 +103,10 @@ pub fn trace(port: &str, packet: &str, lab: Option<&str>, json: bool) -> ExitCod
             for step in v["steps"].as_array().into_iter().flatten() {
                 println!("{}", step.as_str().unwrap_or_default());
             }
+            match v["egress"].as_str() {
+                Some(egress) => println!("egress: {egress}"),
+                None => println!("egress: none (it stops inside the lab)"),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

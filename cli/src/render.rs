@@ -28,10 +28,10 @@ pub fn render(what: &str, v: &Value) -> String {
                 .to_vec(),
             );
             for p in list("ports") {
-                let state = if p["up"].as_bool() == Some(true) {
-                    "up"
-                } else {
-                    "down"
+                let state = match (p["up"].as_bool(), p["link_down"].as_bool()) {
+                    (Some(true), Some(true)) => "link-down",
+                    (Some(true), _) => "up",
+                    _ => "down",
                 };
                 rows.push(vec![
                     s(&p["name"]),

@@ -72,6 +72,7 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
                 "mac": p.info.mac.to_string(),
                 "ip": p.info.ip,
                 "up": p.up,
+                "link_down": p.link_down,
                 "down_reason": p.down_reason,
                 "rx_packets": p.counters.rx_packets,
                 "rx_bytes": p.counters.rx_bytes,

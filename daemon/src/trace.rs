@@ -197,6 +197,46 @@ fn first_hop(
     let mask = vrouter::route::mask(prefix);
     let dst = *spec.dst.ip();
     let on_link = own.is_some_and(|o| u32::from(o) & mask == u32::from(dst) & mask);
+    // A broadcast or a multicast group: no ARP, a MAC of its own (RFC 1112).
+    let subnet_broadcast =
+        own.is_some_and(|o| prefix < 31 && u32::from(dst) == u32::from(o) | !mask);
+    if dst.is_broadcast() || subnet_broadcast {
+        steps.push(format!(
+            "{port}: {dst} is a broadcast: sent to ff:ff:ff:ff:ff:ff"
+        ));
+        return Some(Mac::BROADCAST);
+    }
+    if dst.is_multicast() {
+        let o = dst.octets();
+        let mac = Mac([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]);
+        steps.push(format!("{port}: {dst} is a multicast group: sent to {mac}"));
+        return Some(mac);
+    }
+    // What the container's own neighbour table says comes first: it is what the
+    // container will use (a host behind a VXLAN peer, say, that tapnet only knows
+    // by MAC).
+    let next_hop = if on_link {
+        Some(dst)
+    } else {
+        internal_ports(dp, ingress)
+            .find_map(|(p, h)| h.gateway(p))
+            .map(|(gw, _)| gw)
+    };
+    if let Some(mac) = next_hop.and_then(|ip| containers_neighbour(view.info.netns.as_deref(), ip))
+    {
+        let via = if on_link {
+            "is on its link".to_string()
+        } else {
+            format!(
+                "is off its link: sent to its gateway {}",
+                next_hop.expect("some")
+            )
+        };
+        steps.push(format!(
+            "{port}: {dst} {via}, at {mac} (from the container's own neighbour table)"
+        ));
+        return Some(mac);
+    }
     if !on_link {
         return match internal_ports(dp, ingress).find_map(|(p, h)| h.gateway(p)) {
             Some((gw, mac)) => {
@@ -242,6 +282,14 @@ fn first_hop(
     }
 }
 
+/// The MAC the neighbour table of namespace `netns` (a port's container) has for `ip`,
+/// if any; tapnet's own namespace is not asked.
+fn containers_neighbour(netns: Option<&str>, ip: Ipv4Addr) -> Option<Mac> {
+    let ns = host::netns::Netns::open(netns?).ok()??;
+    let mut rtnl = host::rtnl::Rtnl::in_netns(&ns).ok()?;
+    rtnl.neighbour_v4(ip).ok()?.map(Mac)
+}
+
 /// Follows `packet` entering at the port named `port`; the steps as JSON, with where
 /// the packet leaves (`egress`: a port, `flood: ...`, `host`, `vxlan PEERS`, or null
 /// where it stops).
@@ -253,6 +301,13 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
     let Some(ingress) = dp.port_by_name(port) else {
         return json!({"error": format!("no port `{port}` in this lab")});
     };
+    if let Some(kind) = dp
+        .port(ingress)
+        .and_then(|p| dp.handler(p.internal?))
+        .map(|h| h.kind())
+    {
+        return json!({"error": format!("port `{port}` is the {kind}'s own: trace a packet from a container's port")});
+    }
     let mut steps: Vec<String> = Vec::new();
     let Some(dst_mac) = first_hop(dp, ingress, &spec, port, now, &mut steps) else {
         return json!({"steps": steps, "egress": null});
@@ -306,10 +361,19 @@ fn follow(
                     .filter_map(|p| dp.port(*p))
                     .map(|p| p.info.name.clone())
                     .collect();
-                steps.push(format!(
-                    "bridge {}: {dst} not learned: floods to {}",
-                    bridge.name(),
+                let why = if dst.is_multicast() {
+                    "a broadcast or multicast"
+                } else {
+                    "not learned"
+                };
+                let to = if names.is_empty() {
+                    "no other port: it goes nowhere".to_string()
+                } else {
                     names.join(", ")
+                };
+                steps.push(format!(
+                    "bridge {}: {dst} {why}: floods to {to}",
+                    bridge.name()
                 ));
                 targets
             }
@@ -324,6 +388,17 @@ fn follow(
         for t in targets {
             let there = dp.port(t)?;
             let Some(handler) = there.internal.and_then(|h| dp.handler(h)) else {
+                if there.link_down {
+                    // As the last write found it: the container set its link down.
+                    if !flood {
+                        steps.push(format!(
+                            "port {}: its link is down (the container set it down): dropped (egress_link_down)",
+                            there.info.name
+                        ));
+                        return None;
+                    }
+                    continue;
+                }
                 if !flood {
                     let place = there
                         .info

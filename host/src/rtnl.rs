@@ -4,12 +4,16 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use netlink_packet_core::Parseable;
 use netlink_packet_core::{
     ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE,
-    NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_MATCH, NLM_F_REQUEST, NLM_F_ROOT,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkHeader, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -159,6 +163,47 @@ impl Rtnl {
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )
+    }
+
+    /// The MAC this namespace's neighbour table has for `ip` (RTM_GETNEIGH, a dump of
+    /// the IPv4 table), if it has a usable one: REACHABLE, STALE, DELAY, PROBE,
+    /// PERMANENT or NOARP, not INCOMPLETE or FAILED.
+    pub fn neighbour_v4(&mut self, ip: Ipv4Addr) -> io::Result<Option<[u8; 6]>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let replies = self.request(
+            RouteNetlinkMessage::GetNeighbour(msg),
+            NLM_F_ROOT | NLM_F_MATCH,
+        )?;
+        for reply in replies
+            .iter()
+            .filter(|r| r.message_type == libc::RTM_NEWNEIGH)
+        {
+            let Ok(n) = NeighbourMessage::parse(&reply.payload[..]) else {
+                continue;
+            };
+            if matches!(
+                n.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            ) {
+                continue;
+            }
+            let mut dst = None;
+            let mut mac = None;
+            for a in &n.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+                    NeighbourAttribute::LinkLayerAddress(l) => {
+                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                    }
+                    _ => {}
+                }
+            }
+            if dst == Some(ip) {
+                return Ok(mac);
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes the link.

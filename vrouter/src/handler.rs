@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use vswitch::pool::BufId;
 use vswitch::{Emitter, Handler, Mac, PortId, Traced, Verdict};
 
-use crate::proxy::{HostProxy, Reg};
+use crate::proxy::{HostProxy, ProxyTrace, Reg};
 use crate::reasm::{Reasm, ReasmConfig, Reassembler};
 use crate::router::{Action, Router};
 
@@ -415,22 +415,46 @@ impl Handler for RouterHandler {
                     "router: {next_hop} is not in the ARP table, and the frames waiting for ARP are at their limit ({HOLD_PER_NEXT_HOP} per next hop, {HOLD_MAX} in all): dropped (hold_queue_full){rewrite}"
                 ),
             },
-            Action::Resolve { next_hop, .. } => Traced::Done {
-                step: format!(
-                    "router: {next_hop} is not in the ARP table: the router would ask and hold the frame{rewrite}"
-                ),
-            },
-            Action::ToHost => {
-                let what = if self.proxy.as_ref().is_some_and(|p| p.masquerade()) {
-                    "masquerade"
+            Action::Resolve {
+                next_hop, iface, ..
+            } => {
+                let asking = matches!(
+                    self.router.neighbors().state(iface, next_hop),
+                    Some(crate::neighbor::State::Incomplete { .. })
+                );
+                let what = if asking {
+                    "is being asked for (INCOMPLETE): the frame would wait for the answer"
                 } else {
-                    "the host proxy"
+                    "is not in the ARP table: the router would ask and hold the frame"
                 };
-                Traced::Leaves {
-                    egress: "host".into(),
-                    step: format!(
-                        "router: outside every subnet: handed to {what}, out through a host socket{rewrite}"
-                    ),
+                Traced::Done {
+                    step: format!("router: {next_hop} {what}{rewrite}"),
+                }
+            }
+            Action::ToHost => {
+                let packet = frame.get(IP_AT..).unwrap_or_default();
+                let Some(proxy) = self.proxy.as_ref() else {
+                    return Traced::Done {
+                        step: "router: for the host, which has no proxy".into(),
+                    };
+                };
+                let whose = if dst_is_gateway(&self.router, packet) {
+                    "for a gateway address: handed to the host proxy"
+                } else {
+                    "outside every subnet: handed to the host proxy"
+                };
+                match proxy.trace(packet) {
+                    ProxyTrace::Out(how) => Traced::Leaves {
+                        egress: "host".into(),
+                        step: format!("router: {whose}{rewrite}; {how}"),
+                    },
+                    ProxyTrace::Answered(how) => Traced::Done {
+                        step: format!("router: {whose}{rewrite}; {how}"),
+                    },
+                    ProxyTrace::Dropped { reason, why } => Traced::Drop {
+                        reason,
+                        step: format!("router: {whose}{rewrite}; dropped ({reason}): {why}"),
+                    },
                 }
             }
             Action::Done => Traced::Done {
@@ -438,7 +462,11 @@ impl Handler for RouterHandler {
             },
             Action::Drop(reason) => Traced::Drop {
                 reason: reason.name(),
-                step: format!("router: leg {name}: dropped ({}){rewrite}", reason.name()),
+                step: format!(
+                    "router: leg {name}: dropped ({}){rewrite}{}",
+                    reason.name(),
+                    reason.answer().map_or(String::new(), |a| format!("; {a}"))
+                ),
             },
         }
     }
@@ -466,6 +494,11 @@ impl Handler for RouterHandler {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// Whether `packet` is addressed to one of the router's gateway addresses.
+fn dst_is_gateway(router: &Router, packet: &[u8]) -> bool {
+    Ipv4Packet::new_checked(packet).is_ok_and(|ip| router.ifaces().iter().any(|i| i.ip == ip.dst()))
 }
 
 /// An IPv4 packet's ends and TTL, as `trace` prints them.

@@ -244,6 +244,11 @@ impl NeighborTable {
         Resolution::Ask
     }
 
+    /// The state of `ip` on leg `iface`, if the table has it.
+    pub fn state(&self, iface: usize, ip: Ipv4Addr) -> Option<State> {
+        Some(self.legs.get(iface)?.map.get(&ip)?.state)
+    }
+
     /// The first request for `ip` (after [`Resolution::Ask`]) could not be sent (the
     /// rate limit): it is not counted as a probe, and the next tick asks.
     pub fn not_asked(&mut self, iface: usize, ip: Ipv4Addr, now: Instant) {

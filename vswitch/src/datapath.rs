@@ -79,6 +79,9 @@ struct PortSlot {
     mirror: Option<Box<dyn Port>>,
     /// What the port may send as (`spoof_check`), if it is guarded.
     guard: Option<PortGuard>,
+    /// The last write found the device's link down (EIO: the container set it
+    /// down); the next write that goes clears it.
+    link_down: bool,
 }
 
 /// A running capture, as its reader holds it: dropping it ends the capture.
@@ -139,6 +142,9 @@ pub struct PortView<'a> {
     pub down_reason: Option<&'a str>,
     /// The handler behind an internal port.
     pub internal: Option<HandlerId>,
+    /// The device's link was down at the last frame written to it (the container
+    /// set it down): frames for it are dropped (`egress_link_down`) until it is up.
+    pub link_down: bool,
 }
 
 pub struct Datapath {
@@ -226,6 +232,7 @@ impl Datapath {
             shaper: None,
             mirror: None,
             guard: None,
+            link_down: false,
         });
         Ok(id)
     }
@@ -355,6 +362,7 @@ impl Datapath {
             shaper: None,
             mirror: None,
             guard: None,
+            link_down: false,
         });
         Ok(id)
     }
@@ -726,6 +734,7 @@ impl Datapath {
             up: slot.io.is_some() || slot.handler.is_some(),
             internal: slot.handler,
             down_reason: slot.down_reason.as_deref(),
+            link_down: slot.link_down,
         })
     }
 
@@ -784,6 +793,7 @@ fn write_out(slot: &mut PortSlot, failed: &mut Vec<(PortId, String)>, egress: Po
     let Some(io) = slot.io.as_mut() else { return };
     match io.send(data) {
         Ok(()) => {
+            slot.link_down = false;
             count_tx(&mut slot.counters, data.len());
             capture_copy(slot, data);
         }
@@ -791,6 +801,7 @@ fn write_out(slot: &mut PortSlot, failed: &mut Vec<(PortId, String)>, egress: Po
             slot.counters.drop(DropReason::EgressFull)
         }
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            slot.link_down = true;
             slot.counters.drop(DropReason::EgressLinkDown)
         }
         Err(e) => {

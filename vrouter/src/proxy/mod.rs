@@ -27,6 +27,7 @@ mod errqueue;
 mod icmp;
 mod lru;
 mod tcp;
+mod trace;
 mod udp;
 
 use std::cmp::Reverse;
@@ -50,6 +51,7 @@ use errqueue::{IcmpError, Quote};
 use icmp::PingFlow;
 pub use icmp::PingMode;
 use tcp::TcpConn;
+pub use trace::ProxyTrace;
 use udp::UdpFlow;
 
 const PROTO_ICMP: u8 = 1;

@@ -108,7 +108,17 @@ impl HostProxy {
             }
             return;
         }
-        if !self.masquerade || self.is_gateway(*dst.ip()) {
+        if self.is_gateway(*dst.ip()) {
+            // Nothing of a forward's listens there: as a host with no socket on that
+            // port answers (the router does the same without a proxy).
+            self.stats.no_flow += 1;
+            return self.error_from_gateway(
+                packet,
+                super::icmpv4::DEST_UNREACHABLE,
+                super::icmpv4::UNREACH_PORT,
+            );
+        }
+        if !self.masquerade {
             self.stats.no_flow += 1;
             return;
         }

@@ -47,6 +47,25 @@ vswitch::drop_reasons! {
     }
 }
 
+impl RouterDrop {
+    /// The ICMP error the router sends back for this drop (rate permitting), for
+    /// `trace` to say.
+    pub fn answer(self) -> Option<&'static str> {
+        match self {
+            RouterDrop::TtlExceeded => Some("time-exceeded goes back to the sender"),
+            RouterDrop::NoRoute => Some("net-unreachable goes back to the sender"),
+            RouterDrop::NeighborUnresolved => Some("host-unreachable goes back to the sender"),
+            RouterDrop::TooBig => {
+                Some("a DF sender gets fragmentation-needed with the MTU that fits")
+            }
+            RouterDrop::ToRouterUnsupported => {
+                Some("UDP gets port-unreachable; nothing else is served here")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What the router did, counted since start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterStats {
