@@ -254,3 +254,28 @@ fn a_packet_too_big_for_the_next_bridge_gets_fragmentation_needed() {
         "{drops}"
     );
 }
+
+#[test]
+fn a_container_on_two_routed_bridges_is_multi_homed() {
+    // One namespace with a port on each of two routed bridges: both addresses, and
+    // the default route from the first port in the file only.
+    let name = unique("l");
+    let ns: Vec<String> = (0..3).map(|_| unique("n")).collect();
+    let text = LabText::new(&name)
+        .bridge("front", "10.228.1.0/24")
+        .bridge("back", "10.228.2.0/24")
+        .port("m1", "front", &ns[0], "10.228.1.2/24")
+        .port("m2", "back", &ns[0], "10.228.2.2/24")
+        .with("ifname", "eth1")
+        .port("f", "front", &ns[1], "10.228.1.3/24")
+        .port("b", "back", &ns[2], "10.228.2.3/24")
+        .text();
+    let _lab = RunningLab::start(&name, &ns, &text);
+    let routes = ns_run(&ns[0], &["ip", "route", "show", "default"], 10);
+    let routes = String::from_utf8_lossy(&routes.stdout).to_string();
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    assert!(routes.contains("via 10.228.1.1 dev eth0"), "{routes}");
+    assert!(ping(&ns[0], "10.228.1.3", 1));
+    assert!(ping(&ns[0], "10.228.2.3", 1), "on link by eth1");
+    assert!(ping(&ns[2], "10.228.1.2", 1), "routed to eth0's address");
+}

@@ -79,6 +79,15 @@ pub(crate) fn datapath(
                 vswitch::guard::PortGuard {
                     mac: Mac(port.mac),
                     ipv4: port.ip.map(|(a, _)| a),
+                    // A multi-homed container answers from any of its addresses.
+                    also: lab
+                        .ports
+                        .iter()
+                        .filter(|o| {
+                            o.name != port.name && o.netns.is_some() && o.netns == port.netns
+                        })
+                        .filter_map(|o| o.ip.map(|(a, _)| a))
+                        .collect(),
                 },
             );
         }
@@ -122,11 +131,26 @@ pub(crate) fn nat_timeouts(lab: &Lab) -> vrouter::nat::Timeouts {
     }
 }
 
+/// The default route a port's container gets: its bridge's gateway, for the first
+/// port (in file order) of its namespace whose bridge has one. A container with
+/// ports on several routed bridges is multi-homed, as with several Docker networks:
+/// the others give it only their addresses and subnets.
 fn gateway_of(lab: &Lab, port: &PortCfg) -> Option<Ipv4Addr> {
-    lab.bridges
+    let gateway = |p: &PortCfg| {
+        p.ip?;
+        lab.bridges
+            .iter()
+            .find(|b| b.name == p.bridge)
+            .and_then(|b| b.gateway)
+    };
+    let first = lab
+        .ports
         .iter()
-        .find(|b| b.name == port.bridge)
-        .and_then(|b| b.gateway)
+        .find(|p| p.netns.is_some() && p.netns == port.netns && gateway(p).is_some());
+    match first {
+        Some(f) if f.name != port.name => None,
+        _ => gateway(port),
+    }
 }
 
 /// The router: one leg, an internal port, on every bridge with a subnet.
@@ -258,15 +282,10 @@ fn add_vtep(
     Ok(handler)
 }
 
-/// The router's MAC on a bridge: locally administered, "tn" in the second and third
-/// bytes, then three bytes hashed from the lab and bridge names (stable across runs).
+/// The router's MAC on a bridge ([`lab::router_mac`]: the lab's validation knows it
+/// too, so no port may take it).
 pub fn router_mac(lab: &str, bridge: &str) -> Mac {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in lab.bytes().chain([b'/']).chain(bridge.bytes()) {
-        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
-    Mac([0x02, 0x74, 0x6e, b[5], b[6], b[7]])
+    Mac(lab::router_mac(lab, bridge))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::path::Path;
 
 pub use model::*;
 pub use reader::{LabError, Pos};
+pub use validate::values::router_mac;
 
 /// The lab the binary runs when `up` is given no file (`tapnet example` prints it).
 pub const DEFAULT_LAB: &str = include_str!("default_lab.toml");

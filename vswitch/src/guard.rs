@@ -13,12 +13,15 @@ use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use crate::wire::ipv4::Ipv4Packet;
 
 /// What a port may send as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortGuard {
     pub mac: Mac,
     /// With it, ARP and IPv4 must come from this address (or 0.0.0.0: an ARP probe
-    /// (RFC 5227) or a DHCP request, before the address is in use).
+    /// (RFC 5227) or a DHCP request, before the address is in use)...
     pub ipv4: Option<Ipv4Addr>,
+    /// ... or from one of these: the container's addresses on its other ports (a
+    /// multi-homed container answers from either address by either link).
+    pub also: Vec<Ipv4Addr>,
 }
 
 impl PortGuard {
@@ -37,7 +40,7 @@ impl PortGuard {
         // Through every tag: Linux reads through priority tags (VLAN 0, 802.1Q and
         // 802.1ad, stacked), so a forgery wrapped in them must not pass unread.
         let (ethertype, payload) = frame.innermost().ok_or(DropReason::Unverifiable)?;
-        let allowed = |ip: Ipv4Addr| ip == own || ip.is_unspecified();
+        let allowed = |ip: Ipv4Addr| ip == own || ip.is_unspecified() || self.also.contains(&ip);
         match ethertype {
             ETHERTYPE_ARP => match ArpPacket::new_checked(payload) {
                 None => Err(DropReason::Unverifiable),
@@ -88,7 +91,9 @@ mod tests {
         let g = PortGuard {
             mac: MINE,
             ipv4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            also: vec![Ipv4Addr::new(10, 0, 1, 2)],
         };
+        assert_eq!(g.check(&ipv4([10, 0, 1, 2])), Ok(()), "its other address");
         assert_eq!(g.check(&ipv4([10, 0, 0, 2])), Ok(()));
         assert_eq!(g.check(&ipv4([0, 0, 0, 0])), Ok(()), "DHCP");
         assert_eq!(g.check(&ipv4([10, 0, 0, 1])), Err(DropReason::SpoofedIp));
@@ -139,7 +144,7 @@ mod tests {
         // Without an address, only the MAC is checked.
         let mac_only = PortGuard {
             mac: MINE,
-            ipv4: None,
+            ..Default::default()
         };
         assert_eq!(mac_only.check(&ipv4([10, 0, 0, 1])), Ok(()));
     }

@@ -116,12 +116,17 @@ fn run(data: &[u8], cov: &mut Cov) {
         Some(PortGuard {
             mac: A,
             ipv4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..Default::default()
         }),
         Some(PortGuard {
             mac: B,
             ipv4: Some(Ipv4Addr::new(10, 0, 0, 3)),
+            ..Default::default()
         }),
-        Some(PortGuard { mac: C, ipv4: None }),
+        Some(PortGuard {
+            mac: C,
+            ..Default::default()
+        }),
         None,
     ];
     let mut gro = Gro::default();
@@ -137,7 +142,7 @@ fn run(data: &[u8], cov: &mut Cov) {
         let _ = FlowKey::from_frame(eth);
         // The guard reads anything (it is documented to take a checked frame, but
         // must not fall over on another).
-        let guarded = guards[port].map(|g| g.check(eth));
+        let guarded = guards[port].as_ref().map(|g| g.check(eth));
         cov.hit(
             2,
             guarded.map_or(0, |g| g.map_or_else(|e| 2 + e as u64, |_| 1)),

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use super::bridge::BInfo;
 use super::values::{
     bridge_label, broadcast, cidr, fmt_mac, hashed_mac, mask, parse_cidr, parse_mac, port_label,
-    reserved_overlap, valid_ifname, valid_name, valid_netns,
+    reserved_ifname, reserved_overlap, router_mac, valid_ifname, valid_name, valid_netns,
 };
 use crate::model::PortCfg;
 use crate::reader::{q, Cx, Sec};
@@ -144,6 +144,16 @@ pub(super) fn ports<'a>(
             (None, Some(_)) => "eth0".to_string(),
             (None, None) => name.map_or_else(String::new, |n| n.v.to_string()),
         };
+        if ifname_ok {
+            if let Some(why) = reserved_ifname(&ifname_v) {
+                ifname_ok = false;
+                let (at, key) = match ifname {
+                    Some(i) => (i.at, "ifname"),
+                    None => (name.map_or(s.at, |n| n.at), "interface (the port's name)"),
+                };
+                cx.err(at, format!("{key} {} cannot be used: {why}", q(&ifname_v)));
+            }
+        }
         let mut iface = None;
         if netns_ok && ifname_ok {
             let key = (netns.map(|n| n.v), ifname_v.clone());
@@ -261,6 +271,25 @@ pub(super) fn ports<'a>(
                 mac = Some(hashed_mac(lab_name, name.map_or("", |n| n.v)));
             }
         }
+        // The router's own MAC on the port's bridge is a static FDB entry there:
+        // a port using it would have every frame dropped as static_mac_conflict.
+        let router = br
+            .filter(|b| b.has_subnet)
+            .and_then(|b| b.name)
+            .map(|b| (b, router_mac(lab_name, b)));
+        if let (Some(m), Some((b, r))) = (mac, router) {
+            if m == r {
+                cx.err(
+                    mac_at,
+                    format!(
+                        "{mac_what} {} of {label} is the router's own on bridge {}                          (derived from the lab's and the bridge's names): set `mac` to another address",
+                        fmt_mac(&m),
+                        q(b)
+                    ),
+                );
+                mac = None;
+            }
+        }
         if let Some(m) = mac {
             if let Some(other) = infos.iter().find(|o| o.mac == Some(m)) {
                 let hint = if mac_what == "mac" {
@@ -293,6 +322,9 @@ pub(super) fn ports<'a>(
             };
             if mirrors.iter().any(|(x, _)| *x == m.v) {
                 cx.err(m.at, format!("mirror {} is already another port's mirror", q(m.v)));
+                None
+            } else if let Some(why) = reserved_ifname(m.v) {
+                cx.err(m.at, format!("mirror {} cannot be used: {why}", q(m.v)));
                 None
             } else if valid_ifname(m.v) {
                 if let Some(port) = taken_by {
@@ -425,6 +457,65 @@ mod tests {
             9,
             8,
             "duplicate port name `p` (first defined on line 6)",
+        );
+    }
+
+    #[test]
+    fn names_every_namespace_or_the_kernel_reserves_are_refused() {
+        for (port, line, col, needle) in [
+            (
+                "netns = \"n\"\nifname = \"lo\"",
+                9,
+                10,
+                "ifname `lo` cannot be used: the loopback",
+            ),
+            (
+                "ifname = \"all\"",
+                8,
+                10,
+                "ifname `all` cannot be used: reserved by the kernel",
+            ),
+            (
+                "ifname = \"default\"",
+                8,
+                10,
+                "ifname `default` cannot be used",
+            ),
+            (
+                "mirror = \"default\"",
+                8,
+                10,
+                "mirror `default` cannot be used",
+            ),
+        ] {
+            err1(
+                &with_head(&format!(
+                    "[[port]]\nname = \"p\"\nbridge = \"br0\"\n{port}\n"
+                )),
+                line,
+                col,
+                needle,
+            );
+        }
+        // A port with no namespace is named after itself there.
+        err1(
+            &with_head("[[port]]\nname = \"all\"\nbridge = \"br0\"\n"),
+            6,
+            8,
+            "interface (the port's name) `all` cannot be used",
+        );
+    }
+
+    #[test]
+    fn a_port_cannot_take_the_routers_mac() {
+        let r = fmt_mac(&router_mac("t", "br0"));
+        err1(
+            &with_head(&format!(
+                "[[port]]\nname = \"p\"\nbridge = \"br0\"\nmac = \"{r}\"\n"
+            )),
+            8,
+            7,
+            "is the router's own on bridge `br0`",
         );
     }
 

@@ -53,6 +53,17 @@ pub(crate) fn valid_ifname(s: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c == '%' || c == '\0' || c.is_whitespace())
 }
 
+/// Why an interface name that is valid cannot be a port's or a mirror's: `lo` is the
+/// loopback device every namespace has; the kernel refuses `all` and `default`
+/// (they name its per-device settings, `net.ipv4.conf.all`).
+pub(crate) fn reserved_ifname(s: &str) -> Option<&'static str> {
+    match s {
+        "lo" => Some("the loopback device every namespace has"),
+        "all" | "default" => Some("reserved by the kernel (`net.ipv4.conf.all`, `.default`)"),
+        _ => None,
+    }
+}
+
 /// A network namespace name (a file name under /run/netns).
 pub(crate) fn valid_netns(s: &str) -> bool {
     !s.is_empty() && s.len() <= 255 && s != "." && s != ".." && !s.contains(['/', '\0'])
@@ -100,6 +111,17 @@ pub(crate) fn hashed_mac(lab: &str, port: &str) -> [u8; 6] {
     }
     let b = h.to_be_bytes();
     [0x02, b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// The router's MAC on a bridge: locally administered, "tn" in the second and third
+/// bytes, then three bytes hashed from the lab and bridge names (stable across runs).
+pub fn router_mac(lab: &str, bridge: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in lab.bytes().chain([b'/']).chain(bridge.bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, 0x74, 0x6e, b[5], b[6], b[7]]
 }
 
 pub(crate) fn mask(prefix: u8) -> u32 {
