@@ -537,17 +537,27 @@ fn an_idle_forwarded_connection_past_its_timeout_resets_the_container_too() {
     // The client outside talks once, then says nothing: past the timeout the
     // container's server learns by itself that the connection is gone (a reset), with
     // no packet from the client to find it out.
+    // The client idles 12 s: the container must hear of it well before (the 3 s
+    // timeout and the 1 s tick after the connection opened), however slowly a busy
+    // machine starts the client.
     let client = std::thread::spawn({
         let o = net.outside.name.clone();
-        move || tcp_idle_then_talk(&o, HOST_IP, 7002, 8)
+        move || tcp_idle_then_talk(&o, HOST_IP, 7002, 12)
     });
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == what)
+    };
+    while !logged("open") {
+        assert!(!client.is_finished(), "the client never connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let t = std::time::Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("reset")
-    {
+    while !logged("reset") {
         assert!(
-            t.elapsed() < std::time::Duration::from_secs(7),
+            t.elapsed() < std::time::Duration::from_secs(9),
             "the container was never told"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -798,6 +798,8 @@ pub fn traceroute(ns: &str, dst: &str, extra: &[&str]) -> Vec<String> {
 
 /// A TCP echo server on ip:port that writes how each connection ended to `log`, one
 /// line each: `reset` (ECONNRESET), or `eof` (a clean close).
+/// A TCP echo server on `ip`:`port` in `ns` that writes a line to `log` for each
+/// connection: `open` when it is accepted, then `eof` or `reset` as it ends.
 pub fn tcp_echo_logging(ns: &str, ip: &str, port: u16, log: &std::path::Path) -> Background {
     const CODE: &str = r#"
 import socket, sys, threading
@@ -807,6 +809,8 @@ srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((ip, port))
 srv.listen(64)
 def serve(c):
+    with open(log, "a") as f:
+        f.write("open\n")
     how = "eof"
     try:
         while True:
