@@ -103,21 +103,7 @@ pub(super) fn forwards(
                 });
             let routed = binfo.iter().any(|b| in_net(u32::from(*t.v.ip()), b.net));
             let subnets_incomplete = binfo.iter().any(|b| b.has_subnet && b.net.is_none());
-            // A service at that address and port, but of the other protocol.
-            let other_proto = sinfo
-                .iter()
-                .find(|x| x.vip == Some(t.v) && proto.is_some() && x.proto.is_some());
-            if let (false, false, Some(svc)) = (held, targets_incomplete, other_proto) {
-                cx.err(
-                    t.at,
-                    format!(
-                        "forward to {}: the service there is {}, this forward {}: set `proto` to match",
-                        t.v,
-                        proto_name(svc.proto),
-                        proto_name(proto)
-                    ),
-                );
-            } else if !held && !targets_incomplete {
+            if !held && !targets_incomplete {
                 cx.err(
                     t.at,
                     format!("forward to {}: no port or service holds that address", t.v),
@@ -149,21 +135,6 @@ pub(super) fn forwards(
 mod tests {
     use super::*;
     use crate::testutil::*;
-
-    #[test]
-    fn a_forward_to_a_service_of_the_other_protocol_says_so() {
-        let text = with_head(&format!(
-            "{PORT_WEB}{}{}",
-            svc("dns", "10.0.0.53:53", "udp", "[\"10.0.0.3:53\"]"),
-            fwd("tcp", "0.0.0.0:5353", "10.0.0.53:53")
-        ));
-        let e = errs(&text);
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert!(
-            e[0].contains("the service there is udp, this forward tcp"),
-            "{e:?}"
-        );
-    }
 
     #[test]
     fn forwards() {
