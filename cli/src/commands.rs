@@ -20,10 +20,14 @@ pub fn example() -> ExitCode {
 }
 
 /// `tapnet check`: a valid file prints nothing, even with sections `up` cannot run
-/// yet: they are valid by the contract, and `up` names them.
+/// yet: they are valid by the contract, and `up` names them. Run by an ordinary user,
+/// it also names what that user's (rootless) `up` would refuse.
 pub fn check(path: &Path) -> ExitCode {
     match lab::load(path) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(lab) => match daemon::refused_here(&lab) {
+            refused if refused.is_empty() => ExitCode::SUCCESS,
+            refused => report(&refused),
+        },
         Err(errors) => report(&errors),
     }
 }
@@ -167,6 +171,62 @@ pub fn show(what: &str, lab: Option<&str>, json: bool) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `tapnet exec PORT -- CMD...`: runs CMD in the port's network namespace (and, for a
+/// rootless lab, in the lab's user namespace, as uid 0 there), replacing this process,
+/// so the exit status is CMD's. Exit 1 if the lab or port is unknown, 2 if the
+/// namespaces cannot be entered, 126 if CMD cannot be run and 127 if it is not found,
+/// as shells say.
+pub fn exec(port: &str, command: &[std::ffi::OsString], lab: Option<&str>) -> ExitCode {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let namespaces = match client::resolve_lab(lab).and_then(|lab| client::exec(&lab, port)) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    // The user namespace first: it is what gives the right to enter the network
+    // namespace it owns. Not when we are in it already (setns refuses that).
+    if let Some(user) = &namespaces.userns {
+        let same = std::fs::metadata("/proc/self/ns/user")
+            .and_then(|own| Ok((own, std::fs::File::from(user.try_clone()?).metadata()?)))
+            .is_ok_and(|(a, b)| {
+                use std::os::unix::fs::MetadataExt;
+                (a.dev(), a.ino()) == (b.dev(), b.ino())
+            });
+        // SAFETY: setns on this single-threaded process, with a received namespace fd.
+        if !same && unsafe { libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) } != 0 {
+            eprintln!(
+                "tapnet: cannot enter the lab's user namespace: {}",
+                std::io::Error::last_os_error()
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    // SAFETY: as above, with the port's network namespace.
+    if unsafe { libc::setns(namespaces.netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        eprintln!(
+            "tapnet: cannot enter port `{port}`'s network namespace: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    drop(namespaces);
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    eprintln!(
+        "tapnet: cannot run `{}`: {err}",
+        command[0].to_string_lossy()
+    );
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 fn report(errors: &[lab::LabError]) -> ExitCode {

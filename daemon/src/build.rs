@@ -14,6 +14,7 @@ use vrouter::proxy::HostProxy;
 use vrouter::{Iface, Router, RouterConfig, RouterHandler, Service};
 use vswitch::{BridgeConfig, BridgeId, Datapath, HandlerRef, Mac, PortId, PortInfo};
 
+use crate::namespaces::Namespaces;
 use crate::teardown::Built;
 
 /// Frame buffers in the pool: one batch in flight per wakeup needs [`vswitch::datapath::BATCH`];
@@ -29,6 +30,7 @@ pub(crate) fn datapath(
     proxy: Option<HostProxy>,
     vtep: Option<Vtep>,
     built: &mut Built,
+    namespaces: &mut Namespaces,
     signals: &mut Signals,
 ) -> Result<Option<(Datapath, Handles)>> {
     let mut dp = Datapath::new(POOL_BUFFERS)?;
@@ -49,9 +51,20 @@ pub(crate) fn datapath(
             .find(|(n, _, _)| *n == port.bridge)
             .cloned()
             .expect("validated: the port's bridge exists");
+        let place = match &port.netns {
+            Some(ns) => Some(
+                namespaces
+                    .place_for(&port.name, ns)
+                    .with_context(|| format!("building port `{}`", port.name))?,
+            ),
+            None => {
+                namespaces.own(&port.name);
+                None
+            }
+        };
         let plan = host::tap::PortTap {
             port: &port.name,
-            netns: port.netns.as_deref(),
+            netns: place,
             ifname: &port.ifname,
             mac: port.mac,
             mtu,
@@ -104,6 +117,7 @@ pub(crate) fn datapath(
             return Ok(None);
         }
     }
+    namespaces.built();
     let router = add_router(lab, &mut dp, &bridge_ids, proxy)?;
     let vtep = match vtep {
         Some(vtep) => Some(add_vtep(lab, &mut dp, &bridge_ids, vtep)?),

@@ -10,16 +10,18 @@
 
 mod build;
 pub mod control;
+mod namespaces;
 mod preflight;
 pub mod query;
 mod serve;
 mod teardown;
 pub mod trace;
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use lab::Lab;
+use lab::{Lab, LabError};
 use mio::Waker;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -47,9 +49,37 @@ impl std::fmt::Display for LabRefused {
 
 impl std::error::Error for LabRefused {}
 
+/// What this host refuses of `lab` for the user running tapnet, with where in the file:
+/// nothing for root; without root, what only root may do (see
+/// [`lab::refused_without_root`]). `check` and `up` both ask.
+pub fn refused_here(lab: &Lab) -> Vec<LabError> {
+    if host::userns::rootless() {
+        lab::refused_without_root(lab, host::userns::unprivileged_port_start())
+    } else {
+        Vec::new()
+    }
+}
+
 /// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
+///
+/// Without root, the process first enters the lab's user namespace
+/// ([`host::userns::enter_lab_userns`]); it must then still be single-threaded, so
+/// this is called before anything starts a thread.
 pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
-    preflight::host().map_err(HostError)?;
+    let refused = refused_here(&lab);
+    if !refused.is_empty() {
+        let lines = refused.iter().map(|e| e.to_string()).collect();
+        return Err(HostError(LabRefused(lines).into()));
+    }
+    preflight::tun().map_err(HostError)?;
+    if host::userns::rootless() {
+        let join = lab
+            .ports
+            .iter()
+            .filter_map(|p| p.netns.as_deref())
+            .find(|ns| lab::netns_is_path(ns));
+        host::userns::enter_lab_userns(join.map(Path::new)).map_err(|e| HostError(e.into()))?;
+    }
     // Caught from before the first namespace exists, so a signal during the build
     // still ends in a full teardown rather than a half-built host.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(|e| HostError(e.into()))?;
@@ -66,15 +96,24 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     };
     // The name first: a second copy of a running lab is told so, not that its devices
     // are taken.
-    let server = Server::start(&lab.name, req_tx, wake).map_err(HostError)?;
+    let namespaces: Arc<OnceLock<namespaces::Namespaces>> = Arc::new(OnceLock::new());
+    let server = Server::start(&lab.name, req_tx, wake, namespaces.clone()).map_err(HostError)?;
     preflight::devices(&lab).map_err(HostError)?;
     let proxy = preflight::host_proxy(&lab).map_err(HostError)?;
     let vtep = preflight::vtep(&lab).map_err(HostError)?;
     let mut built = Built::new(&lab.name);
     built.reap_earlier_run();
-    let Some((mut dp, handles)) =
-        build::datapath(&lab, busy_poll, proxy, vtep, &mut built, &mut signals)
-            .map_err(HostError)?
+    let mut building = namespaces::Namespaces::default();
+    let Some((mut dp, handles)) = build::datapath(
+        &lab,
+        busy_poll,
+        proxy,
+        vtep,
+        &mut built,
+        &mut building,
+        &mut signals,
+    )
+    .map_err(HostError)?
     else {
         // Stopped while building: torn down without ever saying ready.
         return Ok(());
@@ -86,7 +125,10 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         let _ = waker.wake();
     }
 
-    let result = serve::serve(&lab, &mut dp, handles, signals, &req_rx).map_err(HostError);
+    let _ = namespaces.set(building);
+    let namespaces = namespaces.get().expect("just set");
+    let result =
+        serve::serve(&lab, &mut dp, handles, namespaces, signals, &req_rx).map_err(HostError);
     // TAPs go first (closing their descriptors deletes the devices), then namespaces,
     // then the control socket.
     drop(dp);

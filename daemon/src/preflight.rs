@@ -1,5 +1,5 @@
 //! What `up` asks of the host before it builds anything, so that a lab the host
-//! cannot run is refused with nothing to undo: root and /dev/net/tun, device names
+//! cannot run is refused with nothing to undo: /dev/net/tun, device names
 //! free, and the sockets that must be bound (each forward's port, the VXLAN
 //! endpoint) bound now. What does not depend on the host is the lab crate's to
 //! refuse, in `check` as in `up`.
@@ -17,27 +17,35 @@ use vrouter::proxy::{ForwardRule, HostProxy};
 use crate::build::nat_timeouts;
 use crate::LabRefused;
 
-/// What `up` needs of the host before anything else: root and /dev/net/tun.
-pub(crate) fn host() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("tapnet up needs root (CAP_NET_ADMIN) to create namespaces and TAP devices: run it with sudo");
-    }
-    if let Err(e) = std::fs::OpenOptions::new()
+/// What `up` needs of the host before anything else: a /dev/net/tun this user may
+/// open (an ordinary user too: udev makes it mode 0666 on most distributions).
+pub(crate) fn tun() -> Result<()> {
+    match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")
     {
-        bail!("cannot open /dev/net/tun ({e}): load the tun module (`modprobe tun`) or create the device node");
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "cannot open /dev/net/tun ({e}): without root it must be open to every user, mode 0666 as udev makes it on most distributions: `chmod 0666 /dev/net/tun` (as root), or run tapnet as root"
+        ),
+        Err(e) => bail!(
+            "cannot open /dev/net/tun ({e}): load the tun module (`modprobe tun`) or create the device node (`mknod /dev/net/tun c 10 200`, as root)"
+        ),
     }
-    Ok(())
 }
 
-/// Everything else `up` refuses before touching the host: device names taken.
+/// Everything else `up` refuses before touching the host: device names taken (in
+/// named namespaces as root; a path's, or a rootless lab's, are checked as each TAP
+/// is made).
 pub(crate) fn devices(lab: &Lab) -> Result<()> {
+    if host::userns::rootless() {
+        return Ok(());
+    }
     let mut root = Rtnl::new().context("cannot open a netlink socket")?;
     for port in &lab.ports {
         let taken = match &port.netns {
+            Some(ns) if lab::netns_is_path(ns) => false,
             Some(ns) => match Netns::open(ns)? {
                 Some(ns) => Rtnl::in_netns(&ns)?.link_index(&port.ifname)?.is_some(),
                 None => false,

@@ -15,6 +15,7 @@ use vswitch::Datapath;
 
 use crate::control::protocol::RequestLine;
 use crate::control::server::Request;
+use crate::namespaces::Namespaces;
 use crate::query;
 use crate::Handles;
 
@@ -31,6 +32,7 @@ pub(crate) fn serve(
     lab: &Lab,
     dp: &mut Datapath,
     handles: Handles,
+    namespaces: &Namespaces,
     mut signals: Signals,
     req_rx: &crossbeam_channel::Receiver<Request>,
 ) -> Result<()> {
@@ -63,7 +65,7 @@ pub(crate) fn serve(
                         let answer = match RequestLine::parse(&line) {
                             RequestLine::Impair { port, spec } => impair(dp, port, spec),
                             RequestLine::Trace { port, packet } => {
-                                crate::trace::trace(dp, port, packet, now)
+                                crate::trace::trace(dp, namespaces, port, packet, now)
                             }
                             RequestLine::Show(line) => {
                                 query::answer(dp, handles, &lab.name, line, now)

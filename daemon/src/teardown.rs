@@ -3,19 +3,19 @@
 //! next `up` of the lab. (The TAPs need no list: closing their descriptors, when the
 //! datapath is dropped, deletes them.)
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use host::netns::NetnsRecord;
 
-use crate::control::protocol::RUN_DIR;
+use crate::control::protocol::run_dir;
 
 /// What `up` built on the host and must take down again.
 pub(crate) struct Built {
     /// Namespaces this run created (removed at the end), without holding them open:
     /// an open descriptor would keep a namespace alive after `ip netns del`.
     namespaces: Vec<NetnsRecord>,
-    /// `/run/tapnet/NAME.state`: the same list on disk, so that a run killed before
+    /// `RUN_DIR/NAME.state`: the same list on disk, so that a run killed before
     /// its teardown (SIGKILL, a crash) is cleaned up by the next `up` of the lab.
     state: PathBuf,
 }
@@ -24,7 +24,7 @@ impl Built {
     pub(crate) fn new(lab: &str) -> Built {
         Built {
             namespaces: Vec::new(),
-            state: Path::new(RUN_DIR).join(format!("{lab}.state")),
+            state: run_dir().join(format!("{lab}.state")),
         }
     }
 

@@ -12,6 +12,7 @@
 //! payload is grown to fill it, or the frame cut short (under 14 bytes, a runt).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -22,6 +23,8 @@ use vswitch::wire::ipv4::{Ipv4Packet, Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
 use vswitch::wire::tcp::{self, TcpRepr};
 use vswitch::wire::{fill_l4_checksum, udp, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use vswitch::{Datapath, Decision, Handler, Mac, PortId, Traced};
+
+use crate::namespaces::Namespaces;
 
 /// A parsed packet description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,7 @@ fn internal_ports<'a>(
 /// its gateway. `None` (with the step saying why) if it has no route.
 fn first_hop(
     dp: &Datapath,
+    namespaces: &Namespaces,
     ingress: PortId,
     spec: &PacketSpec,
     port: &str,
@@ -222,7 +226,8 @@ fn first_hop(
             .find_map(|(p, h)| h.gateway(p))
             .map(|(gw, _)| gw)
     };
-    if let Some(mac) = next_hop.and_then(|ip| containers_neighbour(view.info.netns.as_deref(), ip))
+    if let Some(mac) =
+        next_hop.and_then(|ip| containers_neighbour(namespaces, view.info.netns.as_deref(), ip))
     {
         let via = if on_link {
             "is on its link".to_string()
@@ -284,16 +289,22 @@ fn first_hop(
 
 /// The MAC the neighbour table of namespace `netns` (a port's container) has for `ip`,
 /// if any; tapnet's own namespace is not asked.
-fn containers_neighbour(netns: Option<&str>, ip: Ipv4Addr) -> Option<Mac> {
-    let ns = host::netns::Netns::open(netns?).ok()??;
-    let mut rtnl = host::rtnl::Rtnl::in_netns(&ns).ok()?;
+fn containers_neighbour(namespaces: &Namespaces, netns: Option<&str>, ip: Ipv4Addr) -> Option<Mac> {
+    let ns = namespaces.open(Some(netns?)).ok()?;
+    let mut rtnl = host::rtnl::Rtnl::in_netns_fd(ns.as_fd()).ok()?;
     rtnl.neighbour_v4(ip).ok()?.map(Mac)
 }
 
 /// Follows `packet` entering at the port named `port`; the steps as JSON, with where
 /// the packet leaves (`egress`: a port, `flood: ...`, `host`, `vxlan PEERS`, or null
 /// where it stops).
-pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
+pub fn trace(
+    dp: &Datapath,
+    namespaces: &Namespaces,
+    port: &str,
+    packet: &str,
+    now: Instant,
+) -> Value {
     let spec = match parse(packet) {
         Ok(s) => s,
         Err(e) => return json!({"error": e}),
@@ -309,7 +320,7 @@ pub fn trace(dp: &Datapath, port: &str, packet: &str, now: Instant) -> Value {
         return json!({"error": format!("port `{port}` is the {kind}'s own: trace a packet from a container's port")});
     }
     let mut steps: Vec<String> = Vec::new();
-    let Some(dst_mac) = first_hop(dp, ingress, &spec, port, now, &mut steps) else {
+    let Some(dst_mac) = first_hop(dp, namespaces, ingress, &spec, port, now, &mut steps) else {
         return json!({"steps": steps, "egress": null});
     };
     let src_mac = dp.port(ingress).expect("found by name").info.mac;

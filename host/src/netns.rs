@@ -232,6 +232,47 @@ pub fn run_in_fd<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> i
     })
 }
 
+/// A network namespace of the lab's own, held only by the returned fd: no name under
+/// /run/netns (which only root may write), gone when the last fd or TAP in it closes.
+/// Rootless labs make their containers' namespaces so. `lo` is up inside.
+pub fn create_unnamed() -> io::Result<OwnedFd> {
+    let fd = on_new_thread(|| {
+        // SAFETY: unshare only changes this throwaway thread's network namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(annotate(
+                io::Error::last_os_error(),
+                "unshare(CLONE_NEWNET)",
+            ));
+        }
+        Ok(OwnedFd::from(File::open("/proc/thread-self/ns/net")?))
+    })?;
+    run_in_fd(fd.as_fd(), || -> io::Result<()> {
+        let mut rtnl = Rtnl::new()?;
+        let lo = rtnl
+            .link_index("lo")?
+            .ok_or_else(|| io::Error::other("no lo in new namespace"))?;
+        rtnl.set_up(lo)
+    })?
+    .map_err(|e| annotate(e, "bring lo up in a new namespace"))?;
+    Ok(fd)
+}
+
+/// Opens an existing network namespace by path (`/proc/PID/ns/net`, or a bind mount
+/// such as /run/netns/NAME or podman's /run/user/UID/netns/NAME). Errors name the path:
+/// missing, not a network namespace, or not ours to open.
+pub fn open_path(path: &str) -> io::Result<OwnedFd> {
+    let file = File::open(path).map_err(|e| annotate(e, &format!("open {path}")))?;
+    // SAFETY: ioctl with no argument on an fd we own.
+    let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if nstype != libc::CLONE_NEWNET {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{path} is not a network namespace"),
+        ));
+    }
+    Ok(file.into())
+}
+
 /// True if /run/netns/NAME exists.
 pub fn exists(name: &str) -> bool {
     check_name(name).is_ok() && at_home(|| std::fs::symlink_metadata(path_of(name))).is_ok()

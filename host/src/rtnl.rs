@@ -58,6 +58,11 @@ impl Rtnl {
         ns.run_in(Rtnl::new)?
     }
 
+    /// A socket in the network namespace `ns` (an nsfs descriptor).
+    pub fn in_netns_fd(ns: std::os::fd::BorrowedFd<'_>) -> io::Result<Rtnl> {
+        crate::netns::run_in_fd(ns, Rtnl::new)?
+    }
+
     /// The index of the link called `name`, or None if there is none.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
         Ok(self.get_link(name)?.map(|h| h.index))

@@ -3,23 +3,43 @@
 //! tapnet's own namespace.
 
 use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
 
 use anyhow::{anyhow, bail, Context, Result};
 use vswitch::tap::Tap;
 
-use crate::netns::{Netns, NetnsRecord};
+use crate::netns::{run_in_fd, Netns, NetnsRecord};
 use crate::rtnl::Rtnl;
 
 /// Each TAP's queue towards tapnet, in frames: deep enough to ride out a busy loop turn.
 pub const TXQUEUELEN: u32 = 1000;
+
+/// Where a port's TAP goes.
+#[derive(Debug, Clone, Copy)]
+pub enum NsPlace<'a> {
+    /// The named namespace /run/netns/NAME, created if missing (as root).
+    Named(&'a str),
+    /// A namespace already open: one the lab made for itself (rootless), or an
+    /// existing one given by path. `label` names it in messages.
+    Open { fd: BorrowedFd<'a>, label: &'a str },
+}
+
+impl NsPlace<'_> {
+    fn label(&self) -> &str {
+        match self {
+            NsPlace::Named(name) => name,
+            NsPlace::Open { label, .. } => label,
+        }
+    }
+}
 
 /// What a port's TAP is to be.
 #[derive(Debug, Clone, Copy)]
 pub struct PortTap<'a> {
     /// The port's name in the lab (messages name it).
     pub port: &'a str,
-    /// The container's namespace (created if missing); none: tapnet's own.
-    pub netns: Option<&'a str>,
+    /// The container's namespace; none: tapnet's own.
+    pub netns: Option<NsPlace<'a>>,
     /// The device's name in that namespace.
     pub ifname: &'a str,
     pub mac: [u8; 6],
@@ -33,18 +53,24 @@ pub struct PortTap<'a> {
     pub index: usize,
 }
 
-/// Creates one port's TAP and puts it in place, configured. The TAP is created in our
-/// own namespace under a temporary name and then moved (and renamed) into the
-/// container's, so that deleting the container's namespace deletes the device and the
-/// datapath sees it (EBADFD) instead of holding the namespace alive. A namespace this
-/// creates is handed to `created` at once, so that a failure after it still has it
-/// removed.
+/// Creates one port's TAP and puts it in place, configured.
+///
+/// As root, the TAP is created in our own namespace under a temporary name and then
+/// moved (and renamed) into the container's, so that deleting the container's
+/// namespace deletes the device and the datapath sees it (EBADFD) instead of holding
+/// the namespace alive. A namespace this creates is handed to `created` at once, so
+/// that a failure after it still has it removed.
+///
+/// Without root ([`crate::userns::rootless`]) tapnet may not create devices in its own
+/// namespace (the host's), so the TAP is opened inside the container's namespace from
+/// a thread that entered it, as pasta and slirp4netns do; its descriptor then holds
+/// that namespace alive for as long as the lab runs.
 pub fn port_tap(
     port: &PortTap<'_>,
     created: &mut dyn FnMut(NetnsRecord) -> Result<()>,
 ) -> Result<Tap> {
-    let mut root = Rtnl::new()?;
-    let Some(ns_name) = port.netns else {
+    let Some(place) = port.netns else {
+        let mut root = Rtnl::new()?;
         let tap = Tap::create(port.ifname)
             .with_context(|| format!("cannot create TAP `{}`", port.ifname))?;
         let idx = root
@@ -57,29 +83,68 @@ pub fn port_tap(
         root.set_up(idx)?;
         return Ok(tap);
     };
-    let temp = format!("tn{}p{}", std::process::id(), port.index);
-    let tap = Tap::create(&temp).with_context(|| format!("cannot create TAP `{temp}`"))?;
-    let idx = root
-        .link_index(&temp)?
-        .ok_or_else(|| anyhow!("TAP `{temp}` vanished after creation"))?;
-    root.set_link(idx, Some(port.mac), Some(port.mtu), Some(TXQUEUELEN))?;
-    let ns = Netns::open_or_create(ns_name)
-        .with_context(|| format!("cannot create namespace `{ns_name}`"))?;
-    if ns.created() {
-        // Recorded at once, so a failure below still removes it.
-        created(ns.record())?;
-    }
-    root.move_to_netns(idx, ns.fd(), port.ifname).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            anyhow!("port `{}`: a device named `{}` already exists in namespace `{ns_name}`: remove it or set another `ifname`", port.port, port.ifname)
-        } else {
-            anyhow!("cannot move TAP into namespace `{ns_name}`: {e}")
+    let label = place.label();
+    let taken = || {
+        anyhow!(
+            "port `{}`: a device named `{}` already exists in namespace `{label}`: remove it or set another `ifname`",
+            port.port,
+            port.ifname
+        )
+    };
+    let named;
+    let fd = match place {
+        NsPlace::Named(name) => {
+            named = Netns::open_or_create(name)
+                .with_context(|| format!("cannot create namespace `{name}`"))?;
+            if named.created() {
+                // Recorded at once, so a failure below still removes it.
+                created(named.record())?;
+            }
+            named.fd()
         }
-    })?;
-    let mut inner = Rtnl::in_netns(&ns)?;
+        NsPlace::Open { fd, .. } => fd,
+    };
+    let tap = if crate::userns::rootless() {
+        let mut inner = Rtnl::in_netns_fd(fd)?;
+        if inner.link_index(port.ifname)?.is_some() {
+            return Err(taken());
+        }
+        let tap = run_in_fd(fd, || Tap::create(port.ifname))?.with_context(|| {
+            format!("cannot create TAP `{}` in namespace `{label}`", port.ifname)
+        })?;
+        let idx = inner
+            .link_index(port.ifname)?
+            .ok_or_else(|| anyhow!("TAP `{}` vanished after creation", port.ifname))?;
+        inner.set_link(idx, Some(port.mac), Some(port.mtu), Some(TXQUEUELEN))?;
+        tap
+    } else {
+        let mut root = Rtnl::new()?;
+        let temp = format!("tn{}p{}", std::process::id(), port.index);
+        let tap = Tap::create(&temp).with_context(|| format!("cannot create TAP `{temp}`"))?;
+        let idx = root
+            .link_index(&temp)?
+            .ok_or_else(|| anyhow!("TAP `{temp}` vanished after creation"))?;
+        root.set_link(idx, Some(port.mac), Some(port.mtu), Some(TXQUEUELEN))?;
+        root.move_to_netns(idx, fd, port.ifname).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                taken()
+            } else {
+                anyhow!("cannot move TAP into namespace `{label}`: {e}")
+            }
+        })?;
+        tap
+    };
+    configure_inside(port, fd, label)?;
+    Ok(tap)
+}
+
+/// Brings a port's device up inside its container's namespace, with its address and
+/// the container's default route.
+fn configure_inside(port: &PortTap<'_>, fd: BorrowedFd<'_>, label: &str) -> Result<()> {
+    let mut inner = Rtnl::in_netns_fd(fd)?;
     let idx = inner.link_index(port.ifname)?.ok_or_else(|| {
         anyhow!(
-            "`{}` not found in namespace `{ns_name}` after the move",
+            "`{}` not found in namespace `{label}` after the move",
             port.ifname
         )
     })?;
@@ -90,16 +155,17 @@ pub fn port_tap(
             inner.add_default_route_v4(gw, idx).map_err(|e| {
                 if e.raw_os_error() == Some(libc::EEXIST) {
                     anyhow!(
-                        "namespace `{ns_name}` already has a default route, and tapnet gives each container one via its gateway {gw}: \
-                         remove it (`ip -n {ns_name} route del default`) or give the port a namespace of its own"
+                        "namespace `{label}` already has a default route, and tapnet gives each container one via its gateway {gw}: \
+                         remove it (`tapnet exec {} -- ip route del default`) or give the port a namespace of its own",
+                        port.port
                     )
                 } else {
-                    anyhow!("cannot add the default route via {gw} in namespace `{ns_name}`: {e}")
+                    anyhow!("cannot add the default route via {gw} in namespace `{label}`: {e}")
                 }
             })?;
         }
     }
-    Ok(tap)
+    Ok(())
 }
 
 /// A mirror: a TAP in tapnet's own namespace, up, with no address, that tcpdump or

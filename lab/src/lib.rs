@@ -8,6 +8,7 @@
 
 mod model;
 mod reader;
+mod rootless;
 #[cfg(test)]
 mod testutil;
 mod validate;
@@ -16,7 +17,8 @@ use std::path::Path;
 
 pub use model::*;
 pub use reader::{LabError, Pos};
-pub use validate::values::router_mac;
+pub use rootless::refused_without_root;
+pub use validate::values::{netns_is_path, router_mac};
 
 /// The lab the binary runs when `up` is given no file (`tapnet example` prints it).
 pub const DEFAULT_LAB: &str = include_str!("default_lab.toml");

@@ -7,12 +7,26 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::protocol::{self, socket_path, CLIENT_TIMEOUT, MAX_LINE, RUN_DIR};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::protocol::{self, run_dir, socket_path, CLIENT_TIMEOUT, MAX_LINE};
 
 /// Connects to lab `lab`'s control socket, saying clearly why not.
 fn connect(lab: &str) -> Result<UnixStream> {
     let path = socket_path(lab);
     UnixStream::connect(&path).map_err(|e| match e.kind() {
+        // An ordinary user asking for one of root's labs.
+        io::ErrorKind::NotFound
+            if host::userns::rootless()
+                && std::path::Path::new(protocol::ROOT_RUN_DIR)
+                    .join(format!("{lab}.sock"))
+                    .exists() =>
+        {
+            anyhow!(
+                "lab `{lab}` belongs to another user (root: its control socket is in {}): run tapnet with sudo",
+                protocol::ROOT_RUN_DIR
+            )
+        }
         io::ErrorKind::PermissionDenied => anyhow!(
             "lab `{lab}` belongs to another user (its control socket {} is theirs alone): run tapnet as that user, or with sudo",
             path.display()
@@ -58,7 +72,17 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
     }
     let mut live = Vec::new();
     let mut theirs = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(RUN_DIR) {
+    let run = run_dir();
+    let listed = std::fs::read_dir(&run);
+    if let Err(e) = &listed {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            bail!(
+                "{} belongs to another user, and so do the labs in it: run tapnet as that user, or set XDG_RUNTIME_DIR to your own",
+                run.display()
+            );
+        }
+    }
+    if let Ok(dir) = listed {
         for entry in dir.flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "sock") {
@@ -74,6 +98,22 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
             }
         }
     }
+    // An ordinary user with no lab of their own may be after one of root's.
+    if live.is_empty() && host::userns::rootless() {
+        if let Ok(dir) = std::fs::read_dir(protocol::ROOT_RUN_DIR) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().is_none_or(|x| x != "sock") {
+                    continue;
+                }
+                let refused = UnixStream::connect(&path)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied);
+                if let (true, Some(stem)) = (refused, path.file_stem()) {
+                    theirs.push(stem.to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
     live.sort();
     theirs.sort();
     match live.len() {
@@ -83,7 +123,8 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
             theirs.join(", ")
         ),
         0 => bail!(
-            "no lab is running (no live control socket in {RUN_DIR}); start one with `tapnet up`"
+            "no lab is running (no live control socket in {}); start one with `tapnet up`",
+            run.display()
         ),
         1 => Ok(live.remove(0)),
         _ => bail!(
@@ -121,4 +162,72 @@ pub fn trace(lab: &str, port: &str, packet: &str) -> Result<serde_json::Value> {
 /// `impair PORT SPEC` on a running lab: its JSON answer (the impairment now set).
 pub fn impair(lab: &str, port: &str, spec: &str) -> Result<serde_json::Value> {
     request(lab, &protocol::impair(port, spec))
+}
+
+/// The namespaces to run a command in port `port` of a running lab (`exec PORT`): the
+/// port's network namespace and, for a rootless lab, the lab's user namespace.
+pub struct PortNamespaces {
+    pub netns: OwnedFd,
+    pub userns: Option<OwnedFd>,
+}
+
+/// `exec PORT` on a running lab: its namespaces, received as SCM_RIGHTS.
+pub fn exec(lab: &str, port: &str) -> Result<PortNamespaces> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let stream = connect(lab)?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut w = &stream;
+    w.write_all(format!("{}\n", protocol::exec(port)).as_bytes())?;
+    let mut buf = vec![0u8; MAX_LINE as usize];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .with_context(|| format!("no answer from lab `{lab}`"))?;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for c in msg
+        .cmsgs()
+        .map_err(|e| anyhow!("bad answer from lab `{lab}`: {e}"))?
+    {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: each descriptor was just received, and is ours alone.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let mut n = msg.bytes;
+    // The descriptors come with the first bytes; the rest of the line may follow.
+    while n > 0 && n < buf.len() && buf[n - 1] != b'\n' {
+        match io::Read::read(&mut &stream, &mut buf[n..])? {
+            0 => break,
+            more => n += more,
+        }
+    }
+    let line = &buf[..n];
+    let status: serde_json::Value = serde_json::from_slice(line.trim_ascii_end())
+        .with_context(|| format!("bad answer from lab `{lab}`"))?;
+    if let Some(err) = status.get("error").and_then(|e| e.as_str()) {
+        bail!("{err}");
+    }
+    let wants_userns = status.get("userns").and_then(|u| u.as_bool()) == Some(true);
+    let mut fds = fds.into_iter();
+    let netns = fds
+        .next()
+        .ok_or_else(|| anyhow!("lab `{lab}` sent no namespace"))?;
+    let userns = if wants_userns {
+        Some(
+            fds.next()
+                .ok_or_else(|| anyhow!("lab `{lab}` sent no user namespace"))?,
+        )
+    } else {
+        None
+    };
+    Ok(PortNamespaces { netns, userns })
 }

@@ -2,15 +2,34 @@
 //! is, the request lines, and how long either side waits.
 //!
 //! One request line per connection: `show WHAT`, `trace PORT PACKET`,
-//! `impair PORT SPEC` or `capture PORT`. The answer is one line of JSON
+//! `impair PORT SPEC`, `capture PORT` or `exec PORT`. The answer is one line of JSON
 //! (`{"error": "..."}` when refused); a capture's (`{"ok":true}`) is followed by a pcap
-//! stream of the port's frames until the client goes away.
+//! stream of the port's frames until the client goes away; an exec's
+//! (`{"ok":true,"userns":BOOL}`) carries, as SCM_RIGHTS, the port's network namespace
+//! and, when `userns`, the lab's user namespace (see unix(7)).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where every running lab keeps its control socket and its state file.
-pub const RUN_DIR: &str = "/run/tapnet";
+/// Where root's running labs keep their control sockets and state files.
+pub const ROOT_RUN_DIR: &str = "/run/tapnet";
+
+/// Where this user's running labs keep their control sockets and state files: root's
+/// in [`ROOT_RUN_DIR`]; an ordinary user's (rootless labs) in `$XDG_RUNTIME_DIR/tapnet`,
+/// or `/tmp/tapnet-UID` where that is not set. Decided by the user tapnet was
+/// started as, so a rootless lab inside its user namespace finds the same place.
+pub fn run_dir() -> PathBuf {
+    let uid = host::userns::started_as();
+    if uid == 0 {
+        return PathBuf::from(ROOT_RUN_DIR);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() && PathBuf::from(&dir).is_absolute() => {
+            PathBuf::from(dir).join("tapnet")
+        }
+        _ => PathBuf::from(format!("/tmp/tapnet-{uid}")),
+    }
+}
 /// How long a client waits for its answer, and the server for the datapath's.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest request (or status) line either side reads.
@@ -18,7 +37,7 @@ pub(crate) const MAX_LINE: u64 = 4096;
 
 /// Lab `lab`'s control socket.
 pub fn socket_path(lab: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{lab}.sock"))
+    run_dir().join(format!("{lab}.sock"))
 }
 
 /// The request line of `show WHAT`.
@@ -39,6 +58,17 @@ pub fn impair(port: &str, spec: &str) -> String {
 /// The request line of `capture PORT`.
 pub fn capture(port: &str) -> String {
     format!("capture {port}")
+}
+
+/// The request line of `exec PORT`.
+pub fn exec(port: &str) -> String {
+    format!("exec {port}")
+}
+
+/// The port of an `exec PORT` line (served by the server thread, which holds the
+/// namespaces).
+pub(crate) fn exec_port(line: &str) -> Option<&str> {
+    line.strip_prefix("exec ").map(str::trim)
 }
 
 /// The port of a `capture PORT` line (served by the server thread, which streams).
@@ -95,6 +125,7 @@ mod tests {
             RequestLine::Show("show ports")
         );
         assert_eq!(capture_port(&capture("web")), Some("web"));
+        assert_eq!(exec_port(&exec("web")), Some("web"));
         // A trace without a packet is no trace: the show answer refuses it.
         assert_eq!(
             RequestLine::parse("trace web"),

@@ -4,10 +4,11 @@
 //! thread, so a slow reader never holds the datapath up.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -15,7 +16,8 @@ use crossbeam_channel::{bounded, Sender};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use vswitch::datapath::CaptureStream;
 
-use super::protocol::{capture_port, socket_path, CLIENT_TIMEOUT, MAX_LINE, RUN_DIR};
+use super::protocol::{capture_port, exec_port, run_dir, socket_path, CLIENT_TIMEOUT, MAX_LINE};
+use crate::namespaces::Namespaces;
 
 /// A request for the datapath thread, with where to send its JSON answer.
 pub enum Request {
@@ -38,13 +40,15 @@ pub struct Server {
 
 impl Server {
     /// Binds the socket (failing if a live lab already holds the name) and starts the
-    /// accept thread. Each request is sent on `requests`, then `wake` is called.
+    /// accept thread. Each request is sent on `requests`, then `wake` is called; `exec`
+    /// is answered here from `namespaces`, once the build has set it.
     pub fn start(
         lab: &str,
         requests: Sender<Request>,
         wake: Arc<dyn Fn() + Send + Sync>,
+        namespaces: Arc<OnceLock<Namespaces>>,
     ) -> Result<Server> {
-        std::fs::create_dir_all(RUN_DIR).with_context(|| format!("cannot create {RUN_DIR}"))?;
+        make_run_dir()?;
         let path = socket_path(lab);
         if path.exists() {
             if let Ok(live) = UnixStream::connect(&path) {
@@ -72,9 +76,10 @@ impl Server {
                 for stream in listener.incoming().flatten() {
                     // One thread per client: a capture streams for as long as it is read.
                     let (requests, wake) = (requests.clone(), wake.clone());
+                    let namespaces = namespaces.clone();
                     let _ = std::thread::Builder::new()
                         .name("control-client".into())
-                        .spawn(move || serve(stream, &requests, &*wake));
+                        .spawn(move || serve(stream, &requests, &*wake, &namespaces));
                 }
             })?;
         Ok(server)
@@ -87,7 +92,12 @@ impl Drop for Server {
     }
 }
 
-fn serve(stream: UnixStream, requests: &Sender<Request>, wake: &dyn Fn()) -> io::Result<()> {
+fn serve(
+    stream: UnixStream,
+    requests: &Sender<Request>,
+    wake: &dyn Fn(),
+    namespaces: &OnceLock<Namespaces>,
+) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
@@ -96,6 +106,9 @@ fn serve(stream: UnixStream, requests: &Sender<Request>, wake: &dyn Fn()) -> io:
     let line = line.trim().to_string();
     if let Some(port) = capture_port(&line) {
         return stream_capture(&stream, port, requests, wake);
+    }
+    if let Some(port) = exec_port(&line) {
+        return hand_namespaces(&stream, port, namespaces);
     }
     let (reply_tx, reply_rx) = bounded(1);
     let answer = if requests
@@ -115,6 +128,79 @@ fn serve(stream: UnixStream, requests: &Sender<Request>, wake: &dyn Fn()) -> io:
     let mut out = &stream;
     serde_json::to_writer(&mut out, &answer)?;
     out.write_all(b"\n")
+}
+
+/// The run directory, made if missing: /run/tapnet for root; for a user, a directory
+/// of theirs alone (0700), refused if someone else owns it or may write in it (in
+/// /tmp, another user could have made it first).
+fn make_run_dir() -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = run_dir();
+    let rootless = host::userns::rootless();
+    let mut builder = std::fs::DirBuilder::new();
+    builder
+        .recursive(true)
+        .mode(if rootless { 0o700 } else { 0o755 });
+    builder
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    if rootless {
+        let meta = std::fs::symlink_metadata(&dir)?;
+        // SAFETY: geteuid has no preconditions (inside the lab's user namespace, our
+        // own files are owned by the uid we are there).
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+            bail!(
+                "{} is not a directory of this user's alone (owner uid {}, mode {:o}): remove it, or set XDG_RUNTIME_DIR to one",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `exec PORT`: one JSON line, `{"ok":true,"userns":BOOL}` with the port's network
+/// namespace and (rootless) the lab's user namespace as SCM_RIGHTS, or an error.
+fn hand_namespaces(
+    stream: &UnixStream,
+    port: &str,
+    namespaces: &OnceLock<Namespaces>,
+) -> io::Result<()> {
+    let opened = match namespaces.get() {
+        None => Err("the lab is still being built: try again in a moment".to_string()),
+        Some(nss) => nss.open_port(port).and_then(|net| {
+            if !host::userns::rootless() {
+                return Ok((net, None));
+            }
+            std::fs::File::open("/proc/self/ns/user")
+                .map(|user| (net, Some(OwnedFd::from(user))))
+                .map_err(|e| format!("cannot open the lab's user namespace: {e}"))
+        }),
+    };
+    let mut out = stream;
+    let (net, user) = match opened {
+        Ok(fds) => fds,
+        Err(e) => {
+            let line = format!("{}\n", serde_json::json!({"error": e}));
+            return out.write_all(line.as_bytes());
+        }
+    };
+    let line = format!(
+        "{}\n",
+        serde_json::json!({"ok": true, "userns": user.is_some()})
+    );
+    let mut fds = vec![net.as_raw_fd()];
+    fds.extend(user.as_ref().map(|u| u.as_raw_fd()));
+    nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[io::IoSlice::new(line.as_bytes())],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
 }
 
 /// `capture PORT`: one JSON line (`{"ok":true}` or an error), then a pcap stream of

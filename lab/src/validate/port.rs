@@ -114,7 +114,7 @@ pub(super) fn ports<'a>(
                 cx.err(
                     ns.at,
                     format!(
-                        "netns name {} must be 1 to 255 bytes, without `/`, and not `.` or `..`",
+                        "netns name {} must be 1 to 255 bytes, without `/`, and not `.` or `..`; or the absolute path of an existing namespace (`/proc/PID/ns/net`)",
                         q(ns.v)
                     ),
                 );

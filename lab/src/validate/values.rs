@@ -64,9 +64,19 @@ pub(crate) fn reserved_ifname(s: &str) -> Option<&'static str> {
     }
 }
 
-/// A network namespace name (a file name under /run/netns).
+/// A network namespace: a name (a file name under /run/netns), or the absolute path of
+/// an existing namespace file (`/proc/PID/ns/net`, a bind mount), see [`netns_is_path`].
 pub(crate) fn valid_netns(s: &str) -> bool {
+    if netns_is_path(s) {
+        return s.len() <= 4096 && !s.contains('\0');
+    }
     !s.is_empty() && s.len() <= 255 && s != "." && s != ".." && !s.contains(['/', '\0'])
+}
+
+/// Whether a port's `netns` is the path of an existing namespace (it starts with `/`)
+/// rather than a name: a path is entered as it is, never created or removed.
+pub fn netns_is_path(netns: &str) -> bool {
+    netns.starts_with('/')
 }
 
 /// "a.b.c.d/len" with len 0..=32.

@@ -1,0 +1,129 @@
+//! The containers' network namespaces of a running lab, by the `netns` its ports give:
+//! what `up` builds the TAPs in, and what `tapnet exec` and `trace` enter later.
+//!
+//! - As root, a name is /run/netns/NAME (made like `ip netns add` when missing), and
+//!   tapnet holds no descriptor of it: `ip netns del` takes the port down.
+//! - Without root, a name is a namespace the lab makes for itself in its user
+//!   namespace and holds by descriptor (no /run/netns entry): it lives as long as the
+//!   lab.
+//! - A path (`/proc/PID/ns/net`) is an existing namespace, entered and never removed.
+//!   As root it is held only while building (the container's end is the container's
+//!   to decide); `exec` opens it again and checks it is still the same namespace.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::{Context, Result};
+use host::netns::Netns;
+use host::tap::NsPlace;
+
+/// One namespace of the lab.
+struct Entry {
+    /// Held by the lab (rootless, or a path while building).
+    fd: Option<OwnedFd>,
+    /// (st_dev, st_ino) of a path's namespace, to recognise it when opened again.
+    id: Option<(u64, u64)>,
+}
+
+/// The lab's namespaces and which port is in which.
+#[derive(Default)]
+pub struct Namespaces {
+    by_netns: HashMap<String, Entry>,
+    /// Port name -> its `netns` (None: tapnet's own namespace).
+    ports: HashMap<String, Option<String>>,
+}
+
+impl Namespaces {
+    /// Where port `port` with `netns` gets its TAP: made or opened on first use.
+    pub(crate) fn place_for<'a>(&'a mut self, port: &str, netns: &'a str) -> Result<NsPlace<'a>> {
+        self.ports.insert(port.to_string(), Some(netns.to_string()));
+        let path = lab::netns_is_path(netns);
+        if !path && !host::userns::rootless() {
+            self.by_netns
+                .entry(netns.to_string())
+                .or_insert(Entry { fd: None, id: None });
+            return Ok(NsPlace::Named(netns));
+        }
+        if !self.by_netns.contains_key(netns) {
+            let entry = if path {
+                let fd = host::netns::open_path(netns)
+                    .with_context(|| format!("port `{port}`: cannot use namespace {netns}"))?;
+                let m = File::from(fd.try_clone()?).metadata()?;
+                Entry {
+                    fd: Some(fd),
+                    id: Some((m.dev(), m.ino())),
+                }
+            } else {
+                let fd = host::netns::create_unnamed()
+                    .with_context(|| format!("cannot create namespace `{netns}`"))?;
+                Entry {
+                    fd: Some(fd),
+                    id: None,
+                }
+            };
+            self.by_netns.insert(netns.to_string(), entry);
+        }
+        let entry = &self.by_netns[netns];
+        let fd = entry.fd.as_ref().expect("held while building").as_fd();
+        Ok(NsPlace::Open { fd, label: netns })
+    }
+
+    /// Records a port that stays in tapnet's own namespace.
+    pub(crate) fn own(&mut self, port: &str) {
+        self.ports.insert(port.to_string(), None);
+    }
+
+    /// After the build: as root, a path's namespace is not held (its owner decides
+    /// when it ends, and the port goes down with it).
+    pub(crate) fn built(&mut self) {
+        if !host::userns::rootless() {
+            for entry in self.by_netns.values_mut() {
+                entry.fd = None;
+            }
+        }
+    }
+
+    /// A descriptor of the network namespace of port `port`, to enter it. Errors: no
+    /// such port, or its namespace is gone (deleted, its process exited).
+    pub fn open_port(&self, port: &str) -> Result<OwnedFd, String> {
+        let netns = self
+            .ports
+            .get(port)
+            .ok_or_else(|| format!("no port `{port}` in this lab"))?;
+        self.open(netns.as_deref())
+            .map_err(|e| format!("port `{port}`: {e}"))
+    }
+
+    /// A descriptor of namespace `netns` as the lab's ports name it (None: tapnet's
+    /// own).
+    pub fn open(&self, netns: Option<&str>) -> io::Result<OwnedFd> {
+        let Some(netns) = netns else {
+            return Ok(File::open("/proc/self/ns/net")?.into());
+        };
+        let entry = self.by_netns.get(netns).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no namespace `{netns}`"))
+        })?;
+        if let Some(fd) = &entry.fd {
+            return fd.try_clone();
+        }
+        let gone = || {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("its namespace `{netns}` no longer exists"),
+            )
+        };
+        if lab::netns_is_path(netns) {
+            let fd = host::netns::open_path(netns).map_err(|_| gone())?;
+            let m = File::from(fd.try_clone()?).metadata()?;
+            if Some((m.dev(), m.ino())) != entry.id {
+                return Err(gone());
+            }
+            return Ok(fd);
+        }
+        let ns = Netns::open(netns)?.ok_or_else(gone)?;
+        ns.fd().try_clone_to_owned()
+    }
+}
