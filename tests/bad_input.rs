@@ -195,56 +195,30 @@ fn an_unbindable_vxlan_listen_refuses_the_lab_before_anything_is_built() {
 }
 
 #[test]
-fn without_root_up_says_so_and_exits_2() {
-    let ns = unique("n");
-    let text = LabText::new(&unique("l"))
+fn without_root_a_namespace_of_roots_is_refused_in_one_line() {
+    // An ordinary user's lab naming root's namespace by path: it belongs to the host's
+    // user namespace, which only root may act in. One line, exit 2, nothing made.
+    let held = TestNetns::new("n");
+    let home = common::rootless::UserHome::new();
+    let name = unique("l");
+    let text = LabText::new(&name)
         .bridge("br0", "")
-        .port("a", "br0", &ns, "")
+        .port("a", "br0", &format!("/run/netns/{}", held.name), "")
         .text();
     let file = LabFile::new(&text);
-    let path = file.path.to_str().unwrap();
-    // User nobody must be able to read the lab and run the binary, wherever the
-    // checkout lives: copy the binary to a world-readable temporary directory.
-    let dir = std::env::temp_dir().join(unique("bin"));
-    std::fs::create_dir(&dir).unwrap();
-    struct RemoveDir(std::path::PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _dir = RemoveDir(dir.clone());
-    let bin = dir.join("tapnet");
-    std::fs::copy(TAPNET, &bin).unwrap();
-    let out = run(
-        &[
-            "chmod",
-            "0755",
-            dir.to_str().unwrap(),
-            bin.to_str().unwrap(),
-        ],
-        5,
-    );
-    assert!(out.status.success());
-    let out = run(&["chmod", "0644", path], 5);
-    assert!(out.status.success());
-    let out = run(
-        &[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            bin.to_str().unwrap(),
-            "up",
-            path,
-        ],
-        10,
-    );
+    let out = home.run(&["up", file.path.to_str().unwrap()], 10);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("needs root"), "{err}");
-    assert!(!netns_exists(&ns));
+    assert!(
+        err.contains("belongs to the host's user namespace, which only root may act in"),
+        "{err}"
+    );
+    assert!(!home
+        .run
+        .join("tapnet")
+        .join(format!("{name}.sock"))
+        .exists());
 }
 
 #[test]

@@ -509,3 +509,55 @@ for _ in range(50):
     );
     assert!(ping(&cb, "10.62.0.2", 3), "b still reaches a's container");
 }
+
+#[test]
+fn two_rootless_tapnets_share_a_subnet_over_vxlan() {
+    // Each tapnet run by an ordinary user in its host namespace: the underlay is the
+    // user's own UDP sockets, the containers the labs' own namespaces.
+    let (ha, hb) = two_hosts();
+    let home = rootless::UserHome::new();
+    let (la, lb) = (unique("l"), unique("l"));
+    let a = home.start(
+        Some(&ha.name),
+        &la,
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], "c", "10.62.0.2").text(),
+    );
+    let b = home.start(
+        Some(&hb.name),
+        &lb,
+        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], "c", "10.62.0.3").text(),
+    );
+    let ping = home.exec(
+        &la,
+        "c",
+        &["ping", "-c", "5", "-i", "0.1", "-W", "1", "-q", "10.62.0.3"],
+        15,
+    );
+    assert!(ping.status.success(), "{ping:?}");
+    // And TCP over it, the kernel's checksums left partial by default.
+    let server = home.exec_background(
+        &lb,
+        "c",
+        &["iperf3", "-s", "-1", "-p", "5201"].map(String::from),
+    );
+    let mut sent = None;
+    for _ in 0..30 {
+        let out = home.exec(
+            &la,
+            "c",
+            &["iperf3", "-c", "10.62.0.3", "-p", "5201", "-t", "1", "-J"],
+            15,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        sent = v["end"]["sum_received"]["bytes"].as_u64();
+        if sent.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
+    assert!(sent.is_some_and(|b| b > 1_000_000), "iperf3: {sent:?}");
+    let peer = peer_stats(&a, "10.60.0.2");
+    assert!(peer["tx_packets"].as_u64().unwrap_or(0) > 0, "{peer}");
+    drop(b);
+}

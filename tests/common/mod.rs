@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod rootless;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -221,6 +223,8 @@ pub struct RunningLab {
     pub ready_line: String,
     /// tapnet's process id: its temporary TAP names start with `tn<pid>p`.
     pub pid: u32,
+    /// How `show` runs the tapnet client: `[TAPNET]`, or as the user of a rootless lab.
+    pub client: Vec<String>,
     child: Option<Child>,
     _file: Option<LabFile>,
 }
@@ -241,14 +245,6 @@ impl RunningLab {
         text: &str,
     ) -> RunningLab {
         let file = LabFile::new(text);
-        let mut lab = RunningLab {
-            name: name.to_string(),
-            namespaces: namespaces.to_vec(),
-            ready_line: String::new(),
-            pid: 0,
-            child: None,
-            _file: None,
-        };
         let mut cmd = match host {
             Some(host) => {
                 let mut c = Command::new("nsenter");
@@ -257,36 +253,16 @@ impl RunningLab {
             }
             None => Command::new(TAPNET),
         };
-        let child = cmd
-            .arg("up")
-            .arg(&file.path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tapnet");
-        lab._file = Some(file);
-        lab.wait_ready(child);
-        lab
+        cmd.arg("up").arg(&file.path);
+        RunningLab::launch(cmd, name, namespaces, Some(file), vec![TAPNET.into()])
     }
 
     /// Starts `tapnet up` with no file: the embedded default lab.
     pub fn start_default(namespaces: &[&str]) -> RunningLab {
-        let mut lab = RunningLab {
-            name: "lab".into(),
-            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
-            ready_line: String::new(),
-            pid: 0,
-            child: None,
-            _file: None,
-        };
-        let child = Command::new(TAPNET)
-            .arg("up")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tapnet");
-        lab.wait_ready(child);
-        lab
+        let mut cmd = Command::new(TAPNET);
+        cmd.arg("up");
+        let namespaces: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
+        RunningLab::launch(cmd, "lab", &namespaces, None, vec![TAPNET.into()])
     }
 
     /// Starts `PREFIX... tapnet up [FILE]` and waits for its ready line: the lab in
@@ -301,14 +277,6 @@ impl RunningLab {
         text: Option<&str>,
     ) -> RunningLab {
         let file = text.map(LabFile::new);
-        let mut lab = RunningLab {
-            name: name.to_string(),
-            namespaces: namespaces.to_vec(),
-            ready_line: String::new(),
-            pid: 0,
-            child: None,
-            _file: None,
-        };
         let (program, args) = match prefix.split_first() {
             Some((program, args)) => (*program, args),
             None => (TAPNET, &[][..]),
@@ -322,12 +290,32 @@ impl RunningLab {
         if let Some(file) = &file {
             cmd.arg(&file.path);
         }
-        let child = cmd
+        RunningLab::launch(cmd, name, namespaces, file, vec![TAPNET.into()])
+    }
+
+    /// Starts `command` (a `tapnet up` however it is run; its stdout and stderr are
+    /// taken here) and waits for its ready line; `client` is how `show` runs tapnet.
+    pub fn launch(
+        mut command: Command,
+        name: &str,
+        namespaces: &[String],
+        file: Option<LabFile>,
+        client: Vec<String>,
+    ) -> RunningLab {
+        let mut lab = RunningLab {
+            name: name.to_string(),
+            namespaces: namespaces.to_vec(),
+            ready_line: String::new(),
+            pid: 0,
+            client,
+            child: None,
+            _file: file,
+        };
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tapnet");
-        lab._file = file;
         lab.wait_ready(child);
         lab
     }
@@ -358,7 +346,9 @@ impl RunningLab {
 
     /// `tapnet show WHAT --json` for this lab.
     pub fn show(&self, what: &str) -> serde_json::Value {
-        let out = run(&[TAPNET, "show", what, "--lab", &self.name, "--json"], 10);
+        let mut cmd: Vec<&str> = self.client.iter().map(String::as_str).collect();
+        cmd.extend(["show", what, "--lab", &self.name, "--json"]);
+        let out = run(&cmd, 10);
         assert!(
             out.status.success(),
             "show {what}: {}",
@@ -619,6 +609,18 @@ pub fn http_server(
     dir: &std::path::Path,
     log: &std::path::Path,
 ) -> Background {
+    let argv = http_server_argv(ip, port, dir, log);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    Background::spawn(ns, &argv)
+}
+
+/// The command line of [`http_server`], to run it elsewhere (`tapnet exec`).
+pub fn http_server_argv(
+    ip: &str,
+    port: u16,
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> Vec<String> {
     const CODE: &str = r#"
 import http.server as h, socket, sys, os
 socket.getfqdn = lambda *a: "x"
@@ -630,18 +632,17 @@ class Handler(h.SimpleHTTPRequestHandler):
             f.write(self.client_address[0] + "\n")
 h.ThreadingHTTPServer((ip, port), Handler).serve_forever()
 "#;
-    Background::spawn(
-        ns,
-        &[
-            "python3",
-            "-c",
-            CODE,
-            ip,
-            &port.to_string(),
-            dir.to_str().unwrap(),
-            log.to_str().unwrap(),
-        ],
-    )
+    [
+        "python3",
+        "-c",
+        CODE,
+        ip,
+        &port.to_string(),
+        dir.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A UDP echo server on ip:port.
@@ -660,6 +661,16 @@ while True:
 /// Sends `msg` to ip:port over UDP from `ns` and returns the answer, if one came
 /// within a second (tries a few times, for a server still starting).
 pub fn udp_ask(ns: &str, ip: &str, port: u16, msg: &str) -> Option<String> {
+    let argv = udp_ask_argv(ip, port, msg);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = ns_run(ns, &argv, 10);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// The command line of [`udp_ask`], to run it elsewhere (`tapnet exec`); it prints the
+/// answer.
+pub fn udp_ask_argv(ip: &str, port: u16, msg: &str) -> Vec<String> {
     const CODE: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -672,9 +683,9 @@ for _ in range(5):
     except socket.timeout:
         pass
 "#;
-    let out = ns_run(ns, &["python3", "-c", CODE, ip, &port.to_string(), msg], 10);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    (!text.is_empty()).then_some(text)
+    ["python3", "-c", CODE, ip, &port.to_string(), msg]
+        .map(String::from)
+        .to_vec()
 }
 
 /// A directory of files for a web server, removed on drop.
