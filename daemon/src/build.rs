@@ -51,6 +51,24 @@ pub(crate) fn datapath(
             .find(|(n, _, _)| *n == port.bridge)
             .cloned()
             .expect("validated: the port's bridge exists");
+        if let Some(socket) = &port.qemu {
+            let vm =
+                encap::qemu::QemuPort::listen(std::path::Path::new(socket)).with_context(|| {
+                    format!("building port `{}`: cannot listen on {socket}", port.name)
+                })?;
+            namespaces.vm(&port.name);
+            let info = PortInfo {
+                name: port.name.clone(),
+                bridge,
+                netns: None,
+                ifname: format!("qemu {socket}"),
+                mac: Mac(port.mac),
+                ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
+            };
+            let id = dp.add_port(info, Box::new(vm))?;
+            finish_port(lab, port, &mut dp, id)?;
+            continue;
+        }
         let place = match &port.netns {
             Some(ns) => Some(
                 namespaces
@@ -83,35 +101,7 @@ pub(crate) fn datapath(
             ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
         };
         let id = dp.add_port(info, Box::new(tap))?;
-        // The container's MAC is its port's (a static FDB entry): no other port and no
-        // VXLAN peer can take it over.
-        dp.add_static_mac(id, Mac(port.mac));
-        if port.spoof_check {
-            dp.set_guard(
-                id,
-                vswitch::guard::PortGuard {
-                    mac: Mac(port.mac),
-                    ipv4: port.ip.map(|(a, _)| a),
-                    // A multi-homed container answers from any of its addresses.
-                    also: lab
-                        .ports
-                        .iter()
-                        .filter(|o| {
-                            o.name != port.name && o.netns.is_some() && o.netns == port.netns
-                        })
-                        .filter_map(|o| o.ip.map(|(a, _)| a))
-                        .collect(),
-                },
-            );
-        }
-        if let Some(spec) = port.impair {
-            dp.set_impairment(id, spec);
-        }
-        if let Some(name) = &port.mirror {
-            let mirror = host::tap::mirror_tap(name)
-                .with_context(|| format!("mirror of port `{}`", port.name))?;
-            dp.set_mirror(id, Box::new(mirror));
-        }
+        finish_port(lab, port, &mut dp, id)?;
         if signals.pending().next().is_some() {
             // Stopped while building: tear down without ever saying ready.
             return Ok(None);
@@ -124,6 +114,41 @@ pub(crate) fn datapath(
         None => None,
     };
     Ok(Some((dp, Handles { router, vtep })))
+}
+
+/// What every port gets once its IO is in the datapath: its static MAC, port security,
+/// impairment and mirror, as the lab says.
+fn finish_port(lab: &Lab, port: &PortCfg, dp: &mut Datapath, id: PortId) -> Result<()> {
+    // The container's MAC is its port's (a static FDB entry): no other port and no
+    // VXLAN peer can take it over. A VM picks its own, unless port security says.
+    if port.qemu.is_none() || port.spoof_check {
+        dp.add_static_mac(id, Mac(port.mac));
+    }
+    if port.spoof_check {
+        dp.set_guard(
+            id,
+            vswitch::guard::PortGuard {
+                mac: Mac(port.mac),
+                ipv4: port.ip.map(|(a, _)| a),
+                // A multi-homed container answers from any of its addresses.
+                also: lab
+                    .ports
+                    .iter()
+                    .filter(|o| o.name != port.name && o.netns.is_some() && o.netns == port.netns)
+                    .filter_map(|o| o.ip.map(|(a, _)| a))
+                    .collect(),
+            },
+        );
+    }
+    if let Some(spec) = port.impair {
+        dp.set_impairment(id, spec);
+    }
+    if let Some(name) = &port.mirror {
+        let mirror = host::tap::mirror_tap(name)
+            .with_context(|| format!("mirror of port `{}`", port.name))?;
+        dp.set_mirror(id, Box::new(mirror));
+    }
+    Ok(())
 }
 
 /// The lab's router and VXLAN endpoint in the datapath, kept from the build so that

@@ -34,6 +34,8 @@ pub struct Namespaces {
     by_netns: HashMap<String, Entry>,
     /// Port name -> its `netns` (None: tapnet's own namespace).
     ports: HashMap<String, Option<String>>,
+    /// Ports that are VMs' sockets: no namespace to enter.
+    vms: std::collections::HashSet<String>,
 }
 
 impl Namespaces {
@@ -71,6 +73,11 @@ impl Namespaces {
         Ok(NsPlace::Open { fd, label: netns })
     }
 
+    /// Records a port that is a VM's socket (QEMU).
+    pub(crate) fn vm(&mut self, port: &str) {
+        self.vms.insert(port.to_string());
+    }
+
     /// Records a port that stays in tapnet's own namespace.
     pub(crate) fn own(&mut self, port: &str) {
         self.ports.insert(port.to_string(), None);
@@ -89,6 +96,11 @@ impl Namespaces {
     /// A descriptor of the network namespace of port `port`, to enter it. Errors: no
     /// such port, or its namespace is gone (deleted, its process exited).
     pub fn open_port(&self, port: &str) -> Result<OwnedFd, String> {
+        if self.vms.contains(port) {
+            return Err(format!(
+                "port `{port}` is a VM's socket: there is no namespace to run a command in"
+            ));
+        }
         let netns = self
             .ports
             .get(port)

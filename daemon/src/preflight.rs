@@ -43,8 +43,9 @@ pub(crate) fn devices(lab: &Lab) -> Result<()> {
         return Ok(());
     }
     let mut root = Rtnl::new().context("cannot open a netlink socket")?;
-    for port in &lab.ports {
+    for port in lab.ports.iter() {
         let taken = match &port.netns {
+            _ if port.qemu.is_some() => false,
             Some(ns) if lab::netns_is_path(ns) => false,
             Some(ns) => match Netns::open(ns)? {
                 Some(ns) => Rtnl::in_netns(&ns)?.link_index(&port.ifname)?.is_some(),

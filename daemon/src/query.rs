@@ -65,7 +65,10 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
         .map(|p| {
             json!({
                 "name": p.info.name,
-                "kind": p.internal.and_then(|h| dp.handler(h)).map_or("tap", |h| h.kind()),
+                "kind": p
+                    .internal
+                    .and_then(|h| dp.handler(h))
+                    .map_or(p.io_kind.unwrap_or("tap"), |h| h.kind()),
                 "bridge": bridges[p.info.bridge.0],
                 "netns": p.info.netns,
                 "ifname": p.info.ifname,

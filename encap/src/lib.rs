@@ -2,9 +2,12 @@
 //! bridge with a VNI as an internal port, interoperable with the Linux kernel's own.
 //! [`endpoint`] holds the state and the decisions, with no IO; [`vtep`] is the shell
 //! of sockets around it; [`offload`] does in software what a TAP's offloads left.
+//! [`qemu`] is a port for a QEMU VM over a unix stream socket, another framing of
+//! Ethernet frames.
 
 pub mod endpoint;
 pub mod offload;
+pub mod qemu;
 pub mod vtep;
 
 /// The VXLAN header lives with the other packet formats, in the wire layer.

@@ -47,7 +47,11 @@ pub struct PortCfg {
     pub name: String,
     pub bridge: String,
     pub netns: Option<String>,
-    /// Defaults to "eth0" with a netns, to the port's name without one.
+    /// A QEMU VM's port instead of a TAP (an extension): the unix socket its
+    /// `-netdev stream` connects to, which tapnet listens on. No netns or ifname then.
+    pub qemu: Option<String>,
+    /// Defaults to "eth0" with a netns, to the port's name without one; empty for a
+    /// QEMU port.
     pub ifname: String,
     /// Defaults to 02:00 followed by the four bytes of `ip` when it has one, else a
     /// locally administered address hashed from the lab and port names.

@@ -18,7 +18,7 @@ pub fn refused_without_root(lab: &Lab, unprivileged_port_start: u16) -> Vec<LabE
         })
     };
     for p in &lab.ports {
-        if p.netns.is_none() {
+        if p.netns.is_none() && p.qemu.is_none() {
             err(
                 p.pos,
                 format!(

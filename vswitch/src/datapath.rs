@@ -143,8 +143,12 @@ pub struct PortView<'a> {
     /// The handler behind an internal port.
     pub internal: Option<HandlerId>,
     /// The device's link was down at the last frame written to it (the container
-    /// set it down): frames for it are dropped (`egress_link_down`) until it is up.
+    /// set it down), or nobody is at its other end (no VM on a QEMU socket): frames
+    /// for it are dropped (`egress_link_down`) until it is up.
     pub link_down: bool,
+    /// What the port's IO is ([`Port::kind`]); None for an internal port or one that
+    /// went down.
+    pub io_kind: Option<&'static str>,
 }
 
 pub struct Datapath {
@@ -734,7 +738,8 @@ impl Datapath {
             up: slot.io.is_some() || slot.handler.is_some(),
             internal: slot.handler,
             down_reason: slot.down_reason.as_deref(),
-            link_down: slot.link_down,
+            link_down: slot.link_down || slot.io.as_ref().is_some_and(|io| !io.carrier()),
+            io_kind: slot.io.as_ref().map(|io| io.kind()),
         })
     }
 

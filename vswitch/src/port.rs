@@ -19,6 +19,15 @@ pub trait Port: Send {
     fn fd(&self) -> RawFd;
     /// Whether `send` takes GSO super-frames as they are.
     fn accepts_gso(&self) -> bool;
+    /// Whether anyone is at the other end: false for a VM's socket port with no VM
+    /// connected, which `show ports` then says is link-down. A TAP always has one.
+    fn carrier(&self) -> bool {
+        true
+    }
+    /// What kind of port this is, for `show ports`: "tap", or "qemu" for a VM's socket.
+    fn kind(&self) -> &'static str {
+        "tap"
+    }
 }
 
 /// Errors after which a port cannot work again: its device is gone (its namespace was

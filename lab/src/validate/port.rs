@@ -23,6 +23,7 @@ pub(crate) const PORT_KEYS: &[&str] = &[
     "impair",
     "mirror",
     "spoof_check",
+    "qemu",
 ];
 
 /// What the port checks leave for the service and forward checks.
@@ -54,6 +55,8 @@ pub(super) fn ports<'a>(
     let mut incomplete = false;
     // Each mirror, with the name of the port it mirrors (when that could be read).
     let mut mirrors: Vec<(&str, Option<&str>)> = Vec::new();
+    // Each QEMU socket, with its port's label.
+    let mut sockets: Vec<(&str, String)> = Vec::new();
     for s in cx.array(root, "port", "[[port]]") {
         cx.check_keys(&s, PORT_KEYS);
         cx.require(&s, &["name", "bridge"]);
@@ -120,8 +123,38 @@ pub(super) fn ports<'a>(
                 );
             }
         }
+        // qemu: a VM's socket instead of a TAP; no namespace, no interface.
+        let qemu = cx.str_(&s, "qemu");
+        if let Some(qf) = qemu {
+            if !qf.v.starts_with('/') || qf.v.len() > 107 || qf.v.contains('\0') {
+                cx.err(
+                    qf.at,
+                    format!(
+                        "qemu {} must be an absolute path of at most 107 bytes (a unix socket's)",
+                        q(qf.v)
+                    ),
+                );
+            } else if let Some((_, other)) = sockets.iter().find(|(p, _)| *p == qf.v) {
+                cx.err(
+                    qf.at,
+                    format!("qemu {} is already the socket of {other}", q(qf.v)),
+                );
+            } else {
+                sockets.push((qf.v, label.clone()));
+            }
+            for key in ["netns", "ifname"] {
+                if let Some(f) = cx.str_(&s, key) {
+                    cx.err(
+                        f.at,
+                        format!("a port with `qemu` has no `{key}`: the VM is at the other end of its socket"),
+                    );
+                }
+            }
+        }
         let ifname = cx.str_(&s, "ifname");
-        let mut ifname_ok = if s.has("ifname") {
+        let mut ifname_ok = if qemu.is_some() {
+            false
+        } else if s.has("ifname") {
             ifname.is_some()
         } else {
             netns.is_some() || name_ok
@@ -140,6 +173,7 @@ pub(super) fn ports<'a>(
             }
         }
         let ifname_v = match (ifname, netns) {
+            _ if qemu.is_some() => String::new(),
             (Some(i), _) => i.v.to_string(),
             (None, Some(_)) => "eth0".to_string(),
             (None, None) => name.map_or_else(String::new, |n| n.v.to_string()),
@@ -355,7 +389,10 @@ pub(super) fn ports<'a>(
                 .map_err(|e| cx.err(f.at, format!("`impair`: {e}")))
                 .ok()
         });
-        let spoof_check = cx.bool_(&s, "spoof_check").map_or(ip.is_some(), |f| f.v);
+        // A VM picks its own MAC: port security on a QEMU port is asked for, with `mac`.
+        let spoof_check = cx
+            .bool_(&s, "spoof_check")
+            .map_or(ip.is_some() && qemu.is_none(), |f| f.v);
         cfgs.push(PortCfg {
             impair,
             mirror,
@@ -364,6 +401,7 @@ pub(super) fn ports<'a>(
             name: name.map_or_else(String::new, |n| n.v.to_string()),
             bridge: bridge.map_or_else(String::new, |b| b.v.to_string()),
             netns: netns.map(|n| n.v.to_string()),
+            qemu: qemu.map(|f| f.v.to_string()),
             ifname: ifname_v,
             mac: mac.unwrap_or_default(),
             ip,
@@ -517,6 +555,38 @@ mod tests {
             7,
             "is the router's own on bridge `br0`",
         );
+    }
+
+    #[test]
+    fn a_qemu_port_is_a_socket_with_no_namespace() {
+        let l = lab(&with_head(
+            "[[port]]\nname = \"vm\"\nbridge = \"br0\"\nqemu = \"/run/vm.sock\"\nip = \"10.0.0.9/24\"\n",
+        ));
+        let vm = &l.ports[0];
+        assert_eq!(vm.qemu.as_deref(), Some("/run/vm.sock"));
+        assert_eq!((vm.netns.as_deref(), vm.ifname.as_str()), (None, ""));
+        assert!(!vm.spoof_check, "a VM picks its own MAC");
+        // Two VMs may not share a socket; a socket needs an absolute path that fits.
+        err1(
+            &with_head("[[port]]\nname = \"a\"\nbridge = \"br0\"\nqemu = \"/s\"\n[[port]]\nname = \"b\"\nbridge = \"br0\"\nqemu = \"/s\"\n"),
+            12,
+            8,
+            "qemu `/s` is already the socket of port `a`",
+        );
+        err1(
+            &with_head("[[port]]\nname = \"a\"\nbridge = \"br0\"\nqemu = \"vm.sock\"\n"),
+            8,
+            8,
+            "must be an absolute path of at most 107 bytes",
+        );
+        err1(
+            &with_head("[[port]]\nname = \"a\"\nbridge = \"br0\"\nqemu = \"/s\"\nnetns = \"n\"\n"),
+            9,
+            9,
+            "a port with `qemu` has no `netns`",
+        );
+        // Its port name is no interface: a TAP port may have it as its ifname.
+        lab(&with_head("[[port]]\nname = \"vm\"\nbridge = \"br0\"\nqemu = \"/s\"\n[[port]]\nname = \"t\"\nbridge = \"br0\"\nifname = \"vm\"\n"));
     }
 
     #[test]
