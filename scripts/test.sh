@@ -11,7 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages the tests use: ip (iproute2), ping, iperf3, setpriv and unshare
-# (util-linux), useradd (passwd, for the rootless tests' user),
+# (util-linux), useradd (passwd, for the rootless tests' user), qemu-system-x86_64
+# (qemu-system-x86: a VM's socket port),
 # timeout (coreutils), python3 (raw-socket frames, http.server), curl, traceroute, ethtool,
 # tcpdump and tshark (VXLAN and capture tests).
 need=()
@@ -26,6 +27,7 @@ command -v ethtool >/dev/null || need+=(ethtool)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v tshark >/dev/null || need+=(tshark)
 command -v useradd >/dev/null || need+=(passwd)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
