@@ -67,6 +67,32 @@ fn rootless_lab_mesh_routing_show_capture_exec_and_teardown() {
         String::from_utf8_lossy(&addr.stdout).contains("10.82.0.2/24"),
         "{addr:?}"
     );
+    // As `ip netns exec`: /sys shows the container's devices.
+    let sys = home.exec(&name, "a", &["cat", "/sys/class/net/eth0/address"], 10);
+    assert_eq!(
+        String::from_utf8_lossy(&sys.stdout).trim(),
+        "02:00:0a:51:00:02",
+        "{sys:?}"
+    );
+    // tapnet run inside a container (uid 0 of the lab's user namespace) is still
+    // the user, and finds the lab.
+    let bin = home.bin.display().to_string();
+    let inner = home.exec(&name, "a", &[&bin, "show", "ports", "--lab", &name], 10);
+    assert!(ok(&inner), "{inner:?}");
+    // Root reaches the user's lab too (here by its XDG_RUNTIME_DIR; /run/user/UID
+    // and /tmp/tapnet-UID are searched), and runs commands there as the user.
+    let xdg = format!("XDG_RUNTIME_DIR={}", home.run.display());
+    let as_root = run(
+        &[
+            "env", &xdg, TAPNET, "exec", "--lab", &name, "a", "--", "id", "-u",
+        ],
+        10,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&as_root.stdout).trim(),
+        "0",
+        "{as_root:?}"
+    );
     let unknown = home.exec(&name, "zz", &["true"], 10);
     assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
     assert_eq!(stderr(&unknown), "tapnet: no port `zz` in this lab");
@@ -413,7 +439,32 @@ fn namespaces_given_by_path_join_the_lab() {
         !String::from_utf8_lossy(&after.stdout).contains("eth0"),
         "{after:?}"
     );
+
+    // The lab holds no part of that namespace: when its process ends, the namespace
+    // goes, and the port goes down with it while the others run on.
+    let name = unique("rl");
+    let lab = home.start(
+        None,
+        &name,
+        &LabText::new(&name)
+            .bridge("br0", "10.88.0.0/24")
+            .port("p", "br0", &path, "10.88.0.2/24")
+            .port("q", "br0", "q", "10.88.0.3/24")
+            .text(),
+    );
+    assert!(ping_from(&home, &name, "q", "10.88.0.2"));
     drop(holder);
+    let mut down = false;
+    for _ in 0..100 {
+        if lab.port("p")["up"] == false {
+            down = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(down, "{}", lab.port("p"));
+    assert!(ping_from(&home, &name, "q", "10.88.0.1"));
+    drop(lab);
 
     // As root: a namespace by path (held by a process of the test's), `tapnet exec`.
     let holder = Reap(

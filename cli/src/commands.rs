@@ -179,7 +179,7 @@ pub fn show(what: &str, lab: Option<&str>, json: bool) -> ExitCode {
 /// namespaces cannot be entered, 126 if CMD cannot be run and 127 if it is not found,
 /// as shells say.
 pub fn exec(port: &str, command: &[std::ffi::OsString], lab: Option<&str>) -> ExitCode {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::process::CommandExt;
     let namespaces = match client::resolve_lab(lab).and_then(|lab| client::exec(&lab, port)) {
         Ok(ns) => ns,
@@ -188,6 +188,14 @@ pub fn exec(port: &str, command: &[std::ffi::OsString], lab: Option<&str>) -> Ex
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    // Root entering an ordinary user's (rootless) lab does so as that user: as root,
+    // unmapped there, the command would lose every capability when it starts.
+    if let (Some(user), false) = (&namespaces.userns, host::userns::rootless()) {
+        if let Err(e) = host::userns::become_owner_of(user.as_fd()) {
+            eprintln!("tapnet: cannot become the lab's user: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     // The user namespace first: it is what gives the right to enter the network
     // namespace it owns. Not when we are in it already (setns refuses that).
     if let Some(user) = &namespaces.userns {
@@ -213,6 +221,10 @@ pub fn exec(port: &str, command: &[std::ffi::OsString], lab: Option<&str>) -> Ex
             std::io::Error::last_os_error()
         );
         return ExitCode::from(EXIT_FAILURE);
+    }
+    // As `ip netns exec` does: /sys showing this namespace, /etc/netns/NAME over /etc.
+    if let Err(e) = host::netns::private_mounts_for(namespaces.name.as_deref()) {
+        eprintln!("tapnet: exec: {e}: /sys and /etc are the host's in `{port}`");
     }
     drop(namespaces);
     let err = std::process::Command::new(&command[0])

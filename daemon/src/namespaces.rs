@@ -7,8 +7,9 @@
 //!   namespace and holds by descriptor (no /run/netns entry): it lives as long as the
 //!   lab.
 //! - A path (`/proc/PID/ns/net`) is an existing namespace, entered and never removed.
-//!   As root it is held only while building (the container's end is the container's
-//!   to decide); `exec` opens it again and checks it is still the same namespace.
+//!   It is held only while building (the container's end is the container's to
+//!   decide: its TAP is made elsewhere and moved in, so that not even the TAP's
+//!   descriptor holds it); `exec` opens it again and checks it is still the same one.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -36,6 +37,9 @@ pub struct Namespaces {
     ports: HashMap<String, Option<String>>,
     /// Ports that are VMs' sockets: no namespace to enter.
     vms: std::collections::HashSet<String>,
+    /// Without root: where the TAPs of ports in namespaces given by path are made
+    /// before they move in (made on first use).
+    staging: Option<OwnedFd>,
 }
 
 impl Namespaces {
@@ -68,9 +72,24 @@ impl Namespaces {
             };
             self.by_netns.insert(netns.to_string(), entry);
         }
+        if path && host::userns::rootless() && self.staging.is_none() {
+            self.staging = Some(
+                host::netns::create_unnamed()
+                    .context("cannot create the lab's staging namespace")?,
+            );
+        }
         let entry = &self.by_netns[netns];
         let fd = entry.fd.as_ref().expect("held while building").as_fd();
-        Ok(NsPlace::Open { fd, label: netns })
+        let staging = if path {
+            self.staging.as_ref().map(|s| s.as_fd())
+        } else {
+            None
+        };
+        Ok(NsPlace::Open {
+            fd,
+            label: netns,
+            staging,
+        })
     }
 
     /// Records a port that is a VM's socket (QEMU).
@@ -83,14 +102,16 @@ impl Namespaces {
         self.ports.insert(port.to_string(), None);
     }
 
-    /// After the build: as root, a path's namespace is not held (its owner decides
-    /// when it ends, and the port goes down with it).
+    /// After the build: a path's namespace is not held (its owner decides when it
+    /// ends, and the port goes down with it); nor, as root, a named one.
     pub(crate) fn built(&mut self) {
-        if !host::userns::rootless() {
-            for entry in self.by_netns.values_mut() {
+        let rootless = host::userns::rootless();
+        for (netns, entry) in self.by_netns.iter_mut() {
+            if !rootless || lab::netns_is_path(netns) {
                 entry.fd = None;
             }
         }
+        self.staging = None;
     }
 
     /// A descriptor of the network namespace of port `port`, to enter it. Errors: no
@@ -107,6 +128,13 @@ impl Namespaces {
             .ok_or_else(|| format!("no port `{port}` in this lab"))?;
         self.open(netns.as_deref())
             .map_err(|e| format!("port `{port}`: {e}"))
+    }
+
+    /// The name of port `port`'s namespace, if it has one (not a path): what
+    /// /etc/netns/NAME is for.
+    pub fn name_of(&self, port: &str) -> Option<&str> {
+        let netns = self.ports.get(port)?.as_deref()?;
+        (!lab::netns_is_path(netns)).then_some(netns)
     }
 
     /// A descriptor of namespace `netns` as the lab's ports name it (None: tapnet's

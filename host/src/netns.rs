@@ -273,6 +273,89 @@ pub fn open_path(path: &str) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
+/// What `ip netns exec` does besides entering the network namespace, for a process
+/// about to run a command there (`tapnet exec`): a mount namespace of its own (mounts
+/// no longer propagating back), `/sys` mounted afresh so that it shows this network
+/// namespace's devices, and each file of /etc/netns/NAME bind-mounted over its
+/// namesake in /etc (resolv.conf, hosts). Call it after entering the network
+/// namespace (and, without root, the lab's user namespace, which owns it), on a
+/// single-threaded process.
+///
+/// Errors: the step that failed (unshare, a mount), for a warning: the command can
+/// still run in the network namespace.
+pub fn private_mounts_for(name: Option<&str>) -> io::Result<()> {
+    // SAFETY: unshare on this single-threaded process, about to exec.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(annotate(io::Error::last_os_error(), "unshare(CLONE_NEWNS)"));
+    }
+    // SAFETY: valid NUL-terminated strings; changes only our new mount namespace.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(annotate(
+            io::Error::last_os_error(),
+            "mount --make-rslave /",
+        ));
+    }
+    // Root may take the old /sys away first; without root it is locked in place, and
+    // the new one goes on top of it.
+    // SAFETY: as above.
+    unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) };
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::mount(
+            c"sysfs".as_ptr(),
+            c"/sys".as_ptr(),
+            c"sysfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(annotate(io::Error::last_os_error(), "mount sysfs on /sys"));
+    }
+    let Some(name) = name.filter(|n| check_name(n).is_ok()) else {
+        return Ok(());
+    };
+    let Ok(dir) = std::fs::read_dir(format!("/etc/netns/{name}")) else {
+        return Ok(());
+    };
+    for entry in dir.flatten() {
+        let target = std::path::Path::new("/etc").join(entry.file_name());
+        if !target.exists() {
+            continue;
+        }
+        let (src, dst) = (
+            c_path(&entry.path().to_string_lossy())?,
+            c_path(&target.to_string_lossy())?,
+        );
+        // SAFETY: valid NUL-terminated paths; only our mount namespace changes.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                c"none".as_ptr(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(annotate(
+                io::Error::last_os_error(),
+                &format!("bind {} on {}", entry.path().display(), target.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// True if /run/netns/NAME exists.
 pub fn exists(name: &str) -> bool {
     check_name(name).is_ok() && at_home(|| std::fs::symlink_metadata(path_of(name))).is_ok()

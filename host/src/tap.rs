@@ -20,8 +20,15 @@ pub enum NsPlace<'a> {
     /// The named namespace /run/netns/NAME, created if missing (as root).
     Named(&'a str),
     /// A namespace already open: one the lab made for itself (rootless), or an
-    /// existing one given by path. `label` names it in messages.
-    Open { fd: BorrowedFd<'a>, label: &'a str },
+    /// existing one given by path. `label` names it in messages. Without root, a
+    /// `staging` namespace of the lab's is where the TAP is made before it moves in
+    /// (for a path: so that its descriptor does not hold the container's namespace
+    /// alive after the container ends).
+    Open {
+        fd: BorrowedFd<'a>,
+        label: &'a str,
+        staging: Option<BorrowedFd<'a>>,
+    },
 }
 
 impl NsPlace<'_> {
@@ -92,6 +99,7 @@ pub fn port_tap(
         )
     };
     let named;
+    let mut staging = None;
     let fd = match place {
         NsPlace::Named(name) => {
             named = Netns::open_or_create(name)
@@ -102,9 +110,31 @@ pub fn port_tap(
             }
             named.fd()
         }
-        NsPlace::Open { fd, .. } => fd,
+        NsPlace::Open {
+            fd, staging: st, ..
+        } => {
+            staging = st;
+            fd
+        }
     };
-    let tap = if crate::userns::rootless() {
+    let tap = if let Some(st) = staging {
+        let mut outer = Rtnl::in_netns_fd(st)?;
+        let temp = format!("tn{}p{}", std::process::id(), port.index);
+        let tap = run_in_fd(st, || Tap::create(&temp))?
+            .with_context(|| format!("cannot create TAP `{temp}`"))?;
+        let idx = outer
+            .link_index(&temp)?
+            .ok_or_else(|| anyhow!("TAP `{temp}` vanished after creation"))?;
+        outer.set_link(idx, Some(port.mac), Some(port.mtu), Some(TXQUEUELEN))?;
+        outer.move_to_netns(idx, fd, port.ifname).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) => taken(),
+            Some(libc::EPERM) => anyhow!(
+                "cannot move TAP into namespace `{label}` (EPERM): it belongs to another user namespace than the lab's; a lab without root can use namespaces of one user namespace only"
+            ),
+            _ => anyhow!("cannot move TAP into namespace `{label}`: {e}"),
+        })?;
+        tap
+    } else if crate::userns::rootless() {
         let mut inner = Rtnl::in_netns_fd(fd)?;
         if inner.link_index(port.ifname)?.is_some() {
             return Err(taken());
@@ -156,8 +186,7 @@ fn configure_inside(port: &PortTap<'_>, fd: BorrowedFd<'_>, label: &str) -> Resu
                 if e.raw_os_error() == Some(libc::EEXIST) {
                     anyhow!(
                         "namespace `{label}` already has a default route, and tapnet gives each container one via its gateway {gw}: \
-                         remove it (`tapnet exec {} -- ip route del default`) or give the port a namespace of its own",
-                        port.port
+                         remove it (`ip route del default` in that namespace) or give the port a namespace of its own"
                     )
                 } else {
                     anyhow!("cannot add the default route via {gw} in namespace `{label}`: {e}")

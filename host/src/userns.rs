@@ -17,30 +17,68 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 /// ioctl(NS_GET_USERNS) = _IO(0xb7, 0x1): the user namespace that owns a namespace.
 const NS_GET_USERNS: libc::Ioctl = 0xb701;
+/// ioctl(NS_GET_NSTYPE) = _IO(0xb7, 0x3): which kind of namespace an nsfs fd is.
+const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
 
-/// The effective uid tapnet was started with ([`u32::MAX`]: not read yet).
-static STARTED_AS: AtomicU32 = AtomicU32::new(u32::MAX);
+/// Who tapnet was started as, read once (before it makes any user namespace): the
+/// effective uid as the parent user namespace sees it, and whether that was the
+/// initial user namespace (where uid 0 is really root).
+static STARTED: OnceLock<(u32, bool)> = OnceLock::new();
 
-/// The effective uid tapnet was started with, before any user namespace: 0 for root.
-/// (Inside the lab's user namespace, `geteuid` says 0 whoever started it.)
-pub fn started_as() -> u32 {
-    let uid = STARTED_AS.load(Ordering::Relaxed);
-    if uid != u32::MAX {
-        return uid;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    STARTED_AS.store(uid, Ordering::Relaxed);
-    uid
+fn started() -> (u32, bool) {
+    *STARTED.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        outer_uid(&map, euid)
+    })
 }
 
-/// Whether tapnet runs without root: started by an ordinary user.
+/// (uid outside, initial namespace) for `euid` by a uid_map's text ("INSIDE OUTSIDE
+/// COUNT" lines): the initial user namespace maps all of 0..2^32-1 onto itself.
+fn outer_uid(map: &str, euid: u32) -> (u32, bool) {
+    let lines: Vec<Vec<u64>> = map
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .filter(|f: &Vec<u64>| f.len() == 3)
+        .collect();
+    if lines.is_empty() || lines == [vec![0, 0, 4_294_967_295]] {
+        return (euid, true);
+    }
+    let e = u64::from(euid);
+    let outside = lines
+        .iter()
+        .find(|f| f[0] <= e && e < f[0] + f[2])
+        .map_or(65_534, |f| (f[1] + e - f[0]) as u32);
+    (outside, false)
+}
+
+/// The uid tapnet was started as, seen from outside its user namespace: 0 only for
+/// root. Names the run directory (`/tmp/tapnet-UID`).
+pub fn started_as() -> u32 {
+    let (uid, initial) = started();
+    if initial {
+        uid
+    } else {
+        // Inside a user namespace (`tapnet exec`, `unshare -r`, `podman unshare`):
+        // never root, even as uid 0 there.
+        uid.max(1)
+    }
+}
+
+/// Whether tapnet runs without root: started by an ordinary user, or inside a user
+/// namespace (uid 0 there is not root).
 pub fn rootless() -> bool {
-    started_as() != 0
+    let (uid, initial) = started();
+    uid != 0 || !initial
 }
 
 /// Why the lab's user namespace could not be made or joined: one line naming the
@@ -64,10 +102,11 @@ impl std::error::Error for UsernsRefused {}
 /// Errors: [`UsernsRefused`] when the host forbids it (user namespaces disabled or
 /// exhausted, an AppArmor restriction, a namespace the user may not enter).
 pub fn enter_lab_userns(join: Option<&Path>) -> Result<(), UsernsRefused> {
-    let (uid, gid) = (started_as(), {
-        // SAFETY: getegid has no preconditions.
-        unsafe { libc::getegid() }
-    });
+    // Read who we were before the namespace changes it; the maps use the uids of the
+    // namespace we are in now.
+    let _ = started();
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     match join {
         Some(path) => join_owner_of(path)?,
         None => {
@@ -110,6 +149,12 @@ fn join_owner_of(path: &Path) -> Result<(), UsernsRefused> {
             "cannot open network namespace {shown}: {e} (it must exist and be the user's own)"
         ))
     })?;
+    // SAFETY: ioctl with no argument on a descriptor we own.
+    if unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_NSTYPE) } != libc::CLONE_NEWNET {
+        return Err(UsernsRefused(format!(
+            "{shown} is not a network namespace (a port's `netns` path must be one, like /proc/PID/ns/net)"
+        )));
+    }
     // SAFETY: ioctl with no argument on a descriptor we own; it returns a new fd or -1.
     let raw = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS) };
     if raw < 0 {
@@ -138,6 +183,18 @@ fn join_owner_of(path: &Path) -> Result<(), UsernsRefused> {
         let e = io::Error::last_os_error();
         return Err(UsernsRefused(format!(
             "cannot join the user namespace owning {shown} ({e}): it must be one this user created (rootless podman, `unshare -rn`), not another user's"
+        )));
+    }
+    // A namespace made with `unshare -U` and no map: we would be nobody there, and so
+    // would every command `exec` runs.
+    // SAFETY: geteuid has no preconditions.
+    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(65_534);
+    if unsafe { libc::geteuid() } == overflow {
+        return Err(UsernsRefused(format!(
+            "the user namespace owning {shown} maps no uid for this user (made with `unshare -U` and no map?): make it with `unshare -r`, or as podman does"
         )));
     }
     Ok(())
@@ -213,6 +270,39 @@ pub fn unprivileged_port_start() -> u16 {
         .unwrap_or(1024)
 }
 
+/// ioctl(NS_GET_OWNER_UID) = _IO(0xb7, 0x4): the uid that created a user namespace.
+const NS_GET_OWNER_UID: libc::Ioctl = 0xb704;
+
+/// Makes this (root, single-threaded) process the user who owns the user namespace
+/// `userns`, with that user's primary group and no others: what root does before
+/// entering an ordinary user's lab, so that commands run there as that user would.
+pub fn become_owner_of(userns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer.
+    if unsafe { libc::ioctl(userns.as_raw_fd(), NS_GET_OWNER_UID, &mut uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getpwuid on a single-threaded process; the entry is read at once.
+    let gid = unsafe {
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() {
+            uid
+        } else {
+            (*pw).pw_gid
+        }
+    };
+    // SAFETY: dropping privileges on this process: groups, then gid, then uid.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +324,28 @@ mod tests {
         for text in [no_room, denied] {
             assert!(!text.contains('\n'), "one line: {text}");
         }
+    }
+
+    #[test]
+    fn uid_maps_say_who_we_are() {
+        assert_eq!(
+            outer_uid("         0          0 4294967295\n", 0),
+            (0, true)
+        );
+        assert_eq!(
+            outer_uid("         0          0 4294967295\n", 1000),
+            (1000, true)
+        );
+        // `unshare -r` by uid 1000: uid 0 inside is 1000 outside.
+        assert_eq!(
+            outer_uid("         0       1000          1\n", 0),
+            (1000, false)
+        );
+        // Root's nested namespace mapping root and a user.
+        assert_eq!(outer_uid("0 0 1\n995 995 1\n", 995), (995, false));
+        assert_eq!(outer_uid("0 0 1\n995 995 1\n", 0), (0, false));
+        // Unmapped: the overflow uid.
+        assert_eq!(outer_uid("0 1000 1\n", 5), (65_534, false));
     }
 
     #[test]

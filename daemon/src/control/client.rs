@@ -11,9 +11,54 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::protocol::{self, run_dir, socket_path, CLIENT_TIMEOUT, MAX_LINE};
 
+/// Run directories of ordinary users' (rootless) labs that root may reach:
+/// `$XDG_RUNTIME_DIR/tapnet` if set, `/run/user/UID/tapnet` (as systemd sets
+/// XDG_RUNTIME_DIR) and `/tmp/tapnet-UID`.
+/// Empty for anyone but root.
+fn users_run_dirs() -> Vec<std::path::PathBuf> {
+    if host::userns::rootless() {
+        return Vec::new();
+    }
+    let mut dirs = Vec::new();
+    // As `sudo -E` keeps it, or set by hand to reach one lab.
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        dirs.push(std::path::PathBuf::from(xdg).join("tapnet"));
+    }
+    if let Ok(users) = std::fs::read_dir("/run/user") {
+        dirs.extend(users.flatten().map(|u| u.path().join("tapnet")));
+    }
+    if let Ok(tmp) = std::fs::read_dir("/tmp") {
+        dirs.extend(
+            tmp.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("tapnet-"))
+                .map(|e| e.path()),
+        );
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+/// Where lab `lab`'s control socket is: in this user's run directory, or (for root)
+/// an ordinary user's where only that has it.
+fn locate(lab: &str) -> std::path::PathBuf {
+    let path = socket_path(lab);
+    if path.exists() {
+        return path;
+    }
+    users_run_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{lab}.sock")))
+        .find(|p| p.exists())
+        .unwrap_or(path)
+}
+
 /// Connects to lab `lab`'s control socket, saying clearly why not.
 fn connect(lab: &str) -> Result<UnixStream> {
-    let path = socket_path(lab);
+    let run = run_dir();
+    if run.exists() {
+        protocol::check_run_dir(&run).map_err(anyhow::Error::msg)?;
+    }
+    let path = locate(lab);
     UnixStream::connect(&path).map_err(|e| match e.kind() {
         // An ordinary user asking for one of root's labs.
         io::ErrorKind::NotFound
@@ -41,6 +86,7 @@ fn connect(lab: &str) -> Result<UnixStream> {
 
 /// Starts a capture of `port` on a running lab: the pcap stream to read.
 pub fn capture(lab: &str, port: &str) -> Result<UnixStream> {
+    check_line(&protocol::capture(port))?;
     let stream = connect(lab)?;
     let mut w = &stream;
     w.write_all(format!("{}\n", protocol::capture(port)).as_bytes())?;
@@ -73,6 +119,9 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
     let mut live = Vec::new();
     let mut theirs = Vec::new();
     let run = run_dir();
+    if run.exists() {
+        protocol::check_run_dir(&run).map_err(anyhow::Error::msg)?;
+    }
     let listed = std::fs::read_dir(&run);
     if let Err(e) = &listed {
         if e.kind() == io::ErrorKind::PermissionDenied {
@@ -95,6 +144,17 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
                 Ok(_) => live.push(stem),
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => theirs.push(stem),
                 Err(_) => {}
+            }
+        }
+    }
+    // Root also sees ordinary users' labs.
+    for dir in users_run_dirs() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "sock") && UnixStream::connect(&path).is_ok() {
+                if let Some(stem) = path.file_stem() {
+                    live.push(stem.to_string_lossy().into_owned());
+                }
             }
         }
     }
@@ -134,8 +194,21 @@ pub fn resolve_lab(lab: Option<&str>) -> Result<String> {
     }
 }
 
+/// A request line the server can read as one: no line breaks, shorter than
+/// [`MAX_LINE`].
+fn check_line(line: &str) -> Result<()> {
+    if line.contains(['\n', '\r']) {
+        bail!("a request may not hold a line break (port names are letters, digits, `_`, `.` and `-`)");
+    }
+    if line.len() as u64 >= MAX_LINE {
+        bail!("request longer than {MAX_LINE} bytes");
+    }
+    Ok(())
+}
+
 /// Sends one request line to a running lab and returns its JSON answer.
 pub fn request(lab: &str, line: &str) -> Result<serde_json::Value> {
+    check_line(line)?;
     let stream = connect(lab)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut w = &stream;
@@ -169,11 +242,14 @@ pub fn impair(lab: &str, port: &str, spec: &str) -> Result<serde_json::Value> {
 pub struct PortNamespaces {
     pub netns: OwnedFd,
     pub userns: Option<OwnedFd>,
+    /// The namespace's name in the lab, when it has one (not a path).
+    pub name: Option<String>,
 }
 
 /// `exec PORT` on a running lab: its namespaces, received as SCM_RIGHTS.
 pub fn exec(lab: &str, port: &str) -> Result<PortNamespaces> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    check_line(&protocol::exec(port))?;
     let stream = connect(lab)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut w = &stream;
@@ -229,5 +305,13 @@ pub fn exec(lab: &str, port: &str) -> Result<PortNamespaces> {
     } else {
         None
     };
-    Ok(PortNamespaces { netns, userns })
+    let name = status
+        .get("netns")
+        .and_then(|n| n.as_str())
+        .map(String::from);
+    Ok(PortNamespaces {
+        netns,
+        userns,
+        name,
+    })
 }

@@ -35,6 +35,28 @@ pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest request (or status) line either side reads.
 pub(crate) const MAX_LINE: u64 = 4096;
 
+/// Whether `dir` (an existing run directory) may be trusted by this user: root's, or
+/// a directory of this user's alone (theirs, no one else may write in it). In /tmp
+/// another user could have made it first, and put a socket there that answers
+/// anything. Err says why not, in a line.
+pub fn check_run_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !host::userns::rootless() {
+        return Ok(());
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions (inside a user namespace, our own files
+    // are owned by the uid we are there).
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is not a directory of this user's alone (another user's, a link, or writable by others): remove it, or set XDG_RUNTIME_DIR to one",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Lab `lab`'s control socket.
 pub fn socket_path(lab: &str) -> PathBuf {
     run_dir().join(format!("{lab}.sock"))

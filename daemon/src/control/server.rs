@@ -19,6 +19,10 @@ use vswitch::datapath::CaptureStream;
 use super::protocol::{capture_port, exec_port, run_dir, socket_path, CLIENT_TIMEOUT, MAX_LINE};
 use crate::namespaces::Namespaces;
 
+/// Control clients served at once, at most (each has a thread; a capture holds its
+/// own for as long as it is read).
+pub const MAX_CLIENTS: usize = 64;
+
 /// A request for the datapath thread, with where to send its JSON answer.
 pub enum Request {
     /// `show ...`: answered with JSON.
@@ -73,13 +77,25 @@ impl Server {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let clients = Arc::new(());
                 for stream in listener.incoming().flatten() {
-                    // One thread per client: a capture streams for as long as it is read.
+                    // One thread per client: a capture streams for as long as it is
+                    // read. Past MAX_CLIENTS at once, newcomers are turned away.
+                    if Arc::strong_count(&clients) > MAX_CLIENTS {
+                        let mut out = &stream;
+                        let _ = out.write_all(
+                            b"{\"error\":\"too many clients of this lab at once: try again\"}\n",
+                        );
+                        continue;
+                    }
                     let (requests, wake) = (requests.clone(), wake.clone());
-                    let namespaces = namespaces.clone();
+                    let (namespaces, held) = (namespaces.clone(), clients.clone());
                     let _ = std::thread::Builder::new()
                         .name("control-client".into())
-                        .spawn(move || serve(stream, &requests, &*wake, &namespaces));
+                        .spawn(move || {
+                            let _held = held;
+                            serve(stream, &requests, &*wake, &namespaces)
+                        });
                 }
             })?;
         Ok(server)
@@ -134,7 +150,7 @@ fn serve(
 /// of theirs alone (0700), refused if someone else owns it or may write in it (in
 /// /tmp, another user could have made it first).
 fn make_run_dir() -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = run_dir();
     let rootless = host::userns::rootless();
     let mut builder = std::fs::DirBuilder::new();
@@ -144,30 +160,21 @@ fn make_run_dir() -> Result<()> {
     builder
         .create(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    if rootless {
-        let meta = std::fs::symlink_metadata(&dir)?;
-        // SAFETY: geteuid has no preconditions (inside the lab's user namespace, our
-        // own files are owned by the uid we are there).
-        let me = unsafe { libc::geteuid() };
-        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-            bail!(
-                "{} is not a directory of this user's alone (owner uid {}, mode {:o}): remove it, or set XDG_RUNTIME_DIR to one",
-                dir.display(),
-                meta.uid(),
-                meta.mode() & 0o7777
-            );
-        }
-    }
+    super::protocol::check_run_dir(&dir).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
-/// `exec PORT`: one JSON line, `{"ok":true,"userns":BOOL}` with the port's network
+/// `exec PORT`: one JSON line, `{"ok":true,"userns":BOOL,"netns":NAME}` with the port's network
 /// namespace and (rootless) the lab's user namespace as SCM_RIGHTS, or an error.
 fn hand_namespaces(
     stream: &UnixStream,
     port: &str,
     namespaces: &OnceLock<Namespaces>,
 ) -> io::Result<()> {
+    let name = namespaces
+        .get()
+        .and_then(|nss| nss.name_of(port))
+        .map(String::from);
     let opened = match namespaces.get() {
         None => Err("the lab is still being built: try again in a moment".to_string()),
         Some(nss) => nss.open_port(port).and_then(|net| {
@@ -189,7 +196,7 @@ fn hand_namespaces(
     };
     let line = format!(
         "{}\n",
-        serde_json::json!({"ok": true, "userns": user.is_some()})
+        serde_json::json!({"ok": true, "userns": user.is_some(), "netns": name})
     );
     let mut fds = vec![net.as_raw_fd()];
     fds.extend(user.as_ref().map(|u| u.as_raw_fd()));
