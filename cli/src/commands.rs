@@ -162,6 +162,11 @@ pub fn show(what: &str, lab: Option<&str>, json: bool) -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
         }
+        // The lab file as it is now: TOML, to save and `check` or `up` again.
+        Ok(v) if what == "lab" => {
+            print!("{}", v["lab"].as_str().unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Ok(v) => {
             print!("{}", render::render(what, &v));
             ExitCode::SUCCESS
@@ -239,6 +244,38 @@ pub fn exec(port: &str, command: &[std::ffi::OsString], lab: Option<&str>) -> Ex
     } else {
         126
     })
+}
+
+/// `tapnet attach`: prints the port's name, address and MAC; a refusal is one line,
+/// exit 1, nothing changed.
+pub fn attach(spec: daemon::runtime::AttachSpec, lab: Option<&str>) -> ExitCode {
+    match client::resolve_lab(lab).and_then(|lab| client::attach(&lab, &spec)) {
+        Ok(v) => {
+            println!(
+                "{}: bridge {}, ip {}, mac {}",
+                v["attached"].as_str().unwrap_or_default(),
+                v["bridge"].as_str().unwrap_or_default(),
+                v["ip"].as_str().unwrap_or("-"),
+                v["mac"].as_str().unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+/// `tapnet detach PORT`.
+pub fn detach(port: &str, lab: Option<&str>) -> ExitCode {
+    match client::resolve_lab(lab).and_then(|lab| client::detach(&lab, port)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
 }
 
 fn report(errors: &[lab::LabError]) -> ExitCode {

@@ -93,9 +93,42 @@ enum Command {
         #[arg(long)]
         lab: Option<String>,
     },
+    /// Attach a port to a running lab's bridge: a container's namespace (a TAP made in
+    /// it, as for a lab file's `[[port]]`) or a QEMU VM's socket. Checked as `check`
+    /// checks a lab file; nothing changes if it is refused.
+    Attach {
+        /// The bridge to attach to.
+        bridge: String,
+        /// The port's name (unique in the lab).
+        #[arg(long)]
+        name: String,
+        /// The namespace: a name (as root, /run/netns/NAME, made if missing) or a path
+        /// such as /proc/PID/ns/net.
+        #[arg(long, conflicts_with = "qemu")]
+        netns: Option<String>,
+        /// A QEMU VM's socket (`-netdev stream`) instead of a namespace.
+        #[arg(long)]
+        qemu: Option<String>,
+        /// `auto` (the lowest free address of the bridge's subnet) or `a.b.c.d/len`.
+        #[arg(long)]
+        ip: Option<String>,
+        /// The port's MAC (default: derived from its address, as in a lab file).
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Detach a port from a running lab: its TAP goes, and with it its learned
+    /// addresses, its neighbour entry and its service flows.
+    Detach {
+        port: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
     /// Read live state from a running lab.
     Show {
-        /// ports, fdb, drops, routes, arp, nat, forwards, services or vxlan
+        /// ports, fdb, drops, routes, arp, nat, forwards, services, vxlan, or lab (the
+        /// running lab as a lab file, with what was attached and detached)
         what: String,
         /// The lab to ask; may be left out when exactly one runs.
         #[arg(long)]
@@ -153,5 +186,25 @@ fn main() -> ExitCode {
         Command::Impair { port, spec, lab } => commands::impair(&port, &spec, lab.as_deref()),
         Command::Show { what, lab, json } => commands::show(&what, lab.as_deref(), json),
         Command::Exec { port, command, lab } => commands::exec(&port, &command, lab.as_deref()),
+        Command::Attach {
+            bridge,
+            name,
+            netns,
+            qemu,
+            ip,
+            mac,
+            lab,
+        } => commands::attach(
+            daemon::runtime::AttachSpec {
+                bridge,
+                name,
+                netns,
+                qemu,
+                ip,
+                mac,
+            },
+            lab.as_deref(),
+        ),
+        Command::Detach { port, lab } => commands::detach(&port, lab.as_deref()),
     }
 }

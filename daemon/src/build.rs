@@ -46,62 +46,7 @@ pub(crate) fn datapath(
         bridge_ids.push((b.name.clone(), id, b.mtu));
     }
     for (i, port) in lab.ports.iter().enumerate() {
-        let (_, bridge, mtu) = bridge_ids
-            .iter()
-            .find(|(n, _, _)| *n == port.bridge)
-            .cloned()
-            .expect("validated: the port's bridge exists");
-        if let Some(socket) = &port.qemu {
-            let vm =
-                encap::qemu::QemuPort::listen(std::path::Path::new(socket)).with_context(|| {
-                    format!("building port `{}`: cannot listen on {socket}", port.name)
-                })?;
-            namespaces.vm(&port.name);
-            let info = PortInfo {
-                name: port.name.clone(),
-                bridge,
-                netns: None,
-                ifname: format!("qemu {socket}"),
-                mac: Mac(port.mac),
-                ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
-            };
-            let id = dp.add_port(info, Box::new(vm))?;
-            finish_port(lab, port, &mut dp, id)?;
-            continue;
-        }
-        let place = match &port.netns {
-            Some(ns) => Some(
-                namespaces
-                    .place_for(&port.name, ns)
-                    .with_context(|| format!("building port `{}`", port.name))?,
-            ),
-            None => {
-                namespaces.own(&port.name);
-                None
-            }
-        };
-        let plan = host::tap::PortTap {
-            port: &port.name,
-            netns: place,
-            ifname: &port.ifname,
-            mac: port.mac,
-            mtu,
-            ip: port.ip,
-            gateway: gateway_of(lab, port),
-            index: i,
-        };
-        let tap = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
-            .with_context(|| format!("building port `{}`", port.name))?;
-        let info = PortInfo {
-            name: port.name.clone(),
-            bridge,
-            netns: port.netns.clone(),
-            ifname: port.ifname.clone(),
-            mac: Mac(port.mac),
-            ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
-        };
-        let id = dp.add_port(info, Box::new(tap))?;
-        finish_port(lab, port, &mut dp, id)?;
+        add_port(lab, port, i, &mut dp, namespaces, built)?;
         if signals.pending().next().is_some() {
             // Stopped while building: tear down without ever saying ready.
             return Ok(None);
@@ -114,6 +59,71 @@ pub(crate) fn datapath(
         None => None,
     };
     Ok(Some((dp, Handles { router, vtep })))
+}
+
+/// Builds one port of `lab` (at build, or attached at run time): its TAP in its
+/// namespace (or a VM's socket), in the datapath with what the lab says of it.
+/// `index` is unique among the ports this run builds (it names a TAP while it is
+/// made). Namespaces this creates are added to `built`.
+pub(crate) fn add_port(
+    lab: &Lab,
+    port: &PortCfg,
+    index: usize,
+    dp: &mut Datapath,
+    namespaces: &mut Namespaces,
+    built: &mut Built,
+) -> Result<PortId> {
+    let (bridge, b) = dp
+        .bridges()
+        .find(|(_, b)| b.name() == port.bridge)
+        .expect("validated: the port's bridge exists");
+    let mtu = b.mtu();
+    let info = PortInfo {
+        name: port.name.clone(),
+        bridge,
+        netns: port.netns.clone(),
+        ifname: port.ifname.clone(),
+        mac: Mac(port.mac),
+        ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
+    };
+    if let Some(socket) = &port.qemu {
+        let vm = encap::qemu::QemuPort::listen(std::path::Path::new(socket))
+            .with_context(|| format!("building port `{}`: cannot listen on {socket}", port.name))?;
+        namespaces.vm(&port.name);
+        let info = PortInfo {
+            ifname: format!("qemu {socket}"),
+            ..info
+        };
+        let id = dp.add_port(info, Box::new(vm))?;
+        finish_port(lab, port, dp, id)?;
+        return Ok(id);
+    }
+    let place = match &port.netns {
+        Some(ns) => Some(
+            namespaces
+                .place_for(&port.name, ns)
+                .with_context(|| format!("building port `{}`", port.name))?,
+        ),
+        None => {
+            namespaces.own(&port.name);
+            None
+        }
+    };
+    let plan = host::tap::PortTap {
+        port: &port.name,
+        netns: place,
+        ifname: &port.ifname,
+        mac: port.mac,
+        mtu,
+        ip: port.ip,
+        gateway: gateway_of(lab, port),
+        index,
+    };
+    let tap = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
+        .with_context(|| format!("building port `{}`", port.name))?;
+    let id = dp.add_port(info, Box::new(tap))?;
+    finish_port(lab, port, dp, id)?;
+    Ok(id)
 }
 
 /// What every port gets once its IO is in the datapath: its static MAC, port security,

@@ -13,12 +13,13 @@ pub mod control;
 mod namespaces;
 mod preflight;
 pub mod query;
+pub mod runtime;
 mod serve;
 mod teardown;
 pub mod trace;
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use lab::{Lab, LabError};
@@ -96,7 +97,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     };
     // The name first: a second copy of a running lab is told so, not that its devices
     // are taken.
-    let namespaces: Arc<OnceLock<namespaces::Namespaces>> = Arc::new(OnceLock::new());
+    let namespaces: Arc<OnceLock<Mutex<namespaces::Namespaces>>> = Arc::new(OnceLock::new());
     let server = Server::start(&lab.name, req_tx, wake, namespaces.clone()).map_err(HostError)?;
     preflight::devices(&lab).map_err(HostError)?;
     let proxy = preflight::host_proxy(&lab).map_err(HostError)?;
@@ -125,10 +126,16 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
         let _ = waker.wake();
     }
 
-    let _ = namespaces.set(building);
-    let namespaces = namespaces.get().expect("just set");
-    let result =
-        serve::serve(&lab, &mut dp, handles, namespaces, signals, &req_rx).map_err(HostError);
+    let _ = namespaces.set(Mutex::new(building));
+    let made = lab.ports.len();
+    let live = runtime::Live {
+        lab,
+        built: &mut built,
+        namespaces: namespaces.get().expect("just set"),
+        handles,
+        made,
+    };
+    let result = serve::serve(live, &mut dp, signals, &req_rx).map_err(HostError);
     // TAPs go first (closing their descriptors deletes the devices), then namespaces,
     // then the control socket.
     drop(dp);

@@ -92,6 +92,17 @@ impl Namespaces {
         })
     }
 
+    /// Forgets a detached port.
+    pub(crate) fn forget_port(&mut self, port: &str) {
+        self.ports.remove(port);
+        self.vms.remove(port);
+    }
+
+    /// Forgets a namespace no port uses any more: one the lab held (rootless) ends.
+    pub(crate) fn forget_netns(&mut self, netns: &str) {
+        self.by_netns.remove(netns);
+    }
+
     /// Records a port that is a VM's socket (QEMU).
     pub(crate) fn vm(&mut self, port: &str) {
         self.vms.insert(port.to_string());

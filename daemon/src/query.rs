@@ -30,8 +30,8 @@ impl<'a> Live<'a> {
 }
 
 /// What `show` can name. The ones later issues fill in answer with a clear error.
-pub const WHATS: [&str; 9] = [
-    "ports", "fdb", "drops", "routes", "arp", "nat", "forwards", "services", "vxlan",
+pub const WHATS: [&str; 10] = [
+    "ports", "fdb", "drops", "routes", "arp", "nat", "forwards", "services", "vxlan", "lab",
 ];
 
 /// Answers one control request line, e.g. `show fdb`, on the datapath thread.

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use lab::Lab;
 use mio::{Interest, Token};
 use signal_hook_mio::v1_0::Signals;
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
@@ -15,9 +14,8 @@ use vswitch::Datapath;
 
 use crate::control::protocol::RequestLine;
 use crate::control::server::Request;
-use crate::namespaces::Namespaces;
 use crate::query;
-use crate::Handles;
+use crate::runtime::{AttachSpec, Live};
 
 /// SIGINT, SIGTERM or SIGHUP, in the poll loop.
 const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
@@ -29,10 +27,8 @@ pub(crate) const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
 /// Says the lab is ready, then runs the poll loop until a signal, answering control
 /// requests as they come and saying when a port goes down.
 pub(crate) fn serve(
-    lab: &Lab,
+    mut live: Live<'_>,
     dp: &mut Datapath,
-    handles: Handles,
-    namespaces: &Namespaces,
     mut signals: Signals,
     req_rx: &crossbeam_channel::Receiver<Request>,
 ) -> Result<()> {
@@ -41,7 +37,12 @@ pub(crate) fn serve(
 
     // A closed stdout (the reader went away) must not stop the lab.
     let mut stdout = std::io::stdout();
-    let _ = writeln!(stdout, "ready: lab {}, {} ports", lab.name, dp.up_ports());
+    let _ = writeln!(
+        stdout,
+        "ready: lab {}, {} ports",
+        live.lab.name,
+        dp.up_ports()
+    );
     let _ = stdout.flush();
 
     let mut next_trim = Instant::now() + TRIM_EVERY;
@@ -65,10 +66,23 @@ pub(crate) fn serve(
                         let answer = match RequestLine::parse(&line) {
                             RequestLine::Impair { port, spec } => impair(dp, port, spec),
                             RequestLine::Trace { port, packet } => {
-                                crate::trace::trace(dp, namespaces, port, packet, now)
+                                let nss = live.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+                                crate::trace::trace(dp, &nss, port, packet, now)
+                            }
+                            RequestLine::Attach(spec) => match serde_json::from_str(spec)
+                                .ok()
+                                .as_ref()
+                                .and_then(AttachSpec::from_json)
+                            {
+                                Some(spec) => live.attach(dp, &spec),
+                                None => serde_json::json!({"error": "bad attach request"}),
+                            },
+                            RequestLine::Detach(port) => live.detach(dp, port),
+                            RequestLine::Show("show lab") => {
+                                serde_json::json!({"lab": lab::to_toml(&live.lab)})
                             }
                             RequestLine::Show(line) => {
-                                query::answer(dp, handles, &lab.name, line, now)
+                                query::answer(dp, live.handles, &live.lab.name, line, now)
                             }
                         };
                         let _ = reply.send(answer);
@@ -78,14 +92,17 @@ pub(crate) fn serve(
                             dp.capture_outside()
                                 .map(vswitch::datapath::CaptureStream::outside)
                                 .ok_or_else(|| {
-                                    format!("lab `{}` has no VXLAN underlay to capture", lab.name)
+                                    format!(
+                                        "lab `{}` has no VXLAN underlay to capture",
+                                        live.lab.name
+                                    )
                                 })
                         } else {
                             match dp.port_by_name(&port) {
                                 Some(id) => {
                                     dp.capture(id).map_err(|e| format!("port `{port}` {e}"))
                                 }
-                                None => Err(format!("no port `{port}` in lab `{}`", lab.name)),
+                                None => Err(format!("no port `{port}` in lab `{}`", live.lab.name)),
                             }
                         };
                         let _ = reply.send(frames);

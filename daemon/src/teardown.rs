@@ -30,6 +30,23 @@ impl Built {
 
     pub(crate) fn add(&mut self, ns: NetnsRecord) -> Result<()> {
         self.namespaces.push(ns);
+        self.save()
+    }
+
+    /// Removes the namespace `name` now, if this run created it (its last port was
+    /// detached).
+    pub(crate) fn remove_netns(&mut self, name: &str) {
+        if let Some(i) = self.namespaces.iter().position(|ns| ns.name() == name) {
+            let ns = self.namespaces.remove(i);
+            if let Err(e) = ns.remove() {
+                eprintln!("tapnet: could not remove namespace {name}: {e}");
+            }
+            let _ = self.save();
+        }
+    }
+
+    /// Writes the list to the state file.
+    fn save(&self) -> Result<()> {
         let list: Vec<_> = self
             .namespaces
             .iter()

@@ -12,6 +12,7 @@ mod rootless;
 #[cfg(test)]
 mod testutil;
 mod validate;
+mod write;
 
 use std::path::Path;
 
@@ -19,6 +20,7 @@ pub use model::*;
 pub use reader::{LabError, Pos};
 pub use rootless::refused_without_root;
 pub use validate::values::{netns_is_path, router_mac};
+pub use write::to_toml;
 
 /// The lab the binary runs when `up` is given no file (`tapnet example` prints it).
 pub const DEFAULT_LAB: &str = include_str!("default_lab.toml");

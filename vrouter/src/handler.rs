@@ -91,6 +91,11 @@ impl RouterHandler {
         self
     }
 
+    /// The router, to change at run time (a container attached or detached).
+    pub fn router_mut(&mut self) -> &mut Router {
+        &mut self.router
+    }
+
     pub fn router(&self) -> &Router {
         &self.router
     }
@@ -492,6 +497,10 @@ impl Handler for RouterHandler {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

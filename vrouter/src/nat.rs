@@ -260,6 +260,19 @@ impl FlowTable {
         Inserted::Added { evicted }
     }
 
+    /// Removes every flow `of` says belongs to something gone (a detached container),
+    /// whatever its age; how many.
+    pub fn forget(&mut self, mut of: impl FnMut(&Flow) -> bool) -> usize {
+        let mut gone = 0;
+        for i in 0..self.slots.len() {
+            if self.slots[i].flow.as_ref().is_some_and(&mut of) {
+                self.remove_slot(i as u32);
+                gone += 1;
+            }
+        }
+        gone
+    }
+
     /// Removes flows idle past their timeout, oldest first, handing each to `gone`
     /// (which may say "enough for now" by returning false: the rest wait).
     pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(&Flow) -> bool) {

@@ -175,6 +175,17 @@ impl NeighborTable {
     }
 
     /// The MAC of `ip` on leg `iface`, if known and not aged out.
+    /// Forgets `ip` on every leg, permanent or not (a container detached); true if it
+    /// was known.
+    pub fn forget(&mut self, ip: Ipv4Addr) -> bool {
+        // A mention left in `unconfirmed` finds no entry later, and is skipped.
+        let mut known = false;
+        for leg in &mut self.legs {
+            known |= leg.map.remove(&ip).is_some();
+        }
+        known
+    }
+
     pub fn lookup(&self, iface: usize, ip: Ipv4Addr, now: Instant) -> Option<Mac> {
         let n = self.legs.get(iface)?.map.get(&ip)?;
         self.usable(n, now).then_some(n.mac)

@@ -82,6 +82,8 @@ struct PortSlot {
     /// The last write found the device's link down (EIO: the container set it
     /// down); the next write that goes clears it.
     link_down: bool,
+    /// Detached at run time: the slot is free for the next port added.
+    removed: bool,
 }
 
 /// A running capture, as its reader holds it: dropping it ends the capture.
@@ -213,10 +215,22 @@ impl Datapath {
         BridgeId(self.bridges.len() - 1)
     }
 
-    /// Attaches a port to its bridge and starts polling it.
+    /// Attaches a port to its bridge and starts polling it. A slot freed by
+    /// [`Datapath::remove_port`] is used again, so attaching and detaching for ever
+    /// keeps the table as large as the most ports at once.
     pub fn add_port(&mut self, info: PortInfo, io: Box<dyn Port>) -> io::Result<PortId> {
-        let id = PortId(self.ports.len());
-        assert!(id.0 < HANDLER_TOKEN_BASE);
+        let id = PortId(
+            self.ports
+                .iter()
+                .position(|p| p.removed)
+                .unwrap_or(self.ports.len()),
+        );
+        if id.0 >= HANDLER_TOKEN_BASE {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("at most {HANDLER_TOKEN_BASE} ports"),
+            ));
+        }
         let bridge = self.bridges.get_mut(info.bridge.0).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "port on an unknown bridge")
         })?;
@@ -224,7 +238,7 @@ impl Datapath {
             .registry()
             .register(&mut SourceFd(&io.fd()), Token(id.0), Interest::READABLE)?;
         bridge.attach(id);
-        self.ports.push(PortSlot {
+        let slot = PortSlot {
             info,
             io: Some(io),
             handler: None,
@@ -237,8 +251,39 @@ impl Datapath {
             mirror: None,
             guard: None,
             link_down: false,
-        });
+            removed: false,
+        };
+        match self.ports.get_mut(id.0) {
+            Some(free) => *free = slot,
+            None => self.ports.push(slot),
+        }
         Ok(id)
+    }
+
+    /// Detaches a device port at run time: it stops being polled, its descriptor (and
+    /// so its TAP) closes, its bridge forgets every address learned on it and its
+    /// static ones, its capture, mirror and impairment end, and its name is free.
+    /// False for an internal port or an unknown one.
+    pub fn remove_port(&mut self, port: PortId) -> bool {
+        let Some(slot) = self.ports.get_mut(port.0) else {
+            return false;
+        };
+        if slot.handler.is_some() || slot.removed {
+            return false;
+        }
+        if let Some(io) = slot.io.take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&io.fd()));
+        }
+        slot.readable = false;
+        slot.removed = true;
+        slot.capture = None;
+        slot.capture_alive = None;
+        slot.shaper = None;
+        slot.mirror = None;
+        slot.guard = None;
+        self.bridges[slot.info.bridge.0].detach(port);
+        self.went_down.retain(|p| *p != port);
+        true
     }
 
     /// Lets `port` send only as `guard` says (its own MAC, and its own IPv4 address in
@@ -303,7 +348,7 @@ impl Datapath {
     pub fn port_by_name(&self, name: &str) -> Option<PortId> {
         self.ports
             .iter()
-            .position(|p| p.info.name == name)
+            .position(|p| !p.removed && p.info.name == name)
             .map(PortId)
     }
 
@@ -323,6 +368,14 @@ impl Datapath {
         self.handlers[handle.id.0]
             .as_any()
             .downcast_ref::<T>()
+            .expect("a HandlerRef is made with its handler's type")
+    }
+
+    /// The handler `handle` names, to change it.
+    pub fn handler_of_mut<T: Handler + 'static>(&mut self, handle: HandlerRef<T>) -> &mut T {
+        self.handlers[handle.id.0]
+            .as_any_mut()
+            .downcast_mut::<T>()
             .expect("a HandlerRef is made with its handler's type")
     }
 
@@ -367,6 +420,7 @@ impl Datapath {
             mirror: None,
             guard: None,
             link_down: false,
+            removed: false,
         });
         Ok(id)
     }
@@ -731,16 +785,19 @@ impl Datapath {
     }
 
     pub fn port(&self, id: PortId) -> Option<PortView<'_>> {
-        self.ports.get(id.0).map(|slot| PortView {
-            id,
-            info: &slot.info,
-            counters: &slot.counters,
-            up: slot.io.is_some() || slot.handler.is_some(),
-            internal: slot.handler,
-            down_reason: slot.down_reason.as_deref(),
-            link_down: slot.link_down || slot.io.as_ref().is_some_and(|io| !io.carrier()),
-            io_kind: slot.io.as_ref().map(|io| io.kind()),
-        })
+        self.ports
+            .get(id.0)
+            .filter(|s| !s.removed)
+            .map(|slot| PortView {
+                id,
+                info: &slot.info,
+                counters: &slot.counters,
+                up: slot.io.is_some() || slot.handler.is_some(),
+                internal: slot.handler,
+                down_reason: slot.down_reason.as_deref(),
+                link_down: slot.link_down || slot.io.as_ref().is_some_and(|io| !io.carrier()),
+                io_kind: slot.io.as_ref().map(|io| io.kind()),
+            })
     }
 
     pub fn ports(&self) -> impl Iterator<Item = PortView<'_>> + '_ {

@@ -214,4 +214,6 @@ pub trait Handler: Send {
     /// For the control plane to reach the concrete handler (`show`), through a
     /// [`HandlerRef`].
     fn as_any(&self) -> &dyn Any;
+    /// The same, to change it (a port attached or detached at run time).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }

@@ -241,6 +241,10 @@ impl vswitch::Handler for Joiner {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 #[test]
@@ -319,6 +323,10 @@ impl vswitch::Handler for Boomerang {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 #[test]
@@ -343,4 +351,33 @@ fn a_loop_between_handlers_is_cut_and_counted() {
         dp.pool().capacity(),
         "no buffer leaked"
     );
+}
+
+#[test]
+fn a_removed_port_is_forgotten_and_its_slot_reused() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (_, a) = port(&mut dp, br, "a");
+    let (pb, b) = port(&mut dp, br, "b");
+    let (_, c) = port(&mut dp, br, "c");
+    // B is learned on its port; then B's port is detached.
+    b.send(&frame(A, B, 50));
+    run(&mut dp);
+    drain(&a);
+    drain(&c);
+    assert!(dp.remove_port(pb));
+    assert!(!dp.remove_port(pb), "once");
+    assert!(dp.port(pb).is_none());
+    assert_eq!(dp.port_by_name("b"), None);
+    // B is no longer known: a frame for it floods to the ports left.
+    a.send(&frame(B, A, 50));
+    run(&mut dp);
+    assert_eq!(drain(&c).len(), 1);
+    // The next port takes the free slot, under its own name.
+    let (pd, d) = port(&mut dp, br, "d");
+    assert_eq!(pd, pb);
+    assert_eq!(dp.port_by_name("d"), Some(pd));
+    a.send(&frame(BCAST, A, 50));
+    run(&mut dp);
+    assert_eq!(drain(&d).len(), 1);
 }

@@ -232,6 +232,16 @@ pub fn trace(lab: &str, port: &str, packet: &str) -> Result<serde_json::Value> {
     request(lab, &protocol::trace(port, packet))
 }
 
+/// `attach` on a running lab: its JSON answer (the port's name, address and MAC).
+pub fn attach(lab: &str, spec: &crate::runtime::AttachSpec) -> Result<serde_json::Value> {
+    request(lab, &protocol::attach(spec))
+}
+
+/// `detach PORT` on a running lab: its JSON answer.
+pub fn detach(lab: &str, port: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::detach(port))
+}
+
 /// `impair PORT SPEC` on a running lab: its JSON answer (the impairment now set).
 pub fn impair(lab: &str, port: &str, spec: &str) -> Result<serde_json::Value> {
     request(lab, &protocol::impair(port, spec))

@@ -2,7 +2,7 @@
 //! is, the request lines, and how long either side waits.
 //!
 //! One request line per connection: `show WHAT`, `trace PORT PACKET`,
-//! `impair PORT SPEC`, `capture PORT` or `exec PORT`. The answer is one line of JSON
+//! `impair PORT SPEC`, `attach JSON`, `detach PORT`, `capture PORT` or `exec PORT`. The answer is one line of JSON
 //! (`{"error": "..."}` when refused); a capture's (`{"ok":true}`) is followed by a pcap
 //! stream of the port's frames until the client goes away; an exec's
 //! (`{"ok":true,"userns":BOOL}`) carries, as SCM_RIGHTS, the port's network namespace
@@ -82,6 +82,16 @@ pub fn capture(port: &str) -> String {
     format!("capture {port}")
 }
 
+/// The request line of `attach`: the port as JSON ([`crate::runtime::AttachSpec`]).
+pub fn attach(spec: &crate::runtime::AttachSpec) -> String {
+    format!("attach {}", spec.to_json())
+}
+
+/// The request line of `detach PORT`.
+pub fn detach(port: &str) -> String {
+    format!("detach {port}")
+}
+
 /// The request line of `exec PORT`.
 pub fn exec(port: &str) -> String {
     format!("exec {port}")
@@ -105,12 +115,22 @@ pub enum RequestLine<'a> {
     Impair { port: &'a str, spec: &'a str },
     /// `trace PORT PACKET`.
     Trace { port: &'a str, packet: &'a str },
+    /// `attach JSON` ([`crate::runtime::AttachSpec`]).
+    Attach(&'a str),
+    /// `detach PORT`.
+    Detach(&'a str),
     /// The rest: `show WHAT`, or a line the `show` answer refuses.
     Show(&'a str),
 }
 
 impl<'a> RequestLine<'a> {
     pub fn parse(line: &'a str) -> RequestLine<'a> {
+        if let Some(spec) = line.strip_prefix("attach ") {
+            return RequestLine::Attach(spec);
+        }
+        if let Some(port) = line.strip_prefix("detach ") {
+            return RequestLine::Detach(port.trim());
+        }
         if let Some(rest) = line.strip_prefix("impair ") {
             let (port, spec) = rest.split_once(' ').unwrap_or((rest, ""));
             return RequestLine::Impair { port, spec };

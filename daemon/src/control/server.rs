@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -50,7 +50,7 @@ impl Server {
         lab: &str,
         requests: Sender<Request>,
         wake: Arc<dyn Fn() + Send + Sync>,
-        namespaces: Arc<OnceLock<Namespaces>>,
+        namespaces: Arc<OnceLock<Mutex<Namespaces>>>,
     ) -> Result<Server> {
         make_run_dir()?;
         let path = socket_path(lab);
@@ -112,7 +112,7 @@ fn serve(
     stream: UnixStream,
     requests: &Sender<Request>,
     wake: &dyn Fn(),
-    namespaces: &OnceLock<Namespaces>,
+    namespaces: &OnceLock<Mutex<Namespaces>>,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
@@ -169,13 +169,16 @@ fn make_run_dir() -> Result<()> {
 fn hand_namespaces(
     stream: &UnixStream,
     port: &str,
-    namespaces: &OnceLock<Namespaces>,
+    namespaces: &OnceLock<Mutex<Namespaces>>,
 ) -> io::Result<()> {
-    let name = namespaces
+    let nss = namespaces
         .get()
+        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+    let name = nss
+        .as_ref()
         .and_then(|nss| nss.name_of(port))
         .map(String::from);
-    let opened = match namespaces.get() {
+    let opened = match &nss {
         None => Err("the lab is still being built: try again in a moment".to_string()),
         Some(nss) => nss.open_port(port).and_then(|net| {
             if !host::userns::rootless() {

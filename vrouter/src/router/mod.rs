@@ -230,6 +230,16 @@ impl Router {
     /// Tells the router where a port of the lab is: `ip` at `mac`, for good (a
     /// PERMANENT neighbour on the leg whose subnet holds `ip`; no ARP for it, and none
     /// can change it). False if no leg's subnet holds it.
+    /// Forgets a host that left (a container detached at run time): its neighbour
+    /// entry, static or learned, and every service flow from or to it. How many flows
+    /// went.
+    pub fn forget_host(&mut self, ip: Ipv4Addr) -> usize {
+        self.neighbors.forget(ip);
+        let ip = std::net::IpAddr::V4(ip);
+        self.flows
+            .forget(|f| f.original.src.ip() == ip || f.reply.src.ip() == ip)
+    }
+
     pub fn add_static_neighbor(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> bool {
         match self.ifaces.iter().position(|i| i.on_link(ip)) {
             Some(leg) => {

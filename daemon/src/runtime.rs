@@ -1,0 +1,225 @@
+//! Changes to a running lab: ports attached and detached (`tapnet attach`, `tapnet
+//! detach`), on the datapath thread, each applied whole or not at all. The lab file
+//! stays the start state; [`Live::lab`] is the current one, which `show lab` prints as
+//! a lab file.
+//!
+//! An attached port is checked the way `check` checks a file: the current lab is
+//! written out with the new port after it and read back, so every rule of the lab
+//! file (names and MACs unique, the address in the bridge's subnet and free, ...)
+//! holds for it, with the same messages.
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use lab::Lab;
+use serde_json::{json, Value};
+use vswitch::{Datapath, Mac};
+
+use crate::build;
+use crate::namespaces::Namespaces;
+use crate::teardown::Built;
+use crate::Handles;
+
+/// A port to attach, as `tapnet attach` sends it (JSON).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AttachSpec {
+    pub bridge: String,
+    pub name: String,
+    /// A namespace name or path (`/proc/PID/ns/net`), as a lab file's `netns`.
+    pub netns: Option<String>,
+    /// A QEMU VM's socket instead, as a lab file's `qemu`.
+    pub qemu: Option<String>,
+    /// "auto" (the lowest free address of the bridge's subnet) or "a.b.c.d/len".
+    pub ip: Option<String>,
+    pub mac: Option<String>,
+}
+
+impl AttachSpec {
+    /// The request's JSON.
+    pub fn to_json(&self) -> Value {
+        json!({"bridge": self.bridge, "name": self.name, "netns": self.netns,
+               "qemu": self.qemu, "ip": self.ip, "mac": self.mac})
+    }
+
+    /// Reads a request's JSON; None if it is not one.
+    pub fn from_json(v: &Value) -> Option<AttachSpec> {
+        let opt = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+        Some(AttachSpec {
+            bridge: opt("bridge")?,
+            name: opt("name")?,
+            netns: opt("netns"),
+            qemu: opt("qemu"),
+            ip: opt("ip"),
+            mac: opt("mac"),
+        })
+    }
+}
+
+/// What the datapath thread keeps to change the running lab.
+pub(crate) struct Live<'a> {
+    /// The lab as it is now.
+    pub lab: Lab,
+    pub built: &'a mut Built,
+    pub namespaces: &'a Mutex<Namespaces>,
+    pub handles: Handles,
+    /// Ports built so far: names each new port's TAP while it is made.
+    pub made: usize,
+}
+
+impl Live<'_> {
+    /// `attach`: checks the port against the current lab, builds it, and makes it part
+    /// of the lab; `{"attached": NAME, "ip": .., "mac": ..}` or `{"error": ..}`, with
+    /// nothing changed on an error.
+    pub fn attach(&mut self, dp: &mut Datapath, spec: &AttachSpec) -> Value {
+        let next = match self.with_port(spec) {
+            Ok(lab) => lab,
+            Err(e) => return json!({"error": e}),
+        };
+        let port = next.ports.last().expect("just added").clone();
+        let refused = crate::refused_here(&next);
+        if let Some(e) = refused.first() {
+            return json!({"error": e.message});
+        }
+        let built = {
+            let mut nss = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+            let made = build::add_port(&next, &port, self.made, dp, &mut nss, self.built);
+            nss.built();
+            made
+        };
+        self.made += 1;
+        if let Err(e) = built {
+            self.namespaces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forget_port(&port.name);
+            return json!({"error": format!("{e:#}")});
+        }
+        if let (Some(router), Some((ip, _)), true) =
+            (self.handles.router, port.ip, port.spoof_check)
+        {
+            dp.handler_of_mut(router).router_mut().add_static_neighbor(
+                ip,
+                Mac(port.mac),
+                std::time::Instant::now(),
+            );
+        }
+        self.lab = next;
+        json!({
+            "attached": port.name,
+            "bridge": port.bridge,
+            "ip": port.ip.map(|(a, p)| format!("{a}/{p}")),
+            "mac": Mac(port.mac).to_string(),
+        })
+    }
+
+    /// `detach NAME`: takes a port attached at `up` or later out of the datapath and
+    /// the lab, with its FDB entries, its neighbour entry and its service flows; a
+    /// namespace tapnet made for it alone goes too.
+    pub fn detach(&mut self, dp: &mut Datapath, name: &str) -> Value {
+        let Some(at) = self.lab.ports.iter().position(|p| p.name == name) else {
+            return json!({"error": format!("no port `{name}` in lab `{}`", self.lab.name)});
+        };
+        let port = self.lab.ports.remove(at);
+        if let Some(id) = dp.port_by_name(name) {
+            dp.remove_port(id);
+        }
+        let flows = match (self.handles.router, port.ip) {
+            (Some(router), Some((ip, _))) => dp.handler_of_mut(router).router_mut().forget_host(ip),
+            _ => 0,
+        };
+        let mut nss = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+        nss.forget_port(name);
+        if let Some(ns) = &port.netns {
+            if !self.lab.ports.iter().any(|p| p.netns.as_ref() == Some(ns)) {
+                nss.forget_netns(ns);
+                self.built.remove_netns(ns);
+            }
+        }
+        json!({"detached": name, "flows_forgotten": flows})
+    }
+
+    /// The current lab with the port of `spec` after its ports, checked as `check`
+    /// checks a file; Err is the first problem, in a line.
+    fn with_port(&self, spec: &AttachSpec) -> Result<Lab, String> {
+        let ip = match spec.ip.as_deref() {
+            Some("auto") => Some(self.free_address(&spec.bridge)?),
+            other => other.map(String::from),
+        };
+        // Written as the user would write it: only what was given.
+        let mut text = lab::to_toml(&self.lab);
+        text.push_str("\n[[port]]\n");
+        let mut key = |k: &str, v: &str| {
+            let mut value = toml_edit::Value::from(v);
+            value.decor_mut().clear();
+            text.push_str(&format!("{k} = {value}\n"));
+        };
+        key("name", &spec.name);
+        key("bridge", &spec.bridge);
+        if let Some(ns) = &spec.netns {
+            key("netns", ns);
+        }
+        if let Some(q) = &spec.qemu {
+            key("qemu", q);
+        }
+        if let Some(ip) = &ip {
+            key("ip", ip);
+        }
+        if let Some(mac) = &spec.mac {
+            key("mac", mac);
+        }
+        lab::parse(&self.lab.file, &text).map_err(|errors| {
+            errors
+                .first()
+                .map_or_else(|| "refused".to_string(), |e| e.message.clone())
+        })
+    }
+
+    /// The lowest address of `bridge`'s subnet that no port, gateway or service holds
+    /// (never the network or broadcast address), with the subnet's prefix.
+    fn free_address(&self, bridge: &str) -> Result<String, String> {
+        let b = self
+            .lab
+            .bridges
+            .iter()
+            .find(|b| b.name == bridge)
+            .ok_or_else(|| format!("no bridge `{bridge}` in lab `{}`", self.lab.name))?;
+        let subnet = b
+            .subnet
+            .as_ref()
+            .ok_or_else(|| format!("bridge `{bridge}` has no subnet: `--ip auto` needs one"))?;
+        let taken: Vec<Ipv4Addr> = self
+            .lab
+            .ports
+            .iter()
+            .filter_map(|p| p.ip.map(|(a, _)| a))
+            .chain(self.lab.bridges.iter().filter_map(|b| b.gateway))
+            .chain(self.lab.services.iter().map(|s| *s.vip.ip()))
+            .collect();
+        let base = u32::from(subnet.addr);
+        let size = 1u64 << (32 - u32::from(subnet.prefix));
+        (1..size.saturating_sub(1))
+            .map(|i| Ipv4Addr::from(base + i as u32))
+            .find(|a| !taken.contains(a))
+            .map(|a| format!("{a}/{}", subnet.prefix))
+            .ok_or_else(|| format!("bridge `{bridge}` has no free address left"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_requests_read_back() {
+        let spec = AttachSpec {
+            bridge: "br0".into(),
+            name: "api".into(),
+            netns: Some("/proc/1/ns/net".into()),
+            qemu: None,
+            ip: Some("auto".into()),
+            mac: None,
+        };
+        assert_eq!(AttachSpec::from_json(&spec.to_json()), Some(spec));
+        assert_eq!(AttachSpec::from_json(&json!({"name": "x"})), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! Changing a running lab: `tapnet attach` and `tapnet detach` of container
+//! namespaces (by name and by path) and of a VM's socket, `--ip auto`, `show lab`
+//! read back by `check`, and bad requests refused in one line with nothing changed.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+
+fn tapnet(args: &[&str]) -> std::process::Output {
+    let mut cmd = vec![TAPNET];
+    cmd.extend_from_slice(args);
+    run(&cmd, 20)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// `tapnet attach BRIDGE --name NAME ARGS... --lab LAB`: the address it got.
+fn attach(lab: &str, name: &str, args: &[&str]) -> Result<String, String> {
+    let mut cmd = vec!["attach", "br0", "--name", name, "--lab", lab];
+    cmd.extend_from_slice(args);
+    let out = tapnet(&cmd);
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{out:?}");
+        return Err(stderr(&out));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    Ok(text
+        .split("ip ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn port_names(lab: &RunningLab) -> Vec<String> {
+    let v = lab.show("ports");
+    v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn attach_and_detach_under_traffic_leave_the_others_alone() {
+    let name = unique("l");
+    let (a, b, x) = (unique("n"), unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.93.0.0/24")
+        .port("a", "br0", &a, "10.93.0.2/24")
+        .port("b", "br0", &b, "10.93.0.3/24")
+        .service("web", "10.93.0.50:80", "tcp", &["10.93.0.2:80"])
+        .text();
+    let lab = RunningLab::start(&name, &[a.clone(), b.clone(), x.clone()], &text);
+    // 400 pings between a and b, 10 ms apart, while ports come and go.
+    let flood = std::thread::spawn({
+        let a = a.clone();
+        move || {
+            let out = ns_run(
+                &a,
+                &[
+                    "ping",
+                    "-c",
+                    "400",
+                    "-i",
+                    "0.01",
+                    "-W",
+                    "1",
+                    "-q",
+                    "10.93.0.3",
+                ],
+                30,
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    });
+    for round in 0..3 {
+        let ip = attach(&name, "x", &["--netns", &x, "--ip", "auto"]).unwrap();
+        // The lowest free address: not the gateway (.1), a or b, nor the VIP.
+        assert_eq!(ip, "10.93.0.4/24", "round {round}");
+        assert!(ping(&x, "10.93.0.2", 2), "x -> a, round {round}");
+        assert!(ping(&x, "10.93.0.1", 1), "x -> gateway, round {round}");
+        assert!(port_names(&lab).contains(&"x".to_string()));
+        let out = tapnet(&["detach", "x", "--lab", &name]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(!port_names(&lab).contains(&"x".to_string()));
+        // The namespace tapnet made for it went with it, and its learned MAC too.
+        assert!(!netns_exists(&x), "round {round}");
+        let fdb = lab.show("fdb").to_string();
+        assert!(!fdb.contains("02:00:0a:5d:00:04"), "{fdb}");
+    }
+    let summary = flood.join().unwrap();
+    assert!(summary.contains(" 0% packet loss"), "{summary}");
+}
+
+#[test]
+fn auto_addresses_are_never_given_twice_and_show_lab_reads_back() {
+    let name = unique("l");
+    let a = unique("n");
+    let text = LabText::new(&name)
+        .bridge("br0", "10.94.0.0/24")
+        .port("a", "br0", &a, "10.94.0.2/24")
+        .text();
+    let mut namespaces = vec![a.clone()];
+    let lab = RunningLab::start(&name, &namespaces, &text);
+    // 50 attaches, every third one detached again at once: no address is ever held
+    // by two ports, and freed ones are given again.
+    let mut live: Vec<(String, String)> = Vec::new();
+    for i in 0..50 {
+        let (port, ns) = (format!("p{i}"), unique("n"));
+        namespaces.push(ns.clone());
+        let ip = attach(&name, &port, &["--netns", &ns, "--ip", "auto"]).unwrap();
+        assert!(
+            live.iter().all(|(_, other)| *other != ip),
+            "{ip} given twice: {live:?}"
+        );
+        live.push((port.clone(), ip));
+        if i % 3 == 0 {
+            let (gone, _) = live.remove(0);
+            assert!(tapnet(&["detach", &gone, "--lab", &name]).status.success());
+        }
+    }
+    let ips: HashSet<&String> = live.iter().map(|(_, ip)| ip).collect();
+    assert_eq!(ips.len(), live.len());
+    assert_eq!(
+        port_names(&lab).len(),
+        1 + 1 + live.len(),
+        "a, the router, the rest"
+    );
+
+    // The lab as it is now, as a lab file: `check` takes it, with every port.
+    let out = tapnet(&["show", "lab", "--lab", &name]);
+    assert!(out.status.success(), "{out:?}");
+    let now = LabFile::new(&String::from_utf8_lossy(&out.stdout));
+    let checked = tapnet(&["check", now.path.to_str().unwrap()]);
+    assert!(checked.status.success(), "{checked:?}");
+    let text = std::fs::read_to_string(&now.path).unwrap();
+    for (port, ip) in &live {
+        assert!(text.contains(&format!("name = \"{port}\"")), "{text}");
+        assert!(text.contains(&format!("ip = \"{ip}\"")), "{text}");
+    }
+    drop(lab);
+    for ns in &namespaces {
+        assert!(!netns_exists(ns), "{ns} left behind");
+    }
+}
+
+#[test]
+fn bad_attaches_are_refused_in_one_line_and_change_nothing() {
+    let name = unique("l");
+    let (a, x) = (unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.95.0.0/24")
+        .port("a", "br0", &a, "10.95.0.2/24")
+        .with("mac", "02:00:00:00:95:02")
+        .text();
+    let lab = RunningLab::start(&name, &[a.clone(), x.clone()], &text);
+    let before = port_names(&lab);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--netns", &x, "--ip", "10.95.0.2/24"],
+            "ip 10.95.0.2 is already used by port `a`",
+        ),
+        (
+            &["--netns", &x, "--mac", "02:00:00:00:95:02"],
+            "mac 02:00:00:00:95:02 of port `x` is already used by port `a`",
+        ),
+        (
+            &["--netns", "/proc/999999999/ns/net"],
+            "/proc/999999999/ns/net",
+        ),
+        (&["--netns", &x, "--ip", "10.96.0.9/24"], "10.96.0.9"),
+    ];
+    for (args, needle) in cases {
+        let err = attach(&name, "x", args).unwrap_err();
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(port_names(&lab), before, "{args:?} changed the lab");
+        assert!(!netns_exists(&x), "{args:?} left a namespace");
+    }
+    let out = tapnet(&[
+        "attach", "nosuch", "--name", "x", "--netns", &x, "--lab", &name,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("names bridge `nosuch`"), "{out:?}");
+    let out = tapnet(&["detach", "nosuch", "--lab", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("tapnet: no port `nosuch` in lab `{name}`")
+    );
+    // A VM's socket attached at run time is a port like the others.
+    let socket = std::env::temp_dir().join(format!("{}.sock", unique("vm")));
+    attach(&name, "vm", &["--qemu", socket.to_str().unwrap()]).unwrap();
+    assert_eq!(lab.port("vm")["kind"], "qemu");
+    assert!(socket.exists());
+    assert!(tapnet(&["detach", "vm", "--lab", &name]).status.success());
+    assert!(!socket.exists(), "the socket goes with the port");
+}
