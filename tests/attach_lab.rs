@@ -202,3 +202,63 @@ fn bad_attaches_are_refused_in_one_line_and_change_nothing() {
     assert!(tapnet(&["detach", "vm", "--lab", &name]).status.success());
     assert!(!socket.exists(), "the socket goes with the port");
 }
+
+#[test]
+fn detaching_a_container_closes_its_host_connections() {
+    // tapnet in a test host namespace; an attached container holds a masqueraded
+    // connection to a server in the outside namespace, and is detached: the server
+    // sees the connection end at once (tapnet closed its host socket), not at a
+    // timeout. A port that a forward targets is not detached.
+    let net = HostAndOutside::new();
+    let name = unique("l");
+    let (x, web) = (unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.97.0.0/24")
+        .port("web", "br0", &web, "10.97.0.2/24")
+        .forward("tcp", "0.0.0.0:8090", "10.97.0.2:80")
+        .nat()
+        .text();
+    let lab = RunningLab::start_in(
+        Some(&net.host.name),
+        &name,
+        &[x.clone(), web.clone()],
+        &text,
+    );
+    attach(&name, "x", &["--netns", &x, "--ip", "auto"]).unwrap();
+    let log = std::env::temp_dir().join(format!("{}.log", unique("echo")));
+    let _echo = tcp_echo_logging(&net.outside.name, "0.0.0.0", 7000, &log);
+    const CLIENT: &str = r#"
+import socket, sys, time
+for _ in range(50):
+    try:
+        s = socket.create_connection((sys.argv[1], 7000), timeout=2)
+        s.sendall(b"hello")
+        if s.recv(16) == b"hello":
+            break
+    except OSError:
+        time.sleep(0.1)
+time.sleep(60)
+"#;
+    let _client = Background::spawn(&x, &["python3", "-c", CLIENT, OUTSIDE_IP]);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    for _ in 0..100 {
+        if logged().contains("open") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(logged(), "open\n");
+    let detached = std::time::Instant::now();
+    assert!(tapnet(&["detach", "x", "--lab", &name]).status.success());
+    assert_eq!(lab.show("nat")["host_flows"], serde_json::json!([]));
+    while logged().lines().count() < 2 && detached.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(detached.elapsed().as_secs() < 5, "{}", logged());
+    assert_eq!(logged().lines().count(), 2, "{}", logged());
+    let _ = std::fs::remove_file(&log);
+
+    let out = tapnet(&["detach", "web", "--lab", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("forward tcp 0.0.0.0:8090"), "{out:?}");
+}

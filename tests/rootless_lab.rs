@@ -29,6 +29,18 @@ fn ping_from(home: &UserHome, lab: &str, port: &str, ip: &str) -> bool {
     ))
 }
 
+/// Waits (up to 2 s) until process `pid` is in a namespace of `kind` ("net", "user")
+/// other than this test's: it has unshared.
+fn wait_unshared(pid: u32, kind: &str) {
+    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+    for _ in 0..100 {
+        if std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).is_ok_and(|l| l != ours) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn rootless_lab_mesh_routing_show_capture_exec_and_teardown() {
     let home = UserHome::new();
@@ -335,14 +347,7 @@ fn a_refused_user_namespace_is_one_line_and_leaves_nothing() {
         .spawn()
         .expect("unshare --user");
     let pid = child.id();
-    // The child has unshared once it is not in our user namespace any more.
-    let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
-    for _ in 0..100 {
-        if std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|l| l != ours) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_unshared(pid, "user");
     let (u, g) = (home.uid, home.gid);
     std::fs::write(
         format!("/proc/{pid}/uid_map"),
@@ -400,24 +405,18 @@ fn namespaces_given_by_path_join_the_lab() {
             .expect("unshare -rn"),
     );
     let pid = holder.0.id();
-    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-    for _ in 0..100 {
-        if std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l != ours) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_unshared(pid, "net");
     let path = format!("/proc/{pid}/ns/net");
-    let name = unique("rl");
-    let lab = home.start(
-        None,
-        &name,
-        &LabText::new(&name)
+    let start = || {
+        let name = unique("rl");
+        let text = LabText::new(&name)
             .bridge("br0", "10.88.0.0/24")
             .port("p", "br0", &path, "10.88.0.2/24")
             .port("q", "br0", "q", "10.88.0.3/24")
-            .text(),
-    );
+            .text();
+        (home.start(None, &name, &text), name)
+    };
+    let (lab, name) = start();
     assert!(ping_from(&home, &name, "p", "10.88.0.3"));
     // The port is in that very namespace: root sees it there.
     let inside = run(
@@ -442,16 +441,7 @@ fn namespaces_given_by_path_join_the_lab() {
 
     // The lab holds no part of that namespace: when its process ends, the namespace
     // goes, and the port goes down with it while the others run on.
-    let name = unique("rl");
-    let lab = home.start(
-        None,
-        &name,
-        &LabText::new(&name)
-            .bridge("br0", "10.88.0.0/24")
-            .port("p", "br0", &path, "10.88.0.2/24")
-            .port("q", "br0", "q", "10.88.0.3/24")
-            .text(),
-    );
+    let (lab, name) = start();
     assert!(ping_from(&home, &name, "q", "10.88.0.2"));
     drop(holder);
     let mut down = false;
@@ -474,12 +464,7 @@ fn namespaces_given_by_path_join_the_lab() {
             .expect("unshare -n"),
     );
     let pid = holder.0.id();
-    for _ in 0..100 {
-        if std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l != ours) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_unshared(pid, "net");
     let path = format!("/proc/{pid}/ns/net");
     let (name, q) = (unique("l"), unique("n"));
     let _lab = RunningLab::start(

@@ -113,18 +113,31 @@ impl Live<'_> {
     }
 
     /// `detach NAME`: takes a port attached at `up` or later out of the datapath and
-    /// the lab, with its FDB entries, its neighbour entry and its service flows; a
+    /// the lab, with its FDB entries, its neighbour entry and its service and host
+    /// flows (masquerade, forwards: their host sockets closed); a
     /// namespace tapnet made for it alone goes too.
     pub fn detach(&mut self, dp: &mut Datapath, name: &str) -> Value {
         let Some(at) = self.lab.ports.iter().position(|p| p.name == name) else {
             return json!({"error": format!("no port `{name}` in lab `{}`", self.lab.name)});
         };
+        // The lab must stay one `check` accepts: a forward's target is a port's address.
+        let ip = self.lab.ports[at].ip.map(|(a, _)| a);
+        if let Some(f) = self.lab.forwards.iter().find(|f| Some(*f.to.ip()) == ip) {
+            let proto = match f.proto {
+                lab::Proto::Tcp => "tcp",
+                lab::Proto::Udp => "udp",
+            };
+            return json!({"error": format!(
+                "port `{name}` is the target of forward {proto} {}: a lab keeps its forwards' targets (forwards cannot be changed at run time yet)",
+                f.listen
+            )});
+        }
         let port = self.lab.ports.remove(at);
         if let Some(id) = dp.port_by_name(name) {
             dp.remove_port(id);
         }
         let flows = match (self.handles.router, port.ip) {
-            (Some(router), Some((ip, _))) => dp.handler_of_mut(router).router_mut().forget_host(ip),
+            (Some(router), Some((ip, _))) => dp.handler_of_mut(router).forget_host(ip),
             _ => 0,
         };
         let mut nss = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());

@@ -288,39 +288,25 @@ pub fn private_mounts_for(name: Option<&str>) -> io::Result<()> {
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(annotate(io::Error::last_os_error(), "unshare(CLONE_NEWNS)"));
     }
-    // SAFETY: valid NUL-terminated strings; changes only our new mount namespace.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_SLAVE | libc::MS_REC,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(annotate(
-            io::Error::last_os_error(),
-            "mount --make-rslave /",
-        ));
-    }
+    // Changes only our new mount namespace from here on.
+    mount(
+        None,
+        c"/",
+        None,
+        libc::MS_SLAVE | libc::MS_REC,
+        "mount --make-rslave /",
+    )?;
     // Root may take the old /sys away first; without root it is locked in place, and
     // the new one goes on top of it.
-    // SAFETY: as above.
+    // SAFETY: a valid NUL-terminated path; only our mount namespace changes.
     unsafe { libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) };
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::mount(
-            c"sysfs".as_ptr(),
-            c"/sys".as_ptr(),
-            c"sysfs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(annotate(io::Error::last_os_error(), "mount sysfs on /sys"));
-    }
+    mount(
+        Some(c"sysfs"),
+        c"/sys",
+        Some(c"sysfs"),
+        0,
+        "mount sysfs on /sys",
+    )?;
     let Some(name) = name.filter(|n| check_name(n).is_ok()) else {
         return Ok(());
     };
@@ -336,22 +322,8 @@ pub fn private_mounts_for(name: Option<&str>) -> io::Result<()> {
             c_path(&entry.path().to_string_lossy())?,
             c_path(&target.to_string_lossy())?,
         );
-        // SAFETY: valid NUL-terminated paths; only our mount namespace changes.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                c"none".as_ptr(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(annotate(
-                io::Error::last_os_error(),
-                &format!("bind {} on {}", entry.path().display(), target.display()),
-            ));
-        }
+        let what = format!("bind {} on {}", entry.path().display(), target.display());
+        mount(Some(&src), &dst, Some(c"none"), libc::MS_BIND, &what)?;
     }
     Ok(())
 }
@@ -436,19 +408,13 @@ fn bind_new_netns(target: &CString) -> io::Result<OwnedFd> {
     let source = c"/proc/thread-self/ns/net";
     // Opened before mounting, so nothing can fail once the mount exists.
     let fd = File::open("/proc/thread-self/ns/net")?;
-    // SAFETY: valid NUL-terminated strings.
-    let r = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            c"none".as_ptr(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(annotate(io::Error::last_os_error(), "bind mount"));
-    }
+    mount(
+        Some(source),
+        target,
+        Some(c"none"),
+        libc::MS_BIND,
+        "bind mount",
+    )?;
     // The mount must be the namespace just made (it is, unless this mount
     // namespace's /proc belongs to some other process tree).
     let (want, got) = (fd.metadata()?, std::fs::metadata(to_path(target))?);
@@ -729,6 +695,32 @@ fn in_mount_ns<T: Send>(
         }
         f()
     })
+}
+
+/// mount(2) with what was being done in its error: `source` and `fstype` may be
+/// absent (a propagation change).
+fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    what: &str,
+) -> io::Result<()> {
+    let ptr = |c: Option<&std::ffi::CStr>| c.map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: valid NUL-terminated strings or null, as mount(2) takes them; no data.
+    let r = unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(annotate(io::Error::last_os_error(), what));
+    }
+    Ok(())
 }
 
 fn path_of(name: &str) -> String {

@@ -91,6 +91,13 @@ impl RouterHandler {
         self
     }
 
+    /// Forgets a container that was detached, at `ip`: the router's neighbour entry
+    /// and service flows, and the host proxy's flows from and to it. How many flows.
+    pub fn forget_host(&mut self, ip: std::net::Ipv4Addr) -> usize {
+        let proxied = self.proxy.as_mut().map_or(0, |p| p.forget_container(ip));
+        self.router.forget_host(ip) + proxied
+    }
+
     /// The router, to change at run time (a container attached or detached).
     pub fn router_mut(&mut self) -> &mut Router {
         &mut self.router

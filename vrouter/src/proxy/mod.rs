@@ -669,6 +669,29 @@ impl HostProxy {
 
     /// Lets go of flows idle past their timeout (closing TCP sooner), and of sockets
     /// smoltcp has finished with.
+    /// Closes every flow of the container at `ip` (it was detached): masquerade's and
+    /// forwards' alike, their host sockets closed. How many.
+    pub fn forget_container(&mut self, ip: Ipv4Addr) -> usize {
+        let of: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| {
+                let container = match e {
+                    Some(Entry::Tcp(c)) => *c.container.ip(),
+                    Some(Entry::Udp(f)) => *f.container.ip(),
+                    Some(Entry::Ping(f)) => f.container,
+                    _ => return None,
+                };
+                (container == ip).then_some(n)
+            })
+            .collect();
+        for &n in &of {
+            self.remove(n);
+        }
+        of.len()
+    }
+
     pub fn tick(&mut self, now: Instant) {
         let t = self.timeouts;
         let idle: Vec<usize> = self
