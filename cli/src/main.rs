@@ -119,7 +119,7 @@ enum Command {
         lab: Option<String>,
     },
     /// Detach a port from a running lab: its TAP goes, and with it its learned
-    /// addresses, its neighbour entry and its service flows.
+    /// addresses, its neighbour entry, its service flows and its host connections.
     Detach {
         port: String,
         #[arg(long)]
