@@ -88,10 +88,15 @@ impl Live<'_> {
         };
         self.made += 1;
         if let Err(e) = built {
-            self.namespaces
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .forget_port(&port.name);
+            let mut nss = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+            nss.forget_port(&port.name);
+            // A namespace made for it goes again: a refused attach changes nothing.
+            if let Some(ns) = &port.netns {
+                if !self.lab.ports.iter().any(|p| p.netns.as_ref() == Some(ns)) {
+                    nss.forget_netns(ns);
+                    self.built.remove_netns(ns);
+                }
+            }
             return json!({"error": format!("{e:#}")});
         }
         if let (Some(router), Some((ip, _)), true) =
