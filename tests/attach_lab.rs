@@ -261,4 +261,121 @@ time.sleep(60)
     let out = tapnet(&["detach", "web", "--lab", &name]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("forward tcp 0.0.0.0:8090"), "{out:?}");
+    let rm = tapnet(&["forward", "rm", "tcp", "0.0.0.0:8090", "--lab", &name]);
+    assert!(rm.status.success(), "{rm:?}");
+    assert!(tapnet(&["detach", "web", "--lab", &name]).status.success());
+}
+
+#[test]
+fn forwards_are_added_and_removed_at_run_time() {
+    let net = HostAndOutside::new();
+    let name = unique("l");
+    let (web, x) = (unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.98.0.0/24")
+        .port("web", "br0", &web, "10.98.0.2/24")
+        .nat()
+        .text();
+    let lab = RunningLab::start_in(
+        Some(&net.host.name),
+        &name,
+        &[web.clone(), x.clone()],
+        &text,
+    );
+    let www = WebRoot::new("added at run time\n");
+    let _server = http_server(&web, "0.0.0.0", 80, &www.dir, &www.log);
+    let url = format!("http://{HOST_IP}:8081/");
+    let add = [
+        "forward",
+        "add",
+        "tcp",
+        "0.0.0.0:8081",
+        "10.98.0.2:80",
+        "--lab",
+        &name,
+    ];
+    assert!(tapnet(&add).status.success());
+    assert_eq!(
+        curl(&net.outside.name, &url).as_deref(),
+        Some("added at run time\n")
+    );
+    assert_eq!(
+        www.clients(),
+        vec![OUTSIDE_IP.to_string()],
+        "the client's own address"
+    );
+    let forwards = lab.show("forwards").to_string();
+    assert!(forwards.contains("0.0.0.0:8081"), "{forwards}");
+    // show lab has it, and check takes it.
+    let out = tapnet(&["show", "lab", "--lab", &name]);
+    let now = LabFile::new(&String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen = \"0.0.0.0:8081\""));
+    assert!(tapnet(&["check", now.path.to_str().unwrap()])
+        .status
+        .success());
+
+    // The same port again, a port to no one, a bad protocol: one line each, exit 1.
+    for (args, needle) in [
+        (&add[..], "8081"),
+        (
+            &[
+                "forward",
+                "add",
+                "tcp",
+                "8082",
+                "10.98.0.77:80",
+                "--lab",
+                &name,
+            ][..],
+            "no port or service holds that address",
+        ),
+        (
+            &[
+                "forward",
+                "add",
+                "sctp",
+                "8083",
+                "10.98.0.2:80",
+                "--lab",
+                &name,
+            ][..],
+            "sctp",
+        ),
+    ] {
+        let out = tapnet(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{out:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {out:?}");
+    }
+
+    // Removed: the host port is closed (refused at once), and free to add again.
+    let rm = ["forward", "rm", "tcp", "0.0.0.0:8081", "--lab", &name];
+    assert!(tapnet(&rm).status.success());
+    let refused = ns_run(&net.outside.name, &["curl", "-s", "-m", "3", &url], 6);
+    assert_eq!(
+        refused.status.code(),
+        Some(7),
+        "connection refused: {refused:?}"
+    );
+    assert!(!lab.show("forwards").to_string().contains("8081"));
+    assert_eq!(tapnet(&rm).status.code(), Some(1), "once");
+    assert!(tapnet(&add).status.success(), "added again");
+    assert!(curl(&net.outside.name, &url).is_some());
+    // An attached container can be published too.
+    attach(&name, "x", &["--netns", &x, "--ip", "10.98.0.9/24"]).unwrap();
+    let add_x = [
+        "forward",
+        "add",
+        "udp",
+        "5353",
+        "10.98.0.9:5353",
+        "--lab",
+        &name,
+    ];
+    assert!(tapnet(&add_x).status.success());
+    let _echo = udp_echo(&x, "0.0.0.0", 5353);
+    assert_eq!(
+        udp_ask(&net.outside.name, HOST_IP, 5353, "hello").as_deref(),
+        Some("hello")
+    );
 }

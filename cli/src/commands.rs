@@ -267,6 +267,20 @@ pub fn attach(spec: daemon::runtime::AttachSpec, lab: Option<&str>) -> ExitCode 
     }
 }
 
+/// `tapnet forward add|rm`: silent on success; a refusal is one line, exit 1.
+pub fn forward(
+    lab: Option<&str>,
+    change: impl FnOnce(&str) -> anyhow::Result<serde_json::Value>,
+) -> ExitCode {
+    match client::resolve_lab(lab).and_then(|lab| change(&lab)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tapnet: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
 /// `tapnet detach PORT`.
 pub fn detach(port: &str, lab: Option<&str>) -> ExitCode {
     match client::resolve_lab(lab).and_then(|lab| client::detach(&lab, port)) {

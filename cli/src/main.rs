@@ -125,6 +125,13 @@ enum Command {
         #[arg(long)]
         lab: Option<String>,
     },
+    /// Publish a container's port on the host at run time, or take it back:
+    /// `tapnet forward add tcp 0.0.0.0:8081 172.16.1.7:80`,
+    /// `tapnet forward rm tcp 0.0.0.0:8081`. Checked as a lab file's `[[forward]]`.
+    Forward {
+        #[command(subcommand)]
+        change: ForwardChange,
+    },
     /// Read live state from a running lab.
     Show {
         /// ports, fdb, drops, routes, arp, nat, forwards, services, vxlan, or lab (the
@@ -136,6 +143,25 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ForwardChange {
+    /// Add a forward: PROTO (tcp or udp), LISTEN (a port or ip:port), TO (ip:port).
+    Add {
+        proto: String,
+        listen: String,
+        to: String,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Remove the forward of PROTO on LISTEN: its connections close.
+    Rm {
+        proto: String,
+        listen: String,
+        #[arg(long)]
+        lab: Option<String>,
     },
 }
 
@@ -206,5 +232,18 @@ fn main() -> ExitCode {
             lab.as_deref(),
         ),
         Command::Detach { port, lab } => commands::detach(&port, lab.as_deref()),
+        Command::Forward { change } => match change {
+            ForwardChange::Add {
+                proto,
+                listen,
+                to,
+                lab,
+            } => commands::forward(lab.as_deref(), |l| {
+                daemon::control::client::forward_add(l, &proto, &listen, &to)
+            }),
+            ForwardChange::Rm { proto, listen, lab } => commands::forward(lab.as_deref(), |l| {
+                daemon::control::client::forward_rm(l, &proto, &listen)
+            }),
+        },
     }
 }

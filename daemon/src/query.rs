@@ -305,7 +305,7 @@ fn proto_name(p: u8) -> &'static str {
 fn forwards(l: Live<'_>, lab: &str) -> Value {
     let mut out = Vec::new();
     if let Some(proxy) = l.router().and_then(|r| r.proxy()) {
-        for (rule, st) in proxy.rules().iter().zip(proxy.forward_stats()) {
+        for (rule, st) in proxy.forwards() {
             out.push(json!({
                 "proto": proto_name(rule.proto),
                 "listen": rule.listen.to_string(),

@@ -133,8 +133,8 @@ impl Live<'_> {
                 lab::Proto::Udp => "udp",
             };
             return json!({"error": format!(
-                "port `{name}` is the target of forward {proto} {}: a lab keeps its forwards' targets (forwards cannot be changed at run time yet)",
-                f.listen
+                "port `{name}` is the target of forward {proto} {}: remove the forward first (`tapnet forward rm {proto} {}`)",
+                f.listen, f.listen
             )});
         }
         let port = self.lab.ports.remove(at);
@@ -154,6 +154,83 @@ impl Live<'_> {
             }
         }
         json!({"detached": name, "flows_forgotten": flows})
+    }
+
+    /// `forward add PROTO LISTEN TO`: checked as a lab file's `[[forward]]` would be,
+    /// its port bound on the host, then served; `{"forward": ..}` or `{"error": ..}`,
+    /// nothing changed on an error.
+    pub fn add_forward(&mut self, dp: &mut Datapath, proto: &str, listen: &str, to: &str) -> Value {
+        let Some(router) = self.handles.router else {
+            return json!({"error": format!("lab `{}` has no router (no bridge with a subnet): a forward needs one", self.lab.name)});
+        };
+        let mut text = lab::to_toml(&self.lab);
+        let q = |v: &str| {
+            let mut value = toml_edit::Value::from(v);
+            value.decor_mut().clear();
+            value.to_string()
+        };
+        text.push_str(&format!(
+            "\n[[forward]]\nproto = {}\nlisten = {}\nto = {}\n",
+            q(proto),
+            q(listen),
+            q(to)
+        ));
+        let next = match lab::parse(&self.lab.file, &text) {
+            Ok(lab) => lab,
+            Err(errors) => {
+                return json!({"error": errors.first().map_or("refused".into(), |e| e.message.clone())})
+            }
+        };
+        if let Some(e) = crate::refused_here(&next).first() {
+            return json!({"error": e.message});
+        }
+        let f = next.forwards.last().expect("just added").clone();
+        let rule = vrouter::proxy::ForwardRule {
+            proto: match f.proto {
+                lab::Proto::Tcp => vrouter::nat::PROTO_TCP,
+                lab::Proto::Udp => vrouter::nat::PROTO_UDP,
+            },
+            listen: f.listen,
+            to: f.to,
+        };
+        let Some(proxy) = dp.handler_of_mut(router).proxy_mut() else {
+            return json!({"error": format!("lab `{}` has no host proxy: it started with no `[nat]` and no `[[forward]]`; give it either, and forwards can be added at run time", self.lab.name)});
+        };
+        if let Err(e) = proxy.add_forward(rule) {
+            return json!({"error": format!("forward listen {}: cannot bind it on this host: {e}", f.listen)});
+        }
+        dp.reattach(router.id);
+        self.lab = next;
+        json!({"forward": {"proto": proto, "listen": f.listen.to_string(), "to": f.to.to_string()}})
+    }
+
+    /// `forward rm PROTO LISTEN`: the forward's socket and connections close.
+    pub fn remove_forward(&mut self, dp: &mut Datapath, proto: &str, listen: &str) -> Value {
+        let found = self.lab.forwards.iter().position(|f| {
+            let p = match f.proto {
+                lab::Proto::Tcp => "tcp",
+                lab::Proto::Udp => "udp",
+            };
+            p == proto
+                && (f.listen.to_string() == listen
+                    || format!("0.0.0.0:{listen}") == f.listen.to_string())
+        });
+        let Some(at) = found else {
+            return json!({"error": format!("no forward {proto} {listen} in lab `{}`", self.lab.name)});
+        };
+        let f = self.lab.forwards.remove(at);
+        let proto_num = match f.proto {
+            lab::Proto::Tcp => vrouter::nat::PROTO_TCP,
+            lab::Proto::Udp => vrouter::nat::PROTO_UDP,
+        };
+        if let Some(proxy) = self
+            .handles
+            .router
+            .and_then(|r| dp.handler_of_mut(r).proxy_mut())
+        {
+            proxy.remove_forward(proto_num, f.listen);
+        }
+        json!({"removed": {"proto": proto, "listen": f.listen.to_string()}})
     }
 
     /// The current lab with the port of `spec` after its ports, checked as `check`

@@ -78,6 +78,12 @@ pub(crate) fn serve(
                                 None => serde_json::json!({"error": "bad attach request"}),
                             },
                             RequestLine::Detach(port) => live.detach(dp, port),
+                            RequestLine::ForwardAdd { proto, listen, to } => {
+                                live.add_forward(dp, proto, listen, to)
+                            }
+                            RequestLine::ForwardRemove { proto, listen } => {
+                                live.remove_forward(dp, proto, listen)
+                            }
                             RequestLine::Show("show lab") => {
                                 serde_json::json!({"lab": lab::to_toml(&live.lab)})
                             }

@@ -98,6 +98,12 @@ impl RouterHandler {
         self.router.forget_host(ip) + proxied
     }
 
+    /// The host proxy, to change at run time (forwards added and removed); None in a lab
+    /// built without one (no masquerade and no forward).
+    pub fn proxy_mut(&mut self) -> Option<&mut HostProxy> {
+        self.proxy.as_mut()
+    }
+
     /// The router, to change at run time (a container attached or detached).
     pub fn router_mut(&mut self) -> &mut Router {
         &mut self.router

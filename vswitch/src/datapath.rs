@@ -379,6 +379,21 @@ impl Datapath {
             .expect("a HandlerRef is made with its handler's type")
     }
 
+    /// Lets handler `id` register new sources with the poll loop (its `attach` again),
+    /// after it was changed at run time (a forward's listener added).
+    pub fn reattach(&mut self, id: HandlerId) {
+        let Some(handler) = self.handlers.get_mut(id.0) else {
+            return;
+        };
+        let mut out = Emitter {
+            pool: &mut self.pool,
+            inject: &mut self.injected,
+            registry: self.poll.registry(),
+            token_base: HANDLER_TOKEN_BASE + id.0 * HANDLER_TOKENS,
+        };
+        handler.attach(&mut out);
+    }
+
     /// Adds the logic behind internal ports.
     pub fn add_handler(&mut self, mut handler: Box<dyn Handler>) -> HandlerId {
         let h = self.handlers.len();

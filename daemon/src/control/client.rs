@@ -237,6 +237,16 @@ pub fn attach(lab: &str, spec: &crate::runtime::AttachSpec) -> Result<serde_json
     request(lab, &protocol::attach(spec))
 }
 
+/// `forward add` on a running lab: its JSON answer.
+pub fn forward_add(lab: &str, proto: &str, listen: &str, to: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::forward_add(proto, listen, to))
+}
+
+/// `forward rm` on a running lab: its JSON answer.
+pub fn forward_rm(lab: &str, proto: &str, listen: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::forward_rm(proto, listen))
+}
+
 /// `detach PORT` on a running lab: its JSON answer.
 pub fn detach(lab: &str, port: &str) -> Result<serde_json::Value> {
     request(lab, &protocol::detach(port))

@@ -92,6 +92,16 @@ pub fn detach(port: &str) -> String {
     format!("detach {port}")
 }
 
+/// The request line of `forward add PROTO LISTEN TO`.
+pub fn forward_add(proto: &str, listen: &str, to: &str) -> String {
+    format!("forward add {proto} {listen} {to}")
+}
+
+/// The request line of `forward rm PROTO LISTEN`.
+pub fn forward_rm(proto: &str, listen: &str) -> String {
+    format!("forward rm {proto} {listen}")
+}
+
 /// The request line of `exec PORT`.
 pub fn exec(port: &str) -> String {
     format!("exec {port}")
@@ -119,6 +129,14 @@ pub enum RequestLine<'a> {
     Attach(&'a str),
     /// `detach PORT`.
     Detach(&'a str),
+    /// `forward add PROTO LISTEN TO`.
+    ForwardAdd {
+        proto: &'a str,
+        listen: &'a str,
+        to: &'a str,
+    },
+    /// `forward rm PROTO LISTEN`.
+    ForwardRemove { proto: &'a str, listen: &'a str },
     /// The rest: `show WHAT`, or a line the `show` answer refuses.
     Show(&'a str),
 }
@@ -130,6 +148,14 @@ impl<'a> RequestLine<'a> {
         }
         if let Some(port) = line.strip_prefix("detach ") {
             return RequestLine::Detach(port.trim());
+        }
+        if let Some(rest) = line.strip_prefix("forward ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words[..] {
+                ["add", proto, listen, to] => return RequestLine::ForwardAdd { proto, listen, to },
+                ["rm", proto, listen] => return RequestLine::ForwardRemove { proto, listen },
+                _ => {}
+            }
         }
         if let Some(rest) = line.strip_prefix("impair ") {
             let (port, spec) = rest.split_once(' ').unwrap_or((rest, ""));

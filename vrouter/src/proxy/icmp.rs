@@ -76,7 +76,9 @@ impl HostProxy {
             self.ping = PingMode::Socket;
         } else if let Ok(raw) = icmp_socket(socket2::Type::RAW) {
             self.ping = PingMode::Raw;
-            self.raw = Some(self.add(Entry::RawIcmp(raw)));
+            let n = self.add(Entry::RawIcmp(raw));
+            self.raw = Some(n);
+            self.unregistered.push(n);
         }
     }
 

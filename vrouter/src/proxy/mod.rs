@@ -192,7 +192,10 @@ pub struct HostProxy {
     max_flows: usize,
     epoch: Instant,
     stats: ProxyStats,
-    registered: bool,
+    /// Entries (listeners, the raw ICMP socket) not yet registered with the poll loop.
+    unregistered: Vec<usize>,
+    /// Forwards removed at run time: their slot in `rules` waits for the next one.
+    gone: Vec<bool>,
     gateways: Vec<(u32, u8, Ipv4Addr)>,
     /// The last port handed out on a gateway's address for forwarded connections.
     next_port: u16,
@@ -264,6 +267,7 @@ impl HostProxy {
         let mut proxy = HostProxy {
             masquerade,
             forward_stats: vec![ForwardStats::default(); rules.len()],
+            gone: vec![false; rules.len()],
             rules,
             timeouts,
             iface,
@@ -284,7 +288,7 @@ impl HostProxy {
             max_flows,
             epoch: now,
             stats: ProxyStats::default(),
-            registered: false,
+            unregistered: Vec::new(),
             gateways: Vec::new(),
             next_port: 0,
             ping: PingMode::None,
@@ -294,22 +298,88 @@ impl HostProxy {
             rx_buf: Vec::new(),
         };
         for (i, rule) in proxy.rules.clone().iter().enumerate() {
-            let entry = match rule.proto {
-                PROTO_TCP => Entry::TcpListener {
-                    socket: listen_tcp(rule.listen)?,
-                    rule: i,
-                },
-                _ => Entry::UdpListener {
-                    socket: UdpSocket::bind(SocketAddr::V4(rule.listen))?,
-                    rule: i,
-                },
-            };
+            let entry = listener(rule, i)?;
             proxy.entries.push(Some(entry));
+            proxy.unregistered.push(i);
         }
         if masquerade {
             proxy.choose_ping_mode();
         }
         Ok(proxy)
+    }
+
+    /// Adds a forward at run time: its socket bound now (an error if the host refuses
+    /// it), registered with the poll loop at the next [`HostProxy::register_listeners`].
+    pub fn add_forward(&mut self, rule: ForwardRule) -> io::Result<()> {
+        let i = self
+            .gone
+            .iter()
+            .position(|g| *g)
+            .unwrap_or(self.rules.len());
+        let entry = listener(&rule, i)?;
+        if i == self.rules.len() {
+            self.rules.push(rule);
+            self.forward_stats.push(ForwardStats::default());
+            self.gone.push(false);
+        } else {
+            self.rules[i] = rule;
+            self.forward_stats[i] = ForwardStats::default();
+            self.gone[i] = false;
+        }
+        let n = self.add(entry);
+        self.unregistered.push(n);
+        Ok(())
+    }
+
+    /// Removes the forward listening on `listen` for `proto`: its socket closes (so it
+    /// leaves the poll loop), and so do its connections, both ends reset. False if
+    /// there is none.
+    pub fn remove_forward(&mut self, proto: u8, listen: SocketAddrV4) -> bool {
+        let Some(i) = (0..self.rules.len()).find(|&i| {
+            !self.gone[i] && self.rules[i].proto == proto && self.rules[i].listen == listen
+        }) else {
+            return false;
+        };
+        let of: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(n, e)| {
+                let rule = match e {
+                    Some(Entry::TcpListener { rule, .. } | Entry::UdpListener { rule, .. }) => {
+                        Some(*rule)
+                    }
+                    Some(Entry::Tcp(c)) => c.rule,
+                    Some(Entry::Udp(f)) => f.rule,
+                    _ => None,
+                };
+                (rule == Some(i)).then_some(n)
+            })
+            .collect();
+        for n in of {
+            if matches!(
+                self.entries[n],
+                Some(Entry::TcpListener { .. } | Entry::UdpListener { .. })
+            ) {
+                self.entries[n] = None;
+                self.unregistered.retain(|&u| u != n);
+                self.free.push(n);
+            } else {
+                self.remove(n);
+            }
+        }
+        self.gone[i] = true;
+        true
+    }
+
+    /// The forwards in place, with their counters.
+    pub fn forwards(&self) -> impl Iterator<Item = (&ForwardRule, &ForwardStats)> + '_ {
+        self.rules
+            .iter()
+            .zip(&self.forward_stats)
+            .zip(&self.gone)
+            .filter(|(_, gone)| !**gone)
+            .map(|(pair, _)| pair)
     }
 
     pub fn rules(&self) -> &[ForwardRule] {
@@ -404,14 +474,11 @@ impl HostProxy {
         n
     }
 
-    /// Registers the listeners (and the raw ICMP socket) with the poll loop (once).
+    /// Registers the listeners (and the raw ICMP socket) not registered yet with the
+    /// poll loop.
     pub fn register_listeners(&mut self, reg: &Reg<'_>) {
-        if self.registered {
-            return;
-        }
-        self.registered = true;
-        for (n, e) in self.entries.iter_mut().enumerate() {
-            let _ = match e {
+        for n in std::mem::take(&mut self.unregistered) {
+            let _ = match &mut self.entries[n] {
                 Some(Entry::TcpListener { socket, .. }) => {
                     reg.registry
                         .register(socket, reg.token(n), Interest::READABLE)
@@ -729,6 +796,20 @@ impl HostProxy {
 /// own ceiling (`net.core.somaxconn` defaults to 4096), so a burst of clients is not
 /// dropped at the door to retry a second later.
 const LISTEN_BACKLOG: i32 = 4096;
+
+/// The listening socket of forward `rule` (index `i`).
+fn listener(rule: &ForwardRule, i: usize) -> io::Result<Entry> {
+    Ok(match rule.proto {
+        PROTO_TCP => Entry::TcpListener {
+            socket: listen_tcp(rule.listen)?,
+            rule: i,
+        },
+        _ => Entry::UdpListener {
+            socket: UdpSocket::bind(SocketAddr::V4(rule.listen))?,
+            rule: i,
+        },
+    })
+}
 
 /// A forward's TCP listener on `addr`.
 fn listen_tcp(addr: SocketAddrV4) -> io::Result<TcpListener> {
