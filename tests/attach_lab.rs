@@ -379,3 +379,109 @@ fn forwards_are_added_and_removed_at_run_time() {
         Some("hello")
     );
 }
+
+#[test]
+fn services_are_added_and_removed_at_run_time() {
+    let name = unique("l");
+    let (c, w1, w2) = (unique("n"), unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.99.0.0/24")
+        .port("c", "br0", &c, "10.99.0.5/24")
+        .port("w1", "br0", &w1, "10.99.0.2/24")
+        .port("w2", "br0", &w2, "10.99.0.3/24")
+        .text();
+    let lab = RunningLab::start(&name, &[c.clone(), w1.clone(), w2.clone()], &text);
+    let (r1, r2) = (WebRoot::new("one\n"), WebRoot::new("two\n"));
+    let _s1 = http_server(&w1, "0.0.0.0", 80, &r1.dir, &r1.log);
+    let _s2 = http_server(&w2, "0.0.0.0", 80, &r2.dir, &r2.log);
+    let add = [
+        "service",
+        "add",
+        "web",
+        "10.99.0.100:80",
+        "tcp",
+        "10.99.0.2:80",
+        "10.99.0.3:80",
+        "--lab",
+        &name,
+    ];
+    let out = tapnet(&add);
+    assert!(out.status.success(), "{out:?}");
+    // Connections from many source ports reach both backends.
+    let mut seen = HashSet::new();
+    for i in 0..20 {
+        let port = (40000 + i).to_string();
+        let out = ns_run(
+            &c,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "--local-port",
+                &port,
+                "http://10.99.0.100/",
+            ],
+            6,
+        );
+        seen.insert(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    assert!(seen.contains("one\n") && seen.contains("two\n"), "{seen:?}");
+    assert!(lab.show("services").to_string().contains("10.99.0.100:80"));
+    let out = tapnet(&["show", "lab", "--lab", &name]);
+    let now = LabFile::new(&String::from_utf8_lossy(&out.stdout));
+    assert!(tapnet(&["check", now.path.to_str().unwrap()])
+        .status
+        .success());
+
+    // A VIP a port holds, a duplicate name, a bad protocol: one line each, exit 1.
+    for (args, needle) in [
+        (
+            &[
+                "service",
+                "add",
+                "x",
+                "10.99.0.5:80",
+                "tcp",
+                "10.99.0.2:80",
+                "--lab",
+                &name,
+            ][..],
+            "10.99.0.5",
+        ),
+        (&add[..], "web"),
+        (
+            &[
+                "service",
+                "add",
+                "y",
+                "10.99.0.101:80",
+                "icmp",
+                "10.99.0.2:80",
+                "--lab",
+                &name,
+            ][..],
+            "icmp",
+        ),
+    ] {
+        let out = tapnet(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{out:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {out:?}");
+    }
+
+    // Removed: the VIP no longer answers, and the name is free.
+    assert!(tapnet(&["service", "rm", "web", "--lab", &name])
+        .status
+        .success());
+    let gone = ns_run(&c, &["curl", "-s", "-m", "2", "http://10.99.0.100/"], 6);
+    assert!(!gone.status.success(), "{gone:?}");
+    assert!(!lab.show("services").to_string().contains("10.99.0.100"));
+    assert_eq!(
+        tapnet(&["service", "rm", "web", "--lab", &name])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert!(tapnet(&add).status.success(), "added again");
+}

@@ -534,6 +534,8 @@ fn an_idle_forwarded_connection_past_its_timeout_resets_the_container_too() {
     let _lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
     let log = std::env::temp_dir().join(format!("{}.log", unique("ends")));
     let _server = tcp_echo_logging(&c, "10.251.1.2", 7002, &log);
+    // The server first: a client that finds nobody listening is reset, and gives up.
+    wait_listening(&c, 7002);
     // The client outside talks once, then says nothing: past the timeout the
     // container's server learns by itself that the connection is gone (a reset), with
     // no packet from the client to find it out.

@@ -267,8 +267,9 @@ pub fn attach(spec: daemon::runtime::AttachSpec, lab: Option<&str>) -> ExitCode 
     }
 }
 
-/// `tapnet forward add|rm`: silent on success; a refusal is one line, exit 1.
-pub fn forward(
+/// `tapnet forward add|rm` and `tapnet service add|rm`: silent on success; a refusal
+/// is one line, exit 1.
+pub fn change(
     lab: Option<&str>,
     change: impl FnOnce(&str) -> anyhow::Result<serde_json::Value>,
 ) -> ExitCode {

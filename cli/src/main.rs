@@ -132,6 +132,13 @@ enum Command {
         #[command(subcommand)]
         change: ForwardChange,
     },
+    /// Add a service VIP at run time, or remove one:
+    /// `tapnet service add api 172.16.1.100:80 tcp 172.16.1.7:80 172.16.1.8:80`,
+    /// `tapnet service rm api`. Checked as a lab file's `[[service]]`.
+    Service {
+        #[command(subcommand)]
+        change: ServiceChange,
+    },
     /// Read live state from a running lab.
     Show {
         /// ports, fdb, drops, routes, arp, nat, forwards, services, vxlan, or lab (the
@@ -143,6 +150,26 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceChange {
+    /// Add a service: NAME, VIP (ip:port), PROTO (tcp or udp), BACKEND (ip:port)...
+    Add {
+        name: String,
+        vip: String,
+        proto: String,
+        #[arg(required = true, num_args = 1..)]
+        backends: Vec<String>,
+        #[arg(long)]
+        lab: Option<String>,
+    },
+    /// Remove service NAME: its VIP stops answering, its connections are reset.
+    Rm {
+        name: String,
+        #[arg(long)]
+        lab: Option<String>,
     },
 }
 
@@ -232,16 +259,30 @@ fn main() -> ExitCode {
             lab.as_deref(),
         ),
         Command::Detach { port, lab } => commands::detach(&port, lab.as_deref()),
+        Command::Service { change } => match change {
+            ServiceChange::Add {
+                name,
+                vip,
+                proto,
+                backends,
+                lab,
+            } => commands::change(lab.as_deref(), |l| {
+                daemon::control::client::service_add(l, &name, &vip, &proto, &backends)
+            }),
+            ServiceChange::Rm { name, lab } => commands::change(lab.as_deref(), |l| {
+                daemon::control::client::service_rm(l, &name)
+            }),
+        },
         Command::Forward { change } => match change {
             ForwardChange::Add {
                 proto,
                 listen,
                 to,
                 lab,
-            } => commands::forward(lab.as_deref(), |l| {
+            } => commands::change(lab.as_deref(), |l| {
                 daemon::control::client::forward_add(l, &proto, &listen, &to)
             }),
-            ForwardChange::Rm { proto, listen, lab } => commands::forward(lab.as_deref(), |l| {
+            ForwardChange::Rm { proto, listen, lab } => commands::change(lab.as_deref(), |l| {
                 daemon::control::client::forward_rm(l, &proto, &listen)
             }),
         },

@@ -204,6 +204,73 @@ impl Live<'_> {
         json!({"forward": {"proto": proto, "listen": f.listen.to_string(), "to": f.to.to_string()}})
     }
 
+    /// `service add NAME VIP PROTO BACKEND...`: checked as a lab file's `[[service]]`,
+    /// then the router answers for its VIP.
+    pub fn add_service(&mut self, dp: &mut Datapath, words: &[&str]) -> Value {
+        let [name, vip, proto, backends @ ..] = words else {
+            return json!({"error": "service add NAME VIP PROTO BACKEND..."});
+        };
+        let Some(router) = self.handles.router else {
+            return json!({"error": format!("lab `{}` has no router (no bridge with a subnet): a service needs one", self.lab.name)});
+        };
+        let q = |v: &str| {
+            let mut value = toml_edit::Value::from(v);
+            value.decor_mut().clear();
+            value.to_string()
+        };
+        let list: Vec<String> = backends.iter().map(|b| q(b)).collect();
+        let mut text = lab::to_toml(&self.lab);
+        text.push_str(&format!(
+            "\n[[service]]\nname = {}\nvip = {}\nproto = {}\nbackends = [{}]\n",
+            q(name),
+            q(vip),
+            q(proto),
+            list.join(", ")
+        ));
+        let next = match lab::parse(&self.lab.file, &text) {
+            Ok(lab) => lab,
+            Err(errors) => {
+                return json!({"error": errors.first().map_or("refused".into(), |e| e.message.clone())})
+            }
+        };
+        let s = next.services.last().expect("just added").clone();
+        dp.handler_of_mut(router)
+            .router_mut()
+            .add_service(vrouter::Service {
+                name: s.name.clone(),
+                proto: match s.proto {
+                    lab::Proto::Tcp => vrouter::nat::PROTO_TCP,
+                    lab::Proto::Udp => vrouter::nat::PROTO_UDP,
+                },
+                vip: s.vip,
+                backends: s.backends.clone(),
+            });
+        self.lab = next;
+        json!({"service": s.name, "vip": s.vip.to_string()})
+    }
+
+    /// `service rm NAME`: its VIP stops answering, its flows are reset. A service a
+    /// forward targets stays until the forward goes.
+    pub fn remove_service(&mut self, dp: &mut Datapath, name: &str) -> Value {
+        let Some(at) = self.lab.services.iter().position(|s| s.name == name) else {
+            return json!({"error": format!("no service `{name}` in lab `{}`", self.lab.name)});
+        };
+        let vip = self.lab.services[at].vip;
+        if let Some(f) = self.lab.forwards.iter().find(|f| f.to == vip) {
+            return json!({"error": format!(
+                "service `{name}` is the target of forward {}: remove the forward first",
+                f.listen
+            )});
+        }
+        self.lab.services.remove(at);
+        if let Some(router) = self.handles.router {
+            dp.handler_of_mut(router)
+                .router_mut()
+                .remove_service(name, std::time::Instant::now());
+        }
+        json!({"removed": name})
+    }
+
     /// `forward rm PROTO LISTEN`: the forward's socket and connections close.
     pub fn remove_forward(&mut self, dp: &mut Datapath, proto: &str, listen: &str) -> Value {
         let found = self.lab.forwards.iter().position(|f| {

@@ -84,6 +84,8 @@ pub(crate) fn serve(
                             RequestLine::ForwardRemove { proto, listen } => {
                                 live.remove_forward(dp, proto, listen)
                             }
+                            RequestLine::ServiceAdd(words) => live.add_service(dp, &words),
+                            RequestLine::ServiceRemove(name) => live.remove_service(dp, name),
                             RequestLine::Show("show lab") => {
                                 serde_json::json!({"lab": lab::to_toml(&live.lab)})
                             }

@@ -853,6 +853,22 @@ while True:
 /// From `ns`, connects to ip:port, exchanges one line, stays idle `idle_s` seconds,
 /// then tries again; prints and returns how that went: `answered`, `reset` or
 /// `timeout` (retries the first connect while the server starts).
+/// Waits (up to 10 s) until something in `ns` listens on TCP `port`: a server started
+/// in the background is ready for clients.
+pub fn wait_listening(ns: &str, port: u16) {
+    let want = format!(":{port}");
+    for _ in 0..200 {
+        let out = ns_run(ns, &["ss", "-Hltn"], 5);
+        if String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|w| w.ends_with(&want))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn tcp_idle_then_talk(ns: &str, ip: &str, port: u16, idle_s: u32) -> String {
     const CODE: &str = r#"
 import socket, sys, time

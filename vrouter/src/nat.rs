@@ -273,6 +273,18 @@ impl FlowTable {
         gone
     }
 
+    /// Renumbers flows' owners after owner `gone` was removed from a list: those
+    /// after it move down by one.
+    pub fn owner_removed(&mut self, gone: usize) {
+        for slot in &mut self.slots {
+            if let Some(f) = slot.flow.as_mut() {
+                if f.owner > gone {
+                    f.owner -= 1;
+                }
+            }
+        }
+    }
+
     /// Removes flows idle past their timeout, oldest first, handing each to `gone`
     /// (which may say "enough for now" by returning false: the rest wait).
     pub fn expire(&mut self, now: Instant, mut gone: impl FnMut(&Flow) -> bool) {

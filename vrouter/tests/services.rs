@@ -342,3 +342,43 @@ fn an_error_about_a_translated_packet_quotes_it_as_the_client_sent_it() {
     assert_eq!(u16::from_be_bytes([quoted[22], quoted[23]]), 80);
     assert_eq!(checksum::sum(&quoted[..20]), 0xffff);
 }
+
+#[test]
+fn a_service_removed_at_run_time_takes_its_flows_and_leaves_the_others_theirs() {
+    let now = Instant::now();
+    let mut r = router();
+    // A connection to "api".
+    let client = sa("172.16.1.2:40000");
+    let mut syn = tcp(GW0, CLIENT_MAC, client, sa("172.16.2.100:80"), 0x02, b"");
+    assert_eq!(r.handle(0, &mut syn, now), Action::Send { iface: 1 });
+    assert_eq!(r.flows().len(), 1);
+    // Removing "api" (the first) takes its flow; "dns" moves up.
+    assert!(r.remove_service("api", now));
+    assert!(!r.remove_service("api", now), "once");
+    assert_eq!(r.flows().len(), 0);
+    assert_eq!(r.services().len(), 1);
+    assert_eq!(r.services()[0].name, "dns");
+    let mut again = tcp(GW0, CLIENT_MAC, client, sa("172.16.2.100:80"), 0x02, b"");
+    assert_ne!(
+        r.handle(0, &mut again, now),
+        Action::Send { iface: 1 },
+        "the VIP is no one's now"
+    );
+    // Added back at run time, it answers again.
+    r.add_service(Service {
+        name: "api".into(),
+        proto: 6,
+        vip: sa("172.16.2.100:80"),
+        backends: vec![sa("172.16.2.2:8080")],
+    });
+    let mut syn = tcp(
+        GW0,
+        CLIENT_MAC,
+        sa("172.16.1.2:40002"),
+        sa("172.16.2.100:80"),
+        0x02,
+        b"",
+    );
+    assert_eq!(r.handle(0, &mut syn, now), Action::Send { iface: 1 });
+    assert_eq!(addrs(&syn).1, sa("172.16.2.2:8080"));
+}

@@ -247,6 +247,22 @@ pub fn forward_rm(lab: &str, proto: &str, listen: &str) -> Result<serde_json::Va
     request(lab, &protocol::forward_rm(proto, listen))
 }
 
+/// `service add` on a running lab: its JSON answer.
+pub fn service_add(
+    lab: &str,
+    name: &str,
+    vip: &str,
+    proto: &str,
+    backends: &[String],
+) -> Result<serde_json::Value> {
+    request(lab, &protocol::service_add(name, vip, proto, backends))
+}
+
+/// `service rm` on a running lab: its JSON answer.
+pub fn service_rm(lab: &str, name: &str) -> Result<serde_json::Value> {
+    request(lab, &protocol::service_rm(name))
+}
+
 /// `detach PORT` on a running lab: its JSON answer.
 pub fn detach(lab: &str, port: &str) -> Result<serde_json::Value> {
     request(lab, &protocol::detach(port))

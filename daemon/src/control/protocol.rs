@@ -102,6 +102,16 @@ pub fn forward_rm(proto: &str, listen: &str) -> String {
     format!("forward rm {proto} {listen}")
 }
 
+/// The request line of `service add NAME VIP PROTO BACKEND...`.
+pub fn service_add(name: &str, vip: &str, proto: &str, backends: &[String]) -> String {
+    format!("service add {name} {vip} {proto} {}", backends.join(" "))
+}
+
+/// The request line of `service rm NAME`.
+pub fn service_rm(name: &str) -> String {
+    format!("service rm {name}")
+}
+
 /// The request line of `exec PORT`.
 pub fn exec(port: &str) -> String {
     format!("exec {port}")
@@ -137,6 +147,10 @@ pub enum RequestLine<'a> {
     },
     /// `forward rm PROTO LISTEN`.
     ForwardRemove { proto: &'a str, listen: &'a str },
+    /// `service add NAME VIP PROTO BACKEND...`: the words after `add`.
+    ServiceAdd(Vec<&'a str>),
+    /// `service rm NAME`.
+    ServiceRemove(&'a str),
     /// The rest: `show WHAT`, or a line the `show` answer refuses.
     Show(&'a str),
 }
@@ -148,6 +162,14 @@ impl<'a> RequestLine<'a> {
         }
         if let Some(port) = line.strip_prefix("detach ") {
             return RequestLine::Detach(port.trim());
+        }
+        if let Some(rest) = line.strip_prefix("service ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words[..] {
+                ["add", ref spec @ ..] => return RequestLine::ServiceAdd(spec.to_vec()),
+                ["rm", name] => return RequestLine::ServiceRemove(name),
+                _ => {}
+            }
         }
         if let Some(rest) = line.strip_prefix("forward ") {
             let words: Vec<&str> = rest.split_whitespace().collect();

@@ -303,6 +303,33 @@ impl Router {
         &self.neighbors
     }
 
+    /// Adds a service at run time: its VIP answers ARP from now on.
+    pub fn add_service(&mut self, service: Service) {
+        self.services.push(service);
+    }
+
+    /// Removes the service `name` at run time, with its flows (both TCP ends reset);
+    /// false if there is none.
+    pub fn remove_service(&mut self, name: &str, now: Instant) -> bool {
+        let Some(i) = self.services.iter().position(|s| s.name == name) else {
+            return false;
+        };
+        let mut gone = Vec::new();
+        self.flows.forget(|f| {
+            let of = f.owner == i;
+            if of {
+                gone.push(*f);
+            }
+            of
+        });
+        for flow in &gone {
+            self.reset_flow(flow, now);
+        }
+        self.services.remove(i);
+        self.flows.owner_removed(i);
+        true
+    }
+
     pub fn services(&self) -> &[Service] {
         &self.services
     }
