@@ -109,6 +109,9 @@ enum Command {
         /// A QEMU VM's socket (`-netdev stream`) instead of a namespace.
         #[arg(long)]
         qemu: Option<String>,
+        /// The device's name in the namespace (default eth0).
+        #[arg(long, conflicts_with = "qemu")]
+        ifname: Option<String>,
         /// `auto` (the lowest free address of the bridge's subnet) or `a.b.c.d/len`.
         #[arg(long)]
         ip: Option<String>,
@@ -244,6 +247,7 @@ fn main() -> ExitCode {
             name,
             netns,
             qemu,
+            ifname,
             ip,
             mac,
             lab,
@@ -253,6 +257,7 @@ fn main() -> ExitCode {
                 name,
                 netns,
                 qemu,
+                ifname,
                 ip,
                 mac,
             },

@@ -29,6 +29,8 @@ pub struct AttachSpec {
     pub netns: Option<String>,
     /// A QEMU VM's socket instead, as a lab file's `qemu`.
     pub qemu: Option<String>,
+    /// The device's name in the namespace (default `eth0`), as a lab file's `ifname`.
+    pub ifname: Option<String>,
     /// "auto" (the lowest free address of the bridge's subnet) or "a.b.c.d/len".
     pub ip: Option<String>,
     pub mac: Option<String>,
@@ -38,7 +40,7 @@ impl AttachSpec {
     /// The request's JSON.
     pub fn to_json(&self) -> Value {
         json!({"bridge": self.bridge, "name": self.name, "netns": self.netns,
-               "qemu": self.qemu, "ip": self.ip, "mac": self.mac})
+               "qemu": self.qemu, "ifname": self.ifname, "ip": self.ip, "mac": self.mac})
     }
 
     /// Reads a request's JSON; None if it is not one.
@@ -49,6 +51,7 @@ impl AttachSpec {
             name: opt("name")?,
             netns: opt("netns"),
             qemu: opt("qemu"),
+            ifname: opt("ifname"),
             ip: opt("ip"),
             mac: opt("mac"),
         })
@@ -108,10 +111,17 @@ impl Live<'_> {
                 std::time::Instant::now(),
             );
         }
+        let gateway = next
+            .bridges
+            .iter()
+            .find(|b| b.name == port.bridge)
+            .and_then(|b| b.gateway);
         self.lab = next;
         json!({
             "attached": port.name,
             "bridge": port.bridge,
+            "ifname": port.ifname,
+            "gateway": gateway.map(|g| g.to_string()),
             "ip": port.ip.map(|(a, p)| format!("{a}/{p}")),
             "mac": Mac(port.mac).to_string(),
         })
@@ -323,6 +333,9 @@ impl Live<'_> {
         if let Some(q) = &spec.qemu {
             key("qemu", q);
         }
+        if let Some(i) = &spec.ifname {
+            key("ifname", i);
+        }
         if let Some(ip) = &ip {
             key("ip", ip);
         }
@@ -378,6 +391,7 @@ mod tests {
             name: "api".into(),
             netns: Some("/proc/1/ns/net".into()),
             qemu: None,
+            ifname: None,
             ip: Some("auto".into()),
             mac: None,
         };
