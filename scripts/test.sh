@@ -12,7 +12,8 @@ fi
 
 # Debian packages the tests use: ip (iproute2), ping, iperf3, setpriv and unshare
 # (util-linux), useradd (passwd, for the rootless tests' user), qemu-system-x86_64
-# (qemu-system-x86: a VM's socket port),
+# (qemu-system-x86: a VM's socket port), podman with runc, busybox-static and the
+# reference CNI plugins (the CNI plugin under a real runtime),
 # timeout (coreutils), python3 (raw-socket frames, http.server), curl, traceroute, ethtool,
 # tcpdump and tshark (VXLAN and capture tests).
 need=()
@@ -28,6 +29,10 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v tshark >/dev/null || need+=(tshark)
 command -v useradd >/dev/null || need+=(passwd)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/bin/busybox ] || need+=(busybox-static)
+[ -x /usr/lib/cni/tuning ] || need+=(containernetworking-plugins)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -144,4 +144,6 @@ fn the_plugin_speaks_cni_to_a_running_lab() {
     lab.stop();
     let (code, _) = cni("DEL", &config("1.1.0", &name), "ctr-a", &path(&a), "eth0");
     assert_eq!(code, 0);
+    // With its last attachment gone, the lab's record goes too.
+    assert!(!std::path::Path::new(&format!("/run/tapnet/{name}.cni")).exists());
 }

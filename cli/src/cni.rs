@@ -278,6 +278,8 @@ fn del(config: &Value) -> Result<(), CniError> {
         .unwrap_or_else(|| json!({"port": port_name(&id, &ifname)}));
     undo(&n.lab, &record);
     let _ = std::fs::remove_file(&file);
+    // The lab's record goes with its last attachment (remove_dir leaves a full one).
+    let _ = std::fs::remove_dir(state_dir(&n.lab));
     Ok(())
 }
 
@@ -341,6 +343,7 @@ fn gc(config: &Value) -> Result<(), CniError> {
         }
         let _ = std::fs::remove_file(entry.path());
     }
+    let _ = std::fs::remove_dir(state_dir(&n.lab));
     Ok(())
 }
 
