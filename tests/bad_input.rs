@@ -214,11 +214,7 @@ fn without_root_a_namespace_of_roots_is_refused_in_one_line() {
         err.contains("belongs to the host's user namespace, which only root may act in"),
         "{err}"
     );
-    assert!(!home
-        .run
-        .join("tapnet")
-        .join(format!("{name}.sock"))
-        .exists());
+    assert!(!home.has_socket(&name));
 }
 
 #[test]

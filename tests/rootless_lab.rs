@@ -181,11 +181,7 @@ fn rootless_lab_mesh_routing_show_capture_exec_and_teardown() {
     let (code, err) = lab.stop();
     assert_eq!(code, Some(0), "{err}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    assert!(!home
-        .run
-        .join("tapnet")
-        .join(format!("{name}.sock"))
-        .exists());
+    assert!(!home.has_socket(&name));
     for inode in &inodes {
         assert!(!namespace_alive(inode), "{inode} outlived the lab");
     }
@@ -383,11 +379,7 @@ fn a_refused_user_namespace_is_one_line_and_leaves_nothing() {
             && err.contains("user.max_user_namespaces is 0"),
         "{err}"
     );
-    assert!(!home
-        .run
-        .join("tapnet")
-        .join(format!("{name}.sock"))
-        .exists());
+    assert!(!home.has_socket(&name));
 }
 
 /// A namespace the user made (`unshare -rn`, as rootless podman makes them) given to a

@@ -246,14 +246,7 @@ pub fn create_unnamed() -> io::Result<OwnedFd> {
         }
         Ok(OwnedFd::from(File::open("/proc/thread-self/ns/net")?))
     })?;
-    run_in_fd(fd.as_fd(), || -> io::Result<()> {
-        let mut rtnl = Rtnl::new()?;
-        let lo = rtnl
-            .link_index("lo")?
-            .ok_or_else(|| io::Error::other("no lo in new namespace"))?;
-        rtnl.set_up(lo)
-    })?
-    .map_err(|e| annotate(e, "bring lo up in a new namespace"))?;
+    lo_up(fd.as_fd()).map_err(|e| annotate(e, "bring lo up in a new namespace"))?;
     Ok(fd)
 }
 
@@ -328,6 +321,17 @@ pub fn private_mounts_for(name: Option<&str>) -> io::Result<()> {
     Ok(())
 }
 
+/// Brings `lo` up in the network namespace `ns` (a new namespace has it down).
+fn lo_up(ns: BorrowedFd<'_>) -> io::Result<()> {
+    run_in_fd(ns, || -> io::Result<()> {
+        let mut rtnl = Rtnl::new()?;
+        let lo = rtnl
+            .link_index("lo")?
+            .ok_or_else(|| io::Error::other("no lo in new namespace"))?;
+        rtnl.set_up(lo)
+    })?
+}
+
 /// True if /run/netns/NAME exists.
 pub fn exists(name: &str) -> bool {
     check_name(name).is_ok() && at_home(|| std::fs::symlink_metadata(path_of(name))).is_ok()
@@ -384,14 +388,7 @@ fn create(name: &str) -> io::Result<Netns> {
 
     // From here on dropping `ns` removes the namespace if anything fails.
     let ns = Netns::from_file(name, File::from(fd), true)?;
-    ns.run_in(|| -> io::Result<()> {
-        let mut rtnl = Rtnl::new()?;
-        let lo = rtnl
-            .link_index("lo")?
-            .ok_or_else(|| io::Error::other("no lo in new namespace"))?;
-        rtnl.set_up(lo)
-    })?
-    .map_err(|e| annotate(e, &format!("bring lo up in netns {name}")))?;
+    lo_up(ns.fd()).map_err(|e| annotate(e, &format!("bring lo up in netns {name}")))?;
     Ok(ns)
 }
 

@@ -97,6 +97,11 @@ impl UserHome {
         ]
     }
 
+    /// Whether lab `lab`'s control socket is in this runtime directory.
+    pub fn has_socket(&self, lab: &str) -> bool {
+        self.run.join("tapnet").join(format!("{lab}.sock")).exists()
+    }
+
     /// `tapnet` as the test user.
     pub fn tapnet(&self) -> Vec<String> {
         let mut v = self.as_user();
