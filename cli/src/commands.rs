@@ -232,13 +232,12 @@ pub fn exec(port: &str, command: &[std::ffi::OsString], lab: Option<&str>) -> Ex
         eprintln!("tapnet: exec: {e}: /sys and /etc are the host's in `{port}`");
     }
     drop(namespaces);
-    let err = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .exec();
-    eprintln!(
-        "tapnet: cannot run `{}`: {err}",
-        command[0].to_string_lossy()
-    );
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("tapnet: exec: no command after `--`");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    };
+    let err = std::process::Command::new(program).args(args).exec();
+    eprintln!("tapnet: cannot run `{}`: {err}", program.to_string_lossy());
     ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
         127
     } else {
