@@ -183,6 +183,13 @@ fn bad_attaches_are_refused_in_one_line_and_change_nothing() {
         assert_eq!(port_names(&lab), before, "{args:?} changed the lab");
         assert!(!netns_exists(&x), "{args:?} left a namespace");
     }
+    // A FIFO for a namespace is refused at once: the datapath never waits on it.
+    let fifo = std::env::temp_dir().join(unique("fifo"));
+    assert!(run(&["mkfifo", fifo.to_str().unwrap()], 5).status.success());
+    let err = attach(&name, "x", &["--netns", fifo.to_str().unwrap()]).unwrap_err();
+    let _ = std::fs::remove_file(&fifo);
+    assert!(err.contains("not a network namespace"), "{err}");
+    assert!(ping(&a, "10.95.0.1", 1), "the datapath still forwards");
     let out = tapnet(&[
         "attach", "nosuch", "--name", "x", "--netns", &x, "--lab", &name,
     ]);

@@ -69,7 +69,7 @@ impl QemuPort {
     pub fn listen(path: &Path) -> io::Result<QemuPort> {
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
-                if UnixStream::connect(path).is_ok() {
+                if listened_on(path) {
                     return Err(io::Error::new(
                         io::ErrorKind::AddrInUse,
                         format!("{} is a socket someone listens on", path.display()),
@@ -226,6 +226,24 @@ impl QemuPort {
 impl Drop for QemuPort {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether someone listens on the unix socket at `path`, asked without waiting: a
+/// listener whose backlog is full (EAGAIN) listens too; only ECONNREFUSED says the
+/// file is a stale one.
+fn listened_on(path: &Path) -> bool {
+    let Ok(sock) = socket2::Socket::new(
+        socket2::Domain::UNIX,
+        socket2::Type::STREAM.nonblocking(),
+        None,
+    ) else {
+        return true;
+    };
+    match socket2::SockAddr::unix(path).map(|a| sock.connect(&a)) {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => e.raw_os_error() != Some(libc::ECONNREFUSED),
+        Err(_) => true,
     }
 }
 
@@ -484,6 +502,17 @@ mod tests {
         assert!(path.exists());
         let again = QemuPort::listen(&path).expect("a stale socket is replaced");
         drop(again);
+        // A listener that never accepts, its backlog full: live, and asked without
+        // waiting.
+        let busy = socket_path();
+        let listener = UnixListener::bind(&busy).unwrap();
+        let _held: Vec<_> = (0..8)
+            .filter_map(|_| UnixStream::connect(&busy).ok())
+            .collect();
+        let err = QemuPort::listen(&busy).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(listener);
+        let _ = std::fs::remove_file(&busy);
         let file = socket_path();
         std::fs::write(&file, b"x").unwrap();
         let err = QemuPort::listen(&file).err().expect("refused");

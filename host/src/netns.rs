@@ -254,7 +254,13 @@ pub fn create_unnamed() -> io::Result<OwnedFd> {
 /// such as /run/netns/NAME or podman's /run/user/UID/netns/NAME). Errors name the path:
 /// missing, not a network namespace, or not ours to open.
 pub fn open_path(path: &str) -> io::Result<OwnedFd> {
-    let file = File::open(path).map_err(|e| annotate(e, &format!("open {path}")))?;
+    // O_NONBLOCK: a FIFO given as the path must not hold the caller (the datapath
+    // thread, for `attach`) waiting for a writer.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| annotate(e, &format!("open {path}")))?;
     // SAFETY: ioctl with no argument on an fd we own.
     let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
     if nstype != libc::CLONE_NEWNET {

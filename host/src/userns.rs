@@ -144,7 +144,15 @@ pub fn enter_lab_userns(join: Option<&Path>) -> Result<(), UsernsRefused> {
 /// Joins the user namespace that owns the network namespace at `path`.
 fn join_owner_of(path: &Path) -> Result<(), UsernsRefused> {
     let shown = path.display();
-    let ns = File::open(path).map_err(|e| {
+    // O_NONBLOCK: a FIFO must not hold `up` waiting for a writer.
+    let ns = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+    }
+    .map_err(|e| {
         UsernsRefused(format!(
             "cannot open network namespace {shown}: {e} (it must exist and be the user's own)"
         ))

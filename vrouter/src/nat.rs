@@ -207,7 +207,12 @@ impl FlowTable {
             Direction::Original => 0,
             Direction::Reply => 1,
         };
-        f.next_seq[side] = Some(next_seq);
+        // Only forward in sequence space: a keepalive or zero-window probe carries
+        // snd.nxt - 1, and a reset sent there would be ignored (RFC 5961 3.2).
+        match f.next_seq[side] {
+            Some(cur) if (next_seq.wrapping_sub(cur) as i32) < 0 => {}
+            _ => f.next_seq[side] = Some(next_seq),
+        }
         if fin {
             f.fins |= 1 << side;
         }
