@@ -100,6 +100,76 @@ fn attach_and_detach_under_traffic_leave_the_others_alone() {
 }
 
 #[test]
+fn a_burst_of_changes_leaves_frames_their_turn_and_extra_clients_are_told() {
+    let name = unique("l");
+    let (a, b) = (unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.97.0.0/24")
+        .port("a", "br0", &a, "10.97.0.2/24")
+        .port("b", "br0", &b, "10.97.0.3/24")
+        .text();
+    let spares: Vec<String> = (0..3).map(|_| unique("n")).collect();
+    let mut all = vec![a.clone(), b.clone()];
+    all.extend(spares.iter().cloned());
+    let lab = RunningLab::start(&name, &all, &text);
+    let flood = std::thread::spawn({
+        let a = a.clone();
+        move || {
+            let out = ns_run(
+                &a,
+                &[
+                    "ping",
+                    "-c",
+                    "300",
+                    "-i",
+                    "0.01",
+                    "-W",
+                    "1",
+                    "-q",
+                    "10.97.0.3",
+                ],
+                30,
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    });
+    // Three clients attaching and detaching as fast as they are answered.
+    let churn: Vec<_> = spares
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            let (name, ns) = (name.clone(), ns.clone());
+            std::thread::spawn(move || {
+                let port = format!("c{i}");
+                for _ in 0..8 {
+                    attach(&name, &port, &["--netns", &ns, "--ip", "auto"]).unwrap();
+                    let out = tapnet(&["detach", &port, "--lab", &name]);
+                    assert!(out.status.success(), "{out:?}");
+                }
+            })
+        })
+        .collect();
+    for c in churn {
+        c.join().unwrap();
+    }
+    let summary = flood.join().unwrap();
+    assert!(summary.contains(" 0% packet loss"), "{summary}");
+
+    // Clients past the limit are told so, in words, and the lab serves again after.
+    let path = format!("/run/tapnet/{name}.sock");
+    let held: Vec<_> = (0..64)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = tapnet(&["show", "ports", "--lab", &name]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr(&out).contains("too many clients"), "{out:?}");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(port_names(&lab).len(), 3, "a, b and the router");
+}
+
+#[test]
 fn auto_addresses_are_never_given_twice_and_show_lab_reads_back() {
     let name = unique("l");
     let a = unique("n");
@@ -134,6 +204,10 @@ fn auto_addresses_are_never_given_twice_and_show_lab_reads_back() {
         "a, the router, the rest"
     );
 
+    // An impairment changed at run time is part of the lab as it is now.
+    let out = tapnet(&["impair", "a", "delay=5ms", "--lab", &name]);
+    assert!(out.status.success(), "{out:?}");
+
     // The lab as it is now, as a lab file: `check` takes it, with every port.
     let out = tapnet(&["show", "lab", "--lab", &name]);
     assert!(out.status.success(), "{out:?}");
@@ -141,6 +215,7 @@ fn auto_addresses_are_never_given_twice_and_show_lab_reads_back() {
     let checked = tapnet(&["check", now.path.to_str().unwrap()]);
     assert!(checked.status.success(), "{checked:?}");
     let text = std::fs::read_to_string(&now.path).unwrap();
+    assert!(text.contains("impair = \"delay=5000us\""), "{text}");
     for (port, ip) in &live {
         assert!(text.contains(&format!("name = \"{port}\"")), "{text}");
         assert!(text.contains(&format!("ip = \"{ip}\"")), "{text}");
@@ -162,7 +237,8 @@ fn bad_attaches_are_refused_in_one_line_and_change_nothing() {
         .text();
     let lab = RunningLab::start(&name, &[a.clone(), x.clone()], &text);
     let before = port_names(&lab);
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["--ip", "auto"], "say where it goes: --netns"),
         (
             &["--netns", &x, "--ip", "10.95.0.2/24"],
             "ip 10.95.0.2 is already used by port `a`",
@@ -195,6 +271,18 @@ fn bad_attaches_are_refused_in_one_line_and_change_nothing() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("names bridge `nosuch`"), "{out:?}");
+    // A name taken: said against the running lab, not a line of a file.
+    let err = attach(&name, "a", &["--netns", &x]).unwrap_err();
+    assert_eq!(
+        err,
+        "tapnet: duplicate port name `a` (already in the running lab)"
+    );
+    let out = tapnet(&["detach", "", "--lab", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("detach needs a port's name"),
+        "{out:?}"
+    );
     let out = tapnet(&["detach", "nosuch", "--lab", &name]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

@@ -98,8 +98,18 @@ fn a_qemu_vm_joins_the_bridge_and_its_port_follows_the_vm() {
     assert!(down, "{}", lab.port("vm"));
     assert!(ping(&c, "10.91.0.1", 2), "the container keeps its gateway");
 
-    // And comes back.
+    // And comes back: up as soon as it connects, before anything is sent to it.
     let _vm = start_vm(&guest.name, &socket, "10.91.0.9/24");
+    let mut up = false;
+    for _ in 0..50 {
+        if lab.port("vm")["link_down"] == false {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(up, "{}", lab.port("vm"));
+    assert_eq!(lab.port("vm")["io"]["vm_connects"], 2, "{}", lab.port("vm"));
     assert!(
         ping(&guest.name, "10.91.0.3", 3),
         "guest -> container, again"

@@ -283,6 +283,10 @@ pub fn change(
 
 /// `tapnet detach PORT`.
 pub fn detach(port: &str, lab: Option<&str>) -> ExitCode {
+    if port.trim().is_empty() {
+        eprintln!("tapnet: detach needs a port's name (`tapnet show ports` lists them)");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     match client::resolve_lab(lab).and_then(|lab| client::detach(&lab, port)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

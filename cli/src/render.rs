@@ -33,11 +33,17 @@ pub fn render(what: &str, v: &Value) -> String {
                     (Some(true), _) => "up",
                     _ => "down",
                 };
+                // A VM's socket port says what its peer did: connects, refused.
+                let mut ifname = s(&p["ifname"]);
+                if let Some(io) = p["io"].as_object().filter(|o| !o.is_empty()) {
+                    let said: Vec<String> = io.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    ifname = format!("{ifname} ({})", said.join(", "));
+                }
                 rows.push(vec![
                     s(&p["name"]),
                     s(&p["bridge"]),
                     s(&p["netns"]),
-                    s(&p["ifname"]),
+                    ifname,
                     s(&p["mac"]),
                     s(&p["ip"]),
                     state.to_string(),

@@ -81,7 +81,9 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
                 "rx_bytes": p.counters.rx_bytes,
                 "tx_packets": p.counters.tx_packets,
                 "tx_bytes": p.counters.tx_bytes,
-                "drops": p.counters.total_drops(),
+                "drops": p.counters.total_drops()
+                    + p.io.map_or(0, |io| io.io_drops().iter().map(|(_, n)| n).sum()),
+                "io": p.io.map(|io| io.io_stats().into_iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>()),
                 "capture_dropped": p.counters.capture_dropped,
                 "impair": dp.impairment(p.id).map(|i| i.to_string()),
             })
@@ -117,6 +119,12 @@ fn drops(l: Live<'_>, lab: &str) -> Value {
             let reasons: serde_json::Map<String, Value> = DropReason::ALL
                 .iter()
                 .map(|r| (r.name().to_string(), json!(p.counters.dropped(*r))))
+                .chain(
+                    p.io.map(|io| io.io_drops())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(r, n)| (r.to_string(), json!(n))),
+                )
                 .collect();
             json!({"port": p.info.name, "drops": reasons})
         })

@@ -185,11 +185,9 @@ impl Live<'_> {
             q(listen),
             q(to)
         ));
-        let next = match lab::parse(&self.lab.file, &text) {
+        let next = match read_back(&self.lab.file, &text) {
             Ok(lab) => lab,
-            Err(errors) => {
-                return json!({"error": errors.first().map_or("refused".into(), |e| e.message.clone())})
-            }
+            Err(e) => return json!({"error": e}),
         };
         if let Some(e) = crate::refused_here(&next).first() {
             return json!({"error": e.message});
@@ -204,7 +202,7 @@ impl Live<'_> {
             to: f.to,
         };
         let Some(proxy) = dp.handler_of_mut(router).proxy_mut() else {
-            return json!({"error": format!("lab `{}` has no host proxy: it started with no `[nat]` and no `[[forward]]`; give it either, and forwards can be added at run time", self.lab.name)});
+            return json!({"error": format!("lab `{}` has no host proxy: it started with neither masquerade (`[nat] masquerade = true`) nor a `[[forward]]`; start it with either, and forwards can be added at run time", self.lab.name)});
         };
         if let Err(e) = proxy.add_forward(rule) {
             return json!({"error": format!("forward listen {}: cannot bind it on this host: {e}", f.listen)});
@@ -237,11 +235,9 @@ impl Live<'_> {
             q(proto),
             list.join(", ")
         ));
-        let next = match lab::parse(&self.lab.file, &text) {
+        let next = match read_back(&self.lab.file, &text) {
             Ok(lab) => lab,
-            Err(errors) => {
-                return json!({"error": errors.first().map_or("refused".into(), |e| e.message.clone())})
-            }
+            Err(e) => return json!({"error": e}),
         };
         let s = next.services.last().expect("just added").clone();
         dp.handler_of_mut(router)
@@ -313,6 +309,14 @@ impl Live<'_> {
     /// The current lab with the port of `spec` after its ports, checked as `check`
     /// checks a file; Err is the first problem, in a line.
     fn with_port(&self, spec: &AttachSpec) -> Result<Lab, String> {
+        // A lab file's port without either lives in tapnet's own namespace: useful in
+        // a file, never what someone attaching a container or VM means.
+        if spec.netns.is_none() && spec.qemu.is_none() {
+            return Err(format!(
+                "port `{}`: say where it goes: --netns NAME|PATH (a container) or --qemu PATH (a VM)",
+                spec.name
+            ));
+        }
         let ip = match spec.ip.as_deref() {
             Some("auto") => Some(self.free_address(&spec.bridge)?),
             other => other.map(String::from),
@@ -342,11 +346,7 @@ impl Live<'_> {
         if let Some(mac) = &spec.mac {
             key("mac", mac);
         }
-        lab::parse(&self.lab.file, &text).map_err(|errors| {
-            errors
-                .first()
-                .map_or_else(|| "refused".to_string(), |e| e.message.clone())
-        })
+        read_back(&self.lab.file, &text)
     }
 
     /// The lowest address of `bridge`'s subnet that no port, gateway or service holds
@@ -380,8 +380,53 @@ impl Live<'_> {
     }
 }
 
+/// Reads back the running lab written out with a change after it: the lab, or the
+/// first refusal. Its lines are the generated text's, not the user's file's: a
+/// message pointing at one says "in the running lab" instead.
+fn read_back(file: &str, text: &str) -> Result<Lab, String> {
+    lab::parse(file, text).map_err(|errors| {
+        errors
+            .first()
+            .map_or_else(|| "refused".to_string(), |e| without_lines(&e.message))
+    })
+}
+
+/// `... (first defined on line 12)` -> `... (already in the running lab)`, and
+/// `by the [[forward]] on line 30` -> `by a [[forward]] of the running lab`.
+fn without_lines(message: &str) -> String {
+    let mut out = message.to_string();
+    for (before, instead) in [
+        (" (first defined on line ", " (already in the running lab)"),
+        (
+            " by the [[forward]] on line ",
+            " by a [[forward]] of the running lab",
+        ),
+    ] {
+        if let Some(at) = out.find(before) {
+            let rest = &out[at + before.len()..];
+            let digits = rest.chars().take_while(char::is_ascii_digit).count();
+            let tail = rest[digits..].trim_start_matches(')').to_string();
+            out = format!("{}{instead}{tail}", &out[..at]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refusals_name_no_line_of_the_generated_text() {
+        assert_eq!(
+            without_lines("duplicate port name `p` (first defined on line 6)"),
+            "duplicate port name `p` (already in the running lab)"
+        );
+        assert_eq!(
+            without_lines("tcp port 8080 is already forwarded by the [[forward]] on line 10"),
+            "tcp port 8080 is already forwarded by a [[forward]] of the running lab"
+        );
+        assert_eq!(without_lines("no bridge `x`"), "no bridge `x`");
+    }
+
     use super::*;
 
     #[test]

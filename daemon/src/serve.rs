@@ -23,6 +23,9 @@ const SIGNAL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN);
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// The control thread's wake-up (a mio `Waker`): requests are waiting.
 pub(crate) const CONTROL_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN + 1);
+/// Queries answered per poll turn before frames get theirs; a change to the lab
+/// (attach, detach, forwards, services, impair) ends the turn by itself.
+const QUERIES_PER_TURN: usize = 16;
 
 /// Says the lab is ready, then runs the poll loop until a signal, answering control
 /// requests as they come and saying when a port goes down.
@@ -46,8 +49,11 @@ pub(crate) fn serve(
     let _ = stdout.flush();
 
     let mut next_trim = Instant::now() + TRIM_EVERY;
+    // Requests left for the next turn: the next poll does not wait, and they are
+    // taken as if the control thread had woken it.
+    let mut waiting = false;
     loop {
-        let fired = dp.poll_once(None)?;
+        let fired = dp.poll_once(waiting.then_some(Duration::ZERO))?;
         if Instant::now() >= next_trim {
             // What a flood of connections allocated and freed goes back to the
             // system, not only to the allocator's free lists.
@@ -58,13 +64,22 @@ pub(crate) fn serve(
         let (signalled, control) = fired.iter().fold((false, false), |(s, c), t| {
             (s || *t == SIGNAL_TOKEN, c || *t == CONTROL_TOKEN)
         });
-        if control {
+        if control || waiting {
             let now = Instant::now();
-            while let Ok(req) = req_rx.try_recv() {
+            // Frames get a turn between changes (an attach builds a TAP, tens of
+            // milliseconds) and between bursts of queries, however fast they come.
+            let mut queries = 0;
+            while queries < QUERIES_PER_TURN {
+                let Ok(req) = req_rx.try_recv() else { break };
+                queries += 1;
                 match req {
                     Request::Show { line, reply } => {
-                        let answer = match RequestLine::parse(&line) {
-                            RequestLine::Impair { port, spec } => impair(dp, port, spec),
+                        let request = RequestLine::parse(&line);
+                        if request.changes_lab() {
+                            queries = QUERIES_PER_TURN;
+                        }
+                        let answer = match request {
+                            RequestLine::Impair { port, spec } => impair(dp, &mut live, port, spec),
                             RequestLine::Trace { port, packet } => {
                                 let nss = live.namespaces.lock().unwrap_or_else(|p| p.into_inner());
                                 crate::trace::trace(dp, &nss, port, packet, now)
@@ -117,6 +132,7 @@ pub(crate) fn serve(
                     }
                 }
             }
+            waiting = !req_rx.is_empty();
         }
         for (port, reason) in dp.take_went_down() {
             let name = dp
@@ -132,13 +148,17 @@ pub(crate) fn serve(
 }
 
 /// `impair PORT SPEC`, at run time.
-fn impair(dp: &mut Datapath, port: &str, spec: &str) -> serde_json::Value {
+/// `show lab` says the impairment from then on.
+fn impair(dp: &mut Datapath, live: &mut Live<'_>, port: &str, spec: &str) -> serde_json::Value {
     let spec = match vswitch::impair::Impairment::parse(spec) {
         Ok(s) => s,
         Err(e) => return serde_json::json!({"error": e}),
     };
     match dp.port_by_name(port) {
         Some(id) if dp.set_impairment(id, spec) => {
+            if let Some(cfg) = live.lab.ports.iter_mut().find(|p| p.name == port) {
+                cfg.impair = (!spec.is_none()).then_some(spec);
+            }
             serde_json::json!({"port": port, "impair": spec.to_string()})
         }
         Some(_) => {

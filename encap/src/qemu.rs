@@ -151,6 +151,11 @@ impl QemuPort {
     /// refused (closed at once: QEMU sees its connection end).
     fn accept(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
+            // A VM that restarts at once connects before its old connection's end
+            // is read: that one is over, and the new one takes the port.
+            if self.conn.as_ref().is_some_and(hung_up) {
+                self.disconnect();
+            }
             if self.conn.is_some() || stream.set_nonblocking(true).is_err() {
                 self.stats.refused += 1;
                 continue;
@@ -245,6 +250,19 @@ fn listened_on(path: &Path) -> bool {
         Ok(Err(e)) => e.raw_os_error() != Some(libc::ECONNREFUSED),
         Err(_) => true,
     }
+}
+
+/// Whether the peer of `conn` closed it (or it broke), asked without waiting and
+/// without reading what it sent before.
+fn hung_up(conn: &UnixStream) -> bool {
+    let mut fds = libc::pollfd {
+        fd: conn.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut fds, 1, 0) };
+    n > 0 && fds.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// EIO: the port's link is down (no VM), as a TAP says when its link is down.
@@ -387,6 +405,20 @@ impl Port for QemuPort {
     fn kind(&self) -> &'static str {
         "qemu"
     }
+
+    fn io_drops(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("bad_stream_length", self.stats.bad_length),
+            ("bad_offload", self.stats.bad_offload),
+        ]
+    }
+
+    fn io_stats(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("vm_connects", self.stats.connects),
+            ("vm_refused", self.stats.refused),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -473,6 +505,32 @@ mod tests {
         assert_eq!(port.stats().connects, 2);
         drop(port);
         assert!(!path.exists(), "the socket file goes with the port");
+    }
+
+    #[test]
+    fn a_vm_reconnecting_before_its_old_end_is_read_takes_the_port() {
+        let path = socket_path();
+        let mut port = QemuPort::listen(&path).unwrap();
+        let mut old = UnixStream::connect(&path).unwrap();
+        assert!(recv_one(&mut port).is_err());
+        assert!(port.carrier());
+        // The old VM sent a frame and went; the new one connects before the port
+        // reads either.
+        let f = frame(60, 9);
+        let mut wire = (f.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&f);
+        old.write_all(&wire).unwrap();
+        drop(old);
+        let mut new = UnixStream::connect(&path).unwrap();
+        assert!(
+            recv_one(&mut port).is_err(),
+            "the dead VM's frame is not taken"
+        );
+        assert!(port.carrier());
+        assert_eq!(port.stats().refused, 0);
+        assert_eq!(port.stats().connects, 2);
+        new.write_all(&wire).unwrap();
+        assert_eq!(&recv_one(&mut port).unwrap()[VNET_HDR_LEN..], &f[..]);
     }
 
     #[test]

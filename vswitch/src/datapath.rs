@@ -151,6 +151,8 @@ pub struct PortView<'a> {
     /// What the port's IO is ([`Port::kind`]); None for an internal port or one that
     /// went down.
     pub io_kind: Option<&'static str>,
+    /// The port's IO, for what it counts itself ([`Port::io_drops`], [`Port::io_stats`]).
+    pub io: Option<&'a dyn Port>,
 }
 
 pub struct Datapath {
@@ -601,6 +603,11 @@ impl Datapath {
                 }
             }
         }
+        // A port that came back by itself (a VM reconnected) is up before anything
+        // is sent to it.
+        if io.carrier() {
+            slot.link_down = false;
+        }
         if !self.rx.is_empty() {
             self.last_frame = Some(now);
         }
@@ -812,6 +819,7 @@ impl Datapath {
                 down_reason: slot.down_reason.as_deref(),
                 link_down: slot.link_down || slot.io.as_ref().is_some_and(|io| !io.carrier()),
                 io_kind: slot.io.as_ref().map(|io| io.kind()),
+                io: slot.io.as_deref(),
             })
     }
 

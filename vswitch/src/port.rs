@@ -28,6 +28,17 @@ pub trait Port: Send {
     fn kind(&self) -> &'static str {
         "tap"
     }
+    /// Frames the port's own IO dropped before the datapath saw them (a VM's stream
+    /// that broke its framing), by reason: `show drops` lists them beside the
+    /// datapath's own reasons. A TAP has none.
+    fn io_drops(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+    /// What the IO knows of its peer beyond the traffic counters (a VM's connects,
+    /// second VMs refused), by name, for `show ports`.
+    fn io_stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Errors after which a port cannot work again: its device is gone (its namespace was

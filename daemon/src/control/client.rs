@@ -212,10 +212,18 @@ pub fn request(lab: &str, line: &str) -> Result<serde_json::Value> {
     let stream = connect(lab)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut w = &stream;
-    w.write_all(line.as_bytes())?;
-    w.write_all(b"\n")?;
-    let value: serde_json::Value = serde_json::from_reader(BufReader::new(&stream))
-        .with_context(|| format!("bad answer from lab `{lab}`"))?;
+    // A lab turning a client away (too many at once) answers and closes before
+    // reading: its answer is still there to read after a broken pipe.
+    let sent = w
+        .write_all(line.as_bytes())
+        .and_then(|()| w.write_all(b"\n"));
+    let value: serde_json::Value = match serde_json::from_reader(BufReader::new(&stream)) {
+        Ok(v) => v,
+        Err(e) => {
+            sent.with_context(|| format!("cannot send to lab `{lab}`"))?;
+            return Err(e).with_context(|| format!("bad answer from lab `{lab}`"));
+        }
+    };
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
         bail!("{err}");
     }

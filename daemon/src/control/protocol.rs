@@ -156,6 +156,12 @@ pub enum RequestLine<'a> {
 }
 
 impl<'a> RequestLine<'a> {
+    /// Whether the request changes the running lab (and may build or tear down
+    /// devices), rather than only reading it.
+    pub fn changes_lab(&self) -> bool {
+        !matches!(self, RequestLine::Trace { .. } | RequestLine::Show(_))
+    }
+
     pub fn parse(line: &'a str) -> RequestLine<'a> {
         if let Some(spec) = line.strip_prefix("attach ") {
             return RequestLine::Attach(spec);

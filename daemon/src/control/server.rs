@@ -82,10 +82,7 @@ impl Server {
                     // One thread per client: a capture streams for as long as it is
                     // read. Past MAX_CLIENTS at once, newcomers are turned away.
                     if Arc::strong_count(&clients) > MAX_CLIENTS {
-                        let mut out = &stream;
-                        let _ = out.write_all(
-                            b"{\"error\":\"too many clients of this lab at once: try again\"}\n",
-                        );
+                        turn_away(&stream);
                         continue;
                     }
                     let (requests, wake) = (requests.clone(), wake.clone());
@@ -101,6 +98,20 @@ impl Server {
         Ok(server)
     }
 }
+
+/// Answers a client past [`MAX_CLIENTS`] with an error and closes. Its request line
+/// is read first (for at most [`TURN_AWAY_WAIT`]): a unix socket closed with unread
+/// data resets its peer, which would then never read the answer.
+fn turn_away(stream: &UnixStream) {
+    let mut out = stream;
+    let _ = out.write_all(b"{\"error\":\"too many clients of this lab at once: try again\"}\n");
+    let _ = stream.set_read_timeout(Some(TURN_AWAY_WAIT));
+    let mut line = Vec::new();
+    let _ = BufReader::new(io::Read::take(stream, MAX_LINE)).read_until(b'\n', &mut line);
+}
+
+/// How long a turned-away client's request line is waited for.
+const TURN_AWAY_WAIT: Duration = Duration::from_millis(50);
 
 impl Drop for Server {
     fn drop(&mut self) {

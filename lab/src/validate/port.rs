@@ -316,7 +316,7 @@ pub(super) fn ports<'a>(
                 cx.err(
                     mac_at,
                     format!(
-                        "{mac_what} {} of {label} is the router's own on bridge {}                          (derived from the lab's and the bridge's names): set `mac` to another address",
+                        "{mac_what} {} of {label} is the router's own on bridge {} (derived from the lab's and the bridge's names): set `mac` to another address",
                         fmt_mac(&m),
                         q(b)
                     ),

@@ -159,9 +159,7 @@ pub(super) fn services<'a>(
         for b in &svc.backends {
             let a = *b.v.ip();
             let a32 = u32::from(a);
-            if pinfo.iter().any(|p| p.ip == Some(a)) {
-                continue;
-            }
+            let holder = pinfo.iter().find(|p| p.ip == Some(a));
             let msg = if let Some(other) = infos.iter().find(|o| o.vip.map(|v| *v.ip()) == Some(a))
             {
                 Some(format!(
@@ -188,6 +186,13 @@ pub(super) fn services<'a>(
                 }
             } else if subnets_incomplete {
                 None
+            } else if let Some(p) = holder {
+                // A port on a bridge without a subnet: the router has no leg there.
+                Some(format!(
+                    "backend {} is {}'s address, on a bridge with no subnet: the router reaches only hosts inside a bridge's subnet",
+                    b.v,
+                    p.label()
+                ))
             } else {
                 Some(format!(
                     "backend {} is not inside any bridge's subnet and no port holds it",
@@ -336,7 +341,11 @@ mod tests {
     }
 
     #[test]
-    fn backend_on_a_bridge_without_subnet() {
-        lab("name = \"x\"\n[[bridge]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\n[[bridge]]\nname = \"flat\"\n[[port]]\nname = \"p\"\nbridge = \"flat\"\nip = \"192.168.5.5/24\"\n[[service]]\nname = \"s\"\nvip = \"10.0.0.50:1\"\nproto = \"udp\"\nbackends = [\"192.168.5.5:1\", \"10.0.0.77:1\"]\n");
+    fn backend_on_a_bridge_without_subnet_is_out_of_the_routers_reach() {
+        err1("name = \"x\"\n[[bridge]]\nname = \"b\"\nsubnet = \"10.0.0.0/24\"\n[[bridge]]\nname = \"flat\"\n[[port]]\nname = \"p\"\nbridge = \"flat\"\nip = \"192.168.5.5/24\"\n[[service]]\nname = \"s\"\nvip = \"10.0.0.50:1\"\nproto = \"udp\"\nbackends = [\"192.168.5.5:1\", \"10.0.0.77:1\"]\n",
+            15,
+            13,
+            "backend 192.168.5.5:1 is port `p`'s address, on a bridge with no subnet",
+        );
     }
 }
