@@ -89,6 +89,7 @@ pub fn render(what: &str, v: &Value) -> String {
             rows.push(
                 [
                     "PEER",
+                    "SOURCE",
                     "TX_PKTS",
                     "TX_BYTES",
                     "RX_PKTS",
@@ -109,6 +110,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     .unwrap_or_default();
                 rows.push(vec![
                     s(&p["peer"]),
+                    s(&p["source"]),
                     s(&p["tx_packets"]),
                     s(&p["tx_bytes"]),
                     s(&p["rx_packets"]),
@@ -123,6 +125,37 @@ pub fn render(what: &str, v: &Value) -> String {
                         macs.join(", ")
                     },
                 ]);
+            }
+            // The store, under the peers: whether it answers, and what it holds.
+            if let Some(st) = v.get("store").filter(|st| st.is_object()) {
+                let state = match st["unreachable_since"].as_u64() {
+                    Some(t) => format!(
+                        "unreachable since {} ({} s ago): {}",
+                        t,
+                        s(&st["unreachable_for_s"]),
+                        s(&st["last_error"])
+                    ),
+                    None => "reachable".to_string(),
+                };
+                let list: Vec<String> = st["endpoints"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect())
+                    .unwrap_or_default();
+                return format!(
+                    "{}\nstore: {state}\n  endpoints {}; registered {} ({} registrations); revision {}; {} hosts; arp_suppressed {}\n  puts {}, deletes {}, bad_values {}, other_labs {}, hosts_over_limit {}\n",
+                    table(&rows).trim_end(),
+                    list.join(", "),
+                    s(&st["registered"]),
+                    s(&st["registrations"]),
+                    s(&st["revision"]),
+                    s(&st["hosts"]),
+                    s(&v["arp_suppressed"]),
+                    s(&st["puts"]),
+                    s(&st["deletes"]),
+                    s(&st["bad_values"]),
+                    s(&st["other_labs"]),
+                    s(&st["hosts_over_limit"]),
+                );
             }
         }
         "forwards" => {

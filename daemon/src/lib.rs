@@ -10,6 +10,7 @@
 
 mod build;
 pub mod control;
+mod etcd;
 mod namespaces;
 mod preflight;
 pub mod query;
@@ -98,6 +99,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     // The name first: a second copy of a running lab is told so, not that its devices
     // are taken.
     let namespaces: Arc<OnceLock<Mutex<namespaces::Namespaces>>> = Arc::new(OnceLock::new());
+    let (store_tx, store_wake) = (req_tx.clone(), wake.clone());
     let server = Server::start(&lab.name, req_tx, wake, namespaces.clone()).map_err(HostError)?;
     preflight::devices(&lab).map_err(HostError)?;
     let proxy = preflight::host_proxy(&lab).map_err(HostError)?;
@@ -128,16 +130,27 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
 
     let _ = namespaces.set(Mutex::new(building));
     let made = lab.ports.len();
+    // Registers this host in etcd and watches for the others, on threads of its own.
+    let store = match (etcd::StoreConfig::of(&lab), etcd::registration(&lab)) {
+        (Some(config), Some(first)) => Some(
+            etcd::StoreClient::start(config, first, store_tx, store_wake)
+                .map_err(|e| HostError(e.into()))?,
+        ),
+        _ => None,
+    };
     let live = runtime::Live {
         lab,
         built: &mut built,
         namespaces: namespaces.get().expect("just set"),
         handles,
         made,
+        store: store.as_ref(),
     };
     let result = serve::serve(live, &mut dp, signals, &req_rx).map_err(HostError);
-    // TAPs go first (closing their descriptors deletes the devices), then namespaces,
-    // then the control socket.
+    // The host leaves the store first (its lease revoked: the others stop sending to
+    // it at once), then TAPs go (closing their descriptors deletes the devices), then
+    // namespaces, then the control socket.
+    drop(store);
     drop(dp);
     drop(built);
     drop(server);

@@ -269,6 +269,7 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
             macs.sort();
             json!({
                 "peer": p.addr.to_string(),
+                "source": if p.from_store { "etcd" } else { "static" },
                 "tx_packets": p.stats.tx_packets,
                 "tx_bytes": p.stats.tx_bytes,
                 "rx_packets": p.stats.rx_packets,
@@ -290,6 +291,30 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
         .iter()
         .map(|d| (d.name().to_string(), json!(v.dropped(*d))))
         .collect();
+    let store = v.store().map(|st| {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        json!({
+            "endpoints": st.endpoints,
+            "reachable": st.unreachable_since.is_none(),
+            "unreachable_since": st.unreachable_since.map(secs),
+            "unreachable_for_s": st.unreachable_since
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs()),
+            "last_error": st.last_error,
+            "registered": st.registered,
+            "registrations": st.registrations,
+            "revision": st.revision,
+            "hosts": v.endpoint().store_peers(),
+            "puts": st.view.puts,
+            "deletes": st.view.deletes,
+            "bad_values": st.view.bad_values,
+            "other_labs": st.view.other_labs,
+            "hosts_over_limit": st.view.hosts_over_limit,
+        })
+    });
     json!({
         "lab": lab,
         "listen": v.listen().to_string(),
@@ -298,6 +323,8 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
         "peers": peers,
         "vnis": vnis,
         "drops": drops,
+        "arp_suppressed": v.arp_suppressed(),
+        "store": store,
     })
 }
 

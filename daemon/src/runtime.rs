@@ -67,6 +67,8 @@ pub(crate) struct Live<'a> {
     pub handles: Handles,
     /// Ports built so far: names each new port's TAP while it is made.
     pub made: usize,
+    /// The etcd client, told of every port attached or detached.
+    pub store: Option<&'a crate::etcd::StoreClient>,
 }
 
 impl Live<'_> {
@@ -117,6 +119,7 @@ impl Live<'_> {
             .find(|b| b.name == port.bridge)
             .and_then(|b| b.gateway);
         self.lab = next;
+        self.reregister();
         json!({
             "attached": port.name,
             "bridge": port.bridge,
@@ -163,7 +166,16 @@ impl Live<'_> {
                 self.built.remove_netns(ns);
             }
         }
+        drop(nss);
+        self.reregister();
         json!({"detached": name, "flows_forgotten": flows})
+    }
+
+    /// Tells the store what this host has now.
+    fn reregister(&self) {
+        if let (Some(store), Some(r)) = (self.store, crate::etcd::registration(&self.lab)) {
+            store.register(r);
+        }
     }
 
     /// `forward add PROTO LISTEN TO`: checked as a lab file's `[[forward]]` would be,

@@ -130,6 +130,13 @@ pub(crate) fn serve(
                         };
                         let _ = reply.send(frames);
                     }
+                    Request::Store(update) => {
+                        // Not a query a client waits on: it takes no turn's share.
+                        queries -= 1;
+                        if let Some(vtep) = live.handles.vtep {
+                            dp.handler_of_mut(vtep).apply_store(update, now);
+                        }
+                    }
                 }
             }
             waiting = !req_rx.is_empty();

@@ -5,16 +5,22 @@
 //! [`crate::Vtep`] is the IO shell around it: sockets, `sendmmsg`, the underlay
 //! capture. Both sending and `tapnet trace` call [`Endpoint::egress`].
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use vswitch::frame::{VnetHdr, VLAN_TAG_LEN, VNET_HDR_LEN};
 use vswitch::gro::Checksums;
-use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, HEADER_LEN as ETH_HDR_LEN};
+use vswitch::wire::arp::{ArpPacket, OP_REQUEST};
+use vswitch::wire::ethernet::{
+    EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4, HEADER_LEN as ETH_HDR_LEN,
+};
 use vswitch::wire::ipv4::Ipv4Packet;
 use vswitch::wire::vxlan::{self, Vxlan};
-use vswitch::{Fdb, PortId};
+use vswitch::{Fdb, Mac, PortId};
+
+use crate::store::Registration;
 
 use crate::offload::{self, Cut, OffloadError};
 
@@ -80,6 +86,8 @@ pub struct PeerStats {
 pub struct Peer {
     pub addr: SocketAddrV4,
     pub stats: PeerStats,
+    /// Known from the store (etcd), not from the lab file's `peers`.
+    pub from_store: bool,
 }
 
 /// One VNI: its bridge's port and MTU, and the MACs learned behind each peer (the
@@ -89,6 +97,10 @@ pub struct Segment {
     pub port: PortId,
     pub mtu: u32,
     pub remote: Fdb<usize>,
+    /// Containers other hosts registered in the store on this VNI, by IPv4 address:
+    /// their MAC and the peer behind which they are. ARP requests for them are
+    /// answered here ([`Endpoint::suppress_arp`]).
+    pub registered: HashMap<Ipv4Addr, (Mac, usize)>,
 }
 
 /// An accepted datagram: inject its inner frame at `port` (a bridge of `mtu`); it
@@ -132,11 +144,15 @@ impl Egress {
 
 /// The tunnel endpoint's tables and counters.
 pub struct Endpoint {
+    /// The lab file's peers first, then the store's.
     peers: Vec<Peer>,
+    static_peers: usize,
     segments: Vec<Segment>,
     drops: [u64; VtepDrop::COUNT],
     remote_max: usize,
     remote_aging: Duration,
+    /// ARP requests answered for containers the store knows, instead of flooded.
+    pub arp_suppressed: u64,
 }
 
 impl Endpoint {
@@ -149,13 +165,95 @@ impl Endpoint {
                 .map(|&addr| Peer {
                     addr,
                     stats: PeerStats::default(),
+                    from_store: false,
                 })
                 .collect(),
+            static_peers: peers.len(),
             segments: Vec::new(),
             drops: [0; VtepDrop::COUNT],
             remote_max,
             remote_aging,
+            arp_suppressed: 0,
         }
+    }
+
+    /// Takes the other hosts the store knows (`own` left out, and any that is a static
+    /// peer already) as peers, beside the lab file's, and their registered containers
+    /// as static remote MACs and ARP answers per VNI. Peers that stay keep their
+    /// counters and what was learned behind them; those that left take theirs along.
+    /// Registered ports on a VNI this host does not serve are ignored.
+    pub fn set_store_hosts(&mut self, hosts: &[Registration], own: SocketAddrV4, now: Instant) {
+        let mut peers: Vec<Peer> = self.peers[..self.static_peers].to_vec();
+        for h in hosts {
+            if h.vtep == own || peers.iter().any(|p| p.addr == h.vtep) {
+                continue;
+            }
+            let kept = self.peers[self.static_peers..]
+                .iter()
+                .find(|p| p.addr == h.vtep)
+                .map_or_else(PeerStats::default, |p| p.stats);
+            peers.push(Peer {
+                addr: h.vtep,
+                stats: kept,
+                from_store: true,
+            });
+        }
+        // Old index -> new index, by address.
+        let moved: Vec<Option<usize>> = self
+            .peers
+            .iter()
+            .map(|old| peers.iter().position(|p| p.addr == old.addr))
+            .collect();
+        for seg in &mut self.segments {
+            let old = std::mem::replace(
+                &mut seg.remote,
+                Fdb::new(self.remote_max, self.remote_aging),
+            );
+            for (mac, e) in old.entries(now) {
+                if let (false, Some(Some(to))) = (e.fixed, moved.get(e.port)) {
+                    seg.remote.learn(mac, *to, e.last_seen);
+                }
+            }
+            seg.registered.clear();
+            for h in hosts {
+                let Some(at) = peers.iter().position(|p| p.addr == h.vtep) else {
+                    continue;
+                };
+                for port in h.ports.iter().filter(|p| p.vni == seg.vni) {
+                    seg.remote.add_static(port.mac, at, now);
+                    if let Some(ip) = port.ip {
+                        seg.registered.insert(ip, (port.mac, at));
+                    }
+                }
+            }
+        }
+        self.peers = peers;
+    }
+
+    /// For an ARP request (untagged, broadcast) leaving by VNI port `port` that asks
+    /// for a container another host registered: the MAC to answer with, and the peer
+    /// it is behind. The request then need not be flooded to every peer.
+    pub fn suppress_arp(&self, port: PortId, frame: &[u8]) -> Option<(Ipv4Addr, Mac, usize)> {
+        let seg = self.segments.iter().find(|s| s.port == port)?;
+        if seg.registered.is_empty() {
+            return None;
+        }
+        let eth = EthernetFrame::new_checked(frame.get(VNET_HDR_LEN..)?)?;
+        if eth.ethertype() != ETHERTYPE_ARP || !eth.dst().is_multicast() {
+            return None;
+        }
+        let arp = ArpPacket::new_checked(eth.payload())?;
+        if arp.operation() != OP_REQUEST {
+            return None;
+        }
+        let target = arp.target_ip();
+        let &(mac, peer) = seg.registered.get(&target)?;
+        Some((target, mac, peer))
+    }
+
+    /// How many of the peers came from the store.
+    pub fn store_peers(&self) -> usize {
+        self.peers.len() - self.static_peers
     }
 
     /// Serves VNI `vni` through internal port `port` of a bridge with MTU `mtu`.
@@ -165,6 +263,7 @@ impl Endpoint {
             port,
             mtu,
             remote: Fdb::new(self.remote_max, self.remote_aging),
+            registered: HashMap::new(),
         });
     }
 
@@ -374,6 +473,121 @@ mod tests {
         vxlan::emit(&mut d, vni);
         d.extend_from_slice(&inner[VNET_HDR_LEN..]);
         d
+    }
+
+    fn arp_request(src: Mac, target: Ipv4Addr) -> Vec<u8> {
+        use vswitch::wire::arp::ArpRepr;
+        let mut f = vec![0u8; VNET_HDR_LEN + ETH_HDR_LEN + 28];
+        EthernetRepr {
+            dst: Mac::BROADCAST,
+            src,
+            ethertype: ETHERTYPE_ARP,
+        }
+        .emit(&mut f[VNET_HDR_LEN..]);
+        ArpRepr {
+            operation: OP_REQUEST,
+            sender_mac: src,
+            sender_ip: Ipv4Addr::new(172, 16, 2, 1),
+            target_mac: Mac([0; 6]),
+            target_ip: target,
+        }
+        .emit(&mut f[VNET_HDR_LEN + ETH_HDR_LEN..]);
+        f
+    }
+
+    #[test]
+    fn store_hosts_become_peers_with_their_macs_and_arp_answers() {
+        use crate::store::{Registration, RemotePort};
+        let mut e = endpoint();
+        let now = Instant::now();
+        let own: SocketAddrV4 = "192.0.2.9:4789".parse().unwrap();
+        let c = Mac([2, 0, 0, 0, 0, 0x33]);
+        let c_ip = Ipv4Addr::new(172, 16, 2, 33);
+        let host = |vtep: &str, mac: Mac, ip: Ipv4Addr| Registration {
+            vtep: vtep.parse().unwrap(),
+            vnis: vec![42],
+            ports: vec![RemotePort {
+                vni: 42,
+                mac,
+                ip: Some(ip),
+            }],
+        };
+        // Learned behind a static peer before: kept.
+        let from_b: SocketAddr = "192.0.2.2:51000".parse().unwrap();
+        e.accept(
+            from_b,
+            &datagram(42, &frame(VnetHdr::default(), THERE, HERE, 10)),
+            now,
+        )
+        .unwrap();
+        let hosts = vec![
+            host("192.0.2.3:4789", c, c_ip),
+            // Ourselves, and a static peer again: neither is a new peer.
+            host("192.0.2.9:4789", HERE, Ipv4Addr::new(172, 16, 2, 9)),
+            host(
+                PEER_A,
+                Mac([2, 0, 0, 0, 0, 0xaa]),
+                Ipv4Addr::new(172, 16, 2, 10),
+            ),
+        ];
+        e.set_store_hosts(&hosts, own, now);
+        assert_eq!(e.peers().len(), 3);
+        assert_eq!(e.store_peers(), 1);
+        assert!(e.peers()[2].from_store);
+        // Unicast to a registered MAC goes to its host alone, before any frame came.
+        let to_c = frame(VnetHdr::default(), HERE, c, 10);
+        assert_eq!(
+            e.egress(PortId(7), &to_c, now).unwrap().targets,
+            Targets::One(2)
+        );
+        let to_there = frame(VnetHdr::default(), HERE, THERE, 10);
+        assert_eq!(
+            e.egress(PortId(7), &to_there, now).unwrap().targets,
+            Targets::One(1)
+        );
+        // Datagrams from the new host are accepted.
+        let from_c: SocketAddr = "192.0.2.3:40000".parse().unwrap();
+        assert!(e
+            .accept(
+                from_c,
+                &datagram(42, &frame(VnetHdr::default(), c, HERE, 10)),
+                now
+            )
+            .is_ok());
+        // ARP for the registered container is answered; for others, or on another
+        // port, it is not.
+        assert_eq!(
+            e.suppress_arp(PortId(7), &arp_request(HERE, c_ip)),
+            Some((c_ip, c, 2))
+        );
+        let a_ip = Ipv4Addr::new(172, 16, 2, 10);
+        assert_eq!(
+            e.suppress_arp(PortId(7), &arp_request(HERE, a_ip))
+                .map(|(_, m, p)| (m, p)),
+            Some((Mac([2, 0, 0, 0, 0, 0xaa]), 0))
+        );
+        assert_eq!(
+            e.suppress_arp(PortId(7), &arp_request(HERE, Ipv4Addr::new(172, 16, 2, 99))),
+            None
+        );
+        assert_eq!(e.suppress_arp(PortId(8), &arp_request(HERE, c_ip)), None);
+        // The host leaves: its peer, its MACs and its answers go with it; what was
+        // learned behind the static peers stays.
+        e.set_store_hosts(&[], own, now);
+        assert_eq!(e.peers().len(), 2);
+        assert_eq!(
+            e.egress(PortId(7), &to_c, now).unwrap().targets,
+            Targets::All
+        );
+        assert_eq!(
+            e.egress(PortId(7), &to_there, now).unwrap().targets,
+            Targets::One(1)
+        );
+        assert_eq!(e.suppress_arp(PortId(7), &arp_request(HERE, c_ip)), None);
+        assert_eq!(
+            e.accept(from_c, &datagram(42, &to_c), now),
+            Err(VtepDrop::NotPeer)
+        );
     }
 
     #[test]

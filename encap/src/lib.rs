@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod offload;
 pub mod qemu;
+pub mod store;
 pub mod vtep;
 
 /// The VXLAN header lives with the other packet formats, in the wire layer.

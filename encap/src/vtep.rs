@@ -34,6 +34,7 @@ use vswitch::{Emitter, Handler, Mac, PortId, Traced, Verdict};
 
 pub use crate::endpoint::{Egress, Endpoint, Peer, PeerStats, Segment, Targets, VtepDrop};
 use crate::offload;
+use crate::store::{StoreStatus, StoreUpdate};
 
 #[derive(Debug, Clone)]
 pub struct VtepConfig {
@@ -68,6 +69,8 @@ pub struct Vtep {
     batch: Vec<u8>,
     /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
     underlay: Underlay,
+    /// The store's status, when the lab has `etcd`.
+    store: Option<StoreStatus>,
 }
 
 /// The underlay capture: copies of the datagrams with outer Ethernet, IPv4 and UDP
@@ -263,7 +266,27 @@ impl Vtep {
             scratch: vec![0; MAX_DATAGRAM + 64],
             batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
             underlay: Underlay::default(),
+            store: None,
         })
+    }
+
+    /// Takes what the store client says: the other hosts as peers (with their
+    /// containers' MACs and addresses), and the store's status for `show vxlan`.
+    pub fn apply_store(&mut self, update: StoreUpdate, now: Instant) {
+        if let Some(hosts) = &update.hosts {
+            self.endpoint.set_store_hosts(hosts, self.listen, now);
+        }
+        self.store = Some(update.status);
+    }
+
+    /// The store's status, if the lab has one.
+    pub fn store(&self) -> Option<&StoreStatus> {
+        self.store.as_ref()
+    }
+
+    /// ARP requests answered here for containers the store knows.
+    pub fn arp_suppressed(&self) -> u64 {
+        self.endpoint.arp_suppressed
     }
 
     /// Serves VNI `vni` through internal port `port` of a bridge with MTU `mtu`.
@@ -560,6 +583,30 @@ impl Open {
     }
 }
 
+/// Turns the ARP request in `frame` (virtio-net header, Ethernet; checked by
+/// [`Endpoint::suppress_arp`]) into the reply `ip is at mac`, in place.
+fn arp_reply_in_place(frame: &mut [u8], ip: std::net::Ipv4Addr, mac: Mac) {
+    use vswitch::wire::arp::{ArpPacket, ArpRepr, OP_REPLY};
+    let Some(mut eth) = EthernetFrame::new_checked(&mut frame[VNET_HDR_LEN..]) else {
+        return;
+    };
+    let Some((sha, spa)) =
+        ArpPacket::new_checked(eth.payload()).map(|a| (a.sender_mac(), a.sender_ip()))
+    else {
+        return;
+    };
+    eth.set_dst(sha);
+    eth.set_src(mac);
+    ArpRepr {
+        operation: OP_REPLY,
+        sender_mac: mac,
+        sender_ip: ip,
+        target_mac: sha,
+        target_ip: spa,
+    }
+    .emit(eth.payload_mut());
+}
+
 impl Handler for Vtep {
     fn attach(&mut self, out: &mut Emitter<'_>) {
         let _ = out
@@ -576,6 +623,13 @@ impl Handler for Vtep {
         now: Instant,
     ) -> Verdict {
         let data = out.data(buf, len);
+        if let Some((ip, mac, _)) = self.endpoint.suppress_arp(port, data) {
+            // Answered as the container would, from its side of the tunnel: the
+            // bridge learns it behind this port, and no peer sees the request.
+            arp_reply_in_place(data, ip, mac);
+            self.endpoint.arp_suppressed += 1;
+            return Verdict::Inject { via: port, len };
+        }
         let egress = match self.endpoint.egress(port, data, now) {
             Ok(e) => e,
             Err(reason) => {
@@ -634,6 +688,16 @@ impl Handler for Vtep {
     }
 
     fn trace(&self, port: PortId, frame: &mut [u8], now: Instant) -> Traced {
+        if let Some((ip, mac, peer)) = self.endpoint.suppress_arp(port, frame) {
+            arp_reply_in_place(frame, ip, mac);
+            return Traced::Inject {
+                via: port,
+                step: format!(
+                    "vxlan: ARP for {ip} answered here with {mac}, the container host {} registered in etcd (ARP suppression: not flooded to the peers)",
+                    self.endpoint.peers()[peer].addr
+                ),
+            };
+        }
         match Vtep::trace(self, port, frame, now) {
             Ok((egress, peers)) => {
                 let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
@@ -658,6 +722,23 @@ impl Handler for Vtep {
                 step: format!("vxlan: dropped ({})", reason.name()),
             },
         }
+    }
+
+    fn answers_arp(
+        &self,
+        port: PortId,
+        ip: std::net::Ipv4Addr,
+        _now: Instant,
+    ) -> Option<(Mac, String)> {
+        let seg = self.segments().iter().find(|s| s.port == port)?;
+        let &(mac, peer) = seg.registered.get(&ip)?;
+        Some((
+            mac,
+            format!(
+                "answered by the VXLAN endpoint: host {} registered it in etcd",
+                self.peers()[peer].addr
+            ),
+        ))
     }
 
     fn as_any(&self) -> &dyn Any {

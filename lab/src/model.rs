@@ -158,5 +158,21 @@ impl Lab {
 pub struct VxlanCfg {
     pub pos: Pos,
     pub listen: SocketAddrV4,
+    /// Static peers; may be empty when `etcd` is given.
     pub peers: Vec<SocketAddrV4>,
+    /// etcd endpoints, as `http://HOST:PORT` (port 2379 written out when the file
+    /// left it off); empty: no store, static peers only.
+    pub etcd: Vec<String>,
+    /// Where this lab's keys live in the store ([`DEFAULT_ETCD_PREFIX`]).
+    pub etcd_prefix: String,
+    /// The registration's lease, seconds ([`DEFAULT_ETCD_TTL_S`]): a host that dies
+    /// leaves the others' peers within it.
+    pub etcd_ttl_s: u64,
 }
+
+/// The key prefix under which tapnet registers in etcd, without `etcd_prefix`.
+pub const DEFAULT_ETCD_PREFIX: &str = "/tapnet/";
+/// The registration lease's TTL without `etcd_ttl_s`, seconds.
+pub const DEFAULT_ETCD_TTL_S: u64 = 10;
+/// etcd's client port, when an endpoint gives none.
+pub const DEFAULT_ETCD_PORT: u16 = 2379;

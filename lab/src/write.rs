@@ -120,6 +120,16 @@ pub fn to_toml(lab: &Lab) -> String {
             v.listen,
             peers.join(", ")
         );
+        if !v.etcd.is_empty() {
+            let urls: Vec<String> = v.etcd.iter().map(|u| q(u)).collect();
+            let _ = writeln!(
+                t,
+                "etcd = [{}]\netcd_prefix = {}\netcd_ttl_s = {}",
+                urls.join(", "),
+                q(&v.etcd_prefix),
+                v.etcd_ttl_s
+            );
+        }
     }
     t
 }

@@ -35,6 +35,28 @@ impl fmt::Display for Mac {
     }
 }
 
+/// `aa:bb:cc:dd:ee:ff` (six hex pairs, either case, `:`-separated), as `Display`
+/// writes it.
+impl std::str::FromStr for Mac {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Mac, ()> {
+        let mut m = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut m {
+            let p = parts.next().ok_or(())?;
+            if p.len() != 2 {
+                return Err(());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| ())?;
+        }
+        if parts.next().is_some() {
+            return Err(());
+        }
+        Ok(Mac(m))
+    }
+}
+
 impl fmt::Debug for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

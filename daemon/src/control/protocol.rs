@@ -13,12 +13,22 @@ use std::time::Duration;
 
 /// Where root's running labs keep their control sockets and state files.
 pub const ROOT_RUN_DIR: &str = "/run/tapnet";
+/// The environment variable that puts the run directory elsewhere: several tapnets
+/// running a lab of the same name on one machine (simulated hosts, each in its own
+/// network namespace) each need their own. Clients must be given the same.
+pub const RUN_DIR_ENV: &str = "TAPNET_RUN_DIR";
 
 /// Where this user's running labs keep their control sockets and state files: root's
 /// in [`ROOT_RUN_DIR`]; an ordinary user's (rootless labs) in `$XDG_RUNTIME_DIR/tapnet`,
 /// or `/tmp/tapnet-UID` where that is not set. Decided by the user tapnet was
 /// started as, so a rootless lab inside its user namespace finds the same place.
+/// [`RUN_DIR_ENV`], when set to an absolute path, overrides both.
 pub fn run_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(RUN_DIR_ENV) {
+        if PathBuf::from(&dir).is_absolute() {
+            return PathBuf::from(dir);
+        }
+    }
     let uid = host::userns::started_as();
     if uid == 0 {
         return PathBuf::from(ROOT_RUN_DIR);

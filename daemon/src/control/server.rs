@@ -35,6 +35,8 @@ pub enum Request {
         port: String,
         reply: Sender<Result<CaptureStream, String>>,
     },
+    /// From the etcd client: the other hosts changed, or the store's status did.
+    Store(encap::store::StoreUpdate),
 }
 
 /// A listening control socket; removes its file when dropped.

@@ -4,10 +4,12 @@
 
 use std::net::SocketAddrV4;
 
-use crate::model::{ForwardCfg, Proto, VxlanCfg};
+use crate::model::{
+    ForwardCfg, Proto, VxlanCfg, DEFAULT_ETCD_PORT, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TTL_S,
+};
 use crate::reader::{Cx, Sec, F};
 
-pub(crate) const VXLAN_KEYS: &[&str] = &["listen", "peers"];
+pub(crate) const VXLAN_KEYS: &[&str] = &["listen", "peers", "etcd", "etcd_prefix", "etcd_ttl_s"];
 
 /// The `[vxlan]` table, if the lab has one and its `listen` could be read.
 pub(super) fn vxlan(cx: &mut Cx<'_>, root: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<VxlanCfg> {
@@ -17,7 +19,14 @@ pub(super) fn vxlan(cx: &mut Cx<'_>, root: &Sec<'_>, forwards: &[ForwardCfg]) ->
 
 fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<VxlanCfg> {
     cx.check_keys(s, VXLAN_KEYS);
-    cx.require(s, &["listen", "peers"]);
+    cx.require(s, &["listen"]);
+    let etcd = etcd_endpoints(cx, s);
+    if !s.has("peers") && !s.has("etcd") {
+        cx.err(
+            s.at,
+            "[vxlan] needs `peers` (static tunnel endpoints), `etcd` (endpoints found through the store), or both",
+        );
+    }
     let listen = cx.str_(s, "listen").and_then(|f| {
         cx.sockaddr(f, "`listen`", "192.0.2.1:4789")
             .map(|v| F { v, at: f.at })
@@ -28,6 +37,15 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
             cx.err(
                 l.at,
                 format!("`listen` {} must be a unicast address (or 0.0.0.0)", l.v),
+            );
+        } else if ip.is_unspecified() && !etcd.is_empty() {
+            cx.err(
+                l.at,
+                format!(
+                    "`listen` {}: with `etcd`, the other hosts reach this one at the address it registers: give this host's own address, like \"192.0.2.1:{}\"",
+                    l.v,
+                    l.v.port()
+                ),
             );
         } else if let Some(f) = forwards.iter().find(|f| shares_udp_port(f, l.v)) {
             cx.err(
@@ -43,7 +61,7 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
     }
     let mut peers: Vec<SocketAddrV4> = Vec::new();
     if let Some(list) = cx.str_list(s, "peers") {
-        if list.v.is_empty() {
+        if list.v.is_empty() && etcd.is_empty() {
             cx.err(
                 list.at,
                 "`peers` must list at least one \"ip:port\" tunnel endpoint",
@@ -68,11 +86,82 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
             }
         }
     }
+    let etcd_prefix = cx.str_(s, "etcd_prefix").and_then(|f| {
+        let ok = !f.v.is_empty() && f.v.len() <= 200 && !f.v.chars().any(char::is_control);
+        if !ok {
+            cx.err(
+                f.at,
+                "`etcd_prefix` must be 1 to 200 printable characters, like \"/tapnet/\"",
+            );
+        }
+        ok.then(|| f.v.to_string())
+    });
+    let etcd_ttl_s = cx
+        .int(s, "etcd_ttl_s", 2, 3600)
+        .map_or(DEFAULT_ETCD_TTL_S, |t| t.v as u64);
     Some(VxlanCfg {
         pos: cx.pos(s.at),
         listen: listen?.v,
         peers,
+        etcd,
+        etcd_prefix: etcd_prefix.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.to_string()),
+        etcd_ttl_s,
     })
+}
+
+/// `etcd`: endpoints of etcd's client API, each `http://HOST[:PORT]` (HOST an IPv4
+/// address or a name; PORT 2379 if left off), each once. Written back with the port.
+fn etcd_endpoints(cx: &mut Cx<'_>, s: &Sec<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let Some(list) = cx.str_list(s, "etcd") else {
+        return out;
+    };
+    if list.v.is_empty() {
+        cx.err(
+            list.at,
+            "`etcd` must list at least one endpoint, like \"http://192.0.2.10:2379\"",
+        );
+    }
+    for f in list.v {
+        match endpoint_url(f.v) {
+            Ok(url) if out.contains(&url) => {
+                cx.err(f.at, format!("etcd endpoint {url} is listed twice"))
+            }
+            Ok(url) => out.push(url),
+            Err(why) => cx.err(f.at, format!("etcd endpoint `{}`: {why}", f.v)),
+        }
+    }
+    out
+}
+
+/// `http://HOST[:PORT]` as `http://HOST:PORT`, or why not.
+fn endpoint_url(text: &str) -> Result<String, String> {
+    if text.starts_with("https://") {
+        return Err("https is not supported: tapnet speaks plain HTTP to etcd's JSON gateway (put etcd's client port on the underlay, or a TLS proxy on this host)".into());
+    }
+    let rest = text
+        .strip_prefix("http://")
+        .ok_or("must be a URL like \"http://192.0.2.10:2379\"")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or("the port must be between 1 and 65535")?,
+        ),
+        None => (rest, DEFAULT_ETCD_PORT),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if !host_ok {
+        return Err("the host must be an IPv4 address or a DNS name, with no path".into());
+    }
+    Ok(format!("http://{host}:{port}"))
 }
 
 /// Whether a UDP forward listens where the endpoint would: the same port, on the same
@@ -88,6 +177,56 @@ fn shares_udp_port(forward: &ForwardCfg, listen: SocketAddrV4) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::testutil::*;
+
+    #[test]
+    fn etcd_endpoints_and_their_keys() {
+        let l = lab("name = \"x\"\n[vxlan]\nlisten = \"192.0.2.1:4789\"\netcd = [\"http://192.0.2.10\", \"http://etcd-2.lab:12379/\"]\n");
+        let v = l.vxlan.unwrap();
+        assert_eq!(
+            v.etcd,
+            ["http://192.0.2.10:2379", "http://etcd-2.lab:12379"]
+        );
+        assert!(v.peers.is_empty());
+        assert_eq!(v.etcd_prefix, "/tapnet/");
+        assert_eq!(v.etcd_ttl_s, 10);
+        let vx =
+            |extra: &str| format!("name = \"x\"\n[vxlan]\nlisten = \"192.0.2.1:4789\"\n{extra}\n");
+        err1(&vx(""), 2, 1, "[vxlan] needs `peers`");
+        err1(
+            &vx("etcd = [\"https://192.0.2.10:2379\"]"),
+            4,
+            9,
+            "https is not supported",
+        );
+        err1(&vx("etcd = [\"192.0.2.10:2379\"]"), 4, 9, "must be a URL");
+        err1(&vx("etcd = [\"http://a:0\"]"), 4, 9, "the port must be");
+        err1(&vx("etcd = [\"http://a/v3\"]"), 4, 9, "with no path");
+        err1(&vx("etcd = []"), 4, 8, "`etcd` must list at least one");
+        err1(
+            &vx("etcd = [\"http://a\", \"http://a:2379\"]"),
+            4,
+            21,
+            "listed twice",
+        );
+        err1(
+            &vx("etcd = [\"http://a\"]\netcd_ttl_s = 1"),
+            5,
+            14,
+            "`etcd_ttl_s`",
+        );
+        err1(
+            &vx("etcd = [\"http://a\"]\netcd_prefix = \"\""),
+            5,
+            15,
+            "`etcd_prefix`",
+        );
+        err1(
+            "name = \"x\"\n[vxlan]\nlisten = \"0.0.0.0:4789\"\netcd = [\"http://a\"]\n",
+            3,
+            10,
+            "give this host's own address",
+        );
+    }
 
     #[test]
     fn vxlan_table() {
