@@ -27,7 +27,16 @@ impl Underlay {
         steps(&[
             &["ip", "-n", &sw.name, "link", "set", "lo", "up"],
             &["ip", "-n", &sw.name, "link", "add", "sw", "type", "bridge"],
-            &["ip", "-n", &sw.name, "addr", "add", &format!("{ETCD_IP}/24"), "dev", "sw"],
+            &[
+                "ip",
+                "-n",
+                &sw.name,
+                "addr",
+                "add",
+                &format!("{ETCD_IP}/24"),
+                "dev",
+                "sw",
+            ],
             &["ip", "-n", &sw.name, "link", "set", "sw", "up"],
         ]);
         Underlay {
@@ -43,12 +52,41 @@ impl Underlay {
         let (port, addr) = (format!("p{i}"), format!("10.63.0.{}", i + 1));
         steps(&[
             &[
-                "ip", "-n", &self.sw.name, "link", "add", &port, "type", "veth", "peer", "name",
-                "u0", "netns", &h.name,
+                "ip",
+                "-n",
+                &self.sw.name,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "u0",
+                "netns",
+                &h.name,
             ],
-            &["ip", "-n", &self.sw.name, "link", "set", &port, "master", "sw"],
+            &[
+                "ip",
+                "-n",
+                &self.sw.name,
+                "link",
+                "set",
+                &port,
+                "master",
+                "sw",
+            ],
             &["ip", "-n", &self.sw.name, "link", "set", &port, "up"],
-            &["ip", "-n", &h.name, "addr", "add", &format!("{addr}/24"), "dev", "u0"],
+            &[
+                "ip",
+                "-n",
+                &h.name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "u0",
+            ],
             &["ip", "-n", &h.name, "link", "set", "u0", "up"],
             &["ip", "-n", &h.name, "link", "set", "lo", "up"],
         ]);
@@ -275,10 +313,18 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
         assert_eq!(h.lab.show("vxlan")["peers"][0]["source"], "etcd");
     }
     // The keys are where the README says.
-    let out = etcd.ctl(&["get", "--prefix", "--keys-only", &format!("/tapnet/v1/{lab}/hosts/")]);
+    let out = etcd.ctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        &format!("/tapnet/v1/{lab}/hosts/"),
+    ]);
     let keys = String::from_utf8_lossy(&out.stdout);
     for a in &addrs {
-        assert!(keys.contains(&format!("/tapnet/v1/{lab}/hosts/{a}:4789")), "{keys}");
+        assert!(
+            keys.contains(&format!("/tapnet/v1/{lab}/hosts/{a}:4789")),
+            "{keys}"
+        );
     }
     // Every pair of containers pings.
     for a in &hosts {
@@ -292,15 +338,35 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
     // ARP for a container another host registered is answered by the local endpoint:
     // no request crosses the underlay. tcpdump in host 1's container sees none from
     // host 0's container, which resolves it afresh.
-    let before = hosts[0].lab.show("vxlan")["arp_suppressed"].as_u64().unwrap();
+    let before = hosts[0].lab.show("vxlan")["arp_suppressed"]
+        .as_u64()
+        .unwrap();
     let dump = std::env::temp_dir().join(format!("{}.pcap", unique("arp")));
     let sniff = Background::spawn(
         &hosts[1].container,
-        &["tcpdump", "-i", "eth0", "-n", "-U", "-w", dump.to_str().unwrap(), "arp"],
+        &[
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-n",
+            "-U",
+            "-w",
+            dump.to_str().unwrap(),
+            "arp",
+        ],
     );
     std::thread::sleep(Duration::from_millis(700));
     let flushed = ns_run(&hosts[0].container, &["ip", "neigh", "flush", "all"], 5);
     assert!(flushed.status.success());
+    // trace says who answers.
+    let packet = format!("icmp {} -> {}", hosts[0].ip, hosts[1].ip);
+    let mut cmd: Vec<&str> = hosts[0].lab.client.iter().map(String::as_str).collect();
+    cmd.extend(["trace", "c", &packet, "--lab", &lab]);
+    let traced = String::from_utf8_lossy(&run(&cmd, 10).stdout).to_string();
+    assert!(
+        traced.contains(&format!("host {}:4789 registered it in etcd", addrs[1])),
+        "{traced}"
+    );
     assert!(ping(&hosts[0].container, &hosts[1].ip, 2), "after a flush");
     std::thread::sleep(Duration::from_millis(500));
     drop(sniff);
@@ -311,7 +377,9 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
         !seen.contains(&format!("tell {}", hosts[0].ip)),
         "a request crossed: {seen}"
     );
-    let after = hosts[0].lab.show("vxlan")["arp_suppressed"].as_u64().unwrap();
+    let after = hosts[0].lab.show("vxlan")["arp_suppressed"]
+        .as_u64()
+        .unwrap();
     assert!(after > before, "{before} -> {after}");
 
     // A host killed outright leaves the others' peers within the TTL (and 2 s).
@@ -328,13 +396,20 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
     let a4 = net.add_host();
     let fourth = start_host(&net.hosts[3].name, &a4, &lab, "10.64.0.13", "");
     assert!(
-        wait_for(Duration::from_secs(5), || peers(&hosts[0]).contains(&format!("{a4}:4789")))
-            .is_some(),
+        wait_for(Duration::from_secs(5), || peers(&hosts[0])
+            .contains(&format!("{a4}:4789")))
+        .is_some(),
         "{:?}",
         peers(&hosts[0])
     );
-    assert!(ping(&hosts[0].container, &fourth.ip, 3), "to the fourth host");
-    assert!(ping(&fourth.container, &hosts[1].ip, 3), "from the fourth host");
+    assert!(
+        ping(&hosts[0].container, &fourth.ip, 3),
+        "to the fourth host"
+    );
+    assert!(
+        ping(&fourth.container, &hosts[1].ip, 3),
+        "from the fourth host"
+    );
 
     // A clean stop takes the host's key at once (its lease revoked).
     drop(fourth);
@@ -354,7 +429,15 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     assert_eq!(st["reachable"], false, "{st}");
     assert!(st["last_error"].as_str().is_some(), "{st}");
     let text = run(
-        &["env", &format!("TAPNET_RUN_DIR={}", h0._run.0.display()), TAPNET, "show", "vxlan", "--lab", &lab],
+        &[
+            "env",
+            &format!("TAPNET_RUN_DIR={}", h0._run.0.display()),
+            TAPNET,
+            "show",
+            "vxlan",
+            "--lab",
+            &lab,
+        ],
         10,
     );
     assert!(
@@ -365,8 +448,9 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     let h1 = start_host(&net.hosts[1].name, &addrs[1], &lab, "10.64.0.11", "");
     for (h, other) in [(&h0, &addrs[1]), (&h1, &addrs[0])] {
         assert!(
-            wait_for(Duration::from_secs(10), || peers(h) == vec![format!("{other}:4789")])
-                .is_some(),
+            wait_for(Duration::from_secs(10), || peers(h)
+                == vec![format!("{other}:4789")])
+            .is_some(),
             "{:?}",
             peers(h)
         );
@@ -404,8 +488,15 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
         "{}",
         store(&h0)
     );
-    assert_eq!(peers(&h0), vec![format!("{}:4789", addrs[1])], "the last view stays");
-    assert!(ping(&h0.container, &h1.ip, 3), "traffic between known hosts flows");
+    assert_eq!(
+        peers(&h0),
+        vec![format!("{}:4789", addrs[1])],
+        "the last view stays"
+    );
+    assert!(
+        ping(&h0.container, &h1.ip, 3),
+        "traffic between known hosts flows"
+    );
     // Out for longer than the TTL: both leases expire in the store's eyes.
     std::thread::sleep(Duration::from_secs(TTL_S + 1));
 
@@ -414,8 +505,9 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     let h2 = start_host(&net.hosts[2].name, &addrs[2], &lab, "10.64.0.12", "");
     for h in [&h0, &h1] {
         assert!(
-            wait_for(Duration::from_secs(15), || peers(h).contains(&format!("{}:4789", addrs[2])))
-                .is_some(),
+            wait_for(Duration::from_secs(15), || peers(h)
+                .contains(&format!("{}:4789", addrs[2])))
+            .is_some(),
             "{:?} {}",
             peers(h),
             store(h)
@@ -437,12 +529,17 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     let h1_key = format!("{}:4789", addrs[1]);
     let registrations = store(&h1)["registrations"].as_u64().unwrap();
     let link = |state: &str| {
-        let out = run(&["ip", "-n", &net.hosts[1].name, "link", "set", "u0", state], 5);
+        let out = run(
+            &["ip", "-n", &net.hosts[1].name, "link", "set", "u0", state],
+            5,
+        );
         assert!(out.status.success());
     };
     link("down");
     assert!(
-        wait_for(Duration::from_secs(TTL_S + 3), || !peers(&h0).contains(&h1_key)).is_some(),
+        wait_for(Duration::from_secs(TTL_S + 3), || !peers(&h0)
+            .contains(&h1_key))
+        .is_some(),
         "{:?}",
         peers(&h0)
     );
@@ -454,7 +551,10 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
         store(&h1)
     );
     let st = store(&h1);
-    assert!(st["registrations"].as_u64().unwrap() > registrations, "{st}");
+    assert!(
+        st["registrations"].as_u64().unwrap() > registrations,
+        "{st}"
+    );
     assert_eq!(st["reachable"], true, "{st}");
     assert!(ping(&h0.container, &h1.ip, 3), "the host that came back");
 }
