@@ -170,6 +170,48 @@ fn a_burst_of_changes_leaves_frames_their_turn_and_extra_clients_are_told() {
 }
 
 #[test]
+fn a_change_its_client_gave_up_on_is_not_made() {
+    let name = unique("l");
+    let (a, x) = (unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.98.0.0/24")
+        .port("a", "br0", &a, "10.98.0.2/24")
+        .text();
+    let lab = RunningLab::start(&name, &[a.clone(), x.clone()], &text);
+    // The datapath stops (a stand-in for a lab too busy to answer) while an attach
+    // waits: the client gives up after 5 s, exit 2, and the attach never happens.
+    let pid = lab.pid.to_string();
+    assert!(run(&["kill", "-STOP", &pid], 5).status.success());
+    let waiting = std::thread::spawn({
+        let (name, x) = (name.clone(), x.clone());
+        move || {
+            tapnet(&[
+                "attach", "br0", "--name", "x", "--netns", &x, "--lab", &name,
+            ])
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert!(run(&["kill", "-CONT", &pid], 5).status.success());
+    let out = waiting.join().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("gave no answer within 5 s"),
+        "{out:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        port_names(&lab).len(),
+        2,
+        "a and the router: x was not attached"
+    );
+    assert!(!netns_exists(&x));
+    // And a detach of an internal port says what it is.
+    let out = tapnet(&["detach", "router:br0", "--lab", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is internal"), "{out:?}");
+}
+
+#[test]
 fn auto_addresses_are_never_given_twice_and_show_lab_reads_back() {
     let name = unique("l");
     let a = unique("n");

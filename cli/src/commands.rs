@@ -113,10 +113,7 @@ pub fn trace(port: &str, packet: &str, lab: Option<&str>, json: bool) -> ExitCod
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("tapnet: {e:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -143,10 +140,7 @@ pub fn impair(port: &str, spec: &[String], lab: Option<&str>) -> ExitCode {
             println!("{}: {}", port, v["impair"].as_str().unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("tapnet: {e:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -259,10 +253,7 @@ pub fn attach(spec: daemon::runtime::AttachSpec, lab: Option<&str>) -> ExitCode 
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("tapnet: {e:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -274,10 +265,7 @@ pub fn change(
 ) -> ExitCode {
     match client::resolve_lab(lab).and_then(|lab| change(&lab)) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tapnet: {e:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -289,10 +277,18 @@ pub fn detach(port: &str, lab: Option<&str>) -> ExitCode {
     }
     match client::resolve_lab(lab).and_then(|lab| client::detach(&lab, port)) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tapnet: {e:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
+        Err(e) => failed(&e),
+    }
+}
+
+/// Says why a request to a running lab failed: exit 1 for a refusal, 2 when the lab
+/// did not take it at all (not running, too busy; see [`client::NotServed`]).
+fn failed(e: &anyhow::Error) -> ExitCode {
+    eprintln!("tapnet: {e:#}");
+    if e.downcast_ref::<client::NotServed>().is_some() {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::from(EXIT_BAD_INPUT)
     }
 }
 

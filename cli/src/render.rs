@@ -36,7 +36,10 @@ pub fn render(what: &str, v: &Value) -> String {
                 // A VM's socket port says what its peer did: connects, refused.
                 let mut ifname = s(&p["ifname"]);
                 if let Some(io) = p["io"].as_object().filter(|o| !o.is_empty()) {
-                    let said: Vec<String> = io.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                    let said: Vec<String> = io
+                        .iter()
+                        .map(|(k, n)| format!("{n} {}", k.trim_start_matches("vm_")))
+                        .collect();
                     ifname = format!("{ifname} ({})", said.join(", "));
                 }
                 rows.push(vec![

@@ -136,6 +136,9 @@ impl Live<'_> {
     /// namespace tapnet made for it alone goes too.
     pub fn detach(&mut self, dp: &mut Datapath, name: &str) -> Value {
         let Some(at) = self.lab.ports.iter().position(|p| p.name == name) else {
+            if dp.port_by_name(name).is_some() {
+                return json!({"error": format!("port `{name}` is internal (the router's leg or the VXLAN endpoint's on a bridge): it goes with its bridge, not by itself")});
+            }
             return json!({"error": format!("no port `{name}` in lab `{}`", self.lab.name)});
         };
         // The lab must stay one `check` accepts: a forward's target is a port's address.

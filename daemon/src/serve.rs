@@ -12,7 +12,7 @@ use signal_hook_mio::v1_0::Signals;
 use vswitch::datapath::FIRST_FOREIGN_TOKEN;
 use vswitch::Datapath;
 
-use crate::control::protocol::RequestLine;
+use crate::control::protocol::{monotonic_ns, RequestLine};
 use crate::control::server::Request;
 use crate::query;
 use crate::runtime::{AttachSpec, Live};
@@ -73,9 +73,20 @@ pub(crate) fn serve(
                 let Ok(req) = req_rx.try_recv() else { break };
                 queries += 1;
                 match req {
-                    Request::Show { line, reply } => {
+                    Request::Show {
+                        line,
+                        reply,
+                        deadline_ns,
+                    } => {
                         let request = RequestLine::parse(&line);
                         if request.changes_lab() {
+                            if monotonic_ns() > deadline_ns {
+                                let _ = reply.send(serde_json::json!({
+                                    "error": "not made: the lab was busy for too long (its client has given up); try again",
+                                    "busy": true,
+                                }));
+                                continue;
+                            }
                             queries = QUERIES_PER_TURN;
                         }
                         let answer = match request {

@@ -39,6 +39,8 @@ pub struct QemuStats {
     pub bad_length: u64,
     /// Frames from the datapath that could not be cut or finished.
     pub bad_offload: u64,
+    /// Frames the VM had sent in part when its connection ended.
+    pub truncated: u64,
 }
 
 /// A listening QEMU stream port; removes its socket file when dropped.
@@ -172,6 +174,9 @@ impl QemuPort {
     fn disconnect(&mut self) {
         if let Some(conn) = self.conn.take() {
             let _ = self.watch(conn.as_raw_fd(), false);
+        }
+        if self.head_len > 0 {
+            self.stats.truncated += 1;
         }
         self.head_len = 0;
         self.body_len = 0;
@@ -315,6 +320,8 @@ impl Port for QemuPort {
                             || VNET_HDR_LEN + len > buf.len()
                         {
                             self.stats.bad_length += 1;
+                            // Counted as a bad length, not also as cut short.
+                            self.head_len = 0;
                             self.disconnect();
                             return Err(io::ErrorKind::WouldBlock.into());
                         }
@@ -409,6 +416,7 @@ impl Port for QemuPort {
     fn io_drops(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("bad_stream_length", self.stats.bad_length),
+            ("truncated_stream", self.stats.truncated),
             ("bad_offload", self.stats.bad_offload),
         ]
     }
@@ -531,6 +539,21 @@ mod tests {
         assert_eq!(port.stats().connects, 2);
         new.write_all(&wire).unwrap();
         assert_eq!(&recv_one(&mut port).unwrap()[VNET_HDR_LEN..], &f[..]);
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_the_vm_leaving_is_counted() {
+        let path = socket_path();
+        let mut port = QemuPort::listen(&path).unwrap();
+        let mut vm = UnixStream::connect(&path).unwrap();
+        vm.write_all(&100u32.to_be_bytes()).unwrap();
+        vm.write_all(&[0u8; 40]).unwrap();
+        assert!(recv_one(&mut port).is_err());
+        drop(vm);
+        assert!(recv_one(&mut port).is_err());
+        assert!(!port.carrier());
+        assert_eq!(port.stats().truncated, 1);
+        assert_eq!(port.stats().bad_length, 0);
     }
 
     #[test]

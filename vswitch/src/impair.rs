@@ -25,11 +25,14 @@ pub struct Impairment {
 impl fmt::Display for Impairment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
+        // Percentages as they were written: a fraction times 100 is rounded back to
+        // the 1e-9 the parser reads (0.0001% is not 0.00009999999999999999%).
+        let pct = |x: f64| (x * 100.0 * 1e9).round() / 1e9;
         if self.loss > 0.0 {
-            parts.push(format!("loss={}%", self.loss * 100.0));
+            parts.push(format!("loss={}%", pct(self.loss)));
         }
         if self.duplicate > 0.0 {
-            parts.push(format!("duplicate={}%", self.duplicate * 100.0));
+            parts.push(format!("duplicate={}%", pct(self.duplicate)));
         }
         if !self.delay.is_zero() {
             parts.push(format!("delay={}us", self.delay.as_micros()));

@@ -11,6 +11,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::protocol::{self, run_dir, socket_path, CLIENT_TIMEOUT, MAX_LINE};
 
+/// The lab did not take a request: it is not running, had too many clients at once,
+/// or gave no answer in time. Unlike a refusal, this says nothing about the request
+/// itself: the commands exit 2 for it, 1 for a refusal.
+#[derive(Debug)]
+pub struct NotServed(pub String);
+
+impl std::fmt::Display for NotServed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotServed {}
+
 /// Run directories of ordinary users' (rootless) labs that root may reach:
 /// `$XDG_RUNTIME_DIR/tapnet` if set, `/run/user/UID/tapnet` (as systemd sets
 /// XDG_RUNTIME_DIR) and `/tmp/tapnet-UID`.
@@ -209,22 +223,36 @@ fn check_line(line: &str) -> Result<()> {
 /// Sends one request line to a running lab and returns its JSON answer.
 pub fn request(lab: &str, line: &str) -> Result<serde_json::Value> {
     check_line(line)?;
-    let stream = connect(lab)?;
+    let stream = connect(lab).map_err(|e| NotServed(format!("{e:#}")))?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     let mut w = &stream;
     // A lab turning a client away (too many at once) answers and closes before
     // reading: its answer is still there to read after a broken pipe.
     let sent = w
-        .write_all(line.as_bytes())
+        .write_all(protocol::with_deadline(line).as_bytes())
         .and_then(|()| w.write_all(b"\n"));
     let value: serde_json::Value = match serde_json::from_reader(BufReader::new(&stream)) {
         Ok(v) => v,
+        Err(e) if e.io_error_kind().is_some_and(|k| {
+            matches!(k, io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+        }) =>
+        {
+            return Err(NotServed(format!(
+                "lab `{lab}` gave no answer within {} s (it is busy): a change it had not begun within {} s is not made; `tapnet show lab` says what it has",
+                CLIENT_TIMEOUT.as_secs(),
+                protocol::CHANGE_DEADLINE.as_secs()
+            ))
+            .into())
+        }
         Err(e) => {
-            sent.with_context(|| format!("cannot send to lab `{lab}`"))?;
+            sent.map_err(|s| NotServed(format!("cannot send to lab `{lab}`: {s}")))?;
             return Err(e).with_context(|| format!("bad answer from lab `{lab}`"));
         }
     };
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
+        if value.get("busy").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Err(NotServed(err.to_string()).into());
+        }
         bail!("{err}");
     }
     Ok(value)

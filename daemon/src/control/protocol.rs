@@ -40,6 +40,39 @@ pub fn run_dir() -> PathBuf {
         _ => PathBuf::from(format!("/tmp/tapnet-{uid}")),
     }
 }
+/// A change (attach, detach, forwards, services, impair) that waited this long for
+/// the datapath is not made: its client is about to give up on it
+/// ([`CLIENT_TIMEOUT`]), and a change no one hears of must not happen.
+pub const CHANGE_DEADLINE: Duration = Duration::from_secs(4);
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the host, so a
+/// client's deadline means the same to the lab.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A request line with the client's deadline for changes in front (`by NS LINE`,
+/// NS in [`monotonic_ns`]'s clock).
+pub fn with_deadline(line: &str) -> String {
+    let by = monotonic_ns() + CHANGE_DEADLINE.as_nanos() as u64;
+    format!("by {by} {line}")
+}
+
+/// The deadline and the request of a line [`with_deadline`] made; a line without
+/// one (another client) gets [`CHANGE_DEADLINE`] from now.
+pub fn split_deadline(line: &str) -> (u64, &str) {
+    let given = line
+        .strip_prefix("by ")
+        .and_then(|rest| rest.split_once(' '))
+        .and_then(|(ns, rest)| Some((ns.parse::<u64>().ok()?, rest)));
+    given.unwrap_or((monotonic_ns() + CHANGE_DEADLINE.as_nanos() as u64, line))
+}
+
 /// How long a client waits for its answer, and the server for the datapath's.
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest request (or status) line either side reads.

@@ -29,6 +29,9 @@ pub enum Request {
     Show {
         line: String,
         reply: Sender<serde_json::Value>,
+        /// The client's deadline ([`super::protocol::monotonic_ns`]): a change the
+        /// datapath reaches later is not made.
+        deadline_ns: u64,
     },
     /// `capture PORT`: answered with the frames' channel, or why not.
     Capture {
@@ -106,14 +109,21 @@ impl Server {
 /// data resets its peer, which would then never read the answer.
 fn turn_away(stream: &UnixStream) {
     let mut out = stream;
-    let _ = out.write_all(b"{\"error\":\"too many clients of this lab at once: try again\"}\n");
-    let _ = stream.set_read_timeout(Some(TURN_AWAY_WAIT));
-    let mut line = Vec::new();
-    let _ = BufReader::new(io::Read::take(stream, MAX_LINE)).read_until(b'\n', &mut line);
+    let _ = out.write_all(
+        b"{\"error\":\"too many clients of this lab at once: try again\",\"busy\":true}\n",
+    );
+    // What it sent already is read, never waited for: a client that sends later finds
+    // the socket closed, and reads the answer all the same.
+    let _ = stream.set_nonblocking(true);
+    let mut sink = [0u8; 4096];
+    let mut left = MAX_LINE as usize;
+    while left > 0 {
+        match io::Read::read(&mut &*stream, &mut sink[..left.min(4096)]) {
+            Ok(n) if n > 0 => left -= n,
+            _ => break,
+        }
+    }
 }
-
-/// How long a turned-away client's request line is waited for.
-const TURN_AWAY_WAIT: Duration = Duration::from_millis(50);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -131,7 +141,11 @@ fn serve(
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
     // A request is one short line; never read more than 4 KiB of one.
-    BufReader::new(io::Read::take(&stream, MAX_LINE)).read_line(&mut line)?;
+    let read = BufReader::new(io::Read::take(&stream, MAX_LINE)).read_line(&mut line)?;
+    if read == 0 {
+        // Connected and gone without a word: a client looking for live labs.
+        return Ok(());
+    }
     let line = line.trim().to_string();
     if let Some(port) = capture_port(&line) {
         return stream_capture(&stream, port, requests, wake);
@@ -140,19 +154,21 @@ fn serve(
         return hand_namespaces(&stream, port, namespaces);
     }
     let (reply_tx, reply_rx) = bounded(1);
+    let (deadline_ns, line) = super::protocol::split_deadline(&line);
     let answer = if requests
         .send(Request::Show {
-            line,
+            line: line.to_string(),
             reply: reply_tx,
+            deadline_ns,
         })
         .is_ok()
     {
         wake();
-        reply_rx
-            .recv_timeout(CLIENT_TIMEOUT)
-            .unwrap_or_else(|_| serde_json::json!({"error": "the datapath did not answer"}))
+        reply_rx.recv_timeout(CLIENT_TIMEOUT).unwrap_or_else(|_| {
+            serde_json::json!({"error": "the datapath did not answer in time (it is busy)", "busy": true})
+        })
     } else {
-        serde_json::json!({"error": "the lab is stopping"})
+        serde_json::json!({"error": "the lab is stopping", "busy": true})
     };
     let mut out = &stream;
     serde_json::to_writer(&mut out, &answer)?;
