@@ -481,6 +481,50 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     assert!(counted.is_some(), "{}", store(&h0));
     assert_eq!(peers(&h0), vec![format!("{}:4789", addrs[1])]);
 
+    // A forged host claims h1's container's address: h1 does not take it (its own),
+    // h0 keeps the first claim (h1's), and the two containers still reach each other.
+    let forged = format!(
+        "{{\"version\":1,\"lab\":\"{lab}\",\"vtep\":\"10.63.0.50:4789\",\"vnis\":[42],\"ports\":[{{\"vni\":42,\"mac\":\"02:66:66:66:66:66\",\"ip\":\"{}\"}}]}}",
+        h1.ip
+    );
+    assert!(etcd
+        .ctl(&["put", &format!("{prefix}10.63.0.50:4789"), &forged])
+        .status
+        .success());
+    assert!(
+        wait_for(Duration::from_secs(5), || store(&h1)["conflicts"] == 1
+            && store(&h0)["hosts"] == 2)
+        .is_some(),
+        "{} {}",
+        store(&h1),
+        store(&h0)
+    );
+    assert!(ns_run(&h0.container, &["ip", "neigh", "flush", "all"], 5)
+        .status
+        .success());
+    assert!(
+        ping(&h0.container, &h1.ip, 2),
+        "the forged claim took h1's address"
+    );
+    assert_eq!(h0.lab.show("vxlan")["store"]["registered_over_limit"], 0);
+    assert!(etcd
+        .ctl(&["del", &format!("{prefix}10.63.0.50:4789")])
+        .status
+        .success());
+
+    // Someone deletes h1's own key: h1 puts it back, and h0 has it again.
+    let h1_key = format!("{prefix}{}:4789", addrs[1]);
+    assert!(etcd.ctl(&["del", &h1_key]).status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = etcd.ctl(&["get", "--keys-only", &h1_key]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&h1_key),
+        "not put back: {out:?}"
+    );
+    assert!(wait_for(Duration::from_secs(5), || peers(&h0)
+        == vec![format!("{}:4789", addrs[1])])
+    .is_some());
+
     // etcd goes away: the known hosts keep talking, and `show vxlan` says so.
     etcd.stop();
     assert!(
@@ -527,6 +571,7 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     // the others drop it; back on the underlay, it finds its lease gone and
     // registers again, and the others take it back.
     let h1_key = format!("{}:4789", addrs[1]);
+    let _ = &h1_key;
     let registrations = store(&h1)["registrations"].as_u64().unwrap();
     let link = |state: &str| {
         let out = run(

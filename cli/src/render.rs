@@ -122,10 +122,11 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["rx_partial_checksum"]),
                     s(&p["rx_bad_checksum"]),
                     s(&p["rx_gso_frames"]),
-                    if macs.is_empty() {
-                        "-".into()
-                    } else {
-                        macs.join(", ")
+                    // A host may have thousands: the first few, and how many.
+                    match macs.len() {
+                        0 => "-".into(),
+                        1..=4 => macs.join(", "),
+                        n => format!("{}, ... ({n} in all)", macs[..3].join(", ")),
                     },
                 ]);
             }
@@ -134,7 +135,7 @@ pub fn render(what: &str, v: &Value) -> String {
                 let state = match st["unreachable_since"].as_u64() {
                     Some(t) => format!(
                         "unreachable since {} ({} s ago): {}",
-                        t,
+                        utc(t),
                         s(&st["unreachable_for_s"]),
                         s(&st["last_error"])
                     ),
@@ -145,7 +146,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     .map(|a| a.iter().map(s).collect())
                     .unwrap_or_default();
                 return format!(
-                    "{}\nstore: {state}\n  endpoints {}; registered {} ({} registrations); revision {}; {} hosts; arp_suppressed {}\n  puts {}, deletes {}, bad_values {}, other_labs {}, hosts_over_limit {}\n",
+                    "{}\nstore: {state}\n  endpoints {}; registered {} ({} registrations); revision {}; {} hosts; arp_suppressed {}\n  puts {}, deletes {}, bad_values {}, other_labs {}, hosts_over_limit {}, conflicts {}, registered_over_limit {}\n",
                     table(&rows).trim_end(),
                     list.join(", "),
                     s(&st["registered"]),
@@ -158,6 +159,8 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&st["bad_values"]),
                     s(&st["other_labs"]),
                     s(&st["hosts_over_limit"]),
+                    s(&st["conflicts"]),
+                    s(&st["registered_over_limit"]),
                 );
             }
         }
@@ -353,8 +356,44 @@ pub fn render(what: &str, v: &Value) -> String {
     table(&rows)
 }
 
+/// `secs` since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC` (the civil-from-days
+/// algorithm of Howard Hinnant's date library).
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Cells wider than this are cut (with `...`): a table stays a table.
+const MAX_CELL: usize = 400;
+
 /// Rows as a table: each column as wide as its widest cell, two spaces apart.
 pub fn table(rows: &[Vec<String>]) -> String {
+    let cut: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| match c.char_indices().nth(MAX_CELL) {
+                    Some((at, _)) => format!("{}...", &c[..at]),
+                    None => c.clone(),
+                })
+                .collect()
+        })
+        .collect();
+    let rows = &cut[..];
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -427,6 +466,15 @@ mod tests {
             out.contains("ping_mode=raw") && out.contains("ping_refused=3"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn times_read_as_utc_and_long_cells_are_cut() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_796_103_540), "2026-12-01 05:39:00 UTC");
+        let long = "x".repeat(100_000);
+        let out = table(&[vec!["a".into(), long]]);
+        assert!(out.len() < 500, "{}", out.len());
     }
 
     #[test]

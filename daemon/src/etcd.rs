@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use encap::store::{self, Registration, RemotePort, StoreStatus, StoreUpdate, StoreView};
+use encap::store::{
+    self, Registration, RemotePort, StoreChange, StoreStatus, StoreUpdate, StoreView,
+};
 use lab::Lab;
 use serde_json::{json, Value};
 use vswitch::Mac;
@@ -93,10 +95,49 @@ pub(crate) fn registration(lab: &Lab) -> Option<Registration> {
     })
 }
 
+/// What this host has, as the store client keeps it: its registration, and the
+/// other addresses it answers for on its VNI bridges (gateways, service VIPs), which
+/// no other host may register.
+#[derive(Debug, Clone)]
+pub(crate) struct Own {
+    pub registration: Registration,
+    pub also: Vec<std::net::Ipv4Addr>,
+}
+
+impl Own {
+    /// None without `[vxlan]`.
+    pub fn of(lab: &Lab) -> Option<Own> {
+        let registration = registration(lab)?;
+        let vni_bridges: Vec<&lab::BridgeCfg> =
+            lab.bridges.iter().filter(|b| b.vni.is_some()).collect();
+        let also = vni_bridges
+            .iter()
+            .filter_map(|b| b.gateway)
+            .chain(lab.services.iter().map(|s| *s.vip.ip()).filter(|vip| {
+                vni_bridges
+                    .iter()
+                    .filter_map(|b| b.subnet.as_ref())
+                    .any(|n| n.contains(*vip))
+            }))
+            .collect();
+        Some(Own { registration, also })
+    }
+}
+
+/// What the lease thread is told.
+enum LeaseMsg {
+    /// This host has changed (a port attached or detached, a service added).
+    Register(Own),
+    /// Its key was deleted or overwritten by someone else: put it again.
+    Repost,
+    /// The lab is ending: revoke the lease (the key goes with it) and end.
+    Stop,
+}
+
 /// The running client: dropping it revokes the lease (the host's keys go at once)
 /// and stops its threads.
 pub(crate) struct StoreClient {
-    updates: Option<Sender<Registration>>,
+    lease_tx: Sender<LeaseMsg>,
     stop: Arc<AtomicBool>,
     lease: Option<JoinHandle<()>>,
 }
@@ -106,23 +147,31 @@ impl StoreClient {
     /// `wake` is called.
     pub fn start(
         config: StoreConfig,
-        first: Registration,
+        first: Own,
         requests: Sender<Request>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> std::io::Result<StoreClient> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                view: StoreView::new(&config.prefix, &config.lab, config.vtep),
+                view: {
+                    let mut v = StoreView::new(&config.prefix, &config.lab, config.vtep);
+                    v.set_own(&first.registration, &first.also);
+                    v.set_not_vteps(not_vteps(&config));
+                    v
+                },
                 status: StoreStatus {
                     endpoints: config.endpoints.clone(),
                     ..StoreStatus::default()
                 },
+                lost: false,
+                own_value: String::new(),
             }),
             requests,
             wake,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded(16);
+        let first_value = first.registration.to_value(&config.lab);
         let lease = {
             let (shared, stop, config) = (shared.clone(), stop.clone(), config.clone());
             std::thread::Builder::new()
@@ -130,42 +179,72 @@ impl StoreClient {
                 .spawn(move || keep_registered(&config, first, &rx, &shared, &stop))?
         };
         {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let (shared, stop, nudge) = (shared.clone(), stop.clone(), tx.clone());
             // Not joined: it may sit in a read; it ends when it sees `stop`, or with
             // the process.
             std::thread::Builder::new()
                 .name("etcd-watch".into())
-                .spawn(move || keep_watching(&config, &shared, &stop))?;
+                .spawn(move || keep_watching(&config, first_value, &shared, &stop, &nudge))?;
         }
         Ok(StoreClient {
-            updates: Some(tx),
+            lease_tx: tx,
             stop,
             lease: Some(lease),
         })
     }
 
-    /// Registers `r` instead (a port was attached or detached).
-    pub fn register(&self, r: Registration) {
-        if let Some(tx) = &self.updates {
-            let _ = tx.try_send(r);
-        }
+    /// Registers `own` instead (a port was attached or detached).
+    pub fn register(&self, own: Own) {
+        let _ = self.lease_tx.try_send(LeaseMsg::Register(own));
     }
 }
 
 impl Drop for StoreClient {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wakes the lease thread: it revokes the lease and ends.
-        self.updates = None;
+        // The lease thread revokes the lease and ends.
+        let _ = self
+            .lease_tx
+            .send_timeout(LeaseMsg::Stop, Duration::from_secs(1));
         if let Some(t) = self.lease.take() {
             let _ = t.join();
         }
     }
 }
 
+/// Addresses no other host's endpoint may be: this host's own and its links'
+/// broadcasts (from getifaddrs, in tapnet's network namespace), and the store's
+/// endpoints given as addresses.
+fn not_vteps(config: &StoreConfig) -> Vec<std::net::Ipv4Addr> {
+    let mut out = vec![*config.vtep.ip()];
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            for sa in [a.address, a.broadcast].into_iter().flatten() {
+                if let Some(sin) = sa.as_sockaddr_in() {
+                    out.push(sin.ip());
+                }
+            }
+        }
+    }
+    for e in &config.endpoints {
+        let host = e
+            .trim_start_matches("http://")
+            .rsplit_once(':')
+            .map_or(e.as_str(), |(h, _)| h);
+        if let Ok(ip) = host.parse() {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 struct State {
     view: StoreView,
     status: StoreStatus,
+    /// This host's value as the lease thread put it last.
+    own_value: String,
+    /// An update did not reach the datapath: the next one says everything.
+    lost: bool,
 }
 
 /// What both threads share: the view and status, and the way to the datapath.
@@ -180,25 +259,31 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the state with `f` (true if the hosts changed), then tells the
-    /// datapath.
-    fn change(&self, f: impl FnOnce(&mut State) -> bool) {
-        let update = {
-            let mut s = self.state();
-            let hosts_changed = f(&mut s);
-            s.status.view = s.view.stats;
-            StoreUpdate {
-                hosts: hosts_changed.then(|| s.view.hosts()),
-                status: s.status.clone(),
-            }
+    /// Changes the state with `f` (what changed in the hosts), then tells the
+    /// datapath. Holding the state's lock while sending keeps the two threads'
+    /// changes in order.
+    fn change(&self, f: impl FnOnce(&mut State) -> Vec<StoreChange>) {
+        let mut s = self.state();
+        let mut changes = f(&mut s);
+        if s.lost {
+            // An update went missing: everything, once more.
+            changes = vec![StoreChange::Reset(s.view.hosts())];
+        }
+        s.status.view = s.view.stats;
+        let update = StoreUpdate {
+            changes,
+            status: s.status.clone(),
         };
         // Never stuck on a datapath that stopped reading (the lab is ending).
-        if self
+        match self
             .requests
             .send_timeout(Request::Store(update), Duration::from_secs(1))
-            .is_ok()
         {
-            (self.wake)();
+            Ok(()) => {
+                s.lost = false;
+                (self.wake)();
+            }
+            Err(_) => s.lost = true,
         }
     }
 
@@ -206,7 +291,7 @@ impl Shared {
         if self.state().status.unreachable_since.is_some() {
             self.change(|s| {
                 s.status.unreachable_since = None;
-                false
+                Vec::new()
             });
         }
     }
@@ -217,7 +302,7 @@ impl Shared {
                 .unreachable_since
                 .get_or_insert_with(SystemTime::now);
             s.status.last_error = Some(why.to_string());
-            false
+            Vec::new()
         });
     }
 }
@@ -264,12 +349,28 @@ impl Gateway {
                 return Err(e.to_string());
             }
         };
-        let v: Value =
-            serde_json::from_reader(std::io::Read::take(answer.into_reader(), MAX_ANSWER))
-                .map_err(|e| {
-                    self.failed();
-                    format!("{url}: not etcd's JSON gateway: {e}")
-                })?;
+        // The first JSON value of the body. An error answer ends with HTTP trailers
+        // (`Grpc-Trailer-Content-Type`) that ureq's chunked reader refuses: what came
+        // before them is the answer.
+        let mut body = Vec::new();
+        let read = std::io::Read::read_to_end(
+            &mut std::io::Read::take(answer.into_reader(), MAX_ANSWER),
+            &mut body,
+        );
+        let first = serde_json::Deserializer::from_slice(&body)
+            .into_iter::<Value>()
+            .next();
+        let v = match (first, read) {
+            (Some(Ok(v)), _) => v,
+            (_, Err(e)) => {
+                self.failed();
+                return Err(format!("{url}: {e}"));
+            }
+            (_, Ok(_)) => {
+                self.failed();
+                return Err(format!("{url}: not etcd's JSON gateway"));
+            }
+        };
         match v.get("error").or_else(|| v.get("message")) {
             Some(e) if v.get("code").is_some() => {
                 Err(format!("{url}: {}", e.as_str().unwrap_or("error")))
@@ -307,33 +408,43 @@ fn int(v: &Value) -> Option<i64> {
 /// end.
 fn keep_registered(
     config: &StoreConfig,
-    first: Registration,
-    updates: &Receiver<Registration>,
+    first: Own,
+    messages: &Receiver<LeaseMsg>,
     shared: &Shared,
     stop: &AtomicBool,
 ) {
     let mut gw = Gateway::new(&config.endpoints, None);
     let key = store::host_key(&config.prefix, &config.lab, config.vtep);
-    let mut value = first.to_value(&config.lab);
+    let mut value = first.registration.to_value(&config.lab);
     let mut lease: Option<i64> = None;
     let mut put_needed = true;
     let mut next_keepalive = Instant::now();
+    let mut last_kept = Instant::now();
     let mut backoff = BACKOFF_MIN;
     let every = config.ttl / 3;
     let mut wait = Duration::ZERO;
     loop {
-        match updates.recv_timeout(wait) {
-            Ok(r) => {
-                // The latest of what came meanwhile.
-                let mut r = r;
-                while let Ok(newer) = updates.try_recv() {
-                    r = newer;
-                }
-                value = r.to_value(&config.lab);
-                put_needed = true;
+        let mut got = messages.recv_timeout(wait);
+        // The latest of what came meanwhile.
+        while let Ok(m) = &got {
+            let next = match m {
+                LeaseMsg::Stop => break,
+                _ => messages.try_recv(),
+            };
+            match (m, next) {
+                (_, Ok(newer)) => got = Ok(newer),
+                (_, Err(_)) => break,
             }
+        }
+        match got {
+            Ok(LeaseMsg::Register(own)) => {
+                value = own.registration.to_value(&config.lab);
+                put_needed = true;
+                shared.change(|s| vec![s.view.set_own(&own.registration, &own.also)]);
+            }
+            Ok(LeaseMsg::Repost) => put_needed = true,
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
+            Ok(LeaseMsg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                 if let Some(id) = lease {
                     // The keys go with the lease, at once.
                     let _ = gw.call("/v3/lease/revoke", &json!({"ID": id.to_string()}));
@@ -359,7 +470,7 @@ fn keep_registered(
                 next_keepalive = Instant::now() + every;
                 shared.change(|s| {
                     s.status.registrations += 1;
-                    false
+                    Vec::new()
                 });
             }
             let id = lease.expect("granted");
@@ -377,7 +488,8 @@ fn keep_registered(
                 put_needed = false;
                 shared.change(|s| {
                     s.status.registered = true;
-                    false
+                    s.own_value.clone_from(&value);
+                    Vec::new()
                 });
             }
             if Instant::now() >= next_keepalive {
@@ -392,11 +504,12 @@ fn keep_registered(
                     lease = None;
                     shared.change(|s| {
                         s.status.registered = false;
-                        false
+                        Vec::new()
                     });
                     return Err("this host's lease expired: registering again".into());
                 }
                 next_keepalive = Instant::now() + every;
+                last_kept = Instant::now();
             }
             Ok(())
         })();
@@ -412,6 +525,13 @@ fn keep_registered(
             }
             Err(e) => {
                 shared.unreachable(&e);
+                if last_kept.elapsed() > config.ttl {
+                    // Unrenewed for a TTL: the store has surely let the key go.
+                    shared.change(|s| {
+                        s.status.registered = false;
+                        Vec::new()
+                    });
+                }
                 wait = backoff;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -421,7 +541,20 @@ fn keep_registered(
 
 /// The watch thread: a full read of the lab's prefix, then its changes from the
 /// revision after; again from a full read after a failure or a compaction.
-fn keep_watching(config: &StoreConfig, shared: &Shared, stop: &AtomicBool) {
+fn keep_watching(
+    config: &StoreConfig,
+    own_value: String,
+    shared: &Shared,
+    stop: &AtomicBool,
+    lease: &Sender<LeaseMsg>,
+) {
+    // This host's key: anything but what it put there last (deleted, overwritten)
+    // is put right by the lease thread.
+    shared.state().own_value = own_value;
+    let own = OwnKey {
+        key: store::host_key(&config.prefix, &config.lab, config.vtep),
+        lease,
+    };
     let mut gw = Gateway::new(&config.endpoints, None);
     let mut watch_gw = Gateway::new(&config.endpoints, Some(WATCH_QUIET));
     let prefix = shared.state().view.watch_prefix().to_string();
@@ -434,19 +567,25 @@ fn keep_watching(config: &StoreConfig, shared: &Shared, stop: &AtomicBool) {
                 .and_then(|h| h.get("revision"))
                 .and_then(int)
                 .ok_or("no revision in the answer")?;
-            let kvs: Vec<(String, Vec<u8>)> = v
-                .get("kvs")
-                .and_then(Value::as_array)
+            let listed = v.get("kvs").and_then(Value::as_array);
+            let kvs: Vec<(String, Vec<u8>)> = listed
                 .map(|a| a.iter().filter_map(decode_kv).collect())
                 .unwrap_or_default();
-            Ok((revision, kvs))
+            let unreadable = listed.map_or(0, |a| a.len() - kvs.len());
+            Ok((revision, kvs, unreadable))
         });
         let mut revision = match read {
-            Ok((revision, kvs)) => {
+            Ok((revision, kvs, unreadable)) => {
                 shared.change(|s| {
                     s.status.revision = revision;
-                    s.view
-                        .reset(kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                    s.view.stats.bad_values += unreadable as u64;
+                    let mine = kvs.iter().find(|(k, _)| *k == own.key);
+                    if mine.is_none_or(|(_, v)| *v != s.own_value.as_bytes()) {
+                        own.repost();
+                    }
+                    vec![s
+                        .view
+                        .reset(kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))]
                 });
                 shared.reachable();
                 backoff = BACKOFF_MIN;
@@ -464,7 +603,7 @@ fn keep_watching(config: &StoreConfig, shared: &Shared, stop: &AtomicBool) {
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match watch(&mut watch_gw, &prefix, &mut revision, shared, stop) {
+            match watch(&mut watch_gw, &prefix, &mut revision, shared, stop, &own) {
                 Ended::Quiet => continue,
                 Ended::Compacted => break,
                 Ended::Failed(e) => {
@@ -475,6 +614,18 @@ fn keep_watching(config: &StoreConfig, shared: &Shared, stop: &AtomicBool) {
                 }
             }
         }
+    }
+}
+
+/// This host's key, and the way to have it put again.
+struct OwnKey<'a> {
+    key: String,
+    lease: &'a Sender<LeaseMsg>,
+}
+
+impl OwnKey<'_> {
+    fn repost(&self) {
+        let _ = self.lease.try_send(LeaseMsg::Repost);
     }
 }
 
@@ -493,6 +644,7 @@ fn watch(
     revision: &mut i64,
     shared: &Shared,
     stop: &AtomicBool,
+    own: &OwnKey<'_>,
 ) -> Ended {
     let url = gw.url("/v3/watch");
     let body = json!({"create_request": {
@@ -547,21 +699,27 @@ fn watch(
             continue;
         }
         shared.change(|s| {
-            let mut changed = false;
+            let mut changes = Vec::new();
             for ev in &events {
                 let Some((key, value)) = ev.get("kv").and_then(decode_kv) else {
+                    s.view.stats.bad_values += 1;
                     continue;
                 };
-                changed |= if ev.get("type").and_then(Value::as_str) == Some("DELETE") {
+                let deleted = ev.get("type").and_then(Value::as_str) == Some("DELETE");
+                if key == own.key && (deleted || value != s.own_value.as_bytes()) {
+                    own.repost();
+                }
+                let change = if deleted {
                     s.view.delete(&key)
                 } else {
                     s.view.put(&key, &value)
                 };
+                changes.extend(change);
             }
             if let Some(at) = at {
                 s.status.revision = at;
             }
-            changed
+            changes
         });
         if let Some(at) = at {
             *revision = at;

@@ -131,7 +131,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     let _ = namespaces.set(Mutex::new(building));
     let made = lab.ports.len();
     // Registers this host in etcd and watches for the others, on threads of its own.
-    let store = match (etcd::StoreConfig::of(&lab), etcd::registration(&lab)) {
+    let store = match (etcd::StoreConfig::of(&lab), etcd::Own::of(&lab)) {
         (Some(config), Some(first)) => Some(
             etcd::StoreClient::start(config, first, store_tx, store_wake)
                 .map_err(|e| HostError(e.into()))?,

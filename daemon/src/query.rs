@@ -255,6 +255,7 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
         .peers()
         .iter()
         .enumerate()
+        .filter(|(_, p)| p.live)
         .map(|(i, p)| {
             let mut macs: Vec<String> = v
                 .segments()
@@ -313,6 +314,8 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
             "bad_values": st.view.bad_values,
             "other_labs": st.view.other_labs,
             "hosts_over_limit": st.view.hosts_over_limit,
+            "conflicts": st.view.conflicts,
+            "registered_over_limit": v.endpoint().registered_over_limit,
         })
     });
     json!({

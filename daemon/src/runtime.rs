@@ -176,8 +176,8 @@ impl Live<'_> {
 
     /// Tells the store what this host has now.
     fn reregister(&self) {
-        if let (Some(store), Some(r)) = (self.store, crate::etcd::registration(&self.lab)) {
-            store.register(r);
+        if let (Some(store), Some(own)) = (self.store, crate::etcd::Own::of(&self.lab)) {
+            store.register(own);
         }
     }
 

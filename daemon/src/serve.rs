@@ -142,8 +142,7 @@ pub(crate) fn serve(
                         let _ = reply.send(frames);
                     }
                     Request::Store(update) => {
-                        // Not a query a client waits on: it takes no turn's share.
-                        queries -= 1;
+                        // Counted as a query: a store in churn cannot hold frames up.
                         if let Some(vtep) = live.handles.vtep {
                             dp.handler_of_mut(vtep).apply_store(update, now);
                         }

@@ -20,7 +20,7 @@ use vswitch::wire::ipv4::Ipv4Packet;
 use vswitch::wire::vxlan::{self, Vxlan};
 use vswitch::{Fdb, Mac, PortId};
 
-use crate::store::Registration;
+use crate::store::{Registration, RemotePort, StoreChange};
 
 use crate::offload::{self, Cut, OffloadError};
 
@@ -88,6 +88,11 @@ pub struct Peer {
     pub stats: PeerStats,
     /// Known from the store (etcd), not from the lab file's `peers`.
     pub from_store: bool,
+    /// False for the slot of a store host that left (kept, so that the other peers'
+    /// indices hold; a host that joins later takes it).
+    pub live: bool,
+    /// The container ports this host registered (store hosts only).
+    pub registered: Vec<RemotePort>,
 }
 
 /// One VNI: its bridge's port and MTU, and the MACs learned behind each peer (the
@@ -101,6 +106,8 @@ pub struct Segment {
     /// their MAC and the peer behind which they are. ARP requests for them are
     /// answered here ([`Endpoint::suppress_arp`]).
     pub registered: HashMap<Ipv4Addr, (Mac, usize)>,
+    /// Static entries in `remote` that came from the store: at most `remote_max`.
+    pub registered_macs: usize,
 }
 
 /// An accepted datagram: inject its inner frame at `port` (a bridge of `mtu`); it
@@ -153,6 +160,12 @@ pub struct Endpoint {
     remote_aging: Duration,
     /// ARP requests answered for containers the store knows, instead of flooded.
     pub arp_suppressed: u64,
+    /// Registered container MACs not taken because their VNI's table held
+    /// `remote_max` registered MACs already (they are learned from traffic instead).
+    pub registered_over_limit: u64,
+    /// Registered MACs or addresses not taken because another host registered them
+    /// first.
+    pub registered_conflicts: u64,
 }
 
 impl Endpoint {
@@ -166,6 +179,8 @@ impl Endpoint {
                     addr,
                     stats: PeerStats::default(),
                     from_store: false,
+                    live: true,
+                    registered: Vec::new(),
                 })
                 .collect(),
             static_peers: peers.len(),
@@ -174,60 +189,140 @@ impl Endpoint {
             remote_max,
             remote_aging,
             arp_suppressed: 0,
+            registered_over_limit: 0,
+            registered_conflicts: 0,
         }
     }
 
-    /// Takes the other hosts the store knows (`own` left out, and any that is a static
-    /// peer already) as peers, beside the lab file's, and their registered containers
-    /// as static remote MACs and ARP answers per VNI. Peers that stay keep their
-    /// counters and what was learned behind them; those that left take theirs along.
-    /// Registered ports on a VNI this host does not serve are ignored.
-    pub fn set_store_hosts(&mut self, hosts: &[Registration], own: SocketAddrV4, now: Instant) {
-        let mut peers: Vec<Peer> = self.peers[..self.static_peers].to_vec();
-        for h in hosts {
-            if h.vtep == own || peers.iter().any(|p| p.addr == h.vtep) {
-                continue;
-            }
-            let kept = self.peers[self.static_peers..]
-                .iter()
-                .find(|p| p.addr == h.vtep)
-                .map_or_else(PeerStats::default, |p| p.stats);
-            peers.push(Peer {
-                addr: h.vtep,
-                stats: kept,
-                from_store: true,
-            });
-        }
-        // Old index -> new index, by address.
-        let moved: Vec<Option<usize>> = self
-            .peers
-            .iter()
-            .map(|old| peers.iter().position(|p| p.addr == old.addr))
-            .collect();
-        for seg in &mut self.segments {
-            let old = std::mem::replace(
-                &mut seg.remote,
-                Fdb::new(self.remote_max, self.remote_aging),
-            );
-            for (mac, e) in old.entries(now) {
-                if let (false, Some(Some(to))) = (e.fixed, moved.get(e.port)) {
-                    seg.remote.learn(mac, *to, e.last_seen);
-                }
-            }
-            seg.registered.clear();
-            for h in hosts {
-                let Some(at) = peers.iter().position(|p| p.addr == h.vtep) else {
-                    continue;
-                };
-                for port in h.ports.iter().filter(|p| p.vni == seg.vni) {
-                    seg.remote.add_static(port.mac, at, now);
-                    if let Some(ip) = port.ip {
-                        seg.registered.insert(ip, (port.mac, at));
+    /// Applies what the store says changed, host by host: the work is that of the
+    /// hosts that changed, not of every host (a join among 1,000 costs one host's
+    /// ports). `own` is this endpoint's address, never a peer of its own.
+    pub fn apply_store(&mut self, changes: &[StoreChange], own: SocketAddrV4, now: Instant) {
+        for change in changes {
+            match change {
+                StoreChange::Put(r) => self.store_put(r, own, now),
+                StoreChange::Gone(vtep) => self.store_gone(*vtep),
+                StoreChange::Reset(hosts) => {
+                    let leaving: Vec<SocketAddrV4> = self.peers[self.static_peers..]
+                        .iter()
+                        .filter(|p| p.live && !hosts.iter().any(|h| h.vtep == p.addr))
+                        .map(|p| p.addr)
+                        .collect();
+                    for vtep in leaving {
+                        self.store_gone(vtep);
+                    }
+                    for h in hosts {
+                        self.store_put(h, own, now);
                     }
                 }
             }
         }
-        self.peers = peers;
+    }
+
+    /// A store host registered (or changed) what it has: a peer (a static peer or
+    /// this endpoint itself are not made twice, though their ports are taken), with
+    /// its ports as static remote MACs and ARP answers per VNI.
+    fn store_put(&mut self, r: &Registration, own: SocketAddrV4, now: Instant) {
+        if r.vtep == own {
+            return;
+        }
+        let at = match self.peers.iter().position(|p| p.live && p.addr == r.vtep) {
+            Some(at) if self.peers[at].registered == r.ports => return,
+            Some(at) => {
+                self.forget_registered(at);
+                at
+            }
+            None => {
+                let fresh = Peer {
+                    addr: r.vtep,
+                    stats: PeerStats::default(),
+                    from_store: true,
+                    live: true,
+                    registered: Vec::new(),
+                };
+                match self.peers.iter().position(|p| !p.live) {
+                    Some(slot) => {
+                        self.peers[slot] = fresh;
+                        slot
+                    }
+                    None => {
+                        self.peers.push(fresh);
+                        self.peers.len() - 1
+                    }
+                }
+            }
+        };
+        for port in &r.ports {
+            let Some(seg) = self.segments.iter_mut().find(|s| s.vni == port.vni) else {
+                continue;
+            };
+            if seg.registered_macs >= self.remote_max {
+                self.registered_over_limit += 1;
+                continue;
+            }
+            // The first host to register a MAC or an address keeps it: a second
+            // claim (a copied lab file, a stale or forged key) is counted, not taken.
+            if seg.remote.static_elsewhere(port.mac, at) {
+                self.registered_conflicts += 1;
+                continue;
+            }
+            if let Some(ip) = port.ip {
+                match seg.registered.get(&ip) {
+                    Some(&(_, other)) if other != at => {
+                        self.registered_conflicts += 1;
+                        continue;
+                    }
+                    _ => {
+                        seg.registered.insert(ip, (port.mac, at));
+                    }
+                }
+            }
+            if seg.remote.add_static_new(port.mac, at, now) {
+                seg.registered_macs += 1;
+            }
+        }
+        // As asked: an unchanged put then costs nothing, and taking it back removes
+        // only what is this peer's.
+        self.peers[at].registered = r.ports.clone();
+    }
+
+    /// Takes back the static MACs and ARP answers of peer `at`'s registration.
+    fn forget_registered(&mut self, at: usize) {
+        let ports = std::mem::take(&mut self.peers[at].registered);
+        for port in &ports {
+            let Some(seg) = self.segments.iter_mut().find(|s| s.vni == port.vni) else {
+                continue;
+            };
+            if seg.remote.remove_static(port.mac, at) {
+                seg.registered_macs -= 1;
+            }
+            if let Some(ip) = port.ip {
+                if seg.registered.get(&ip).is_some_and(|&(_, p)| p == at) {
+                    seg.registered.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// A store host left (its key deleted, its lease expired, or a value no longer
+    /// read): its peer slot goes dead with what was learned and registered behind it.
+    fn store_gone(&mut self, vtep: SocketAddrV4) {
+        let Some(at) =
+            (0..self.peers.len()).find(|&i| self.peers[i].live && self.peers[i].addr == vtep)
+        else {
+            return;
+        };
+        self.forget_registered(at);
+        if at < self.static_peers {
+            // A static peer stays a peer; only what it registered goes.
+            return;
+        }
+        for seg in &mut self.segments {
+            seg.remote.flush_port(at);
+        }
+        let p = &mut self.peers[at];
+        p.live = false;
+        p.stats = PeerStats::default();
     }
 
     /// For an ARP request (untagged, broadcast) leaving by VNI port `port` that asks
@@ -251,9 +346,12 @@ impl Endpoint {
         Some((target, mac, peer))
     }
 
-    /// How many of the peers came from the store.
+    /// How many live peers came from the store.
     pub fn store_peers(&self) -> usize {
-        self.peers.len() - self.static_peers
+        self.peers[self.static_peers..]
+            .iter()
+            .filter(|p| p.live)
+            .count()
     }
 
     /// Serves VNI `vni` through internal port `port` of a bridge with MTU `mtu`.
@@ -264,6 +362,7 @@ impl Endpoint {
             mtu,
             remote: Fdb::new(self.remote_max, self.remote_aging),
             registered: HashMap::new(),
+            registered_macs: 0,
         });
     }
 
@@ -304,7 +403,7 @@ impl Endpoint {
         let peer = self
             .peers
             .iter()
-            .position(|p| p.addr.ip() == from.ip())
+            .position(|p| p.live && p.addr.ip() == from.ip())
             .ok_or(VtepDrop::NotPeer)?;
         let v = Vxlan::new_checked(datagram).map_err(|e| match e {
             vxlan::HeaderError::Truncated => VtepDrop::Truncated,
@@ -530,7 +629,8 @@ mod tests {
                 Ipv4Addr::new(172, 16, 2, 10),
             ),
         ];
-        e.set_store_hosts(&hosts, own, now);
+        let puts: Vec<StoreChange> = hosts.iter().cloned().map(StoreChange::Put).collect();
+        e.apply_store(&puts, own, now);
         assert_eq!(e.peers().len(), 3);
         assert_eq!(e.store_peers(), 1);
         assert!(e.peers()[2].from_store);
@@ -571,10 +671,17 @@ mod tests {
             None
         );
         assert_eq!(e.suppress_arp(PortId(8), &arp_request(HERE, c_ip)), None);
+        // The same again changes nothing; a reset to what is there neither.
+        e.apply_store(&puts, own, now);
+        e.apply_store(&[StoreChange::Reset(hosts.clone())], own, now);
+        assert_eq!(e.store_peers(), 1);
+        assert_eq!(e.segments()[0].registered_macs, 2);
         // The host leaves: its peer, its MACs and its answers go with it; what was
         // learned behind the static peers stays.
-        e.set_store_hosts(&[], own, now);
-        assert_eq!(e.peers().len(), 2);
+        e.apply_store(&[StoreChange::Reset(vec![hosts[2].clone()])], own, now);
+        assert_eq!(e.store_peers(), 0);
+        assert!(!e.peers()[2].live);
+        assert_eq!(e.segments()[0].registered_macs, 1, "the static peer's");
         assert_eq!(
             e.egress(PortId(7), &to_c, now).unwrap().targets,
             Targets::All
@@ -588,6 +695,58 @@ mod tests {
             e.accept(from_c, &datagram(42, &to_c), now),
             Err(VtepDrop::NotPeer)
         );
+        // A new host takes the dead slot; a changed registration replaces the old one.
+        let d_ip = Ipv4Addr::new(172, 16, 2, 44);
+        let d = host("192.0.2.4:4789", Mac([2, 0, 0, 0, 0, 0x44]), d_ip);
+        e.apply_store(&[StoreChange::Put(d.clone())], own, now);
+        assert_eq!(e.peers().len(), 3, "slot 2 reused");
+        assert_eq!(e.peers()[2].addr, d.vtep);
+        let mut d2 = d.clone();
+        d2.ports[0].mac = Mac([2, 0, 0, 0, 0, 0x45]);
+        e.apply_store(&[StoreChange::Put(d2)], own, now);
+        assert_eq!(
+            e.suppress_arp(PortId(7), &arp_request(HERE, d_ip))
+                .map(|(_, m, _)| m),
+            Some(Mac([2, 0, 0, 0, 0, 0x45]))
+        );
+        let old_mac = frame(VnetHdr::default(), HERE, Mac([2, 0, 0, 0, 0, 0x44]), 10);
+        assert_eq!(
+            e.egress(PortId(7), &old_mac, now).unwrap().targets,
+            Targets::All
+        );
+        assert_eq!(e.segments()[0].registered_macs, 2);
+        e.apply_store(&[StoreChange::Gone(d.vtep)], own, now);
+        assert_eq!(e.segments()[0].registered_macs, 1);
+        // The static peer's key goes: what it registered goes, the peer stays.
+        e.apply_store(&[StoreChange::Gone(PEER_A.parse().unwrap())], own, now);
+        assert_eq!(e.segments()[0].registered_macs, 0);
+        assert!(e.peers()[0].live);
+    }
+
+    #[test]
+    fn registered_macs_per_vni_stop_at_the_tables_limit() {
+        use crate::store::{Registration, RemotePort};
+        let mut e = endpoint();
+        let now = Instant::now();
+        let ports: Vec<RemotePort> = (0..40u8)
+            .map(|i| RemotePort {
+                vni: 42,
+                mac: Mac([2, 1, 0, 0, 0, i]),
+                ip: Some(Ipv4Addr::new(172, 16, 3, i)),
+            })
+            .collect();
+        let r = Registration {
+            vtep: "192.0.2.5:4789".parse().unwrap(),
+            vnis: vec![42],
+            ports,
+        };
+        e.apply_store(
+            &[StoreChange::Put(r)],
+            "192.0.2.9:4789".parse().unwrap(),
+            now,
+        );
+        assert_eq!(e.segments()[0].registered_macs, 16, "remote_max");
+        assert_eq!(e.registered_over_limit, 24);
     }
 
     #[test]

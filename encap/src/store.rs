@@ -190,6 +190,10 @@ pub struct ViewStats {
     pub other_labs: u64,
     /// New hosts ignored past [`MAX_HOSTS`].
     pub hosts_over_limit: u64,
+    /// Registered ports left out because they claim an address or MAC of this
+    /// host's own containers (a stale or forged registration must not answer ARP
+    /// for them).
+    pub conflicts: u64,
 }
 
 /// How the store looks from this host, for `show vxlan`.
@@ -212,11 +216,23 @@ pub struct StoreStatus {
     pub view: ViewStats,
 }
 
-/// What the store client tells the datapath: the hosts, if they changed, and the
+/// A change in the other hosts, as the endpoint takes it
+/// ([`crate::Endpoint::apply_store`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A host registered, or changed what it has.
+    Put(Registration),
+    /// The host at this endpoint left.
+    Gone(SocketAddrV4),
+    /// All the hosts there are (after a full read of the store).
+    Reset(Vec<Registration>),
+}
+
+/// What the store client tells the datapath: what changed in the hosts, and the
 /// status.
 #[derive(Debug, Clone)]
 pub struct StoreUpdate {
-    pub hosts: Option<Vec<Registration>>,
+    pub changes: Vec<StoreChange>,
     pub status: StoreStatus,
 }
 
@@ -226,6 +242,13 @@ pub struct StoreView {
     lab: String,
     prefix: String,
     own: String,
+    /// This host's own ports: no other host's registration may claim their MAC or
+    /// address.
+    own_macs: HashSet<Mac>,
+    own_ips: HashSet<Ipv4Addr>,
+    /// Addresses no other host's endpoint may be: this host's own and its links'
+    /// broadcasts, the store's (a forged key must not turn floods on them).
+    not_vteps: HashSet<Ipv4Addr>,
     hosts: BTreeMap<String, Registration>,
     pub stats: ViewStats,
 }
@@ -238,6 +261,9 @@ impl StoreView {
             lab: lab.to_string(),
             prefix: lab_prefix(prefix, lab),
             own: host_key(prefix, lab, own),
+            own_macs: HashSet::new(),
+            own_ips: HashSet::new(),
+            not_vteps: HashSet::new(),
             hosts: BTreeMap::new(),
             stats: ViewStats::default(),
         }
@@ -253,29 +279,55 @@ impl StoreView {
         &self.own
     }
 
+    /// This host's own registration (at the start, and after each attach or
+    /// detach), and the other addresses it answers for on its VNI bridges (gateways,
+    /// service VIPs): no other host's registration may claim them. Every host is
+    /// read again against them.
+    pub fn set_own(&mut self, own: &Registration, also: &[Ipv4Addr]) -> StoreChange {
+        self.own_macs = own.ports.iter().map(|p| p.mac).collect();
+        self.own_ips = own.ports.iter().filter_map(|p| p.ip).collect();
+        self.own_ips.extend(also.iter().copied());
+        StoreChange::Reset(self.hosts())
+    }
+
+    /// Addresses that no other host's endpoint may be (this host's own, its links'
+    /// broadcast addresses, the store's): a registration naming one is ignored and
+    /// counted as a bad value.
+    pub fn set_not_vteps(&mut self, ips: impl IntoIterator<Item = Ipv4Addr>) {
+        self.not_vteps = ips.into_iter().collect();
+    }
+
     /// Replaces the view with a full read of the prefix (after a (re)connect, or a
-    /// watch that fell behind a compaction). True if the hosts changed.
-    pub fn reset<'k>(&mut self, kvs: impl IntoIterator<Item = (&'k str, &'k [u8])>) -> bool {
-        let before = std::mem::take(&mut self.hosts);
+    /// watch that fell behind a compaction).
+    pub fn reset<'k>(&mut self, kvs: impl IntoIterator<Item = (&'k str, &'k [u8])>) -> StoreChange {
+        self.hosts.clear();
         for (k, v) in kvs {
             self.put(k, v);
         }
-        before != self.hosts
+        StoreChange::Reset(self.hosts())
     }
 
-    /// A key put under the prefix. True if the hosts changed.
-    pub fn put(&mut self, key: &str, value: &[u8]) -> bool {
+    /// A key put under the prefix: what changed, if anything.
+    pub fn put(&mut self, key: &str, value: &[u8]) -> Option<StoreChange> {
         if key == self.own || !key.starts_with(&self.prefix) {
-            return false;
+            return None;
         }
-        match Registration::from_value(&self.prefix, &self.lab, key, value) {
+        let read = Registration::from_value(&self.prefix, &self.lab, key, value).and_then(|r| {
+            if self.not_vteps.contains(r.vtep.ip()) {
+                Err(Ignored::Malformed)
+            } else {
+                Ok(r)
+            }
+        });
+        match read {
             Ok(r) => {
                 if !self.hosts.contains_key(key) && self.hosts.len() >= MAX_HOSTS {
                     self.stats.hosts_over_limit += 1;
-                    return false;
+                    return None;
                 }
                 self.stats.puts += 1;
-                self.hosts.insert(key.to_string(), r.clone()) != Some(r)
+                let changed = self.hosts.insert(key.to_string(), r.clone()) != Some(r.clone());
+                changed.then(|| StoreChange::Put(self.without_own(r)))
             }
             Err(why) => {
                 match why {
@@ -283,28 +335,34 @@ impl StoreView {
                     Ignored::Malformed | Ignored::OtherVersion => self.stats.bad_values += 1,
                 }
                 // What the key said before no longer holds.
-                self.hosts.remove(key).is_some()
+                self.hosts
+                    .remove(key)
+                    .map(|old| StoreChange::Gone(old.vtep))
             }
         }
     }
 
-    /// A key deleted (or its lease expired). True if the hosts changed.
-    pub fn delete(&mut self, key: &str) -> bool {
-        let gone = self.hosts.remove(key).is_some();
-        if gone {
-            self.stats.deletes += 1;
-        }
-        gone
+    /// A key deleted (or its lease expired): what changed, if anything.
+    pub fn delete(&mut self, key: &str) -> Option<StoreChange> {
+        let old = self.hosts.remove(key)?;
+        self.stats.deletes += 1;
+        Some(StoreChange::Gone(old.vtep))
     }
 
-    /// The other hosts, in key order, with no two of the same endpoint.
-    pub fn hosts(&self) -> Vec<Registration> {
-        let mut seen = HashSet::new();
-        self.hosts
-            .values()
-            .filter(|r| seen.insert(r.vtep))
-            .cloned()
-            .collect()
+    /// The other hosts, in key order, less what claims this host's own.
+    pub fn hosts(&mut self) -> Vec<Registration> {
+        let all: Vec<Registration> = self.hosts.values().cloned().collect();
+        all.into_iter().map(|r| self.without_own(r)).collect()
+    }
+
+    /// `r` without the ports that claim a MAC or address of this host's own.
+    fn without_own(&mut self, mut r: Registration) -> Registration {
+        let before = r.ports.len();
+        r.ports.retain(|p| {
+            !self.own_macs.contains(&p.mac) && !p.ip.is_some_and(|ip| self.own_ips.contains(&ip))
+        });
+        self.stats.conflicts += (before - r.ports.len()) as u64;
+        r
     }
 }
 
@@ -335,15 +393,21 @@ mod tests {
         let other = reg("10.0.0.2:4789", 7);
         let key = host_key("/tapnet/", "shop", other.vtep);
         assert_eq!(key, "/tapnet/v1/shop/hosts/10.0.0.2:4789");
-        assert!(v.put(&key, other.to_value("shop").as_bytes()));
-        assert!(!v.put(&key, other.to_value("shop").as_bytes()), "no change");
+        assert_eq!(
+            v.put(&key, other.to_value("shop").as_bytes()),
+            Some(StoreChange::Put(other.clone()))
+        );
+        assert_eq!(
+            v.put(&key, other.to_value("shop").as_bytes()),
+            None,
+            "no change"
+        );
         let mine = reg("10.0.0.1:4789", 1);
-        assert!(!v.put(
-            v.own_key().to_string().as_str(),
-            mine.to_value("shop").as_bytes()
-        ));
-        assert_eq!(v.hosts(), vec![other]);
-        assert!(v.delete(&key));
+        let own = v.own_key().to_string();
+        assert_eq!(v.put(&own, mine.to_value("shop").as_bytes()), None);
+        assert_eq!(v.hosts(), vec![other.clone()]);
+        assert_eq!(v.delete(&key), Some(StoreChange::Gone(other.vtep)));
+        assert_eq!(v.delete(&key), None);
         assert!(v.hosts().is_empty());
         assert_eq!(v.stats.deletes, 1);
     }
@@ -356,6 +420,7 @@ mod tests {
         let cases: Vec<(String, String)> = vec![
             (format!("{p}10.0.0.2:4789"), "not json".into()),
             (format!("{p}10.0.0.2:4789"), "{}".into()),
+            (format!("{p}10.0.0.2:4789"), "{\"version\":1}".into()),
             // The key of another endpoint than the value says.
             (format!("{p}10.0.0.3:4789"), good.clone()),
             (
@@ -370,6 +435,10 @@ mod tests {
                 format!("{p}10.0.0.2:4789"),
                 good.replace("172.16.2.7", "300.1.1.1"),
             ),
+            (
+                format!("{p}127.0.0.1:4789"),
+                good.replace("10.0.0.2:4789", "127.0.0.1:4789"),
+            ),
             (format!("{p}10.0.0.2:4789"), "[1,2,3]".into()),
             (
                 format!("{p}10.0.0.2:4789"),
@@ -377,20 +446,29 @@ mod tests {
             ),
         ];
         for (k, val) in &cases {
-            assert!(!v.put(k, val.as_bytes()), "{val}");
+            assert_eq!(v.put(k, val.as_bytes()), None, "{val}");
         }
         assert_eq!(v.stats.bad_values, cases.len() as u64);
-        assert!(!v.put(
-            &format!("{p}10.0.0.2:4789"),
-            reg("10.0.0.2:4789", 7).to_value("other").as_bytes()
-        ));
+        let other_lab = reg("10.0.0.2:4789", 7).to_value("other");
+        assert_eq!(
+            v.put(&format!("{p}10.0.0.2:4789"), other_lab.as_bytes()),
+            None
+        );
         assert_eq!(v.stats.other_labs, 1);
         // Outside the prefix: not ours to read at all.
-        assert!(!v.put("/tapnet/v1/other/hosts/10.0.0.2:4789", good.as_bytes()));
+        assert_eq!(
+            v.put("/tapnet/v1/other/hosts/10.0.0.2:4789", good.as_bytes()),
+            None
+        );
         assert!(v.hosts().is_empty());
         // A good value, then a bad one under the same key: the host is gone.
-        assert!(v.put(&format!("{p}10.0.0.2:4789"), good.as_bytes()));
-        assert!(v.put(&format!("{p}10.0.0.2:4789"), b"garbage"));
+        assert!(v
+            .put(&format!("{p}10.0.0.2:4789"), good.as_bytes())
+            .is_some());
+        assert_eq!(
+            v.put(&format!("{p}10.0.0.2:4789"), b"garbage"),
+            Some(StoreChange::Gone("10.0.0.2:4789".parse().unwrap()))
+        );
         assert!(v.hosts().is_empty());
     }
 
@@ -404,8 +482,44 @@ mod tests {
         );
         v.put(&ka, a.to_value("shop").as_bytes());
         let vb = b.to_value("shop");
-        assert!(v.reset([(kb.as_str(), vb.as_bytes())]));
+        assert_eq!(
+            v.reset([(kb.as_str(), vb.as_bytes())]),
+            StoreChange::Reset(vec![b.clone()])
+        );
         assert_eq!(v.hosts(), vec![b]);
+    }
+
+    #[test]
+    fn no_host_may_claim_this_hosts_own_containers() {
+        let mut v = StoreView::new("/tapnet/", "shop", me());
+        let mine = reg("10.0.0.1:4789", 5);
+        v.set_own(&mine, &[Ipv4Addr::new(172, 16, 2, 1)]);
+        // Another host claims our container's address (a forgery, or a stale key).
+        let mut other = reg("10.0.0.2:4789", 6);
+        other.ports.push(mine.ports[0]);
+        let key = host_key("/tapnet/", "shop", other.vtep);
+        let Some(StoreChange::Put(taken)) = v.put(&key, other.to_value("shop").as_bytes()) else {
+            panic!("a put")
+        };
+        assert_eq!(taken.ports, reg("10.0.0.2:4789", 6).ports);
+        assert_eq!(v.stats.conflicts, 1);
+        // Nor the gateway's address.
+        let gw = reg("10.0.0.3:4789", 1);
+        let Some(StoreChange::Put(taken)) = v.put(
+            &host_key("/tapnet/", "shop", gw.vtep),
+            gw.to_value("shop").as_bytes(),
+        ) else {
+            panic!("a put")
+        };
+        assert!(taken.ports.is_empty());
+        // Nor may an endpoint be one of this host's addresses, or a broadcast.
+        v.set_not_vteps([Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 255)]);
+        for bad in ["10.0.0.9:4790", "10.0.0.255:4789"] {
+            let r = reg(bad, 8);
+            let key = host_key("/tapnet/", "shop", r.vtep);
+            assert_eq!(v.put(&key, r.to_value("shop").as_bytes()), None, "{bad}");
+        }
+        assert_eq!(v.stats.bad_values, 2);
     }
 
     #[test]

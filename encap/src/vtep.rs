@@ -273,9 +273,7 @@ impl Vtep {
     /// Takes what the store client says: the other hosts as peers (with their
     /// containers' MACs and addresses), and the store's status for `show vxlan`.
     pub fn apply_store(&mut self, update: StoreUpdate, now: Instant) {
-        if let Some(hosts) = &update.hosts {
-            self.endpoint.set_store_hosts(hosts, self.listen, now);
-        }
+        self.endpoint.apply_store(&update.changes, self.listen, now);
         self.store = Some(update.status);
     }
 
@@ -325,7 +323,11 @@ impl Vtep {
     ) -> Result<(Egress, Vec<SocketAddrV4>), VtepDrop> {
         let e = self.endpoint.egress(port, frame, now)?;
         let peers = self.endpoint.peers();
-        let addrs = e.peers(peers.len()).map(|p| peers[p].addr).collect();
+        let addrs = e
+            .peers(peers.len())
+            .filter(|&p| peers[p].live)
+            .map(|p| peers[p].addr)
+            .collect();
         Ok((e, addrs))
     }
 
@@ -465,6 +467,9 @@ impl Vtep {
         let mut flush = |batch: &[u8], size: usize| {
             for p in targets.clone() {
                 let peer = endpoint.peer_mut(p);
+                if !peer.live {
+                    continue;
+                }
                 if underlay.on() {
                     for datagram in batch.chunks(size.max(1)) {
                         underlay.copy(src, peer.addr, datagram);
@@ -661,6 +666,9 @@ impl Handler for Vtep {
         let mut failed = 0;
         for p in egress.peers(self.endpoint.peers().len()) {
             let peer = self.endpoint.peer_mut(p);
+            if !peer.live {
+                continue;
+            }
             self.underlay.copy(src, peer.addr, datagram);
             if !Self::send(socket, peer, datagram) {
                 failed += 1;

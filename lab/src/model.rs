@@ -25,6 +25,16 @@ pub struct Subnet {
     pub prefix: u8,
 }
 
+impl Subnet {
+    /// Whether `ip` is inside it.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.addr) & mask
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BridgeCfg {
     pub pos: Pos,

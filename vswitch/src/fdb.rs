@@ -146,6 +146,29 @@ impl<P: Copy + Eq> Fdb<P> {
         }
     }
 
+    /// [`Fdb::add_static`], unless `mac` is static already: true if it was added.
+    pub fn add_static_new(&mut self, mac: Mac, port: P, now: Instant) -> bool {
+        if self.entries.get(&mac).is_some_and(|e| e.fixed) {
+            return false;
+        }
+        self.add_static(mac, port, now);
+        true
+    }
+
+    /// Removes `mac` if it is a static entry on `port`: true if it was.
+    pub fn remove_static(&mut self, mac: Mac, port: P) -> bool {
+        if self
+            .entries
+            .get(&mac)
+            .is_some_and(|e| e.fixed && e.port == port)
+        {
+            self.entries.remove(&mac);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether `mac` is another port's static address than `port`'s.
     pub fn static_elsewhere(&self, mac: Mac, port: P) -> bool {
         self.entries

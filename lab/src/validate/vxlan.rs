@@ -87,15 +87,25 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
         }
     }
     let etcd_prefix = cx.str_(s, "etcd_prefix").and_then(|f| {
-        let ok = !f.v.is_empty() && f.v.len() <= 200 && !f.v.chars().any(char::is_control);
+        let ok = f.v.len() <= 200 && f.v.ends_with('/') && !f.v.chars().any(char::is_control);
         if !ok {
             cx.err(
                 f.at,
-                "`etcd_prefix` must be 1 to 200 printable characters, like \"/tapnet/\"",
+                "`etcd_prefix` must be up to 200 printable characters ending in `/`, like \"/tapnet/\"",
             );
         }
         ok.then(|| f.v.to_string())
     });
+    if etcd.is_empty() && !s.has("etcd") {
+        for key in ["etcd_prefix", "etcd_ttl_s"] {
+            if s.has(key) {
+                cx.err(
+                    s.key_at(key),
+                    format!("`{key}` needs `etcd` (the store it is for)"),
+                );
+            }
+        }
+    }
     let etcd_ttl_s = cx
         .int(s, "etcd_ttl_s", 2, 3600)
         .map_or(DEFAULT_ETCD_TTL_S, |t| t.v as u64);
@@ -143,6 +153,12 @@ fn endpoint_url(text: &str) -> Result<String, String> {
         .strip_prefix("http://")
         .ok_or("must be a URL like \"http://192.0.2.10:2379\"")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') {
+        return Err("must have no path (etcd's API paths are tapnet's to add), like \"http://192.0.2.10:2379\"".into());
+    }
+    if rest.chars().any(char::is_whitespace) {
+        return Err("must hold no spaces".into());
+    }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (
             h,
@@ -200,7 +216,26 @@ mod tests {
         );
         err1(&vx("etcd = [\"192.0.2.10:2379\"]"), 4, 9, "must be a URL");
         err1(&vx("etcd = [\"http://a:0\"]"), 4, 9, "the port must be");
-        err1(&vx("etcd = [\"http://a/v3\"]"), 4, 9, "with no path");
+        err1(&vx("etcd = [\"http://a/v3\"]"), 4, 9, "must have no path");
+        err1(
+            &vx("etcd = [\"http://a:2379/v3\"]"),
+            4,
+            9,
+            "must have no path",
+        );
+        err1(&vx("etcd = [\"http://a:2379 \"]"), 4, 9, "no spaces");
+        err1(
+            &vx("etcd = [\"http://a\"]\netcd_prefix = \"tapnet\""),
+            5,
+            15,
+            "ending in `/`",
+        );
+        err1(
+            &vx("peers = [\"192.0.2.2:4789\"]\netcd_ttl_s = 5"),
+            5,
+            1,
+            "needs `etcd`",
+        );
         err1(&vx("etcd = []"), 4, 8, "`etcd` must list at least one");
         err1(
             &vx("etcd = [\"http://a\", \"http://a:2379\"]"),
