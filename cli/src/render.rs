@@ -123,7 +123,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["rx_bad_checksum"]),
                     s(&p["rx_gso_frames"]),
                     // A host may have thousands: the first few, and how many.
-                    match macs.len() {
+                    match p["remote_mac_count"].as_u64().unwrap_or(macs.len() as u64) {
                         0 => "-".into(),
                         1..=4 => macs.join(", "),
                         n => format!("{}, ... ({n} in all)", macs[..3].join(", ")),
