@@ -363,6 +363,15 @@ impl HostProxy {
             // loopback, or an address inside a lab subnet) is sourced from the
             // gateway of `to`'s subnet instead.
             let source = self.forward_source(client, to);
+            // The client's last connection from this port may still be closing on
+            // the container's side (its FIN or last ACK in flight): the host took a
+            // new connection on the same four-tuple, so the old one is over. Reset it
+            // now, before the new SYN: else the container, still in FIN_WAIT, answers
+            // the SYN with an ACK of the old connection, and the new one waits a
+            // retransmission (a second) to start.
+            if let Some(&old) = self.flows.get(&(PROTO_TCP, to, source)) {
+                self.remove(old);
+            }
             let local = IpListenEndpoint {
                 addr: Some(IpAddress::Ipv4(*source.ip())),
                 port: source.port(),
