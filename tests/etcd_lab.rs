@@ -335,6 +335,21 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
         }
     }
 
+    // An address another host's container has is not attached here too.
+    let spare = unique("n");
+    let mut cmd: Vec<&str> = hosts[0].lab.client.iter().map(String::as_str).collect();
+    let taken = format!("{}/24", hosts[1].ip);
+    cmd.extend([
+        "attach", "ov", "--name", "x", "--netns", &spare, "--ip", &taken, "--lab", &lab,
+    ]);
+    let out = run(&cmd, 10);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is registered in etcd by host"),
+        "{out:?}"
+    );
+    let _ = run(&["ip", "netns", "del", &spare], 5);
+
     // ARP for a container another host registered is answered by the local endpoint:
     // no request crosses the underlay. tcpdump in host 1's container sees none from
     // host 0's container, which resolves it afresh.

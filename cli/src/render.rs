@@ -146,7 +146,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     .map(|a| a.iter().map(s).collect())
                     .unwrap_or_default();
                 return format!(
-                    "{}\nstore: {state}\n  endpoints {}; registered {} ({} registrations); revision {}; {} hosts; arp_suppressed {}\n  puts {}, deletes {}, bad_values {}, other_labs {}, hosts_over_limit {}, conflicts {}, registered_over_limit {}\n",
+                    "{}\nstore: {state}\n  endpoints {}; registered {} ({} registrations); revision {}; {} hosts; arp_suppressed {}\n  puts {}, deletes {}, bad_values {}, other_labs {}, hosts_over_limit {}, conflicts {}, registered_conflicts {}, registered_over_limit {}\n",
                     table(&rows).trim_end(),
                     list.join(", "),
                     s(&st["registered"]),
@@ -160,6 +160,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&st["other_labs"]),
                     s(&st["hosts_over_limit"]),
                     s(&st["conflicts"]),
+                    s(&st["registered_conflicts"]),
                     s(&st["registered_over_limit"]),
                 );
             }

@@ -165,6 +165,7 @@ impl StoreClient {
                 },
                 lost: false,
                 own_value: String::new(),
+                own_lease: 0,
             }),
             requests,
             wake,
@@ -219,13 +220,30 @@ fn not_vteps(config: &StoreConfig) -> Vec<std::net::Ipv4Addr> {
     let mut out = vec![*config.vtep.ip()];
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
-            for sa in [a.address, a.broadcast].into_iter().flatten() {
-                if let Some(sin) = sa.as_sockaddr_in() {
-                    out.push(sin.ip());
+            let ip = a
+                .address
+                .as_ref()
+                .and_then(|x| x.as_sockaddr_in())
+                .map(|x| x.ip());
+            let mask = a
+                .netmask
+                .as_ref()
+                .and_then(|x| x.as_sockaddr_in())
+                .map(|x| x.ip());
+            if let Some(ip) = ip {
+                out.push(ip);
+                // The link's broadcast from its mask: `ip addr add A/24` sets no `brd`
+                // field, yet the kernel routes .255 as broadcast.
+                if let Some(m) = mask.filter(|m| u32::from(*m) < u32::MAX - 1) {
+                    out.push(std::net::Ipv4Addr::from(u32::from(ip) | !u32::from(m)));
                 }
+            }
+            if let Some(b) = a.broadcast.as_ref().and_then(|x| x.as_sockaddr_in()) {
+                out.push(b.ip());
             }
         }
     }
+    out.push(std::net::Ipv4Addr::BROADCAST);
     for e in &config.endpoints {
         let host = e
             .trim_start_matches("http://")
@@ -241,8 +259,9 @@ fn not_vteps(config: &StoreConfig) -> Vec<std::net::Ipv4Addr> {
 struct State {
     view: StoreView,
     status: StoreStatus,
-    /// This host's value as the lease thread put it last.
+    /// This host's value as the lease thread put it last, and under which lease.
     own_value: String,
+    own_lease: i64,
     /// An update did not reach the datapath: the next one says everything.
     lost: bool,
 }
@@ -252,6 +271,14 @@ struct Shared {
     state: Mutex<State>,
     requests: Sender<Request>,
     wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl State {
+    /// Whether `kv` is this host's key as it put it: its value, under its lease (a
+    /// copy put without the lease would outlive the host).
+    fn is_own(&self, kv: &Kv) -> bool {
+        kv.value == self.own_value.as_bytes() && kv.lease == self.own_lease
+    }
 }
 
 impl Shared {
@@ -475,6 +502,12 @@ fn keep_registered(
             }
             let id = lease.expect("granted");
             if put_needed {
+                // What the watch will see of this put, known before it can see it.
+                {
+                    let mut st = shared.state();
+                    st.own_value.clone_from(&value);
+                    st.own_lease = id;
+                }
                 let put = gw.call(
                     "/v3/kv/put",
                     &json!({"key": b64(&key), "value": b64(&value), "lease": id.to_string()}),
@@ -488,7 +521,6 @@ fn keep_registered(
                 put_needed = false;
                 shared.change(|s| {
                     s.status.registered = true;
-                    s.own_value.clone_from(&value);
                     Vec::new()
                 });
             }
@@ -568,7 +600,7 @@ fn keep_watching(
                 .and_then(int)
                 .ok_or("no revision in the answer")?;
             let listed = v.get("kvs").and_then(Value::as_array);
-            let kvs: Vec<(String, Vec<u8>)> = listed
+            let kvs: Vec<Kv> = listed
                 .map(|a| a.iter().filter_map(decode_kv).collect())
                 .unwrap_or_default();
             let unreadable = listed.map_or(0, |a| a.len() - kvs.len());
@@ -579,13 +611,14 @@ fn keep_watching(
                 shared.change(|s| {
                     s.status.revision = revision;
                     s.view.stats.bad_values += unreadable as u64;
-                    let mine = kvs.iter().find(|(k, _)| *k == own.key);
-                    if mine.is_none_or(|(_, v)| *v != s.own_value.as_bytes()) {
+                    let mine = kvs.iter().find(|kv| kv.key == own.key);
+                    if mine.is_none_or(|kv| !s.is_own(kv)) {
                         own.repost();
                     }
-                    vec![s
-                        .view
-                        .reset(kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))]
+                    vec![s.view.reset(
+                        kvs.iter()
+                            .map(|kv| (kv.key.as_str(), kv.value.as_slice(), kv.created)),
+                    )]
                 });
                 shared.reachable();
                 backoff = BACKOFF_MIN;
@@ -701,18 +734,18 @@ fn watch(
         shared.change(|s| {
             let mut changes = Vec::new();
             for ev in &events {
-                let Some((key, value)) = ev.get("kv").and_then(decode_kv) else {
+                let Some(kv) = ev.get("kv").and_then(decode_kv) else {
                     s.view.stats.bad_values += 1;
                     continue;
                 };
                 let deleted = ev.get("type").and_then(Value::as_str) == Some("DELETE");
-                if key == own.key && (deleted || value != s.own_value.as_bytes()) {
+                if kv.key == own.key && (deleted || !s.is_own(&kv)) {
                     own.repost();
                 }
                 let change = if deleted {
-                    s.view.delete(&key)
+                    s.view.delete(&kv.key)
                 } else {
-                    s.view.put(&key, &value)
+                    s.view.put(&kv.key, &kv.value, kv.created)
                 };
                 changes.extend(change);
             }
@@ -729,14 +762,28 @@ fn watch(
     Ended::Failed(format!("{url}: the watch ended"))
 }
 
-/// A key-value pair of the gateway's answer: (key, value), base64 decoded.
-fn decode_kv(kv: &Value) -> Option<(String, Vec<u8>)> {
+/// A key-value pair of the gateway's answer, base64 decoded, with its creation
+/// revision and lease (0: none).
+#[derive(Debug, PartialEq, Eq)]
+struct Kv {
+    key: String,
+    value: Vec<u8>,
+    created: i64,
+    lease: i64,
+}
+
+fn decode_kv(kv: &Value) -> Option<Kv> {
     let key = B64.decode(kv.get("key")?.as_str()?).ok()?;
     let value = match kv.get("value").and_then(Value::as_str) {
         Some(v) => B64.decode(v).ok()?,
         None => Vec::new(),
     };
-    Some((String::from_utf8(key).ok()?, value))
+    Some(Kv {
+        key: String::from_utf8(key).ok()?,
+        value,
+        created: kv.get("create_revision").and_then(int).unwrap_or(0),
+        lease: kv.get("lease").and_then(int).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -752,7 +799,15 @@ mod tests {
     #[test]
     fn gateway_kvs_decode() {
         let kv = json!({"key": b64("/k"), "value": b64("v")});
-        assert_eq!(decode_kv(&kv), Some(("/k".into(), b"v".to_vec())));
+        assert_eq!(
+            decode_kv(&kv),
+            Some(Kv {
+                key: "/k".into(),
+                value: b"v".to_vec(),
+                created: 0,
+                lease: 0
+            })
+        );
         assert_eq!(decode_kv(&json!({"key": "!!"})), None);
         assert_eq!(int(&json!("42")), Some(42));
         assert_eq!(int(&json!(42)), Some(42));

@@ -326,6 +326,7 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
             "hosts_over_limit": st.view.hosts_over_limit,
             "conflicts": st.view.conflicts,
             "registered_over_limit": v.endpoint().registered_over_limit,
+            "registered_conflicts": v.endpoint().registered_conflicts,
         })
     });
     json!({

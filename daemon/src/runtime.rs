@@ -76,11 +76,23 @@ impl Live<'_> {
     /// of the lab; `{"attached": NAME, "ip": .., "mac": ..}` or `{"error": ..}`, with
     /// nothing changed on an error.
     pub fn attach(&mut self, dp: &mut Datapath, spec: &AttachSpec) -> Value {
-        let next = match self.with_port(spec) {
+        let claimed = self.store_claims(dp, &spec.bridge);
+        let next = match self.with_port(spec, &claimed) {
             Ok(lab) => lab,
             Err(e) => return json!({"error": e}),
         };
         let port = next.ports.last().expect("just added").clone();
+        // Another host of the lab has it (etcd): two containers of one VNI must not
+        // share an address or a MAC.
+        if let Some((ip, mac, host)) = claimed
+            .iter()
+            .find(|(ip, mac, _)| port.ip.is_some_and(|(a, _)| a == *ip) || mac.0 == port.mac)
+        {
+            return json!({"error": format!(
+                "{} is registered in etcd by host {host} (ip {ip}, mac {mac}) on this VNI: choose another address",
+                port.ip.map_or_else(|| Mac(port.mac).to_string(), |(a, _)| a.to_string())
+            )});
+        }
         let refused = crate::refused_here(&next);
         if let Some(e) = refused.first() {
             return json!({"error": e.message});
@@ -323,7 +335,39 @@ impl Live<'_> {
 
     /// The current lab with the port of `spec` after its ports, checked as `check`
     /// checks a file; Err is the first problem, in a line.
-    fn with_port(&self, spec: &AttachSpec) -> Result<Lab, String> {
+    /// The addresses and MACs other hosts registered in etcd on `bridge`'s VNI, and
+    /// who: none without a store or a VNI.
+    fn store_claims(
+        &self,
+        dp: &Datapath,
+        bridge: &str,
+    ) -> Vec<(Ipv4Addr, Mac, std::net::SocketAddrV4)> {
+        let vni = self
+            .lab
+            .bridges
+            .iter()
+            .find(|b| b.name == bridge)
+            .and_then(|b| b.vni.map(|(v, _)| v));
+        let (Some(vni), Some(vtep)) = (vni, self.handles.vtep) else {
+            return Vec::new();
+        };
+        let vtep = dp.handler_of(vtep);
+        vtep.segments()
+            .iter()
+            .filter(|seg| seg.vni == vni)
+            .flat_map(|seg| {
+                seg.registered
+                    .iter()
+                    .map(|(ip, (mac, peer))| (*ip, *mac, vtep.peers()[*peer].addr))
+            })
+            .collect()
+    }
+
+    fn with_port(
+        &self,
+        spec: &AttachSpec,
+        claimed: &[(Ipv4Addr, Mac, std::net::SocketAddrV4)],
+    ) -> Result<Lab, String> {
         // A lab file's port without either lives in tapnet's own namespace: useful in
         // a file, never what someone attaching a container or VM means.
         if spec.netns.is_none() && spec.qemu.is_none() {
@@ -333,7 +377,7 @@ impl Live<'_> {
             ));
         }
         let ip = match spec.ip.as_deref() {
-            Some("auto") => Some(self.free_address(&spec.bridge)?),
+            Some("auto") => Some(self.free_address(&spec.bridge, claimed)?),
             other => other.map(String::from),
         };
         // Written as the user would write it: only what was given.
@@ -366,7 +410,11 @@ impl Live<'_> {
 
     /// The lowest address of `bridge`'s subnet that no port, gateway or service holds
     /// (never the network or broadcast address), with the subnet's prefix.
-    fn free_address(&self, bridge: &str) -> Result<String, String> {
+    fn free_address(
+        &self,
+        bridge: &str,
+        claimed: &[(Ipv4Addr, Mac, std::net::SocketAddrV4)],
+    ) -> Result<String, String> {
         let b = self
             .lab
             .bridges
@@ -384,6 +432,8 @@ impl Live<'_> {
             .filter_map(|p| p.ip.map(|(a, _)| a))
             .chain(self.lab.bridges.iter().filter_map(|b| b.gateway))
             .chain(self.lab.services.iter().map(|s| *s.vip.ip()))
+            // Other hosts' containers on this VNI (etcd).
+            .chain(claimed.iter().map(|(ip, _, _)| *ip))
             .collect();
         let base = u32::from(subnet.addr);
         let size = 1u64 << (32 - u32::from(subnet.prefix));

@@ -249,7 +249,8 @@ pub struct StoreView {
     /// Addresses no other host's endpoint may be: this host's own and its links'
     /// broadcasts, the store's (a forged key must not turn floods on them).
     not_vteps: HashSet<Ipv4Addr>,
-    hosts: BTreeMap<String, Registration>,
+    /// By key: the creation revision and the registration.
+    hosts: BTreeMap<String, (i64, Registration)>,
     pub stats: ViewStats,
 }
 
@@ -298,17 +299,23 @@ impl StoreView {
     }
 
     /// Replaces the view with a full read of the prefix (after a (re)connect, or a
-    /// watch that fell behind a compaction).
-    pub fn reset<'k>(&mut self, kvs: impl IntoIterator<Item = (&'k str, &'k [u8])>) -> StoreChange {
+    /// watch that fell behind a compaction): keys, values and their creation
+    /// revisions.
+    pub fn reset<'k>(
+        &mut self,
+        kvs: impl IntoIterator<Item = (&'k str, &'k [u8], i64)>,
+    ) -> StoreChange {
         self.hosts.clear();
-        for (k, v) in kvs {
-            self.put(k, v);
+        for (k, v, created) in kvs {
+            self.put(k, v, created);
         }
         StoreChange::Reset(self.hosts())
     }
 
-    /// A key put under the prefix: what changed, if anything.
-    pub fn put(&mut self, key: &str, value: &[u8]) -> Option<StoreChange> {
+    /// A key put under the prefix, created at store revision `created` (the earlier
+    /// registration of a MAC or address keeps it, on every host alike): what
+    /// changed, if anything.
+    pub fn put(&mut self, key: &str, value: &[u8], created: i64) -> Option<StoreChange> {
         if key == self.own || !key.starts_with(&self.prefix) {
             return None;
         }
@@ -326,8 +333,13 @@ impl StoreView {
                     return None;
                 }
                 self.stats.puts += 1;
-                let changed = self.hosts.insert(key.to_string(), r.clone()) != Some(r.clone());
-                changed.then(|| StoreChange::Put(self.without_own(r)))
+                let old = self.hosts.insert(key.to_string(), (created, r.clone()));
+                if old.is_some_and(|(_, o)| o == r) {
+                    return None;
+                }
+                let kept = self.without_own(r);
+                self.stats.conflicts += (self.hosts[key].1.ports.len() - kept.ports.len()) as u64;
+                Some(StoreChange::Put(kept))
             }
             Err(why) => {
                 match why {
@@ -337,31 +349,33 @@ impl StoreView {
                 // What the key said before no longer holds.
                 self.hosts
                     .remove(key)
-                    .map(|old| StoreChange::Gone(old.vtep))
+                    .map(|(_, old)| StoreChange::Gone(old.vtep))
             }
         }
     }
 
     /// A key deleted (or its lease expired): what changed, if anything.
     pub fn delete(&mut self, key: &str) -> Option<StoreChange> {
-        let old = self.hosts.remove(key)?;
+        let (_, old) = self.hosts.remove(key)?;
         self.stats.deletes += 1;
         Some(StoreChange::Gone(old.vtep))
     }
 
-    /// The other hosts, in key order, less what claims this host's own.
-    pub fn hosts(&mut self) -> Vec<Registration> {
-        let all: Vec<Registration> = self.hosts.values().cloned().collect();
-        all.into_iter().map(|r| self.without_own(r)).collect()
+    /// The other hosts, the earliest registered first (so that everyone gives a
+    /// contested MAC or address to the same host), less what claims this host's own.
+    pub fn hosts(&self) -> Vec<Registration> {
+        let mut all: Vec<&(i64, Registration)> = self.hosts.values().collect();
+        all.sort_by_key(|(created, _)| *created);
+        all.into_iter()
+            .map(|(_, r)| self.without_own(r.clone()))
+            .collect()
     }
 
     /// `r` without the ports that claim a MAC or address of this host's own.
-    fn without_own(&mut self, mut r: Registration) -> Registration {
-        let before = r.ports.len();
+    fn without_own(&self, mut r: Registration) -> Registration {
         r.ports.retain(|p| {
             !self.own_macs.contains(&p.mac) && !p.ip.is_some_and(|ip| self.own_ips.contains(&ip))
         });
-        self.stats.conflicts += (before - r.ports.len()) as u64;
         r
     }
 }
@@ -394,17 +408,17 @@ mod tests {
         let key = host_key("/tapnet/", "shop", other.vtep);
         assert_eq!(key, "/tapnet/v1/shop/hosts/10.0.0.2:4789");
         assert_eq!(
-            v.put(&key, other.to_value("shop").as_bytes()),
+            v.put(&key, other.to_value("shop").as_bytes(), 1),
             Some(StoreChange::Put(other.clone()))
         );
         assert_eq!(
-            v.put(&key, other.to_value("shop").as_bytes()),
+            v.put(&key, other.to_value("shop").as_bytes(), 2),
             None,
             "no change"
         );
         let mine = reg("10.0.0.1:4789", 1);
         let own = v.own_key().to_string();
-        assert_eq!(v.put(&own, mine.to_value("shop").as_bytes()), None);
+        assert_eq!(v.put(&own, mine.to_value("shop").as_bytes(), 3), None);
         assert_eq!(v.hosts(), vec![other.clone()]);
         assert_eq!(v.delete(&key), Some(StoreChange::Gone(other.vtep)));
         assert_eq!(v.delete(&key), None);
@@ -446,27 +460,27 @@ mod tests {
             ),
         ];
         for (k, val) in &cases {
-            assert_eq!(v.put(k, val.as_bytes()), None, "{val}");
+            assert_eq!(v.put(k, val.as_bytes(), 4), None, "{val}");
         }
         assert_eq!(v.stats.bad_values, cases.len() as u64);
         let other_lab = reg("10.0.0.2:4789", 7).to_value("other");
         assert_eq!(
-            v.put(&format!("{p}10.0.0.2:4789"), other_lab.as_bytes()),
+            v.put(&format!("{p}10.0.0.2:4789"), other_lab.as_bytes(), 5),
             None
         );
         assert_eq!(v.stats.other_labs, 1);
         // Outside the prefix: not ours to read at all.
         assert_eq!(
-            v.put("/tapnet/v1/other/hosts/10.0.0.2:4789", good.as_bytes()),
+            v.put("/tapnet/v1/other/hosts/10.0.0.2:4789", good.as_bytes(), 6),
             None
         );
         assert!(v.hosts().is_empty());
         // A good value, then a bad one under the same key: the host is gone.
         assert!(v
-            .put(&format!("{p}10.0.0.2:4789"), good.as_bytes())
+            .put(&format!("{p}10.0.0.2:4789"), good.as_bytes(), 99)
             .is_some());
         assert_eq!(
-            v.put(&format!("{p}10.0.0.2:4789"), b"garbage"),
+            v.put(&format!("{p}10.0.0.2:4789"), b"garbage", 7),
             Some(StoreChange::Gone("10.0.0.2:4789".parse().unwrap()))
         );
         assert!(v.hosts().is_empty());
@@ -480,10 +494,10 @@ mod tests {
             host_key("/tapnet/", "shop", a.vtep),
             host_key("/tapnet/", "shop", b.vtep),
         );
-        v.put(&ka, a.to_value("shop").as_bytes());
+        v.put(&ka, a.to_value("shop").as_bytes(), 8);
         let vb = b.to_value("shop");
         assert_eq!(
-            v.reset([(kb.as_str(), vb.as_bytes())]),
+            v.reset([(kb.as_str(), vb.as_bytes(), 9)]),
             StoreChange::Reset(vec![b.clone()])
         );
         assert_eq!(v.hosts(), vec![b]);
@@ -498,7 +512,8 @@ mod tests {
         let mut other = reg("10.0.0.2:4789", 6);
         other.ports.push(mine.ports[0]);
         let key = host_key("/tapnet/", "shop", other.vtep);
-        let Some(StoreChange::Put(taken)) = v.put(&key, other.to_value("shop").as_bytes()) else {
+        let Some(StoreChange::Put(taken)) = v.put(&key, other.to_value("shop").as_bytes(), 9)
+        else {
             panic!("a put")
         };
         assert_eq!(taken.ports, reg("10.0.0.2:4789", 6).ports);
@@ -508,6 +523,7 @@ mod tests {
         let Some(StoreChange::Put(taken)) = v.put(
             &host_key("/tapnet/", "shop", gw.vtep),
             gw.to_value("shop").as_bytes(),
+            10,
         ) else {
             panic!("a put")
         };
@@ -517,9 +533,32 @@ mod tests {
         for bad in ["10.0.0.9:4790", "10.0.0.255:4789"] {
             let r = reg(bad, 8);
             let key = host_key("/tapnet/", "shop", r.vtep);
-            assert_eq!(v.put(&key, r.to_value("shop").as_bytes()), None, "{bad}");
+            assert_eq!(
+                v.put(&key, r.to_value("shop").as_bytes(), 11),
+                None,
+                "{bad}"
+            );
         }
         assert_eq!(v.stats.bad_values, 2);
+    }
+
+    #[test]
+    fn the_earliest_registration_comes_first_whatever_its_key() {
+        let mut v = StoreView::new("/tapnet/", "shop", me());
+        let (late, early) = (reg("10.0.0.10:4789", 7), reg("10.0.0.2:4789", 7));
+        let (vl, ve) = (late.to_value("shop"), early.to_value("shop"));
+        let (kl, ke) = (
+            host_key("/tapnet/", "shop", late.vtep),
+            host_key("/tapnet/", "shop", early.vtep),
+        );
+        // "10.0.0.10" sorts before "10.0.0.2" as text; the store says which came first.
+        let StoreChange::Reset(hosts) = v.reset([
+            (kl.as_str(), vl.as_bytes(), 20),
+            (ke.as_str(), ve.as_bytes(), 10),
+        ]) else {
+            panic!("a reset")
+        };
+        assert_eq!(hosts, vec![early, late]);
     }
 
     #[test]
@@ -534,6 +573,7 @@ mod tests {
             v.put(
                 &host_key("/tapnet/", "shop", r.vtep),
                 r.to_value("shop").as_bytes(),
+                12,
             );
         }
         assert_eq!(v.hosts().len(), MAX_HOSTS);
