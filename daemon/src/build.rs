@@ -117,6 +117,8 @@ pub(crate) fn add_port(
         mtu,
         ip: port.ip,
         gateway: gateway_of(lab, port),
+        ip6: port.ip6,
+        gateway6: gateway6_of(lab, port),
         index,
     };
     let tap = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
@@ -202,6 +204,27 @@ fn gateway_of(lab: &Lab, port: &PortCfg) -> Option<Ipv4Addr> {
     }
 }
 
+/// The default IPv6 route a port's container gets, by the rule of [`gateway_of`]:
+/// the first port (in file order) of its namespace with an `ip6` on a bridge with a
+/// `gateway6`.
+fn gateway6_of(lab: &Lab, port: &PortCfg) -> Option<std::net::Ipv6Addr> {
+    let gateway6 = |p: &PortCfg| {
+        p.ip6?;
+        lab.bridges
+            .iter()
+            .find(|b| b.name == p.bridge)
+            .and_then(|b| b.gateway6)
+    };
+    let first = lab
+        .ports
+        .iter()
+        .find(|p| p.netns.is_some() && p.netns == port.netns && gateway6(p).is_some());
+    match first {
+        Some(f) if f.name != port.name => None,
+        _ => gateway6(port),
+    }
+}
+
 /// The router: one leg, an internal port, on every bridge with a subnet.
 fn add_router(
     lab: &Lab,
@@ -225,6 +248,7 @@ fn add_router(
             mac: router_mac(&lab.name, &b.name),
             ip: gateway,
             prefix: subnet.prefix,
+            ip6: b.gateway6.zip(b.subnet6.map(|(_, p)| p)),
         });
         legs.push(bridge);
     }

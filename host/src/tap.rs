@@ -55,6 +55,10 @@ pub struct PortTap<'a> {
     pub ip: Option<(Ipv4Addr, u8)>,
     /// With `ip` and `netns`: the container's default route goes via this address.
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 address set on the device, with its prefix (no DAD wait).
+    pub ip6: Option<(std::net::Ipv6Addr, u8)>,
+    /// With `ip6` and `netns`: the container's default IPv6 route goes via this.
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Unique among the lab's ports: names the TAP while it is still in tapnet's
     /// namespace (`tn<pid>p<index>`).
     pub index: usize,
@@ -86,6 +90,9 @@ pub fn port_tap(
         root.set_link(idx, Some(port.mac), Some(port.mtu), Some(TXQUEUELEN))?;
         if let Some((ip, prefix)) = port.ip {
             root.add_ipv4_address(idx, ip, prefix)?;
+        }
+        if let Some((ip, prefix)) = port.ip6 {
+            root.add_ipv6_address(idx, ip, prefix)?;
         }
         root.set_up(idx)?;
         return Ok(tap);
@@ -190,6 +197,23 @@ fn configure_inside(port: &PortTap<'_>, fd: BorrowedFd<'_>, label: &str) -> Resu
                     )
                 } else {
                     anyhow!("cannot add the default route via {gw} in namespace `{label}`: {e}")
+                }
+            })?;
+        }
+    }
+    if let Some((ip, prefix)) = port.ip6 {
+        inner
+            .add_ipv6_address(idx, ip, prefix)
+            .with_context(|| format!("cannot add {ip}/{prefix} in namespace `{label}`"))?;
+        if let Some(gw) = port.gateway6 {
+            inner.add_default_route_v6(gw, idx).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    anyhow!(
+                        "namespace `{label}` already has a default IPv6 route, and tapnet gives each container one via its gateway6 {gw}: \
+                         remove it (`ip -6 route del default` in that namespace) or give the port a namespace of its own"
+                    )
+                } else {
+                    anyhow!("cannot add the default IPv6 route via {gw} in namespace `{label}`: {e}")
                 }
             })?;
         }

@@ -42,6 +42,11 @@ pub struct BridgeCfg {
     pub subnet: Option<Subnet>,
     /// Defaults to the first host address of `subnet` when there is one.
     pub gateway: Option<Ipv4Addr>,
+    /// The bridge's IPv6 network (an extension ahead of the contract): with it, the
+    /// router answers for `gateway6` and advertises the prefix (RFC 4861).
+    pub subnet6: Option<(std::net::Ipv6Addr, u8)>,
+    /// Defaults to `::1` of `subnet6` when there is one.
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Defaults to 1500 (1450 for a bridge with a `vni`).
     pub mtu: u32,
     pub vni: Option<(u32, Pos)>,
@@ -67,6 +72,9 @@ pub struct PortCfg {
     /// locally administered address hashed from the lab and port names.
     pub mac: [u8; 6],
     pub ip: Option<(Ipv4Addr, u8)>,
+    /// The port's IPv6 address on its bridge's `subnet6`; without it, a port on such
+    /// a bridge autoconfigures (SLAAC) from the router's advertisements.
+    pub ip6: Option<(std::net::Ipv6Addr, u8)>,
     /// Impairment of the frames tapnet sends to the port (an extension of the
     /// contract): `impair = "loss=1% delay=20ms"`, as `tapnet impair` takes.
     pub impair: Option<vswitch::impair::Impairment>,

@@ -496,7 +496,7 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `impair`, `mirror`, `spoof_check`, `qemu`)",
+                "8:3: unknown key `colour` in [[port]] (expected one of `name`, `bridge`, `netns`, `ifname`, `mac`, `ip`, `ip6`, `impair`, `mirror`, `spoof_check`, `qemu`)",
                 "10:1: unknown key `masq` in [nat] (expected one of `masquerade`, `max_flows`, `tcp_timeout_s`, `tcp_closing_timeout_s`, `udp_timeout_s`, `icmp_timeout_s`)",
                 "14:6: forward to 10.0.0.9:1: no port or service holds that address",
                 "15:1: unknown key `x` in [[forward]] (expected one of `proto`, `listen`, `to`)",

@@ -40,6 +40,12 @@ pub fn to_toml(lab: &Lab) -> String {
         if let Some(g) = b.gateway {
             let _ = writeln!(t, "gateway = \"{g}\"");
         }
+        if let Some((n, p)) = b.subnet6 {
+            let _ = writeln!(t, "subnet6 = \"{n}/{p}\"");
+        }
+        if let Some(g) = b.gateway6 {
+            let _ = writeln!(t, "gateway6 = \"{g}\"");
+        }
         let _ = writeln!(t, "mtu = {}", b.mtu);
         if let Some((vni, _)) = b.vni {
             let _ = writeln!(t, "vni = {vni}");
@@ -71,6 +77,9 @@ pub fn to_toml(lab: &Lab) -> String {
         let _ = writeln!(t, "mac = {}", mac(&p.mac));
         if let Some((ip, prefix)) = p.ip {
             let _ = writeln!(t, "ip = \"{ip}/{prefix}\"");
+        }
+        if let Some((ip, prefix)) = p.ip6 {
+            let _ = writeln!(t, "ip6 = \"{ip}/{prefix}\"");
         }
         if let Some(i) = &p.impair {
             let _ = writeln!(t, "impair = {}", q(&i.to_string()));

@@ -197,12 +197,14 @@ fn router(config: u8, now: Instant) -> Router {
                 mac: GW0,
                 ip: ip("172.16.1.1"),
                 prefix: 24,
+                ip6: None,
             },
             Iface {
                 name: "back".into(),
                 mac: GW1,
                 ip: ip("172.16.2.1"),
                 prefix: 24,
+                ip6: None,
             },
         ],
         vec![

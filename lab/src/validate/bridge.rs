@@ -13,6 +13,8 @@ pub(crate) const BRIDGE_KEYS: &[&str] = &[
     "name",
     "subnet",
     "gateway",
+    "subnet6",
+    "gateway6",
     "mtu",
     "vni",
     "fdb_max",
@@ -37,6 +39,9 @@ pub(super) struct BInfo<'a> {
     /// `subnet` is present (valid or not).
     pub(super) has_subnet: bool,
     pub(super) gateway: Option<u32>,
+    /// A valid `subnet6`, and its gateway.
+    pub(super) net6: Option<(std::net::Ipv6Addr, u8)>,
+    pub(super) gateway6: Option<std::net::Ipv6Addr>,
 }
 
 pub(super) fn bridges<'a>(
@@ -178,6 +183,66 @@ pub(super) fn bridges<'a>(
             gateway = None;
         }
 
+        // subnet6, gateway6
+        let mut net6 = None;
+        if let Some(sn) = cx.str_(&s, "subnet6") {
+            match super::ipv6::parse_cidr6(sn.v) {
+                None => cx.err(
+                    sn.at,
+                    format!(
+                        "`subnet6` must be an IPv6 network like \"fd00:16:1::/64\", not {}",
+                        q(sn.v)
+                    ),
+                ),
+                Some((a, p)) => {
+                    let others: Vec<(String, std::net::Ipv6Addr, u8)> = infos
+                        .iter()
+                        .filter_map(|o| o.net6.map(|(n, p)| (bridge_label(o.name), n, p)))
+                        .collect();
+                    match super::ipv6::check_subnet6(a, p, &others) {
+                        Some(msg) => cx.err(sn.at, msg),
+                        None => net6 = Some((a, p)),
+                    }
+                }
+            }
+        }
+        // The router has a leg only where a bridge has an IPv4 subnet (for now): an
+        // IPv6-only bridge would get no gateway6, no advertisements.
+        if let (Some(sn), false) = (net6, s.has("subnet")) {
+            cx.err(
+                s.key_at("subnet6"),
+                format!(
+                    "subnet6 {}/{}: an IPv6-only bridge is not built yet; give {label} an IPv4 `subnet` too (dual-stack)",
+                    sn.0, sn.1
+                ),
+            );
+        }
+        let mut gateway6 = net6.map(|(n, _)| super::ipv6::default_gateway6(n));
+        if let Some(g) = cx.str_(&s, "gateway6") {
+            gateway6 = None;
+            match g.v.parse::<std::net::Ipv6Addr>() {
+                Err(_) => cx.err(
+                    g.at,
+                    format!(
+                        "`gateway6` must be an IPv6 address like \"fd00:16:1::1\", not {}",
+                        q(g.v)
+                    ),
+                ),
+                Ok(a) if !s.has("subnet6") => cx.err(
+                    g.at,
+                    format!("`gateway6` {a} needs a `subnet6` on {label} to live in"),
+                ),
+                Ok(a) => {
+                    if let Some((n, p)) = net6 {
+                        match super::ipv6::check_gateway6(a, n, p) {
+                            Some(msg) => cx.err(g.at, msg),
+                            None => gateway6 = Some(a),
+                        }
+                    }
+                }
+            }
+        }
+
         // vni, mtu, fdb
         let has_vni = s.has("vni");
         let vni = cx.int(&s, "vni", 1, 16_777_215);
@@ -227,6 +292,8 @@ pub(super) fn bridges<'a>(
                 prefix: p,
             }),
             gateway: gateway.map(Ipv4Addr::from),
+            subnet6: net6,
+            gateway6,
             mtu: mtu.map_or(if has_vni { VXLAN_MTU as u32 } else { 1500 }, |m| {
                 m.v as u32
             }),
@@ -240,6 +307,8 @@ pub(super) fn bridges<'a>(
             net,
             has_subnet,
             gateway,
+            net6,
+            gateway6,
         });
     }
     (cfgs, infos)

@@ -5,6 +5,7 @@
 
 mod bridge;
 mod forward;
+mod ipv6;
 mod nat;
 mod port;
 mod service;

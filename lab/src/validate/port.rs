@@ -20,6 +20,7 @@ pub(crate) const PORT_KEYS: &[&str] = &[
     "ifname",
     "mac",
     "ip",
+    "ip6",
     "impair",
     "mirror",
     "spoof_check",
@@ -30,6 +31,7 @@ pub(crate) const PORT_KEYS: &[&str] = &[
 pub(super) struct PInfo<'a> {
     pub(super) name: Option<&'a str>,
     pub(super) ip: Option<Ipv4Addr>,
+    pub(super) ip6: Option<std::net::Ipv6Addr>,
     pub(super) mac: Option<[u8; 6]>,
     /// (netns, ifname) when both are valid.
     pub(super) iface: Option<(Option<&'a str>, String)>,
@@ -263,6 +265,29 @@ pub(super) fn ports<'a>(
             }
         }
 
+        // ip6
+        let mut ip6 = None;
+        if let Some(f) = cx.str_(&s, "ip6") {
+            match super::ipv6::parse_cidr6(f.v) {
+                None => cx.err(
+                    f.at,
+                    format!(
+                        "`ip6` must be an IPv6 address with prefix like \"fd00:16:1::3/64\", not {}",
+                        q(f.v)
+                    ),
+                ),
+                Some((a, p)) => {
+                    if let Some(msg) = super::ipv6::check_port_ip6(a, p, br) {
+                        cx.err(f.at, msg);
+                    } else if let Some(other) = infos.iter().find(|o| o.ip6 == Some(a)) {
+                        cx.err(f.at, format!("ip6 {a} is already used by {}", other.label()));
+                    } else {
+                        ip6 = Some((a, p));
+                    }
+                }
+            }
+        }
+
         // mac
         let macf = cx.str_(&s, "mac");
         let mut mac = None;
@@ -405,11 +430,13 @@ pub(super) fn ports<'a>(
             ifname: ifname_v,
             mac: mac.unwrap_or_default(),
             ip,
+            ip6,
         });
         name_lines.push(cx.line(name.map_or(s.at, |n| n.at)));
         infos.push(PInfo {
             name: if name_ok { name.map(|n| n.v) } else { None },
             ip: ip.map(|(a, _)| a),
+            ip6: ip6.map(|(a, _)| a),
             mac,
             iface,
         });

@@ -44,6 +44,16 @@ vswitch::drop_reasons! {
         /// For a next hop not yet known while its leg already asks ARP for
         /// [`crate::neighbor::INCOMPLETE_MAX`] others (dropped without another request).
         NeighborTableBusy => "neighbor_table_busy",
+        /// An IPv6 header that does not parse, or whose payload is cut short.
+        BadIpv6Header => "bad_ipv6_header",
+        /// ICMPv6 with a wrong checksum, or neighbour discovery that RFC 4861 says to
+        /// drop: cut short, an option of length 0, a code other than 0.
+        BadIcmpv6 => "bad_icmpv6",
+        /// Neighbour discovery with a hop limit other than 255: it crossed a router,
+        /// so it is not from this link (RFC 4861 section 6.1).
+        NdpHopLimit => "ndp_hop_limit",
+        /// A router advertisement from a container: tapnet is the router here.
+        RaFromContainer => "ra_from_container",
     }
 }
 
@@ -84,6 +94,10 @@ pub struct RouterStats {
     /// Resets sent to the ends of TCP flows dropped (idle past their timeout, or
     /// evicted for room) while they still held them.
     pub flow_resets: u64,
+    /// Neighbour advertisements sent for the router's IPv6 addresses.
+    pub na_sent: u64,
+    /// Router advertisements sent: solicited, and every [`super::ipv6::RA_EVERY`].
+    pub ra_sent: u64,
     /// Drops, indexed by [`RouterDrop`].
     pub drops: [u64; RouterDrop::COUNT],
 }

@@ -21,6 +21,7 @@ use crate::route::{mask, Route, RouteTable};
 mod arp;
 mod drops;
 mod icmp;
+pub(crate) mod ipv6;
 mod services;
 
 pub use drops::{RouterDrop, RouterStats};
@@ -33,6 +34,9 @@ pub struct Iface {
     pub mac: Mac,
     pub ip: Ipv4Addr,
     pub prefix: u8,
+    /// The leg's IPv6 address and its subnet's prefix length (`gateway6`, `subnet6`),
+    /// on a dual-stack bridge.
+    pub ip6: Option<(std::net::Ipv6Addr, u8)>,
 }
 
 impl Iface {
@@ -189,6 +193,8 @@ pub struct Router {
     arp_rate: TokenBucket,
     /// Addresses the neighbour table asked to be probed in a tick.
     probes: Vec<(usize, Ipv4Addr)>,
+    /// When the next unsolicited router advertisements go (None: at the first tick).
+    next_ra: Option<Instant>,
 }
 
 impl Router {
@@ -217,6 +223,7 @@ impl Router {
             host_egress: false,
             arp_rate: TokenBucket::new(arp::ARP_RATE, arp::ARP_BURST),
             probes: Vec::new(),
+            next_ra: None,
         }
     }
 
@@ -391,8 +398,8 @@ impl Router {
             // Multicast and broadcast that is not ARP (IPv6 neighbour discovery, mDNS):
             // a router does not forward it.
             ETHERTYPE_IPV4 => Action::Drop(RouterDrop::NotRoutable),
-            // The containers' own IPv6 chatter (neighbour discovery, MLD).
-            ETHERTYPE_IPV6 => Action::Drop(RouterDrop::Ipv6NotRouted),
+            // Neighbour discovery, router solicitations, pings to the gateway.
+            ETHERTYPE_IPV6 => self.ipv6(iface, frame, now),
             _ => Action::Drop(RouterDrop::UnsupportedEthertype),
         }
     }
@@ -628,6 +635,7 @@ impl Router {
             host_egress: self.host_egress,
             arp_rate: self.arp_rate.clone(),
             probes: Vec::new(),
+            next_ra: self.next_ra,
         };
         copy.decide(iface, frame, now)
     }
@@ -654,6 +662,7 @@ impl Router {
         probes.clear();
         self.probes = probes;
         self.expire_flows(now);
+        self.advertise_when_due(now);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod flow;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod nat;

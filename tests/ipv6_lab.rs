@@ -1,0 +1,134 @@
+//! IPv6 on a dual-stack bridge: a container with a static `ip6`, one autoconfigured
+//! from the router's advertisements (SLAAC), pings between them and to the gateway,
+//! and tshark reading a capture of the neighbour discovery and the echo.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// `ping -6 -c COUNT` from `ns` to `ip`: true if any answer came.
+fn ping6(ns: &str, ip: &str, count: u32) -> bool {
+    let c = count.to_string();
+    ns_run(
+        ns,
+        &["ping", "-6", "-c", &c, "-W", "1", "-i", "0.2", ip],
+        20,
+    )
+    .status
+    .success()
+}
+
+/// The global IPv6 addresses on `ns`'s eth0.
+fn global6(ns: &str) -> Vec<String> {
+    let out = ns_run(
+        ns,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global",
+        ],
+        5,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "inet6")?;
+            Some(w.next()?.split('/').next()?.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn containers_ping_over_ipv6_and_one_without_ip6_autoconfigures() {
+    let name = unique("l");
+    let (a, b) = (unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.231.0.0/24")
+        .with("subnet6", "fd00:231::/64")
+        .port("a", "br0", &a, "10.231.0.2/24")
+        .with("ip6", "fd00:231::2/64")
+        .port("b", "br0", &b, "10.231.0.3/24")
+        .text();
+    let lab = RunningLab::start(&name, &[a.clone(), b.clone()], &text);
+    let file = std::env::temp_dir().join(format!("{}.pcap", unique("cap6")));
+    let capture = Reap(
+        Command::new(TAPNET)
+            .args(["capture", "a", "--lab", &name, "-w", file.to_str().unwrap()])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The static address, and the gateway (the default IPv6 route).
+    assert!(
+        global6(&a).contains(&"fd00:231::2".to_string()),
+        "{:?}",
+        global6(&a)
+    );
+    assert!(ping6(&a, "fd00:231::1", 3), "a -> gateway6");
+
+    // b has no ip6: it takes an address in the prefix from the router's
+    // advertisement (its interface identifier from its MAC, RFC 4862).
+    let mut slaac = Vec::new();
+    for _ in 0..50 {
+        slaac = global6(&b);
+        if slaac.iter().any(|x| x.starts_with("fd00:231::")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let b6 = slaac
+        .iter()
+        .find(|x| x.starts_with("fd00:231::"))
+        .unwrap_or_else(|| panic!("no SLAAC address in b: {slaac:?}"))
+        .clone();
+    let route = ns_run(&b, &["ip", "-6", "route", "show", "default"], 5);
+    assert!(
+        String::from_utf8_lossy(&route.stdout).contains("proto ra"),
+        "a default route from the advertisement: {route:?}"
+    );
+    // SLAAC's own duplicate address detection takes a second before b may use it.
+    let mut both = false;
+    for _ in 0..10 {
+        if ping6(&a, &b6, 1) {
+            both = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(both, "a -> b at {b6}");
+    assert!(ping6(&b, "fd00:231::2", 3), "b -> a");
+    assert!(ping6(&b, "fd00:231::1", 2), "b -> gateway6");
+
+    // tshark reads the capture: neighbour discovery and the echo.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(capture);
+    let shark = run(
+        &["tshark", "-n", "-r", file.to_str().unwrap(), "-Y", "icmpv6"],
+        20,
+    );
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&shark.stdout);
+    for what in [
+        "Echo (ping) request",
+        "Echo (ping) reply",
+        "Neighbor Solicitation",
+        "Neighbor Advertisement",
+    ] {
+        assert!(text.contains(what), "no {what} in:\n{text}");
+    }
+
+    // The containers' neighbour discovery was all well formed.
+    let drops = lab.show("drops");
+    for reason in [
+        "bad_icmpv6",
+        "ndp_hop_limit",
+        "ra_from_container",
+        "bad_ipv6_header",
+    ] {
+        assert_eq!(drops["router"]["drops"][reason], 0, "{reason}: {drops}");
+    }
+    drop(lab);
+}

@@ -1,0 +1,272 @@
+//! The router's IPv6 on a dual-stack leg, over hand-built frames: neighbour
+//! discovery for its addresses, router advertisements, pings, and what RFC 4861 says
+//! to drop.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use vrouter::router::{Action, Iface, Router, RouterConfig, RouterDrop};
+use vswitch::wire::icmpv6::{self, Icmpv6Packet, Ipv6Repr};
+use vswitch::wire::ipv6::Ipv6Packet;
+use vswitch::Mac;
+
+const GW: Mac = Mac([2, 0x74, 0x6e, 0, 0, 1]);
+const A: Mac = Mac([2, 0, 0xac, 0x10, 1, 2]);
+
+fn gw6() -> Ipv6Addr {
+    "fd00:16:1::1".parse().unwrap()
+}
+
+fn a6() -> Ipv6Addr {
+    "fd00:16:1::2".parse().unwrap()
+}
+
+fn router() -> Router {
+    let mut r = Router::new(
+        vec![Iface {
+            name: "br0".into(),
+            mac: GW,
+            ip: Ipv4Addr::new(172, 16, 1, 1),
+            prefix: 24,
+            ip6: Some((gw6(), 64)),
+        }],
+        vec![],
+        RouterConfig::default(),
+    );
+    r.set_mtu(0, 1500);
+    r
+}
+
+/// vnet header + Ethernet + IPv6 + the ICMPv6 message `msg` (checksummed here).
+fn icmp6(dst_mac: Mac, src: Ipv6Addr, dst: Ipv6Addr, hops: u8, mut msg: Vec<u8>) -> Vec<u8> {
+    icmpv6::fill_checksum(src, dst, &mut msg);
+    let mut f = vec![0u8; 10];
+    f.extend_from_slice(&dst_mac.0);
+    f.extend_from_slice(&A.0);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let mut ip = [0u8; 40];
+    Ipv6Repr {
+        src,
+        dst,
+        next_header: icmpv6::NEXT_HEADER,
+        hop_limit: hops,
+        payload_len: msg.len(),
+    }
+    .emit(&mut ip);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&msg);
+    f
+}
+
+fn ns(target: Ipv6Addr) -> Vec<u8> {
+    let mut m = vec![0u8; 32];
+    m[0] = icmpv6::NEIGHBOR_SOLICIT;
+    m[8..24].copy_from_slice(&target.octets());
+    m[24] = icmpv6::OPT_SOURCE_LLADDR;
+    m[25] = 1;
+    m[26..32].copy_from_slice(&A.0);
+    m
+}
+
+fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ])
+}
+
+/// The one frame the router queued: its IPv6 view's fields and ICMPv6 message.
+fn sent(r: &mut Router) -> (Mac, Ipv6Addr, Ipv6Addr, u8, Vec<u8>) {
+    let mut frames = Vec::new();
+    r.outbox().drain(|_, f| frames.push(f.to_vec()));
+    assert_eq!(frames.len(), 1, "one frame");
+    let f = &frames[0][10..];
+    let dst_mac = Mac(f[..6].try_into().unwrap());
+    let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+    let msg = ip.payload().to_vec();
+    assert!(Icmpv6Packet::new_checked(&msg[..])
+        .unwrap()
+        .verify_checksum(ip.src(), ip.dst()));
+    (dst_mac, ip.src(), ip.dst(), ip.hop_limit(), msg)
+}
+
+#[test]
+fn the_gateway_answers_neighbour_solicitations_and_pings() {
+    let mut r = router();
+    let now = Instant::now();
+    let dst = solicited_node(gw6());
+    let mut f = icmp6(icmpv6::multicast_mac(dst), a6(), dst, 255, ns(gw6()));
+    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    let (mac, src, to, hops, msg) = sent(&mut r);
+    assert_eq!((mac, to, hops), (A, a6(), 255));
+    assert_eq!(src, gw6());
+    assert_eq!(msg[0], icmpv6::NEIGHBOR_ADVERT);
+    assert_eq!(msg[4] & 0xe0, 0xe0, "router, solicited, override");
+    assert_eq!(&msg[26..32], &GW.0, "target link-layer address");
+
+    // A solicitation for another host is not the router's to answer.
+    let other: Ipv6Addr = "fd00:16:1::9".parse().unwrap();
+    let mut f = icmp6(
+        icmpv6::multicast_mac(dst),
+        a6(),
+        solicited_node(other),
+        255,
+        ns(other),
+    );
+    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    assert!(r.outbox().is_empty());
+
+    // An echo request to the gateway comes back in place, checksummed.
+    let mut echo = vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 7, 0, 1];
+    echo.extend_from_slice(b"tapnet ping");
+    let mut f = icmp6(GW, a6(), gw6(), 64, echo);
+    assert_eq!(r.handle(0, &mut f, now), Action::Send { iface: 0 });
+    let ip = Ipv6Packet::new_checked(&f[24..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (gw6(), a6()));
+    assert_eq!(&f[10..16], &A.0);
+    let msg = ip.payload();
+    assert_eq!(msg[0], icmpv6::ECHO_REPLY);
+    assert!(Icmpv6Packet::new_checked(msg)
+        .unwrap()
+        .verify_checksum(gw6(), a6()));
+    assert_eq!(&msg[8..], b"tapnet ping");
+}
+
+#[test]
+fn solicitations_get_advertisements_with_the_prefix_and_mtu() {
+    let mut r = router();
+    let now = Instant::now();
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    let lla = icmpv6::link_local(A);
+    let mut rs = vec![icmpv6::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    rs.extend_from_slice(&A.0);
+    let mut f = icmp6(
+        icmpv6::multicast_mac(all_routers),
+        lla,
+        all_routers,
+        255,
+        rs,
+    );
+    assert_eq!(r.handle(0, &mut f, now), Action::Done);
+    let (mac, src, to, hops, msg) = sent(&mut r);
+    assert_eq!((to, hops), (icmpv6::ALL_NODES, 255));
+    assert_eq!(mac, Mac([0x33, 0x33, 0, 0, 0, 1]));
+    assert_eq!(
+        src,
+        icmpv6::link_local(GW),
+        "from the router's link-local address"
+    );
+    assert_eq!(msg[0], icmpv6::ROUTER_ADVERT);
+    assert_eq!(
+        u16::from_be_bytes([msg[6], msg[7]]),
+        1800,
+        "router lifetime"
+    );
+    assert_eq!(
+        u32::from_be_bytes(msg[28..32].try_into().unwrap()),
+        1500,
+        "MTU"
+    );
+    assert_eq!(msg[34], 64, "prefix length");
+    assert_eq!(msg[35], 0xc0, "on-link and autonomous");
+    assert_eq!(
+        &msg[48..64],
+        &"fd00:16:1::".parse::<Ipv6Addr>().unwrap().octets()
+    );
+
+    // Unsolicited ones: at the first tick, then every 200 s.
+    r.tick(now);
+    sent(&mut r);
+    r.tick(now + std::time::Duration::from_secs(100));
+    assert!(r.outbox().is_empty());
+    r.tick(now + std::time::Duration::from_secs(201));
+    sent(&mut r);
+}
+
+#[test]
+fn what_rfc_4861_says_to_drop_is_dropped_and_counted() {
+    let mut r = router();
+    let now = Instant::now();
+    let dst = solicited_node(gw6());
+    // Hop limit other than 255: it crossed a router.
+    let mut f = icmp6(icmpv6::multicast_mac(dst), a6(), dst, 64, ns(gw6()));
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::NdpHopLimit)
+    );
+    // An option of length 0.
+    let mut bad = ns(gw6());
+    bad[25] = 0;
+    let mut f = icmp6(icmpv6::multicast_mac(dst), a6(), dst, 255, bad);
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::BadIcmpv6)
+    );
+    // A wrong checksum.
+    let mut f = icmp6(icmpv6::multicast_mac(dst), a6(), dst, 255, ns(gw6()));
+    let last = f.len() - 1;
+    f[last] ^= 0xff;
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::BadIcmpv6)
+    );
+    // A container advertising itself as a router.
+    let ra = vec![
+        icmpv6::ROUTER_ADVERT,
+        0,
+        0,
+        0,
+        64,
+        0,
+        7,
+        8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let mut f = icmp6(
+        icmpv6::multicast_mac(icmpv6::ALL_NODES),
+        icmpv6::link_local(A),
+        icmpv6::ALL_NODES,
+        255,
+        ra,
+    );
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::RaFromContainer)
+    );
+    // Cut short.
+    let mut f = icmp6(GW, a6(), gw6(), 64, vec![icmpv6::ECHO_REQUEST, 0, 0, 0]);
+    f.truncate(f.len() - 2);
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::BadIpv6Header)
+    );
+    // Routing between IPv6 subnets is not built yet: counted, not answered.
+    let far: Ipv6Addr = "fd00:99::1".parse().unwrap();
+    let mut f = icmp6(
+        GW,
+        a6(),
+        far,
+        64,
+        vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1],
+    );
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::Ipv6NotRouted)
+    );
+    for reason in [
+        RouterDrop::NdpHopLimit,
+        RouterDrop::RaFromContainer,
+        RouterDrop::BadIpv6Header,
+        RouterDrop::Ipv6NotRouted,
+    ] {
+        assert_eq!(r.stats().dropped(reason), 1, "{reason:?}");
+    }
+    assert_eq!(r.stats().dropped(RouterDrop::BadIcmpv6), 2);
+}

@@ -1,0 +1,258 @@
+//! ICMPv6 (RFC 4443) and the neighbour discovery messages a router answers and sends
+//! (RFC 4861): a view with `new_checked`, the checksum over the IPv6 pseudo-header,
+//! and emitters for an IPv6 header, a neighbour advertisement and a router
+//! advertisement.
+
+use std::net::Ipv6Addr;
+
+use super::checksum;
+use crate::Mac;
+
+/// IPv6 next header: ICMPv6.
+pub const NEXT_HEADER: u8 = 58;
+pub const ECHO_REQUEST: u8 = 128;
+pub const ECHO_REPLY: u8 = 129;
+pub const ROUTER_SOLICIT: u8 = 133;
+pub const ROUTER_ADVERT: u8 = 134;
+pub const NEIGHBOR_SOLICIT: u8 = 135;
+pub const NEIGHBOR_ADVERT: u8 = 136;
+/// Neighbour discovery options (RFC 4861 section 4.6).
+pub const OPT_SOURCE_LLADDR: u8 = 1;
+pub const OPT_TARGET_LLADDR: u8 = 2;
+pub const OPT_PREFIX_INFO: u8 = 3;
+pub const OPT_MTU: u8 = 5;
+/// The hop limit every neighbour discovery message must carry (RFC 4861 section 6.1):
+/// one from anywhere else was forwarded, and is dropped.
+pub const ND_HOP_LIMIT: u8 = 255;
+/// A neighbour solicitation or advertisement without options.
+pub const NS_LEN: usize = 24;
+/// A neighbour advertisement with its target link-layer address option.
+pub const NA_LEN: usize = 32;
+/// A router advertisement with source link-layer address, MTU and one prefix
+/// information option.
+pub const RA_LEN: usize = 16 + 8 + 8 + 32;
+
+/// An ICMPv6 message: at least its 4-byte header.
+#[derive(Debug, Clone, Copy)]
+pub struct Icmpv6Packet<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
+    pub fn new_checked(buf: T) -> Option<Icmpv6Packet<T>> {
+        (buf.as_ref().len() >= 4).then_some(Icmpv6Packet { buf })
+    }
+
+    pub fn msg_type(&self) -> u8 {
+        self.buf.as_ref()[0]
+    }
+
+    pub fn code(&self) -> u8 {
+        self.buf.as_ref()[1]
+    }
+
+    /// Whether the checksum is right for a message from `src` to `dst`.
+    pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        checksum_of(src, dst, self.buf.as_ref()) == 0
+    }
+
+    /// A solicitation's or advertisement's target address (bytes 8 to 24), if the
+    /// message is long enough to hold one.
+    pub fn nd_target(&self) -> Option<Ipv6Addr> {
+        let b: [u8; 16] = self.buf.as_ref().get(8..24)?.try_into().ok()?;
+        Some(Ipv6Addr::from(b))
+    }
+
+    /// Whether the neighbour discovery options from byte `at` on are well formed: each
+    /// of a length (in 8 bytes) of at least 1, none past the end (RFC 4861 section
+    /// 4.6: an option of length 0 makes the message invalid).
+    pub fn nd_options_valid(&self, at: usize) -> bool {
+        let b = self.buf.as_ref();
+        let mut i = at;
+        while i < b.len() {
+            let Some(&len) = b.get(i + 1) else {
+                return false;
+            };
+            if len == 0 {
+                return false;
+            }
+            i += 8 * len as usize;
+        }
+        i == b.len()
+    }
+}
+
+/// The ICMPv6 checksum of `msg` (its checksum field included: 0 when it is right)
+/// with the IPv6 pseudo-header of `src`, `dst` (RFC 8200 section 8.1).
+pub fn checksum_of(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut pseudo = [0u8; 40];
+    pseudo[..16].copy_from_slice(&src.octets());
+    pseudo[16..32].copy_from_slice(&dst.octets());
+    pseudo[32..36].copy_from_slice(&(msg.len() as u32).to_be_bytes());
+    pseudo[39] = NEXT_HEADER;
+    let acc = u32::from(checksum::sum(&pseudo)) + u32::from(checksum::sum(msg));
+    !checksum::fold(acc)
+}
+
+/// Fills in the checksum of `msg` (an ICMPv6 message from `src` to `dst`).
+pub fn fill_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &mut [u8]) {
+    msg[2..4].fill(0);
+    let c = checksum_of(src, dst, msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+}
+
+/// An IPv6 header to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Repr {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub payload_len: usize,
+}
+
+impl Ipv6Repr {
+    /// Writes the 40-byte header into the start of `buf`.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than 40 bytes.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let b = &mut buf[..super::ipv6::HEADER_LEN];
+        b[..4].copy_from_slice(&[0x60, 0, 0, 0]);
+        b[4..6].copy_from_slice(&(self.payload_len as u16).to_be_bytes());
+        b[6] = self.next_header;
+        b[7] = self.hop_limit;
+        b[8..24].copy_from_slice(&self.src.octets());
+        b[24..40].copy_from_slice(&self.dst.octets());
+    }
+}
+
+/// The Ethernet address an IPv6 multicast group maps to (RFC 2464 section 7).
+pub fn multicast_mac(group: Ipv6Addr) -> Mac {
+    let o = group.octets();
+    Mac([0x33, 0x33, o[12], o[13], o[14], o[15]])
+}
+
+/// The all-nodes group, ff02::1.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The link-local address of an interface with `mac` (modified EUI-64, RFC 4291
+/// appendix A).
+pub fn link_local(mac: Mac) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
+/// Writes a neighbour advertisement for `target` at `mac` into `buf` (at least
+/// [`NA_LEN`] bytes), its checksum left to [`fill_checksum`]: router flag, solicited
+/// as asked, override, and the target link-layer address option.
+pub fn emit_na(buf: &mut [u8], target: Ipv6Addr, mac: Mac, solicited: bool) {
+    let b = &mut buf[..NA_LEN];
+    b.fill(0);
+    b[0] = NEIGHBOR_ADVERT;
+    b[4] = 0x80 | if solicited { 0x40 } else { 0 } | 0x20;
+    b[8..24].copy_from_slice(&target.octets());
+    b[24] = OPT_TARGET_LLADDR;
+    b[25] = 1;
+    b[26..32].copy_from_slice(&mac.0);
+}
+
+/// What a router advertisement says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaRepr {
+    pub mac: Mac,
+    pub mtu: u32,
+    pub prefix: Ipv6Addr,
+    pub prefix_len: u8,
+    /// Hosts may autoconfigure from the prefix (the A flag; only a /64 does).
+    pub autonomous: bool,
+    /// Seconds this router is a default router (0: not one).
+    pub router_lifetime: u16,
+}
+
+/// The prefix's lifetimes: valid a day, preferred four hours (RFC 4861's defaults
+/// are 30 days and 7; a lab is shorter lived).
+const VALID_LIFETIME: u32 = 86_400;
+const PREFERRED_LIFETIME: u32 = 14_400;
+
+impl RaRepr {
+    /// Writes the advertisement into `buf` (at least [`RA_LEN`] bytes), its checksum
+    /// left to [`fill_checksum`].
+    pub fn emit(&self, buf: &mut [u8]) {
+        let b = &mut buf[..RA_LEN];
+        b.fill(0);
+        b[0] = ROUTER_ADVERT;
+        b[4] = 64; // current hop limit for the hosts
+        b[6..8].copy_from_slice(&self.router_lifetime.to_be_bytes());
+        // Source link-layer address.
+        b[16] = OPT_SOURCE_LLADDR;
+        b[17] = 1;
+        b[18..24].copy_from_slice(&self.mac.0);
+        // MTU.
+        b[24] = OPT_MTU;
+        b[25] = 1;
+        b[28..32].copy_from_slice(&self.mtu.to_be_bytes());
+        // Prefix information: on-link, and autonomous where it can be.
+        b[32] = OPT_PREFIX_INFO;
+        b[33] = 4;
+        b[34] = self.prefix_len;
+        b[35] = 0x80 | if self.autonomous { 0x40 } else { 0 };
+        b[36..40].copy_from_slice(&VALID_LIFETIME.to_be_bytes());
+        b[40..44].copy_from_slice(&PREFERRED_LIFETIME.to_be_bytes());
+        b[48..64].copy_from_slice(&self.prefix.octets());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_verify_and_link_locals_follow_eui64() {
+        let (src, dst) = ("fe80::1".parse().unwrap(), "fe80::2".parse().unwrap());
+        let mut na = [0u8; NA_LEN];
+        emit_na(
+            &mut na,
+            "fd00::1".parse().unwrap(),
+            Mac([2, 0, 0, 0, 0, 1]),
+            true,
+        );
+        fill_checksum(src, dst, &mut na);
+        let v = Icmpv6Packet::new_checked(&na[..]).unwrap();
+        assert!(v.verify_checksum(src, dst));
+        assert!(!v.verify_checksum(dst, dst));
+        assert!(v.nd_options_valid(NS_LEN));
+        assert_eq!(v.nd_target(), Some("fd00::1".parse().unwrap()));
+        assert_eq!(
+            link_local(Mac([0x02, 0x00, 0xac, 0x10, 0x01, 0x02])),
+            "fe80::acff:fe10:102".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            multicast_mac("ff02::1:ff10:102".parse().unwrap()),
+            Mac([0x33, 0x33, 0xff, 0x10, 0x01, 0x02])
+        );
+        // An option of length 0 makes neighbour discovery invalid.
+        let mut bad = na;
+        bad[25] = 0;
+        assert!(!Icmpv6Packet::new_checked(&bad[..])
+            .unwrap()
+            .nd_options_valid(NS_LEN));
+    }
+}
