@@ -132,3 +132,111 @@ fn containers_ping_over_ipv6_and_one_without_ip6_autoconfigures() {
     }
     drop(lab);
 }
+
+#[test]
+fn the_router_routes_ipv6_between_subnets_with_its_errors() {
+    let name = unique("l");
+    let (a, b, c) = (unique("n"), unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.232.1.0/24")
+        .with("subnet6", "fd00:232:1::/64")
+        .bridge("br1", "10.232.2.0/24")
+        .with("subnet6", "fd00:232:2::/64")
+        .with("mtu", 1400)
+        .port("a", "br0", &a, "10.232.1.2/24")
+        .with("ip6", "fd00:232:1::2/64")
+        .port("b", "br1", &b, "10.232.2.2/24")
+        .with("ip6", "fd00:232:2::2/64")
+        .port("c", "br1", &c, "10.232.2.3/24")
+        .text();
+    let lab = RunningLab::start(&name, &[a.clone(), b.clone(), c.clone()], &text);
+
+    // Across the router: one hop less on arrival.
+    let out = ns_run(
+        &a,
+        &["ping", "-6", "-c", "2", "-W", "1", "fd00:232:2::2"],
+        10,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("ttl=63"), "{text}");
+
+    // traceroute -6 sees the router's address on a's side, then b.
+    let hops = ns_run(
+        &a,
+        &[
+            "traceroute",
+            "-6",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "fd00:232:2::2",
+        ],
+        20,
+    );
+    let hops = String::from_utf8_lossy(&hops.stdout).to_string();
+    let lines: Vec<&str> = hops.lines().skip(1).collect();
+    assert!(
+        lines.first().is_some_and(|l| l.contains("fd00:232:1::1")),
+        "{hops}"
+    );
+    assert!(
+        lines.get(1).is_some_and(|l| l.contains("fd00:232:2::2")),
+        "{hops}"
+    );
+
+    // Too big for br1 with "don't fragment" (IPv6 never fragments on the way):
+    // packet too big from the router, with br1's MTU.
+    let out = ns_run(
+        &a,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            "fd00:232:2::2",
+        ],
+        10,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Packet too big: mtu=1400"), "{text}");
+
+    // c autoconfigured on br1; the router finds it by neighbour solicitation.
+    let mut c6 = None;
+    for _ in 0..50 {
+        c6 = global6(&c)
+            .into_iter()
+            .find(|x| x.starts_with("fd00:232:2::"));
+        if c6.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c6 = c6.expect("c autoconfigures");
+    let mut reached = false;
+    for _ in 0..10 {
+        if ping6(&a, &c6, 2) {
+            reached = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(reached, "a -> c at {c6}");
+    // The neighbour table (`show arp`) has both: a port's own ip6 for good, c learned.
+    let arp = lab.show("arp").to_string();
+    assert!(arp.contains("\"ip\":\"fd00:232:1::2\""), "{arp}");
+    assert!(arp.contains(&format!("\"ip\":\"{c6}\"")), "{arp}");
+    let drops = lab.show("drops");
+    assert_eq!(drops["router"]["drops"]["too_big"], 1, "{drops}");
+    assert!(
+        drops["router"]["drops"]["ttl_exceeded"].as_u64() >= Some(1),
+        "{drops}"
+    );
+}

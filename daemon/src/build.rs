@@ -285,6 +285,12 @@ fn add_router(
             router.add_static_neighbor(ip, Mac(port.mac), Instant::now());
         }
     }
+    // A port's ip6 is tapnet's to set, on the port's MAC: no solicitation needed.
+    for port in &lab.ports {
+        if let Some((ip6, _)) = port.ip6 {
+            router.add_static_neighbor6(ip6, Mac(port.mac), Instant::now());
+        }
+    }
     for (i, &bridge) in legs.iter().enumerate() {
         if let Some((_, _, mtu)) = bridges.iter().find(|(_, id, _)| *id == bridge) {
             router.set_mtu(i, *mtu);

@@ -449,6 +449,16 @@ fn arp(l: Live<'_>, lab: &str, now: Instant) -> Value {
                 "age_s": if n.state == vrouter::neighbor::State::Permanent { json!(null) } else { json!(now.saturating_duration_since(n.updated).as_secs()) },
             }));
         }
+        // The IPv6 neighbours in the same table: `show arp` is the neighbour table.
+        for (i, ip, mac, age, permanent) in r.router().neighbors6(now) {
+            entries.push(json!({
+                "bridge": ifaces[i].name,
+                "ip": ip.to_string(),
+                "mac": mac.to_string(),
+                "state": if permanent { "PERMANENT" } else { "REACHABLE" },
+                "age_s": if permanent { json!(null) } else { json!(age) },
+            }));
+        }
     }
     json!({"lab": lab, "arp": entries})
 }

@@ -116,6 +116,13 @@ impl Live<'_> {
             }
             return json!({"error": format!("{e:#}")});
         }
+        if let (Some(router), Some((ip6, _))) = (self.handles.router, port.ip6) {
+            dp.handler_of_mut(router).router_mut().add_static_neighbor6(
+                ip6,
+                Mac(port.mac),
+                std::time::Instant::now(),
+            );
+        }
         if let (Some(router), Some((ip, _)), true) =
             (self.handles.router, port.ip, port.spoof_check)
         {
@@ -168,6 +175,9 @@ impl Live<'_> {
         let port = self.lab.ports.remove(at);
         if let Some(id) = dp.port_by_name(name) {
             dp.remove_port(id);
+        }
+        if let (Some(router), Some((ip6, _))) = (self.handles.router, port.ip6) {
+            dp.handler_of_mut(router).router_mut().forget_host6(ip6);
         }
         let flows = match (self.handles.router, port.ip) {
             (Some(router), Some((ip, _))) => dp.handler_of_mut(router).forget_host(ip),

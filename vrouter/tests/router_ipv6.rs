@@ -247,26 +247,117 @@ fn what_rfc_4861_says_to_drop_is_dropped_and_counted() {
         r.handle(0, &mut f, now),
         Action::Drop(RouterDrop::BadIpv6Header)
     );
-    // Routing between IPv6 subnets is not built yet: counted, not answered.
-    let far: Ipv6Addr = "fd00:99::1".parse().unwrap();
-    let mut f = icmp6(
-        GW,
-        a6(),
-        far,
-        64,
-        vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1],
-    );
-    assert_eq!(
-        r.handle(0, &mut f, now),
-        Action::Drop(RouterDrop::Ipv6NotRouted)
-    );
     for reason in [
         RouterDrop::NdpHopLimit,
         RouterDrop::RaFromContainer,
         RouterDrop::BadIpv6Header,
-        RouterDrop::Ipv6NotRouted,
     ] {
         assert_eq!(r.stats().dropped(reason), 1, "{reason:?}");
     }
     assert_eq!(r.stats().dropped(RouterDrop::BadIcmpv6), 2);
+}
+
+fn two_legs() -> Router {
+    let mut r = Router::new(
+        vec![
+            Iface {
+                name: "br0".into(),
+                mac: GW,
+                ip: Ipv4Addr::new(172, 16, 1, 1),
+                prefix: 24,
+                ip6: Some((gw6(), 64)),
+            },
+            Iface {
+                name: "br1".into(),
+                mac: Mac([2, 0x74, 0x6e, 0, 0, 2]),
+                ip: Ipv4Addr::new(172, 16, 2, 1),
+                prefix: 24,
+                ip6: Some(("fd00:16:2::1".parse().unwrap(), 64)),
+            },
+        ],
+        vec![],
+        RouterConfig::default(),
+    );
+    r.set_mtu(0, 1500);
+    r.set_mtu(1, 1400);
+    r
+}
+
+#[test]
+fn ipv6_is_routed_with_the_hop_limit_decremented_and_errors_sent_back() {
+    let mut r = two_legs();
+    let now = Instant::now();
+    let b6: Ipv6Addr = "fd00:16:2::2".parse().unwrap();
+    let b_mac = Mac([2, 0, 0, 0, 2, 2]);
+    assert!(r.add_static_neighbor6(b6, b_mac, now));
+    let echo = || vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1];
+    let mut f = icmp6(GW, a6(), b6, 64, echo());
+    assert_eq!(r.handle(0, &mut f, now), Action::Send { iface: 1 });
+    assert_eq!(&f[10..16], &b_mac.0);
+    assert_eq!(Ipv6Packet::new_checked(&f[24..]).unwrap().hop_limit(), 63);
+
+    // Hop limit 1: time exceeded, from the ingress leg's gateway6, quoting the packet.
+    let mut f = icmp6(GW, a6(), b6, 1, echo());
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::TtlExceeded)
+    );
+    let (mac, src, to, _, msg) = sent(&mut r);
+    assert_eq!((mac, src, to), (A, gw6(), a6()));
+    assert_eq!((msg[0], msg[1]), (3, 0));
+    assert_eq!(&msg[8..48], &f[24..64], "the offending header, quoted");
+
+    // Never an error about an ICMPv6 error.
+    let mut err = vec![1u8, 0, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&[0; 48]);
+    let mut f = icmp6(GW, a6(), b6, 1, err);
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::TtlExceeded)
+    );
+    assert!(r.outbox().is_empty());
+
+    // Larger than br1's MTU: packet too big with 1400; no fragment.
+    let mut big = echo();
+    big.resize(1400, 0x5a);
+    let mut f = icmp6(GW, a6(), b6, 64, big);
+    assert_eq!(r.handle(0, &mut f, now), Action::Drop(RouterDrop::TooBig));
+    let (_, _, _, _, msg) = sent(&mut r);
+    assert_eq!(msg[0], 2);
+    assert_eq!(u32::from_be_bytes(msg[4..8].try_into().unwrap()), 1400);
+
+    // An unknown next hop: a solicitation to its solicited-node group, the packet dropped.
+    let c6: Ipv6Addr = "fd00:16:2::3".parse().unwrap();
+    let mut f = icmp6(GW, a6(), c6, 64, echo());
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::Neighbor6Unknown)
+    );
+    let (mac, _, to, hops, msg) = sent(&mut r);
+    assert_eq!(to, solicited_node(c6));
+    assert_eq!(mac, icmpv6::multicast_mac(solicited_node(c6)));
+    assert_eq!((hops, msg[0]), (255, icmpv6::NEIGHBOR_SOLICIT));
+    // Its advertisement teaches the router: the next packet goes.
+    let c_mac = Mac([2, 0, 0, 0, 2, 3]);
+    let mut na = vec![0u8; 32];
+    icmpv6::emit_na(&mut na, c6, c_mac, true);
+    let mut f = icmp6(
+        Mac([2, 0x74, 0x6e, 0, 0, 2]),
+        c6,
+        "fd00:16:2::1".parse().unwrap(),
+        255,
+        na,
+    );
+    assert_eq!(r.handle(1, &mut f, now), Action::Done);
+    let mut f = icmp6(GW, a6(), c6, 64, echo());
+    assert_eq!(r.handle(0, &mut f, now), Action::Send { iface: 1 });
+
+    // Link-local addresses are never routed; another prefix has no route.
+    let mut f = icmp6(GW, icmpv6::link_local(A), b6, 64, echo());
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::NotRoutable)
+    );
+    let mut f = icmp6(GW, a6(), "fd00:99::1".parse().unwrap(), 64, echo());
+    assert_eq!(r.handle(0, &mut f, now), Action::Drop(RouterDrop::NoRoute));
 }

@@ -54,6 +54,9 @@ vswitch::drop_reasons! {
         NdpHopLimit => "ndp_hop_limit",
         /// A router advertisement from a container: tapnet is the router here.
         RaFromContainer => "ra_from_container",
+        /// An IPv6 next hop not known yet: a neighbour solicitation went out for it,
+        /// and the packet was dropped (the sender's retransmission finds it known).
+        Neighbor6Unknown => "neighbor6_unknown",
     }
 }
 
@@ -65,8 +68,11 @@ impl RouterDrop {
             RouterDrop::TtlExceeded => Some("time-exceeded goes back to the sender"),
             RouterDrop::NoRoute => Some("net-unreachable goes back to the sender"),
             RouterDrop::NeighborUnresolved => Some("host-unreachable goes back to the sender"),
-            RouterDrop::TooBig => {
-                Some("a DF sender gets fragmentation-needed with the MTU that fits")
+            RouterDrop::TooBig => Some(
+                "a DF (or IPv6) sender gets fragmentation-needed (packet too big) with the MTU that fits",
+            ),
+            RouterDrop::Neighbor6Unknown => {
+                Some("a neighbour solicitation goes out for the next hop")
             }
             RouterDrop::ToRouterUnsupported => {
                 Some("UDP gets port-unreachable; nothing else is served here")
@@ -98,6 +104,10 @@ pub struct RouterStats {
     pub na_sent: u64,
     /// Router advertisements sent: solicited, and every [`super::ipv6::RA_EVERY`].
     pub ra_sent: u64,
+    /// Neighbour solicitations sent for IPv6 next hops.
+    pub ns_sent: u64,
+    /// IPv6 neighbours not learned: the table held [`super::ipv6::NEIGHBORS6_MAX`].
+    pub neighbors6_full: u64,
     /// Drops, indexed by [`RouterDrop`].
     pub drops: [u64; RouterDrop::COUNT],
 }

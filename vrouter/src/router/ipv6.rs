@@ -1,13 +1,15 @@
 //! The router's IPv6, on dual-stack legs: neighbour discovery for its own addresses
-//! (the leg's `gateway6` and its link-local address), router advertisements on
-//! request and periodically (RFC 4861) with the prefix, so hosts autoconfigure
-//! (SLAAC, RFC 4862), and pings to its addresses. It does not route IPv6 between
-//! subnets yet.
+//! (the leg's `gateway6` and its link-local address) and for next hops, router
+//! advertisements on request and periodically (RFC 4861) with the prefix, so hosts
+//! autoconfigure (SLAAC, RFC 4862), pings to its addresses, and routing between the
+//! legs' subnets: the hop limit decremented, ICMPv6 time exceeded, destination
+//! unreachable and packet too big sent back (RFC 4443, rate-limited; never about an
+//! ICMPv6 error), never fragmenting.
 
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use vswitch::frame::VNET_HDR_LEN;
+use vswitch::frame::{VnetHdr, VNET_HDR_LEN};
 use vswitch::wire::ethernet::{
     EthernetFrame, EthernetRepr, ETHERTYPE_IPV6, HEADER_LEN as ETH_HDR_LEN,
 };
@@ -26,11 +28,24 @@ pub const RA_EVERY: Duration = Duration::from_secs(200);
 /// How long hosts keep this router as their default one (RFC 4861's default, three
 /// times MaxRtrAdvInterval).
 const ROUTER_LIFETIME: u16 = 1800;
+/// IPv6 neighbours the router remembers, over every leg: past it, a new one is not
+/// learned (its packets wait for the next solicitation's answer to find room).
+pub const NEIGHBORS6_MAX: usize = 4096;
+/// A learned IPv6 neighbour is forgotten this long after it was last confirmed.
+pub const NEIGHBOR6_AGING: Duration = Duration::from_secs(300);
+/// ICMPv6 error types and codes (RFC 4443).
+const DST_UNREACHABLE: u8 = 1;
+const PACKET_TOO_BIG: u8 = 2;
+const TIME_EXCEEDED: u8 = 3;
+/// The most of the offending packet an error quotes here: the router's small frames
+/// hold its 40-byte header and 16 bytes after it (traceroute's UDP ports or ICMPv6
+/// identifier and sequence, and more).
+const QUOTE6: usize = 56;
 
 impl Router {
     /// An IPv6 frame on leg `iface`: answered if it is for the router, dropped and
     /// counted otherwise.
-    pub(super) fn ipv6(&mut self, iface: usize, frame: &mut [u8], _now: Instant) -> Action {
+    pub(super) fn ipv6(&mut self, iface: usize, frame: &mut [u8], now: Instant) -> Action {
         let me = self.ifaces[iface].clone();
         let Some((gw6, _)) = me.ip6 else {
             return Action::Drop(RouterDrop::Ipv6NotRouted);
@@ -52,6 +67,9 @@ impl Router {
         };
         let ours = dst == gw6 || dst == lla;
         let solicited_node = dst.segments()[..6] == [0xff02, 0, 0, 0, 0, 1];
+        if !ours && !dst.is_multicast() {
+            return self.forward6(iface, frame, src, dst, hops, next, now);
+        }
         if next != icmpv6::NEXT_HEADER {
             return if dst.is_multicast() {
                 // Multicast listener reports (behind a hop-by-hop header) and the
@@ -94,6 +112,17 @@ impl Router {
                 }
             }
             _ => {}
+        }
+        // What a solicitation or advertisement tells of its sender (RFC 4861 section
+        // 7.2.3 and 7.2.5): its link-layer address, for the next hops this router sends
+        // to.
+        if kind == NEIGHBOR_SOLICIT && !src.is_unspecified() {
+            self.learn6(iface, src, sender, now);
+        }
+        if let (NEIGHBOR_ADVERT, Some(t)) = (kind, target) {
+            if !t.is_multicast() && !t.is_unspecified() {
+                self.learn6(iface, t, sender, now);
+            }
         }
         match kind {
             NEIGHBOR_SOLICIT => {
@@ -174,6 +203,216 @@ impl Router {
         self.stats.ra_sent += 1;
     }
 
+    /// Routes an IPv6 packet for an address of another leg's subnet6 (not this
+    /// router's): hop limit, MTU, next hop; the ICMPv6 errors that go back.
+    #[allow(clippy::too_many_arguments)]
+    fn forward6(
+        &mut self,
+        iface: usize,
+        frame: &mut [u8],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        hops: u8,
+        next: u8,
+        now: Instant,
+    ) -> Action {
+        if src.is_unspecified() || src.is_multicast() || is_link_local(src) || is_link_local(dst) {
+            // Link-local addresses never leave their link (RFC 4291 section 2.5.6).
+            return Action::Drop(RouterDrop::NotRoutable);
+        }
+        let Some(out) = self
+            .ifaces
+            .iter()
+            .position(|i| i.ip6.is_some_and(|(gw, p)| in_net6(dst, gw, p)))
+        else {
+            self.icmp6_error(iface, frame, DST_UNREACHABLE, 0, 0, next, now);
+            return Action::Drop(RouterDrop::NoRoute);
+        };
+        if hops <= 1 {
+            self.icmp6_error(iface, frame, TIME_EXCEEDED, 0, 0, next, now);
+            return Action::Drop(RouterDrop::TtlExceeded);
+        }
+        // IPv6 routers never fragment: too big for the next link is an error back.
+        let mtu = self.mtu(out);
+        let vnet = VnetHdr::parse(frame).unwrap_or_default();
+        let largest = if vnet.is_gso() {
+            usize::from(vnet.hdr_len) + usize::from(vnet.gso_size) - ETH_HDR_LEN
+        } else {
+            frame.len() - VNET_HDR_LEN - ETH_HDR_LEN
+        };
+        if largest > mtu as usize {
+            self.icmp6_error(iface, frame, PACKET_TOO_BIG, 0, mtu, next, now);
+            return Action::Drop(RouterDrop::TooBig);
+        }
+        let Some(mac) = self.neighbor6(out, dst, now) else {
+            self.solicit(out, dst);
+            return Action::Drop(RouterDrop::Neighbor6Unknown);
+        };
+        let out_mac = self.ifaces[out].mac;
+        let mut eth = EthernetFrame::new_checked(&mut frame[VNET_HDR_LEN..]).expect("checked");
+        eth.set_dst(mac);
+        eth.set_src(out_mac);
+        // The hop limit (byte 7 of the header; IPv6 has no header checksum to mend).
+        frame[VNET_HDR_LEN + ETH_HDR_LEN + 7] = hops - 1;
+        self.stats.routed += 1;
+        Action::Send { iface: out }
+    }
+
+    /// The MAC of IPv6 neighbour `ip` on leg `iface`, if known and not aged out.
+    fn neighbor6(&self, iface: usize, ip: Ipv6Addr, now: Instant) -> Option<Mac> {
+        let &(mac, seen, permanent) = self.neighbors6.get(&(iface, ip))?;
+        (permanent || now.saturating_duration_since(seen) < NEIGHBOR6_AGING).then_some(mac)
+    }
+
+    /// Remembers that `ip` is at `mac` on leg `iface` (not over a permanent entry,
+    /// not past [`NEIGHBORS6_MAX`], never a multicast or zero MAC).
+    fn learn6(&mut self, iface: usize, ip: Ipv6Addr, mac: Mac, now: Instant) {
+        if mac.is_multicast() || mac.is_zero() {
+            return;
+        }
+        let room = self.neighbors6.len() < NEIGHBORS6_MAX;
+        match self.neighbors6.get_mut(&(iface, ip)) {
+            Some((_, _, true)) => {}
+            Some(e) => *e = (mac, now, false),
+            None if room => {
+                self.neighbors6.insert((iface, ip), (mac, now, false));
+            }
+            None => self.stats.neighbors6_full += 1,
+        }
+    }
+
+    /// A port's own `ip6` at its MAC: known for good, as its IPv4 address is.
+    pub fn add_static_neighbor6(&mut self, ip: Ipv6Addr, mac: Mac, now: Instant) -> bool {
+        let Some(leg) = self
+            .ifaces
+            .iter()
+            .position(|i| i.ip6.is_some_and(|(gw, p)| in_net6(ip, gw, p)))
+        else {
+            return false;
+        };
+        self.neighbors6.insert((leg, ip), (mac, now, true));
+        true
+    }
+
+    /// Forgets IPv6 neighbour `ip` (a port detached).
+    pub fn forget_host6(&mut self, ip: Ipv6Addr) {
+        self.neighbors6.retain(|(_, a), _| *a != ip);
+    }
+
+    /// Forgets learned IPv6 neighbours not confirmed for [`NEIGHBOR6_AGING`].
+    pub(super) fn age_neighbors6(&mut self, now: Instant) {
+        self.neighbors6.retain(|_, (_, seen, permanent)| {
+            *permanent || now.saturating_duration_since(*seen) < NEIGHBOR6_AGING
+        });
+    }
+
+    /// The IPv6 neighbours, for `show`: (leg, address, MAC, seconds since confirmed,
+    /// permanent).
+    pub fn neighbors6(&self, now: Instant) -> Vec<(usize, Ipv6Addr, Mac, u64, bool)> {
+        let mut v: Vec<_> = self
+            .neighbors6
+            .iter()
+            .map(|(&(leg, ip), &(mac, seen, perm))| {
+                (
+                    leg,
+                    ip,
+                    mac,
+                    now.saturating_duration_since(seen).as_secs(),
+                    perm,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Queues a neighbour solicitation for `target` on leg `iface`, to its
+    /// solicited-node group, from the leg's `gateway6` with its MAC (rate-limited
+    /// with the ARP requests).
+    fn solicit(&mut self, iface: usize, target: Ipv6Addr) {
+        let me = self.ifaces[iface].clone();
+        let Some((gw6, _)) = me.ip6 else { return };
+        let o = target.octets();
+        let group = Ipv6Addr::from([
+            0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+        ]);
+        self.send_nd(
+            iface,
+            me.mac,
+            gw6,
+            group,
+            icmpv6::multicast_mac(group),
+            icmpv6::NS_LEN + 8,
+            |m| icmpv6::emit_ns(m, target, me.mac),
+        );
+        self.stats.ns_sent += 1;
+    }
+
+    /// Sends ICMPv6 error `kind`/`code` (with `param`: the MTU of packet too big)
+    /// about the IPv6 packet in `frame` back to its sender, from this leg's
+    /// `gateway6`; rate-limited, and never about an ICMPv6 error (RFC 4443 section
+    /// 2.4 (e)) or a packet from an unspecified or multicast source.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp6_error(
+        &mut self,
+        iface: usize,
+        frame: &[u8],
+        kind: u8,
+        code: u8,
+        param: u32,
+        next: u8,
+        now: Instant,
+    ) {
+        let me = self.ifaces[iface].clone();
+        let Some((gw6, _)) = me.ip6 else { return };
+        let at = VNET_HDR_LEN + ETH_HDR_LEN;
+        let Some(ip) = Ipv6Packet::new_checked(&frame[at..]) else {
+            return;
+        };
+        let (src, sender) = (
+            ip.src(),
+            EthernetFrame::new_checked(&frame[VNET_HDR_LEN..])
+                .expect("checked")
+                .src(),
+        );
+        let is_error =
+            next == icmpv6::NEXT_HEADER && ip.payload().first().is_some_and(|t| *t < ECHO_REQUEST);
+        if is_error || src.is_unspecified() || src.is_multicast() {
+            return;
+        }
+        if !self.icmp.take(now) {
+            self.stats.icmp_rate_limited += 1;
+            return;
+        }
+        let original = &frame[at..frame.len().min(at + QUOTE6)];
+        let len = 8 + original.len();
+        self.queue(iface, |buf| {
+            let eth = &mut buf[VNET_HDR_LEN..];
+            EthernetRepr {
+                dst: sender,
+                src: me.mac,
+                ethertype: ETHERTYPE_IPV6,
+            }
+            .emit(eth);
+            Ipv6Repr {
+                src: gw6,
+                dst: src,
+                next_header: icmpv6::NEXT_HEADER,
+                hop_limit: 64,
+                payload_len: len,
+            }
+            .emit(&mut eth[ETH_HDR_LEN..]);
+            let msg = &mut eth[ETH_HDR_LEN + IP6_HEADER_LEN..ETH_HDR_LEN + IP6_HEADER_LEN + len];
+            msg[0] = kind;
+            msg[1] = code;
+            msg[4..8].copy_from_slice(&param.to_be_bytes());
+            msg[8..].copy_from_slice(original);
+            icmpv6::fill_checksum(gw6, src, msg);
+            Some(VNET_HDR_LEN + ETH_HDR_LEN + IP6_HEADER_LEN + len)
+        });
+        self.stats.icmp_errors += 1;
+    }
+
     /// Unsolicited advertisements: when due, on every dual-stack leg.
     pub(super) fn advertise_when_due(&mut self, now: Instant) {
         if self.next_ra.is_some_and(|t| now < t) {
@@ -221,4 +460,14 @@ impl Router {
             Some(VNET_HDR_LEN + ETH_HDR_LEN + IP6_HEADER_LEN + len)
         });
     }
+}
+
+fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Whether `ip` is inside the /`prefix` of `net`.
+fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
+    let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    u128::from(ip) & m == u128::from(net) & m
 }

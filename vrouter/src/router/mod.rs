@@ -195,6 +195,9 @@ pub struct Router {
     probes: Vec<(usize, Ipv4Addr)>,
     /// When the next unsolicited router advertisements go (None: at the first tick).
     next_ra: Option<Instant>,
+    /// IPv6 neighbours: (leg, address) -> MAC, when last confirmed, and whether it is
+    /// permanent (a port's own `ip6`).
+    neighbors6: std::collections::HashMap<(usize, std::net::Ipv6Addr), (Mac, Instant, bool)>,
 }
 
 impl Router {
@@ -224,6 +227,7 @@ impl Router {
             arp_rate: TokenBucket::new(arp::ARP_RATE, arp::ARP_BURST),
             probes: Vec::new(),
             next_ra: None,
+            neighbors6: std::collections::HashMap::new(),
         }
     }
 
@@ -636,6 +640,7 @@ impl Router {
             arp_rate: self.arp_rate.clone(),
             probes: Vec::new(),
             next_ra: self.next_ra,
+            neighbors6: self.neighbors6.clone(),
         };
         copy.decide(iface, frame, now)
     }
@@ -663,6 +668,7 @@ impl Router {
         self.probes = probes;
         self.expire_flows(now);
         self.advertise_when_due(now);
+        self.age_neighbors6(now);
     }
 }
 

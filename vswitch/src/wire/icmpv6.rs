@@ -174,6 +174,19 @@ pub fn emit_na(buf: &mut [u8], target: Ipv6Addr, mac: Mac, solicited: bool) {
     b[26..32].copy_from_slice(&mac.0);
 }
 
+/// Writes a neighbour solicitation for `target` from `mac` into `buf` (at least
+/// [`NS_LEN`] + 8 bytes: with the source link-layer address option), its checksum
+/// left to [`fill_checksum`].
+pub fn emit_ns(buf: &mut [u8], target: Ipv6Addr, mac: Mac) {
+    let b = &mut buf[..NS_LEN + 8];
+    b.fill(0);
+    b[0] = NEIGHBOR_SOLICIT;
+    b[8..24].copy_from_slice(&target.octets());
+    b[24] = OPT_SOURCE_LLADDR;
+    b[25] = 1;
+    b[26..32].copy_from_slice(&mac.0);
+}
+
 /// What a router advertisement says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaRepr {
