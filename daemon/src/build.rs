@@ -149,6 +149,7 @@ fn finish_port(lab: &Lab, port: &PortCfg, dp: &mut Datapath, id: PortId) -> Resu
                     .filter(|o| o.name != port.name && o.netns.is_some() && o.netns == port.netns)
                     .filter_map(|o| o.ip.map(|(a, _)| a))
                     .collect(),
+                ipv6: ipv6_guard(lab, port),
             },
         );
     }
@@ -161,6 +162,25 @@ fn finish_port(lab: &Lab, port: &PortCfg, dp: &mut Datapath, id: PortId) -> Resu
         dp.set_mirror(id, Box::new(mirror));
     }
     Ok(())
+}
+
+/// What IPv6 a guarded port may send from, on a bridge with a subnet6: that prefix
+/// but the gateway's address and other containers' `ip6` (see
+/// [`vswitch::guard::Ipv6Guard`]).
+fn ipv6_guard(lab: &Lab, port: &PortCfg) -> Option<vswitch::guard::Ipv6Guard> {
+    let b = lab.bridges.iter().find(|b| b.name == port.bridge)?;
+    let subnet = b.subnet6?;
+    let taken = b
+        .gateway6
+        .into_iter()
+        .chain(
+            lab.ports
+                .iter()
+                .filter(|o| o.name != port.name && (o.netns.is_none() || o.netns != port.netns))
+                .filter_map(|o| o.ip6.map(|(a, _)| a)),
+        )
+        .collect();
+    Some(vswitch::guard::Ipv6Guard { subnet, taken })
 }
 
 /// The lab's router and VXLAN endpoint in the datapath, kept from the build so that

@@ -4,13 +4,15 @@
 //! gateway, another container, or an address nobody gave it are dropped and counted,
 //! so one container cannot take over another's traffic or the gateway's.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::counters::DropReason;
 use crate::fdb::Mac;
 use crate::wire::arp::ArpPacket;
-use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use crate::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::icmpv6::{self, Icmpv6Packet};
 use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
 
 /// What a port may send as.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +24,30 @@ pub struct PortGuard {
     /// ... or from one of these: the container's addresses on its other ports (a
     /// multi-homed container answers from either address by either link).
     pub also: Vec<Ipv4Addr>,
+    /// On a bridge with a `subnet6`: what IPv6 the port may send from.
+    pub ipv6: Option<Ipv6Guard>,
+}
+
+/// IPv6 sources a guarded port may use: `::` (duplicate address detection), any
+/// link-local address, and any address of the bridge's subnet6 that is not taken
+/// (the gateway's, another port's `ip6`). Addresses within the prefix are not tied to
+/// the MAC, so that privacy and stable-privacy addresses (RFC 8981, RFC 7217) work.
+/// Neighbour advertisements must advertise such an address, and neighbour discovery's
+/// link-layer options the port's own MAC; router advertisements are dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Guard {
+    pub subnet: (Ipv6Addr, u8),
+    pub taken: Vec<Ipv6Addr>,
+}
+
+impl Ipv6Guard {
+    fn allows(&self, ip: Ipv6Addr) -> bool {
+        let (net, prefix) = self.subnet;
+        let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        ip.is_unspecified()
+            || ip.segments()[0] & 0xffc0 == 0xfe80
+            || (u128::from(ip) & m == u128::from(net) & m && !self.taken.contains(&ip))
+    }
 }
 
 impl PortGuard {
@@ -34,12 +60,21 @@ impl PortGuard {
         if frame.src() != self.mac {
             return Err(DropReason::SpoofedMac);
         }
-        let Some(own) = self.ipv4 else {
+        if self.ipv4.is_none() && self.ipv6.is_none() {
             return Ok(());
-        };
+        }
         // Through every tag: Linux reads through priority tags (VLAN 0, 802.1Q and
         // 802.1ad, stacked), so a forgery wrapped in them must not pass unread.
         let (ethertype, payload) = frame.innermost().ok_or(DropReason::Unverifiable)?;
+        if ethertype == ETHERTYPE_IPV6 {
+            return match &self.ipv6 {
+                Some(g) => self.check_ipv6(g, payload),
+                None => Ok(()),
+            };
+        }
+        let Some(own) = self.ipv4 else {
+            return Ok(());
+        };
         let allowed = |ip: Ipv4Addr| ip == own || ip.is_unspecified() || self.also.contains(&ip);
         match ethertype {
             ETHERTYPE_ARP => match ArpPacket::new_checked(payload) {
@@ -55,6 +90,49 @@ impl PortGuard {
             },
             _ => Ok(()),
         }
+    }
+
+    /// An IPv6 packet from the port: its source, and what its neighbour discovery
+    /// claims.
+    fn check_ipv6(&self, g: &Ipv6Guard, payload: &[u8]) -> Result<(), DropReason> {
+        let ip = Ipv6Packet::new_checked(payload).ok_or(DropReason::Unverifiable)?;
+        if !g.allows(ip.src()) {
+            return Err(DropReason::SpoofedIp);
+        }
+        if ip.next_header() != icmpv6::NEXT_HEADER {
+            return Ok(());
+        }
+        let Some(msg) = Icmpv6Packet::new_checked(ip.payload()) else {
+            return Err(DropReason::Unverifiable);
+        };
+        let opts_at = match msg.msg_type() {
+            icmpv6::ROUTER_ADVERT => return Err(DropReason::RaGuard),
+            icmpv6::NEIGHBOR_ADVERT => {
+                let target = msg.nd_target().ok_or(DropReason::Unverifiable)?;
+                if !g.allows(target) || target.is_unspecified() {
+                    return Err(DropReason::SpoofedIp);
+                }
+                icmpv6::NS_LEN
+            }
+            icmpv6::NEIGHBOR_SOLICIT => icmpv6::NS_LEN,
+            icmpv6::ROUTER_SOLICIT => 8,
+            _ => return Ok(()),
+        };
+        // Link-layer address options: the port's own MAC, nothing else.
+        let body = ip.payload();
+        let mut at = opts_at;
+        while at + 2 <= body.len() {
+            let (kind, len) = (body[at], usize::from(body[at + 1]) * 8);
+            if len == 0 || at + len > body.len() {
+                return Err(DropReason::Unverifiable);
+            }
+            let lladdr = kind == icmpv6::OPT_SOURCE_LLADDR || kind == icmpv6::OPT_TARGET_LLADDR;
+            if lladdr && (len < 8 || body[at + 2..at + 8] != self.mac.0) {
+                return Err(DropReason::SpoofedMac);
+            }
+            at += len;
+        }
+        Ok(())
     }
 }
 
@@ -86,12 +164,71 @@ mod tests {
         f
     }
 
+    /// An IPv6 packet from MINE: `src`, with ICMPv6 `msg` (its checksum not needed here).
+    fn ipv6(src: &str, msg: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40];
+        f[6..12].copy_from_slice(&MINE.0);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&(msg.len() as u16).to_be_bytes());
+        f[20] = 58;
+        f[21] = 255;
+        f[22..38].copy_from_slice(&src.parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(msg);
+        f
+    }
+
+    fn na(target: &str, mac: Mac) -> Vec<u8> {
+        let mut m = vec![0u8; 32];
+        crate::wire::icmpv6::emit_na(&mut m, target.parse().unwrap(), mac, false);
+        m
+    }
+
+    #[test]
+    fn ipv6_from_its_prefix_but_never_the_gateways_or_another_ports() {
+        let g = PortGuard {
+            mac: MINE,
+            ipv4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            also: vec![],
+            ipv6: Some(Ipv6Guard {
+                subnet: ("fd00::".parse().unwrap(), 64),
+                taken: vec!["fd00::1".parse().unwrap(), "fd00::3".parse().unwrap()],
+            }),
+        };
+        let echo = [128u8, 0, 0, 0, 0, 1, 0, 1];
+        for ok in ["fd00::2", "fd00::1234:5678", "fe80::1", "::"] {
+            assert_eq!(g.check(&ipv6(ok, &echo)), Ok(()), "{ok}");
+        }
+        for bad in ["fd00::1", "fd00::3", "fd01::2"] {
+            assert_eq!(
+                g.check(&ipv6(bad, &echo)),
+                Err(DropReason::SpoofedIp),
+                "{bad}"
+            );
+        }
+        // Neighbour advertisements: for what it may use, with its own MAC.
+        assert_eq!(g.check(&ipv6("fe80::9", &na("fd00::2", MINE))), Ok(()));
+        assert_eq!(
+            g.check(&ipv6("fe80::9", &na("fd00::1", MINE))),
+            Err(DropReason::SpoofedIp),
+            "claims the gateway"
+        );
+        assert_eq!(
+            g.check(&ipv6("fe80::9", &na("fd00::2", OTHER))),
+            Err(DropReason::SpoofedMac)
+        );
+        // A rogue router.
+        let ra = [134u8, 0, 0, 0, 64, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(g.check(&ipv6("fe80::9", &ra)), Err(DropReason::RaGuard));
+    }
+
     #[test]
     fn only_its_own_mac_and_address() {
         let g = PortGuard {
             mac: MINE,
             ipv4: Some(Ipv4Addr::new(10, 0, 0, 2)),
             also: vec![Ipv4Addr::new(10, 0, 1, 2)],
+            ipv6: None,
         };
         assert_eq!(g.check(&ipv4([10, 0, 1, 2])), Ok(()), "its other address");
         assert_eq!(g.check(&ipv4([10, 0, 0, 2])), Ok(()));
