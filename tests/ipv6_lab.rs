@@ -272,6 +272,40 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
     let arp = lab.show("arp").to_string();
     assert!(arp.contains("\"ip\":\"fd00:232:1::2\""), "{arp}");
     assert!(arp.contains(&format!("\"ip\":\"{c6}\"")), "{arp}");
+    // trace takes IPv6 packets and follows them through the same pipeline.
+    let trace = |packet: &str| {
+        let out = run(&[TAPNET, "trace", "a", packet, "--lab", &name], 10);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = trace("icmp6 fd00:232:1::2 -> fd00:232:2::2");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("hop limit now 63") && text.contains("egress: b"),
+        "{text}"
+    );
+    let (_, text) = trace("tcp [fd00:232:1::2]:4000 -> [fd00:232:2::2]:80");
+    assert!(text.contains("egress: b"), "{text}");
+    let (_, text) = trace("udp [fd00:232:1::2]:4000 -> [fd00:99::9]:53");
+    assert!(
+        text.contains("no_route") && text.contains("egress: none"),
+        "{text}"
+    );
+    let out = run(
+        &[
+            TAPNET,
+            "trace",
+            "a",
+            "icmp6 fd00::zz -> ::1",
+            "--lab",
+            &name,
+        ],
+        10,
+    );
+    assert_eq!(out.status.code(), Some(1));
+
     let drops = lab.show("drops");
     assert_eq!(drops["router"]["drops"]["too_big"], 1, "{drops}");
     assert!(

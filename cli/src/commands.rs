@@ -93,7 +93,7 @@ pub fn capture(port: &str, lab: Option<&str>, write: Option<PathBuf>) -> ExitCod
 }
 
 pub fn trace(port: &str, packet: &str, lab: Option<&str>, json: bool) -> ExitCode {
-    if let Err(e) = daemon::trace::parse(packet) {
+    if let Err(e) = daemon::trace::check(packet) {
         eprintln!("tapnet: {e}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }

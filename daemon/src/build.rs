@@ -85,6 +85,7 @@ pub(crate) fn add_port(
         ifname: port.ifname.clone(),
         mac: Mac(port.mac),
         ip: port.ip.map(|(a, p)| format!("{a}/{p}")),
+        ip6: port.ip6.map(|(a, _)| a),
     };
     if let Some(socket) = &port.qemu {
         let vm = encap::qemu::QemuPort::listen(std::path::Path::new(socket))
@@ -287,6 +288,7 @@ fn add_router(
             ifname: "-".into(),
             mac: iface.mac,
             ip: Some(format!("{}/{}", iface.ip, iface.prefix)),
+            ip6: iface.ip6.map(|(a, _)| a),
         })
         .collect();
     let config = RouterConfig {
@@ -371,6 +373,7 @@ fn add_vtep(
             ifname: format!("vni {vni}"),
             mac: Mac::default(),
             ip: Some(vtep.listen().to_string()),
+            ip6: None,
         });
     }
     let handler = dp.add_handler_of(vtep);

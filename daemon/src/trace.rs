@@ -153,8 +153,24 @@ fn build(spec: &PacketSpec, src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
     f
 }
 
-/// The IPv4 packet's ends and TTL, as a step prints them.
+/// The IP packet's ends and TTL (or hop limit), as a step prints them.
 fn addrs_of(frame: &[u8]) -> String {
+    if let Some(ip) = frame
+        .get(VNET_HDR_LEN + ETH_HDR_LEN..)
+        .and_then(vswitch::wire::ipv6::Ipv6Packet::new_checked)
+    {
+        return match vswitch::wire::ports(ip.payload())
+            .filter(|_| ip.next_header() == PROTO_TCP || ip.next_header() == PROTO_UDP)
+        {
+            Some((sp, dp)) => format!(
+                "[{}]:{sp} -> [{}]:{dp} hop limit {}",
+                ip.src(),
+                ip.dst(),
+                ip.hop_limit()
+            ),
+            None => format!("{} -> {} hop limit {}", ip.src(), ip.dst(), ip.hop_limit()),
+        };
+    }
     let Some(ip) = frame
         .get(VNET_HDR_LEN + ETH_HDR_LEN..)
         .and_then(|p| Ipv4Packet::new_quoted(p).ok())
@@ -305,6 +321,12 @@ pub fn trace(
     packet: &str,
     now: Instant,
 ) -> Value {
+    if let Some(spec) = v6::parse(packet) {
+        return match spec {
+            Ok(spec) => v6::trace(dp, port, &spec, now),
+            Err(e) => json!({"error": e}),
+        };
+    }
     let spec = match parse(packet) {
         Ok(s) => s,
         Err(e) => return json!({"error": e}),
@@ -327,6 +349,186 @@ pub fn trace(
     let frame = build(&spec, src_mac, dst_mac);
     let egress = follow(dp, ingress, frame, now, &mut steps);
     json!({"steps": steps, "egress": egress})
+}
+
+/// Checks a packet text, IPv4 or IPv6, without a lab: the error says what is expected.
+pub fn check(text: &str) -> Result<(), String> {
+    match v6::parse(text) {
+        Some(r) => r.map(drop),
+        None => parse(text).map(drop),
+    }
+}
+
+/// IPv6 packets: `icmp6 A -> B`, `tcp [A]:P -> [B]:P`, `udp [A]:P -> [B]:P`.
+mod v6 {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+    use std::time::Instant;
+
+    use serde_json::{json, Value};
+    use vswitch::frame::{VnetHdr, ETH_HDR_LEN, VNET_HDR_LEN};
+    use vswitch::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV6};
+    use vswitch::wire::icmpv6::{self, Ipv6Repr};
+    use vswitch::wire::tcp::{self, TcpRepr};
+    use vswitch::wire::{udp, PROTO_TCP, PROTO_UDP};
+    use vswitch::{Datapath, Mac};
+
+    const FORM: &str = "expected `icmp6 ADDR -> ADDR` or `tcp|udp [ADDR]:PORT -> [ADDR]:PORT [size BYTES]`, e.g. `tcp [fd00:16:1::3]:4000 -> [fd00:16:1::2]:80`";
+
+    pub struct Spec {
+        proto: u8,
+        src: SocketAddrV6,
+        dst: SocketAddrV6,
+        size: Option<usize>,
+    }
+
+    /// None: not an IPv6 packet (no `icmp6`, no `[`); else the spec or why not.
+    pub fn parse(text: &str) -> Option<Result<Spec, String>> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let is_v6 = words.first() == Some(&"icmp6") || text.contains('[');
+        if !is_v6 {
+            return None;
+        }
+        let (head, size) = match words[..] {
+            [p, s, "->", d] => ([p, s, d], None),
+            [p, s, "->", d, "size", n] => ([p, s, d], Some(n)),
+            _ => return Some(Err(format!("bad packet {text:?}: {FORM}"))),
+        };
+        let [proto, src, dst] = head;
+        let proto = match proto {
+            "tcp" => PROTO_TCP,
+            "udp" => PROTO_UDP,
+            "icmp6" => icmpv6::NEXT_HEADER,
+            other => return Some(Err(format!("bad protocol {other:?}: {FORM}"))),
+        };
+        let addr = |s: &str| -> Result<SocketAddrV6, String> {
+            if proto == icmpv6::NEXT_HEADER {
+                s.parse::<Ipv6Addr>()
+                    .map(|ip| SocketAddrV6::new(ip, 0, 0, 0))
+                    .map_err(|_| format!("bad address {s:?}: {FORM}"))
+            } else {
+                s.parse::<SocketAddrV6>()
+                    .ok()
+                    .filter(|a| a.port() != 0)
+                    .ok_or_else(|| {
+                        format!("bad address {s:?} ([an IPv6 address]:a port 1-65535): {FORM}")
+                    })
+            }
+        };
+        let size = match size.map(|n| n.parse::<usize>().ok().filter(|n| *n <= super::MAX_SIZE)) {
+            None => None,
+            Some(Some(n)) => Some(n),
+            Some(None) => {
+                return Some(Err(format!(
+                    "bad size: 0 to {} bytes of Ethernet frame",
+                    super::MAX_SIZE
+                )))
+            }
+        };
+        Some((|| {
+            Ok(Spec {
+                proto,
+                src: addr(src)?,
+                dst: addr(dst)?,
+                size,
+            })
+        })())
+    }
+
+    /// The IPv6 counterpart of [`super::trace`]: the container's first hop (on its
+    /// subnet6 the holder's MAC, elsewhere its gateway's), then the real pipeline.
+    pub fn trace(dp: &Datapath, port: &str, spec: &Spec, now: Instant) -> Value {
+        let Some(ingress) = dp.port_by_name(port) else {
+            return json!({"error": format!("no port `{port}` in this lab")});
+        };
+        let mut steps: Vec<String> = Vec::new();
+        let view = dp.port(ingress).expect("found by name");
+        let dst = *spec.dst.ip();
+        let dst_mac = if dst.is_multicast() {
+            let mac = icmpv6::multicast_mac(dst);
+            steps.push(format!("{port}: {dst} is a multicast group: sent to {mac}"));
+            mac
+        } else if let Some(h) = dp.ports().find(|p| {
+            p.internal.is_none() && p.info.bridge == view.info.bridge && p.info.ip6 == Some(dst)
+        }) {
+            steps.push(format!(
+                "{port}: {dst} is on its link, at {} (port {})",
+                h.info.mac, h.info.name
+            ));
+            h.info.mac
+        } else {
+            // The router's leg on this bridge, if it has one: the default IPv6 route.
+            match super::internal_ports(dp, ingress).find(|(_, h)| h.kind() == "router") {
+                Some((p, _)) => {
+                    let mac = dp.port(p).expect("listed").info.mac;
+                    steps.push(format!(
+                        "{port}: {dst} is not a port of its bridge: sent to the router at {mac} (its default IPv6 route)"
+                    ));
+                    mac
+                }
+                None => {
+                    steps.push(format!("{port}: {dst} is not on its bridge, which has no router: the container has no route"));
+                    return json!({"steps": steps, "egress": null});
+                }
+            }
+        };
+        let frame = build(spec, view.info.mac, dst_mac);
+        let egress = super::follow(dp, ingress, frame, now, &mut steps);
+        json!({"steps": steps, "egress": egress})
+    }
+
+    fn build(spec: &Spec, src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
+        let l4_header = match spec.proto {
+            PROTO_TCP => tcp::HEADER_LEN,
+            PROTO_UDP => udp::HEADER_LEN,
+            _ => 8,
+        };
+        let headers = ETH_HDR_LEN + 40 + l4_header;
+        let payload = spec.size.map_or(0, |s| s.saturating_sub(headers));
+        let mut f = vec![0u8; VNET_HDR_LEN + headers + payload];
+        VnetHdr::default().emit(&mut f);
+        EthernetRepr {
+            dst: dst_mac,
+            src: src_mac,
+            ethertype: ETHERTYPE_IPV6,
+        }
+        .emit(&mut f[VNET_HDR_LEN..]);
+        let (src, dst) = (*spec.src.ip(), *spec.dst.ip());
+        Ipv6Repr {
+            src,
+            dst,
+            next_header: spec.proto,
+            hop_limit: 64,
+            payload_len: l4_header + payload,
+        }
+        .emit(&mut f[VNET_HDR_LEN + ETH_HDR_LEN..]);
+        let l4 = &mut f[VNET_HDR_LEN + ETH_HDR_LEN + 40..];
+        match spec.proto {
+            PROTO_TCP => {
+                TcpRepr {
+                    src_port: spec.src.port(),
+                    dst_port: spec.dst.port(),
+                    seq: 1,
+                    ack: 0,
+                    flags: tcp::SYN,
+                    window: 64240,
+                }
+                .emit(l4);
+                icmpv6::fill_l4_checksum6(src, dst, PROTO_TCP, l4);
+            }
+            PROTO_UDP => {
+                udp::emit_header(spec.src.port(), spec.dst.port(), payload, l4);
+                icmpv6::fill_l4_checksum6(src, dst, PROTO_UDP, l4);
+            }
+            _ => {
+                l4[..8].copy_from_slice(&[icmpv6::ECHO_REQUEST, 0, 0, 0, 0x74, 0x6e, 0, 1]);
+                icmpv6::fill_checksum(src, dst, l4);
+            }
+        }
+        if let Some(size) = spec.size {
+            f.truncate(VNET_HDR_LEN + size);
+        }
+        f
+    }
 }
 
 /// Hops a frame may take between bridges (through router legs) before trace stops.

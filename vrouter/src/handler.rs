@@ -406,7 +406,24 @@ impl Handler for RouterHandler {
             format!(" ({before} becomes {after})")
         };
         let name = &ifaces[leg].name;
+        let v6 = frame
+            .get(IP_AT..)
+            .and_then(vswitch::wire::ipv6::Ipv6Packet::new_checked)
+            .map(|ip| (ip.dst(), ip.hop_limit()));
         match action {
+            Action::Send { iface } if v6.is_some() => {
+                let (dst, hops) = v6.expect("some");
+                let mac = vswitch::frame::destination_mac(&frame[VNET_HDR_LEN..]);
+                let how = if iface == leg && hops == 64 {
+                    "answered by the router".to_string()
+                } else {
+                    format!("to {dst} on leg {}'s subnet6, hop limit now {hops}", ifaces[iface].name)
+                };
+                Traced::Inject {
+                    via: self.ports[iface],
+                    step: format!("router: leg {name}: {how}, out by leg {} to {mac}", ifaces[iface].name),
+                }
+            }
             Action::Send { iface } => {
                 let dst = frame
                     .get(IP_AT..)

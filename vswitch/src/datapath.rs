@@ -42,6 +42,8 @@ pub struct PortInfo {
     pub ifname: String,
     pub mac: Mac,
     pub ip: Option<String>,
+    /// The port's IPv6 address (`ip6`), if it has one.
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 impl PortInfo {
@@ -54,6 +56,7 @@ impl PortInfo {
             ifname: name.into(),
             mac: Mac::default(),
             ip: None,
+            ip6: None,
         }
     }
 }

@@ -94,6 +94,33 @@ pub fn checksum_of(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
     !checksum::fold(acc)
 }
 
+/// The checksum of a TCP or UDP segment (`proto` 6 or 17) over IPv6, filled in at its
+/// field (the field zeroed first): false for another protocol or a segment too short.
+pub fn fill_l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, segment: &mut [u8]) -> bool {
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    if segment.len() < field + 2 {
+        return false;
+    }
+    segment[field..field + 2].fill(0);
+    let mut pseudo = [0u8; 40];
+    pseudo[..16].copy_from_slice(&src.octets());
+    pseudo[16..32].copy_from_slice(&dst.octets());
+    pseudo[32..36].copy_from_slice(&(segment.len() as u32).to_be_bytes());
+    pseudo[39] = proto;
+    let acc = u32::from(checksum::sum(&pseudo)) + u32::from(checksum::sum(segment));
+    let mut c = !checksum::fold(acc);
+    if proto == 17 && c == 0 {
+        // UDP over IPv6 never sends zero (RFC 8200 section 8.1).
+        c = 0xffff;
+    }
+    segment[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
 /// Fills in the checksum of `msg` (an ICMPv6 message from `src` to `dst`).
 pub fn fill_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &mut [u8]) {
     msg[2..4].fill(0);
