@@ -9,12 +9,13 @@
 //! a virtio NIC would see it, instead of as a checksum error.
 
 use vswitch::frame::{
-    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, MAX_GSO_SEGS, MIN_GSO_SIZE,
-    VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_GSO_SEGS,
+    MIN_GSO_SIZE, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
 };
 use vswitch::gro::{self, Checksums};
-use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4};
+use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::ipv6::{Ipv6Packet, HEADER_LEN as IP6_HEADER_LEN};
 use vswitch::wire::tcp::{self, TcpPacket};
 use vswitch::wire::{l4_checksum, pseudo_sum, PROTO_TCP};
 
@@ -49,8 +50,12 @@ impl Cut {
 }
 
 /// How the super-frame `eth`, described by `vnet`, would be cut, without cutting it:
-/// what [`segment`] checks first. TCP over IPv4 only (no VLAN tag).
+/// what [`segment`] checks first. TCP over IPv4, or over IPv6 with no extension
+/// header (no VLAN tag).
 pub fn plan(vnet: &VnetHdr, eth: &[u8]) -> Result<Cut, OffloadError> {
+    if vnet.gso_type & !GSO_ECN == GSO_TCPV6 {
+        return plan6(vnet, eth);
+    }
     if vnet.gso_type & !GSO_ECN != GSO_TCPV4 {
         return Err(OffloadError::UnsupportedGso);
     }
@@ -72,6 +77,25 @@ pub fn plan(vnet: &VnetHdr, eth: &[u8]) -> Result<Cut, OffloadError> {
     })
 }
 
+/// [`plan`] for TCP over IPv6: the TCP header right after the IPv6 header.
+fn plan6(vnet: &VnetHdr, eth: &[u8]) -> Result<Cut, OffloadError> {
+    let mss = vnet.gso_size as usize;
+    let frame = EthernetFrame::new_checked(eth)
+        .filter(|e| e.ethertype() == ETHERTYPE_IPV6 && mss > 0)
+        .ok_or(OffloadError::Malformed)?;
+    let ip = Ipv6Packet::new_checked(frame.payload()).ok_or(OffloadError::Malformed)?;
+    if ip.next_header() != PROTO_TCP || IP6_HEADER_LEN + ip.payload_len() != frame.payload().len() {
+        // Extension headers (or a length that does not say the whole frame) are not
+        // cut here.
+        return Err(OffloadError::Malformed);
+    }
+    let t = TcpPacket::new_checked(ip.payload()).ok_or(OffloadError::Malformed)?;
+    Ok(Cut {
+        headers: ETH_HDR_LEN + IP6_HEADER_LEN + t.header_len(),
+        mss,
+    })
+}
+
 /// Cuts a super-frame (`eth`, described by `vnet`) into segments (see [`plan`]), each
 /// built in `scratch` after `headroom` bytes left free for the tunnel's own header;
 /// `send` gets each as `scratch[..headroom + segment length]`. Returns how many.
@@ -83,7 +107,59 @@ pub fn segment(
     send: impl FnMut(&mut [u8]),
 ) -> Result<usize, OffloadError> {
     let cut = plan(vnet, eth)?;
-    segment_tcp4(eth, cut, scratch, headroom, send)
+    if vnet.gso_type & !GSO_ECN == GSO_TCPV6 {
+        segment_tcp6(eth, cut, scratch, headroom, send)
+    } else {
+        segment_tcp4(eth, cut, scratch, headroom, send)
+    }
+}
+
+/// Software TSO for TCP over IPv6 (no extension header, no VLAN tag): as
+/// [`segment_tcp4`], with each segment's payload length in its IPv6 header (which has
+/// no checksum) and its TCP checksum over the IPv6 pseudo-header.
+fn segment_tcp6(
+    eth: &[u8],
+    cut: Cut,
+    scratch: &mut [u8],
+    headroom: usize,
+    mut send: impl FnMut(&mut [u8]),
+) -> Result<usize, OffloadError> {
+    let Cut { headers, mss } = cut;
+    if scratch.len() < headroom + headers + mss {
+        return Err(OffloadError::Malformed);
+    }
+    let tcp_at = ETH_HDR_LEN + IP6_HEADER_LEN;
+    let thl = headers - tcp_at;
+    let ip = Ipv6Packet::new_checked(&eth[ETH_HDR_LEN..]).ok_or(OffloadError::Malformed)?;
+    let (src, dst) = (ip.src(), ip.dst());
+    let t = TcpPacket::new_checked(&eth[tcp_at..]).ok_or(OffloadError::Malformed)?;
+    let (seq, flags) = (t.seq(), t.flags());
+    let payload = &eth[headers..];
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let whole = &mut scratch[..headroom + headers + chunk.len()];
+        let out = &mut whole[headroom..];
+        out[..headers].copy_from_slice(&eth[..headers]);
+        out[headers..].copy_from_slice(chunk);
+        // The payload length: bytes 4 and 5 of the IPv6 header.
+        out[ETH_HDR_LEN + 4..ETH_HDR_LEN + 6]
+            .copy_from_slice(&((thl + chunk.len()) as u16).to_be_bytes());
+        let segment = &mut out[tcp_at..];
+        let mut t = TcpPacket::new_checked(&mut *segment).expect("copied whole");
+        t.set_seq(seq.wrapping_add((i * mss) as u32));
+        let mut f = flags;
+        if i + 1 < count {
+            f &= !(tcp::FIN | tcp::PSH);
+        }
+        if i > 0 {
+            f &= !tcp::CWR;
+        }
+        t.set_flags(f);
+        vswitch::wire::icmpv6::fill_l4_checksum6(src, dst, PROTO_TCP, segment);
+        send(whole);
+    }
+    Ok(count)
 }
 
 /// Whether a partial checksum's offsets (NEEDS_CSUM) fall inside an Ethernet frame of
@@ -624,6 +700,61 @@ mod tests {
     }
 
     #[test]
+    fn a_tcp_over_ipv6_super_frame_is_cut_into_valid_segments() {
+        let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+            ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let payload = 2500;
+        let mut f = vec![0u8; 14 + 40 + 20 + payload];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        vswitch::wire::icmpv6::Ipv6Repr {
+            src,
+            dst,
+            next_header: 6,
+            hop_limit: 64,
+            payload_len: 20 + payload,
+        }
+        .emit(&mut f[14..]);
+        let t = &mut f[54..74];
+        t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        t[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x18 | 0x01; // PSH, ACK, FIN
+        for (i, b) in f[74..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let vnet = VnetHdr {
+            gso_type: GSO_TCPV6,
+            gso_size: 1000,
+            hdr_len: 74,
+            ..Default::default()
+        };
+        assert_eq!(plan(&vnet, &f).unwrap().max_segment(), 1074);
+        let mut scratch = vec![0u8; 1200];
+        let mut segs = Vec::new();
+        let n = segment(&vnet, &f, &mut scratch, 8, |s| segs.push(s[8..].to_vec())).unwrap();
+        assert_eq!(n, 3);
+        let mut data = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let ip = Ipv6Packet::new_checked(&seg[14..]).unwrap();
+            assert_eq!(ip.payload_len(), seg.len() - 54);
+            let mut tcp = seg[54..].to_vec();
+            let sent = u16::from_be_bytes([tcp[16], tcp[17]]);
+            vswitch::wire::icmpv6::fill_l4_checksum6(src, dst, 6, &mut tcp);
+            assert_eq!(u16::from_be_bytes([tcp[16], tcp[17]]), sent, "segment {i}");
+            let t = TcpPacket::new_checked(&seg[54..]).unwrap();
+            assert_eq!(t.seq(), 1000 + (i * 1000) as u32);
+            assert_eq!(
+                t.flags() & (tcp::FIN | tcp::PSH) != 0,
+                i == 2,
+                "segment {i}"
+            );
+            data.extend_from_slice(&seg[74..]);
+        }
+        assert_eq!(data, f[74..].to_vec());
+    }
+
+    #[test]
     fn what_cannot_be_cut_is_refused_not_panicked_on() {
         let vnet = VnetHdr {
             gso_type: GSO_TCPV4,
@@ -642,8 +773,18 @@ mod tests {
             ..Default::default()
         };
         let mut f = tcp_frame(500, 0x10);
+        // TCPv6 segmentation asked of an IPv4 frame: the header does not match.
         assert_eq!(
             segment(&v6, &f, &mut scratch, 8, |_| {}),
+            Err(OffloadError::Malformed)
+        );
+        let udp_l4 = VnetHdr {
+            gso_type: vswitch::frame::GSO_UDP_L4,
+            gso_size: 100,
+            ..Default::default()
+        };
+        assert_eq!(
+            segment(&udp_l4, &f, &mut scratch, 8, |_| {}),
             Err(OffloadError::UnsupportedGso)
         );
         let partial_past_end = VnetHdr {
