@@ -309,6 +309,10 @@ pub fn render(what: &str, v: &Value) -> String {
             for (group, keys) in [
                 ("", &["fragmented", "flow_resets", "arp_rate_limited"][..]),
                 (
+                    "ipv6",
+                    &["ra_rate_limited", "neighbors6_full", "neighbors6_moved_refused"][..],
+                ),
+                (
                     "reassembly",
                     &[
                         "reassembled",

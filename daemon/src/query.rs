@@ -184,6 +184,14 @@ fn drops(l: Live<'_>, lab: &str) -> Value {
             "icmp_errors": stats.icmp_errors,
             "icmp_rate_limited": stats.icmp_rate_limited,
             "held_for_arp": r.held(),
+            "ipv6": {
+                "na_sent": stats.na_sent,
+                "ra_sent": stats.ra_sent,
+                "ns_sent": stats.ns_sent,
+                "ra_rate_limited": stats.ra_rate_limited,
+                "neighbors6_full": stats.neighbors6_full,
+                "neighbors6_moved_refused": stats.neighbors6_moved_refused,
+            },
         })
     });
     let vxlan = l.vtep().map(|v| {

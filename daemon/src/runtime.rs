@@ -176,8 +176,11 @@ impl Live<'_> {
         if let Some(id) = dp.port_by_name(name) {
             dp.remove_port(id);
         }
-        if let (Some(router), Some((ip6, _))) = (self.handles.router, port.ip6) {
-            dp.handler_of_mut(router).router_mut().forget_host6(ip6);
+        if let Some(router) = self.handles.router {
+            // Its ip6, its SLAAC and link-local addresses: all at its MAC.
+            dp.handler_of_mut(router)
+                .router_mut()
+                .forget_mac6(Mac(port.mac));
         }
         let flows = match (self.handles.router, port.ip) {
             (Some(router), Some((ip, _))) => dp.handler_of_mut(router).forget_host(ip),

@@ -361,3 +361,103 @@ fn ipv6_is_routed_with_the_hop_limit_decremented_and_errors_sent_back() {
     let mut f = icmp6(GW, a6(), "fd00:99::1".parse().unwrap(), 64, echo());
     assert_eq!(r.handle(0, &mut f, now), Action::Drop(RouterDrop::NoRoute));
 }
+
+#[test]
+fn a_container_cannot_take_anothers_address_or_fill_the_table() {
+    let mut r = two_legs();
+    let now = Instant::now();
+    let gw1: Ipv6Addr = "fd00:16:2::1".parse().unwrap();
+    let victim: Ipv6Addr = "fd00:16:2::77".parse().unwrap();
+    let (v_mac, att) = (Mac([2, 0, 0, 0, 2, 0x77]), Mac([2, 0, 0, 0, 2, 0x66]));
+    let na_from = |target: Ipv6Addr, mac: Mac| {
+        let mut m = vec![0u8; 32];
+        icmpv6::emit_na(&mut m, target, mac, false);
+        let mut f = icmp6(
+            icmpv6::multicast_mac(icmpv6::ALL_NODES),
+            target,
+            icmpv6::ALL_NODES,
+            255,
+            m,
+        );
+        f[16..22].copy_from_slice(&mac.0);
+        f
+    };
+    // The victim's own advertisement is learned...
+    assert_eq!(r.handle(1, &mut na_from(victim, v_mac), now), Action::Done);
+    // ... and another MAC advertising its address does not move it.
+    assert_eq!(r.handle(1, &mut na_from(victim, att), now), Action::Done);
+    let mut f = icmp6(
+        GW,
+        a6(),
+        victim,
+        64,
+        vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1],
+    );
+    assert_eq!(r.handle(0, &mut f, now), Action::Send { iface: 1 });
+    assert_eq!(&f[10..16], &v_mac.0, "still to the victim");
+    assert_eq!(r.stats().neighbors6_moved_refused, 1);
+    // Addresses outside the leg's subnet6, and the router's own, are never learned.
+    assert_eq!(
+        r.handle(1, &mut na_from("2001:db8::1".parse().unwrap(), att), now),
+        Action::Done
+    );
+    assert_eq!(r.handle(1, &mut na_from(gw1, att), now), Action::Done);
+    assert!(r.neighbors6(now).iter().all(|n| n.2 != att));
+    // One MAC holds at most 64 addresses.
+    for i in 0..100u16 {
+        let ip = Ipv6Addr::new(0xfd00, 0x16, 2, 0, 0, 0, 1, i);
+        r.handle(1, &mut na_from(ip, att), now);
+    }
+    assert_eq!(r.neighbors6(now).iter().filter(|n| n.2 == att).count(), 64);
+    assert_eq!(r.stats().neighbors6_full, 36);
+
+    // The far leg's gateway answers a ping from this side.
+    let mut f = icmp6(
+        GW,
+        a6(),
+        gw1,
+        64,
+        vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1],
+    );
+    assert_eq!(r.handle(0, &mut f, now), Action::Send { iface: 0 });
+
+    // A solicitation from :: may carry no link-layer address (RFC 4861 4.3).
+    let mut f = icmp6(
+        icmpv6::multicast_mac(solicited_node(gw6())),
+        Ipv6Addr::UNSPECIFIED,
+        solicited_node(gw6()),
+        255,
+        ns(gw6()),
+    );
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::BadIcmpv6)
+    );
+
+    // Router solicitations are answered at most every 3 s per leg.
+    let all_routers: Ipv6Addr = "ff02::2".parse().unwrap();
+    let rs = || vec![icmpv6::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
+    for _ in 0..50 {
+        let mut f = icmp6(
+            icmpv6::multicast_mac(all_routers),
+            icmpv6::link_local(A),
+            all_routers,
+            255,
+            rs(),
+        );
+        r.handle(0, &mut f, now);
+    }
+    let mut sent_ras = 0;
+    r.outbox().drain(|_, _| sent_ras += 1);
+    assert_eq!(sent_ras, 1);
+    assert_eq!(r.stats().ra_rate_limited, 49);
+    let mut f = icmp6(
+        icmpv6::multicast_mac(all_routers),
+        icmpv6::link_local(A),
+        all_routers,
+        255,
+        rs(),
+    );
+    r.handle(0, &mut f, now + std::time::Duration::from_secs(4));
+    sent(&mut r);
+}

@@ -41,7 +41,11 @@ pub(super) fn check_subnet6(
             "subnet6 {net}/{prefix}: the prefix must be between 16 and 126 (64 for SLAAC)"
         ));
     }
+    // IPv4-mapped and -compatible space (the first 80 bits zero) and the NAT64
+    // well-known prefix are IPv4 addresses in IPv6 clothes, not a subnet.
+    let v4_space = u128::from(net) >> 48 == 0 || in_net6(net, "64:ff9b::".parse().ok()?, 96);
     if net.is_multicast()
+        || v4_space
         || net.is_loopback()
         || net.is_unspecified()
         || in_net6(net, "fe80::".parse().ok()?, 10)
@@ -83,8 +87,13 @@ pub(super) fn check_port_ip6(a: Ipv6Addr, p: u8, br: Option<&BInfo<'_>>) -> Opti
             super::values::bridge_label(br.name)
         ));
     };
-    if !in_net6(a, net, prefix) || p != prefix {
+    if !in_net6(a, net, prefix) {
         return Some(format!("ip6 {a}/{p} is outside subnet6 {net}/{prefix}"));
+    }
+    if p != prefix {
+        return Some(format!(
+            "ip6 {a}/{p}: the prefix length must be subnet6's, /{prefix}"
+        ));
     }
     if a == net {
         return Some(format!(
@@ -137,6 +146,10 @@ mod tests {
             11,
             "`subnet6` must be an IPv6 network",
         );
+        for v4ish in ["::ffff:0:0/96", "64:ff9b::/96"] {
+            let t = b(&format!("subnet6 = \"{v4ish}\""));
+            err1(&t, 5, 11, "not a unicast global or unique local");
+        }
         err1(
             &b("subnet6 = \"fe80::/64\""),
             5,

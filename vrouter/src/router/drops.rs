@@ -106,8 +106,14 @@ pub struct RouterStats {
     pub ra_sent: u64,
     /// Neighbour solicitations sent for IPv6 next hops.
     pub ns_sent: u64,
-    /// IPv6 neighbours not learned: the table held [`super::ipv6::NEIGHBORS6_MAX`].
+    /// IPv6 neighbours not learned: the table held [`super::ipv6::NEIGHBORS6_MAX`], or
+    /// their MAC [`super::ipv6::NEIGHBORS6_PER_MAC`] addresses already.
     pub neighbors6_full: u64,
+    /// Advertisements that would have moved a remembered IPv6 address to another MAC.
+    pub neighbors6_moved_refused: u64,
+    /// Router solicitations not answered: one came less than
+    /// [`super::ipv6::MIN_DELAY_BETWEEN_RAS`] before on the leg.
+    pub ra_rate_limited: u64,
     /// Drops, indexed by [`RouterDrop`].
     pub drops: [u64; RouterDrop::COUNT],
 }

@@ -33,6 +33,12 @@ const ROUTER_LIFETIME: u16 = 1800;
 pub const NEIGHBORS6_MAX: usize = 4096;
 /// A learned IPv6 neighbour is forgotten this long after it was last confirmed.
 pub const NEIGHBOR6_AGING: Duration = Duration::from_secs(300);
+/// Addresses learned behind one MAC at most: one container cannot fill the table.
+pub const NEIGHBORS6_PER_MAC: usize = 64;
+/// Solicited router advertisements on a leg at most this often (RFC 4861 section
+/// 6.2.6, MIN_DELAY_BETWEEN_RAS): a flood of solicitations is not a flood of
+/// advertisements to every container.
+pub const MIN_DELAY_BETWEEN_RAS: Duration = Duration::from_secs(3);
 /// ICMPv6 error types and codes (RFC 4443).
 const DST_UNREACHABLE: u8 = 1;
 const PACKET_TOO_BIG: u8 = 2;
@@ -65,7 +71,13 @@ impl Router {
                 ip.payload_len(),
             )
         };
-        let ours = dst == gw6 || dst == lla;
+        // Any of the router's addresses: this leg's, or another leg's gateway6 (a
+        // container may ping the far side's gateway).
+        let ours = dst == lla
+            || self
+                .ifaces
+                .iter()
+                .any(|i| i.ip6.is_some_and(|(g, _)| g == dst));
         let solicited_node = dst.segments()[..6] == [0xff02, 0, 0, 0, 0, 1];
         if !ours && !dst.is_multicast() {
             return self.forward6(iface, frame, src, dst, hops, next, now);
@@ -113,6 +125,17 @@ impl Router {
             }
             _ => {}
         }
+        // From `::` (duplicate address detection) there is no source link-layer
+        // address option (RFC 4861 sections 4.1 and 4.3): one there is invalid.
+        if (kind == NEIGHBOR_SOLICIT || kind == ROUTER_SOLICIT)
+            && src.is_unspecified()
+            && has_lladdr_option(
+                &frame[at..at + payload_len],
+                if kind == ROUTER_SOLICIT { 8 } else { NS_LEN },
+            )
+        {
+            return Action::Drop(RouterDrop::BadIcmpv6);
+        }
         // What a solicitation or advertisement tells of its sender (RFC 4861 section
         // 7.2.3 and 7.2.5): its link-layer address, for the next hops this router sends
         // to.
@@ -120,9 +143,7 @@ impl Router {
             self.learn6(iface, src, sender, now);
         }
         if let (NEIGHBOR_ADVERT, Some(t)) = (kind, target) {
-            if !t.is_multicast() && !t.is_unspecified() {
-                self.learn6(iface, t, sender, now);
-            }
+            self.learn6(iface, t, sender, now);
         }
         match kind {
             NEIGHBOR_SOLICIT => {
@@ -143,7 +164,15 @@ impl Router {
                 Action::Done
             }
             ROUTER_SOLICIT => {
-                self.advertise(iface);
+                let last = self.last_solicited_ra.get(iface).copied().flatten();
+                if last.is_some_and(|t| now.saturating_duration_since(t) < MIN_DELAY_BETWEEN_RAS) {
+                    self.stats.ra_rate_limited += 1;
+                } else {
+                    if let Some(t) = self.last_solicited_ra.get_mut(iface) {
+                        *t = Some(now);
+                    }
+                    self.advertise(iface);
+                }
                 Action::Done
             }
             ROUTER_ADVERT => Action::Drop(RouterDrop::RaFromContainer),
@@ -266,18 +295,45 @@ impl Router {
 
     /// Remembers that `ip` is at `mac` on leg `iface` (not over a permanent entry,
     /// not past [`NEIGHBORS6_MAX`], never a multicast or zero MAC).
+    ///
+    /// Only addresses of the leg's subnet6 (the next hops it routes to), never the
+    /// router's own. A learned address never moves to another MAC while it is
+    /// remembered (a container advertising another's address, say): it is refreshed
+    /// by its own MAC, and forgotten [`NEIGHBOR6_AGING`] after the last time. One MAC
+    /// holds at most [`NEIGHBORS6_PER_MAC`] addresses.
     fn learn6(&mut self, iface: usize, ip: Ipv6Addr, mac: Mac, now: Instant) {
         if mac.is_multicast() || mac.is_zero() {
             return;
         }
-        let room = self.neighbors6.len() < NEIGHBORS6_MAX;
+        let Some((gw6, prefix)) = self.ifaces[iface].ip6 else {
+            return;
+        };
+        let own = self
+            .ifaces
+            .iter()
+            .any(|i| i.ip6.is_some_and(|(g, _)| g == ip));
+        if !in_net6(ip, gw6, prefix) || own {
+            return;
+        }
         match self.neighbors6.get_mut(&(iface, ip)) {
             Some((_, _, true)) => {}
-            Some(e) => *e = (mac, now, false),
-            None if room => {
-                self.neighbors6.insert((iface, ip), (mac, now, false));
+            Some(e) if e.0 == mac => e.1 = now,
+            Some(e) if now.saturating_duration_since(e.1) >= NEIGHBOR6_AGING => {
+                *e = (mac, now, false)
             }
-            None => self.stats.neighbors6_full += 1,
+            Some(_) => self.stats.neighbors6_moved_refused += 1,
+            None => {
+                let per_mac = self
+                    .neighbors6
+                    .values()
+                    .filter(|e| e.0 == mac && !e.2)
+                    .count();
+                if self.neighbors6.len() >= NEIGHBORS6_MAX || per_mac >= NEIGHBORS6_PER_MAC {
+                    self.stats.neighbors6_full += 1;
+                } else {
+                    self.neighbors6.insert((iface, ip), (mac, now, false));
+                }
+            }
         }
     }
 
@@ -297,6 +353,12 @@ impl Router {
     /// Forgets IPv6 neighbour `ip` (a port detached).
     pub fn forget_host6(&mut self, ip: Ipv6Addr) {
         self.neighbors6.retain(|(_, a), _| *a != ip);
+    }
+
+    /// Forgets every IPv6 neighbour at `mac` (a port detached: its SLAAC and
+    /// link-local addresses too).
+    pub fn forget_mac6(&mut self, mac: Mac) {
+        self.neighbors6.retain(|_, e| e.0 != mac);
     }
 
     /// Forgets learned IPv6 neighbours not confirmed for [`NEIGHBOR6_AGING`].
@@ -470,4 +532,20 @@ fn is_link_local(ip: Ipv6Addr) -> bool {
 fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
     let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
     u128::from(ip) & m == u128::from(net) & m
+}
+
+/// Whether the neighbour discovery options from byte `at` of `msg` hold a source or
+/// target link-layer address.
+fn has_lladdr_option(msg: &[u8], mut at: usize) -> bool {
+    while at + 2 <= msg.len() {
+        let (kind, len) = (msg[at], usize::from(msg[at + 1]) * 8);
+        if kind == icmpv6::OPT_SOURCE_LLADDR || kind == icmpv6::OPT_TARGET_LLADDR {
+            return true;
+        }
+        if len == 0 {
+            return false;
+        }
+        at += len;
+    }
+    false
 }

@@ -198,6 +198,8 @@ pub struct Router {
     /// IPv6 neighbours: (leg, address) -> MAC, when last confirmed, and whether it is
     /// permanent (a port's own `ip6`).
     neighbors6: std::collections::HashMap<(usize, std::net::Ipv6Addr), (Mac, Instant, bool)>,
+    /// When each leg last answered a router solicitation.
+    last_solicited_ra: Vec<Option<Instant>>,
 }
 
 impl Router {
@@ -228,6 +230,7 @@ impl Router {
             probes: Vec::new(),
             next_ra: None,
             neighbors6: std::collections::HashMap::new(),
+            last_solicited_ra: vec![None; legs],
         }
     }
 
@@ -641,6 +644,7 @@ impl Router {
             probes: Vec::new(),
             next_ra: self.next_ra,
             neighbors6: self.neighbors6.clone(),
+            last_solicited_ra: self.last_solicited_ra.clone(),
         };
         copy.decide(iface, frame, now)
     }
