@@ -272,6 +272,34 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
     let arp = lab.show("arp").to_string();
     assert!(arp.contains("\"ip\":\"fd00:232:1::2\""), "{arp}");
     assert!(arp.contains(&format!("\"ip\":\"{c6}\"")), "{arp}");
+    // A port attached at run time with an ip6 is routed to at once, and shown.
+    let d = unique("n");
+    let out = run(
+        &[
+            TAPNET,
+            "attach",
+            "br1",
+            "--name",
+            "d",
+            "--netns",
+            &d,
+            "--ip",
+            "10.232.2.9/24",
+            "--ip6",
+            "fd00:232:2::9/64",
+            "--lab",
+            &name,
+        ],
+        20,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(ping6(&a, "fd00:232:2::9", 3), "a -> the attached port");
+    assert_eq!(lab.port("d")["ip6"], "fd00:232:2::9");
+    assert!(run(&[TAPNET, "detach", "d", "--lab", &name], 10)
+        .status
+        .success());
+    assert!(!lab.show("arp").to_string().contains("fd00:232:2::9"));
+
     // trace takes IPv6 packets and follows them through the same pipeline.
     let trace = |packet: &str| {
         let out = run(&[TAPNET, "trace", "a", packet, "--lab", &name], 10);

@@ -189,6 +189,7 @@ fn add(config: &Value) -> Result<Value, CniError> {
         qemu: None,
         ifname: Some(ifname.clone()),
         ip: Some(n.ip.clone()),
+        ip6: None,
         mac: None,
     };
     let attached = client::attach(&n.lab, &spec).map_err(|e| {

@@ -115,6 +115,10 @@ enum Command {
         /// `auto` (the lowest free address of the bridge's subnet) or `a.b.c.d/len`.
         #[arg(long)]
         ip: Option<String>,
+        /// The port's IPv6 address, `a:b::c/len`, on a bridge with a `subnet6`
+        /// (without it, the container autoconfigures from the router's advertisements).
+        #[arg(long)]
+        ip6: Option<String>,
         /// The port's MAC (default: derived from its address, as in a lab file).
         #[arg(long)]
         mac: Option<String>,
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
             qemu,
             ifname,
             ip,
+            ip6,
             mac,
             lab,
         } => commands::attach(
@@ -259,6 +264,7 @@ fn main() -> ExitCode {
                 qemu,
                 ifname,
                 ip,
+                ip6,
                 mac,
             },
             lab.as_deref(),

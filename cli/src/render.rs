@@ -48,7 +48,10 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["netns"]),
                     ifname,
                     s(&p["mac"]),
-                    s(&p["ip"]),
+                    match p["ip6"].as_str() {
+                        Some(ip6) => format!("{} {ip6}", s(&p["ip"])),
+                        None => s(&p["ip"]),
+                    },
                     state.to_string(),
                     s(&p["rx_packets"]),
                     s(&p["rx_bytes"]),
@@ -310,7 +313,11 @@ pub fn render(what: &str, v: &Value) -> String {
                 ("", &["fragmented", "flow_resets", "arp_rate_limited"][..]),
                 (
                     "ipv6",
-                    &["ra_rate_limited", "neighbors6_full", "neighbors6_moved_refused"][..],
+                    &[
+                        "ra_rate_limited",
+                        "neighbors6_full",
+                        "neighbors6_moved_refused",
+                    ][..],
                 ),
                 (
                     "reassembly",

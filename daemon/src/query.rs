@@ -74,6 +74,7 @@ fn ports(dp: &Datapath, lab: &str) -> Value {
                 "ifname": p.info.ifname,
                 "mac": p.info.mac.to_string(),
                 "ip": p.info.ip,
+                "ip6": p.info.ip6.map(|a| a.to_string()),
                 "up": p.up,
                 "link_down": p.link_down,
                 "down_reason": p.down_reason,

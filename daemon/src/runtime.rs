@@ -33,6 +33,8 @@ pub struct AttachSpec {
     pub ifname: Option<String>,
     /// "auto" (the lowest free address of the bridge's subnet) or "a.b.c.d/len".
     pub ip: Option<String>,
+    /// "a:b::c/len", as a lab file's `ip6` (without it, on a subnet6 bridge, SLAAC).
+    pub ip6: Option<String>,
     pub mac: Option<String>,
 }
 
@@ -40,7 +42,7 @@ impl AttachSpec {
     /// The request's JSON.
     pub fn to_json(&self) -> Value {
         json!({"bridge": self.bridge, "name": self.name, "netns": self.netns,
-               "qemu": self.qemu, "ifname": self.ifname, "ip": self.ip, "mac": self.mac})
+               "qemu": self.qemu, "ifname": self.ifname, "ip": self.ip, "ip6": self.ip6, "mac": self.mac})
     }
 
     /// Reads a request's JSON; None if it is not one.
@@ -53,6 +55,7 @@ impl AttachSpec {
             qemu: opt("qemu"),
             ifname: opt("ifname"),
             ip: opt("ip"),
+            ip6: opt("ip6"),
             mac: opt("mac"),
         })
     }
@@ -415,6 +418,9 @@ impl Live<'_> {
         if let Some(ip) = &ip {
             key("ip", ip);
         }
+        if let Some(ip6) = &spec.ip6 {
+            key("ip6", ip6);
+        }
         if let Some(mac) = &spec.mac {
             key("mac", mac);
         }
@@ -516,6 +522,7 @@ mod tests {
             qemu: None,
             ifname: None,
             ip: Some("auto".into()),
+            ip6: Some("fd00::3/64".into()),
             mac: None,
         };
         assert_eq!(AttachSpec::from_json(&spec.to_json()), Some(spec));

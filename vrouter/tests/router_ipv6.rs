@@ -461,3 +461,39 @@ fn a_container_cannot_take_anothers_address_or_fill_the_table() {
     r.handle(0, &mut f, now + std::time::Duration::from_secs(4));
     sent(&mut r);
 }
+
+#[test]
+fn no_error_about_an_error_behind_extension_headers_and_udp_to_the_router_is_refused() {
+    let mut r = two_legs();
+    let now = Instant::now();
+    let b6: Ipv6Addr = "fd00:16:2::2".parse().unwrap();
+    r.add_static_neighbor6(b6, Mac([2, 0, 0, 0, 2, 2]), now);
+    // Hop limit 1, a destination-options header, then an ICMPv6 destination unreachable.
+    let mut f = icmp6(GW, a6(), b6, 1, vec![1, 0, 0, 0, 0, 0, 0, 0]);
+    let at = 10 + 14 + 40;
+    f.splice(at..at, [58u8, 0, 1, 4, 0, 0, 0, 0]);
+    f[10 + 14 + 6] = 60;
+    let plen = u16::from_be_bytes([f[28], f[29]]) + 8;
+    f[28..30].copy_from_slice(&plen.to_be_bytes());
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::TtlExceeded)
+    );
+    assert!(r.outbox().is_empty(), "no error about an error");
+
+    // UDP to the gateway: port unreachable, as a host answers traceroute.
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&33434u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&33434u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&8u16.to_be_bytes());
+    let mut f = icmp6(GW, a6(), gw6(), 64, vec![0u8; 8]);
+    f[10 + 14 + 6] = 17;
+    let at = 10 + 14 + 40;
+    f[at..at + 8].copy_from_slice(&udp);
+    assert_eq!(
+        r.handle(0, &mut f, now),
+        Action::Drop(RouterDrop::ToRouterUnsupported)
+    );
+    let (_, _, to, _, msg) = sent(&mut r);
+    assert_eq!((to, msg[0], msg[1]), (a6(), 1, 4));
+}

@@ -80,7 +80,7 @@ impl Router {
                 .any(|i| i.ip6.is_some_and(|(g, _)| g == dst));
         let solicited_node = dst.segments()[..6] == [0xff02, 0, 0, 0, 0, 1];
         if !ours && !dst.is_multicast() {
-            return self.forward6(iface, frame, src, dst, hops, next, now);
+            return self.forward6(iface, frame, src, dst, hops, now);
         }
         if next != icmpv6::NEXT_HEADER {
             return if dst.is_multicast() {
@@ -88,6 +88,11 @@ impl Router {
                 // like: a router that does not route multicast lets them be.
                 Action::Done
             } else if ours {
+                // UDP to the router (traceroute -6's last probe): port unreachable,
+                // as a host says it (RFC 4443 section 3.1, code 4).
+                if next == vswitch::wire::PROTO_UDP {
+                    self.icmp6_error(iface, frame, DST_UNREACHABLE, 4, 0, now);
+                }
                 Action::Drop(RouterDrop::ToRouterUnsupported)
             } else {
                 Action::Drop(RouterDrop::Ipv6NotRouted)
@@ -242,7 +247,6 @@ impl Router {
         src: Ipv6Addr,
         dst: Ipv6Addr,
         hops: u8,
-        next: u8,
         now: Instant,
     ) -> Action {
         if src.is_unspecified() || src.is_multicast() || is_link_local(src) || is_link_local(dst) {
@@ -254,11 +258,11 @@ impl Router {
             .iter()
             .position(|i| i.ip6.is_some_and(|(gw, p)| in_net6(dst, gw, p)))
         else {
-            self.icmp6_error(iface, frame, DST_UNREACHABLE, 0, 0, next, now);
+            self.icmp6_error(iface, frame, DST_UNREACHABLE, 0, 0, now);
             return Action::Drop(RouterDrop::NoRoute);
         };
         if hops <= 1 {
-            self.icmp6_error(iface, frame, TIME_EXCEEDED, 0, 0, next, now);
+            self.icmp6_error(iface, frame, TIME_EXCEEDED, 0, 0, now);
             return Action::Drop(RouterDrop::TtlExceeded);
         }
         // IPv6 routers never fragment: too big for the next link is an error back.
@@ -270,7 +274,7 @@ impl Router {
             frame.len() - VNET_HDR_LEN - ETH_HDR_LEN
         };
         if largest > mtu as usize {
-            self.icmp6_error(iface, frame, PACKET_TOO_BIG, 0, mtu, next, now);
+            self.icmp6_error(iface, frame, PACKET_TOO_BIG, 0, mtu, now);
             return Action::Drop(RouterDrop::TooBig);
         }
         let Some(mac) = self.neighbor6(out, dst, now) else {
@@ -422,7 +426,6 @@ impl Router {
         kind: u8,
         code: u8,
         param: u32,
-        next: u8,
         now: Instant,
     ) {
         let me = self.ifaces[iface].clone();
@@ -437,8 +440,14 @@ impl Router {
                 .expect("checked")
                 .src(),
         );
-        let is_error =
-            next == icmpv6::NEXT_HEADER && ip.payload().first().is_some_and(|t| *t < ECHO_REQUEST);
+        // The upper layer behind any extension headers: never an error about an error,
+        // however it is wrapped.
+        let is_error = match upper_layer(ip.next_header(), ip.payload()) {
+            Some((icmpv6::NEXT_HEADER, l4)) => l4.first().is_some_and(|t| *t < ECHO_REQUEST),
+            Some(_) => false,
+            // Headers that cannot be read through: no error about them either.
+            None => true,
+        };
         if is_error || src.is_unspecified() || src.is_multicast() {
             return;
         }
@@ -548,4 +557,22 @@ fn has_lladdr_option(msg: &[u8], mut at: usize) -> bool {
         at += len;
     }
     false
+}
+
+/// The upper-layer protocol and its bytes behind IPv6 extension headers (hop-by-hop,
+/// routing, destination options: RFC 8200 section 4), reading at most 8 of them;
+/// None if one is cut short, or the chain is longer, or a fragment hides the rest.
+fn upper_layer(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 => {
+                let len = 8 * (usize::from(*rest.get(1)?) + 1);
+                next = *rest.first()?;
+                rest = rest.get(len..)?;
+            }
+            44 => return None,
+            _ => return Some((next, rest)),
+        }
+    }
+    None
 }

@@ -123,6 +123,9 @@ pub fn fill_l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, segment: &mut 
 
 /// Fills in the checksum of `msg` (an ICMPv6 message from `src` to `dst`).
 pub fn fill_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &mut [u8]) {
+    if msg.len() < 4 {
+        return;
+    }
     msg[2..4].fill(0);
     let c = checksum_of(src, dst, msg);
     msg[2..4].copy_from_slice(&c.to_be_bytes());
