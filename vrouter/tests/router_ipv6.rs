@@ -497,3 +497,36 @@ fn no_error_about_an_error_behind_extension_headers_and_udp_to_the_router_is_ref
     let (_, _, to, _, msg) = sent(&mut r);
     assert_eq!((to, msg[0], msg[1]), (a6(), 1, 4));
 }
+
+#[test]
+fn a_routed_packet_with_too_many_extension_headers_is_dropped() {
+    let mut r = two_legs();
+    let now = Instant::now();
+    let b6: Ipv6Addr = "fd00:16:2::2".parse().unwrap();
+    r.add_static_neighbor6(b6, Mac([2, 0, 0, 0, 2, 2]), now);
+    let chained = |n: usize| {
+        let echo = vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1];
+        let mut f = icmp6(GW, a6(), b6, 64, echo);
+        let at = 10 + 14 + 40;
+        for i in 0..n {
+            let next = if i + 1 == n { 58 } else { 60 };
+            f.splice(at + 8 * i..at + 8 * i, [next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        if n > 0 {
+            f[10 + 14 + 6] = 60;
+        }
+        let plen = (f.len() - at) as u16;
+        f[28..30].copy_from_slice(&plen.to_be_bytes());
+        f
+    };
+    assert_eq!(r.handle(0, &mut chained(3), now), Action::Send { iface: 1 });
+    assert_eq!(r.handle(0, &mut chained(8), now), Action::Send { iface: 1 });
+    assert_eq!(
+        r.handle(0, &mut chained(9), now),
+        Action::Drop(RouterDrop::Ipv6ExtHeaders)
+    );
+    assert_eq!(
+        r.handle(0, &mut chained(150), now),
+        Action::Drop(RouterDrop::Ipv6ExtHeaders)
+    );
+}

@@ -33,6 +33,9 @@ const ROUTER_LIFETIME: u16 = 1800;
 pub const NEIGHBORS6_MAX: usize = 4096;
 /// A learned IPv6 neighbour is forgotten this long after it was last confirmed.
 pub const NEIGHBOR6_AGING: Duration = Duration::from_secs(300);
+/// Extension headers a routed packet may carry: a longer chain (or one cut short) is
+/// dropped, so that no one can make the hosts behind the router walk an endless one.
+pub const MAX_EXT_HEADERS: usize = 8;
 /// Addresses learned behind one MAC at most: one container cannot fill the table.
 pub const NEIGHBORS6_PER_MAC: usize = 64;
 /// Solicited router advertisements on a leg at most this often (RFC 4861 section
@@ -264,6 +267,11 @@ impl Router {
         if hops <= 1 {
             self.icmp6_error(iface, frame, TIME_EXCEEDED, 0, 0, now);
             return Action::Drop(RouterDrop::TtlExceeded);
+        }
+        let chain_ok = Ipv6Packet::new_checked(&frame[VNET_HDR_LEN + ETH_HDR_LEN..])
+            .is_some_and(|ip| ext_chain_ok(ip.next_header(), ip.payload()));
+        if !chain_ok {
+            return Action::Drop(RouterDrop::Ipv6ExtHeaders);
         }
         // IPv6 routers never fragment: too big for the next link is an error back.
         let mtu = self.mtu(out);
@@ -575,4 +583,34 @@ fn upper_layer(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
         }
     }
     None
+}
+
+/// Whether the extension headers from `next` on are at most [`MAX_EXT_HEADERS`], each
+/// whole: hop-by-hop, routing and destination options (length in 8 bytes, less one),
+/// fragment (8 bytes; what follows a later fragment is not read), authentication
+/// (length in 4 bytes, less two).
+fn ext_chain_ok(mut next: u8, mut rest: &[u8]) -> bool {
+    for _ in 0..=MAX_EXT_HEADERS {
+        let len = match next {
+            0 | 43 | 60 => rest.get(1).map(|l| 8 * (usize::from(*l) + 1)),
+            44 => {
+                // A fragment other than the first carries no header to read on.
+                let offset = rest
+                    .get(2..4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]) >> 3);
+                if offset.is_some_and(|o| o != 0) {
+                    return rest.len() >= 8;
+                }
+                Some(8)
+            }
+            51 => rest.get(1).map(|l| 4 * (usize::from(*l) + 2)),
+            _ => return true,
+        };
+        let Some(len) = len.filter(|l| *l <= rest.len()) else {
+            return false;
+        };
+        next = rest[0];
+        rest = &rest[len..];
+    }
+    false
 }
