@@ -190,3 +190,37 @@ pub fn vxlan(vni: u32, eth: &[u8]) -> Vec<u8> {
     d[vxlan::HEADER_LEN..].copy_from_slice(eth);
     d
 }
+
+/// A vnet header, Ethernet and an IPv6 packet of `next` header carrying `l4` (an
+/// ICMPv6 message gets its checksum).
+#[allow(clippy::too_many_arguments)]
+pub fn ipv6_frame(
+    dst: Mac,
+    src: Mac,
+    from: std::net::Ipv6Addr,
+    to: std::net::Ipv6Addr,
+    hops: u8,
+    next: u8,
+    mut l4: Vec<u8>,
+) -> Vec<u8> {
+    use vswitch::wire::icmpv6;
+    if next == icmpv6::NEXT_HEADER {
+        icmpv6::fill_checksum(from, to, &mut l4);
+    }
+    let mut f = vec![0u8; 10];
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&0x86ddu16.to_be_bytes());
+    let mut ip = [0u8; 40];
+    icmpv6::Ipv6Repr {
+        src: from,
+        dst: to,
+        next_header: next,
+        hop_limit: hops,
+        payload_len: l4.len(),
+    }
+    .emit(&mut ip);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
+    f
+}

@@ -1,4 +1,5 @@
-//! The router: two legs (front 172.16.1.0/24, back 172.16.2.0/24), a TCP service
+//! The router: two dual-stack legs (front 172.16.1.0/24 and fd00:16:1::/64, back
+//! 172.16.2.0/24 and fd00:16:2::/64), a TCP service
 //! (172.16.2.100:80 over two backends, so a client on the back leg is a hairpin) and
 //! a UDP one, as vrouter/tests/services.rs builds them; small NAT and ARP tables so
 //! that eviction happens. Records are frames into a leg (through reassembly first
@@ -24,9 +25,11 @@ use vrouter::router::{Action, Iface, Router, RouterConfig, Service};
 use vswitch::frame::{check_ingress, VnetHdr, ETH_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::wire::arp::ArpPacket;
 use vswitch::wire::checksum::{classify, Checksums};
-use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use vswitch::wire::icmpv4::IcmpPacket;
+use vswitch::wire::icmpv6::{self, Icmpv6Packet};
 use vswitch::wire::ipv4::{self, Ipv4Packet};
+use vswitch::wire::ipv6::Ipv6Packet;
 use vswitch::wire::{self, PROTO_ICMP, PROTO_TCP};
 use vswitch::Mac;
 
@@ -135,6 +138,52 @@ fn seeds() -> Vec<Vec<u8>> {
         f
     };
     let tso_frame = tso(GW0, CLIENT, client, sa("172.16.2.2:5201"), 1448, 20);
+    // IPv6: a solicitation for the gateway, a router solicitation, a ping to the
+    // gateway, one routed to the back leg, one with hop limit 1, and the back host's
+    // advertisement.
+    let c6: std::net::Ipv6Addr = "fd00:16:1::2".parse().unwrap();
+    let b6: std::net::Ipv6Addr = "fd00:16:2::2".parse().unwrap();
+    let gw6: std::net::Ipv6Addr = "fd00:16:1::1".parse().unwrap();
+    let mut ns = vec![0u8; 32];
+    ns[0] = icmpv6::NEIGHBOR_SOLICIT;
+    ns[8..24].copy_from_slice(&gw6.octets());
+    ns[24..26].copy_from_slice(&[1, 1]);
+    ns[26..32].copy_from_slice(&CLIENT.0);
+    let snm: std::net::Ipv6Addr = "ff02::1:ff00:1".parse().unwrap();
+    let ns_gw = ipv6_frame(
+        icmpv6::multicast_mac(snm),
+        CLIENT,
+        c6,
+        snm,
+        255,
+        icmpv6::NEXT_HEADER,
+        ns,
+    );
+    let all_routers: std::net::Ipv6Addr = "ff02::2".parse().unwrap();
+    let rs = ipv6_frame(
+        icmpv6::multicast_mac(all_routers),
+        CLIENT,
+        icmpv6::link_local(CLIENT),
+        all_routers,
+        255,
+        icmpv6::NEXT_HEADER,
+        vec![icmpv6::ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0],
+    );
+    let echo6 = || vec![icmpv6::ECHO_REQUEST, 0, 0, 0, 0, 1, 0, 1, 7, 7, 7, 7];
+    let ping6_gw = ipv6_frame(GW0, CLIENT, c6, gw6, 64, icmpv6::NEXT_HEADER, echo6());
+    let routed6 = ipv6_frame(GW0, CLIENT, c6, b6, 64, icmpv6::NEXT_HEADER, echo6());
+    let hop1 = ipv6_frame(GW0, CLIENT, c6, b6, 1, icmpv6::NEXT_HEADER, echo6());
+    let mut na = vec![0u8; 32];
+    icmpv6::emit_na(&mut na, b6, B1, true);
+    let na_b = ipv6_frame(
+        GW1,
+        B1,
+        b6,
+        "fd00:16:2::1".parse().unwrap(),
+        255,
+        icmpv6::NEXT_HEADER,
+        na,
+    );
 
     let common: Vec<(u8, u8, u16, &[u8])> = learn
         .iter()
@@ -164,6 +213,13 @@ fn seeds() -> Vec<Vec<u8>> {
             (FROM_HOST, 0, 1, &from_host_vip[..]),
             (HANDLE, 0, 1, &tso_frame[..]),
             (HANDLE, 1, 1, &arp_reply_b1[..]),
+            (HANDLE, 0, 1, &ns_gw[..]),
+            (HANDLE, 0, 1, &rs[..]),
+            (HANDLE, 0, 1, &ping6_gw[..]),
+            (HANDLE, 0, 1, &routed6[..]),
+            (HANDLE, 1, 1, &na_b[..]),
+            (HANDLE, 0, 1, &routed6[..]),
+            (HANDLE, 0, 1, &hop1[..]),
         ]);
         for f in frags.iter().rev() {
             records.push((HANDLE, 0, 1, &f[..]));
@@ -197,14 +253,14 @@ fn router(config: u8, now: Instant) -> Router {
                 mac: GW0,
                 ip: ip("172.16.1.1"),
                 prefix: 24,
-                ip6: None,
+                ip6: Some(("fd00:16:1::1".parse().unwrap(), 64)),
             },
             Iface {
                 name: "back".into(),
                 mac: GW1,
                 ip: ip("172.16.2.1"),
                 prefix: 24,
-                ip6: None,
+                ip6: Some(("fd00:16:2::1".parse().unwrap(), 64)),
             },
         ],
         vec![
@@ -492,6 +548,30 @@ fn sent(r: &mut Router, iface: usize, before: &[u8], frame: &[u8], admitted: boo
     let me = r.ifaces()[iface].mac;
     let eth = EthernetFrame::new_checked(&frame[VNET_HDR_LEN..]).expect("the router read it");
     invariant!(eth.src() == me, "sent on leg {iface} from {}", eth.src());
+    if eth.ethertype() == ETHERTYPE_IPV6 {
+        // Routed on (one hop less) or the router's own (an answer, an error, an
+        // advertisement): a whole IPv6 header, and a right ICMPv6 checksum on what it
+        // made.
+        let Some(ip) = Ipv6Packet::new_checked(eth.payload()) else {
+            panic!("invariant: an IPv6 frame the router sent whose header does not parse");
+        };
+        let came = Ipv6Packet::new_checked(&before[IP_AT.min(before.len())..]);
+        let routed = came.is_some_and(|c| c.src() == ip.src() && c.dst() == ip.dst());
+        if routed {
+            invariant!(
+                came.is_some_and(|c| c.hop_limit() == ip.hop_limit() + 1),
+                "a routed IPv6 packet whose hop limit did not go down by one"
+            );
+        } else if ip.next_header() == icmpv6::NEXT_HEADER {
+            invariant!(
+                Icmpv6Packet::new_checked(ip.payload())
+                    .is_some_and(|m| m.verify_checksum(ip.src(), ip.dst())),
+                "an ICMPv6 message the router made with a wrong checksum"
+            );
+        }
+        cov.hit(13, routed as u64);
+        return;
+    }
     if eth.ethertype() == ETHERTYPE_ARP {
         // An ARP request answered in place.
         let arp = ArpPacket::new_checked(eth.payload());
@@ -583,7 +663,8 @@ fn sent(r: &mut Router, iface: usize, before: &[u8], frame: &[u8], admitted: boo
 }
 
 /// The frames the router made (ARP requests and replies, ICMP errors and echo
-/// replies, resets): each well formed, and taken by its bridge.
+/// replies, resets, IPv6 neighbour discovery and ICMPv6 errors): each well formed,
+/// and taken by its bridge.
 fn outbox(r: &mut Router, cov: &mut Cov) {
     let mtus = [r.mtu(0), r.mtu(1)];
     let macs = [r.ifaces()[0].mac, r.ifaces()[1].mac];
@@ -624,6 +705,18 @@ fn outbox(r: &mut Router, cov: &mut Cov) {
                     }
                     p => panic!("invariant: the router made a packet of protocol {p}"),
                 }
+            }
+            ETHERTYPE_IPV6 => {
+                // Neighbour discovery, advertisements, ICMPv6 errors: whole, and
+                // checksummed.
+                let ip = Ipv6Packet::new_checked(eth.payload());
+                invariant!(
+                    ip.is_some_and(|ip| ip.next_header() == icmpv6::NEXT_HEADER
+                        && Icmpv6Packet::new_checked(ip.payload())
+                            .is_some_and(|m| m.verify_checksum(ip.src(), ip.dst()))),
+                    "a made ICMPv6 message is broken"
+                );
+                cov.hit(11, 400 + u64::from(ip.unwrap().payload()[0]));
             }
             t => panic!("invariant: the router made a frame of type {t:04x}"),
         }
