@@ -208,41 +208,35 @@ pub(crate) fn nat_timeouts(lab: &Lab) -> vrouter::nat::Timeouts {
 /// ports on several routed bridges is multi-homed, as with several Docker networks:
 /// the others give it only their addresses and subnets.
 fn gateway_of(lab: &Lab, port: &PortCfg) -> Option<Ipv4Addr> {
-    let gateway = |p: &PortCfg| {
-        p.ip?;
-        lab.bridges
-            .iter()
-            .find(|b| b.name == p.bridge)
-            .and_then(|b| b.gateway)
-    };
-    let first = lab
-        .ports
-        .iter()
-        .find(|p| p.netns.is_some() && p.netns == port.netns && gateway(p).is_some());
-    match first {
-        Some(f) if f.name != port.name => None,
-        _ => gateway(port),
-    }
+    first_route_of(lab, port, |p, b| p.ip.and(b.gateway))
 }
 
 /// The default IPv6 route a port's container gets, by the rule of [`gateway_of`]:
-/// the first port (in file order) of its namespace with an `ip6` on a bridge with a
-/// `gateway6`.
+/// the first port of its namespace with an `ip6` on a bridge with a `gateway6`.
 fn gateway6_of(lab: &Lab, port: &PortCfg) -> Option<std::net::Ipv6Addr> {
-    let gateway6 = |p: &PortCfg| {
-        p.ip6?;
+    first_route_of(lab, port, |p, b| p.ip6.and(b.gateway6))
+}
+
+/// `gateway(p, p's bridge)` for `port` if it is the first port of its namespace (in
+/// file order) to have one; none for the others.
+fn first_route_of<A: Copy>(
+    lab: &Lab,
+    port: &PortCfg,
+    gateway: impl Fn(&PortCfg, &lab::BridgeCfg) -> Option<A>,
+) -> Option<A> {
+    let of = |p: &PortCfg| {
         lab.bridges
             .iter()
             .find(|b| b.name == p.bridge)
-            .and_then(|b| b.gateway6)
+            .and_then(|b| gateway(p, b))
     };
     let first = lab
         .ports
         .iter()
-        .find(|p| p.netns.is_some() && p.netns == port.netns && gateway6(p).is_some());
+        .find(|p| p.netns.is_some() && p.netns == port.netns && of(p).is_some());
     match first {
         Some(f) if f.name != port.name => None,
-        _ => gateway6(port),
+        _ => of(port),
     }
 }
 

@@ -182,33 +182,29 @@ impl Rtnl {
 
     /// Adds `default via GATEWAY dev OIF` to the main IPv6 table.
     pub fn add_default_route_v6(&mut self, gateway: Ipv6Addr, oif: u32) -> io::Result<()> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet6;
-        msg.header.destination_prefix_length = 0;
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = RouteScope::Universe;
-        msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet6(gateway)));
-        msg.attributes.push(RouteAttribute::Oif(oif));
-        self.ack(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.add_default_route(AddressFamily::Inet6, RouteAddress::Inet6(gateway), oif)
     }
 
     /// Adds `default via GATEWAY dev OIF` to the main table.
     pub fn add_default_route_v4(&mut self, gateway: Ipv4Addr, oif: u32) -> io::Result<()> {
+        self.add_default_route(AddressFamily::Inet, RouteAddress::Inet(gateway), oif)
+    }
+
+    /// `default via GATEWAY dev OIF` in the main table of `family`.
+    fn add_default_route(
+        &mut self,
+        family: AddressFamily,
+        gateway: RouteAddress,
+        oif: u32,
+    ) -> io::Result<()> {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
+        msg.header.address_family = family;
         msg.header.destination_prefix_length = 0;
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::Boot;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        msg.attributes.push(RouteAttribute::Gateway(gateway));
         msg.attributes.push(RouteAttribute::Oif(oif));
         self.ack(
             RouteNetlinkMessage::NewRoute(msg),
