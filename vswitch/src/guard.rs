@@ -119,18 +119,9 @@ impl PortGuard {
             _ => return Ok(()),
         };
         // Link-layer address options: the port's own MAC, nothing else.
-        let body = ip.payload();
-        let mut at = opts_at;
-        while at + 2 <= body.len() {
-            let (kind, len) = (body[at], usize::from(body[at + 1]) * 8);
-            if len == 0 || at + len > body.len() {
-                return Err(DropReason::Unverifiable);
-            }
-            let lladdr = kind == icmpv6::OPT_SOURCE_LLADDR || kind == icmpv6::OPT_TARGET_LLADDR;
-            if lladdr && (len < 8 || body[at + 2..at + 8] != self.mac.0) {
-                return Err(DropReason::SpoofedMac);
-            }
-            at += len;
+        let macs = msg.nd_lladdrs(opts_at).ok_or(DropReason::Unverifiable)?;
+        if macs.iter().any(|m| *m != self.mac) {
+            return Err(DropReason::SpoofedMac);
         }
         Ok(())
     }

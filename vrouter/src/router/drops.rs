@@ -55,7 +55,7 @@ vswitch::drop_reasons! {
         /// A router advertisement from a container: tapnet is the router here.
         RaFromContainer => "ra_from_container",
         /// An IPv6 packet to route whose extension headers run past
-        /// [`super::ipv6::MAX_EXT_HEADERS`] or are cut short.
+        /// [`vswitch::wire::ipv6::MAX_EXT_HEADERS`] or are cut short.
         Ipv6ExtHeaders => "ipv6_ext_headers",
         /// An IPv6 next hop not known yet: a neighbour solicitation went out for it,
         /// and the packet was dropped (the sender's retransmission finds it known).

@@ -33,9 +33,6 @@ const ROUTER_LIFETIME: u16 = 1800;
 pub const NEIGHBORS6_MAX: usize = 4096;
 /// A learned IPv6 neighbour is forgotten this long after it was last confirmed.
 pub const NEIGHBOR6_AGING: Duration = Duration::from_secs(300);
-/// Extension headers a routed packet may carry: a longer chain (or one cut short) is
-/// dropped, so that no one can make the hosts behind the router walk an endless one.
-pub const MAX_EXT_HEADERS: usize = 8;
 /// Addresses learned behind one MAC at most: one container cannot fill the table.
 pub const NEIGHBORS6_PER_MAC: usize = 64;
 /// Solicited router advertisements on a leg at most this often (RFC 4861 section
@@ -137,10 +134,9 @@ impl Router {
         // address option (RFC 4861 sections 4.1 and 4.3): one there is invalid.
         if (kind == NEIGHBOR_SOLICIT || kind == ROUTER_SOLICIT)
             && src.is_unspecified()
-            && has_lladdr_option(
-                &frame[at..at + payload_len],
-                if kind == ROUTER_SOLICIT { 8 } else { NS_LEN },
-            )
+            && Icmpv6Packet::new_checked(&frame[at..at + payload_len])
+                .and_then(|m| m.nd_lladdrs(if kind == ROUTER_SOLICIT { 8 } else { NS_LEN }))
+                .is_some_and(|macs| !macs.is_empty())
         {
             return Action::Drop(RouterDrop::BadIcmpv6);
         }
@@ -201,7 +197,9 @@ impl Router {
                 }
                 .emit(&mut frame[VNET_HDR_LEN + ETH_HDR_LEN..]);
                 let msg = &mut frame[at..at + payload_len];
-                msg[0] = ECHO_REPLY;
+                Icmpv6Packet::new_checked(&mut *msg)
+                    .expect("checked above")
+                    .set_msg_type(ECHO_REPLY);
                 icmpv6::fill_checksum(dst, src, msg);
                 self.stats.echo_replies += 1;
                 Action::Send { iface }
@@ -269,7 +267,7 @@ impl Router {
             return Action::Drop(RouterDrop::TtlExceeded);
         }
         let chain_ok = Ipv6Packet::new_checked(&frame[VNET_HDR_LEN + ETH_HDR_LEN..])
-            .is_some_and(|ip| ext_chain_ok(ip.next_header(), ip.payload()));
+            .is_some_and(|ip| vswitch::wire::ipv6::ext_chain_ok(ip.next_header(), ip.payload()));
         if !chain_ok {
             return Action::Drop(RouterDrop::Ipv6ExtHeaders);
         }
@@ -293,8 +291,9 @@ impl Router {
         let mut eth = EthernetFrame::new_checked(&mut frame[VNET_HDR_LEN..]).expect("checked");
         eth.set_dst(mac);
         eth.set_src(out_mac);
-        // The hop limit (byte 7 of the header; IPv6 has no header checksum to mend).
-        frame[VNET_HDR_LEN + ETH_HDR_LEN + 7] = hops - 1;
+        Ipv6Packet::new_checked(&mut frame[VNET_HDR_LEN + ETH_HDR_LEN..])
+            .expect("checked above")
+            .set_hop_limit(hops - 1);
         self.stats.routed += 1;
         Action::Send { iface: out }
     }
@@ -450,7 +449,7 @@ impl Router {
         );
         // The upper layer behind any extension headers: never an error about an error,
         // however it is wrapped.
-        let is_error = match upper_layer(ip.next_header(), ip.payload()) {
+        let is_error = match vswitch::wire::ipv6::upper_layer(ip.next_header(), ip.payload()) {
             Some((icmpv6::NEXT_HEADER, l4)) => l4.first().is_some_and(|t| *t < ECHO_REQUEST),
             Some(_) => false,
             // Headers that cannot be read through: no error about them either.
@@ -482,10 +481,7 @@ impl Router {
             }
             .emit(&mut eth[ETH_HDR_LEN..]);
             let msg = &mut eth[ETH_HDR_LEN + IP6_HEADER_LEN..ETH_HDR_LEN + IP6_HEADER_LEN + len];
-            msg[0] = kind;
-            msg[1] = code;
-            msg[4..8].copy_from_slice(&param.to_be_bytes());
-            msg[8..].copy_from_slice(original);
+            icmpv6::emit_error(msg, kind, code, param, original);
             icmpv6::fill_checksum(gw6, src, msg);
             Some(VNET_HDR_LEN + ETH_HDR_LEN + IP6_HEADER_LEN + len)
         });
@@ -549,68 +545,4 @@ fn is_link_local(ip: Ipv6Addr) -> bool {
 fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
     let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
     u128::from(ip) & m == u128::from(net) & m
-}
-
-/// Whether the neighbour discovery options from byte `at` of `msg` hold a source or
-/// target link-layer address.
-fn has_lladdr_option(msg: &[u8], mut at: usize) -> bool {
-    while at + 2 <= msg.len() {
-        let (kind, len) = (msg[at], usize::from(msg[at + 1]) * 8);
-        if kind == icmpv6::OPT_SOURCE_LLADDR || kind == icmpv6::OPT_TARGET_LLADDR {
-            return true;
-        }
-        if len == 0 {
-            return false;
-        }
-        at += len;
-    }
-    false
-}
-
-/// The upper-layer protocol and its bytes behind IPv6 extension headers (hop-by-hop,
-/// routing, destination options: RFC 8200 section 4), reading at most 8 of them;
-/// None if one is cut short, or the chain is longer, or a fragment hides the rest.
-fn upper_layer(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
-    for _ in 0..8 {
-        match next {
-            0 | 43 | 60 => {
-                let len = 8 * (usize::from(*rest.get(1)?) + 1);
-                next = *rest.first()?;
-                rest = rest.get(len..)?;
-            }
-            44 => return None,
-            _ => return Some((next, rest)),
-        }
-    }
-    None
-}
-
-/// Whether the extension headers from `next` on are at most [`MAX_EXT_HEADERS`], each
-/// whole: hop-by-hop, routing and destination options (length in 8 bytes, less one),
-/// fragment (8 bytes; what follows a later fragment is not read), authentication
-/// (length in 4 bytes, less two).
-fn ext_chain_ok(mut next: u8, mut rest: &[u8]) -> bool {
-    for _ in 0..=MAX_EXT_HEADERS {
-        let len = match next {
-            0 | 43 | 60 => rest.get(1).map(|l| 8 * (usize::from(*l) + 1)),
-            44 => {
-                // A fragment other than the first carries no header to read on.
-                let offset = rest
-                    .get(2..4)
-                    .map(|b| u16::from_be_bytes([b[0], b[1]]) >> 3);
-                if offset.is_some_and(|o| o != 0) {
-                    return rest.len() >= 8;
-                }
-                Some(8)
-            }
-            51 => rest.get(1).map(|l| 4 * (usize::from(*l) + 2)),
-            _ => return true,
-        };
-        let Some(len) = len.filter(|l| *l <= rest.len()) else {
-            return false;
-        };
-        next = rest[0];
-        rest = &rest[len..];
-    }
-    false
 }

@@ -82,6 +82,45 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
+    /// Sets the message type (its checksum is then to be filled again).
+    pub fn set_msg_type(&mut self, kind: u8) {
+        self.buf.as_mut()[0] = kind;
+    }
+}
+
+impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
+    /// The link-layer addresses in the neighbour discovery options from byte `at` on
+    /// (source and target link-layer address options), or None if an option is cut
+    /// short, of length 0, or a link-layer option shorter than a MAC.
+    pub fn nd_lladdrs(&self, at: usize) -> Option<Vec<Mac>> {
+        let b = self.buf.as_ref();
+        let mut out = Vec::new();
+        let mut i = at;
+        while i < b.len() {
+            let (kind, len) = (*b.get(i)?, 8 * usize::from(*b.get(i + 1)?));
+            if len == 0 || i + len > b.len() {
+                return None;
+            }
+            if kind == OPT_SOURCE_LLADDR || kind == OPT_TARGET_LLADDR {
+                out.push(Mac(b.get(i + 2..i + 8)?.try_into().ok()?));
+            }
+            i += len;
+        }
+        Some(out)
+    }
+}
+
+/// Writes ICMPv6 error `kind`/`code` with `param` (the MTU of packet too big, the
+/// pointer of a parameter problem) quoting `original` into `buf` (at least 8 +
+/// `original.len()` bytes), its checksum left to [`fill_checksum`].
+pub fn emit_error(buf: &mut [u8], kind: u8, code: u8, param: u32, original: &[u8]) {
+    let b = &mut buf[..8 + original.len()];
+    b[..4].copy_from_slice(&[kind, code, 0, 0]);
+    b[4..8].copy_from_slice(&param.to_be_bytes());
+    b[8..].copy_from_slice(original);
+}
+
 /// The ICMPv6 checksum of `msg` (its checksum field included: 0 when it is right)
 /// with the IPv6 pseudo-header of `src`, `dst` (RFC 8200 section 8.1).
 pub fn checksum_of(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {

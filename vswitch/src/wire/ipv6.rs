@@ -68,6 +68,79 @@ impl<'a> Ipv6Packet<&'a [u8]> {
     }
 }
 
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
+    /// Sets the hop limit (IPv6 has no header checksum to mend).
+    pub fn set_hop_limit(&mut self, hops: u8) {
+        self.buf.as_mut()[7] = hops;
+    }
+}
+
+/// Extension headers read through at most (RFC 8200 section 4 puts no limit; a router
+/// that reads them must): a routed packet with a longer chain (or one cut short) is
+/// dropped, so that no one can make the hosts behind the router walk an endless one.
+pub const MAX_EXT_HEADERS: usize = 8;
+
+/// One step through an extension header chain: the header `next` at the start of
+/// `rest`, its length in bytes (hop-by-hop, routing, destination options: in 8 bytes,
+/// less one; fragment: 8; authentication: in 4 bytes, less two) and the next header
+/// after it. None if `next` is not an extension header, or it is cut short.
+fn ext_step(next: u8, rest: &[u8]) -> Option<(usize, u8)> {
+    let len = match next {
+        0 | 43 | 60 => 8 * (usize::from(*rest.get(1)?) + 1),
+        44 => 8,
+        51 => 4 * (usize::from(*rest.get(1)?) + 2),
+        _ => return None,
+    };
+    (len <= rest.len()).then(|| (len, rest[0]))
+}
+
+fn is_extension(next: u8) -> bool {
+    matches!(next, 0 | 43 | 60 | 44 | 51)
+}
+
+/// The upper-layer protocol and its bytes behind the extension headers from `next` on
+/// (at most [`MAX_EXT_HEADERS`] read); None if one is cut short, the chain is
+/// longer, or a fragment header hides what follows.
+pub fn upper_layer(mut next: u8, mut rest: &[u8]) -> Option<(u8, &[u8])> {
+    for _ in 0..MAX_EXT_HEADERS {
+        if !is_extension(next) {
+            return Some((next, rest));
+        }
+        if next == 44 {
+            return None;
+        }
+        let (len, after) = ext_step(next, rest)?;
+        next = after;
+        rest = &rest[len..];
+    }
+    (!is_extension(next)).then_some((next, rest))
+}
+
+/// Whether the extension headers from `next` on are whole and at most
+/// [`MAX_EXT_HEADERS`]; behind a fragment other than the first, nothing more is read.
+pub fn ext_chain_ok(mut next: u8, mut rest: &[u8]) -> bool {
+    for _ in 0..=MAX_EXT_HEADERS {
+        if !is_extension(next) {
+            return true;
+        }
+        if next == 44 {
+            // The fragment offset, in 8-byte units: a later fragment carries no header.
+            let later = rest
+                .get(2..4)
+                .is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) >> 3 != 0);
+            if later {
+                return rest.len() >= 8;
+            }
+        }
+        let Some((len, after)) = ext_step(next, rest) else {
+            return false;
+        };
+        next = after;
+        rest = &rest[len..];
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
