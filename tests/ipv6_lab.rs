@@ -295,6 +295,47 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
     assert!(out.status.success(), "{out:?}");
     assert!(ping6(&a, "fd00:232:2::9", 3), "a -> the attached port");
     assert_eq!(lab.port("d")["ip6"], "fd00:232:2::9");
+    // c, there before d, may not send from d's address now.
+    assert!(ns_run(
+        &c,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd00:232:2::9/64",
+            "dev",
+            "eth0",
+            "nodad"
+        ],
+        5
+    )
+    .status
+    .success());
+    let _ = ns_run(
+        &c,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-I",
+            "fd00:232:2::9",
+            "fd00:232:2::1",
+        ],
+        10,
+    );
+    let c_drops = lab.show("drops")["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "c")
+        .unwrap()["drops"]["spoofed_ip"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(c_drops >= 2, "c sent from d's address: {c_drops} dropped");
     assert!(run(&[TAPNET, "detach", "d", "--lab", &name], 10)
         .status
         .success());

@@ -119,6 +119,11 @@ impl Live<'_> {
             }
             return json!({"error": format!("{e:#}")});
         }
+        if let (Some(id), Some((ip6, _))) = (dp.port_by_name(&port.name), port.ip6) {
+            // The ports already there may no longer send from or advertise it.
+            let bridge = dp.port(id).expect("just added").info.bridge;
+            dp.guards_take_ipv6(bridge, id, ip6, true);
+        }
         if let (Some(router), Some((ip6, _))) = (self.handles.router, port.ip6) {
             dp.handler_of_mut(router).router_mut().add_static_neighbor6(
                 ip6,
@@ -177,6 +182,10 @@ impl Live<'_> {
         }
         let port = self.lab.ports.remove(at);
         if let Some(id) = dp.port_by_name(name) {
+            if let Some((ip6, _)) = port.ip6 {
+                let bridge = dp.port(id).expect("found").info.bridge;
+                dp.guards_take_ipv6(bridge, id, ip6, false);
+            }
             dp.remove_port(id);
         }
         if let Some(router) = self.handles.router {

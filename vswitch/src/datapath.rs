@@ -301,6 +301,29 @@ impl Datapath {
         true
     }
 
+    /// Marks IPv6 address `ip` as taken (`true`: a port attached with it) or free
+    /// again (`false`: detached) in the IPv6 guards of every port of `bridge` but
+    /// `except`: no other guarded port may send from it or advertise it.
+    pub fn guards_take_ipv6(
+        &mut self,
+        bridge: BridgeId,
+        except: PortId,
+        ip: std::net::Ipv6Addr,
+        taken: bool,
+    ) {
+        for (i, slot) in self.ports.iter_mut().enumerate() {
+            if i == except.0 || slot.removed || slot.info.bridge != bridge {
+                continue;
+            }
+            if let Some(g) = slot.guard.as_mut().and_then(|g| g.ipv6.as_mut()) {
+                g.taken.retain(|t| *t != ip);
+                if taken {
+                    g.taken.push(ip);
+                }
+            }
+        }
+    }
+
     /// Makes `mac` a static entry of `port`'s bridge on `port` (the port's own
     /// address): no other port, nor a VXLAN peer, can take it over.
     pub fn add_static_mac(&mut self, port: PortId, mac: Mac) -> bool {
