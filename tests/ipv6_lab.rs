@@ -268,6 +268,8 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(reached, "a -> c at {c6}");
+    // The packets that needed c's link-layer address waited for it, none was lost.
+    assert_eq!(lab.show("drops")["router"]["drops"]["neighbor6_unknown"], 0);
     // The neighbour table (`show arp`) has both: a port's own ip6 for good, c learned.
     let arp = lab.show("arp").to_string();
     assert!(arp.contains("\"ip\":\"fd00:232:1::2\""), "{arp}");

@@ -31,7 +31,7 @@ struct Held {
     ingress: usize,
     sender: Mac,
     iface: usize,
-    next_hop: Ipv4Addr,
+    next_hop: std::net::IpAddr,
     buf: BufId,
     len: usize,
     since: Instant,
@@ -178,6 +178,7 @@ impl RouterHandler {
                     next_hop,
                     sender,
                 } => {
+                    let next_hop = std::net::IpAddr::V4(next_hop);
                     if may_hold(held, next_hop) {
                         held.push(Held {
                             ingress: iface,
@@ -209,6 +210,35 @@ impl RouterHandler {
 
     pub fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// Keeps frame `buf` (from leg `ingress`, routed to leg `iface`) until `next_hop`
+    /// answers ARP or neighbour solicitation, within the hold limits.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &mut self,
+        ingress: usize,
+        iface: usize,
+        next_hop: std::net::IpAddr,
+        sender: Mac,
+        buf: BufId,
+        len: usize,
+        now: Instant,
+    ) -> Verdict {
+        if !may_hold(&self.held, next_hop) {
+            self.router.hold_queue_full();
+            return Verdict::Release;
+        }
+        self.held.push(Held {
+            ingress,
+            sender,
+            iface,
+            next_hop,
+            buf,
+            len,
+            since: now,
+        });
+        Verdict::Keep
     }
 
     fn iface_of(&self, port: PortId) -> Option<usize> {
@@ -308,22 +338,28 @@ impl Handler for RouterHandler {
                 iface,
                 next_hop,
                 sender,
-            } => {
-                if !may_hold(&self.held, next_hop) {
-                    self.router.hold_queue_full();
-                    return Verdict::Release;
-                }
-                self.held.push(Held {
-                    ingress,
-                    sender,
-                    iface,
-                    next_hop,
-                    buf,
-                    len,
-                    since: now,
-                });
-                Verdict::Keep
-            }
+            } => self.hold(
+                ingress,
+                iface,
+                std::net::IpAddr::V4(next_hop),
+                sender,
+                buf,
+                len,
+                now,
+            ),
+            Action::Resolve6 {
+                iface,
+                next_hop,
+                sender,
+            } => self.hold(
+                ingress,
+                iface,
+                std::net::IpAddr::V6(next_hop),
+                sender,
+                buf,
+                len,
+                now,
+            ),
             Action::ToHost => {
                 if let Some(proxy) = self.proxy.as_mut() {
                     let packet = &out.frame(buf, len)[VNET_HDR_LEN + ETH_HDR_LEN..];
@@ -370,8 +406,13 @@ impl Handler for RouterHandler {
         while i < self.held.len() {
             if now.saturating_duration_since(self.held[i].since) >= HOLD_TIMEOUT {
                 let h = self.held.swap_remove(i);
-                self.router
-                    .unresolved(h.ingress, h.sender, out.data(h.buf, h.len), now);
+                if h.next_hop.is_ipv6() {
+                    self.router
+                        .unresolved6(h.ingress, h.sender, out.data(h.buf, h.len), now);
+                } else {
+                    self.router
+                        .unresolved(h.ingress, h.sender, out.data(h.buf, h.len), now);
+                }
                 out.release(h.buf);
             } else {
                 i += 1;
@@ -444,7 +485,18 @@ impl Handler for RouterHandler {
                 }
             }
             // The same limits `handle` keeps frames under.
-            Action::Resolve { next_hop, .. } if !may_hold(&self.held, next_hop) => Traced::Drop {
+            Action::Resolve6 { next_hop, .. } if !may_hold(&self.held, next_hop.into()) => Traced::Drop {
+                reason: crate::RouterDrop::HoldQueueFull.name(),
+                step: format!(
+                    "router: {next_hop} is not in the neighbour table, and the frames waiting for neighbours are at their limit: dropped (hold_queue_full)"
+                ),
+            },
+            Action::Resolve6 { next_hop, .. } => Traced::Done {
+                step: format!(
+                    "router: {next_hop} is not in the neighbour table: the router would solicit it and hold the frame"
+                ),
+            },
+            Action::Resolve { next_hop, .. } if !may_hold(&self.held, next_hop.into()) => Traced::Drop {
                 reason: crate::RouterDrop::HoldQueueFull.name(),
                 step: format!(
                     "router: {next_hop} is not in the ARP table, and the frames waiting for ARP are at their limit ({HOLD_PER_NEXT_HOP} per next hop, {HOLD_MAX} in all): dropped (hold_queue_full){rewrite}"
@@ -628,7 +680,7 @@ pub fn routed_len(frame: &[u8]) -> usize {
 }
 
 /// Whether one more frame may wait for `next_hop`: a few per next hop, a few dozen in all.
-fn may_hold(held: &[Held], next_hop: Ipv4Addr) -> bool {
+fn may_hold(held: &[Held], next_hop: std::net::IpAddr) -> bool {
     held.len() < HOLD_MAX
         && held.iter().filter(|h| h.next_hop == next_hop).count() < HOLD_PER_NEXT_HOP
 }

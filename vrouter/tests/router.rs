@@ -215,7 +215,7 @@ fn routes_between_subnets_resolving_the_next_hop_first() {
     assert_eq!(req.operation(), ArpOperation::Request);
     assert_eq!(req.target_protocol_addr(), &B_IP.octets());
     assert_eq!(req.source_protocol_addr(), &[172, 16, 2, 1]);
-    assert!(!r.complete(1, B_IP, &mut f, now));
+    assert!(!r.complete(1, B_IP.into(), &mut f, now));
     // B answers; the kept frame can go.
     let mut reply = arp(
         ArpOperation::Reply,
@@ -226,7 +226,7 @@ fn routes_between_subnets_resolving_the_next_hop_first() {
     );
     assert_eq!(r.handle(1, &mut reply, now), Action::Done);
     assert!(r.take_learned());
-    assert!(r.complete(1, B_IP, &mut f, now));
+    assert!(r.complete(1, B_IP.into(), &mut f, now));
     assert_eq!(&f[10..16], &B.0);
     // The next frame goes at once.
     let mut g = ipv4(GW0, A, A_IP, B_IP, 64, 17, &udp);

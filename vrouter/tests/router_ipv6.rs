@@ -326,13 +326,19 @@ fn ipv6_is_routed_with_the_hop_limit_decremented_and_errors_sent_back() {
     assert_eq!(msg[0], 2);
     assert_eq!(u32::from_be_bytes(msg[4..8].try_into().unwrap()), 1400);
 
-    // An unknown next hop: a solicitation to its solicited-node group, the packet dropped.
+    // An unknown next hop: a solicitation to its solicited-node group, the packet
+    // rewritten but for its destination MAC and kept for the answer.
     let c6: Ipv6Addr = "fd00:16:2::3".parse().unwrap();
-    let mut f = icmp6(GW, a6(), c6, 64, echo());
+    let mut held = icmp6(GW, a6(), c6, 64, echo());
     assert_eq!(
-        r.handle(0, &mut f, now),
-        Action::Drop(RouterDrop::Neighbor6Unknown)
+        r.handle(0, &mut held, now),
+        Action::Resolve6 {
+            iface: 1,
+            next_hop: c6,
+            sender: A
+        }
     );
+    assert!(!r.complete(1, c6.into(), &mut held, now), "not known yet");
     let (mac, _, to, hops, msg) = sent(&mut r);
     assert_eq!(to, solicited_node(c6));
     assert_eq!(mac, icmpv6::multicast_mac(solicited_node(c6)));
@@ -348,7 +354,11 @@ fn ipv6_is_routed_with_the_hop_limit_decremented_and_errors_sent_back() {
         255,
         na,
     );
+    f[16..22].copy_from_slice(&c_mac.0);
     assert_eq!(r.handle(1, &mut f, now), Action::Done);
+    assert!(r.take_learned(), "kept frames may go");
+    assert!(r.complete(1, c6.into(), &mut held, now));
+    assert_eq!(&held[10..16], &c_mac.0);
     let mut f = icmp6(GW, a6(), c6, 64, echo());
     assert_eq!(r.handle(0, &mut f, now), Action::Send { iface: 1 });
 

@@ -57,8 +57,8 @@ vswitch::drop_reasons! {
         /// An IPv6 packet to route whose extension headers run past
         /// [`vswitch::wire::ipv6::MAX_EXT_HEADERS`] or are cut short.
         Ipv6ExtHeaders => "ipv6_ext_headers",
-        /// An IPv6 next hop not known yet: a neighbour solicitation went out for it,
-        /// and the packet was dropped (the sender's retransmission finds it known).
+        /// An IPv6 next hop that never answered the router's neighbour solicitations
+        /// (an ICMPv6 address unreachable went back).
         Neighbor6Unknown => "neighbor6_unknown",
     }
 }
@@ -75,7 +75,7 @@ impl RouterDrop {
                 "a DF (or IPv6) sender gets fragmentation-needed (packet too big) with the MTU that fits",
             ),
             RouterDrop::Neighbor6Unknown => {
-                Some("a neighbour solicitation goes out for the next hop")
+                Some("address-unreachable goes back to the sender")
             }
             RouterDrop::ToRouterUnsupported => {
                 Some("UDP gets port-unreachable; nothing else is served here")

@@ -283,23 +283,32 @@ impl Router {
             self.icmp6_error(iface, frame, PACKET_TOO_BIG, 0, mtu, now);
             return Action::Drop(RouterDrop::TooBig);
         }
-        let Some(mac) = self.neighbor6(out, dst, now) else {
-            self.solicit(out, dst);
-            return Action::Drop(RouterDrop::Neighbor6Unknown);
-        };
         let out_mac = self.ifaces[out].mac;
         let mut eth = EthernetFrame::new_checked(&mut frame[VNET_HDR_LEN..]).expect("checked");
-        eth.set_dst(mac);
+        let sender = eth.src();
         eth.set_src(out_mac);
+        let known = self.neighbor6(out, dst, now);
+        if let Some(mac) = known {
+            eth.set_dst(mac);
+        }
         Ipv6Packet::new_checked(&mut frame[VNET_HDR_LEN + ETH_HDR_LEN..])
             .expect("checked above")
             .set_hop_limit(hops - 1);
+        if known.is_none() {
+            // Asked for; the frame waits (as for ARP) for the answer.
+            self.solicit(out, dst);
+            return Action::Resolve6 {
+                iface: out,
+                next_hop: dst,
+                sender,
+            };
+        }
         self.stats.routed += 1;
         Action::Send { iface: out }
     }
 
     /// The MAC of IPv6 neighbour `ip` on leg `iface`, if known and not aged out.
-    fn neighbor6(&self, iface: usize, ip: Ipv6Addr, now: Instant) -> Option<Mac> {
+    pub(super) fn neighbor6(&self, iface: usize, ip: Ipv6Addr, now: Instant) -> Option<Mac> {
         let &(mac, seen, permanent) = self.neighbors6.get(&(iface, ip))?;
         (permanent || now.saturating_duration_since(seen) < NEIGHBOR6_AGING).then_some(mac)
     }
@@ -328,7 +337,10 @@ impl Router {
         }
         match self.neighbors6.get_mut(&(iface, ip)) {
             Some((_, _, true)) => {}
-            Some(e) if e.0 == mac => e.1 = now,
+            Some(e) if e.0 == mac => {
+                e.1 = now;
+                self.learned = true;
+            }
             Some(e) if now.saturating_duration_since(e.1) >= NEIGHBOR6_AGING => {
                 *e = (mac, now, false)
             }
@@ -343,6 +355,7 @@ impl Router {
                     self.stats.neighbors6_full += 1;
                 } else {
                     self.neighbors6.insert((iface, ip), (mac, now, false));
+                    self.learned = true;
                 }
             }
         }
@@ -359,6 +372,13 @@ impl Router {
         };
         self.neighbors6.insert((leg, ip), (mac, now, true));
         true
+    }
+
+    /// A frame kept for an IPv6 next hop that never answered: address unreachable
+    /// back to `sender` (RFC 4443 section 3.1, code 3), as for IPv4's host unreachable.
+    pub fn unresolved6(&mut self, ingress: usize, sender: Mac, frame: &[u8], now: Instant) {
+        self.count_drop(RouterDrop::Neighbor6Unknown);
+        self.icmp6_error_to(ingress, sender, frame, DST_UNREACHABLE, 3, 0, now);
     }
 
     /// Forgets IPv6 neighbour `ip` (a port detached).
@@ -435,18 +455,35 @@ impl Router {
         param: u32,
         now: Instant,
     ) {
+        let Some(sender) = frame
+            .get(VNET_HDR_LEN..)
+            .and_then(EthernetFrame::new_checked)
+            .map(|e| e.src())
+        else {
+            return;
+        };
+        self.icmp6_error_to(iface, sender, frame, kind, code, param, now);
+    }
+
+    /// [`Router::icmp6_error`] back to `sender`'s MAC.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp6_error_to(
+        &mut self,
+        iface: usize,
+        sender: Mac,
+        frame: &[u8],
+        kind: u8,
+        code: u8,
+        param: u32,
+        now: Instant,
+    ) {
         let me = self.ifaces[iface].clone();
         let Some((gw6, _)) = me.ip6 else { return };
         let at = VNET_HDR_LEN + ETH_HDR_LEN;
         let Some(ip) = Ipv6Packet::new_checked(&frame[at..]) else {
             return;
         };
-        let (src, sender) = (
-            ip.src(),
-            EthernetFrame::new_checked(&frame[VNET_HDR_LEN..])
-                .expect("checked")
-                .src(),
-        );
+        let src = ip.src();
         // The upper layer behind any extension headers: never an error about an error,
         // however it is wrapped.
         let is_error = match vswitch::wire::ipv6::upper_layer(ip.next_header(), ip.payload()) {

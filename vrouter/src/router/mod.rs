@@ -109,6 +109,13 @@ pub enum Action {
         /// MAC has been rewritten by then).
         sender: Mac,
     },
+    /// The IPv6 counterpart of [`Action::Resolve`]: rewritten but for the destination
+    /// MAC; a neighbour solicitation for `next_hop` is in the outbox.
+    Resolve6 {
+        iface: usize,
+        next_hop: std::net::Ipv6Addr,
+        sender: Mac,
+    },
     /// For an address outside every subnet, with the host proxy on (masquerade, or the
     /// return half of a port forward): hand the IP packet to the proxy.
     ToHost,
@@ -605,14 +612,18 @@ impl Router {
     pub fn complete(
         &self,
         iface: usize,
-        next_hop: Ipv4Addr,
+        next_hop: std::net::IpAddr,
         frame: &mut [u8],
         now: Instant,
     ) -> bool {
         let eth = frame
             .get_mut(VNET_HDR_LEN..)
             .and_then(EthernetFrame::new_checked);
-        match (self.neighbors.lookup(iface, next_hop, now), eth) {
+        let mac = match next_hop {
+            std::net::IpAddr::V4(ip) => self.neighbors.lookup(iface, ip, now),
+            std::net::IpAddr::V6(ip) => self.neighbor6(iface, ip, now),
+        };
+        match (mac, eth) {
             (Some(mac), Some(mut eth)) => {
                 eth.set_dst(mac);
                 true
