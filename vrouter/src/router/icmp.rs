@@ -47,6 +47,33 @@ impl TokenBucket {
     }
 }
 
+/// ICMP errors a second to any one address, and the burst above that: one sender
+/// flooding packets that earn errors uses up its own share, not everyone's.
+pub(super) const PER_SENDER_RATE: u32 = 10;
+pub(super) const PER_SENDER_BURST: u32 = 10;
+/// Senders whose share is remembered at most; past it, the shares start over.
+const PER_SENDER_MAX: usize = 1024;
+
+impl Router {
+    /// Whether an ICMP (or ICMPv6) error may go to `to` now: its own share first, then
+    /// the router's whole budget (counted as rate-limited either way).
+    pub(super) fn may_send_error(&mut self, to: std::net::IpAddr, now: Instant) -> bool {
+        if !self.icmp_per_sender.contains_key(&to) && self.icmp_per_sender.len() >= PER_SENDER_MAX {
+            self.icmp_per_sender.clear();
+        }
+        let own = self
+            .icmp_per_sender
+            .entry(to)
+            .or_insert_with(|| TokenBucket::new(PER_SENDER_RATE, PER_SENDER_BURST))
+            .take(now);
+        if !own || !self.icmp.take(now) {
+            self.stats.icmp_rate_limited += 1;
+            return false;
+        }
+        true
+    }
+}
+
 /// An ICMP error to send: type, code, and the header's last four bytes (the next-hop
 /// MTU for fragmentation-needed).
 #[derive(Debug, Clone, Copy)]
@@ -217,8 +244,7 @@ impl Router {
         {
             return;
         }
-        if !self.icmp.take(now) {
-            self.stats.icmp_rate_limited += 1;
+        if !self.may_send_error(src.into(), now) {
             return;
         }
         let me = self.ifaces[iface].clone();

@@ -495,8 +495,7 @@ impl Router {
         if is_error || src.is_unspecified() || src.is_multicast() {
             return;
         }
-        if !self.icmp.take(now) {
-            self.stats.icmp_rate_limited += 1;
+        if !self.may_send_error(src.into(), now) {
             return;
         }
         let original = &frame[at..frame.len().min(at + QUOTE6)];

@@ -207,6 +207,8 @@ pub struct Router {
     neighbors6: std::collections::HashMap<(usize, std::net::Ipv6Addr), (Mac, Instant, bool)>,
     /// When each leg last answered a router solicitation.
     last_solicited_ra: Vec<Option<Instant>>,
+    /// Each error destination's share of the ICMP error budget.
+    icmp_per_sender: std::collections::HashMap<std::net::IpAddr, TokenBucket>,
 }
 
 impl Router {
@@ -238,6 +240,7 @@ impl Router {
             next_ra: None,
             neighbors6: std::collections::HashMap::new(),
             last_solicited_ra: vec![None; legs],
+            icmp_per_sender: std::collections::HashMap::new(),
         }
     }
 
@@ -656,6 +659,7 @@ impl Router {
             next_ra: self.next_ra,
             neighbors6: self.neighbors6.clone(),
             last_solicited_ra: self.last_solicited_ra.clone(),
+            icmp_per_sender: self.icmp_per_sender.clone(),
         };
         copy.decide(iface, frame, now)
     }
