@@ -343,6 +343,12 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
         .success());
     assert!(!lab.show("arp").to_string().contains("fd00:232:2::9"));
 
+    // show routes lists the IPv6 subnets too.
+    let routes = lab.show("routes").to_string();
+    for net in ["fd00:232:1::/64", "fd00:232:2::/64"] {
+        assert!(routes.contains(net), "{routes}");
+    }
+
     // trace takes IPv6 packets and follows them through the same pipeline.
     let trace = |packet: &str| {
         let out = run(&[TAPNET, "trace", "a", packet, "--lab", &name], 10);

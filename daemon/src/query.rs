@@ -209,20 +209,28 @@ fn routes(l: Live<'_>, lab: &str) -> Value {
         .router()
         .map(|r| {
             let ifaces = r.router().ifaces();
-            r.router()
-                .routes()
-                .routes()
-                .iter()
-                .map(|route| {
-                    let iface = &ifaces[route.iface];
-                    json!({
-                        "destination": format!("{}/{}", route.network, route.prefix),
-                        "bridge": iface.name,
-                        "gateway": iface.ip.to_string(),
-                        "via": route.gateway.map_or("connected".to_string(), |g| g.to_string()),
-                    })
+            let v4 = r.router().routes().routes().iter().map(|route| {
+                let iface = &ifaces[route.iface];
+                json!({
+                    "destination": format!("{}/{}", route.network, route.prefix),
+                    "bridge": iface.name,
+                    "gateway": iface.ip.to_string(),
+                    "via": route.gateway.map_or("connected".to_string(), |g| g.to_string()),
                 })
-                .collect()
+            });
+            // Each dual-stack leg's subnet6, connected.
+            let v6 = ifaces.iter().filter_map(|iface| {
+                let (gw6, prefix) = iface.ip6?;
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                let net = std::net::Ipv6Addr::from(u128::from(gw6) & mask);
+                Some(json!({
+                    "destination": format!("{net}/{prefix}"),
+                    "bridge": iface.name,
+                    "gateway": gw6.to_string(),
+                    "via": "connected",
+                }))
+            });
+            v4.chain(v6).collect()
         })
         .unwrap_or_default();
     json!({"lab": lab, "routes": routes})
