@@ -178,18 +178,19 @@ impl RouterHandler {
                     next_hop,
                     sender,
                 } => {
-                    let next_hop = std::net::IpAddr::V4(next_hop);
-                    if may_hold(held, next_hop) {
-                        held.push(Held {
+                    let kept = try_hold(
+                        held,
+                        Held {
                             ingress: iface,
                             sender,
                             iface,
-                            next_hop,
+                            next_hop: next_hop.into(),
                             buf,
                             len,
                             since: now,
-                        });
-                    } else {
+                        },
+                    );
+                    if !kept {
                         full += 1;
                         out.release(buf);
                     }
@@ -225,11 +226,7 @@ impl RouterHandler {
         len: usize,
         now: Instant,
     ) -> Verdict {
-        if !may_hold(&self.held, next_hop) {
-            self.router.hold_queue_full();
-            return Verdict::Release;
-        }
-        self.held.push(Held {
+        let held = Held {
             ingress,
             sender,
             iface,
@@ -237,8 +234,13 @@ impl RouterHandler {
             buf,
             len,
             since: now,
-        });
-        Verdict::Keep
+        };
+        if try_hold(&mut self.held, held) {
+            Verdict::Keep
+        } else {
+            self.router.hold_queue_full();
+            Verdict::Release
+        }
     }
 
     fn iface_of(&self, port: PortId) -> Option<usize> {
@@ -677,6 +679,16 @@ pub fn routed_len(frame: &[u8]) -> usize {
         Some(Ok(ip)) => IP_AT + ip.total_len(),
         _ => frame.len(),
     }
+}
+
+/// Keeps `h` if its next hop may have one more frame waiting; false (`h` not kept,
+/// its buffer still the caller's) if not.
+fn try_hold(held: &mut Vec<Held>, h: Held) -> bool {
+    let room = may_hold(held, h.next_hop);
+    if room {
+        held.push(h);
+    }
+    room
 }
 
 /// Whether one more frame may wait for `next_hop`: a few per next hop, a few dozen in all.
