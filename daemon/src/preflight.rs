@@ -89,25 +89,22 @@ pub(crate) fn host_proxy(lab: &Lab) -> Result<Option<HostProxy>> {
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     for f in &lab.forwards {
-        let bound = match f.proto {
-            Proto::Tcp => std::net::TcpListener::bind(f.listen).map(drop),
-            Proto::Udp => std::net::UdpSocket::bind(f.listen).map(drop),
-        };
-        if let Err(e) = bound {
-            problems.push(format!(
-                "{}: forward listen {}: cannot bind it on this host: {e}",
-                at(f.pos),
-                f.listen
-            ));
-        }
-        rules.push(ForwardRule {
+        let rule = ForwardRule {
             proto: match f.proto {
                 Proto::Tcp => vrouter::nat::PROTO_TCP,
                 Proto::Udp => vrouter::nat::PROTO_UDP,
             },
             listen: f.listen,
             to: f.to,
-        });
+        };
+        if let Err(e) = vrouter::proxy::can_listen(&rule) {
+            problems.push(format!(
+                "{}: forward listen {}: cannot bind it on this host: {e}",
+                at(f.pos),
+                f.listen
+            ));
+        }
+        rules.push(rule);
     }
     if !problems.is_empty() {
         return Err(LabRefused(problems).into());

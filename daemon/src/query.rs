@@ -364,6 +364,7 @@ fn proto_name(p: u8) -> &'static str {
         6 => "tcp",
         17 => "udp",
         1 => "icmp",
+        58 => "icmp6",
         _ => "?",
     }
 }

@@ -169,8 +169,14 @@ impl Live<'_> {
             return json!({"error": format!("no port `{name}` in lab `{}`", self.lab.name)});
         };
         // The lab must stay one `check` accepts: a forward's target is a port's address.
-        let ip = self.lab.ports[at].ip.map(|(a, _)| a);
-        if let Some(f) = self.lab.forwards.iter().find(|f| Some(*f.to.ip()) == ip) {
+        let ip = self.lab.ports[at].ip.map(|(a, _)| std::net::IpAddr::V4(a));
+        let ip6 = self.lab.ports[at].ip6.map(|(a, _)| std::net::IpAddr::V6(a));
+        if let Some(f) = self
+            .lab
+            .forwards
+            .iter()
+            .find(|f| Some(f.to.ip()) == ip || Some(f.to.ip()) == ip6)
+        {
             let proto = match f.proto {
                 lab::Proto::Tcp => "tcp",
                 lab::Proto::Udp => "udp",
@@ -188,13 +194,30 @@ impl Live<'_> {
             }
             dp.remove_port(id);
         }
+        let mut flows = 0;
         if let Some(router) = self.handles.router {
-            // Its ip6, its SLAAC and link-local addresses: all at its MAC.
-            dp.handler_of_mut(router)
-                .router_mut()
-                .forget_mac6(Mac(port.mac));
+            // Its ip6, its SLAAC and link-local addresses: all at its MAC, and the
+            // host proxy's flows from any of them.
+            let handler = dp.handler_of_mut(router);
+            let mut addrs6: Vec<std::net::Ipv6Addr> = handler
+                .router()
+                .neighbors6(std::time::Instant::now())
+                .into_iter()
+                .filter(|n| n.2 == Mac(port.mac))
+                .map(|n| n.1)
+                .collect();
+            addrs6.extend(port.ip6.map(|(a, _)| a));
+            addrs6.sort();
+            addrs6.dedup();
+            if let Some(proxy) = handler.proxy_mut() {
+                flows += addrs6
+                    .iter()
+                    .map(|a| proxy.forget_container((*a).into()))
+                    .sum::<usize>();
+            }
+            handler.router_mut().forget_mac6(Mac(port.mac));
         }
-        let flows = match (self.handles.router, port.ip) {
+        flows += match (self.handles.router, port.ip) {
             (Some(router), Some((ip, _))) => dp.handler_of_mut(router).forget_host(ip),
             _ => 0,
         };
@@ -314,7 +337,12 @@ impl Live<'_> {
             return json!({"error": format!("no service `{name}` in lab `{}`", self.lab.name)});
         };
         let vip = self.lab.services[at].vip;
-        if let Some(f) = self.lab.forwards.iter().find(|f| f.to == vip) {
+        if let Some(f) = self
+            .lab
+            .forwards
+            .iter()
+            .find(|f| f.to == std::net::SocketAddr::V4(vip))
+        {
             return json!({"error": format!(
                 "service `{name}` is the target of forward {}: remove the forward first",
                 f.listen

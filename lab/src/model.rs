@@ -96,8 +96,10 @@ pub enum Proto {
 pub struct ForwardCfg {
     pub pos: Pos,
     pub proto: Proto,
-    pub listen: SocketAddrV4,
-    pub to: SocketAddrV4,
+    /// IPv4 or IPv6 (an IPv6 one takes IPv6 clients only).
+    pub listen: std::net::SocketAddr,
+    /// IPv4 or IPv6, of either family whatever `listen`'s.
+    pub to: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone)]

@@ -289,6 +289,48 @@ impl Cx<'_> {
     }
 
     /// Parses one "ip:port" string; `what` names it in messages.
+    /// [`Cx::sockaddr`] for either family: "ip:port" or "[ipv6]:port". An
+    /// IPv4-mapped IPv6 address is refused (write the IPv4 address).
+    pub(crate) fn sockaddr46(
+        &mut self,
+        f: F<&str>,
+        what: &str,
+        example: &str,
+    ) -> Option<std::net::SocketAddr> {
+        let Ok(a) = f.v.parse::<std::net::SocketAddr>() else {
+            self.err(
+                f.at,
+                format!(
+                    "{what} must be an address and port like \"{example}\" or \"[fd00::2]:80\", not {}",
+                    q(f.v)
+                ),
+            );
+            return None;
+        };
+        let mapped = match a {
+            std::net::SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped(),
+            _ => None,
+        };
+        if let Some(v4) = mapped {
+            self.err(
+                f.at,
+                format!(
+                    "{what} {a}: an IPv4-mapped address; write the IPv4 address ({v4}:{})",
+                    a.port()
+                ),
+            );
+            return None;
+        }
+        if a.port() == 0 {
+            self.err(
+                f.at,
+                format!("{what} {a}: the port must be between 1 and 65535"),
+            );
+            return None;
+        }
+        Some(a)
+    }
+
     pub(crate) fn sockaddr(
         &mut self,
         f: F<&str>,

@@ -491,6 +491,8 @@ pub struct HostAndOutside {
 pub const HOST_IP: &str = "10.250.0.1";
 pub const OUTSIDE_IP: &str = "10.250.0.2";
 pub const FAR_IP: &str = "10.249.0.2";
+pub const HOST_IP6: &str = "fd00:250::1";
+pub const OUTSIDE_IP6: &str = "fd00:250::2";
 
 /// Runs each step (a command line), asserting it succeeds.
 pub fn steps(steps: &[&[&str]]) {
@@ -598,6 +600,38 @@ impl HostAndOutside {
         ]);
         HostAndOutside { host, outside, far }
     }
+
+    /// [`HostAndOutside::new`] with IPv6 on the host's link too: host
+    /// [`HOST_IP6`], outside [`OUTSIDE_IP6`] (no duplicate address detection wait).
+    pub fn dual_stack() -> HostAndOutside {
+        let net = HostAndOutside::new();
+        let (h, o) = (net.host.name.as_str(), net.outside.name.as_str());
+        steps(&[
+            &[
+                "ip",
+                "-n",
+                h,
+                "addr",
+                "add",
+                "fd00:250::1/64",
+                "dev",
+                "veth0",
+                "nodad",
+            ],
+            &[
+                "ip",
+                "-n",
+                o,
+                "addr",
+                "add",
+                "fd00:250::2/64",
+                "dev",
+                "veth0",
+                "nodad",
+            ],
+        ]);
+        net
+    }
 }
 
 /// Python's http.server serving `dir`, writing each client's address to `log`;
@@ -630,7 +664,9 @@ class Handler(h.SimpleHTTPRequestHandler):
     def log_message(self, fmt, *args):
         with open(log, "a") as f:
             f.write(self.client_address[0] + "\n")
-h.ThreadingHTTPServer((ip, port), Handler).serve_forever()
+class Server(h.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+Server((ip, port), Handler).serve_forever()
 "#;
     [
         "python3",
@@ -649,7 +685,7 @@ h.ThreadingHTTPServer((ip, port), Handler).serve_forever()
 pub fn udp_echo(ns: &str, ip: &str, port: u16) -> Background {
     const CODE: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], int(sys.argv[2])))
 while True:
     d, a = s.recvfrom(65535)
@@ -673,7 +709,7 @@ pub fn udp_ask(ns: &str, ip: &str, port: u16, msg: &str) -> Option<String> {
 pub fn udp_ask_argv(ip: &str, port: u16, msg: &str) -> Vec<String> {
     const CODE: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(1)
 for _ in range(5):
     s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))

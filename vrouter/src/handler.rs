@@ -13,7 +13,7 @@ use crate::proxy::{HostProxy, ProxyTrace, Reg};
 use crate::reasm::{Reasm, ReasmConfig, Reassembler};
 use crate::router::{Action, Router};
 
-use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use vswitch::frame::{VnetHdr, ETH_HDR_LEN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::wire::ipv4::{self, Ipv4Packet};
 use vswitch::wire::tcp::TcpPacket;
 
@@ -87,6 +87,7 @@ impl RouterHandler {
                 })
                 .collect(),
         );
+        proxy.set_gateways6(self.router.ifaces().iter().filter_map(|i| i.ip6).collect());
         self.proxy = Some(proxy);
         self
     }
@@ -94,7 +95,10 @@ impl RouterHandler {
     /// Forgets a container that was detached, at `ip`: the router's neighbour entry
     /// and service flows, and the host proxy's flows from and to it. How many flows.
     pub fn forget_host(&mut self, ip: std::net::Ipv4Addr) -> usize {
-        let proxied = self.proxy.as_mut().map_or(0, |p| p.forget_container(ip));
+        let proxied = self
+            .proxy
+            .as_mut()
+            .map_or(0, |p| p.forget_container(ip.into()));
         self.router.forget_host(ip) + proxied
     }
 
@@ -158,12 +162,21 @@ impl RouterHandler {
             room[VNET_HDR_LEN + ETH_HDR_LEN..len].copy_from_slice(packet);
             if let Some(mss) = gso {
                 // A TCP super-frame: the container's kernel cuts it (or takes it whole).
-                let ip = Ipv4Packet::new_unchecked(packet);
-                let ihl = ip.header_len();
-                let thl = TcpPacket::new_checked(ip.payload()).map_or(0, |t| t.header_len());
+                let Some(ip) = vswitch::wire::ip::IpHead::parse(packet) else {
+                    out.release(buf);
+                    dropped += 1;
+                    return true;
+                };
+                let ihl = ip.header_len(packet);
+                let thl = TcpPacket::new_checked(ip.payload).map_or(0, |t| t.header_len());
+                let gso_type = if ip.src.is_ipv4() {
+                    GSO_TCPV4
+                } else {
+                    GSO_TCPV6
+                };
                 VnetHdr {
                     flags: VNET_F_NEEDS_CSUM,
-                    gso_type: GSO_TCPV4,
+                    gso_type,
                     hdr_len: (ETH_HDR_LEN + ihl + thl) as u16,
                     gso_size: mss,
                     csum_start: (ETH_HDR_LEN + ihl) as u16,
@@ -171,31 +184,42 @@ impl RouterHandler {
                 }
                 .emit(room);
             }
-            match router.from_host(&mut out.data(buf, len)[..], now) {
-                Action::Send { iface } => send(router, ports, scratch, out, iface, buf, len),
+            let (iface, next_hop, sender) = match router.from_host(&mut out.data(buf, len)[..], now)
+            {
+                Action::Send { iface } => {
+                    send(router, ports, scratch, out, iface, buf, len);
+                    return true;
+                }
                 Action::Resolve {
                     iface,
                     next_hop,
                     sender,
-                } => {
-                    let kept = try_hold(
-                        held,
-                        Held {
-                            ingress: iface,
-                            sender,
-                            iface,
-                            next_hop: next_hop.into(),
-                            buf,
-                            len,
-                            since: now,
-                        },
-                    );
-                    if !kept {
-                        full += 1;
-                        out.release(buf);
-                    }
+                } => (iface, std::net::IpAddr::V4(next_hop), sender),
+                Action::Resolve6 {
+                    iface,
+                    next_hop,
+                    sender,
+                } => (iface, std::net::IpAddr::V6(next_hop), sender),
+                _ => {
+                    out.release(buf);
+                    return true;
                 }
-                _ => out.release(buf),
+            };
+            let kept = try_hold(
+                held,
+                Held {
+                    ingress: iface,
+                    sender,
+                    iface,
+                    next_hop,
+                    buf,
+                    len,
+                    since: now,
+                },
+            );
+            if !kept {
+                full += 1;
+                out.release(buf);
             }
             true
         });
@@ -675,9 +699,15 @@ fn send(
 /// the trailer described no byte of the packet; the next bridge drops that frame as
 /// `bad_vnet_header`, as Linux drops an skb whose partial checksum is past its end.)
 pub fn routed_len(frame: &[u8]) -> usize {
-    match frame.get(IP_AT..).map(Ipv4Packet::new_checked) {
-        Some(Ok(ip)) => IP_AT + ip.total_len(),
-        _ => frame.len(),
+    let Some(packet) = frame.get(IP_AT..) else {
+        return frame.len();
+    };
+    if let Ok(ip) = Ipv4Packet::new_checked(packet) {
+        return IP_AT + ip.total_len();
+    }
+    match vswitch::wire::ipv6::Ipv6Packet::new_checked(packet) {
+        Some(ip) => IP_AT + vswitch::wire::ipv6::HEADER_LEN + ip.payload_len(),
+        None => frame.len(),
     }
 }
 

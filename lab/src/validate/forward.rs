@@ -1,8 +1,9 @@
-//! `[[forward]]`: published host ports (a bare port or "ip:port", one forward per
-//! protocol and port) and their targets, which a port or a service must hold on a
-//! bridge with a `subnet`, so that replies come back.
+//! `[[forward]]`: published host ports (a bare port, "ip:port" or "[ipv6]:port"; one
+//! forward per protocol, family and port) and their targets (IPv4 or IPv6), which a
+//! port or a service must hold on a bridge with a `subnet` (or `subnet6`), so that
+//! replies come back.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::bridge::BInfo;
 use super::port::PInfo;
@@ -14,25 +15,34 @@ use crate::reader::{q, Cx, Sec, F};
 pub(crate) const FORWARD_KEYS: &[&str] = &["proto", "listen", "to"];
 
 impl Cx<'_> {
-    /// A forward's `listen`: "ip:port", or a bare port ("8080") meaning every address
-    /// of the host (0.0.0.0), as `docker -p 8080:80` does.
-    fn listen_addr(&mut self, f: F<&str>) -> Option<SocketAddrV4> {
+    /// A forward's `listen`: "ip:port", "[ipv6]:port", or a bare port ("8080")
+    /// meaning every IPv4 address of the host (0.0.0.0), as `docker -p 8080:80` does
+    /// (IPv6 clients need a forward of their own, on "[::]:8080").
+    fn listen_addr(&mut self, f: F<&str>) -> Option<SocketAddr> {
         if f.v.is_empty() || !f.v.bytes().all(|b| b.is_ascii_digit()) {
-            if f.v.parse::<SocketAddrV4>().is_err() {
+            if f.v.parse::<SocketAddr>().is_err() {
                 self.err(
                     f.at,
                     format!(
-                        "`listen` must be a port like \"8080\" or an IPv4 address and port \
-                         like \"127.0.0.1:8080\", not {}",
+                        "`listen` must be a port like \"8080\" or an address and port \
+                         like \"127.0.0.1:8080\" or \"[::]:8080\", not {}",
                         q(f.v)
                     ),
                 );
                 return None;
             }
-            return self.sockaddr(f, "`listen`", "127.0.0.1:8080");
+            let a = self.sockaddr46(f, "`listen`", "127.0.0.1:8080")?;
+            if a.ip().is_multicast() {
+                self.err(
+                    f.at,
+                    format!("`listen` {a} must be a unicast address (or 0.0.0.0 or [::])"),
+                );
+                return None;
+            }
+            return Some(a);
         }
         match f.v.parse::<u16>() {
-            Ok(port) if port > 0 => Some(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)),
+            Ok(port) if port > 0 => Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))),
             _ => {
                 self.err(
                     f.at,
@@ -56,8 +66,8 @@ pub(super) fn forwards(
     targets_incomplete: bool,
 ) -> Vec<ForwardCfg> {
     let mut cfgs = Vec::new();
-    // (proto, listen port, line of the first)
-    let mut seen: Vec<(Proto, u16, usize)> = Vec::new();
+    // (proto, IPv6?, listen port, line of the first)
+    let mut seen: Vec<(Proto, bool, u16, usize)> = Vec::new();
     for s in cx.array(root, "forward", "[[forward]]") {
         cx.check_keys(&s, FORWARD_KEYS);
         cx.require(&s, &["listen", "to"]);
@@ -75,33 +85,44 @@ pub(super) fn forwards(
         });
         let to = cx.str_(&s, "to").and_then(|f| {
             Some(F {
-                v: cx.sockaddr(f, "`to`", "172.16.1.3:80")?,
+                v: cx.sockaddr46(f, "`to`", "172.16.1.3:80")?,
                 at: f.at,
             })
         });
         if let (Some(p), Some(l)) = (proto, listen) {
-            if let Some((_, _, line)) = seen
+            let v6 = l.v.is_ipv6();
+            if let Some((_, _, _, line)) = seen
                 .iter()
-                .find(|(sp, port, _)| *sp == p && *port == l.v.port())
+                .find(|(sp, s6, port, _)| *sp == p && *s6 == v6 && *port == l.v.port())
             {
                 cx.err(
                     l.at,
                     format!(
-                        "{} port {} is already forwarded by the [[forward]] on line {line}",
+                        "{} port {}{} is already forwarded by the [[forward]] on line {line}",
                         proto_name(Some(p)),
-                        l.v.port()
+                        l.v.port(),
+                        if v6 { " (IPv6)" } else { "" }
                     ),
                 );
             } else {
-                seen.push((p, l.v.port(), cx.line(s.at)));
+                seen.push((p, v6, l.v.port(), cx.line(s.at)));
             }
         }
         if let Some(t) = to {
-            let held = pinfo.iter().any(|p| p.ip == Some(*t.v.ip()))
-                || sinfo.iter().any(|x| {
-                    x.vip == Some(t.v) && (proto.is_none() || x.proto.is_none() || x.proto == proto)
-                });
-            let routed = binfo.iter().any(|b| in_net(u32::from(*t.v.ip()), b.net));
+            let held = match t.v.ip() {
+                IpAddr::V4(ip) => pinfo.iter().any(|p| p.ip == Some(ip)),
+                IpAddr::V6(ip) => pinfo.iter().any(|p| p.ip6 == Some(ip)),
+            } || sinfo.iter().any(|x| {
+                x.vip.map(SocketAddr::from) == Some(t.v)
+                    && (proto.is_none() || x.proto.is_none() || x.proto == proto)
+            });
+            let routed = match t.v.ip() {
+                IpAddr::V4(ip) => binfo.iter().any(|b| in_net(u32::from(ip), b.net)),
+                IpAddr::V6(ip) => binfo.iter().any(|b| {
+                    b.net6
+                        .is_some_and(|(net, p)| super::ipv6::in_net6(ip, net, p))
+                }),
+            };
             let subnets_incomplete = binfo.iter().any(|b| b.has_subnet && b.net.is_none());
             if !held && !targets_incomplete {
                 cx.err(
@@ -137,6 +158,44 @@ mod tests {
     use crate::testutil::*;
 
     #[test]
+    fn forwards_in_either_family() {
+        let head = "name = \"x\"\n[[bridge]]\nname = \"br0\"\nsubnet = \"10.0.0.0/24\"\nsubnet6 = \"fd00:1::/64\"\n[[port]]\nname = \"web\"\nbridge = \"br0\"\nip = \"10.0.0.3/24\"\nip6 = \"fd00:1::3/64\"\n";
+        let lab = lab(&format!(
+            "{head}[[forward]]\nlisten = \"[::]:8080\"\nto = \"[fd00:1::3]:80\"\n[[forward]]\nlisten = \"8080\"\nto = \"[fd00:1::3]:80\"\n[[forward]]\nlisten = \"[::1]:8081\"\nto = \"10.0.0.3:80\"\n"
+        ));
+        assert_eq!(lab.forwards[0].listen, "[::]:8080".parse().unwrap());
+        assert_eq!(lab.forwards[1].listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(lab.forwards[2].to, "10.0.0.3:80".parse().unwrap());
+        let one = |extra: &str| format!("{head}[[forward]]\n{extra}\n");
+        err1(
+            &one("listen = \"[::]:8080\"\nto = \"[fd00:1::4]:80\""),
+            13,
+            6,
+            "forward to [fd00:1::4]:80: no port or service holds that address",
+        );
+        err1(
+            &one("listen = \"[::ffff:127.0.0.1]:8080\"\nto = \"10.0.0.3:80\""),
+            12,
+            10,
+            "an IPv4-mapped address; write the IPv4 address (127.0.0.1:8080)",
+        );
+        err1(
+            &one("listen = \"[ff02::1]:8080\"\nto = \"10.0.0.3:80\""),
+            12,
+            10,
+            "must be a unicast address",
+        );
+        err1(
+            &format!(
+                "{head}[[forward]]\nlisten = \"[::]:80\"\nto = \"10.0.0.3:80\"\n[[forward]]\nlisten = \"[::1]:80\"\nto = \"10.0.0.3:80\"\n"
+            ),
+            15,
+            10,
+            "tcp port 80 (IPv6) is already forwarded by the [[forward]] on line 11",
+        );
+    }
+
+    #[test]
     fn forwards() {
         // Lines 5-9 hold the port, 10-13 the forward.
         let ok = lab(&with_head(&format!(
@@ -169,7 +228,7 @@ mod tests {
             )),
             12,
             10,
-            "`listen` must be a port like \"8080\" or an IPv4 address and port like \"127.0.0.1:8080\", not `0.0.0.0:65536`",
+            "`listen` must be a port like \"8080\" or an address and port like \"127.0.0.1:8080\" or \"[::]:8080\", not `0.0.0.0:65536`",
         );
         err1(
             &with_head(&format!(
@@ -178,7 +237,7 @@ mod tests {
             )),
             13,
             6,
-            "`to` must be an IPv4 address and port",
+            "`to` must be an address and port like",
         );
         err1(
             &with_head(&format!(
@@ -252,7 +311,7 @@ mod tests {
                 11,
                 10,
                 &format!(
-                    "`listen` must be a port like \"8080\" or an IPv4 address and port like \"127.0.0.1:8080\", not `{text}`"
+                    "`listen` must be a port like \"8080\" or an address and port like \"127.0.0.1:8080\" or \"[::]:8080\", not `{text}`"
                 ),
             );
         }

@@ -183,10 +183,12 @@ fn endpoint_url(text: &str) -> Result<String, String> {
 /// Whether a UDP forward listens where the endpoint would: the same port, on the same
 /// address or on every address (0.0.0.0) of either. The two sockets could never both
 /// be bound, on any host.
-fn shares_udp_port(forward: &ForwardCfg, listen: SocketAddrV4) -> bool {
+fn shares_udp_port(forward: &ForwardCfg, listen: impl Into<std::net::SocketAddr>) -> bool {
+    let listen = listen.into();
     let (a, b) = (forward.listen.ip(), listen.ip());
     forward.proto == Proto::Udp
         && forward.listen.port() == listen.port()
+        && a.is_ipv4() == b.is_ipv4()
         && (a == b || a.is_unspecified() || b.is_unspecified())
 }
 

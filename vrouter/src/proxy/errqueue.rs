@@ -51,13 +51,13 @@ pub(super) fn enable(fd: RawFd) -> io::Result<()> {
 }
 
 /// The TTL of the socket's packets (IP_TTL, 1 to 255).
-pub(super) fn set_ttl(fd: RawFd, ttl: u8) -> io::Result<()> {
-    setsockopt_int(
-        fd,
-        libc::IPPROTO_IP,
-        libc::IP_TTL,
-        ttl.max(1) as libc::c_int,
-    )
+pub(super) fn set_ttl(fd: RawFd, v6: bool, ttl: u8) -> io::Result<()> {
+    let (level, name) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_TTL)
+    };
+    setsockopt_int(fd, level, name, ttl.max(1) as libc::c_int)
 }
 
 /// Whether the socket's packets carry DF and it refuses to fragment (IP_PMTUDISC_DO,
@@ -91,8 +91,12 @@ pub(super) fn path_mtu(fd: RawFd) -> Option<u32> {
 
 /// Asks the kernel to tell, with each datagram received, the TTL it arrived with
 /// (IP_RECVTTL; read by [`recv_with_ttl`]).
-pub(super) fn want_ttl(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+pub(super) fn want_ttl(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+    }
 }
 
 /// Receives one datagram into `buf`, with the TTL it arrived with if the socket asked
@@ -120,7 +124,9 @@ pub(super) fn recv_with_ttl(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Opt
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_TTL {
+            if (c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_TTL)
+                || (c.cmsg_level == libc::SOL_IPV6 && c.cmsg_type == libc::IPV6_HOPLIMIT)
+            {
                 let v: libc::c_int = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 ttl = u8::try_from(v).ok();
             }

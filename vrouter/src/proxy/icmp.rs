@@ -3,18 +3,23 @@
 //! or, when the host refuses those and tapnet is root, one raw ICMP socket for the
 //! lab, its echo identifiers chosen by tapnet and replies matched by identifier and
 //! address. With neither, the container is told "administratively prohibited", as a
-//! firewall would.
+//! firewall would. ICMPv6 echo requests get a socket per flow in either mode: an
+//! unprivileged ICMPv6 socket, or a raw ICMPv6 socket connected to the remote address
+//! (the kernel fills in its checksum, RFC 3542 section 3.1), its replies matched by
+//! an identifier tapnet chose.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::Interest;
 use vswitch::wire::icmpv4::{self, IcmpPacket, IcmpRepr};
+use vswitch::wire::icmpv6;
+use vswitch::wire::ip::IpHead;
 use vswitch::wire::ipv4::Ipv4Packet;
 
 use super::errqueue::{self, IcmpError, Quote};
-use super::{Entry, HostProxy, Reg, PROTO_ICMP};
+use super::{Entry, HostProxy, Key, Reg, Unreachable, PROTO_ICMP, PROTO_ICMPV6};
 
 /// How echo requests leave the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +40,8 @@ const QUOTES: usize = 8;
 pub(super) struct PingFlow {
     /// Its own ICMP socket, or `None` on the lab's raw socket.
     pub socket: Option<socket2::Socket>,
-    pub container: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    pub container: IpAddr,
+    pub remote: IpAddr,
     /// The container's echo identifier, put back into the replies.
     pub ident: u16,
     /// On the raw socket: the identifier sent instead (unique among the lab's flows).
@@ -50,6 +55,20 @@ pub(super) struct PingFlow {
 }
 
 impl PingFlow {
+    /// The flow's key: the container's identifier in the place of its port.
+    pub fn key(&self) -> Key {
+        let proto = if self.remote.is_ipv4() {
+            PROTO_ICMP
+        } else {
+            PROTO_ICMPV6
+        };
+        (
+            proto,
+            SocketAddr::new(self.container, self.ident),
+            SocketAddr::new(self.remote, 0),
+        )
+    }
+
     fn remember(&mut self, seq: u16, packet: &[u8]) {
         self.quotes[self.next_quote] = (seq, Quote::of(packet));
         self.next_quote = (self.next_quote + 1) % QUOTES;
@@ -66,6 +85,16 @@ impl PingFlow {
 fn icmp_socket(kind: socket2::Type) -> std::io::Result<socket2::Socket> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, kind, Some(socket2::Protocol::ICMPV4))?;
     s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// An ICMPv6 socket of `kind` (datagram: a ping socket; raw) connected to `remote`,
+/// reporting the hop limit of what it receives.
+fn icmp6_socket(kind: socket2::Type, remote: Ipv6Addr) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV6, kind, Some(socket2::Protocol::ICMPV6))?;
+    s.set_nonblocking(true)?;
+    let _ = errqueue::want_ttl(s.as_raw_fd(), true);
+    s.connect(&SocketAddr::from((remote, 0)).into())?;
     Ok(s)
 }
 
@@ -95,31 +124,27 @@ impl HostProxy {
         }
         if self.ping == PingMode::None {
             self.stats.ping_refused += 1;
-            return self.error_from_gateway(
-                packet,
-                icmpv4::DEST_UNREACHABLE,
-                icmpv4::UNREACH_ADMIN_PROHIBITED,
-            );
+            return self.error_from_gateway(packet, Unreachable::AdminProhibited);
         }
         let (container, remote, ident) = (ip.src(), ip.dst(), icmp.ident());
         let ttl = ip.ttl().saturating_sub(1);
         // Echo flows are keyed by (container, identifier) -> remote, ports unused.
         let key = (
             PROTO_ICMP,
-            SocketAddrV4::new(container, ident),
-            SocketAddrV4::new(remote, 0),
+            SocketAddr::from((container, ident)),
+            SocketAddr::from((remote, 0)),
         );
         let n = match self.flows.get(&key) {
             Some(&n) => n,
             None => {
-                if !self.within_share(container) {
+                if !self.within_share(container.into()) {
                     return;
                 }
                 let (socket, wire_ident) = match self.ping {
                     PingMode::Socket => match icmp_socket(socket2::Type::DGRAM) {
                         Ok(s) => {
                             let _ = errqueue::enable(s.as_raw_fd());
-                            let _ = errqueue::want_ttl(s.as_raw_fd());
+                            let _ = errqueue::want_ttl(s.as_raw_fd(), false);
                             if let Err(e) = s.connect(&SocketAddr::from((remote, 0)).into()) {
                                 return self.unreachable_for(packet, &e);
                             }
@@ -130,13 +155,13 @@ impl HostProxy {
                             return;
                         }
                     },
-                    _ => (None, self.free_ident(remote)),
+                    _ => (None, self.free_ident(remote.into())),
                 };
                 self.make_room();
                 let n = self.add(Entry::Ping(Box::new(PingFlow {
                     socket,
-                    container,
-                    remote,
+                    container: container.into(),
+                    remote: remote.into(),
                     ident,
                     wire_ident,
                     ttl: 0,
@@ -154,7 +179,7 @@ impl HostProxy {
                         );
                     }
                     _ => {
-                        self.raw_idents.insert((remote, wire_ident), n);
+                        self.raw_idents.insert((remote.into(), wire_ident), n);
                     }
                 }
                 self.flows.insert(key, n);
@@ -178,19 +203,19 @@ impl HostProxy {
             Some(s) => {
                 if f.ttl != ttl {
                     f.ttl = ttl;
-                    let _ = errqueue::set_ttl(s.as_raw_fd(), ttl);
+                    let _ = errqueue::set_ttl(s.as_raw_fd(), false, ttl);
                 }
                 super::send_past_pending_error(|| s.send(ip.payload()))
             }
             None => {
                 let Some(fd) = raw else { return };
                 // The raw socket is the lab's: its TTL is set for each request.
-                let _ = errqueue::set_ttl(fd, ttl);
+                let _ = errqueue::set_ttl(fd, false, ttl);
                 let mut request = [0u8; 65536];
                 let body = ip.payload();
                 request[..body.len()].copy_from_slice(body);
                 icmpv4::set_echo_ident(&mut request[..body.len()], f.wire_ident);
-                send_to(fd, &request[..body.len()], f.remote)
+                send_to(fd, &request[..body.len()], remote)
             }
         };
         if let Err(e) = sent {
@@ -199,7 +224,7 @@ impl HostProxy {
     }
 
     /// An echo identifier for the raw socket that no flow to `remote` uses.
-    fn free_ident(&mut self, remote: Ipv4Addr) -> u16 {
+    fn free_ident(&mut self, remote: IpAddr) -> u16 {
         loop {
             self.next_ident = self.next_ident.wrapping_add(1);
             if !self.raw_idents.contains_key(&(remote, self.next_ident)) {
@@ -238,8 +263,18 @@ impl HostProxy {
             flow.last_active = now;
             let reply = &buf[..len];
             let (remote, container, ident) = (flow.remote, flow.container, flow.ident);
+            let wire_ident = flow.wire_ident;
             self.lru.touch(n);
-            self.echo_reply_to_container(remote, container, ident, ttl.unwrap_or(64), reply);
+            let ttl = ttl.unwrap_or(64);
+            match (remote, container) {
+                (IpAddr::V4(r), IpAddr::V4(c)) => {
+                    self.echo_reply_to_container(r, c, ident, ttl, reply)
+                }
+                (IpAddr::V6(r), IpAddr::V6(c)) => {
+                    self.echo6_reply_to_container(r, c, ident, wire_ident, ttl, reply)
+                }
+                _ => {}
+            }
         }
         true
     }
@@ -268,14 +303,18 @@ impl HostProxy {
             };
             match icmp.kind() {
                 icmpv4::ECHO_REPLY => {
-                    let Some(&f) = self.raw_idents.get(&(ip.src(), icmp.ident())) else {
+                    let Some(&f) = self.raw_idents.get(&(ip.src().into(), icmp.ident())) else {
                         continue;
                     };
                     let Some(Entry::Ping(flow)) = self.entries[f].as_mut() else {
                         continue;
                     };
                     flow.last_active = now;
-                    let (remote, container, ident) = (flow.remote, flow.container, flow.ident);
+                    let (IpAddr::V4(remote), IpAddr::V4(container)) = (flow.remote, flow.container)
+                    else {
+                        continue;
+                    };
+                    let ident = flow.ident;
                     self.lru.touch(f);
                     let ttl = ip.ttl();
                     self.echo_reply_to_container(remote, container, ident, ttl, ip.payload());
@@ -291,7 +330,7 @@ impl HostProxy {
                     if inner.protocol() != PROTO_ICMP || req.kind() != icmpv4::ECHO_REQUEST {
                         continue;
                     }
-                    let Some(&f) = self.raw_idents.get(&(inner.dst(), req.ident())) else {
+                    let Some(&f) = self.raw_idents.get(&(inner.dst().into(), req.ident())) else {
                         continue;
                     };
                     let Some(Entry::Ping(flow)) = self.entries[f].as_ref() else {
@@ -314,6 +353,130 @@ impl HostProxy {
             }
         }
         true
+    }
+
+    /// An ICMPv6 echo request from a container (`ip`, `packet`) for the outside.
+    pub(super) fn ping6(&mut self, ip: &IpHead<'_>, packet: &[u8], reg: &Reg<'_>, now: Instant) {
+        let (IpAddr::V6(container), IpAddr::V6(remote)) = (ip.src, ip.dst) else {
+            return;
+        };
+        let Some(icmp) = icmpv6::Icmpv6Packet::new_checked(ip.payload) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if !self.masquerade || icmp.msg_type() != icmpv6::ECHO_REQUEST || ip.payload.len() < 8 {
+            self.stats.no_flow += 1;
+            return;
+        }
+        let ident = u16::from_be_bytes([ip.payload[4], ip.payload[5]]);
+        let key = (
+            PROTO_ICMPV6,
+            SocketAddr::from((container, ident)),
+            SocketAddr::from((remote, 0)),
+        );
+        let n = match self.flows.get(&key) {
+            Some(&n) => n,
+            None => {
+                let kind = match self.ping {
+                    PingMode::Socket => socket2::Type::DGRAM,
+                    PingMode::Raw => socket2::Type::RAW,
+                    PingMode::None => {
+                        self.stats.ping_refused += 1;
+                        return self.error_from_gateway(packet, Unreachable::AdminProhibited);
+                    }
+                };
+                if !self.within_share(container.into()) {
+                    return;
+                }
+                let socket = match icmp6_socket(kind, remote) {
+                    Ok(s) => s,
+                    Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                        self.stats.ping_refused += 1;
+                        return self.error_from_gateway(packet, Unreachable::AdminProhibited);
+                    }
+                    Err(e) => return self.unreachable_for(packet, &e),
+                };
+                // A raw socket sees every reply from `remote`: this flow's carry an
+                // identifier no other flow to it uses. A ping socket's are the kernel's.
+                let wire_ident = self.free_ident(remote.into());
+                self.make_room();
+                let n = self.add(Entry::Ping(Box::new(PingFlow {
+                    socket: Some(socket),
+                    container: container.into(),
+                    remote: remote.into(),
+                    ident,
+                    wire_ident,
+                    ttl: 0,
+                    last_active: now,
+                    quotes: [(0, Quote::default()); QUOTES],
+                    next_quote: 0,
+                })));
+                if let Some(Entry::Ping(f)) = &self.entries[n] {
+                    if let Some(s) = &f.socket {
+                        let _ = reg.registry.register(
+                            &mut mio::unix::SourceFd(&s.as_raw_fd()),
+                            reg.token(n),
+                            Interest::READABLE,
+                        );
+                    }
+                }
+                self.raw_idents.insert((remote.into(), wire_ident), n);
+                self.flows.insert(key, n);
+                n
+            }
+        };
+        let hops = ip.ttl.saturating_sub(1);
+        let Some(Some(Entry::Ping(f))) = self.entries.get_mut(n) else {
+            return;
+        };
+        f.last_active = now;
+        self.lru.touch(n);
+        let Some(Some(Entry::Ping(f))) = self.entries.get_mut(n) else {
+            return;
+        };
+        let Some(s) = &f.socket else { return };
+        if f.ttl != hops {
+            f.ttl = hops;
+            let _ = errqueue::set_ttl(s.as_raw_fd(), true, hops);
+        }
+        let mut request = [0u8; 65536];
+        let body = ip.payload;
+        request[..body.len()].copy_from_slice(body);
+        // The kernel sums ICMPv6 on both kinds of socket: the checksum is not ours.
+        icmpv4::set_echo_ident(&mut request[..body.len()], f.wire_ident);
+        if let Err(e) = super::send_past_pending_error(|| s.send(&request[..body.len()])) {
+            self.unreachable_for(packet, &e);
+        }
+    }
+
+    /// An ICMPv6 echo reply (`reply`: its header and data) from `remote` on a flow's
+    /// socket, to the container with its identifier put back; others (another flow's
+    /// identifier on a raw socket, other messages) are not for it.
+    fn echo6_reply_to_container(
+        &mut self,
+        remote: Ipv6Addr,
+        container: Ipv6Addr,
+        ident: u16,
+        wire_ident: u16,
+        hops: u8,
+        reply: &[u8],
+    ) {
+        let Some(icmp) = icmpv6::Icmpv6Packet::new_checked(reply) else {
+            return;
+        };
+        if icmp.msg_type() != icmpv6::ECHO_REPLY || reply.len() < 8 {
+            return;
+        }
+        let got = u16::from_be_bytes([reply[4], reply[5]]);
+        if self.ping == PingMode::Raw && got != wire_ident {
+            return;
+        }
+        let mut rest = [0u8; 4];
+        rest[..2].copy_from_slice(&ident.to_be_bytes());
+        rest[2..].copy_from_slice(&reply[6..8]);
+        let hops = hops.saturating_sub(1).max(1);
+        let kind = icmpv6::ECHO_REPLY;
+        self.send_icmp6(remote, container, hops, kind, 0, rest, &reply[8..]);
     }
 
     /// An echo reply (`reply`: its ICMP header and data) from `remote` to the

@@ -33,7 +33,7 @@ mod udp;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ use mio::{Interest, Registry, Token};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use vswitch::wire::icmpv4::{self, IcmpRepr};
+use vswitch::wire::icmpv6;
+use vswitch::wire::ip::IpHead;
 use vswitch::wire::ipv4::Ipv4Packet;
 
 use crate::nat::{Timeouts, PROTO_TCP, PROTO_UDP};
@@ -55,6 +57,7 @@ pub use trace::ProxyTrace;
 use udp::UdpFlow;
 
 const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = icmpv6::NEXT_HEADER;
 
 /// Where the proxy registers its host sockets: the poll loop's registry and the first
 /// of the tokens it may use (socket number n gets token `base + n`).
@@ -70,11 +73,14 @@ impl Reg<'_> {
 }
 
 /// A published port: connections or datagrams to `listen` on the host go to `to`.
+/// Either may be IPv4 or IPv6: an IPv6 `listen` takes IPv6 clients only
+/// (IPV6_V6ONLY), and a client of the other family than `to` reaches the container
+/// from the gateway of `to`'s subnet (it could not answer the client's address).
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardRule {
     pub proto: u8,
-    pub listen: SocketAddrV4,
-    pub to: SocketAddrV4,
+    pub listen: SocketAddr,
+    pub to: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -128,10 +134,11 @@ pub struct ProxyStats {
 /// One flow as `show nat` lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostFlow {
-    /// 6 (TCP), 17 (UDP) or 1 (ICMP echo: ports are the echo identifier, and 0).
+    /// 6 (TCP), 17 (UDP), 1 or 58 (ICMP or ICMPv6 echo: ports are the echo
+    /// identifier, and 0).
     pub proto: u8,
-    pub container: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub container: SocketAddr,
+    pub remote: SocketAddr,
     /// Time since data last went either way.
     pub idle: Duration,
     /// Whether this is a forward's flow (else masquerade's).
@@ -157,7 +164,7 @@ enum Entry {
 
 /// A flow's key: (protocol, container side, other end); for an echo flow, the
 /// container's identifier stands in the container side's port.
-type Key = (u8, SocketAddrV4, SocketAddrV4);
+type Key = (u8, SocketAddr, SocketAddr);
 
 pub struct HostProxy {
     masquerade: bool,
@@ -177,11 +184,11 @@ pub struct HostProxy {
     timers: BinaryHeap<Reverse<(smoltcp::time::Instant, usize, u64)>>,
     next_conn: u64,
     /// Half-open masquerade connections, per container address, and in all.
-    pending: HashMap<Ipv4Addr, u32>,
+    pending: HashMap<IpAddr, u32>,
     pending_total: usize,
     /// Masquerade flows (TCP, UDP, echo) per container address, and the most one
     /// container may hold.
-    owned: HashMap<Ipv4Addr, u32>,
+    owned: HashMap<IpAddr, u32>,
     max_per_container: u32,
     /// Flows in order of last activity, to evict the least recently used in O(1).
     lru: Lru,
@@ -197,13 +204,15 @@ pub struct HostProxy {
     /// Forwards removed at run time: their slot in `rules` waits for the next one.
     gone: Vec<bool>,
     gateways: Vec<(u32, u8, Ipv4Addr)>,
+    /// The gateways of the routed subnet6s: (gateway6, prefix length).
+    gateways6: Vec<(Ipv6Addr, u8)>,
     /// The last port handed out on a gateway's address for forwarded connections.
     next_port: u16,
     ping: PingMode,
     /// The raw ICMP socket's entry, in [`PingMode::Raw`].
     raw: Option<usize>,
     /// In [`PingMode::Raw`]: (remote, identifier sent) -> echo flow.
-    raw_idents: HashMap<(Ipv4Addr, u16), usize>,
+    raw_idents: HashMap<(IpAddr, u16), usize>,
     next_ident: u16,
     /// Where host sockets' datagrams are read (64 KiB, allocated once).
     rx_buf: Vec<u8>,
@@ -218,10 +227,10 @@ fn default_share(max_flows: usize) -> u32 {
 
 /// The container a masquerade flow belongs to (forwards' flows belong to their
 /// clients, and listeners to the lab).
-fn owner(entry: &Entry) -> Option<Ipv4Addr> {
+fn owner(entry: &Entry) -> Option<IpAddr> {
     match entry {
-        Entry::Tcp(c) if c.rule.is_none() => Some(*c.container.ip()),
-        Entry::Udp(f) if f.rule.is_none() => Some(*f.container.ip()),
+        Entry::Tcp(c) if c.rule.is_none() => Some(c.container.ip()),
+        Entry::Udp(f) if f.rule.is_none() => Some(f.container.ip()),
         Entry::Ping(f) => Some(f.container),
         _ => None,
     }
@@ -231,11 +240,22 @@ fn owner(entry: &Entry) -> Option<Ipv4Addr> {
 /// flow cannot hold the poll loop (edge-triggered: the rest is read next turn).
 const RX_BATCH: usize = 64;
 
-fn v4(addr: SocketAddr) -> Option<SocketAddrV4> {
+/// A listener's peer as the proxy keys it: an IPv4-mapped IPv6 address (none come
+/// with IPV6_V6ONLY, but a lab's own sockets may differ) as the IPv4 one.
+fn unmapped(addr: SocketAddr) -> SocketAddr {
     match addr {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(_) => None,
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, a.port())),
+            None => addr,
+        },
+        v4 => v4,
     }
+}
+
+/// Whether `ip` is in the subnet6 of gateway `gw` (prefix length `prefix`).
+fn in_net6(ip: Ipv6Addr, gw: Ipv6Addr, prefix: u8) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    u128::from(ip) & mask == u128::from(gw) & mask
 }
 
 impl HostProxy {
@@ -260,10 +280,11 @@ impl HostProxy {
         iface.set_any_ip(true);
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(IpAddress::v4(169, 254, 0, 1), 16));
+            let _ = addrs.push(IpCidr::new(IpAddress::v6(0xfe80, 0, 0, 0, 0, 0, 0, 1), 64));
         });
-        let _ = iface
-            .routes_mut()
-            .add_default_ipv4_route(Ipv4Addr::new(169, 254, 0, 2));
+        let routes = iface.routes_mut();
+        let _ = routes.add_default_ipv4_route(Ipv4Addr::new(169, 254, 0, 2));
+        let _ = routes.add_default_ipv6_route(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2));
         let mut proxy = HostProxy {
             masquerade,
             forward_stats: vec![ForwardStats::default(); rules.len()],
@@ -290,6 +311,7 @@ impl HostProxy {
             stats: ProxyStats::default(),
             unregistered: Vec::new(),
             gateways: Vec::new(),
+            gateways6: Vec::new(),
             next_port: 0,
             ping: PingMode::None,
             raw: None,
@@ -334,7 +356,7 @@ impl HostProxy {
     /// Removes the forward listening on `listen` for `proto`: its socket closes (so it
     /// leaves the poll loop), and so do its connections, both ends reset. False if
     /// there is none.
-    pub fn remove_forward(&mut self, proto: u8, listen: SocketAddrV4) -> bool {
+    pub fn remove_forward(&mut self, proto: u8, listen: SocketAddr) -> bool {
         let Some(i) = (0..self.rules.len()).find(|&i| {
             !self.gone[i] && self.rules[i].proto == proto && self.rules[i].listen == listen
         }) else {
@@ -445,7 +467,7 @@ impl HostProxy {
     }
 
     /// Whether container `ip` may open another masquerade flow; counts a refusal.
-    fn within_share(&mut self, ip: Ipv4Addr) -> bool {
+    fn within_share(&mut self, ip: IpAddr) -> bool {
         let ok = self.owned.get(&ip).copied().unwrap_or(0) < self.max_per_container;
         if !ok {
             self.stats.container_limited += 1;
@@ -499,37 +521,80 @@ impl HostProxy {
 
     /// An IP packet from a container for an address outside every subnet (or a
     /// gateway's, for the return half of a forward sourced from it).
+    /// `packet` is IPv4 or IPv6 (an IPv6 packet's next header must be TCP, UDP or
+    /// ICMPv6 itself: extension headers are not followed here).
     pub fn from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
         self.register_listeners(reg);
-        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        let Some(ip) = IpHead::parse(packet) else {
             self.stats.malformed += 1;
             return;
         };
         // The router reassembles what comes here: a fragment left is one it could not.
-        if ip.is_fragment() {
+        if ip.fragment {
             self.stats.malformed += 1;
             return;
         }
-        let packet = ip.packet();
-        match ip.protocol() {
-            PROTO_TCP => self.tcp_from_container(packet, reg, now),
-            PROTO_UDP => self.udp_from_container(packet, reg, now),
-            PROTO_ICMP => self.ping(packet, reg, now),
+        // Without what pads the frame past the packet's own length.
+        let packet = &packet[..ip.header_len(packet) + ip.payload.len()];
+        match (ip.proto, ip.src) {
+            (PROTO_TCP, _) => self.tcp_from_container(&ip, packet, reg, now),
+            (PROTO_UDP, _) => self.udp_from_container(&ip, packet, reg, now),
+            (PROTO_ICMP, IpAddr::V4(_)) => self.ping(packet, reg, now),
+            (PROTO_ICMPV6, IpAddr::V6(_)) => self.ping6(&ip, packet, reg, now),
             _ => self.stats.no_flow += 1,
         }
     }
 
     /// Whether `ip` is one of the gateways: tapnet's own addresses.
-    fn is_gateway(&self, ip: Ipv4Addr) -> bool {
-        self.gateways.iter().any(|g| g.2 == ip)
+    fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self.gateways.iter().any(|g| g.2 == ip),
+            IpAddr::V6(ip) => self.gateways6.iter().any(|g| g.0 == ip),
+        }
     }
 
-    /// The gateway of the subnet `ip` is on.
-    fn gateway_for(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.gateways
-            .iter()
-            .find(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
-            .map(|(_, _, gw)| *gw)
+    /// Whether `ip` is inside one of the lab's subnets (or subnet6s).
+    fn in_lab(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self
+                .gateways
+                .iter()
+                .any(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net),
+            IpAddr::V6(ip) => self.gateways6.iter().any(|&(gw, p)| in_net6(ip, gw, p)),
+        }
+    }
+
+    /// The gateway of the subnet (or subnet6) `ip` is on.
+    fn gateway_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(ip) => self
+                .gateways
+                .iter()
+                .find(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
+                .map(|(_, _, gw)| IpAddr::V4(*gw)),
+            IpAddr::V6(ip) => self
+                .gateways6
+                .iter()
+                .find(|&&(gw, p)| in_net6(ip, gw, p))
+                .map(|(gw, _)| IpAddr::V6(*gw)),
+        }
+    }
+
+    /// Queues an ICMPv6 message from `from` to `to` for the containers.
+    #[allow(clippy::too_many_arguments)]
+    fn send_icmp6(
+        &mut self,
+        from: Ipv6Addr,
+        to: Ipv6Addr,
+        hops: u8,
+        kind: u8,
+        code: u8,
+        rest: [u8; 4],
+        data: &[u8],
+    ) {
+        self.queues.emit(icmpv6::MAX_QUOTE + 48, |buf| {
+            icmpv6::emit_packet(from, to, hops, kind, code, rest, data, buf)
+        });
     }
 
     /// Queues an ICMP message from `from` to `to` for the containers.
@@ -568,14 +633,23 @@ impl HostProxy {
         );
     }
 
-    /// An ICMP error about a container's `packet` from the gateway of its subnet, as
-    /// the router would say it (no route on the host, say).
-    fn error_from_gateway(&mut self, packet: &[u8], kind: u8, code: u8) {
+    /// An ICMP (or ICMPv6) destination unreachable about a container's `packet` from
+    /// the gateway of its subnet, as the router would say it (no route on the host,
+    /// say).
+    fn error_from_gateway(&mut self, packet: &[u8], why: Unreachable) {
+        if let Some(ip) = IpHead::parse(packet) {
+            if let (IpAddr::V6(to), Some(IpAddr::V6(from))) = (ip.src, self.gateway_for(ip.src)) {
+                let (kind, code) = (icmpv6::DST_UNREACHABLE, why.v6());
+                let quote = icmpv6::quote(packet);
+                return self.send_icmp6(from, to, 64, kind, code, [0; 4], quote);
+            }
+        }
+        let (kind, code) = (icmpv4::DEST_UNREACHABLE, why.v4());
         let Ok(ip) = Ipv4Packet::new_checked(packet) else {
             return;
         };
         let to = ip.src();
-        let Some(from) = self.gateway_for(to) else {
+        let Some(IpAddr::V4(from)) = self.gateway_for(to.into()) else {
             return;
         };
         self.send_icmp(
@@ -593,11 +667,20 @@ impl HostProxy {
     /// A container's DF `packet` is larger than the host's path MTU (`mtu`): the
     /// gateway says so, as a router on the path would (RFC 1191).
     fn fragmentation_needed(&mut self, packet: &[u8], mtu: u32) {
+        if let Some(ip) = IpHead::parse(packet) {
+            if let (IpAddr::V6(to), Some(IpAddr::V6(from))) = (ip.src, self.gateway_for(ip.src)) {
+                // IPv6's packet too big (RFC 8201), never below the minimum MTU.
+                let rest = mtu.max(1280).to_be_bytes();
+                let quote = icmpv6::quote(packet);
+                let kind = icmpv6::PACKET_TOO_BIG;
+                return self.send_icmp6(from, to, 64, kind, 0, rest, quote);
+            }
+        }
         let Ok(ip) = Ipv4Packet::new_checked(packet) else {
             return;
         };
         let to = ip.src();
-        let Some(from) = self.gateway_for(to) else {
+        let Some(IpAddr::V4(from)) = self.gateway_for(to.into()) else {
             return;
         };
         let mut rest = [0u8; 4];
@@ -616,12 +699,12 @@ impl HostProxy {
 
     /// A host socket found no way to where `packet` goes: say so as a router would.
     fn unreachable_for(&mut self, packet: &[u8], e: &io::Error) {
-        let code = match e.raw_os_error() {
-            Some(libc::ENETUNREACH) => icmpv4::UNREACH_NET,
-            Some(libc::EHOSTUNREACH) => icmpv4::UNREACH_HOST,
+        let why = match e.raw_os_error() {
+            Some(libc::ENETUNREACH) => Unreachable::Net,
+            Some(libc::EHOSTUNREACH) => Unreachable::Host,
             _ => return,
         };
-        self.error_from_gateway(packet, icmpv4::DEST_UNREACHABLE, code);
+        self.error_from_gateway(packet, why);
     }
 
     /// Keeps the flow count within its limit: the flow idle longest goes (counted).
@@ -655,6 +738,11 @@ impl HostProxy {
     /// The gateways of the routed subnets: (network, prefix, gateway address).
     pub fn set_gateways(&mut self, gateways: Vec<(u32, u8, Ipv4Addr)>) {
         self.gateways = gateways;
+    }
+
+    /// The gateways of the routed subnet6s: (gateway6, prefix length).
+    pub fn set_gateways6(&mut self, gateways: Vec<(Ipv6Addr, u8)>) {
+        self.gateways6 = gateways;
     }
 
     /// Host socket `n` is ready. True if it was not drained (a batch limit, or accept
@@ -697,12 +785,9 @@ impl HostProxy {
                 self.flows.remove(&(PROTO_UDP, f.container, f.remote));
             }
             Entry::Ping(f) => {
-                self.flows.remove(&(
-                    PROTO_ICMP,
-                    SocketAddrV4::new(f.container, f.ident),
-                    SocketAddrV4::new(f.remote, 0),
-                ));
-                if f.socket.is_none() {
+                self.flows.remove(&f.key());
+                // A raw IPv4 flow's identifier, or any IPv6 flow's.
+                if self.raw_idents.get(&(f.remote, f.wire_ident)) == Some(&n) {
                     self.raw_idents.remove(&(f.remote, f.wire_ident));
                 }
             }
@@ -738,15 +823,15 @@ impl HostProxy {
     /// smoltcp has finished with.
     /// Closes every flow of the container at `ip` (it was detached): masquerade's and
     /// forwards' alike, their host sockets closed. How many.
-    pub fn forget_container(&mut self, ip: Ipv4Addr) -> usize {
+    pub fn forget_container(&mut self, ip: IpAddr) -> usize {
         let of: Vec<usize> = self
             .entries
             .iter()
             .enumerate()
             .filter_map(|(n, e)| {
                 let container = match e {
-                    Some(Entry::Tcp(c)) => *c.container.ip(),
-                    Some(Entry::Udp(f)) => *f.container.ip(),
+                    Some(Entry::Tcp(c)) => c.container.ip(),
+                    Some(Entry::Udp(f)) => f.container.ip(),
                     Some(Entry::Ping(f)) => f.container,
                     _ => return None,
                 };
@@ -797,6 +882,12 @@ impl HostProxy {
 /// dropped at the door to retry a second later.
 const LISTEN_BACKLOG: i32 = 4096;
 
+/// Whether forward `rule`'s socket can be bound on this host now (bound as the proxy
+/// binds it, then closed): the error the host gives if not.
+pub fn can_listen(rule: &ForwardRule) -> io::Result<()> {
+    listener(rule, 0).map(drop)
+}
+
 /// The listening socket of forward `rule` (index `i`).
 fn listener(rule: &ForwardRule, i: usize) -> io::Result<Entry> {
     Ok(match rule.proto {
@@ -805,24 +896,72 @@ fn listener(rule: &ForwardRule, i: usize) -> io::Result<Entry> {
             rule: i,
         },
         _ => Entry::UdpListener {
-            socket: UdpSocket::bind(SocketAddr::V4(rule.listen))?,
+            socket: listen_udp(rule.listen)?,
             rule: i,
         },
     })
 }
 
-/// A forward's TCP listener on `addr`.
-fn listen_tcp(addr: SocketAddrV4) -> io::Result<TcpListener> {
-    let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    s.set_reuse_address(true)?;
+/// A socket of `kind` for `addr`'s family; an IPv6 one takes IPv6 only (IPV6_V6ONLY),
+/// so that `[::]:P` and `0.0.0.0:P` are two forwards, as the lab file writes them.
+fn host_socket(addr: SocketAddr, kind: socket2::Type) -> io::Result<socket2::Socket> {
+    let proto = if kind == socket2::Type::STREAM {
+        socket2::Protocol::TCP
+    } else {
+        socket2::Protocol::UDP
+    };
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
     s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::V4(addr).into())?;
+    Ok(s)
+}
+
+/// A forward's TCP listener on `addr`.
+fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = host_socket(addr, socket2::Type::STREAM)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
     s.listen(LISTEN_BACKLOG)?;
     Ok(TcpListener::from_std(s.into()))
+}
+
+/// A forward's UDP socket on `addr`.
+fn listen_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = host_socket(addr, socket2::Type::DGRAM)?;
+    s.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(s.into()))
+}
+
+/// Why a container's packet could not go, as its gateway says it: ICMP destination
+/// unreachable's codes (RFC 792), or ICMPv6's (RFC 4443 section 3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreachable {
+    Net,
+    Host,
+    Port,
+    AdminProhibited,
+}
+
+impl Unreachable {
+    fn v4(self) -> u8 {
+        match self {
+            Unreachable::Net => icmpv4::UNREACH_NET,
+            Unreachable::Host => icmpv4::UNREACH_HOST,
+            Unreachable::Port => icmpv4::UNREACH_PORT,
+            Unreachable::AdminProhibited => icmpv4::UNREACH_ADMIN_PROHIBITED,
+        }
+    }
+
+    fn v6(self) -> u8 {
+        match self {
+            Unreachable::Net => icmpv6::UNREACH_NO_ROUTE,
+            Unreachable::Host => icmpv6::UNREACH_ADDRESS,
+            Unreachable::Port => icmpv6::UNREACH_PORT,
+            Unreachable::AdminProhibited => icmpv6::UNREACH_ADMIN_PROHIBITED,
+        }
+    }
 }
 
 /// Sends with `send`, once more if the first attempt only returned an error the

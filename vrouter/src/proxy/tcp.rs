@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,11 @@ use mio::Interest;
 use smoltcp::iface::{PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
-use vswitch::wire::icmpv4;
-use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::ip::IpHead;
 use vswitch::wire::tcp::{TcpPacket, ACK, RST, SYN};
 
 use super::errqueue::{self, IcmpError, Quote};
-use super::{transient, v4, Entry, HostProxy, Reg, PROTO_TCP};
+use super::{transient, unmapped, Entry, HostProxy, Reg, Unreachable, PROTO_TCP};
 use std::cmp::Reverse;
 
 const TCP_BUFFER: usize = 256 * 1024;
@@ -48,8 +47,8 @@ pub(super) struct TcpConn {
     pub host: TcpStream,
     pub last_active: Instant,
     /// The container side's view: (container address, the other end's address).
-    pub container: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    pub container: SocketAddr,
+    pub remote: SocketAddr,
     pub rule: Option<usize>,
     pub connected: bool,
     /// The container's side reached ESTABLISHED.
@@ -68,8 +67,8 @@ impl TcpConn {
     fn new(
         id: u64,
         host: TcpStream,
-        container: SocketAddrV4,
-        remote: SocketAddrV4,
+        container: SocketAddr,
+        remote: SocketAddr,
         now: Instant,
     ) -> TcpConn {
         TcpConn {
@@ -158,22 +157,27 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(75);
 
 impl HostProxy {
     /// A TCP segment from a container for the outside.
-    pub(super) fn tcp_from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
-        let ip = Ipv4Packet::new_unchecked(packet);
-        let Some(tcp) = TcpPacket::new_checked(ip.payload()) else {
+    pub(super) fn tcp_from_container(
+        &mut self,
+        ip: &IpHead<'_>,
+        packet: &[u8],
+        reg: &Reg<'_>,
+        now: Instant,
+    ) {
+        let Some(tcp) = TcpPacket::new_checked(ip.payload) else {
             self.stats.malformed += 1;
             return;
         };
-        let src = SocketAddrV4::new(ip.src(), tcp.src_port());
-        let dst = SocketAddrV4::new(ip.dst(), tcp.dst_port());
+        let src = SocketAddr::new(ip.src, tcp.src_port());
+        let dst = SocketAddr::new(ip.dst, tcp.dst_port());
         let syn_only = tcp.flags() & (SYN | ACK | RST) == SYN;
         let Some(n) = self.flows.get(&(PROTO_TCP, src, dst)).copied() else {
-            if syn_only && !self.is_gateway(*dst.ip()) {
+            if syn_only && !self.is_gateway(dst.ip()) {
                 if !self.masquerade {
                     self.stats.no_flow += 1;
                     return;
                 }
-                return self.open_masquerade_tcp(src, dst, packet, ip.ttl(), reg, now);
+                return self.open_masquerade_tcp(src, dst, packet, ip.ttl, reg, now);
             }
             // No connection (a stray segment, or a SYN to a gateway, where nothing
             // listens): smoltcp with no socket answers with a reset.
@@ -229,19 +233,19 @@ impl HostProxy {
     /// from the container counts the routers beyond the host.
     fn open_masquerade_tcp(
         &mut self,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
+        src: SocketAddr,
+        dst: SocketAddr,
         syn: &[u8],
         ttl: u8,
         reg: &Reg<'_>,
         now: Instant,
     ) {
-        let mine = self.pending.get(src.ip()).copied().unwrap_or(0);
+        let mine = self.pending.get(&src.ip()).copied().unwrap_or(0);
         if mine >= PENDING_PER_CONTAINER || self.pending_total >= PENDING_TOTAL {
             self.stats.syn_limited += 1;
             return;
         }
-        if !self.within_share(*src.ip()) {
+        if !self.within_share(src.ip()) {
             return;
         }
         let host = match connect(dst, ttl.saturating_sub(1)) {
@@ -254,7 +258,7 @@ impl HostProxy {
         conn.pending_syn = Some(syn.to_vec());
         conn.pending_since = Some(now);
         let n = self.add(Entry::Tcp(conn));
-        *self.pending.entry(*src.ip()).or_insert(0) += 1;
+        *self.pending.entry(src.ip()).or_insert(0) += 1;
         self.pending_total += 1;
         self.track_tcp(n, reg, now);
         self.stats.tcp_opened += 1;
@@ -297,12 +301,12 @@ impl HostProxy {
             }
             code => {
                 self.stats.tcp_unreachable += 1;
-                let icmp_code = if code == Some(libc::ENETUNREACH) {
-                    icmpv4::UNREACH_NET
+                let why = if code == Some(libc::ENETUNREACH) {
+                    Unreachable::Net
                 } else {
-                    icmpv4::UNREACH_HOST
+                    Unreachable::Host
                 };
-                self.error_from_gateway(syn, icmpv4::DEST_UNREACHABLE, icmp_code);
+                self.error_from_gateway(syn, why);
             }
         }
     }
@@ -355,7 +359,7 @@ impl HostProxy {
                     return true;
                 }
             };
-            let Some(client) = v4(peer) else { continue };
+            let client = unmapped(peer);
             let to = self.rules[rule].to;
             let mut smol = new_tcp_socket();
             // Connect from the client's own address, so the container sees who calls;
@@ -373,13 +377,13 @@ impl HostProxy {
                 self.remove(old);
             }
             let local = IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(*source.ip())),
+                addr: Some(IpAddress::from(source.ip())),
                 port: source.port(),
             };
             if smol
                 .connect(
                     self.iface.context(),
-                    IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port()),
+                    IpEndpoint::new(IpAddress::from(to.ip()), to.port()),
                     local,
                 )
                 .is_err()
@@ -400,26 +404,31 @@ impl HostProxy {
         true
     }
 
-    /// The address a forwarded connection from `client` comes from inside the lab.
-    pub(super) fn forward_source(
-        &mut self,
-        client: SocketAddrV4,
-        to: SocketAddrV4,
-    ) -> SocketAddrV4 {
-        let in_lab = |ip: Ipv4Addr, gws: &[(u32, u8, Ipv4Addr)]| {
-            gws.iter()
-                .any(|(net, prefix, _)| u32::from(ip) & crate::route::mask(*prefix) == *net)
-        };
+    /// The address a forwarded connection from `client` comes from inside the lab:
+    /// the client's own, or, for a client the container could not answer directly
+    /// (the host's loopback, an address inside a lab subnet, or one of the other
+    /// family than the container's), the gateway of `to`'s subnet with a free port.
+    pub(super) fn forward_source(&mut self, client: SocketAddr, to: SocketAddr) -> SocketAddr {
         if !client.ip().is_loopback()
             && !client.ip().is_unspecified()
-            && !in_lab(*client.ip(), &self.gateways)
+            && client.is_ipv4() == to.is_ipv4()
+            && !self.in_lab(client.ip())
         {
             return client;
         }
-        let gw = self
-            .gateway_for(*to.ip())
-            .or(self.gateways.first().map(|g| g.2))
-            .unwrap_or(Ipv4Addr::new(169, 254, 0, 1));
+        let gw = match self.gateway_for(to.ip()) {
+            Some(gw) => gw,
+            None if to.is_ipv4() => self
+                .gateways
+                .first()
+                .map_or(IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 0, 1)), |g| {
+                    IpAddr::V4(g.2)
+                }),
+            None => self.gateways6.first().map_or(
+                IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+                |g| IpAddr::V6(g.0),
+            ),
+        };
         // A free port on the gateway's address, towards `to`.
         for _ in 0..1024 {
             self.next_port = if self.next_port < 32768 || self.next_port >= 60999 {
@@ -427,7 +436,7 @@ impl HostProxy {
             } else {
                 self.next_port + 1
             };
-            let source = SocketAddrV4::new(gw, self.next_port);
+            let source = SocketAddr::new(gw, self.next_port);
             if !self.flows.contains_key(&(PROTO_TCP, to, source))
                 && !self.flows.contains_key(&(super::PROTO_UDP, to, source))
             {
@@ -527,7 +536,7 @@ impl HostProxy {
                 // Connected: now let smoltcp answer the held SYN.
                 let mut smol = new_tcp_socket();
                 let listening = smol.listen(IpListenEndpoint {
-                    addr: Some(IpAddress::Ipv4(*c.remote.ip())),
+                    addr: Some(IpAddress::from(c.remote.ip())),
                     port: c.remote.port(),
                 });
                 if listening.is_ok() {
@@ -554,11 +563,7 @@ impl HostProxy {
             c.established = true;
             smol.set_timeout(Some(smol_duration(DEAD_PEER)));
             if c.pending_since.take().is_some() {
-                unpend(
-                    &mut self.pending,
-                    &mut self.pending_total,
-                    *c.container.ip(),
-                );
+                unpend(&mut self.pending, &mut self.pending_total, c.container.ip());
             }
         }
         if state == tcp::State::Closed {
@@ -661,11 +666,7 @@ impl HostProxy {
     pub(super) fn forget_tcp(&mut self, mut c: TcpConn) {
         self.flows.remove(&(PROTO_TCP, c.container, c.remote));
         if c.pending_since.is_some() {
-            unpend(
-                &mut self.pending,
-                &mut self.pending_total,
-                *c.container.ip(),
-            );
+            unpend(&mut self.pending, &mut self.pending_total, c.container.ip());
         }
         if !(c.host_eof && c.container_eof) {
             reset(&c.host);
@@ -687,7 +688,7 @@ impl HostProxy {
 
 /// One of container `ip`'s half-open connections is no longer: both handshakes are
 /// done, or it is gone.
-fn unpend(pending: &mut HashMap<Ipv4Addr, u32>, total: &mut usize, ip: Ipv4Addr) {
+fn unpend(pending: &mut HashMap<IpAddr, u32>, total: &mut usize, ip: IpAddr) {
     *total -= 1;
     if let Some(k) = pending.get_mut(&ip) {
         *k -= 1;
@@ -709,18 +710,21 @@ fn egress(
     });
 }
 
-/// A non-blocking connect to `dst` whose packets leave with `ttl`, with ICMP errors
-/// queued (IP_RECVERR) so a failed connect says what the network said.
-fn connect(dst: SocketAddrV4, ttl: u8) -> io::Result<TcpStream> {
+/// A non-blocking connect to `dst` whose packets leave with `ttl` (the hop limit,
+/// over IPv6), with ICMP errors queued (IP_RECVERR, IPv4) so a failed connect says
+/// what the network said.
+fn connect(dst: SocketAddr, ttl: u8) -> io::Result<TcpStream> {
     let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
+        socket2::Domain::for_address(dst),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     s.set_nonblocking(true)?;
-    let _ = errqueue::enable(s.as_raw_fd());
-    let _ = errqueue::set_ttl(s.as_raw_fd(), ttl);
-    match s.connect(&SocketAddr::V4(dst).into()) {
+    if dst.is_ipv4() {
+        let _ = errqueue::enable(s.as_raw_fd());
+    }
+    let _ = errqueue::set_ttl(s.as_raw_fd(), dst.is_ipv6(), ttl);
+    match s.connect(&dst.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),

@@ -1,17 +1,18 @@
 //! What the host proxy would do with a container's packet, decided without doing it:
 //! the same lookups and limits as [`HostProxy::from_container`], for `tapnet trace`.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 use vswitch::wire::icmpv4::{self, IcmpPacket};
-use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::icmpv6;
+use vswitch::wire::ip::IpHead;
 use vswitch::wire::tcp::{TcpPacket, ACK, RST, SYN};
 use vswitch::wire::udp::UdpPacket;
 use vswitch::wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 use super::icmp::PingMode;
 use super::tcp::{PENDING_PER_CONTAINER, PENDING_TOTAL};
-use super::{Entry, HostProxy};
+use super::{Entry, HostProxy, PROTO_ICMPV6};
 
 /// The proxy's decision over one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,30 +26,30 @@ pub enum ProxyTrace {
 }
 
 impl HostProxy {
-    /// What [`HostProxy::from_container`] would do with `packet` (an IPv4 packet from
-    /// a container), without doing it.
+    /// What [`HostProxy::from_container`] would do with `packet` (an IPv4 or IPv6
+    /// packet from a container), without doing it.
     pub fn trace(&self, packet: &[u8]) -> ProxyTrace {
         let malformed = || ProxyTrace::Dropped {
             reason: "malformed",
             why: "too short or malformed to carry ports".into(),
         };
-        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        let Some(ip) = IpHead::parse(packet) else {
             return malformed();
         };
-        if ip.is_fragment() {
+        if ip.fragment {
             return malformed();
         }
-        let (src, dst) = (ip.src(), ip.dst());
+        let (src, dst) = (ip.src, ip.dst);
         let gateway = self.is_gateway(dst);
-        match ip.protocol() {
+        match ip.proto {
             PROTO_TCP => {
-                let Some(t) = TcpPacket::new_checked(ip.payload()) else {
+                let Some(t) = TcpPacket::new_checked(ip.payload) else {
                     return malformed();
                 };
                 let key = (
                     PROTO_TCP,
-                    SocketAddrV4::new(src, t.src_port()),
-                    SocketAddrV4::new(dst, t.dst_port()),
+                    SocketAddr::new(src, t.src_port()),
+                    SocketAddr::new(dst, t.dst_port()),
                 );
                 if let Some(&n) = self.flows.get(&key) {
                     let how = match &self.entries[n] {
@@ -88,13 +89,13 @@ impl HostProxy {
                 ))
             }
             PROTO_UDP => {
-                let Some(u) = UdpPacket::new_checked(ip.payload()) else {
+                let Some(u) = UdpPacket::new_checked(ip.payload) else {
                     return malformed();
                 };
                 let key = (
                     PROTO_UDP,
-                    SocketAddrV4::new(src, u.src_port()),
-                    SocketAddrV4::new(dst, u.dst_port()),
+                    SocketAddr::new(src, u.src_port()),
+                    SocketAddr::new(dst, u.dst_port()),
                 );
                 if self.flows.contains_key(&key) {
                     return ProxyTrace::Out(format!("sent on its flow's host socket to {}", key.2));
@@ -113,9 +114,14 @@ impl HostProxy {
                 }
                 ProxyTrace::Out(format!("masquerade: a new host socket to {}", key.2))
             }
-            PROTO_ICMP => {
-                let echo = IcmpPacket::new_checked(ip.payload())
-                    .is_some_and(|i| i.kind() == icmpv4::ECHO_REQUEST);
+            PROTO_ICMP | PROTO_ICMPV6 if (ip.proto == PROTO_ICMP) == src.is_ipv4() => {
+                let echo = if src.is_ipv4() {
+                    IcmpPacket::new_checked(ip.payload)
+                        .is_some_and(|i| i.kind() == icmpv4::ECHO_REQUEST)
+                } else {
+                    icmpv6::Icmpv6Packet::new_checked(ip.payload)
+                        .is_some_and(|i| i.msg_type() == icmpv6::ECHO_REQUEST)
+                };
                 if !self.masquerade || !echo {
                     return self.no_flow();
                 }
@@ -125,11 +131,12 @@ impl HostProxy {
                         why: "no ICMP socket may carry it (net.ipv4.ping_group_range): administratively prohibited goes back".into(),
                     };
                 }
-                let ident = IcmpPacket::new_checked(ip.payload()).map_or(0, |i| i.ident());
+                // The identifier sits where ICMP and ICMPv6 both keep it.
+                let ident = IcmpPacket::new_checked(ip.payload).map_or(0, |i| i.ident());
                 let key = (
-                    PROTO_ICMP,
-                    SocketAddrV4::new(src, ident),
-                    SocketAddrV4::new(dst, 0),
+                    ip.proto,
+                    SocketAddr::new(src, ident),
+                    SocketAddr::new(dst, 0),
                 );
                 if !self.flows.contains_key(&key) {
                     if let Some(limited) = self.over_share(src) {
@@ -152,7 +159,7 @@ impl HostProxy {
     }
 
     /// The refusal a new flow from `container` would get past its share.
-    fn over_share(&self, container: std::net::Ipv4Addr) -> Option<ProxyTrace> {
+    fn over_share(&self, container: IpAddr) -> Option<ProxyTrace> {
         let held = self.owned.get(&container).copied().unwrap_or(0);
         (held >= self.max_per_container).then(|| ProxyTrace::Dropped {
             reason: "container_limited",

@@ -1,30 +1,31 @@
 //! UDP through the host proxy: a host socket per masqueraded flow, or a forward's
 //! listening socket and the client's address.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use mio::net::UdpSocket;
 use mio::Interest;
-use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::wire::ip::IpHead;
 use vswitch::wire::udp::{self as wire_udp, UdpPacket};
 
 use super::errqueue::{self, Quote};
-use super::{v4, Entry, HostProxy, Reg, PROTO_UDP};
+use super::{unmapped, Entry, HostProxy, Reg, Unreachable, PROTO_UDP};
 
-/// The largest UDP payload in an IPv4 packet.
-const MAX_PAYLOAD: usize = 65535 - 20 - 8;
+/// The largest UDP payload (IPv6's; IPv4's is 20 bytes less, and a larger datagram
+/// for an IPv4 container is not passed on).
+const MAX_PAYLOAD: usize = 65535 - 8;
 
 pub(super) struct UdpFlow {
     /// Masquerade: its own host socket; forward: the listener's entry.
     pub socket: Option<UdpSocket>,
     pub listener: Option<usize>,
-    pub container: SocketAddrV4,
+    pub container: SocketAddr,
     /// The other end as the container sees it (the flow's key).
-    pub remote: SocketAddrV4,
+    pub remote: SocketAddr,
     /// The other end on the host side, where its datagrams go.
-    pub peer: SocketAddrV4,
+    pub peer: SocketAddr,
     pub rule: Option<usize>,
     pub last_active: Instant,
     /// The TTL the host socket sends with now (the container's less this hop).
@@ -35,38 +36,48 @@ pub(super) struct UdpFlow {
     pub quote: Quote,
 }
 
-/// A connected host socket for a masqueraded flow to `dst`, with ICMP errors queued.
-fn masquerade_socket(dst: SocketAddrV4, ttl: u8, df: bool) -> std::io::Result<UdpSocket> {
+/// A connected host socket for a masqueraded flow to `dst`, with ICMP errors queued
+/// (IPv4; over IPv6 the errors are not passed on yet).
+fn masquerade_socket(dst: SocketAddr, ttl: u8, df: bool) -> std::io::Result<UdpSocket> {
     let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
+        socket2::Domain::for_address(dst),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
     s.set_nonblocking(true)?;
     let fd = s.as_raw_fd();
-    let _ = errqueue::enable(fd);
-    let _ = errqueue::set_ttl(fd, ttl);
-    let _ = errqueue::set_dont_fragment(fd, df);
-    let _ = errqueue::want_ttl(fd);
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
-    s.connect(&SocketAddr::V4(dst).into())?;
+    let _ = errqueue::set_ttl(fd, dst.is_ipv6(), ttl);
+    let _ = errqueue::want_ttl(fd, dst.is_ipv6());
+    if dst.is_ipv4() {
+        let _ = errqueue::enable(fd);
+        let _ = errqueue::set_dont_fragment(fd, df);
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+    } else {
+        s.bind(&SocketAddr::from(([0u16; 8], 0)).into())?;
+    }
+    s.connect(&dst.into())?;
     Ok(UdpSocket::from_std(s.into()))
 }
 
 impl HostProxy {
     /// A UDP datagram from a container (whole: the router reassembled it).
-    pub(super) fn udp_from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
-        let ip = Ipv4Packet::new_unchecked(packet);
+    pub(super) fn udp_from_container(
+        &mut self,
+        ip: &IpHead<'_>,
+        packet: &[u8],
+        reg: &Reg<'_>,
+        now: Instant,
+    ) {
         // The UDP length, not the frame's: Ethernet may have padded it.
-        let Some(udp) = UdpPacket::new_checked(ip.payload()) else {
+        let Some(udp) = UdpPacket::new_checked(ip.payload) else {
             self.stats.malformed += 1;
             return;
         };
-        let src = SocketAddrV4::new(ip.src(), udp.src_port());
-        let dst = SocketAddrV4::new(ip.dst(), udp.dst_port());
+        let src = SocketAddr::new(ip.src, udp.src_port());
+        let dst = SocketAddr::new(ip.dst, udp.dst_port());
         let payload = udp.payload();
-        let ttl = ip.ttl().saturating_sub(1);
-        let df = ip.dont_frag();
+        let ttl = ip.ttl.saturating_sub(1);
+        let df = ip.dont_frag;
         let key = (PROTO_UDP, src, dst);
         if let Some(&n) = self.flows.get(&key) {
             let Some(Entry::Udp(flow)) = self.entries[n].as_mut() else {
@@ -81,9 +92,9 @@ impl HostProxy {
                     if flow.ttl != ttl {
                         // A traceroute's probes change their TTL as they go.
                         flow.ttl = ttl;
-                        let _ = errqueue::set_ttl(fd, ttl);
+                        let _ = errqueue::set_ttl(fd, dst.is_ipv6(), ttl);
                     }
-                    if flow.df != df {
+                    if flow.df != df && dst.is_ipv4() {
                         flow.df = df;
                         let _ = errqueue::set_dont_fragment(fd, df);
                     }
@@ -94,7 +105,7 @@ impl HostProxy {
                 }
                 None => match listener.map(|l| &self.entries[l]) {
                     Some(Some(Entry::UdpListener { socket, .. })) => {
-                        (socket.send_to(payload, SocketAddr::V4(remote)), None)
+                        (socket.send_to(payload, remote), None)
                     }
                     _ => (Ok(0), None),
                 },
@@ -108,21 +119,17 @@ impl HostProxy {
             }
             return;
         }
-        if self.is_gateway(*dst.ip()) {
+        if self.is_gateway(dst.ip()) {
             // Nothing of a forward's listens there: as a host with no socket on that
             // port answers (the router does the same without a proxy).
             self.stats.no_flow += 1;
-            return self.error_from_gateway(
-                packet,
-                super::icmpv4::DEST_UNREACHABLE,
-                super::icmpv4::UNREACH_PORT,
-            );
+            return self.error_from_gateway(packet, Unreachable::Port);
         }
         if !self.masquerade {
             self.stats.no_flow += 1;
             return;
         }
-        if !self.within_share(*src.ip()) {
+        if !self.within_share(src.ip()) {
             return;
         }
         let socket = match masquerade_socket(dst, ttl, df) {
@@ -160,12 +167,20 @@ impl HostProxy {
         self.stats.udp_flows += 1;
     }
 
-    /// Queues a datagram for a container (cut into fragments on the way if it is
-    /// larger than the bridge's MTU), with `ttl`.
-    fn udp_to_container(&mut self, src: SocketAddrV4, dst: SocketAddrV4, ttl: u8, payload: &[u8]) {
-        self.queues.emit(20 + 8 + payload.len(), |buf| {
-            wire_udp::emit_packet(src, dst, ttl, payload, buf)
-        });
+    /// Queues a datagram for a container, with `ttl` (the hop limit over IPv6); over
+    /// IPv4 the router cuts it into fragments on the way if it is larger than the
+    /// bridge's MTU. Both ends are of one family (a flow's are).
+    fn udp_to_container(&mut self, src: SocketAddr, dst: SocketAddr, ttl: u8, payload: &[u8]) {
+        self.queues
+            .emit(40 + 8 + payload.len(), |buf| match (src, dst) {
+                (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                    wire_udp::emit_packet(s, d, ttl, payload, buf)
+                }
+                (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+                    wire_udp::emit_packet6(s, d, ttl, payload, buf)
+                }
+                _ => None,
+            });
     }
 
     /// Reads a batch of datagrams from forward listener `n`; true if there may be more.
@@ -184,7 +199,7 @@ impl HostProxy {
                 _ => return false,
             };
             let Ok((len, peer)) = got else { return false };
-            let Some(client) = v4(peer) else { continue };
+            let client = unmapped(peer);
             let to = self.rules[rule].to;
             // The flow this client already has: found by its own address, or (for a
             // client the lab sees from the gateway) by looking.

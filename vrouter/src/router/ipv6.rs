@@ -87,6 +87,13 @@ impl Router {
                 // Multicast listener reports (behind a hop-by-hop header) and the
                 // like: a router that does not route multicast lets them be.
                 Action::Done
+            } else if ours
+                && self.host_egress
+                && (next == vswitch::wire::PROTO_TCP || next == vswitch::wire::PROTO_UDP)
+            {
+                // The host proxy sources some forwarded connections from gateway6 (for
+                // clients a container could not answer directly): the replies are its.
+                Action::ToHost
             } else if ours {
                 // UDP to the router (traceroute -6's last probe): port unreachable,
                 // as a host says it (RFC 4443 section 3.1, code 4).
@@ -259,6 +266,14 @@ impl Router {
             .iter()
             .position(|i| i.ip6.is_some_and(|(gw, p)| in_net6(dst, gw, p)))
         else {
+            if self.host_egress && outside_routable6(dst) {
+                // Masquerade: out through the host's IPv6 sockets.
+                if hops <= 1 {
+                    self.icmp6_error(iface, frame, TIME_EXCEEDED, 0, 0, now);
+                    return Action::Drop(RouterDrop::TtlExceeded);
+                }
+                return Action::ToHost;
+            }
             self.icmp6_error(iface, frame, DST_UNREACHABLE, 0, 0, now);
             return Action::Drop(RouterDrop::NoRoute);
         };
@@ -378,7 +393,52 @@ impl Router {
     /// back to `sender` (RFC 4443 section 3.1, code 3), as for IPv4's host unreachable.
     pub fn unresolved6(&mut self, ingress: usize, sender: Mac, frame: &[u8], now: Instant) {
         self.count_drop(RouterDrop::Neighbor6Unknown);
-        self.icmp6_error_to(ingress, sender, frame, DST_UNREACHABLE, 3, 0, now);
+        // The host proxy's packets (sent as from the broadcast MAC) have nobody on the
+        // bridge to tell: the proxy's side times out on its own.
+        if sender != Mac::BROADCAST {
+            self.icmp6_error_to(ingress, sender, frame, DST_UNREACHABLE, 3, 0, now);
+        }
+    }
+
+    /// An IPv6 packet from the host proxy (in `frame`, after a zeroed Ethernet header)
+    /// for a container: to the leg whose subnet6 holds its destination, with the
+    /// leg's MAC as source; [`Action::Resolve6`] if the neighbour is not known yet.
+    pub(super) fn routed_from_host6(&mut self, frame: &mut [u8], now: Instant) -> Action {
+        let at = VNET_HDR_LEN + ETH_HDR_LEN;
+        let Some(dst) = frame
+            .get(at..)
+            .and_then(Ipv6Packet::new_checked)
+            .map(|ip| ip.dst())
+        else {
+            return Action::Drop(RouterDrop::BadIpv6Header);
+        };
+        let Some(out) = self
+            .ifaces
+            .iter()
+            .position(|i| i.ip6.is_some_and(|(gw, p)| in_net6(dst, gw, p)))
+        else {
+            return Action::Drop(RouterDrop::NoRoute);
+        };
+        let mac = self.ifaces[out].mac;
+        let known = self.neighbor6(out, dst, now);
+        let mut eth = EthernetFrame::new_checked(&mut frame[VNET_HDR_LEN..]).expect("checked");
+        eth.set_ethertype(ETHERTYPE_IPV6);
+        eth.set_src(mac);
+        match known {
+            Some(neighbor) => {
+                eth.set_dst(neighbor);
+                self.stats.routed += 1;
+                Action::Send { iface: out }
+            }
+            None => {
+                self.solicit(out, dst);
+                Action::Resolve6 {
+                    iface: out,
+                    next_hop: dst,
+                    sender: Mac::BROADCAST,
+                }
+            }
+        }
     }
 
     /// Forgets IPv6 neighbour `ip` (a port detached).
@@ -571,6 +631,20 @@ impl Router {
             Some(VNET_HDR_LEN + ETH_HDR_LEN + IP6_HEADER_LEN + len)
         });
     }
+}
+
+/// Whether an IPv6 address may be reached through the host's sockets: never the
+/// host's loopback, nor an IPv4-mapped or -compatible address (a socket would take it
+/// to the host's IPv4 addresses, 127.0.0.1 among them), nor unspecified, multicast or
+/// link-local.
+pub fn outside_routable6(dst: Ipv6Addr) -> bool {
+    let s = dst.segments();
+    !(dst.is_loopback()
+        || dst.is_unspecified()
+        || dst.is_multicast()
+        || is_link_local(dst)
+        || dst.to_ipv4_mapped().is_some()
+        || s[..6] == [0; 6])
 }
 
 fn is_link_local(ip: Ipv6Addr) -> bool {

@@ -594,6 +594,9 @@ impl Router {
         else {
             return Action::Drop(RouterDrop::Truncated);
         };
+        if eth.payload().first().is_some_and(|b| b >> 4 == 6) {
+            return self.routed_from_host6(frame, now);
+        }
         eth.set_ethertype(ETHERTYPE_IPV4);
         let Ok(dst) = Ipv4Packet::new_checked(eth.payload()).map(|ip| ip.dst()) else {
             return Action::Drop(RouterDrop::BadIpHeader);

@@ -10,6 +10,14 @@ use crate::Mac;
 
 /// IPv6 next header: ICMPv6.
 pub const NEXT_HEADER: u8 = 58;
+/// Error messages (RFC 4443 section 3) and destination unreachable's codes.
+pub const DST_UNREACHABLE: u8 = 1;
+pub const PACKET_TOO_BIG: u8 = 2;
+pub const TIME_EXCEEDED: u8 = 3;
+pub const UNREACH_NO_ROUTE: u8 = 0;
+pub const UNREACH_ADMIN_PROHIBITED: u8 = 1;
+pub const UNREACH_ADDRESS: u8 = 3;
+pub const UNREACH_PORT: u8 = 4;
 pub const ECHO_REQUEST: u8 = 128;
 pub const ECHO_REPLY: u8 = 129;
 pub const ROUTER_SOLICIT: u8 = 133;
@@ -168,6 +176,52 @@ pub fn fill_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &mut [u8]) {
     msg[2..4].fill(0);
     let c = checksum_of(src, dst, msg);
     msg[2..4].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The most of an offending packet an ICMPv6 error quotes: all of it that keeps the
+/// error within the minimum IPv6 MTU, 1280 bytes (RFC 4443 section 2.4 (c)).
+pub const MAX_QUOTE: usize = 1280 - super::ipv6::HEADER_LEN - 8;
+
+/// The part of `packet` an ICMPv6 error about it quotes ([`MAX_QUOTE`] bytes at most).
+pub fn quote(packet: &[u8]) -> &[u8] {
+    &packet[..packet.len().min(MAX_QUOTE)]
+}
+
+/// Writes a whole IPv6 packet carrying an ICMPv6 message from `src` to `dst` into
+/// `buf`: `kind`, `code`, the 4 bytes after the checksum (`rest`: an echo's identifier
+/// and sequence number, an error's MTU or pointer), then `data`; checksummed. Returns
+/// its length, or `None` if `buf` is too short or the message too long.
+#[allow(clippy::too_many_arguments)]
+pub fn emit_packet(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    data: &[u8],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let len = 8 + data.len();
+    if len > 65535 {
+        return None;
+    }
+    let total = super::ipv6::HEADER_LEN + len;
+    let buf = buf.get_mut(..total)?;
+    Ipv6Repr {
+        src,
+        dst,
+        next_header: NEXT_HEADER,
+        hop_limit,
+        payload_len: len,
+    }
+    .emit(buf);
+    let msg = &mut buf[super::ipv6::HEADER_LEN..];
+    msg[..4].copy_from_slice(&[kind, code, 0, 0]);
+    msg[4..8].copy_from_slice(&rest);
+    msg[8..].copy_from_slice(data);
+    fill_checksum(src, dst, msg);
+    Some(total)
 }
 
 /// An IPv6 header to emit.

@@ -11,6 +11,7 @@ pub mod ethernet;
 pub mod flow;
 pub mod icmpv4;
 pub mod icmpv6;
+pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
 pub mod nat;

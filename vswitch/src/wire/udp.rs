@@ -121,6 +121,38 @@ pub fn emit_packet(
     Some(total)
 }
 
+/// Writes an IPv6/UDP packet from `src` to `dst` carrying `payload` into `buf`, with
+/// `hop_limit`, checksummed (never zero over IPv6, RFC 8200 section 8.1); returns its
+/// length, or `None` if `buf` is too short or the datagram longer than UDP's 16-bit
+/// length (no jumbograms).
+pub fn emit_packet6(
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    hop_limit: u8,
+    payload: &[u8],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let udp_len = HEADER_LEN + payload.len();
+    if udp_len > 65535 {
+        return None;
+    }
+    let total = super::ipv6::HEADER_LEN + udp_len;
+    let buf = buf.get_mut(..total)?;
+    super::icmpv6::Ipv6Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        next_header: PROTO_UDP,
+        hop_limit,
+        payload_len: udp_len,
+    }
+    .emit(buf);
+    let udp = &mut buf[super::ipv6::HEADER_LEN..];
+    emit_header(src.port(), dst.port(), payload.len(), udp);
+    udp[HEADER_LEN..].copy_from_slice(payload);
+    super::icmpv6::fill_l4_checksum6(*src.ip(), *dst.ip(), PROTO_UDP, udp);
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

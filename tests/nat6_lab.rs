@@ -1,0 +1,169 @@
+//! Masquerade and port forwards over IPv6, through the host's own sockets. As in
+//! `nat_lab`, tapnet runs inside a test "host" namespace whose only link is a veth to
+//! a test "outside" namespace (here with IPv6 on it too), so nothing these tests send
+//! can leave the machine.
+
+mod common;
+
+use common::*;
+
+/// Container web on br0: 10.252.1.2 and fd00:252:1::2 (gateway6 fd00:252:1::1).
+fn lab_text(name: &str, web: &str) -> LabText {
+    LabText::new(name)
+        .bridge("br0", "10.252.1.0/24")
+        .with("subnet6", "fd00:252:1::/64")
+        .port("web", "br0", web, "10.252.1.2/24")
+        .with("ip6", "fd00:252:1::2/64")
+}
+
+#[test]
+fn masquerade_over_ipv6_by_tcp_udp_and_ping() {
+    let net = HostAndOutside::dual_stack();
+    let (name, c) = (unique("l"), unique("n"));
+    let text = lab_text(&name, &c).nat().with("masquerade", true).text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, std::slice::from_ref(&c), &text);
+    let www = WebRoot::new("outside page over ipv6");
+    let _web = http_server(&net.outside.name, OUTSIDE_IP6, 8000, &www.dir, &www.log);
+    let _echo = udp_echo(&net.outside.name, OUTSIDE_IP6, 7000);
+
+    let url = format!("http://[{OUTSIDE_IP6}]:8000/");
+    let body = curl(&c, &url).expect("curl -6 through masquerade");
+    assert_eq!(body, "outside page over ipv6");
+    // The outside saw the host's IPv6 address: the host's socket made the connection.
+    assert_eq!(www.clients(), vec![HOST_IP6.to_string()]);
+
+    assert_eq!(
+        udp_ask(&c, OUTSIDE_IP6, 7000, "hello6").as_deref(),
+        Some("hello6")
+    );
+    let nat = lab.show("nat");
+    let flows = nat["host_flows"].as_array().unwrap();
+    assert!(
+        flows.iter().any(|f| f["proto"] == "udp"
+            && f["container"]
+                .as_str()
+                .unwrap()
+                .starts_with("[fd00:252:1::2]:")
+            && f["remote"] == format!("[{OUTSIDE_IP6}]:7000")),
+        "{nat}"
+    );
+    // Echo through the host (raw ICMPv6 socket: root, the kernel's default
+    // ping_group_range), the reply's hop limit counting the host's hop.
+    let out = ns_run(
+        &c,
+        &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", OUTSIDE_IP6],
+        10,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "ping -6 through masquerade: {text}");
+    assert!(text.contains("ttl=63"), "{text}");
+    assert!(
+        lab.show("nat")["host_flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["proto"] == "icmp6"),
+        "the echo flow is listed"
+    );
+    // Hop limit 1: time exceeded from the router, before anything leaves.
+    let out = ns_run(
+        &c,
+        &["ping", "-6", "-c", "1", "-W", "2", "-t", "1", OUTSIDE_IP6],
+        5,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From fd00:252:1::1") && text.contains("Time exceeded"),
+        "{text}"
+    );
+    // A closed port outside: reset at once (curl exit 7).
+    let out = ns_run(
+        &c,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            &format!("http://[{OUTSIDE_IP6}]:9/"),
+        ],
+        10,
+    );
+    assert_eq!(out.status.code(), Some(7), "refused");
+    // The host's loopback is not the containers' to reach, by IPv6 or an
+    // IPv4-mapped address.
+    let _lo = http_server(&net.host.name, "::1", 8000, &www.dir, &www.log);
+    for url in ["http://[::1]:8000/", "http://[::ffff:127.0.0.1]:8000/"] {
+        let out = ns_run(&c, &["curl", "-s", "-m", "2", url], 5);
+        assert!(!out.status.success(), "a container reached {url}");
+    }
+    // An address the host has no route to: the gateway says so (no route).
+    let out = ns_run(&c, &["ping", "-6", "-c", "1", "-W", "2", "fd00:99::1"], 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From fd00:252:1::1") && text.contains("Destination unreachable"),
+        "{text}"
+    );
+}
+
+#[test]
+fn forwards_over_ipv6_in_both_families() {
+    let net = HostAndOutside::dual_stack();
+    let (name, c) = (unique("l"), unique("n"));
+    let text = lab_text(&name, &c)
+        .forward("tcp", "[::]:8080", "[fd00:252:1::2]:80")
+        .forward("tcp", "[::]:8081", "10.252.1.2:80")
+        .forward("tcp", "8082", "[fd00:252:1::2]:80")
+        .forward("udp", "[::]:7001", "[fd00:252:1::2]:7000")
+        .forward("tcp", "[::]:5201", "[fd00:252:1::2]:5201")
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, std::slice::from_ref(&c), &text);
+    let w6 = WebRoot::new("web over ipv6");
+    let w4 = WebRoot::new("web over ipv4");
+    let _s6 = http_server(&c, "fd00:252:1::2", 80, &w6.dir, &w6.log);
+    let _s4 = http_server(&c, "10.252.1.2", 80, &w4.dir, &w4.log);
+    let _echo = udp_echo(&c, "fd00:252:1::2", 7000);
+
+    // IPv6 client, IPv6 container: the container sees the real client address.
+    let body = curl(&net.outside.name, &format!("http://[{HOST_IP6}]:8080/"));
+    assert_eq!(body.as_deref(), Some("web over ipv6"));
+    assert_eq!(w6.clients(), vec![OUTSIDE_IP6.to_string()]);
+    // IPv6 client, IPv4 container: it could not answer an IPv6 address, so it sees
+    // the gateway of its subnet.
+    let body = curl(&net.outside.name, &format!("http://[{HOST_IP6}]:8081/"));
+    assert_eq!(body.as_deref(), Some("web over ipv4"));
+    assert_eq!(w4.clients(), vec!["10.252.1.1".to_string()]);
+    // IPv4 client, IPv6 container: the gateway6.
+    let body = curl(&net.outside.name, &format!("http://{HOST_IP}:8082/"));
+    assert_eq!(body.as_deref(), Some("web over ipv6"));
+    assert_eq!(
+        w6.clients().last().map(String::as_str),
+        Some("fd00:252:1::1")
+    );
+    // A bare port listens on IPv4 only: nothing answers it over IPv6.
+    let out = ns_run(
+        &net.outside.name,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            &format!("http://[{HOST_IP6}]:8082/"),
+        ],
+        5,
+    );
+    assert!(!out.status.success(), "[::]:8082 is not forwarded");
+    // UDP over IPv6, both ways.
+    assert_eq!(
+        udp_ask(&net.outside.name, HOST_IP6, 7001, "dgram6").as_deref(),
+        Some("dgram6")
+    );
+    let fwd = lab.show("forwards");
+    assert!(
+        fwd.to_string().contains("[::]:8080") && fwd.to_string().contains("[fd00:252:1::2]:80"),
+        "{fwd}"
+    );
+    // Bulk data: iperf3 through the IPv6 forward (TSO6 super-frames both ways).
+    let _iperf = Background::spawn(&c, &["iperf3", "-s", "-B", "fd00:252:1::2", "-p", "5201"]);
+    let bytes = iperf3(&net.outside.name, HOST_IP6, 5201).expect("iperf3 -6 through a forward");
+    assert!(bytes > 10_000_000, "{bytes} bytes");
+}
