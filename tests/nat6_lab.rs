@@ -167,3 +167,81 @@ fn forwards_over_ipv6_in_both_families() {
     let bytes = iperf3(&net.outside.name, HOST_IP6, 5201).expect("iperf3 -6 through a forward");
     assert!(bytes > 10_000_000, "{bytes} bytes");
 }
+
+#[test]
+fn an_ipv6_only_bridge_is_routed_and_masqueraded() {
+    let net = HostAndOutside::dual_stack();
+    let (name, a, b) = (unique("l"), unique("n"), unique("n"));
+    // br6 has no IPv4 subnet at all; br0 is dual-stack.
+    let text = LabText::new(&name)
+        .raw(&format!(
+            "[[bridge]]\nname = \"br6\"\nsubnet6 = \"fd00:253:6::/64\"\n\
+             [[port]]\nname = \"a\"\nbridge = \"br6\"\nnetns = \"{a}\"\nip6 = \"fd00:253:6::2/64\"\n"
+        ))
+        .bridge("br0", "10.253.1.0/24")
+        .with("subnet6", "fd00:253:1::/64")
+        .port("b", "br0", &b, "10.253.1.2/24")
+        .with("ip6", "fd00:253:1::2/64")
+        .nat()
+        .with("masquerade", true)
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[a.clone(), b.clone()], &text);
+    // No IPv4 in a: no address, no route.
+    let addrs = ns_run(&a, &["ip", "-4", "-o", "addr"], 5);
+    let addrs = String::from_utf8_lossy(&addrs.stdout).to_string();
+    assert!(
+        addrs.lines().all(|l| l.contains(" lo ")),
+        "IPv4 in an IPv6-only container: {addrs}"
+    );
+    let out = ns_run(
+        &a,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "fd00:253:1::2",
+        ],
+        10,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && text.contains("ttl=63"),
+        "a -> b across the router: {text}"
+    );
+    let out = ns_run(
+        &a,
+        &["ping", "-6", "-c", "1", "-W", "2", "fd00:253:6::1"],
+        5,
+    );
+    assert!(out.status.success(), "a -> its gateway6");
+    // Through masquerade, from the IPv6-only bridge.
+    let www = WebRoot::new("from an ipv6-only bridge");
+    let _web = http_server(&net.outside.name, OUTSIDE_IP6, 8000, &www.dir, &www.log);
+    let body = curl(&a, &format!("http://[{OUTSIDE_IP6}]:8000/"));
+    assert_eq!(body.as_deref(), Some("from an ipv6-only bridge"));
+    // IPv4 sent onto the IPv6-only bridge's router leg is dropped and counted.
+    steps(&[&[
+        "ip",
+        "-n",
+        &a,
+        "addr",
+        "add",
+        "10.253.6.2/24",
+        "dev",
+        "eth0",
+    ]]);
+    let _ = ns_run(&a, &["ping", "-c", "1", "-W", "1", "10.253.6.1"], 5);
+    let drops = lab.show("drops").to_string();
+    assert!(drops.contains("no_ipv4"), "{drops}");
+    // show routes: br6's subnet6 only, br0's subnet and subnet6.
+    let routes = lab.show("routes").to_string();
+    assert!(
+        routes.contains("fd00:253:6::/64") && !routes.contains("br6\",\"destination\":\"0"),
+        "{routes}"
+    );
+}

@@ -250,9 +250,12 @@ fn add_router(
     let mut ifaces = Vec::new();
     let mut legs = Vec::new();
     for b in &lab.bridges {
-        let (Some(subnet), Some(gateway)) = (&b.subnet, b.gateway) else {
+        // A leg wherever a bridge is routed: IPv4, IPv6 or both.
+        let v4 = b.subnet.as_ref().zip(b.gateway);
+        let ip6 = b.gateway6.zip(b.subnet6.map(|(_, p)| p));
+        if v4.is_none() && ip6.is_none() {
             continue;
-        };
+        }
         let bridge = bridges
             .iter()
             .find(|(n, _, _)| *n == b.name)
@@ -261,9 +264,9 @@ fn add_router(
         ifaces.push(Iface {
             name: b.name.clone(),
             mac: router_mac(&lab.name, &b.name),
-            ip: gateway,
-            prefix: subnet.prefix,
-            ip6: b.gateway6.zip(b.subnet6.map(|(_, p)| p)),
+            ip: v4.map(|(_, gw)| gw),
+            prefix: v4.map_or(32, |(subnet, _)| subnet.prefix),
+            ip6,
         });
         legs.push(bridge);
     }
@@ -281,7 +284,7 @@ fn add_router(
             netns: None,
             ifname: "-".into(),
             mac: iface.mac,
-            ip: Some(format!("{}/{}", iface.ip, iface.prefix)),
+            ip: iface.ip.map(|ip| format!("{ip}/{}", iface.prefix)),
             ip6: iface.ip6.map(|(a, _)| a),
         })
         .collect();

@@ -214,7 +214,7 @@ fn routes(l: Live<'_>, lab: &str) -> Value {
                 json!({
                     "destination": format!("{}/{}", route.network, route.prefix),
                     "bridge": iface.name,
-                    "gateway": iface.ip.to_string(),
+                    "gateway": iface.ip.map_or(String::new(), |ip| ip.to_string()),
                     "via": route.gateway.map_or("connected".to_string(), |g| g.to_string()),
                 })
             });

@@ -78,12 +78,9 @@ impl RouterHandler {
             self.router
                 .ifaces()
                 .iter()
-                .map(|i| {
-                    (
-                        u32::from(i.ip) & crate::route::mask(i.prefix),
-                        i.prefix,
-                        i.ip,
-                    )
+                .filter_map(|i| {
+                    let ip = i.ip?;
+                    Some((u32::from(ip) & crate::route::mask(i.prefix), i.prefix, ip))
                 })
                 .collect(),
         );
@@ -587,9 +584,10 @@ impl Handler for RouterHandler {
     fn answers_arp(&self, port: PortId, ip: Ipv4Addr, now: Instant) -> Option<(Mac, String)> {
         let leg = self.iface_of(port)?;
         let me = &self.router.ifaces()[leg];
+        let gw = me.ip?;
         let on_link = u32::from(ip) & crate::route::mask(me.prefix)
-            == u32::from(me.ip) & crate::route::mask(me.prefix);
-        if ip == me.ip {
+            == u32::from(gw) & crate::route::mask(me.prefix);
+        if ip == gw {
             return Some((me.mac, "the gateway".into()));
         }
         if on_link && self.router.services().iter().any(|s| *s.vip.ip() == ip) {
@@ -601,7 +599,7 @@ impl Handler for RouterHandler {
 
     fn gateway(&self, port: PortId) -> Option<(Ipv4Addr, Mac)> {
         let me = &self.router.ifaces()[self.iface_of(port)?];
-        Some((me.ip, me.mac))
+        Some((me.ip?, me.mac))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -615,7 +613,8 @@ impl Handler for RouterHandler {
 
 /// Whether `packet` is addressed to one of the router's gateway addresses.
 fn dst_is_gateway(router: &Router, packet: &[u8]) -> bool {
-    Ipv4Packet::new_checked(packet).is_ok_and(|ip| router.ifaces().iter().any(|i| i.ip == ip.dst()))
+    Ipv4Packet::new_checked(packet)
+        .is_ok_and(|ip| router.ifaces().iter().any(|i| i.ip == Some(ip.dst())))
 }
 
 /// An IPv4 packet's ends and TTL, as `trace` prints them.

@@ -21,14 +21,14 @@ fn router() -> Router {
             Iface {
                 name: "br0".into(),
                 mac: GW0,
-                ip: Ipv4Addr::new(172, 16, 1, 1),
+                ip: Some(Ipv4Addr::new(172, 16, 1, 1)),
                 prefix: 24,
                 ip6: None,
             },
             Iface {
                 name: "br1".into(),
                 mac: GW1,
-                ip: Ipv4Addr::new(172, 16, 2, 1),
+                ip: Some(Ipv4Addr::new(172, 16, 2, 1)),
                 prefix: 24,
                 ip6: None,
             },

@@ -26,7 +26,7 @@ fn router() -> Router {
         vec![Iface {
             name: "br0".into(),
             mac: GW,
-            ip: Ipv4Addr::new(172, 16, 1, 1),
+            ip: Some(Ipv4Addr::new(172, 16, 1, 1)),
             prefix: 24,
             ip6: Some((gw6(), 64)),
         }],
@@ -263,14 +263,14 @@ fn two_legs() -> Router {
             Iface {
                 name: "br0".into(),
                 mac: GW,
-                ip: Ipv4Addr::new(172, 16, 1, 1),
+                ip: Some(Ipv4Addr::new(172, 16, 1, 1)),
                 prefix: 24,
                 ip6: Some((gw6(), 64)),
             },
             Iface {
                 name: "br1".into(),
                 mac: Mac([2, 0x74, 0x6e, 0, 0, 2]),
-                ip: Ipv4Addr::new(172, 16, 2, 1),
+                ip: Some(Ipv4Addr::new(172, 16, 2, 1)),
                 prefix: 24,
                 ip6: Some(("fd00:16:2::1".parse().unwrap(), 64)),
             },

@@ -251,14 +251,14 @@ fn router(config: u8, now: Instant) -> Router {
             Iface {
                 name: "front".into(),
                 mac: GW0,
-                ip: ip("172.16.1.1"),
+                ip: Some(ip("172.16.1.1")),
                 prefix: 24,
                 ip6: Some(("fd00:16:1::1".parse().unwrap(), 64)),
             },
             Iface {
                 name: "back".into(),
                 mac: GW1,
-                ip: ip("172.16.2.1"),
+                ip: Some(ip("172.16.2.1")),
                 prefix: 24,
                 ip6: Some(("fd00:16:2::1".parse().unwrap(), 64)),
             },

@@ -206,17 +206,6 @@ pub(super) fn bridges<'a>(
                 }
             }
         }
-        // The router has a leg only where a bridge has an IPv4 subnet (for now): an
-        // IPv6-only bridge would get no gateway6, no advertisements.
-        if let (Some(sn), false) = (net6, s.has("subnet")) {
-            cx.err(
-                s.key_at("subnet6"),
-                format!(
-                    "subnet6 {}/{}: an IPv6-only bridge is not built yet; give {label} an IPv4 `subnet` too (dual-stack)",
-                    sn.0, sn.1
-                ),
-            );
-        }
         let mut gateway6 = net6.map(|(n, _)| super::ipv6::default_gateway6(n));
         if let Some(g) = cx.str_(&s, "gateway6") {
             gateway6 = None;

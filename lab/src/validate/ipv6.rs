@@ -203,11 +203,9 @@ mod tests {
             7,
             "`ip6` needs a `subnet6` on bridge `b`",
         );
-        err1(
-            "name = \"x\"\n[[bridge]]\nname = \"b\"\nsubnet6 = \"fd00::/64\"\n",
-            4,
-            1,
-            "an IPv6-only bridge is not built yet",
-        );
+        // An IPv6-only bridge: routed, with no IPv4 on it.
+        let l = lab("name = \"x\"\n[[bridge]]\nname = \"b\"\nsubnet6 = \"fd00::/64\"\n[[port]]\nname = \"p\"\nbridge = \"b\"\nnetns = \"n\"\nip6 = \"fd00::3/64\"\n");
+        assert_eq!(l.bridges[0].subnet, None);
+        assert_eq!(l.bridges[0].gateway6, Some("fd00::1".parse().unwrap()));
     }
 }

@@ -45,8 +45,8 @@ impl Router {
             && !self.is_own_ip(spa)
             && !sha.is_multicast()
             && !sha.is_zero();
-        let answers_for =
-            tpa == me.ip || (me.on_link(tpa) && self.services.iter().any(|s| *s.vip.ip() == tpa));
+        let answers_for = me.ip == Some(tpa)
+            || (me.on_link(tpa) && self.services.iter().any(|s| *s.vip.ip() == tpa));
         if !answers_for {
             // Not for us: only refresh what we know (gratuitous ARP, a moved address).
             if sender_ok {
@@ -85,6 +85,8 @@ impl Router {
     /// Queues an ARP request for `target` out of `iface`.
     pub fn arp_request(&mut self, iface: usize, target: Ipv4Addr) {
         let me = self.ifaces[iface].clone();
+        // A leg on an IPv6-only bridge has nothing to ask from.
+        let Some(me_ip) = me.ip else { return };
         let queued = self.queue(iface, |buf| {
             let eth = &mut buf[VNET_HDR_LEN..];
             EthernetRepr {
@@ -96,7 +98,7 @@ impl Router {
             ArpRepr {
                 operation: OP_REQUEST,
                 sender_mac: me.mac,
-                sender_ip: me.ip,
+                sender_ip: me_ip,
                 target_mac: Mac([0; 6]),
                 target_ip: target,
             }

@@ -37,6 +37,9 @@ vswitch::drop_reasons! {
         /// IPv6, which this router does not route yet (the containers' own neighbour
         /// discovery and multicast listener reports, mostly).
         Ipv6NotRouted => "ipv6_not_routed",
+        /// IPv4 or ARP on an IPv6-only bridge (one with no `subnet`): the router has
+        /// no IPv4 address there.
+        NoIpv4 => "no_ipv4",
         /// A source no container may use here: loopback, 0/8, link-local, the subnet's
         /// network or broadcast address, the router's own addresses, or one that is not on the ingress
         /// bridge's subnet (reverse-path check).

@@ -248,6 +248,7 @@ impl Router {
             return;
         }
         let me = self.ifaces[iface].clone();
+        let Some(me_ip) = me.ip else { return };
         let queued = self.queue(iface, |buf| {
             let eth = &mut buf[VNET_HDR_LEN..];
             EthernetRepr {
@@ -262,7 +263,7 @@ impl Router {
                 rest: err.rest.to_be_bytes(),
                 data: quote,
             };
-            let n = icmp.emit(me.ip, src, &mut eth[HEADER_LEN..])?;
+            let n = icmp.emit(me_ip, src, &mut eth[HEADER_LEN..])?;
             Some(VNET_HDR_LEN + HEADER_LEN + n)
         });
         if !queued {

@@ -32,7 +32,9 @@ use icmp::{IcmpError, TokenBucket};
 pub struct Iface {
     pub name: String,
     pub mac: Mac,
-    pub ip: Ipv4Addr,
+    /// The leg's IPv4 address (`gateway`) and its subnet's prefix length; `None` on
+    /// an IPv6-only bridge (no `subnet`), where `prefix` means nothing.
+    pub ip: Option<Ipv4Addr>,
     pub prefix: u8,
     /// The leg's IPv6 address and its subnet's prefix length (`gateway6`, `subnet6`),
     /// on a dual-stack bridge.
@@ -40,21 +42,23 @@ pub struct Iface {
 }
 
 impl Iface {
-    fn network(&self) -> u32 {
-        u32::from(self.ip) & mask(self.prefix)
+    /// The leg's IPv4 network address, if it has IPv4.
+    fn network(&self) -> Option<u32> {
+        self.ip.map(|ip| u32::from(ip) & mask(self.prefix))
     }
 
-    fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.network() | !mask(self.prefix))
+    fn broadcast(&self) -> Option<Ipv4Addr> {
+        self.network()
+            .map(|n| Ipv4Addr::from(n | !mask(self.prefix)))
     }
 
     fn on_link(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.prefix) == self.network()
+        self.network() == Some(u32::from(ip) & mask(self.prefix))
     }
 
     /// The subnet's network or broadcast address (none on a /31 or /32, RFC 3021).
     fn is_network_or_broadcast(&self, ip: Ipv4Addr) -> bool {
-        self.prefix < 31 && (ip == self.broadcast() || u32::from(ip) == self.network())
+        self.prefix < 31 && (Some(ip) == self.broadcast() || Some(u32::from(ip)) == self.network())
     }
 }
 
@@ -216,12 +220,14 @@ impl Router {
         let legs = ifaces.len();
         let mut routes = RouteTable::default();
         for (i, iface) in ifaces.iter().enumerate() {
-            routes.add(Route {
-                network: Ipv4Addr::from(iface.network()),
-                prefix: iface.prefix,
-                iface: i,
-                gateway: None,
-            });
+            if let Some(network) = iface.network() {
+                routes.add(Route {
+                    network: Ipv4Addr::from(network),
+                    prefix: iface.prefix,
+                    iface: i,
+                    gateway: None,
+                });
+            }
         }
         Router {
             mtus: vec![65535; ifaces.len()],
@@ -386,7 +392,8 @@ impl Router {
 
     /// The gateways' addresses and the services' VIPs: the router answers for them.
     fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
-        self.ifaces.iter().any(|i| i.ip == ip) || self.services.iter().any(|s| *s.vip.ip() == ip)
+        self.ifaces.iter().any(|i| i.ip == Some(ip))
+            || self.services.iter().any(|s| *s.vip.ip() == ip)
     }
 
     /// Decides over `frame`, which arrived on interface `iface` at `now`, and counts a
@@ -408,6 +415,9 @@ impl Router {
         };
         let dst = eth.dst();
         let ours = dst == me.mac;
+        if me.ip.is_none() && matches!(eth.ethertype(), ETHERTYPE_ARP | ETHERTYPE_IPV4) {
+            return Action::Drop(RouterDrop::NoIpv4);
+        }
         match eth.ethertype() {
             ETHERTYPE_ARP if ours || dst == Mac::BROADCAST => self.arp(iface, frame, now),
             ETHERTYPE_IPV4 if ours => self.ipv4(iface, frame, now),
@@ -485,7 +495,7 @@ impl Router {
         if sent_as.is_none() && self.is_own_ip(dst) {
             // The host proxy sources some forwarded connections from a gateway (for
             // clients a container could not answer directly): their replies are its.
-            let gateway = self.ifaces.iter().any(|i| i.ip == dst);
+            let gateway = self.ifaces.iter().any(|i| i.ip == Some(dst));
             if self.host_egress && gateway && matches!(proto, PROTO_TCP | PROTO_UDP) {
                 return Action::ToHost;
             }
@@ -502,7 +512,10 @@ impl Router {
             return Action::Drop(RouterDrop::NoRoute);
         };
         let out = &self.ifaces[route.iface];
-        if dst == out.broadcast() || u32::from(dst) == out.network() || dst.is_multicast() {
+        if Some(dst) == out.broadcast()
+            || Some(u32::from(dst)) == out.network()
+            || dst.is_multicast()
+        {
             return Action::Drop(RouterDrop::NotRoutable);
         }
         if ttl <= 1 {

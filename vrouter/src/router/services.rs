@@ -110,7 +110,7 @@ impl Router {
             let start = flow_hash(&key, &backend) as u16;
             let free = (0..64u16)
                 .map(|k| 32768 + (start.wrapping_add(k.wrapping_mul(7919))) % 28232)
-                .map(|p| SocketAddrV4::new(leg.ip, p))
+                .filter_map(|p| Some(SocketAddrV4::new(leg.ip?, p)))
                 .find(|&a| !self.flows.contains(&FlowKey::v4(key.proto, backend, a)));
             client = SocketAddr::V4(free.ok_or(RouterDrop::NatPortsExhausted)?);
         }
