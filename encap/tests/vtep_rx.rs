@@ -9,7 +9,7 @@
 #[path = "../../vswitch/tests/seqpacket_port.rs"]
 mod seqpacket_port;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use encap::vtep::VtepDrop;
@@ -32,12 +32,12 @@ struct Lab {
     container: Peer,
     /// The "kernel" peer's socket, on 127.0.0.1 like the endpoint.
     peer: UdpSocket,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
 }
 
-/// A free UDP port on 127.0.0.1 (taken, read and let go).
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
+/// A free UDP port on `ip` (taken, read and let go).
+fn free_port(ip: IpAddr) -> u16 {
+    UdpSocket::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -45,6 +45,12 @@ fn free_port() -> u16 {
 }
 
 fn lab() -> Lab {
+    lab_on(Ipv4Addr::LOCALHOST.into())
+}
+
+/// The endpoint and its peer on loopback `ip`: 127.0.0.1, or ::1 (an IPv6
+/// underlay).
+fn lab_on(ip: IpAddr) -> Lab {
     let mut dp = Datapath::new(256).unwrap();
     let br = dp.add_bridge(BridgeConfig {
         name: "ov".into(),
@@ -54,11 +60,9 @@ fn lab() -> Lab {
     });
     let (io, container) = pair(true);
     dp.add_port(PortInfo::named("c", br), Box::new(io)).unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let std::net::SocketAddr::V4(peer_addr) = peer.local_addr().unwrap() else {
-        unreachable!("bound to IPv4")
-    };
-    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port());
+    let peer = UdpSocket::bind((ip, 0)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let listen = SocketAddr::new(ip, free_port(ip));
     let mut vtep = Vtep::bind(&VtepConfig {
         listen,
         peers: vec![peer_addr],
@@ -298,4 +302,29 @@ fn a_tso_super_frame_sent_whole_goes_to_the_container_as_gso() {
     assert_eq!(stats.rx_partial_checksum, 1);
     assert_eq!(stats.rx_bad_checksum, 1);
     assert_eq!(vtep.dropped(VtepDrop::Oversize), 2);
+}
+
+#[test]
+fn an_ipv6_underlay_takes_datagrams_from_its_ipv6_peer_only() {
+    let mut lab = lab_on(Ipv6Addr::LOCALHOST.into());
+    assert!(lab.listen.is_ipv6());
+    let udp = packet(17, 0, 100, Sum::Partial);
+    lab.send(&udp);
+    let got = lab.deliver();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0][VNET_HDR_LEN..], &udp[..]);
+    assert_eq!(lab.vtep().peers()[0].stats.rx_packets, 1);
+    // A stranger on the same loopback, from another port: the address is the
+    // peer's, so it is taken (peers are known by address, as the kernel's are).
+    let other = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+    let mut d = vec![0x08, 0, 0, 0, 0, 0, VNI as u8, 0];
+    d.extend_from_slice(&udp);
+    other.send_to(&d, lab.listen).unwrap();
+    assert_eq!(lab.deliver().len(), 1);
+    // IPv4 cannot reach an IPv6 endpoint's socket (IPV6_V6ONLY): nothing arrives,
+    // not even a stranger to count.
+    let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let _ = v4.send_to(&d, (Ipv4Addr::LOCALHOST, lab.listen.port()));
+    assert!(lab.deliver().is_empty());
+    assert_eq!(lab.vtep().dropped(VtepDrop::NotPeer), 0);
 }
