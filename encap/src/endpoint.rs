@@ -39,7 +39,7 @@ vswitch::drop_reasons! {
         /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
         /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
         Oversize => "oversize",
-        /// A super-frame this software cannot cut (TCP over IPv6, UDP).
+        /// A super-frame this software cannot cut (UDP).
         UnsupportedGso => "unsupported_gso",
         /// Headers that do not match what the virtio-net header says.
         Malformed => "malformed",
@@ -68,18 +68,23 @@ pub struct PeerStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_errors: u64,
-    /// Inner IPv4 TCP or UDP packets from this peer whose checksum the sending kernel
+    /// Inner TCP or UDP packets (over IPv4 or IPv6) from this peer whose checksum the sending kernel
     /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed
     /// on marked NEEDS_CSUM rather than as checksum errors. A kernel VXLAN host over a
     /// veth with its default offloads sends most of its TCP and UDP like this.
     pub rx_partial_checksum: u64,
-    /// Inner IPv4 TCP or UDP packets from this peer whose IP, TCP or UDP checksum was
+    /// Inner TCP or UDP packets (over IPv4 or IPv6) from this peer whose IP, TCP or UDP checksum was
     /// neither valid nor partial: passed on unchanged, for the receiver to drop.
     pub rx_bad_checksum: u64,
     /// Inner TCP super-frames from this peer (larger than the VNI's MTU: a sender's
     /// TSO skb that a kernel VXLAN device over a veth sends whole), handed on as GSO
     /// frames ([`offload::rx_super_frame`]). Each is also one `rx_partial_checksum`.
     pub rx_gso_frames: u64,
+    /// Inner TCP segments from this peer merged into the one before them (GRO in
+    /// software, before the container's TAP): a run of N segments counts N - 1.
+    pub rx_gro_merged: u64,
+    /// Of `rx_gro_merged`, the segments over IPv6 (merged into GSO_TCPV6 frames).
+    pub rx_gro_merged_v6: u64,
 }
 
 #[derive(Debug, Clone)]

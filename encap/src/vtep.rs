@@ -21,7 +21,7 @@ use mio::net::UdpSocket;
 use mio::Interest;
 use vswitch::datapath::Captured;
 use vswitch::frame::{
-    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
 };
 use vswitch::gro::{self, Checksums, TcpRun};
 use vswitch::pool::BufId;
@@ -483,6 +483,11 @@ impl Vtep {
             if let Some(o) = open.as_mut() {
                 if o.port == port && o.merge(out, buf, len, sums) {
                     out.release(buf);
+                    let stats = &mut self.endpoint.peer_mut(got.peer).stats;
+                    stats.rx_gro_merged += 1;
+                    if o.run.is_v6() {
+                        stats.rx_gro_merged_v6 += 1;
+                    }
                     continue;
                 }
             }
@@ -570,14 +575,15 @@ struct Open {
     run: TcpRun,
 }
 
-/// Where the inner IPv4 packet starts in a frame (after the virtio-net and Ethernet
+/// Where the inner IP packet starts in a frame (after the virtio-net and Ethernet
 /// headers; frames with a VLAN tag are not merged).
 const IP_AT: usize = VNET_HDR_LEN + ETH_HDR_LEN;
 
 impl Open {
     /// Opens a run at the frame in `buf` (its checksums found to be `sums` by
-    /// [`offload::rx_checksums`]): a TCP/IPv4 data segment whose checksums are valid
-    /// or left partial by its sender.
+    /// [`offload::rx_checksums`]): a TCP data segment over IPv4 or IPv6 (TCP right
+    /// after the fixed header) whose checksums are valid or left partial by its
+    /// sender.
     fn start(
         out: &mut Emitter<'_>,
         buf: BufId,
@@ -586,11 +592,11 @@ impl Open {
         sums: Checksums,
     ) -> Option<Open> {
         let frame = out.frame(buf, len);
-        let ipv4 = frame
+        let ip = frame
             .get(VNET_HDR_LEN..)
             .and_then(EthernetFrame::new_checked)
-            .is_some_and(|e| e.ethertype() == ETHERTYPE_IPV4);
-        if !gro::mergeable(sums) || !ipv4 {
+            .is_some_and(|e| matches!(e.ethertype(), ETHERTYPE_IPV4 | ETHERTYPE_IPV6));
+        if !gro::mergeable(sums) || !ip {
             return None;
         }
         let run = TcpRun::start(&frame[IP_AT..])?;
@@ -625,8 +631,9 @@ impl Open {
         true
     }
 
-    /// Sends the frame into its bridge: a GSO super-frame (NEEDS_CSUM, the checksum
-    /// field holding the pseudo-header sum) if segments were merged, else the one
+    /// Sends the frame into its bridge: a GSO super-frame (GSO_TCPV4 or GSO_TCPV6,
+    /// NEEDS_CSUM, the checksum field holding the pseudo-header sum) if segments were
+    /// merged, else the one
     /// segment with the virtio-net header it came with (NEEDS_CSUM if it arrived
     /// partial).
     fn flush(self, out: &mut Emitter<'_>) {
@@ -635,7 +642,11 @@ impl Open {
         if let Some(mss) = self.run.finish(&mut frame[IP_AT..]) {
             VnetHdr {
                 flags: VNET_F_NEEDS_CSUM,
-                gso_type: GSO_TCPV4,
+                gso_type: if self.run.is_v6() {
+                    GSO_TCPV6
+                } else {
+                    GSO_TCPV4
+                },
                 hdr_len: (ETH_HDR_LEN + self.run.headers()) as u16,
                 gso_size: mss,
                 csum_start: (ETH_HDR_LEN + self.run.l4()) as u16,
