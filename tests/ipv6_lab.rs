@@ -478,5 +478,11 @@ fn tcp_over_ipv6_crosses_vxlan_between_two_tapnets() {
     let drops = a.show("vxlan")["drops"].clone();
     assert_eq!(drops["unsupported_gso"], 0, "{drops}");
     assert_eq!(drops["oversize"], 0, "{drops}");
+    // b's endpoint merged a's segments again (GRO) into GSO_TCPV6 frames for c.
+    let peers = b.show("vxlan")["peers"].clone();
+    assert!(
+        peers[0]["rx_gro_merged_v6"].as_u64().unwrap_or(0) > 100,
+        "{peers}"
+    );
     drop(b);
 }

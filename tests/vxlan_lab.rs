@@ -561,3 +561,310 @@ fn two_rootless_tapnets_share_a_subnet_over_vxlan() {
     assert!(peer["tx_packets"].as_u64().unwrap_or(0) > 0, "{peer}");
     drop(b);
 }
+
+/// Two hosts joined by one veth with an IPv6 underlay only: fd00:60::1 and
+/// fd00:60::2 (no duplicate address detection to wait for).
+fn two_hosts6() -> (TestNetns, TestNetns) {
+    let (a, b) = (TestNetns::new("h"), TestNetns::new("h"));
+    for step in [
+        vec![
+            "ip", "link", "add", "u0", "netns", &a.name, "type", "veth", "peer", "name", "u0",
+            "netns", &b.name,
+        ],
+        vec![
+            "ip",
+            "-n",
+            &a.name,
+            "-6",
+            "addr",
+            "add",
+            "fd00:60::1/64",
+            "dev",
+            "u0",
+            "nodad",
+        ],
+        vec![
+            "ip",
+            "-n",
+            &b.name,
+            "-6",
+            "addr",
+            "add",
+            "fd00:60::2/64",
+            "dev",
+            "u0",
+            "nodad",
+        ],
+        vec!["ip", "-n", &a.name, "link", "set", "u0", "up"],
+        vec!["ip", "-n", &b.name, "link", "set", "u0", "up"],
+    ] {
+        let out = run(&step, 10);
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (a, b)
+}
+
+/// A host's lab over the IPv6 underlay: bridge `ov` (VNI 42, dual-stack) and
+/// container `c` with `ip` and `ip6`.
+fn host_lab6(name: &str, me: &str, peer: &str, container: &str, ip: &str, ip6: &str) -> LabText {
+    LabText::new(name)
+        .bridge("ov", "10.62.0.0/24")
+        .with("subnet6", "fd00:62::/64")
+        .with("vni", 42)
+        .vxlan(&format!("[{me}]:4789"), &[&format!("[{peer}]:4789")])
+        .port("c", "ov", container, &format!("{ip}/24"))
+        .with("ip6", format!("{ip6}/64").as_str())
+}
+
+/// `ping -6` from `ns` to `ip`: true if any answer came.
+fn ping6(ns: &str, ip: &str, count: u32) -> bool {
+    let c = count.to_string();
+    ns_run(
+        ns,
+        &["ping", "-6", "-c", &c, "-i", "0.1", "-W", "1", "-q", ip],
+        10,
+    )
+    .status
+    .success()
+}
+
+/// The MTU of `dev` in `ns`.
+fn mtu_of(ns: &str, dev: &str) -> u32 {
+    let out = ns_run(ns, &["cat", &format!("/sys/class/net/{dev}/mtu")], 5);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_tapnets_over_an_ipv6_underlay() {
+    let (ha, hb) = two_hosts6();
+    let (ca, cb) = (unique("n"), unique("n"));
+    let (la, lb) = (unique("l"), unique("l"));
+    let a = RunningLab::start_in(
+        Some(&ha.name),
+        &la,
+        std::slice::from_ref(&ca),
+        &host_lab6(
+            &la,
+            "fd00:60::1",
+            "fd00:60::2",
+            &ca,
+            "10.62.0.2",
+            "fd00:62::2",
+        )
+        .text(),
+    );
+    let b = RunningLab::start_in(
+        Some(&hb.name),
+        &lb,
+        std::slice::from_ref(&cb),
+        &host_lab6(
+            &lb,
+            "fd00:60::2",
+            "fd00:60::1",
+            &cb,
+            "10.62.0.3",
+            "fd00:62::3",
+        )
+        .text(),
+    );
+    // 1500 less the 70 bytes of VXLAN over IPv6.
+    assert_eq!(mtu_of(&ca, "eth0"), 1430);
+    assert_eq!(a.show("vxlan")["listen"], "[fd00:60::1]:4789");
+
+    // The underlay carries UDP over IPv6 with a checksum (never zero over IPv6; over
+    // the veth it is left partial, so tcpdump cannot verify it, only see it there).
+    let hb_name = hb.name.clone();
+    let capture = std::thread::spawn(move || {
+        let out = ns_run(
+            &hb_name,
+            &[
+                "tcpdump", "-c", "4", "-nvv", "-i", "u0", "ip6", "and", "udp", "port", "4789",
+            ],
+            15,
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(ping(&ca, "10.62.0.3", 3), "a to b, IPv4 inside IPv6");
+    assert!(ping6(&cb, "fd00:62::2", 3), "b to a, IPv6 inside IPv6");
+    let text = capture.join().unwrap();
+    let from_a: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("fd00:60::1.") && l.contains("> fd00:60::2.4789"))
+        .collect();
+    assert!(!from_a.is_empty(), "{text}");
+    for line in &from_a {
+        assert!(line.contains("vni 42"), "{line}");
+        assert!(!line.contains("[no cksum]"), "{line}");
+    }
+
+    // TCP both families inside; the receiving side merges the segments (GRO).
+    let _s4 = Background::spawn(&cb, &["iperf3", "-s", "-p", "5301"]);
+    let got = iperf3(&ca, "10.62.0.3", 5301);
+    assert!(
+        got.is_some_and(|b| b > 1_000_000),
+        "iperf3 over IPv6: {got:?}"
+    );
+    let _s6 = Background::spawn(&ca, &["iperf3", "-s", "-p", "5302"]);
+    let got = iperf3(&cb, "fd00:62::2", 5302);
+    assert!(
+        got.is_some_and(|b| b > 1_000_000),
+        "iperf3 -6 over IPv6: {got:?}"
+    );
+    let p = peer_stats(&a, "[fd00:60::2]");
+    assert!(p["rx_gro_merged_v6"].as_u64().unwrap() > 100, "{p}");
+    let p = peer_stats(&b, "[fd00:60::1]");
+    assert!(p["rx_gro_merged"].as_u64().unwrap() > 100, "{p}");
+    for lab in [&a, &b] {
+        let drops = lab.show("vxlan")["drops"].clone();
+        for reason in ["not_peer", "oversize", "send_error", "unsupported_gso"] {
+            assert_eq!(drops[reason], 0, "{reason}: {drops}");
+        }
+    }
+    assert_eq!(csum_errors(&ca), (0, 0));
+    assert_eq!(csum_errors(&cb), (0, 0));
+}
+
+/// tapnet and the kernel's vxlan device over an IPv6 underlay (`local` and `remote`
+/// IPv6, every other setting the kernel's default: it sends UDP checksums over IPv6
+/// and drops zero-checksum ones, `udp6zerocsumrx` off). Ping of both families and
+/// TCP over IPv6 inside, both ways.
+#[test]
+fn tapnet_and_the_kernels_vxlan_interoperate_over_an_ipv6_underlay() {
+    let (ha, hb) = two_hosts6();
+    let ca = unique("n");
+    let la = unique("l");
+    let a = RunningLab::start_in(
+        Some(&ha.name),
+        &la,
+        std::slice::from_ref(&ca),
+        &host_lab6(
+            &la,
+            "fd00:60::1",
+            "fd00:60::2",
+            &ca,
+            "10.62.0.2",
+            "fd00:62::2",
+        )
+        .text(),
+    );
+    let cb = TestNetns::new("k");
+    for step in [
+        vec![
+            "ip",
+            "-n",
+            &hb.name,
+            "link",
+            "add",
+            "vx42",
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "dstport",
+            "4789",
+            "remote",
+            "fd00:60::1",
+            "local",
+            "fd00:60::2",
+        ],
+        vec![
+            "ip", "-n", &hb.name, "link", "add", "br42", "type", "bridge",
+        ],
+        vec![
+            "ip", "-n", &hb.name, "link", "set", "vx42", "master", "br42",
+        ],
+        vec![
+            "ip", "-n", &hb.name, "link", "add", "cv", "type", "veth", "peer", "name", "eth0",
+            "netns", &cb.name,
+        ],
+        vec!["ip", "-n", &hb.name, "link", "set", "cv", "master", "br42"],
+        vec!["ip", "-n", &hb.name, "link", "set", "vx42", "up"],
+        vec!["ip", "-n", &hb.name, "link", "set", "br42", "up"],
+        vec!["ip", "-n", &hb.name, "link", "set", "cv", "up"],
+        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "mtu", "1430"],
+        vec![
+            "ip",
+            "-n",
+            &cb.name,
+            "addr",
+            "add",
+            "10.62.0.3/24",
+            "dev",
+            "eth0",
+        ],
+        vec![
+            "ip",
+            "-n",
+            &cb.name,
+            "-6",
+            "addr",
+            "add",
+            "fd00:62::3/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "up"],
+    ] {
+        let out = run(&step, 10);
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // With no `dev`, the kernel's device keeps MTU 1500; its container is set to
+    // 1430 (1500 less the 70 bytes over IPv6), as tapnet's containers are.
+    assert!(
+        ping(&ca, "10.62.0.3", 3),
+        "tapnet side to kernel side, IPv4"
+    );
+    assert!(
+        ping(&cb.name, "10.62.0.2", 3),
+        "kernel side to tapnet side, IPv4"
+    );
+    assert!(
+        ping6(&ca, "fd00:62::3", 3),
+        "tapnet side to kernel side, IPv6"
+    );
+    assert!(
+        ping6(&cb.name, "fd00:62::2", 3),
+        "kernel side to tapnet side, IPv6"
+    );
+    let _s1 = Background::spawn(&cb.name, &["iperf3", "-s", "-p", "5311"]);
+    let got = iperf3(&ca, "fd00:62::3", 5311);
+    assert!(
+        got.is_some_and(|b| b > 1_000_000),
+        "iperf3 -6 tapnet -> kernel: {got:?}"
+    );
+    let _s2 = Background::spawn(&ca, &["iperf3", "-s", "-p", "5312"]);
+    let got = iperf3(&cb.name, "fd00:62::2", 5312);
+    assert!(
+        got.is_some_and(|b| b > 1_000_000),
+        "iperf3 -6 kernel -> tapnet: {got:?}"
+    );
+    let p = peer_stats(&a, "[fd00:60::2]");
+    eprintln!(
+        "from the kernel peer over IPv6: {} packets, {} partial checksums, {} TSO super-frames, {} segments merged ({} IPv6)",
+        p["rx_packets"], p["rx_partial_checksum"], p["rx_gso_frames"], p["rx_gro_merged"], p["rx_gro_merged_v6"]
+    );
+    assert_eq!(p["rx_bad_checksum"], 0, "{p}");
+    // The kernel left its IPv6 TCP checksums partial and sent TSO frames whole:
+    // taken as NEEDS_CSUM and GSO_TCPV6.
+    assert!(p["rx_partial_checksum"].as_u64().unwrap() > 1000, "{p}");
+    assert!(p["rx_gso_frames"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(csum_errors(&ca), (0, 0), "TCP and UDP InCsumErrors in {ca}");
+    assert_eq!(csum_errors(&cb.name), (0, 0), "on the kernel side");
+    let drops = a.show("vxlan")["drops"].clone();
+    for reason in ["not_peer", "oversize", "send_error", "unsupported_gso"] {
+        assert_eq!(drops[reason], 0, "{reason}: {drops}");
+    }
+}

@@ -104,6 +104,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     "RX_PARTIAL_CSUM",
                     "RX_BAD_CSUM",
                     "RX_GSO",
+                    "RX_GRO_MERGED",
                     "REMOTE_MACS",
                 ]
                 .map(String::from)
@@ -125,6 +126,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&p["rx_partial_checksum"]),
                     s(&p["rx_bad_checksum"]),
                     s(&p["rx_gso_frames"]),
+                    s(&p["rx_gro_merged"]),
                     // A host may have thousands: the first few, and how many.
                     match p["remote_mac_count"].as_u64().unwrap_or(macs.len() as u64) {
                         0 => "-".into(),

@@ -12,7 +12,7 @@
 //! when the store is unreachable, and all recovers by itself. A lease that expired
 //! meanwhile is found at the next keep-alive and the host registers again.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -48,7 +48,7 @@ pub(crate) struct StoreConfig {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub ttl: Duration,
-    pub vtep: SocketAddrV4,
+    pub vtep: SocketAddr,
 }
 
 impl StoreConfig {
@@ -214,12 +214,16 @@ impl Drop for StoreClient {
 }
 
 /// Addresses no other host's endpoint may be: this host's own and its links'
-/// broadcasts (from getifaddrs, in tapnet's network namespace), and the store's
-/// endpoints given as addresses.
-fn not_vteps(config: &StoreConfig) -> Vec<std::net::Ipv4Addr> {
-    let mut out = vec![*config.vtep.ip()];
+/// broadcasts (from getifaddrs, in tapnet's network namespace; IPv6 addresses too,
+/// for an IPv6 underlay), and the store's endpoints given as addresses.
+fn not_vteps(config: &StoreConfig) -> Vec<IpAddr> {
+    let mut out = vec![config.vtep.ip()];
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
+            if let Some(v6) = a.address.as_ref().and_then(|x| x.as_sockaddr_in6()) {
+                out.push(v6.ip().into());
+                continue;
+            }
             let ip = a
                 .address
                 .as_ref()
@@ -231,24 +235,25 @@ fn not_vteps(config: &StoreConfig) -> Vec<std::net::Ipv4Addr> {
                 .and_then(|x| x.as_sockaddr_in())
                 .map(|x| x.ip());
             if let Some(ip) = ip {
-                out.push(ip);
+                out.push(ip.into());
                 // The link's broadcast from its mask: `ip addr add A/24` sets no `brd`
                 // field, yet the kernel routes .255 as broadcast.
                 if let Some(m) = mask.filter(|m| u32::from(*m) < u32::MAX - 1) {
-                    out.push(std::net::Ipv4Addr::from(u32::from(ip) | !u32::from(m)));
+                    out.push(std::net::Ipv4Addr::from(u32::from(ip) | !u32::from(m)).into());
                 }
             }
             if let Some(b) = a.broadcast.as_ref().and_then(|x| x.as_sockaddr_in()) {
-                out.push(b.ip());
+                out.push(b.ip().into());
             }
         }
     }
-    out.push(std::net::Ipv4Addr::BROADCAST);
+    out.push(std::net::Ipv4Addr::BROADCAST.into());
     for e in &config.endpoints {
         let host = e
             .trim_start_matches("http://")
             .rsplit_once(':')
             .map_or(e.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse() {
             out.push(ip);
         }

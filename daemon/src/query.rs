@@ -305,6 +305,8 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
                 "rx_partial_checksum": p.stats.rx_partial_checksum,
                 "rx_bad_checksum": p.stats.rx_bad_checksum,
                 "rx_gso_frames": p.stats.rx_gso_frames,
+                "rx_gro_merged": p.stats.rx_gro_merged,
+                "rx_gro_merged_v6": p.stats.rx_gro_merged_v6,
                 "remote_macs": macs,
                 "remote_mac_count": count,
             })

@@ -394,7 +394,7 @@ impl Live<'_> {
         &self,
         dp: &Datapath,
         bridge: &str,
-    ) -> Vec<(Ipv4Addr, Mac, std::net::SocketAddrV4)> {
+    ) -> Vec<(Ipv4Addr, Mac, std::net::SocketAddr)> {
         let vni = self
             .lab
             .bridges
@@ -419,7 +419,7 @@ impl Live<'_> {
     fn with_port(
         &self,
         spec: &AttachSpec,
-        claimed: &[(Ipv4Addr, Mac, std::net::SocketAddrV4)],
+        claimed: &[(Ipv4Addr, Mac, std::net::SocketAddr)],
     ) -> Result<Lab, String> {
         // A lab file's port without either lives in tapnet's own namespace: useful in
         // a file, never what someone attaching a container or VM means.
@@ -469,7 +469,7 @@ impl Live<'_> {
     fn free_address(
         &self,
         bridge: &str,
-        claimed: &[(Ipv4Addr, Mac, std::net::SocketAddrV4)],
+        claimed: &[(Ipv4Addr, Mac, std::net::SocketAddr)],
     ) -> Result<String, String> {
         let b = self
             .lab

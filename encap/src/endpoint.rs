@@ -6,7 +6,7 @@
 //! capture. Both sending and `tapnet trace` call [`Endpoint::egress`].
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ vswitch::drop_reasons! {
         /// A TCP/IPv4 super-frame whose checksums are valid or partial is not one: it
         /// goes on as a GSO frame (see [`PeerStats::rx_gso_frames`]).
         Oversize => "oversize",
-        /// A super-frame this software cannot cut (TCP over IPv6, UDP).
+        /// A super-frame this software cannot cut (UDP).
         UnsupportedGso => "unsupported_gso",
         /// Headers that do not match what the virtio-net header says.
         Malformed => "malformed",
@@ -68,23 +68,28 @@ pub struct PeerStats {
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_errors: u64,
-    /// Inner IPv4 TCP or UDP packets from this peer whose checksum the sending kernel
+    /// Inner TCP or UDP packets (over IPv4 or IPv6) from this peer whose checksum the sending kernel
     /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed
     /// on marked NEEDS_CSUM rather than as checksum errors. A kernel VXLAN host over a
     /// veth with its default offloads sends most of its TCP and UDP like this.
     pub rx_partial_checksum: u64,
-    /// Inner IPv4 TCP or UDP packets from this peer whose IP, TCP or UDP checksum was
+    /// Inner TCP or UDP packets (over IPv4 or IPv6) from this peer whose IP, TCP or UDP checksum was
     /// neither valid nor partial: passed on unchanged, for the receiver to drop.
     pub rx_bad_checksum: u64,
     /// Inner TCP super-frames from this peer (larger than the VNI's MTU: a sender's
     /// TSO skb that a kernel VXLAN device over a veth sends whole), handed on as GSO
     /// frames ([`offload::rx_super_frame`]). Each is also one `rx_partial_checksum`.
     pub rx_gso_frames: u64,
+    /// Inner TCP segments from this peer merged into the one before them (GRO in
+    /// software, before the container's TAP): a run of N segments counts N - 1.
+    pub rx_gro_merged: u64,
+    /// Of `rx_gro_merged`, the segments over IPv6 (merged into GSO_TCPV6 frames).
+    pub rx_gro_merged_v6: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     pub stats: PeerStats,
     /// Known from the store (etcd), not from the lab file's `peers`.
     pub from_store: bool,
@@ -171,7 +176,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint for `peers`, remembering at most `remote_max` MACs per VNI for
     /// `remote_aging` each.
-    pub fn new(peers: &[SocketAddrV4], remote_max: usize, remote_aging: Duration) -> Endpoint {
+    pub fn new(peers: &[SocketAddr], remote_max: usize, remote_aging: Duration) -> Endpoint {
         Endpoint {
             peers: peers
                 .iter()
@@ -197,13 +202,13 @@ impl Endpoint {
     /// Applies what the store says changed, host by host: the work is that of the
     /// hosts that changed, not of every host (a join among 1,000 costs one host's
     /// ports). `own` is this endpoint's address, never a peer of its own.
-    pub fn apply_store(&mut self, changes: &[StoreChange], own: SocketAddrV4, now: Instant) {
+    pub fn apply_store(&mut self, changes: &[StoreChange], own: SocketAddr, now: Instant) {
         for change in changes {
             match change {
                 StoreChange::Put(r) => self.store_put(r, own, now),
                 StoreChange::Gone(vtep) => self.store_gone(*vtep),
                 StoreChange::Reset(hosts) => {
-                    let leaving: Vec<SocketAddrV4> = self.peers[self.static_peers..]
+                    let leaving: Vec<SocketAddr> = self.peers[self.static_peers..]
                         .iter()
                         .filter(|p| p.live && !hosts.iter().any(|h| h.vtep == p.addr))
                         .map(|p| p.addr)
@@ -222,7 +227,7 @@ impl Endpoint {
     /// A store host registered (or changed) what it has: a peer (a static peer or
     /// this endpoint itself are not made twice, though their ports are taken), with
     /// its ports as static remote MACs and ARP answers per VNI.
-    fn store_put(&mut self, r: &Registration, own: SocketAddrV4, now: Instant) {
+    fn store_put(&mut self, r: &Registration, own: SocketAddr, now: Instant) {
         if r.vtep == own {
             return;
         }
@@ -306,7 +311,7 @@ impl Endpoint {
 
     /// A store host left (its key deleted, its lease expired, or a value no longer
     /// read): its peer slot goes dead with what was learned and registered behind it.
-    fn store_gone(&mut self, vtep: SocketAddrV4) {
+    fn store_gone(&mut self, vtep: SocketAddr) {
         let Some(at) =
             (0..self.peers.len()).find(|&i| self.peers[i].live && self.peers[i].addr == vtep)
         else {
@@ -397,9 +402,7 @@ impl Endpoint {
         datagram: &[u8],
         now: Instant,
     ) -> Result<Accepted, VtepDrop> {
-        let SocketAddr::V4(from) = from else {
-            return Err(VtepDrop::NotPeer);
-        };
+        // An IPv6 socket is IPV6_V6ONLY: an IPv4 peer never arrives mapped.
         let peer = self
             .peers
             .iter()
@@ -599,7 +602,7 @@ mod tests {
         use crate::store::{Registration, RemotePort};
         let mut e = endpoint();
         let now = Instant::now();
-        let own: SocketAddrV4 = "192.0.2.9:4789".parse().unwrap();
+        let own: SocketAddr = "192.0.2.9:4789".parse().unwrap();
         let c = Mac([2, 0, 0, 0, 0, 0x33]);
         let c_ip = Ipv4Addr::new(172, 16, 2, 33);
         let host = |vtep: &str, mac: Mac, ip: Ipv4Addr| Registration {
@@ -791,6 +794,69 @@ mod tests {
             e.peers()[1].stats.rx_packets,
             1,
             "refused ones are not counted"
+        );
+    }
+
+    #[test]
+    fn ipv6_peers_are_known_by_address_and_learned_behind() {
+        let peers = [
+            "[2001:db8::1]:4789".parse().unwrap(),
+            "[2001:db8::2]:4789".parse().unwrap(),
+        ];
+        let mut e = Endpoint::new(&peers, 16, Duration::from_secs(300));
+        e.add_vni(42, PortId(7), 1430);
+        let now = Instant::now();
+        let inner = frame(VnetHdr::default(), THERE, HERE, 100);
+        // The kernel sends from a source port of its own: the address is the peer.
+        let from_b: SocketAddr = "[2001:db8::2]:51000".parse().unwrap();
+        let got = e.accept(from_b, &datagram(42, &inner), now).unwrap();
+        assert_eq!((got.peer, got.mtu), (1, 1430));
+        for stranger in [
+            "[2001:db8::3]:4789",
+            "192.0.2.2:4789",
+            "[::ffff:192.0.2.2]:4789",
+        ] {
+            assert_eq!(
+                e.accept(stranger.parse().unwrap(), &datagram(42, &inner), now),
+                Err(VtepDrop::NotPeer),
+                "{stranger}"
+            );
+        }
+        // The MAC learned behind peer 1 is sent to it alone.
+        let out = frame(VnetHdr::default(), HERE, THERE, 100);
+        let egress = e.egress(PortId(7), &out, now).unwrap();
+        assert_eq!(egress.targets, Targets::One(1));
+        assert_eq!(e.peers()[1].addr, peers[1]);
+        // The VNI's MTU is what the lab gave (1430 over IPv6): 1431 bytes of IP do
+        // not go.
+        let over = frame(VnetHdr::default(), HERE, THERE, 1430 - 28 + 1);
+        assert_eq!(
+            e.egress(PortId(7), &over, now).map(|_| ()),
+            Ok(()),
+            "a VLAN tag's room"
+        );
+        let over = frame(VnetHdr::default(), HERE, THERE, 1430 - 28 + 5);
+        assert_eq!(
+            e.egress(PortId(7), &over, now).map(|_| ()),
+            Err(VtepDrop::Oversize)
+        );
+        // Store hosts of the underlay's family join as peers, keyed by address.
+        use crate::store::Registration;
+        let own: SocketAddr = "[2001:db8::9]:4789".parse().unwrap();
+        let c: SocketAddr = "[2001:db8::c]:4789".parse().unwrap();
+        let reg = Registration {
+            vtep: c,
+            vnis: vec![42],
+            ports: vec![],
+        };
+        e.apply_store(&[StoreChange::Put(reg)], own, now);
+        assert_eq!(e.peers()[2].addr, c);
+        let from_c: SocketAddr = "[2001:db8::c]:40000".parse().unwrap();
+        assert!(e.accept(from_c, &datagram(42, &inner), now).is_ok());
+        e.apply_store(&[StoreChange::Gone(c)], own, now);
+        assert_eq!(
+            e.accept(from_c, &datagram(42, &inner), now),
+            Err(VtepDrop::NotPeer)
         );
     }
 

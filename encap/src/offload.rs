@@ -17,7 +17,7 @@ use vswitch::wire::ethernet::{EthernetFrame, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use vswitch::wire::ipv4::Ipv4Packet;
 use vswitch::wire::ipv6::{Ipv6Packet, HEADER_LEN as IP6_HEADER_LEN};
 use vswitch::wire::tcp::{self, TcpPacket};
-use vswitch::wire::{l4_checksum, pseudo_sum, PROTO_TCP};
+use vswitch::wire::{l4_checksum, pseudo_sum, pseudo_sum6, PROTO_TCP};
 
 /// Why a frame could not be made ready for the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +182,7 @@ pub fn finish(vnet: &VnetHdr, eth: &mut [u8]) -> Result<(), OffloadError> {
 
 /// Checks the checksums of a frame that arrived from a tunnel (`frame`: a virtio-net
 /// header, all zero, then an untagged Ethernet frame) and returns what they hold
-/// ([`gro::checksums`]; a frame that is not IPv4 is [`Checksums::NotChecked`]) with the
+/// ([`gro::checksums`]; a frame that is not IPv4 or IPv6 is [`Checksums::NotChecked`]) with the
 /// frame's length, `frame.len()` or less.
 ///
 /// A TCP or UDP checksum left partial by the sending kernel (the field holds the
@@ -202,7 +202,9 @@ pub fn finish(vnet: &VnetHdr, eth: &mut [u8]) -> Result<(), OffloadError> {
 pub fn rx_checksums(frame: &mut [u8]) -> (Checksums, usize) {
     let ip_at = VNET_HDR_LEN + ETH_HDR_LEN;
     let sums = match EthernetFrame::new_checked(frame.get(VNET_HDR_LEN..).unwrap_or_default()) {
-        Some(eth) if eth.ethertype() == ETHERTYPE_IPV4 => gro::checksums(eth.payload()),
+        Some(eth) if matches!(eth.ethertype(), ETHERTYPE_IPV4 | ETHERTYPE_IPV6) => {
+            gro::checksums(eth.payload())
+        }
         _ => return (Checksums::NotChecked, frame.len()),
     };
     let Checksums::Partial {
@@ -224,19 +226,19 @@ pub fn rx_checksums(frame: &mut [u8]) -> (Checksums, usize) {
 }
 
 /// The longest inner Ethernet frame (header included) a tunnel may bring for a bridge
-/// of `mtu`: [`max_frame_len`], except for a TCP/IPv4 packet, which may be a whole
-/// super-frame (up to the IPv4 total length's 65535 bytes; see [`rx_super_frame`]).
-/// Looks only at the Ethernet type and the IP protocol.
+/// of `mtu`: [`max_frame_len`], except for a TCP packet over IPv4 or IPv6 (TCP the
+/// fixed header's next header), which may be a whole super-frame (up to 65535 bytes
+/// of IP packet; see [`rx_super_frame`]). Looks only at the Ethernet type and the IP
+/// protocol.
 pub fn max_rx_frame(mtu: u32, eth: &[u8]) -> usize {
-    let tcp4 = EthernetFrame::new_checked(eth)
-        .filter(|e| e.ethertype() == ETHERTYPE_IPV4)
-        .and_then(|e| {
-            Ipv4Packet::new_quoted(e.payload())
-                .ok()
-                .map(|ip| ip.protocol())
-        })
-        == Some(PROTO_TCP);
-    if tcp4 {
+    let proto = EthernetFrame::new_checked(eth).and_then(|e| match e.ethertype() {
+        ETHERTYPE_IPV4 => Ipv4Packet::new_quoted(e.payload())
+            .ok()
+            .map(|ip| ip.protocol()),
+        ETHERTYPE_IPV6 => Ipv6Packet::new_quoted(e.payload()).map(|ip| ip.next_header()),
+        _ => None,
+    });
+    if proto == Some(PROTO_TCP) {
         ETH_HDR_LEN + gro::GSO_MAX
     } else {
         max_frame_len(mtu, eth)
@@ -246,18 +248,19 @@ pub fn max_rx_frame(mtu: u32, eth: &[u8]) -> usize {
 /// Makes a frame that arrived from a tunnel larger than its bridge's MTU allows
 /// (`frame`: virtio-net header, then an untagged Ethernet frame; its checksums
 /// `sums`, from [`rx_checksums`]) into a GSO super-frame, if it is one a sender's TSO
-/// made: a TCP/IPv4 packet whose checksums are valid or partial. A kernel VXLAN
-/// device over a veth underlay sends its TCP super-skbs whole (UDP tunnel GSO: the
-/// veth takes `NETIF_F_GSO_UDP_TUNNEL`), where a NIC would have cut them, and a
-/// plain UDP socket receives one as a single datagram of up to 64 KiB, its segment
-/// size not told. The header says GSO_TCPV4 (with GSO_ECN if CWR is set, as the
-/// kernel marks such an skb SKB_GSO_TCP_ECN) and NEEDS_CSUM, with gso_size the
-/// largest segment the bridge's MTU takes with these headers (what the sender's MSS
-/// is when it is derived from the same MTU), and the TCP checksum field the
-/// pseudo-header sum over the whole length, as a GSO frame needs. The receiving
-/// kernel takes it whole; whatever forwards it cuts it by gso_size. False, and the
-/// frame left as it was, for anything else (a UDP super-datagram's boundaries are
-/// lost: it cannot be rebuilt), which the caller drops as oversize.
+/// made: a TCP packet over IPv4, or over IPv6 with TCP right after the fixed header,
+/// whose checksums are valid or partial. A kernel VXLAN device over a veth underlay
+/// sends its TCP super-skbs whole (UDP tunnel GSO: the veth takes
+/// `NETIF_F_GSO_UDP_TUNNEL`), where a NIC would have cut them, and a plain UDP socket
+/// receives one as a single datagram of up to 64 KiB, its segment size not told. The
+/// header says GSO_TCPV4 or GSO_TCPV6 (with GSO_ECN if CWR is set, as the kernel
+/// marks such an skb SKB_GSO_TCP_ECN) and NEEDS_CSUM, with gso_size the largest
+/// segment the bridge's MTU takes with these headers (what the sender's MSS is when
+/// it is derived from the same MTU), and the TCP checksum field the pseudo-header sum
+/// over the whole length (RFC 793 3.1, RFC 8200 8.1), as a GSO frame needs. The
+/// receiving kernel takes it whole; whatever forwards it cuts it by gso_size. False,
+/// and the frame left as it was, for anything else (a UDP super-datagram's
+/// boundaries are lost: it cannot be rebuilt), which the caller drops as oversize.
 pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
     if !gro::mergeable(sums) {
         return false;
@@ -267,20 +270,40 @@ pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
     else {
         return false;
     };
-    if eth.ethertype() != ETHERTYPE_IPV4 {
-        return false;
-    }
+    let ethertype = eth.ethertype();
     let available = eth.payload().len();
-    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else {
-        return false;
+    // The IP header's length, the packet's, and the pseudo-header sum over its TCP
+    // segment (the field's value for NEEDS_CSUM).
+    let (ihl, total, pseudo, gso_type) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                return false;
+            };
+            if ip.protocol() != PROTO_TCP {
+                return false;
+            }
+            let (ihl, total) = (ip.header_len(), ip.total_len());
+            let sum = pseudo_sum(ip.src(), ip.dst(), PROTO_TCP, total.saturating_sub(ihl));
+            (ihl, total, sum, GSO_TCPV4)
+        }
+        ETHERTYPE_IPV6 => {
+            let Some(ip) = Ipv6Packet::new_checked(eth.payload()) else {
+                return false;
+            };
+            if ip.next_header() != PROTO_TCP {
+                return false;
+            }
+            let total = IP6_HEADER_LEN + ip.payload_len();
+            let sum = pseudo_sum6(ip.src(), ip.dst(), PROTO_TCP, ip.payload_len());
+            (IP6_HEADER_LEN, total, sum, GSO_TCPV6)
+        }
+        _ => return false,
     };
-    let (ihl, total) = (ip.header_len(), ip.total_len());
     // Exactly the packet (no padding): only a whole TCP packet.
-    if ip.protocol() != PROTO_TCP || total != available {
+    if total != available {
         return false;
     }
-    let (src, dst) = (ip.src(), ip.dst());
-    let Some(mut t) = TcpPacket::new_checked(ip.payload_mut()) else {
+    let Some(mut t) = TcpPacket::new_checked(&mut eth.payload_mut()[ihl..total]) else {
         return false;
     };
     let headers = ihl + t.header_len();
@@ -301,7 +324,7 @@ pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
     };
     if sums == Checksums::Valid {
         // Finished by the sender: leave the field as NEEDS_CSUM expects it.
-        t.set_checksum(pseudo_sum(src, dst, PROTO_TCP, total - ihl));
+        t.set_checksum(pseudo);
     }
     let ecn = if t.flags() & tcp::CWR != 0 {
         GSO_ECN
@@ -310,7 +333,7 @@ pub fn rx_super_frame(frame: &mut [u8], mtu: u32, sums: Checksums) -> bool {
     };
     VnetHdr {
         flags: VNET_F_NEEDS_CSUM,
-        gso_type: GSO_TCPV4 | ecn,
+        gso_type: gso_type | ecn,
         hdr_len: (ETH_HDR_LEN + headers) as u16,
         gso_size: mss,
         csum_start: (ETH_HDR_LEN + ihl) as u16,

@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! {etcd_prefix}v1/{lab}/hosts/{ip}:{port}     (etcd_prefix defaults to "/tapnet/")
+//! {etcd_prefix}v1/{lab}/hosts/[{ipv6}]:{port} (an IPv6 underlay)
 //! ```
 //!
 //! Its value is JSON:
@@ -17,13 +18,14 @@
 //!  "ports": [{"vni": 42, "mac": "02:00:ac:10:02:0a", "ip": "172.16.2.10"}]}
 //! ```
 //!
-//! `vtep` is the host's VXLAN endpoint (its `[vxlan] listen`), `vnis` the VNIs it
+//! `vtep` is the host's VXLAN endpoint (its `[vxlan] listen`, `"[2001:db8::1]:4789"`
+//! for an IPv6 underlay: a view takes only hosts of its own family), `vnis` the VNIs it
 //! serves, `ports` its containers' MAC (and IPv4 address, when it has one) per VNI.
 //! A reader ignores keys it does not know and fields it does not know; a value that
 //! does not read as above, or whose key is not its `vtep`, is counted and ignored.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde_json::{json, Value};
 use vswitch::Mac;
@@ -44,7 +46,7 @@ pub fn lab_prefix(prefix: &str, lab: &str) -> String {
 }
 
 /// The key of the host whose VXLAN endpoint is `vtep`.
-pub fn host_key(prefix: &str, lab: &str, vtep: SocketAddrV4) -> String {
+pub fn host_key(prefix: &str, lab: &str, vtep: SocketAddr) -> String {
     format!("{}{vtep}", lab_prefix(prefix, lab))
 }
 
@@ -60,7 +62,7 @@ pub struct RemotePort {
 /// What one host says of itself in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
-    pub vtep: SocketAddrV4,
+    pub vtep: SocketAddr,
     pub vnis: Vec<u32>,
     pub ports: Vec<RemotePort>,
 }
@@ -115,7 +117,7 @@ impl Registration {
             Some(_) => return Err(Ignored::OtherLab),
             None => return Err(Ignored::Malformed),
         }
-        let vtep: SocketAddrV4 = v
+        let vtep: SocketAddr = v
             .get("vtep")
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
@@ -123,9 +125,16 @@ impl Registration {
         let unicast = |ip: Ipv4Addr| {
             !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() || ip.is_loopback())
         };
+        let unicast_vtep = match vtep.ip() {
+            IpAddr::V4(ip) => unicast(ip),
+            IpAddr::V6(ip) => {
+                !(ip.is_unspecified() || ip.is_multicast() || ip.is_loopback())
+                    && ip.to_ipv4_mapped().is_none()
+            }
+        };
         // The key names the endpoint: one host cannot speak for another's.
         if key.strip_prefix(lab_prefix) != Some(vtep.to_string().as_str())
-            || !unicast(*vtep.ip())
+            || !unicast_vtep
             || vtep.port() == 0
         {
             return Err(Ignored::Malformed);
@@ -223,7 +232,7 @@ pub enum StoreChange {
     /// A host registered, or changed what it has.
     Put(Registration),
     /// The host at this endpoint left.
-    Gone(SocketAddrV4),
+    Gone(SocketAddr),
     /// All the hosts there are (after a full read of the store).
     Reset(Vec<Registration>),
 }
@@ -248,7 +257,10 @@ pub struct StoreView {
     own_ips: HashSet<Ipv4Addr>,
     /// Addresses no other host's endpoint may be: this host's own and its links'
     /// broadcasts, the store's (a forged key must not turn floods on them).
-    not_vteps: HashSet<Ipv4Addr>,
+    not_vteps: HashSet<IpAddr>,
+    /// This host's underlay family: a host of the other one cannot be reached from
+    /// its sockets, and is ignored as a bad value.
+    own_v6: bool,
     /// By key: the creation revision and the registration.
     hosts: BTreeMap<String, (i64, Registration)>,
     pub stats: ViewStats,
@@ -257,7 +269,7 @@ pub struct StoreView {
 impl StoreView {
     /// A view of lab `lab` under store prefix `prefix` (the lab file's
     /// `etcd_prefix`), for the host whose own key is `own` (left out of the view).
-    pub fn new(prefix: &str, lab: &str, own: SocketAddrV4) -> StoreView {
+    pub fn new(prefix: &str, lab: &str, own: SocketAddr) -> StoreView {
         StoreView {
             lab: lab.to_string(),
             prefix: lab_prefix(prefix, lab),
@@ -265,6 +277,7 @@ impl StoreView {
             own_macs: HashSet::new(),
             own_ips: HashSet::new(),
             not_vteps: HashSet::new(),
+            own_v6: own.is_ipv6(),
             hosts: BTreeMap::new(),
             stats: ViewStats::default(),
         }
@@ -294,7 +307,7 @@ impl StoreView {
     /// Addresses that no other host's endpoint may be (this host's own, its links'
     /// broadcast addresses, the store's): a registration naming one is ignored and
     /// counted as a bad value.
-    pub fn set_not_vteps(&mut self, ips: impl IntoIterator<Item = Ipv4Addr>) {
+    pub fn set_not_vteps(&mut self, ips: impl IntoIterator<Item = IpAddr>) {
         self.not_vteps = ips.into_iter().collect();
     }
 
@@ -320,7 +333,7 @@ impl StoreView {
             return None;
         }
         let read = Registration::from_value(&self.prefix, &self.lab, key, value).and_then(|r| {
-            if self.not_vteps.contains(r.vtep.ip()) {
+            if self.not_vteps.contains(&r.vtep.ip()) || r.vtep.is_ipv6() != self.own_v6 {
                 Err(Ignored::Malformed)
             } else {
                 Ok(r)
@@ -384,7 +397,7 @@ impl StoreView {
 mod tests {
     use super::*;
 
-    fn me() -> SocketAddrV4 {
+    fn me() -> SocketAddr {
         "10.0.0.1:4789".parse().unwrap()
     }
 
@@ -398,6 +411,38 @@ mod tests {
                 ip: Some(Ipv4Addr::new(172, 16, 2, mac)),
             }],
         }
+    }
+
+    #[test]
+    fn an_ipv6_underlay_keys_hosts_by_bracketed_address_and_takes_only_ipv6_hosts() {
+        let me6: SocketAddr = "[2001:db8::1]:4789".parse().unwrap();
+        let mut v = StoreView::new("/tapnet/", "shop", me6);
+        assert_eq!(v.own_key(), "/tapnet/v1/shop/hosts/[2001:db8::1]:4789");
+        let other = reg("[2001:db8::2]:4789", 7);
+        let key = host_key("/tapnet/", "shop", other.vtep);
+        assert_eq!(key, "/tapnet/v1/shop/hosts/[2001:db8::2]:4789");
+        assert_eq!(
+            v.put(&key, other.to_value("shop").as_bytes(), 1),
+            Some(StoreChange::Put(other.clone()))
+        );
+        // An IPv4 host cannot be reached from IPv6 sockets: a bad value here.
+        let v4 = reg("10.0.0.2:4789", 8);
+        let k4 = host_key("/tapnet/", "shop", v4.vtep);
+        assert_eq!(v.put(&k4, v4.to_value("shop").as_bytes(), 2), None);
+        assert_eq!(v.stats.bad_values, 1);
+        // Nor a multicast, a mapped IPv4 or an own address.
+        v.set_not_vteps(["2001:db8::9".parse::<IpAddr>().unwrap()]);
+        for bad in [
+            "[ff02::1]:4789",
+            "[::ffff:10.0.0.3]:4789",
+            "[2001:db8::9]:4789",
+        ] {
+            let r = reg(bad, 9);
+            let k = host_key("/tapnet/", "shop", r.vtep);
+            assert_eq!(v.put(&k, r.to_value("shop").as_bytes(), 3), None, "{bad}");
+        }
+        assert_eq!(v.stats.bad_values, 4);
+        assert_eq!(v.hosts(), vec![other]);
     }
 
     #[test]
@@ -529,7 +574,10 @@ mod tests {
         };
         assert!(taken.ports.is_empty());
         // Nor may an endpoint be one of this host's addresses, or a broadcast.
-        v.set_not_vteps([Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 255)]);
+        v.set_not_vteps([
+            Ipv4Addr::new(10, 0, 0, 9).into(),
+            Ipv4Addr::new(10, 0, 0, 255).into(),
+        ]);
         for bad in ["10.0.0.9:4790", "10.0.0.255:4789"] {
             let r = reg(bad, 8);
             let key = host_key("/tapnet/", "shop", r.vtep);
@@ -566,7 +614,7 @@ mod tests {
         let mut v = StoreView::new("/tapnet/", "shop", me());
         for i in 0..MAX_HOSTS + 3 {
             let r = Registration {
-                vtep: SocketAddrV4::new(Ipv4Addr::from(0x0a01_0000 + i as u32), 4789),
+                vtep: SocketAddr::new(Ipv4Addr::from(0x0a01_0000 + i as u32).into(), 4789),
                 vnis: vec![],
                 ports: vec![],
             };

@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,14 @@ use mio::net::UdpSocket;
 use mio::Interest;
 use vswitch::datapath::Captured;
 use vswitch::frame::{
-    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
+    max_frame_len, VnetHdr, ETH_HDR_LEN, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN,
 };
 use vswitch::gro::{self, Checksums, TcpRun};
 use vswitch::pool::BufId;
-use vswitch::wire::ethernet::{EthernetFrame, EthernetRepr, ETHERTYPE_IPV4};
+use vswitch::wire::ethernet::{EthernetFrame, EthernetRepr, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use vswitch::wire::icmpv6::Ipv6Repr;
 use vswitch::wire::ipv4::{Ipv4Repr, HEADER_LEN as IP_HEADER_LEN};
+use vswitch::wire::ipv6::HEADER_LEN as IP6_HEADER_LEN;
 use vswitch::wire::udp;
 use vswitch::wire::vxlan::{self, HEADER_LEN};
 use vswitch::wire::PROTO_UDP;
@@ -38,8 +40,9 @@ use crate::store::{StoreStatus, StoreUpdate};
 
 #[derive(Debug, Clone)]
 pub struct VtepConfig {
-    pub listen: SocketAddrV4,
-    pub peers: Vec<SocketAddrV4>,
+    /// The underlay address: IPv4, or IPv6 (then every peer is IPv6 too).
+    pub listen: SocketAddr,
+    pub peers: Vec<SocketAddr>,
     /// Remote MACs per VNI at most, and how long one is remembered.
     pub remote_max: usize,
     pub remote_aging: Duration,
@@ -58,7 +61,7 @@ const MAX_DATAGRAM: usize = HEADER_LEN + 65535;
 const RX_BATCH: usize = 64;
 
 pub struct Vtep {
-    listen: SocketAddrV4,
+    listen: SocketAddr,
     socket: UdpSocket,
     senders: Vec<(UdpSocket, u16)>,
     endpoint: Endpoint,
@@ -73,8 +76,8 @@ pub struct Vtep {
     store: Option<StoreStatus>,
 }
 
-/// The underlay capture: copies of the datagrams with outer Ethernet, IPv4 and UDP
-/// headers made up for them. Costs a branch when nobody captures.
+/// The underlay capture: copies of the datagrams with outer Ethernet, IPv4 or IPv6
+/// and UDP headers made up for them. Costs a branch when nobody captures.
 #[derive(Default)]
 struct Underlay {
     tap: Option<Sender<Captured>>,
@@ -87,35 +90,73 @@ impl Underlay {
         self.tap.is_some()
     }
 
-    fn copy(&mut self, src: SocketAddrV4, dst: SocketAddrV4, datagram: &[u8]) {
+    fn copy(&mut self, src: SocketAddr, dst: SocketAddr, datagram: &[u8]) {
         let Some(tx) = &self.tap else { return };
-        let headers = ETH_HDR_LEN + IP_HEADER_LEN + udp::HEADER_LEN;
+        let ip_len = if src.is_ipv6() {
+            IP6_HEADER_LEN
+        } else {
+            IP_HEADER_LEN
+        };
+        let headers = ETH_HDR_LEN + ip_len + udp::HEADER_LEN;
         let mut f = vec![0u8; headers + datagram.len()];
-        EthernetRepr {
-            dst: Mac([0; 6]),
-            src: Mac([0; 6]),
-            ethertype: ETHERTYPE_IPV4,
+        // Longer than a length field says: it says the most.
+        let udp_len = (udp::HEADER_LEN + datagram.len()).min(0xffff - ip_len);
+        match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                EthernetRepr {
+                    dst: Mac([0; 6]),
+                    src: Mac([0; 6]),
+                    ethertype: ETHERTYPE_IPV4,
+                }
+                .emit(&mut f);
+                Ipv4Repr {
+                    src: s,
+                    dst: d,
+                    protocol: PROTO_UDP,
+                    ttl: 64,
+                    ident: 0,
+                    dont_frag: true,
+                    payload_len: udp_len,
+                }
+                .emit(&mut f[ETH_HDR_LEN..]);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                EthernetRepr {
+                    dst: Mac([0; 6]),
+                    src: Mac([0; 6]),
+                    ethertype: ETHERTYPE_IPV6,
+                }
+                .emit(&mut f);
+                Ipv6Repr {
+                    src: s,
+                    dst: d,
+                    next_header: PROTO_UDP,
+                    hop_limit: 64,
+                    payload_len: udp_len,
+                }
+                .emit(&mut f[ETH_HDR_LEN..]);
+            }
+            // One family per lab: a stranger of the other cannot reach the socket.
+            _ => return,
         }
-        .emit(&mut f);
-        Ipv4Repr {
-            src: *src.ip(),
-            dst: *dst.ip(),
-            protocol: PROTO_UDP,
-            ttl: 64,
-            ident: 0,
-            dont_frag: true,
-            // A 64 KiB datagram's length does not fit the field: it says the most.
-            payload_len: (udp::HEADER_LEN + datagram.len()).min(0xffff - IP_HEADER_LEN),
-        }
-        .emit(&mut f[ETH_HDR_LEN..]);
-        // Checksum zero, as VXLAN sends it.
+        // Checksum zero over IPv4, as VXLAN sends it there; over IPv6 the kernel
+        // computed one on the wire (RFC 6935 leaves zero to tunnels that opt in), and
+        // the copy gets it too (below).
         udp::emit_header(
             src.port(),
             dst.port(),
             datagram.len(),
-            &mut f[ETH_HDR_LEN + IP_HEADER_LEN..],
+            &mut f[ETH_HDR_LEN + ip_len..],
         );
         f[headers..].copy_from_slice(datagram);
+        if let (IpAddr::V6(s), IpAddr::V6(d)) = (src.ip(), dst.ip()) {
+            vswitch::wire::icmpv6::fill_l4_checksum6(
+                s,
+                d,
+                PROTO_UDP,
+                &mut f[ETH_HDR_LEN + ip_len..],
+            );
+        }
         let copy = Captured {
             at: std::time::SystemTime::now(),
             frame: f,
@@ -135,10 +176,10 @@ const GSO_BATCH_SEGMENTS: usize = 64;
 
 /// Sends `batch`, datagrams of `size` bytes back to back (the last may be shorter), to
 /// `peer` with one sendmmsg. (Not UDP GSO: the kernel refuses it on a socket that
-/// sends UDP checksum zero, and RFC 7348 asks for zero.)
+/// sends UDP checksum zero, and RFC 7348 asks for zero over IPv4.)
 /// Returns false if some did not go.
 fn send_batch(socket: &UdpSocket, peer: &mut Peer, batch: &[u8], size: usize) -> bool {
-    let addr = socket2::SockAddr::from(SocketAddr::V4(peer.addr));
+    let addr = socket2::SockAddr::from(peer.addr);
     // SAFETY: all-zero is a valid iovec and mmsghdr.
     let mut iovs: [libc::iovec; GSO_BATCH_SEGMENTS] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; GSO_BATCH_SEGMENTS] = unsafe { std::mem::zeroed() };
@@ -191,44 +232,66 @@ fn sender(senders: &[(UdpSocket, u16)], flow: u64) -> &(UdpSocket, u16) {
     &senders[(flow % senders.len() as u64) as usize]
 }
 
-fn udp_socket(addr: SocketAddrV4) -> io::Result<socket2::Socket> {
+/// A UDP socket of `addr`'s family, bound to it, set up for VXLAN
+/// ([`underlay_options`]).
+fn udp_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     let s = socket2::Socket::new(
-        socket2::Domain::IPV4,
+        socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
         Some(socket2::Protocol::UDP),
     )?;
+    if addr.is_ipv6() {
+        // IPv6 only: an IPv4 datagram must not arrive as a mapped address (the
+        // underlay is one family), and `[::]:4789` must not take IPv4's port.
+        s.set_only_v6(true)?;
+    }
     s.set_nonblocking(true)?;
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-    s.bind(&SocketAddr::V4(addr).into())?;
+    underlay_options(&s, addr.is_ipv6());
+    s.bind(&addr.into())?;
     Ok(s)
 }
 
-/// VXLAN sends UDP checksum zero (RFC 7348 section 5), as the kernel does by default,
-/// and never lets its datagrams be fragmented (section 4.3): a datagram too big for
-/// the underlay fails to send (EMSGSIZE, counted) instead.
-fn no_udp_checksum(s: &socket2::Socket) {
-    let pmtu: libc::c_int = libc::IP_PMTUDISC_DO;
-    // SAFETY: IP_MTU_DISCOVER takes an int; the fd is valid.
+/// An int socket option; errors are ignored (the kernel default stays).
+fn set_int(s: &socket2::Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: the options set here take an int; the fd is valid.
     unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&pmtu as *const libc::c_int).cast(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    let one: libc::c_int = 1;
-    // SAFETY: SO_NO_CHECK takes an int; the fd is valid.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+}
+
+/// VXLAN never lets its datagrams be fragmented (RFC 7348 section 4.3): a datagram
+/// too big for the underlay fails to send (EMSGSIZE, counted) instead. Over IPv4 it
+/// sends UDP checksum zero (RFC 7348 section 5), as the kernel does by default
+/// (`SO_NO_CHECK`). Over IPv6 the checksum stays on (the kernel computes it):
+/// RFC 6935/6936 allow zero only where the receiver opts in, and a Linux vxlan device
+/// drops zero-checksum IPv6 VXLAN unless `udp6zerocsumrx` is set, which is off by
+/// default; so UDP_NO_CHECK6_TX is never set.
+fn underlay_options(s: &socket2::Socket, ipv6: bool) {
+    if ipv6 {
+        // Never fragment locally, and take the path MTU as EMSGSIZE (ipv6(7)).
+        set_int(
+            s,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
         );
+        set_int(s, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1);
+    } else {
+        set_int(
+            s,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        );
+        set_int(s, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1);
     }
 }
 
@@ -237,7 +300,6 @@ impl Vtep {
     /// refuses the lab before anything else is built.
     pub fn bind(config: &VtepConfig) -> io::Result<Vtep> {
         let socket = udp_socket(config.listen)?;
-        no_udp_checksum(&socket);
         let mut senders = Vec::new();
         let span = (*SOURCE_PORTS.end() - *SOURCE_PORTS.start()) as u32 + 1;
         let seed = std::process::id();
@@ -247,8 +309,7 @@ impl Vtep {
             }
             let port = *SOURCE_PORTS.start()
                 + ((seed.wrapping_mul(2654435761).wrapping_add(k * 4099)) % span) as u16;
-            if let Ok(s) = udp_socket(SocketAddrV4::new(*config.listen.ip(), port)) {
-                no_udp_checksum(&s);
+            if let Ok(s) = udp_socket(SocketAddr::new(config.listen.ip(), port)) {
                 senders.push((UdpSocket::from_std(s.into()), port));
             }
         }
@@ -292,7 +353,7 @@ impl Vtep {
         self.endpoint.add_vni(vni, port, mtu);
     }
 
-    pub fn listen(&self) -> SocketAddrV4 {
+    pub fn listen(&self) -> SocketAddr {
         self.listen
     }
 
@@ -320,7 +381,7 @@ impl Vtep {
         port: PortId,
         frame: &[u8],
         now: Instant,
-    ) -> Result<(Egress, Vec<SocketAddrV4>), VtepDrop> {
+    ) -> Result<(Egress, Vec<SocketAddr>), VtepDrop> {
         let e = self.endpoint.egress(port, frame, now)?;
         let peers = self.endpoint.peers();
         let addrs = e
@@ -343,7 +404,7 @@ impl Vtep {
     /// Sends one datagram (header included) to peer `p` from the sender that the
     /// inner flow hashes to.
     fn send(socket: &UdpSocket, peer: &mut Peer, datagram: &[u8]) -> bool {
-        match socket.send_to(datagram, SocketAddr::V4(peer.addr)) {
+        match socket.send_to(datagram, peer.addr) {
             Ok(_) => {
                 peer.stats.tx_packets += 1;
                 peer.stats.tx_bytes += datagram.len() as u64;
@@ -390,9 +451,7 @@ impl Vtep {
                     break;
                 }
             };
-            if let SocketAddr::V4(from4) = from {
-                self.underlay.copy(from4, self.listen, &room[at..at + n]);
-            }
+            self.underlay.copy(from, self.listen, &room[at..at + n]);
             let got = match self.endpoint.accept(from, &room[at..at + n], now) {
                 Ok(got) => got,
                 Err(reason) => {
@@ -424,6 +483,11 @@ impl Vtep {
             if let Some(o) = open.as_mut() {
                 if o.port == port && o.merge(out, buf, len, sums) {
                     out.release(buf);
+                    let stats = &mut self.endpoint.peer_mut(got.peer).stats;
+                    stats.rx_gro_merged += 1;
+                    if o.run.is_v6() {
+                        stats.rx_gro_merged_v6 += 1;
+                    }
                     continue;
                 }
             }
@@ -460,7 +524,7 @@ impl Vtep {
             ..
         } = self;
         let (socket, src_port) = sender(senders, egress.flow);
-        let src = SocketAddrV4::new(*listen.ip(), *src_port);
+        let src = SocketAddr::new(listen.ip(), *src_port);
         let targets = egress.peers(endpoint.peers().len());
         let mut failed = 0u64;
         // Sends the batch (datagrams of `size` bytes, the last maybe shorter).
@@ -511,14 +575,15 @@ struct Open {
     run: TcpRun,
 }
 
-/// Where the inner IPv4 packet starts in a frame (after the virtio-net and Ethernet
+/// Where the inner IP packet starts in a frame (after the virtio-net and Ethernet
 /// headers; frames with a VLAN tag are not merged).
 const IP_AT: usize = VNET_HDR_LEN + ETH_HDR_LEN;
 
 impl Open {
     /// Opens a run at the frame in `buf` (its checksums found to be `sums` by
-    /// [`offload::rx_checksums`]): a TCP/IPv4 data segment whose checksums are valid
-    /// or left partial by its sender.
+    /// [`offload::rx_checksums`]): a TCP data segment over IPv4 or IPv6 (TCP right
+    /// after the fixed header) whose checksums are valid or left partial by its
+    /// sender.
     fn start(
         out: &mut Emitter<'_>,
         buf: BufId,
@@ -527,11 +592,11 @@ impl Open {
         sums: Checksums,
     ) -> Option<Open> {
         let frame = out.frame(buf, len);
-        let ipv4 = frame
+        let ip = frame
             .get(VNET_HDR_LEN..)
             .and_then(EthernetFrame::new_checked)
-            .is_some_and(|e| e.ethertype() == ETHERTYPE_IPV4);
-        if !gro::mergeable(sums) || !ipv4 {
+            .is_some_and(|e| matches!(e.ethertype(), ETHERTYPE_IPV4 | ETHERTYPE_IPV6));
+        if !gro::mergeable(sums) || !ip {
             return None;
         }
         let run = TcpRun::start(&frame[IP_AT..])?;
@@ -566,8 +631,9 @@ impl Open {
         true
     }
 
-    /// Sends the frame into its bridge: a GSO super-frame (NEEDS_CSUM, the checksum
-    /// field holding the pseudo-header sum) if segments were merged, else the one
+    /// Sends the frame into its bridge: a GSO super-frame (GSO_TCPV4 or GSO_TCPV6,
+    /// NEEDS_CSUM, the checksum field holding the pseudo-header sum) if segments were
+    /// merged, else the one
     /// segment with the virtio-net header it came with (NEEDS_CSUM if it arrived
     /// partial).
     fn flush(self, out: &mut Emitter<'_>) {
@@ -576,7 +642,11 @@ impl Open {
         if let Some(mss) = self.run.finish(&mut frame[IP_AT..]) {
             VnetHdr {
                 flags: VNET_F_NEEDS_CSUM,
-                gso_type: GSO_TCPV4,
+                gso_type: if self.run.is_v6() {
+                    GSO_TCPV6
+                } else {
+                    GSO_TCPV4
+                },
                 hdr_len: (ETH_HDR_LEN + self.run.headers()) as u16,
                 gso_size: mss,
                 csum_start: (ETH_HDR_LEN + self.run.l4()) as u16,
@@ -662,7 +732,7 @@ impl Handler for Vtep {
         let datagram = &mut data[VNET_HDR_LEN - HEADER_LEN..];
         vxlan::emit(datagram, egress.vni);
         let (socket, src_port) = sender(&self.senders, egress.flow);
-        let src = SocketAddrV4::new(*self.listen.ip(), *src_port);
+        let src = SocketAddr::new(self.listen.ip(), *src_port);
         let mut failed = 0;
         for p in egress.peers(self.endpoint.peers().len()) {
             let peer = self.endpoint.peer_mut(p);

@@ -9,14 +9,14 @@
 #[path = "../../vswitch/tests/seqpacket_port.rs"]
 mod seqpacket_port;
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use encap::vtep::VtepDrop;
 use encap::{Vtep, VtepConfig};
 use seqpacket_port::{pair, Peer};
 use vswitch::checksum;
-use vswitch::frame::{VnetHdr, GSO_TCPV4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use vswitch::frame::{VnetHdr, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::gro::{self, Checksums};
 use vswitch::{BridgeConfig, Datapath, HandlerId, PortInfo};
 
@@ -32,12 +32,12 @@ struct Lab {
     container: Peer,
     /// The "kernel" peer's socket, on 127.0.0.1 like the endpoint.
     peer: UdpSocket,
-    listen: SocketAddrV4,
+    listen: SocketAddr,
 }
 
-/// A free UDP port on 127.0.0.1 (taken, read and let go).
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
+/// A free UDP port on `ip` (taken, read and let go).
+fn free_port(ip: IpAddr) -> u16 {
+    UdpSocket::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -45,6 +45,12 @@ fn free_port() -> u16 {
 }
 
 fn lab() -> Lab {
+    lab_on(Ipv4Addr::LOCALHOST.into())
+}
+
+/// The endpoint and its peer on loopback `ip`: 127.0.0.1, or ::1 (an IPv6
+/// underlay).
+fn lab_on(ip: IpAddr) -> Lab {
     let mut dp = Datapath::new(256).unwrap();
     let br = dp.add_bridge(BridgeConfig {
         name: "ov".into(),
@@ -54,11 +60,9 @@ fn lab() -> Lab {
     });
     let (io, container) = pair(true);
     dp.add_port(PortInfo::named("c", br), Box::new(io)).unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let std::net::SocketAddr::V4(peer_addr) = peer.local_addr().unwrap() else {
-        unreachable!("bound to IPv4")
-    };
-    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, free_port());
+    let peer = UdpSocket::bind((ip, 0)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let listen = SocketAddr::new(ip, free_port(ip));
     let mut vtep = Vtep::bind(&VtepConfig {
         listen,
         peers: vec![peer_addr],
@@ -298,4 +302,125 @@ fn a_tso_super_frame_sent_whole_goes_to_the_container_as_gso() {
     assert_eq!(stats.rx_partial_checksum, 1);
     assert_eq!(stats.rx_bad_checksum, 1);
     assert_eq!(vtep.dropped(VtepDrop::Oversize), 2);
+}
+
+#[test]
+fn an_ipv6_underlay_takes_datagrams_from_its_ipv6_peer_only() {
+    let mut lab = lab_on(Ipv6Addr::LOCALHOST.into());
+    assert!(lab.listen.is_ipv6());
+    let udp = packet(17, 0, 100, Sum::Partial);
+    lab.send(&udp);
+    let got = lab.deliver();
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0][VNET_HDR_LEN..], &udp[..]);
+    assert_eq!(lab.vtep().peers()[0].stats.rx_packets, 1);
+    // A stranger on the same loopback, from another port: the address is the
+    // peer's, so it is taken (peers are known by address, as the kernel's are).
+    let other = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+    let mut d = vec![0x08, 0, 0, 0, 0, 0, VNI as u8, 0];
+    d.extend_from_slice(&udp);
+    other.send_to(&d, lab.listen).unwrap();
+    assert_eq!(lab.deliver().len(), 1);
+    // IPv4 cannot reach an IPv6 endpoint's socket (IPV6_V6ONLY): nothing arrives,
+    // not even a stranger to count.
+    let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let _ = v4.send_to(&d, (Ipv4Addr::LOCALHOST, lab.listen.port()));
+    assert!(lab.deliver().is_empty());
+    assert_eq!(lab.vtep().dropped(VtepDrop::NotPeer), 0);
+}
+
+/// An Ethernet frame to the container (broadcast) with a TCP/IPv6 segment of
+/// `payload` bytes, its checksum partial (as a veth leaves it) or valid.
+fn packet6(seq: u32, payload: usize, partial: bool) -> Vec<u8> {
+    let plen = 20 + payload;
+    let mut f = vec![0u8; 14 + 40 + plen];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x0b]);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let ip = &mut f[14..];
+    ip[0] = 0x60;
+    ip[1..4].copy_from_slice(&[0x0a, 0xbc, 0xde]); // flow label 0xabcde
+    ip[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&"fd00:62::3".parse::<Ipv6Addr>().unwrap().octets());
+    ip[24..40].copy_from_slice(&"fd00:62::2".parse::<Ipv6Addr>().unwrap().octets());
+    ip[40..42].copy_from_slice(&5201u16.to_be_bytes());
+    ip[42..44].copy_from_slice(&40000u16.to_be_bytes());
+    ip[44..48].copy_from_slice(&seq.to_be_bytes());
+    ip[48..52].copy_from_slice(&7u32.to_be_bytes());
+    ip[52] = 5 << 4;
+    ip[53] = 0x10;
+    ip[54..56].copy_from_slice(&500u16.to_be_bytes());
+    for (i, b) in ip[60..].iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(13).wrapping_add(seq) as u8;
+    }
+    let mut pseudo = ip[8..40].to_vec();
+    pseudo.extend_from_slice(&(plen as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    let ps = checksum::sum(&pseudo);
+    let field = if partial {
+        ps
+    } else {
+        !checksum::sum_with(&ip[40..], ps)
+    };
+    ip[56..58].copy_from_slice(&field.to_be_bytes());
+    f
+}
+
+#[test]
+fn ipv6_segments_from_a_kernel_peer_merge_into_a_tcpv6_super_frame() {
+    let mut lab = lab_on(Ipv6Addr::LOCALHOST.into());
+    // Headers: IPv6 (40) and TCP (20).
+    let mss = MTU as usize - 60;
+    let mut payload = Vec::new();
+    for k in 0..8u32 {
+        let seg = packet6(100 + k * mss as u32, mss, k != 5);
+        payload.extend_from_slice(&seg[14 + 60..]);
+        lab.send(&seg);
+    }
+    // A lone partial pure ACK goes on NEEDS_CSUM at the IPv6 offsets.
+    let ack = packet6(100 + 8 * mss as u32, 0, true);
+    lab.send(&ack);
+    let got = lab.deliver();
+    assert_eq!(got.len(), 2, "one super-frame and the ACK");
+    let v = VnetHdr::parse(&got[0]).unwrap();
+    assert_eq!(
+        v,
+        VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: GSO_TCPV6,
+            hdr_len: 14 + 60,
+            gso_size: mss as u16,
+            csum_start: 54,
+            csum_offset: 16,
+        }
+    );
+    assert_eq!(&got[0][VNET_HDR_LEN + 14 + 60..], &payload[..]);
+    assert!(
+        finishes_valid(&got[0]),
+        "the super-frame, finished, verifies"
+    );
+    let v = VnetHdr::parse(&got[1]).unwrap();
+    assert_eq!(
+        (v.flags, v.gso_type, v.csum_start, v.csum_offset),
+        (VNET_F_NEEDS_CSUM, 0, 54, 16)
+    );
+    assert!(finishes_valid(&got[1]));
+    let stats = lab.vtep().peers()[0].stats;
+    assert_eq!((stats.rx_gro_merged, stats.rx_gro_merged_v6), (7, 7));
+    assert_eq!((stats.rx_partial_checksum, stats.rx_bad_checksum), (8, 0));
+
+    // A TSO super-frame sent whole (a kernel vxlan over a veth): on as GSO_TCPV6.
+    let big = packet6(90_000, 20_000, true);
+    lab.send(&big);
+    let got = lab.deliver();
+    assert_eq!(got.len(), 1);
+    let v = VnetHdr::parse(&got[0]).unwrap();
+    assert_eq!(
+        (v.gso_type, v.gso_size, v.hdr_len, v.csum_start),
+        (GSO_TCPV6, mss as u16, 74, 54)
+    );
+    assert!(finishes_valid(&got[0]));
+    assert_eq!(lab.vtep().peers()[0].stats.rx_gso_frames, 1);
 }

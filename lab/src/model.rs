@@ -1,7 +1,7 @@
 //! The validated lab: what `check` accepted and `up` builds, with every default
 //! filled in. Plain data, so the daemon and the tests read it without the file.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::reader::Pos;
 
@@ -177,9 +177,10 @@ impl Lab {
 #[derive(Debug, Clone)]
 pub struct VxlanCfg {
     pub pos: Pos,
-    pub listen: SocketAddrV4,
-    /// Static peers; may be empty when `etcd` is given.
-    pub peers: Vec<SocketAddrV4>,
+    /// The underlay address: IPv4 or IPv6 (one family for `listen` and `peers`).
+    pub listen: SocketAddr,
+    /// Static peers, of `listen`'s family; may be empty when `etcd` is given.
+    pub peers: Vec<SocketAddr>,
     /// etcd endpoints, as `http://HOST:PORT` (port 2379 written out when the file
     /// left it off); empty: no store, static peers only.
     pub etcd: Vec<String>,
@@ -188,6 +189,26 @@ pub struct VxlanCfg {
     /// The registration's lease, seconds ([`DEFAULT_ETCD_TTL_S`]): a host that dies
     /// leaves the others' peers within it.
     pub etcd_ttl_s: u64,
+}
+
+impl VxlanCfg {
+    /// Bytes VXLAN adds around an inner frame (outer IP, UDP and VXLAN headers, and
+    /// the inner Ethernet header the inner MTU leaves out): 50 over IPv4, 70 over
+    /// IPv6 (RFC 7348 section 4.3; the kernel's VXLAN_HEADROOM and
+    /// VXLAN6_HEADROOM, drivers/net/vxlan).
+    pub fn overhead(&self) -> u32 {
+        overhead(self.listen.is_ipv6())
+    }
+}
+
+/// VXLAN's overhead in bytes for an IPv6 (70) or IPv4 (50) underlay; see
+/// [`VxlanCfg::overhead`].
+pub fn overhead(ipv6: bool) -> u32 {
+    if ipv6 {
+        70
+    } else {
+        50
+    }
 }
 
 /// The key prefix under which tapnet registers in etcd, without `etcd_prefix`.

@@ -4,7 +4,7 @@
 //! collected in [`Cx`] rather than returned. It knows nothing of bridges or ports:
 //! the section validators in `validate` do.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use toml_edit::{Item, TableLike, Value};
 
@@ -351,6 +351,36 @@ impl Cx<'_> {
                     f.at,
                     format!(
                         "{what} must be an IPv4 address and port like \"{example}\", not {}",
+                        q(f.v)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An IPv4 or IPv6 socket address (`192.0.2.1:4789`, `[2001:db8::1]:4789`) with
+    /// a port other than 0, or an error at `f`.
+    pub(crate) fn sockaddr_any(
+        &mut self,
+        f: F<&str>,
+        what: &str,
+        example: &str,
+    ) -> Option<SocketAddr> {
+        match f.v.parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                self.err(
+                    f.at,
+                    format!("{what} {a}: the port must be between 1 and 65535"),
+                );
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    f.at,
+                    format!(
+                        "{what} must be an IPv4 or IPv6 address and port like \"{example}\" or \"[2001:db8::1]:4789\", not {}",
                         q(f.v)
                     ),
                 );

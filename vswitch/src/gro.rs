@@ -5,8 +5,9 @@
 
 use crate::frame::{MAX_GSO_SEGS, MIN_GSO_SIZE};
 use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::{self, Ipv6Packet};
 use crate::wire::tcp::{TcpPacket, ACK, PSH};
-use crate::wire::{pseudo_sum, PROTO_TCP};
+use crate::wire::{pseudo_sum, pseudo_sum6, PROTO_TCP};
 
 /// Headers plus payload of a super-packet at most (the IPv4 total length field).
 pub const GSO_MAX: usize = 65535;
@@ -22,9 +23,11 @@ pub fn mergeable(sums: Checksums) -> bool {
     matches!(sums, Checksums::Valid | Checksums::Partial { .. })
 }
 
-/// A run of TCP/IPv4 segments being merged into the first one's packet.
+/// A run of TCP segments over IPv4 or IPv6 being merged into the first one's packet.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpRun {
+    /// Over IPv6 (the fixed header, TCP right after it).
+    v6: bool,
     l4: usize,
     headers: usize,
     mss: usize,
@@ -34,15 +37,27 @@ pub struct TcpRun {
 }
 
 impl TcpRun {
-    /// Starts a run at `p`, an IPv4 packet: a TCP data segment with only ACK (and PSH)
-    /// set, not a fragment, its length as the IP header says.
+    /// Starts a run at `p`, an IPv4 or IPv6 packet: a TCP data segment with only ACK
+    /// (and PSH) set, its length as the IP header says; over IPv4 not a fragment,
+    /// over IPv6 with TCP as the fixed header's next header (no extension headers:
+    /// Linux's `ipv6_gro_receive` merges only headers it can compare).
     pub fn start(p: &[u8]) -> Option<TcpRun> {
-        let ip = Ipv4Packet::new_checked(p).ok()?;
-        if ip.protocol() != PROTO_TCP || ip.is_fragment() || ip.total_len() != p.len() {
-            return None;
-        }
-        let tcp = TcpPacket::new_checked(ip.payload())?;
-        let (l4, headers) = (ip.header_len(), ip.header_len() + tcp.header_len());
+        let v6 = p.first().is_some_and(|b| b >> 4 == 6);
+        let l4 = if v6 {
+            let ip = Ipv6Packet::new_checked(p)?;
+            if ip.next_header() != PROTO_TCP || ipv6::HEADER_LEN + ip.payload_len() != p.len() {
+                return None;
+            }
+            ipv6::HEADER_LEN
+        } else {
+            let ip = Ipv4Packet::new_checked(p).ok()?;
+            if ip.protocol() != PROTO_TCP || ip.is_fragment() || ip.total_len() != p.len() {
+                return None;
+            }
+            ip.header_len()
+        };
+        let tcp = TcpPacket::new_checked(&p[l4..])?;
+        let headers = l4 + tcp.header_len();
         if headers >= p.len() || tcp.flags() & !(ACK | PSH) != 0 {
             return None;
         }
@@ -56,6 +71,7 @@ impl TcpRun {
             return None;
         }
         Some(TcpRun {
+            v6,
             l4,
             headers,
             mss,
@@ -63,6 +79,11 @@ impl TcpRun {
             next_seq: tcp.seq().wrapping_add(mss as u32),
             len: p.len(),
         })
+    }
+
+    /// Whether the run is over IPv6 (its frame goes as GSO_TCPV6).
+    pub fn is_v6(&self) -> bool {
+        self.v6
     }
 
     /// The headers' length (IP and TCP): what of a following segment is not payload.
@@ -81,8 +102,9 @@ impl TcpRun {
 
     /// Whether `p` continues the run whose packet starts with `first`'s headers: same
     /// addresses, ports, ACK, window and options (and IP header but for its length,
-    /// identifier and checksum), the next sequence number, only ACK and PSH set, every
-    /// earlier segment full-sized and this one no bigger.
+    /// and over IPv4 identifier and checksum; over IPv6 the same traffic class, flow
+    /// label and hop limit, as `ipv6_gro_receive` asks), the next sequence number,
+    /// only ACK and PSH set, every earlier segment full-sized and this one no bigger.
     pub fn accepts(&self, first: &[u8], p: &[u8]) -> bool {
         let h = self.headers;
         if p.len() <= h || first.len() < h || self.len + (p.len() - h) > GSO_MAX {
@@ -96,23 +118,19 @@ impl TcpRun {
         if last_len != self.mss || p.len() - h > self.mss {
             return false;
         }
-        let (Ok(a), Ok(b)) = (
-            Ipv4Packet::new_quoted(&first[..h]),
-            Ipv4Packet::new_checked(p),
+        let same_ip = if self.v6 {
+            same_ipv6_header(&first[..h], p)
+        } else {
+            same_ipv4_header(&first[..h], p)
+        };
+        let (true, Some(ta), Some(tb)) = (
+            same_ip,
+            TcpPacket::new_checked(&first[self.l4..h]),
+            TcpPacket::new_checked(&p[self.l4..]),
         ) else {
             return false;
         };
-        if a.header_len() != b.header_len() || b.total_len() != p.len() {
-            return false;
-        }
-        let (Some(ta), Some(tb)) = (
-            TcpPacket::new_checked(a.payload()),
-            TcpPacket::new_checked(b.payload()),
-        ) else {
-            return false;
-        };
-        same_ip_header(&a, &b)
-            && ta.src_port() == tb.src_port()
+        ta.src_port() == tb.src_port()
             && ta.dst_port() == tb.dst_port()
             && ta.ack() == tb.ack()
             && ta.header_len() == tb.header_len()
@@ -137,19 +155,26 @@ impl TcpRun {
         self.next_seq = self.next_seq.wrapping_add(len as u32);
     }
 
-    /// Fixes the merged packet's headers in place (IP length and checksum; the TCP
-    /// checksum field left holding the pseudo-header sum over the whole length, as a
-    /// GSO frame with NEEDS_CSUM expects) and returns the segment size; `None` (and
+    /// Fixes the merged packet's headers in place (IPv4's total length and checksum,
+    /// or IPv6's payload length; the TCP checksum field left holding the
+    /// pseudo-header sum over the whole length, RFC 793 3.1 or RFC 8200 8.1, as a GSO
+    /// frame with NEEDS_CSUM expects) and returns the segment size; `None` (and
     /// nothing changed) if the run stayed one segment.
     pub fn finish(&self, packet: &mut [u8]) -> Option<u16> {
         if self.segments < 2 {
             return None;
         }
         let (l4, total) = (self.l4, self.len);
-        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..total]);
-        ip.set_total_len(total as u16);
-        ip.fill_checksum();
-        let sum = pseudo_sum(ip.src(), ip.dst(), PROTO_TCP, total - l4);
+        let sum = if self.v6 {
+            let mut ip = Ipv6Packet::new_quoted(&mut packet[..total])?;
+            ip.set_payload_len((total - l4) as u16);
+            pseudo_sum6(ip.src(), ip.dst(), PROTO_TCP, total - l4)
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut packet[..total]);
+            ip.set_total_len(total as u16);
+            ip.fill_checksum();
+            pseudo_sum(ip.src(), ip.dst(), PROTO_TCP, total - l4)
+        };
         let mut tcp = TcpPacket::new_checked(&mut packet[l4..total])?;
         tcp.set_checksum(sum);
         Some(self.mss as u16)
@@ -161,16 +186,39 @@ impl TcpRun {
     }
 }
 
-/// Whether two IPv4 headers are the same but for what each segment has of its own:
-/// total length, identifier and checksum.
-fn same_ip_header<A: AsRef<[u8]>, B: AsRef<[u8]>>(a: &Ipv4Packet<A>, b: &Ipv4Packet<B>) -> bool {
-    a.src() == b.src()
+/// Whether `b`, an IPv4 packet whose length is its own, has the IPv4 header `a` but
+/// for what each segment has of its own: total length, identifier and checksum.
+fn same_ipv4_header(a: &[u8], b: &[u8]) -> bool {
+    let len = b.len();
+    let (Ok(a), Ok(b)) = (Ipv4Packet::new_quoted(a), Ipv4Packet::new_checked(b)) else {
+        return false;
+    };
+    a.header_len() == b.header_len()
+        && b.total_len() == len
+        && a.src() == b.src()
         && a.dst() == b.dst()
         && a.ttl() == b.ttl()
         && a.protocol() == b.protocol()
         && a.dont_frag() == b.dont_frag()
         && a.tos() == b.tos()
         && a.header()[20..] == b.header()[20..]
+}
+
+/// Whether `b`, an IPv6 packet whose length is its own, has the fixed header `a` but
+/// for the payload length: the flow (addresses, flow label), traffic class, hop limit
+/// and next header (TCP, no extension headers) all the same.
+fn same_ipv6_header(a: &[u8], b: &[u8]) -> bool {
+    let len = b.len();
+    let (Some(a), Some(b)) = (Ipv6Packet::new_quoted(a), Ipv6Packet::new_checked(b)) else {
+        return false;
+    };
+    ipv6::HEADER_LEN + b.payload_len() == len
+        && a.next_header() == b.next_header()
+        && a.src() == b.src()
+        && a.dst() == b.dst()
+        && a.flow_label() == b.flow_label()
+        && a.traffic_class() == b.traffic_class()
+        && a.hop_limit() == b.hop_limit()
 }
 
 #[cfg(test)]
@@ -323,6 +371,123 @@ mod tests {
         assert_eq!(checksums(&p[..100]), Checksums::NotChecked, "truncated");
     }
 
+    /// A TCP/IPv6 segment (TCP right after the fixed header), flow label `flow`,
+    /// traffic class `tc`, its checksum partial (the pseudo-header sum, RFC 8200
+    /// 8.1) if `partial`, else valid.
+    fn segment6(seq: u32, payload: &[u8], flow: u32, tc: u8, partial: bool) -> Vec<u8> {
+        let plen = 20 + payload.len();
+        let mut p = vec![0u8; 40 + plen];
+        let word = (6u32 << 28) | ((tc as u32) << 20) | (flow & 0xfffff);
+        p[..4].copy_from_slice(&word.to_be_bytes());
+        p[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&"fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[40..42].copy_from_slice(&1000u16.to_be_bytes());
+        p[42..44].copy_from_slice(&80u16.to_be_bytes());
+        p[44..48].copy_from_slice(&seq.to_be_bytes());
+        p[52] = 5 << 4;
+        p[53] = 0x10;
+        p[60..].copy_from_slice(payload);
+        let ps = pseudo6(&p);
+        let c = if partial {
+            ps
+        } else {
+            !checksum::sum_with(&p[40..], ps)
+        };
+        p[56..58].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// The IPv6 pseudo-header sum of `p` (addresses, payload length, TCP), by hand.
+    fn pseudo6(p: &[u8]) -> u16 {
+        let mut pseudo = p[8..40].to_vec();
+        pseudo.extend_from_slice(&(u16::from_be_bytes([p[4], p[5]]) as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, p[6]]);
+        checksum::sum(&pseudo)
+    }
+
+    #[test]
+    fn ipv6_checksums_are_classified_without_extension_headers() {
+        let p = segment6(1, &[5; 200], 7, 0, false);
+        assert_eq!(checksums(&p), Checksums::Valid);
+        let q = segment6(1, &[5; 200], 7, 0, true);
+        assert_eq!(
+            checksums(&q),
+            Checksums::Partial {
+                l4: 40,
+                csum_offset: 16,
+                len: 260
+            }
+        );
+        let mut damaged = p.clone();
+        damaged[100] ^= 1;
+        assert_eq!(checksums(&damaged), Checksums::Wrong);
+        // An extension header first (hop-by-hop): not judged, nor merged.
+        let mut ext = p.clone();
+        ext[6] = 0;
+        assert_eq!(checksums(&ext), Checksums::NotChecked);
+        assert!(TcpRun::start(&ext).is_none());
+        // Cut short: the payload length says more than there is.
+        assert_eq!(checksums(&p[..100]), Checksums::NotChecked);
+    }
+
+    #[test]
+    fn ipv6_segments_of_one_flow_merge_into_a_tcpv6_super_packet() {
+        let mss = 1428;
+        let payload = |k: u32| -> Vec<u8> { (0..mss).map(|i| (i as u32 * 3 + k) as u8).collect() };
+        let first = segment6(0, &payload(0), 0x12345, 0, true);
+        let mut run = TcpRun::start(&first).unwrap();
+        assert!(run.is_v6());
+        assert_eq!((run.l4(), run.headers()), (40, 60));
+        let mut merged = first.clone();
+        let mut expect = payload(0);
+        for k in 1..4u32 {
+            let next = segment6(k * mss as u32, &payload(k), 0x12345, 0, k != 2);
+            assert!(mergeable(checksums(&next)));
+            assert!(run.accepts(&merged, &next), "segment {k}");
+            merged.extend_from_slice(&next[60..]);
+            run.appended(&mut merged, &next);
+            expect.extend_from_slice(&payload(k));
+        }
+        // Another flow label, another traffic class, another hop limit, or a
+        // sequence gap: not the same run (ipv6_gro_receive's flush rules).
+        let seq = 4 * mss as u32;
+        assert!(!run.accepts(&merged, &segment6(seq, &payload(4), 0x12346, 0, true)));
+        assert!(!run.accepts(&merged, &segment6(seq, &payload(4), 0x12345, 0x20, true)));
+        let mut hops = segment6(seq, &payload(4), 0x12345, 0, true);
+        hops[7] = 63;
+        assert!(!run.accepts(&merged, &hops));
+        assert!(!run.accepts(&merged, &segment6(seq + 1, &payload(4), 0x12345, 0, true)));
+        let mut ext = segment6(seq, &payload(4), 0x12345, 0, true);
+        ext[6] = 60;
+        assert!(!run.accepts(&merged, &ext), "destination options header");
+        assert_eq!(run.finish(&mut merged), Some(mss as u16));
+        // The payload length covers every segment; the field holds the IPv6
+        // pseudo-header sum over it, and finished (as a NIC would), it verifies.
+        assert_eq!(
+            u16::from_be_bytes([merged[4], merged[5]]) as usize,
+            20 + 4 * mss
+        );
+        assert_eq!(&merged[60..], &expect[..]);
+        assert_eq!(
+            u16::from_be_bytes([merged[56], merged[57]]),
+            pseudo6(&merged)
+        );
+        assert_eq!(
+            checksums(&merged),
+            Checksums::Partial {
+                l4: 40,
+                csum_offset: 16,
+                len: merged.len()
+            }
+        );
+        let c = checksum::checksum(&merged[40..]);
+        merged[56..58].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(checksums(&merged), Checksums::Valid);
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -335,6 +500,23 @@ mod tests {
         for len in 0..120 {
             for _ in 0..200 {
                 let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                if len > 9 && next() % 4 == 0 {
+                    // IPv6: TCP or UDP after the fixed header, a payload length
+                    // anywhere around the buffer's.
+                    p[0] = 0x60 | (p[0] & 0x0f);
+                    p[6] = [6, 17, 0][next() as usize % 3];
+                    let plen = (next() as usize % (len + 8)) as u16;
+                    p[4..6].copy_from_slice(&plen.to_be_bytes());
+                    let _ = checksums(&p);
+                    if let Some(mut run) = TcpRun::start(&p) {
+                        let q = p.clone();
+                        if run.accepts(&p, &q) {
+                            run.appended(&mut p, &q);
+                        }
+                        let _ = run.finish(&mut p);
+                    }
+                    continue;
+                }
                 if len > 9 {
                     p[0] = 0x40 | (p[0] & 0x0f);
                     p[6] &= 0x40;

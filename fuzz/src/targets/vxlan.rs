@@ -12,7 +12,7 @@
 //! them than the ingress check allows; a plain frame `egress` takes has its partial
 //! checksum finished.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use encap::endpoint::{flow_hash, Endpoint};
@@ -150,7 +150,7 @@ fn seeds() -> Vec<Vec<u8>> {
 
 fn run(data: &[u8], cov: &mut Cov) {
     let (config, records) = decode(data);
-    let peers: Vec<SocketAddrV4> = PEERS[..2].iter().map(|p| sa(p)).collect();
+    let peers: Vec<SocketAddr> = PEERS[..2].iter().map(|p| SocketAddr::V4(sa(p))).collect();
     let mut ep = Endpoint::new(
         &peers,
         4 + (config as usize >> 3) % 8,

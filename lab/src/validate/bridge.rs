@@ -21,11 +21,18 @@ pub(crate) const BRIDGE_KEYS: &[&str] = &[
     "fdb_aging_s",
 ];
 
-/// Largest inner MTU that still fits a VXLAN frame into a 1500-byte underlay.
-/// The default inner MTU of a bridge with a vni: a 1500-byte underlay less VXLAN's 50.
-pub(crate) const VXLAN_MTU: i64 = 1450;
-/// The largest inner MTU any IPv4 underlay could carry.
-pub(crate) const VXLAN_MAX_INNER_MTU: i64 = 65535 - 20 - 8 - 8 - 14;
+/// The default inner MTU of a bridge with a vni: a 1500-byte underlay less VXLAN's
+/// overhead ([`crate::overhead`]: 1450 over IPv4, 1430 over IPv6, as the kernel's
+/// vxlan device picks from its lower device).
+pub(crate) fn vxlan_mtu(underlay_v6: bool) -> i64 {
+    1500 - crate::overhead(underlay_v6) as i64
+}
+
+/// The largest inner MTU any underlay of the family could carry: a 64 KiB packet
+/// less the overhead (65485 over IPv4, 65465 over IPv6).
+pub(crate) fn vxlan_max_inner_mtu(underlay_v6: bool) -> i64 {
+    65535 - crate::overhead(underlay_v6) as i64
+}
 
 /// The largest MTU a TAP device takes: tun's MAX_MTU (65535) less the Ethernet
 /// header.
@@ -48,6 +55,7 @@ pub(super) fn bridges<'a>(
     cx: &mut Cx<'_>,
     root: &Sec<'a>,
     has_vxlan: bool,
+    underlay_v6: bool,
 ) -> (Vec<BridgeCfg>, Vec<BInfo<'a>>) {
     let mut cfgs = Vec::new();
     let mut infos: Vec<BInfo<'a>> = Vec::new();
@@ -258,14 +266,16 @@ pub(super) fn bridges<'a>(
         let mtu = cx.int(&s, "mtu", 68, MAX_TAP_MTU);
         if let Some(m) = mtu {
             // Whether the underlay carries it is known only at `up`, from its MTU;
-            // here only what no IPv4 underlay could carry is refused.
-            if has_vni && m.v > VXLAN_MAX_INNER_MTU {
+            // here only what no underlay of the family could carry is refused.
+            let max = vxlan_max_inner_mtu(underlay_v6);
+            if has_vni && m.v > max {
                 cx.err(
                     m.at,
                     format!(
-                        "mtu {} leaves no room for the 50 bytes of VXLAN encapsulation \
-                         in a 64 KiB datagram; use at most {VXLAN_MAX_INNER_MTU}",
-                        m.v
+                        "mtu {} leaves no room for the {} bytes of VXLAN encapsulation \
+                         in a 64 KiB datagram; use at most {max}",
+                        m.v,
+                        crate::overhead(underlay_v6)
                     ),
                 );
             }
@@ -283,9 +293,14 @@ pub(super) fn bridges<'a>(
             gateway: gateway.map(Ipv4Addr::from),
             subnet6: net6,
             gateway6,
-            mtu: mtu.map_or(if has_vni { VXLAN_MTU as u32 } else { 1500 }, |m| {
-                m.v as u32
-            }),
+            mtu: mtu.map_or(
+                if has_vni {
+                    vxlan_mtu(underlay_v6) as u32
+                } else {
+                    1500
+                },
+                |m| m.v as u32,
+            ),
             vni: vni.map(|v| (v.v as u32, cx.pos(v.at))),
             fdb_max: fdb_max.map_or(8192, |f| f.v as usize),
             fdb_aging_s: fdb_aging_s.map_or(300, |f| f.v as u64),
@@ -469,6 +484,22 @@ mod tests {
             7,
             "vni 5 is already used by bridge `br0`",
         );
+    }
+
+    #[test]
+    fn an_ipv6_underlay_leaves_70_bytes_for_vxlan() {
+        const VX6: &str =
+            "[vxlan]\nlisten = \"[2001:db8::1]:4789\"\npeers = [\"[2001:db8::2]:4789\"]\n";
+        let l = lab(&with_head(&format!("vni = 7\n{VX6}")));
+        assert_eq!(l.bridges[0].mtu, 1430);
+        assert_eq!(l.vxlan.unwrap().overhead(), 70);
+        err1(
+            &with_head(&format!("vni = 5\nmtu = 65480\n{VX6}")),
+            6,
+            7,
+            "mtu 65480 leaves no room for the 70 bytes of VXLAN encapsulation in a 64 KiB datagram; use at most 65465",
+        );
+        lab(&with_head(&format!("vni = 5\nmtu = 65465\n{VX6}")));
     }
 
     #[test]

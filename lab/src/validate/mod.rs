@@ -40,7 +40,7 @@ pub(crate) fn document(cx: &mut Cx<'_>, file: &str, root: &Sec<'_>) -> Lab {
     }
     let has_vxlan = root.has("vxlan");
 
-    let (bridges, binfo) = bridge::bridges(cx, root, has_vxlan);
+    let (bridges, binfo) = bridge::bridges(cx, root, has_vxlan, vxlan::underlay_v6(root));
     let (ports, pinfo, ports_incomplete) = port::ports(cx, root, lab_name, &binfo);
     let subnets_incomplete = binfo.iter().any(|b| b.has_subnet && b.net.is_none());
     let (services, sinfo, services_incomplete) =

@@ -1,8 +1,8 @@
-//! `[vxlan]`: this host's tunnel endpoint (a unicast address or 0.0.0.0, on a UDP
-//! port no `[[forward]]` takes) and its peers (unicast, each once, not the endpoint
-//! itself).
+//! `[vxlan]`: this host's tunnel endpoint (a unicast address or 0.0.0.0 / `::`, on a
+//! UDP port no `[[forward]]` takes) and its peers (unicast, each once, not the
+//! endpoint itself), all of one family: an IPv4 or an IPv6 underlay.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::model::{
     ForwardCfg, Proto, VxlanCfg, DEFAULT_ETCD_PORT, DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TTL_S,
@@ -17,6 +17,15 @@ pub(super) fn vxlan(cx: &mut Cx<'_>, root: &Sec<'_>, forwards: &[ForwardCfg]) ->
     endpoint(cx, &s, forwards)
 }
 
+/// Whether `[vxlan] listen` reads as an IPv6 address (the bridges' default MTU
+/// depends on it; its errors are reported by [`vxlan`]).
+pub(super) fn underlay_v6(root: &Sec<'_>) -> bool {
+    root.item("vxlan")
+        .and_then(|(item, _)| item.as_table_like()?.get("listen")?.as_str())
+        .and_then(|l| l.parse::<SocketAddr>().ok())
+        .is_some_and(|l| l.is_ipv6())
+}
+
 fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<VxlanCfg> {
     cx.check_keys(s, VXLAN_KEYS);
     cx.require(s, &["listen"]);
@@ -28,22 +37,24 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
         );
     }
     let listen = cx.str_(s, "listen").and_then(|f| {
-        cx.sockaddr(f, "`listen`", "192.0.2.1:4789")
+        cx.sockaddr_any(f, "`listen`", "192.0.2.1:4789")
             .map(|v| F { v, at: f.at })
     });
     if let Some(l) = listen {
-        let ip = *l.v.ip();
-        if ip.is_multicast() || ip.is_broadcast() {
+        let ip = l.v.ip();
+        if !unicast_or_any(ip) {
+            let any = if ip.is_ipv6() { "::" } else { "0.0.0.0" };
             cx.err(
                 l.at,
-                format!("`listen` {} must be a unicast address (or 0.0.0.0)", l.v),
+                format!("`listen` {} must be a unicast address (or {any})", l.v),
             );
         } else if ip.is_unspecified() && !etcd.is_empty() {
             cx.err(
                 l.at,
                 format!(
-                    "`listen` {}: with `etcd`, the other hosts reach this one at the address it registers: give this host's own address, like \"192.0.2.1:{}\"",
+                    "`listen` {}: with `etcd`, the other hosts reach this one at the address it registers: give this host's own address, like \"{}:{}\"",
                     l.v,
+                    if ip.is_ipv6() { "[2001:db8::1]" } else { "192.0.2.1" },
                     l.v.port()
                 ),
             );
@@ -59,7 +70,7 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
             );
         }
     }
-    let mut peers: Vec<SocketAddrV4> = Vec::new();
+    let mut peers: Vec<SocketAddr> = Vec::new();
     if let Some(list) = cx.str_list(s, "peers") {
         if list.v.is_empty() && etcd.is_empty() {
             cx.err(
@@ -68,12 +79,27 @@ fn endpoint(cx: &mut Cx<'_>, s: &Sec<'_>, forwards: &[ForwardCfg]) -> Option<Vxl
             );
         }
         for f in list.v {
-            let Some(p) = cx.sockaddr(f, "each peer", "192.0.2.2:4789") else {
+            let Some(p) = cx.sockaddr_any(f, "each peer", "192.0.2.2:4789") else {
                 continue;
             };
-            let ip = *p.ip();
-            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            let ip = p.ip();
+            if ip.is_unspecified() || !unicast_or_any(ip) {
                 cx.err(f.at, format!("peer {p} must be a unicast address"));
+            } else if let Some(l) = listen.filter(|l| l.v.is_ipv6() != p.is_ipv6()) {
+                // One socket family carries the tunnel: an IPv4 socket cannot reach an
+                // IPv6 peer, nor the other way round.
+                let (fam, other) = if l.v.is_ipv6() {
+                    ("IPv6", "IPv4")
+                } else {
+                    ("IPv4", "IPv6")
+                };
+                cx.err(
+                    f.at,
+                    format!(
+                        "peer {p} is {other}, but `listen` {} is {fam}: the underlay is one family, give every peer as {fam}",
+                        l.v
+                    ),
+                );
             } else if peers.contains(&p) {
                 cx.err(f.at, format!("peer {p} is listed twice"));
             } else if listen.is_some_and(|l| l.v == p) {
@@ -180,11 +206,21 @@ fn endpoint_url(text: &str) -> Result<String, String> {
     Ok(format!("http://{host}:{port}"))
 }
 
+/// Not multicast, not IPv4's limited broadcast, not an IPv4-mapped IPv6 address (an
+/// IPv6 socket that is IPV6_V6ONLY cannot reach one).
+fn unicast_or_any(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_multicast() && a.to_ipv4_mapped().is_none(),
+    }
+}
+
 /// Whether a UDP forward listens where the endpoint would: the same port, on the same
 /// address or on every address (0.0.0.0) of either. The two sockets could never both
 /// be bound, on any host.
-fn shares_udp_port(forward: &ForwardCfg, listen: impl Into<std::net::SocketAddr>) -> bool {
-    let listen = listen.into();
+/// Both kinds of socket of an IPv6 address are IPV6_V6ONLY: only the same family
+/// can clash.
+fn shares_udp_port(forward: &ForwardCfg, listen: SocketAddr) -> bool {
     let (a, b) = (forward.listen.ip(), listen.ip());
     forward.proto == Proto::Udp
         && forward.listen.port() == listen.port()
@@ -293,7 +329,7 @@ mod tests {
             &vx("192.0.2.1:4789", "[\"192.0.2.2\"]"),
             4,
             10,
-            "each peer must be an IPv4 address and port like \"192.0.2.2:4789\"",
+            "each peer must be an IPv4 or IPv6 address and port like \"192.0.2.2:4789\"",
         );
         err1(
             &vx("192.0.2.1:4789", "[\"0.0.0.0:4789\"]"),
@@ -305,13 +341,81 @@ mod tests {
             &vx("192.0.2.1", "[\"192.0.2.2:4789\"]"),
             3,
             10,
-            "`listen` must be an IPv4 address and port like \"192.0.2.1:4789\"",
+            "`listen` must be an IPv4 or IPv6 address and port like \"192.0.2.1:4789\"",
         );
         err1(
             &vx("192.0.2.1:0", "[\"192.0.2.2:4789\"]"),
             3,
             10,
             "`listen` 192.0.2.1:0: the port must be between 1 and 65535",
+        );
+    }
+
+    #[test]
+    fn an_ipv6_underlay_is_one_family() {
+        let vx = |listen: &str, peers: &str| {
+            format!("name = \"x\"\n[vxlan]\nlisten = \"{listen}\"\npeers = {peers}\n")
+        };
+        let l = lab(&vx(
+            "[2001:db8::1]:4789",
+            "[\"[2001:db8::2]:4789\", \"[2001:db8::3]:4789\"]",
+        ));
+        let v = l.vxlan.unwrap();
+        assert_eq!(v.listen, "[2001:db8::1]:4789".parse().unwrap());
+        assert_eq!(v.peers[1], "[2001:db8::3]:4789".parse().unwrap());
+        // Written back as the file had it, and read again.
+        let back = crate::to_toml(&lab(&vx("[2001:db8::1]:4789", "[\"[2001:db8::2]:4789\"]")));
+        assert!(back.contains("listen = \"[2001:db8::1]:4789\""), "{back}");
+        lab(&back);
+        // Every address, as 0.0.0.0 for IPv4.
+        lab(&vx("[::]:4789", "[\"[2001:db8::2]:4789\"]"));
+        err1(
+            &vx("[2001:db8::1]:4789", "[\"[2001:db8::2]:4789\", \"192.0.2.2:4789\"]"),
+            4,
+            32,
+            "peer 192.0.2.2:4789 is IPv4, but `listen` [2001:db8::1]:4789 is IPv6: the underlay is one family",
+        );
+        err1(
+            &vx("192.0.2.1:4789", "[\"[2001:db8::2]:4789\"]"),
+            4,
+            10,
+            "peer [2001:db8::2]:4789 is IPv6, but `listen` 192.0.2.1:4789 is IPv4",
+        );
+        err1(
+            &vx("[ff02::1]:4789", "[\"[2001:db8::2]:4789\"]"),
+            3,
+            10,
+            "`listen` [ff02::1]:4789 must be a unicast address (or ::)",
+        );
+        err1(
+            &vx("[2001:db8::1]:4789", "[\"[::]:4789\"]"),
+            4,
+            10,
+            "peer [::]:4789 must be a unicast address",
+        );
+        err1(
+            &vx("[2001:db8::1]:4789", "[\"[::ffff:192.0.2.2]:4789\"]"),
+            4,
+            10,
+            "must be a unicast address",
+        );
+        err1(
+            &vx("[2001:db8::1]:4789", "[\"[2001:db8::1]:4789\"]"),
+            4,
+            10,
+            "is this host's own `listen` address",
+        );
+        err1(
+            &vx("2001:db8::1:4789", "[\"[2001:db8::2]:4789\"]"),
+            3,
+            10,
+            "`listen` must be an IPv4 or IPv6 address and port like \"192.0.2.1:4789\" or \"[2001:db8::1]:4789\"",
+        );
+        err1(
+            "name = \"x\"\n[vxlan]\nlisten = \"[::]:4789\"\netcd = [\"http://a\"]\n",
+            3,
+            10,
+            "give this host's own address, like \"[2001:db8::1]:4789\"",
         );
     }
 

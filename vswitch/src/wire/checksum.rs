@@ -44,30 +44,35 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
-/// What an IPv4 packet's IP header and TCP or UDP checksums hold, found in one pass.
+/// What an IPv4 packet's IP header and TCP or UDP checksums hold, or an IPv6
+/// packet's TCP or UDP checksum, found in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checksums {
-    /// Not a whole TCP or UDP packet over IPv4 with consistent lengths (another
-    /// protocol, a fragment, a runt, a UDP length that is not the IP payload's):
-    /// nothing was checked.
+    /// Not a whole TCP or UDP packet over IPv4 or IPv6 with consistent lengths
+    /// (another protocol, a fragment, IPv6 extension headers, a runt, a UDP length
+    /// that is not the IP payload's): nothing was checked.
     NotChecked,
-    /// The IP header checksum and the TCP or UDP checksum verify (for UDP, also a
-    /// checksum of zero: "none sent", RFC 768).
+    /// The IP header checksum (IPv4) and the TCP or UDP checksum verify (for UDP
+    /// over IPv4, also a checksum of zero: "none sent", RFC 768; over IPv6 zero is
+    /// not allowed, RFC 8200 section 8.1, and is [`Checksums::Wrong`]).
     Valid,
-    /// The IP header checksum verifies, and the TCP or UDP checksum field holds
-    /// exactly the folded, not inverted, one's-complement sum of the pseudo-header
-    /// (RFC 793 section 3.1, RFC 768) over the packet's L4 length: what the Linux
-    /// kernel leaves in an skb it sends CHECKSUM_PARTIAL, for a NIC to finish
-    /// (`tcp_v4_send_check`, `udp4_hwcsum`: `check = ~csum_tcpudp_magic(..., 0)`).
-    /// A kernel that hands such an skb to a veth or a tunnel never finishes it.
+    /// The IP header checksum verifies (IPv4), and the TCP or UDP checksum field
+    /// holds exactly the folded, not inverted, one's-complement sum of the
+    /// pseudo-header (RFC 793 section 3.1, RFC 768; RFC 8200 section 8.1 for IPv6)
+    /// over the packet's L4 length: what the Linux kernel leaves in an skb it sends
+    /// CHECKSUM_PARTIAL, for a NIC to finish (`tcp_v4_send_check`, `udp4_hwcsum`,
+    /// `tcp_v6_send_check`, `udp6_hwcsum_outgoing`). A kernel that hands such an skb
+    /// to a veth or a tunnel never finishes it.
     Partial {
         /// Where the TCP or UDP header starts in the packet (the IP header length,
-        /// bytes): the virtio-net header's csum_start, less the Ethernet header.
+        /// bytes; 40 for IPv6): the virtio-net header's csum_start, less the
+        /// Ethernet header.
         l4: usize,
         /// Where the checksum field is in the TCP (16) or UDP (6) header, bytes:
         /// the virtio-net header's csum_offset.
         csum_offset: usize,
-        /// The IP packet's length (its total length field), bytes.
+        /// The IP packet's length (its total length field; for IPv6 40 and the
+        /// payload length), bytes.
         len: usize,
     },
     /// The IP header checksum, or the TCP or UDP checksum, is neither valid nor
@@ -75,12 +80,17 @@ pub enum Checksums {
     Wrong,
 }
 
-/// Checks `p`, an IPv4 packet (it may be followed by padding), for [`Checksums`]: its
-/// IP header checksum and, for TCP or UDP, the checksum over the pseudo-header and
-/// the segment. One pass over the packet.
+/// Checks `p`, an IPv4 or IPv6 packet (it may be followed by padding), for
+/// [`Checksums`]: an IPv4 header's checksum and, for TCP or UDP, the checksum over
+/// the pseudo-header and the segment. One pass over the packet. Over IPv6 only TCP
+/// or UDP directly after the fixed header is checked (no extension headers, as
+/// Linux's GRO takes them: `ipv6_gro_receive` merges nothing else at once).
 pub fn classify(p: &[u8]) -> Checksums {
     use super::ipv4::Ipv4Packet;
     use super::{udp::UdpPacket, PROTO_TCP, PROTO_UDP};
+    if p.first().is_some_and(|b| b >> 4 == 6) {
+        return classify6(p);
+    }
     let Ok(ip) = Ipv4Packet::new_checked(p) else {
         return Checksums::NotChecked;
     };
@@ -114,6 +124,44 @@ pub fn classify(p: &[u8]) -> Checksums {
             l4: ihl,
             csum_offset,
             len: ip.total_len(),
+        }
+    } else {
+        Checksums::Wrong
+    }
+}
+
+/// [`classify`] for an IPv6 packet.
+fn classify6(p: &[u8]) -> Checksums {
+    use super::ipv6::{Ipv6Packet, HEADER_LEN};
+    use super::{udp::UdpPacket, PROTO_TCP, PROTO_UDP};
+    let Some(ip) = Ipv6Packet::new_checked(p) else {
+        return Checksums::NotChecked;
+    };
+    let (proto, l4) = (ip.next_header(), ip.payload());
+    let (csum_offset, min_header) = match proto {
+        PROTO_TCP => (16, 20),
+        PROTO_UDP => (6, 8),
+        _ => return Checksums::NotChecked,
+    };
+    if l4.len() < min_header {
+        return Checksums::NotChecked;
+    }
+    if proto == PROTO_UDP && UdpPacket::new_checked(l4).is_none_or(|u| u.len() != l4.len()) {
+        return Checksums::NotChecked;
+    }
+    let field = u16::from_be_bytes([l4[csum_offset], l4[csum_offset + 1]]);
+    let pseudo = super::pseudo_sum6(ip.src(), ip.dst(), proto, l4.len());
+    if field == 0 && proto == PROTO_UDP {
+        // A zero UDP checksum over IPv6 is not "none": the receiver drops it.
+        return Checksums::Wrong;
+    }
+    if sum_with(l4, pseudo) == 0xffff {
+        Checksums::Valid
+    } else if field == pseudo {
+        Checksums::Partial {
+            l4: HEADER_LEN,
+            csum_offset,
+            len: HEADER_LEN + l4.len(),
         }
     } else {
         Checksums::Wrong

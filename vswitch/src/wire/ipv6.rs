@@ -23,9 +23,29 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         (HEADER_LEN + plen <= b.len()).then_some(Ipv6Packet { buf })
     }
 
+    /// A view over the head of a packet whose payload may be cut short (quoted, or
+    /// a GRO run's first headers): the fixed header must be whole;
+    /// [`Ipv6Packet::payload`] gives what is there.
+    pub fn new_quoted(buf: T) -> Option<Ipv6Packet<T>> {
+        let b = buf.as_ref();
+        (b.len() >= HEADER_LEN && b[0] >> 4 == 6).then_some(Ipv6Packet { buf })
+    }
+
     pub fn payload_len(&self) -> usize {
         let b = self.buf.as_ref();
         u16::from_be_bytes([b[4], b[5]]) as usize
+    }
+
+    /// The traffic class (DSCP and ECN), RFC 8200 section 7.
+    pub fn traffic_class(&self) -> u8 {
+        let b = self.buf.as_ref();
+        (b[0] << 4) | (b[1] >> 4)
+    }
+
+    /// The 20-bit flow label, RFC 8200 section 6.
+    pub fn flow_label(&self) -> u32 {
+        let b = self.buf.as_ref();
+        u32::from_be_bytes([0, b[1] & 0x0f, b[2], b[3]])
     }
 
     pub fn next_header(&self) -> u8 {
@@ -49,7 +69,8 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.buf.as_ref()[HEADER_LEN..HEADER_LEN + self.payload_len()]
+        let b = self.buf.as_ref();
+        &b[HEADER_LEN..(HEADER_LEN + self.payload_len()).min(b.len())]
     }
 }
 
@@ -72,6 +93,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     /// Sets the hop limit (IPv6 has no header checksum to mend).
     pub fn set_hop_limit(&mut self, hops: u8) {
         self.buf.as_mut()[7] = hops;
+    }
+
+    /// Sets the payload length (bytes after the fixed header). The caller keeps it
+    /// within the buffer (GRO grows a packet, then says so).
+    pub fn set_payload_len(&mut self, len: u16) {
+        self.buf.as_mut()[4..6].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// The payload, to rewrite.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let end = (HEADER_LEN + self.payload_len()).min(self.buf.as_ref().len());
+        &mut self.buf.as_mut()[HEADER_LEN..end]
     }
 }
 

@@ -21,7 +21,7 @@ pub mod virtio;
 pub mod vxlan;
 
 use checksum::fold;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// IP protocol numbers (IANA).
 pub const PROTO_ICMP: u8 = 1;
@@ -37,6 +37,23 @@ pub fn pseudo_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u16 {
         let o = half.octets();
         acc += u16::from_be_bytes([o[0], o[1]]) as u32;
         acc += u16::from_be_bytes([o[2], o[3]]) as u32;
+    }
+    acc += proto as u32;
+    acc += (len as u32) & 0xffff;
+    acc += (len as u32) >> 16;
+    fold(acc)
+}
+
+/// The one's-complement sum of the IPv6 pseudo-header (RFC 8200 section 8.1: source,
+/// destination, 32-bit upper-layer length, next header) for an L4 segment of `len`
+/// bytes, folded and not inverted: what Linux leaves in a CHECKSUM_PARTIAL TCP or UDP
+/// segment over IPv6 (`tcp_v6_send_check`: `~tcp_v6_check(len, saddr, daddr, 0)`).
+pub fn pseudo_sum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: usize) -> u16 {
+    let mut acc: u32 = 0;
+    for half in [src, dst] {
+        for w in half.segments() {
+            acc += w as u32;
+        }
     }
     acc += proto as u32;
     acc += (len as u32) & 0xffff;
