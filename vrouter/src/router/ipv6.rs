@@ -224,6 +224,8 @@ impl Router {
             prefix_len: prefix,
             autonomous: prefix == 64,
             router_lifetime: ROUTER_LIFETIME,
+            rdnss: [None; icmpv6::RDNSS_MAX],
+            rdnss_lifetime: 0,
         };
         let lla = icmpv6::link_local(me.mac);
         self.send_nd(

@@ -48,8 +48,11 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ipv6Addr::from(b)
     }
 
+    /// The payload (for a quoted packet, [`Ipv6Packet::new_quoted`], what of it the
+    /// quote holds).
     pub fn payload(&self) -> &[u8] {
-        &self.buf.as_ref()[HEADER_LEN..HEADER_LEN + self.payload_len()]
+        let b = self.buf.as_ref();
+        &b[HEADER_LEN..b.len().min(HEADER_LEN + self.payload_len())]
     }
 }
 
@@ -72,6 +75,34 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     /// Sets the hop limit (IPv6 has no header checksum to mend).
     pub fn set_hop_limit(&mut self, hops: u8) {
         self.buf.as_mut()[7] = hops;
+    }
+
+    /// Sets the source address (no header checksum; an upper-layer checksum covers
+    /// it through the pseudo-header, RFC 8200 section 8.1: the caller mends that).
+    pub fn set_src(&mut self, ip: Ipv6Addr) {
+        self.buf.as_mut()[8..24].copy_from_slice(&ip.octets());
+    }
+
+    /// Sets the destination address (see [`Ipv6Packet::set_src`]).
+    pub fn set_dst(&mut self, ip: Ipv6Addr) {
+        self.buf.as_mut()[24..40].copy_from_slice(&ip.octets());
+    }
+
+    /// The payload, to rewrite in place.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let end = self.buf.as_ref().len().min(HEADER_LEN + self.payload_len());
+        &mut self.buf.as_mut()[HEADER_LEN..end]
+    }
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
+    /// A view over the head of a packet quoted in an ICMPv6 error (RFC 4443 section
+    /// 2.4 (c): as much as fits), whose payload may be cut short: only the fixed
+    /// header is checked; [`Ipv6Packet::payload`] is what of the payload the quote
+    /// holds.
+    pub fn new_quoted(buf: T) -> Option<Ipv6Packet<T>> {
+        let b = buf.as_ref();
+        (b.len() >= HEADER_LEN && b[0] >> 4 == 6).then_some(Ipv6Packet { buf })
     }
 }
 
