@@ -568,7 +568,13 @@ impl Handler for RouterHandler {
         if ip == me.ip {
             return Some((me.mac, "the gateway".into()));
         }
-        if on_link && self.router.services().iter().any(|s| *s.vip.ip() == ip) {
+        if on_link
+            && self
+                .router
+                .services()
+                .iter()
+                .any(|s| s.vip.ip() == std::net::IpAddr::V4(ip))
+        {
             return Some((me.mac, "a service VIP, answered by the router".into()));
         }
         let mac = self.router.neighbors().lookup(leg, ip, now)?;

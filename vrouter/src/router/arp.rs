@@ -45,8 +45,12 @@ impl Router {
             && !self.is_own_ip(spa)
             && !sha.is_multicast()
             && !sha.is_zero();
-        let answers_for =
-            tpa == me.ip || (me.on_link(tpa) && self.services.iter().any(|s| *s.vip.ip() == tpa));
+        let answers_for = tpa == me.ip
+            || (me.on_link(tpa)
+                && self
+                    .services
+                    .iter()
+                    .any(|s| s.vip.ip() == std::net::IpAddr::V4(tpa)));
         if !answers_for {
             // Not for us: only refresh what we know (gratuitous ARP, a moved address).
             if sender_ok {

@@ -126,6 +126,12 @@ pub fn emit_error(buf: &mut [u8], kind: u8, code: u8, param: u32, original: &[u8
     b[8..].copy_from_slice(original);
 }
 
+/// The packet an ICMPv6 error (`msg`: the message, type first) quotes, to rewrite in
+/// place (RFC 4443 section 2.4 (c)); empty if `msg` is shorter than an error's header.
+pub fn error_quote_mut(msg: &mut [u8]) -> &mut [u8] {
+    msg.get_mut(8..).unwrap_or_default()
+}
+
 /// The ICMPv6 checksum of `msg` (its checksum field included: 0 when it is right)
 /// with the IPv6 pseudo-header of `src`, `dst` (RFC 8200 section 8.1).
 pub fn checksum_of(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
