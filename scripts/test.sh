@@ -15,7 +15,8 @@ fi
 # (qemu-system-x86: a VM's socket port), podman with runc, busybox-static and the
 # reference CNI plugins (the CNI plugin under a real runtime),
 # timeout (coreutils), python3 (raw-socket frames, http.server), curl, traceroute, ethtool,
-# tcpdump and tshark (VXLAN and capture tests).
+# tcpdump and tshark (VXLAN and capture tests), rdisc6 (ndisc6: router advertisements
+# with their DNS servers).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
@@ -23,6 +24,7 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+command -v rdisc6 >/dev/null || need+=(ndisc6)
 command -v traceroute >/dev/null || need+=(traceroute)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v tcpdump >/dev/null || need+=(tcpdump)

@@ -486,3 +486,249 @@ fn tcp_over_ipv6_crosses_vxlan_between_two_tapnets() {
     );
     drop(b);
 }
+
+/// An HTTP server on [ip6]:port in `ns` answering every GET with `name` (the backend
+/// says who it is) and logging each client's address to `log`.
+fn http6_server(ns: &str, ip6: &str, port: u16, name: &str, log: &std::path::Path) -> Background {
+    const CODE: &str = r#"
+import http.server as h, socket, sys
+socket.getfqdn = lambda *a: "x"
+ip, port, name, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+class Server(h.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+class Handler(h.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, fmt, *args):
+        with open(log, "a") as f:
+            f.write(self.client_address[0] + "\n")
+Server((ip, port), Handler).serve_forever()
+"#;
+    Background::spawn(
+        ns,
+        &[
+            "python3",
+            "-c",
+            CODE,
+            ip6,
+            &port.to_string(),
+            name,
+            log.to_str().unwrap(),
+        ],
+    )
+}
+
+/// A log file removed on drop.
+struct Log(std::path::PathBuf);
+
+impl Log {
+    fn new() -> Log {
+        Log(std::env::temp_dir().join(format!("{}.log", unique("clients6"))))
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `curl -6` from `ns` to `url`, from source port `port`: the body, if it answered.
+fn curl6_from(ns: &str, url: &str, port: u16) -> Option<String> {
+    let p = port.to_string();
+    let out = ns_run(
+        ns,
+        &["curl", "-6", "-s", "-m", "5", "--local-port", &p, url],
+        10,
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+#[test]
+fn curl_6_to_an_ipv6_service_vip_spreads_over_two_backends_and_hairpins() {
+    let name = unique("l");
+    let (client, b1, b2, near) = (unique("n"), unique("n"), unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("front", "10.233.1.0/24")
+        .with("subnet6", "fd00:233:1::/64")
+        .bridge("back", "10.233.2.0/24")
+        .with("subnet6", "fd00:233:2::/64")
+        .port("client", "front", &client, "10.233.1.2/24")
+        .with("ip6", "fd00:233:1::2/64")
+        .port("b1", "back", &b1, "10.233.2.2/24")
+        .with("ip6", "fd00:233:2::2/64")
+        .port("b2", "back", &b2, "10.233.2.3/24")
+        .with("ip6", "fd00:233:2::3/64")
+        .port("near", "back", &near, "10.233.2.5/24")
+        .with("ip6", "fd00:233:2::5/64")
+        .service(
+            "web6",
+            "[fd00:233:2::100]:80",
+            "tcp",
+            &["[fd00:233:2::2]:8080", "[fd00:233:2::3]:8080"],
+        )
+        .text();
+    let all = [client.clone(), b1.clone(), b2.clone(), near.clone()];
+    let lab = RunningLab::start(&name, &all, &text);
+    let logs = [Log::new(), Log::new()];
+    let _servers = [
+        http6_server(&b1, "fd00:233:2::2", 8080, "b1", &logs[0].0),
+        http6_server(&b2, "fd00:233:2::3", 8080, "b2", &logs[1].0),
+    ];
+    wait_listening(&b1, 8080);
+    wait_listening(&b2, 8080);
+
+    // The first request may wait for neighbour discovery: retried.
+    let url = "http://[fd00:233:2::100]/";
+    let first = (0..50).find_map(|i| {
+        curl6_from(&client, url, 42000 + i).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    });
+    assert!(
+        matches!(first.as_deref(), Some("b1" | "b2")),
+        "curl -6 to the VIP: {first:?}"
+    );
+    // Many requests from different source ports reach both backends, each reply
+    // whole from one of them.
+    let mut seen = [0; 2];
+    for port in 43000..43030 {
+        let body = curl6_from(&client, url, port).unwrap_or_default();
+        match body.as_str() {
+            "b1" => seen[0] += 1,
+            "b2" => seen[1] += 1,
+            other => panic!("reply {other:?} from port {port}"),
+        }
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "one backend took all: {seen:?}");
+    // Each backend saw the client's real IPv6 address, never the router's.
+    for (i, log) in logs.iter().enumerate() {
+        let clients = log.lines();
+        assert!(!clients.is_empty(), "b{} logged nobody", i + 1);
+        assert!(
+            clients.iter().all(|c| c == "fd00:233:1::2"),
+            "b{} saw {clients:?}",
+            i + 1
+        );
+    }
+    // show services counts per backend; show nat lists IPv6 flows.
+    let services = lab.show("services");
+    let svc = &services["services"][0];
+    assert_eq!(svc["vip"], "[fd00:233:2::100]:80");
+    assert_eq!(svc["backends"].as_array().unwrap().len(), 2);
+    let nat = lab.show("nat");
+    assert!(
+        nat["nat"].to_string().contains("[fd00:233:1::2]:43"),
+        "IPv6 flows in show nat: {nat}"
+    );
+
+    // Hairpin: a client on the backends' own subnet6 is served, and the backend sees
+    // the router's gateway6 (so its answer comes back through the router).
+    let body = (0..30).find_map(|i| {
+        curl6_from(&near, url, 44000 + i).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    });
+    assert!(
+        matches!(body.as_deref(), Some("b1" | "b2")),
+        "hairpin: {body:?}"
+    );
+    let all_clients: Vec<String> = logs.iter().flat_map(|l| l.lines()).collect();
+    assert!(
+        all_clients.iter().any(|c| c == "fd00:233:2::1"),
+        "the hairpin comes from gateway6: {all_clients:?}"
+    );
+
+    // A service added at run time with an IPv6 VIP: answered at once, by its one
+    // backend; one with an IPv4 backend is refused in one line.
+    let add = |vip: &str, backend: &str| {
+        run(
+            &[
+                TAPNET, "service", "add", "late6", vip, "tcp", backend, "--lab", &name,
+            ],
+            10,
+        )
+    };
+    let refused = add("[fd00:233:2::101]:80", "10.233.2.3:8080");
+    assert!(!refused.status.success(), "mixed families: {refused:?}");
+    let out = add("[fd00:233:2::101]:80", "[fd00:233:2::3]:8080");
+    assert!(out.status.success(), "service add: {out:?}");
+    let late = (0..30).find_map(|i| {
+        curl6_from(&client, "http://[fd00:233:2::101]/", 46000 + i).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    });
+    assert_eq!(late.as_deref(), Some("b2"), "the VIP added at run time");
+
+    // trace shows the translation.
+    let out = run(
+        &[
+            TAPNET,
+            "trace",
+            "client",
+            "tcp [fd00:233:1::2]:45000 -> [fd00:233:2::100]:80",
+            "--lab",
+            &name,
+        ],
+        10,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "trace: {out:?}");
+    assert!(
+        text.contains("[fd00:233:2::2]:8080") || text.contains("[fd00:233:2::3]:8080"),
+        "trace names the backend:\n{text}"
+    );
+}
+
+#[test]
+fn rdisc6_sees_the_dns_server_of_dns6() {
+    let name = unique("l");
+    let a = unique("n");
+    let text = LabText::new(&name)
+        .bridge("br0", "10.234.0.0/24")
+        .with("subnet6", "fd00:234::/64")
+        .raw("dns6 = [\"fd00:234::53\", \"fd00:99::35\"]")
+        .port("a", "br0", &a, "10.234.0.2/24")
+        .text();
+    let lab = RunningLab::start(&name, std::slice::from_ref(&a), &text);
+    // rdisc6 solicits and prints the advertisement it gets (retried: the first
+    // solicitations may go before the link is up).
+    let mut printed = String::new();
+    for _ in 0..10 {
+        let out = ns_run(&a, &["rdisc6", "-1", "-w", "1500", "eth0"], 15);
+        printed = String::from_utf8_lossy(&out.stdout).to_string();
+        if printed.contains("Recursive DNS server") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for dns in ["fd00:234::53", "fd00:99::35"] {
+        assert!(
+            printed
+                .lines()
+                .any(|l| l.contains("Recursive DNS server") && l.contains(dns)),
+            "rdisc6 shows {dns}:\n{printed}"
+        );
+    }
+    assert!(printed.contains("DNS servers lifetime"), "{printed}");
+    // show lab writes it back.
+    let lab_text = lab.show("lab").to_string();
+    assert!(lab_text.contains("dns6"), "show lab: {lab_text}");
+}

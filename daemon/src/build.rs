@@ -180,6 +180,11 @@ fn ipv6_guard(lab: &Lab, port: &PortCfg) -> Option<vswitch::guard::Ipv6Guard> {
                 .filter(|o| o.name != port.name && (o.netns.is_none() || o.netns != port.netns))
                 .filter_map(|o| o.ip6.map(|(a, _)| a)),
         )
+        // A service's IPv6 VIP is the router's to answer for, as gateway6 is.
+        .chain(lab.services.iter().filter_map(|s| match s.vip.ip() {
+            std::net::IpAddr::V6(a) => Some(a),
+            std::net::IpAddr::V4(_) => None,
+        }))
         .collect();
     Some(vswitch::guard::Ipv6Guard { subnet, taken })
 }
@@ -249,6 +254,7 @@ fn add_router(
 ) -> std::io::Result<Option<HandlerRef<RouterHandler>>> {
     let mut ifaces = Vec::new();
     let mut legs = Vec::new();
+    let mut dns6: Vec<Vec<std::net::Ipv6Addr>> = Vec::new();
     for b in &lab.bridges {
         // A leg wherever a bridge is routed: IPv4, IPv6 or both.
         let v4 = b.subnet.as_ref().zip(b.gateway);
@@ -268,6 +274,7 @@ fn add_router(
             prefix: v4.map_or(32, |(subnet, _)| subnet.prefix),
             ip6,
         });
+        dns6.push(b.dns6.clone());
         legs.push(bridge);
     }
     if ifaces.is_empty() {
@@ -297,6 +304,9 @@ fn add_router(
         ..RouterConfig::default()
     };
     let mut router = Router::new(ifaces, lab_services(lab), config);
+    for (leg, servers) in dns6.iter().enumerate() {
+        router.set_dns6(leg, servers);
+    }
     // Guarded ports can send from no other address and MAC than their own: the
     // router knows them without asking, and no ARP can change that.
     for port in lab.ports.iter().filter(|p| p.spoof_check) {

@@ -113,12 +113,20 @@ impl Own {
         let also = vni_bridges
             .iter()
             .filter_map(|b| b.gateway)
-            .chain(lab.services.iter().map(|s| *s.vip.ip()).filter(|vip| {
-                vni_bridges
+            .chain(
+                lab.services
                     .iter()
-                    .filter_map(|b| b.subnet.as_ref())
-                    .any(|n| n.contains(*vip))
-            }))
+                    .filter_map(|s| match s.vip.ip() {
+                        std::net::IpAddr::V4(a) => Some(a),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .filter(|vip| {
+                        vni_bridges
+                            .iter()
+                            .filter_map(|b| b.subnet.as_ref())
+                            .any(|n| n.contains(*vip))
+                    }),
+            )
             .collect();
         Some(Own { registration, also })
     }

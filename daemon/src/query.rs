@@ -248,7 +248,7 @@ fn services(l: Live<'_>, lab: &str) -> Value {
                     let live = router
                         .flows()
                         .flows()
-                        .filter(|f| f.owner == i && f.reply.src == std::net::SocketAddr::V4(*b))
+                        .filter(|f| f.owner == i && f.reply.src == *b)
                         .count();
                     json!({"backend": b.to_string(), "connections": live})
                 })

@@ -221,6 +221,10 @@ impl Live<'_> {
             (Some(router), Some((ip, _))) => dp.handler_of_mut(router).forget_host(ip),
             _ => 0,
         };
+        // Its IPv6 service flows too (the neighbour entries went with its MAC above).
+        if let (Some(router), Some((ip6, _))) = (self.handles.router, port.ip6) {
+            flows += dp.handler_of_mut(router).router_mut().forget_host6(ip6);
+        }
         let mut nss = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
         nss.forget_port(name);
         if let Some(ns) = &port.netns {
@@ -337,12 +341,7 @@ impl Live<'_> {
             return json!({"error": format!("no service `{name}` in lab `{}`", self.lab.name)});
         };
         let vip = self.lab.services[at].vip;
-        if let Some(f) = self
-            .lab
-            .forwards
-            .iter()
-            .find(|f| f.to == std::net::SocketAddr::V4(vip))
-        {
+        if let Some(f) = self.lab.forwards.iter().find(|f| f.to == vip) {
             return json!({"error": format!(
                 "service `{name}` is the target of forward {}: remove the forward first",
                 f.listen
@@ -487,7 +486,10 @@ impl Live<'_> {
             .iter()
             .filter_map(|p| p.ip.map(|(a, _)| a))
             .chain(self.lab.bridges.iter().filter_map(|b| b.gateway))
-            .chain(self.lab.services.iter().map(|s| *s.vip.ip()))
+            .chain(self.lab.services.iter().filter_map(|s| match s.vip.ip() {
+                std::net::IpAddr::V4(a) => Some(a),
+                std::net::IpAddr::V6(_) => None,
+            }))
             // Other hosts' containers on this VNI (etcd).
             .chain(claimed.iter().map(|(ip, _, _)| *ip))
             .collect();

@@ -1,7 +1,7 @@
 //! The validated lab: what `check` accepted and `up` builds, with every default
 //! filled in. Plain data, so the daemon and the tests read it without the file.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use crate::reader::Pos;
 
@@ -47,6 +47,9 @@ pub struct BridgeCfg {
     pub subnet6: Option<(std::net::Ipv6Addr, u8)>,
     /// Defaults to `::1` of `subnet6` when there is one.
     pub gateway6: Option<std::net::Ipv6Addr>,
+    /// Recursive DNS servers the router's advertisements name on this bridge (an
+    /// RDNSS option, RFC 8106): at most three unicast addresses, only with `subnet6`.
+    pub dns6: Vec<std::net::Ipv6Addr>,
     /// Defaults to 1500 (1450 for a bridge with a `vni`).
     pub mtu: u32,
     pub vni: Option<(u32, Pos)>,
@@ -106,9 +109,10 @@ pub struct ForwardCfg {
 pub struct ServiceCfg {
     pub pos: Pos,
     pub name: String,
-    pub vip: SocketAddrV4,
+    /// An IPv4 or IPv6 address and port; the backends are of the same family.
+    pub vip: std::net::SocketAddr,
     pub proto: Proto,
-    pub backends: Vec<SocketAddrV4>,
+    pub backends: Vec<std::net::SocketAddr>,
 }
 
 /// The `[nat]` table. A lab without one gets [`NatCfg::default()`] (see

@@ -4,7 +4,7 @@
 //! collected in [`Cx`] rather than returned. It knows nothing of bridges or ports:
 //! the section validators in `validate` do.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use toml_edit::{Item, TableLike, Value};
 
@@ -289,78 +289,9 @@ impl Cx<'_> {
     }
 
     /// Parses one "ip:port" string; `what` names it in messages.
-    /// [`Cx::sockaddr`] for either family: "ip:port" or "[ipv6]:port". An
-    /// IPv4-mapped IPv6 address is refused (write the IPv4 address).
-    pub(crate) fn sockaddr46(
-        &mut self,
-        f: F<&str>,
-        what: &str,
-        example: &str,
-    ) -> Option<std::net::SocketAddr> {
-        let Ok(a) = f.v.parse::<std::net::SocketAddr>() else {
-            self.err(
-                f.at,
-                format!(
-                    "{what} must be an address and port like \"{example}\" or \"[fd00::2]:80\", not {}",
-                    q(f.v)
-                ),
-            );
-            return None;
-        };
-        let mapped = match a {
-            std::net::SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped(),
-            _ => None,
-        };
-        if let Some(v4) = mapped {
-            self.err(
-                f.at,
-                format!(
-                    "{what} {a}: an IPv4-mapped address; write the IPv4 address ({v4}:{})",
-                    a.port()
-                ),
-            );
-            return None;
-        }
-        if a.port() == 0 {
-            self.err(
-                f.at,
-                format!("{what} {a}: the port must be between 1 and 65535"),
-            );
-            return None;
-        }
-        Some(a)
-    }
-
-    pub(crate) fn sockaddr(
-        &mut self,
-        f: F<&str>,
-        what: &str,
-        example: &str,
-    ) -> Option<SocketAddrV4> {
-        match f.v.parse::<SocketAddrV4>() {
-            Ok(a) if a.port() == 0 => {
-                self.err(
-                    f.at,
-                    format!("{what} {a}: the port must be between 1 and 65535"),
-                );
-                None
-            }
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.err(
-                    f.at,
-                    format!(
-                        "{what} must be an IPv4 address and port like \"{example}\", not {}",
-                        q(f.v)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
     /// An IPv4 or IPv6 socket address (`192.0.2.1:4789`, `[2001:db8::1]:4789`) with
-    /// a port other than 0, or an error at `f`.
+    /// a port other than 0, or an error at `f`. An IPv4-mapped IPv6 address is refused
+    /// (write the IPv4 address: a socket would reach the host's IPv4 side with it).
     pub(crate) fn sockaddr_any(
         &mut self,
         f: F<&str>,
@@ -375,12 +306,29 @@ impl Cx<'_> {
                 );
                 None
             }
+            // A scope ("[fe80::1%eth0]:80") names an interface of the host, not the lab.
+            Ok(SocketAddr::V6(a)) if a.scope_id() != 0 || a.flowinfo() != 0 => {
+                self.err(f.at, format!("{what} {}: no scope here", q(f.v)));
+                None
+            }
+            Ok(SocketAddr::V6(a)) if a.ip().to_ipv4_mapped().is_some() => {
+                let v4 = a.ip().to_ipv4_mapped().expect("checked");
+                self.err(
+                    f.at,
+                    format!(
+                        "{what} {a}: an IPv4-mapped address; write the IPv4 address ({v4}:{})",
+                        a.port()
+                    ),
+                );
+                None
+            }
             Ok(a) => Some(a),
             Err(_) => {
                 self.err(
                     f.at,
                     format!(
-                        "{what} must be an IPv4 or IPv6 address and port like \"{example}\" or \"[2001:db8::1]:4789\", not {}",
+                        "{what} must be an IPv4 or IPv6 address and port like \"{example}\" or \"[2001:db8::1]:{}\", not {}",
+                        example.rsplit(':').next().unwrap_or("80"),
                         q(f.v)
                     ),
                 );

@@ -46,6 +46,10 @@ pub fn to_toml(lab: &Lab) -> String {
         if let Some(g) = b.gateway6 {
             let _ = writeln!(t, "gateway6 = \"{g}\"");
         }
+        if !b.dns6.is_empty() {
+            let d: Vec<String> = b.dns6.iter().map(|a| format!("\"{a}\"")).collect();
+            let _ = writeln!(t, "dns6 = [{}]", d.join(", "));
+        }
         let _ = writeln!(t, "mtu = {}", b.mtu);
         if let Some((vni, _)) = b.vni {
             let _ = writeln!(t, "vni = {vni}");

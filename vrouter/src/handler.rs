@@ -456,10 +456,13 @@ impl Handler for RouterHandler {
         };
         let ifaces = self.router.ifaces();
         let addrs = |f: &[u8]| {
-            f.get(IP_AT..)
-                .and_then(|p| Ipv4Packet::new_checked(p).ok())
-                .map(|ip| describe(&ip))
-                .unwrap_or_default()
+            let packet = f.get(IP_AT..).unwrap_or_default();
+            match Ipv4Packet::new_checked(packet) {
+                Ok(ip) => describe(&ip),
+                Err(_) => vswitch::wire::ipv6::Ipv6Packet::new_checked(packet)
+                    .map(|ip| describe6(&ip))
+                    .unwrap_or_default(),
+            }
         };
         let before = addrs(frame);
         let action = self.router.trace(leg, frame, now);
@@ -485,7 +488,7 @@ impl Handler for RouterHandler {
                 };
                 Traced::Inject {
                     via: self.ports[iface],
-                    step: format!("router: leg {name}: {how}, out by leg {} to {mac}", ifaces[iface].name),
+                    step: format!("router: leg {name}: {how}{rewrite}, out by leg {} to {mac}", ifaces[iface].name),
                 }
             }
             Action::Send { iface } => {
@@ -590,7 +593,13 @@ impl Handler for RouterHandler {
         if ip == gw {
             return Some((me.mac, "the gateway".into()));
         }
-        if on_link && self.router.services().iter().any(|s| *s.vip.ip() == ip) {
+        if on_link
+            && self
+                .router
+                .services()
+                .iter()
+                .any(|s| s.vip.ip() == std::net::IpAddr::V4(ip))
+        {
             return Some((me.mac, "a service VIP, answered by the router".into()));
         }
         let mac = self.router.neighbors().lookup(leg, ip, now)?;
@@ -622,6 +631,14 @@ fn describe<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) -> String {
     match vswitch::wire::flow::FlowKey::from_ipv4(ip) {
         Some(k) => format!("{} -> {} ttl {}", k.src, k.dst, ip.ttl()),
         None => format!("{} -> {} ttl {}", ip.src(), ip.dst(), ip.ttl()),
+    }
+}
+
+/// An IPv6 packet's flow (or addresses) and hop limit, for `trace`.
+fn describe6<T: AsRef<[u8]>>(ip: &vswitch::wire::ipv6::Ipv6Packet<T>) -> String {
+    match vswitch::wire::flow::FlowKey::from_ipv6(ip) {
+        Some(k) => format!("{} -> {} hop limit {}", k.src, k.dst, ip.hop_limit()),
+        None => format!("{} -> {} hop limit {}", ip.src(), ip.dst(), ip.hop_limit()),
     }
 }
 

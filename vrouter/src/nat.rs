@@ -187,6 +187,13 @@ impl FlowTable {
         Some((flow, dir))
     }
 
+    /// The flow `key` belongs to and which way, as it is: not refreshed, not expired
+    /// (for an error about a packet of it).
+    pub fn get(&self, key: &FlowKey) -> Option<(Flow, Direction)> {
+        let &(i, dir) = self.index.get(key)?;
+        Some((self.slots[i as usize].flow?, dir))
+    }
+
     /// Records a TCP segment of the flow of `key` going `dir`: the sequence number
     /// after it (`next_seq`), and its FIN and RST flags.
     pub fn tcp_segment(

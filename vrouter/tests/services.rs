@@ -41,14 +41,14 @@ fn router() -> Router {
             Service {
                 name: "api".into(),
                 proto: 6,
-                vip: sa("172.16.2.100:80"),
-                backends: vec![sa("172.16.2.2:8080"), sa("172.16.2.3:8080")],
+                vip: sa("172.16.2.100:80").into(),
+                backends: vec![sa("172.16.2.2:8080").into(), sa("172.16.2.3:8080").into()],
             },
             Service {
                 name: "dns".into(),
                 proto: 17,
-                vip: sa("172.16.2.53:53"),
-                backends: vec![sa("172.16.2.2:5353")],
+                vip: sa("172.16.2.53:53").into(),
+                backends: vec![sa("172.16.2.2:5353").into()],
             },
         ],
         RouterConfig::default(),
@@ -370,8 +370,8 @@ fn a_service_removed_at_run_time_takes_its_flows_and_leaves_the_others_theirs() 
     r.add_service(Service {
         name: "api".into(),
         proto: 6,
-        vip: sa("172.16.2.100:80"),
-        backends: vec![sa("172.16.2.2:8080")],
+        vip: sa("172.16.2.100:80").into(),
+        backends: vec![sa("172.16.2.2:8080").into()],
     });
     let mut syn = tcp(
         GW0,

@@ -267,14 +267,23 @@ fn router(config: u8, now: Instant) -> Router {
             Service {
                 name: "api".into(),
                 proto: 6,
-                vip: sa("172.16.2.100:80"),
-                backends: vec![sa("172.16.2.2:8080"), sa("172.16.2.3:8080")],
+                vip: sa("172.16.2.100:80").into(),
+                backends: vec![sa("172.16.2.2:8080").into(), sa("172.16.2.3:8080").into()],
             },
             Service {
                 name: "dns".into(),
                 proto: 17,
-                vip: sa("172.16.2.53:53"),
-                backends: vec![sa("172.16.2.2:5353")],
+                vip: sa("172.16.2.53:53").into(),
+                backends: vec![sa("172.16.2.2:5353").into()],
+            },
+            Service {
+                name: "api6".into(),
+                proto: 6,
+                vip: "[fd00:16:2::100]:80".parse().unwrap(),
+                backends: vec![
+                    "[fd00:16:2::2]:8080".parse().unwrap(),
+                    "[fd00:16:1::3]:8080".parse().unwrap(),
+                ],
             },
         ],
         RouterConfig {

@@ -15,6 +15,7 @@ pub(crate) const BRIDGE_KEYS: &[&str] = &[
     "gateway",
     "subnet6",
     "gateway6",
+    "dns6",
     "mtu",
     "vni",
     "fdb_max",
@@ -240,6 +241,8 @@ pub(super) fn bridges<'a>(
             }
         }
 
+        let dns6 = dns6(cx, &s, &label);
+
         // vni, mtu, fdb
         let has_vni = s.has("vni");
         let vni = cx.int(&s, "vni", 1, 16_777_215);
@@ -293,6 +296,7 @@ pub(super) fn bridges<'a>(
             gateway: gateway.map(Ipv4Addr::from),
             subnet6: net6,
             gateway6,
+            dns6,
             mtu: mtu.map_or(
                 if has_vni {
                     vxlan_mtu(underlay_v6) as u32
@@ -316,6 +320,66 @@ pub(super) fn bridges<'a>(
         });
     }
     (cfgs, infos)
+}
+
+/// `dns6`: the recursive DNS servers the router advertises on the bridge (RFC 8106),
+/// at most [`vswitch::wire::icmpv6::RDNSS_MAX`], each a unicast address a container
+/// can reach from any link: not link-local (RFC 8106 section 5.1 allows one, but
+/// then the server must be on this very link, which a lab's router cannot promise),
+/// multicast, loopback, unspecified or IPv4-mapped. Only with a `subnet6`.
+fn dns6(cx: &mut Cx<'_>, s: &Sec<'_>, label: &str) -> Vec<std::net::Ipv6Addr> {
+    use std::net::Ipv6Addr;
+    let mut out: Vec<Ipv6Addr> = Vec::new();
+    let Some(list) = cx.str_list(s, "dns6") else {
+        return out;
+    };
+    if !s.has("subnet6") {
+        cx.err(
+            list.at,
+            format!("`dns6` needs a `subnet6` on {label}: the servers are named in its router advertisements"),
+        );
+        return out;
+    }
+    let max = vswitch::wire::icmpv6::RDNSS_MAX;
+    if list.v.len() > max {
+        cx.err(
+            list.at,
+            format!("`dns6` lists {} servers; at most {max}", list.v.len()),
+        );
+        return out;
+    }
+    for f in list.v {
+        let a = match f.v.parse::<Ipv6Addr>() {
+            Ok(a) => a,
+            Err(_) => {
+                cx.err(
+                    f.at,
+                    format!(
+                        "each `dns6` server must be an IPv6 address like \"fd00:16:1::53\", not {}",
+                        q(f.v)
+                    ),
+                );
+                continue;
+            }
+        };
+        let link_local = super::ipv6::in_net6(a, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10);
+        if a.is_unspecified()
+            || a.is_loopback()
+            || a.is_multicast()
+            || link_local
+            || a.to_ipv4_mapped().is_some()
+        {
+            cx.err(
+                f.at,
+                format!("dns6 {a} is not a unicast global or unique local address (link-local, multicast, loopback and IPv4-mapped ones are refused)"),
+            );
+        } else if out.contains(&a) {
+            cx.err(f.at, format!("dns6 {a} is listed twice"));
+        } else {
+            out.push(a);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ impl Cx<'_> {
                 );
                 return None;
             }
-            let a = self.sockaddr46(f, "`listen`", "127.0.0.1:8080")?;
+            let a = self.sockaddr_any(f, "`listen`", "127.0.0.1:8080")?;
             if a.ip().is_multicast() {
                 self.err(
                     f.at,
@@ -85,7 +85,7 @@ pub(super) fn forwards(
         });
         let to = cx.str_(&s, "to").and_then(|f| {
             Some(F {
-                v: cx.sockaddr46(f, "`to`", "172.16.1.3:80")?,
+                v: cx.sockaddr_any(f, "`to`", "172.16.1.3:80")?,
                 at: f.at,
             })
         });
@@ -113,7 +113,7 @@ pub(super) fn forwards(
                 IpAddr::V4(ip) => pinfo.iter().any(|p| p.ip == Some(ip)),
                 IpAddr::V6(ip) => pinfo.iter().any(|p| p.ip6 == Some(ip)),
             } || sinfo.iter().any(|x| {
-                x.vip.map(SocketAddr::from) == Some(t.v)
+                x.vip_any == Some(t.v)
                     && (proto.is_none() || x.proto.is_none() || x.proto == proto)
             });
             let routed = match t.v.ip() {
@@ -237,7 +237,7 @@ mod tests {
             )),
             13,
             6,
-            "`to` must be an address and port like",
+            "`to` must be an IPv4 or IPv6 address and port like",
         );
         err1(
             &with_head(&format!(

@@ -208,4 +208,55 @@ mod tests {
         assert_eq!(l.bridges[0].subnet, None);
         assert_eq!(l.bridges[0].gateway6, Some("fd00::1".parse().unwrap()));
     }
+
+    #[test]
+    fn dns6_servers() {
+        let l = lab(&b(
+            "subnet6 = \"fd00:16:1::/64\"\ndns6 = [\"fd00:16:1::53\", \"2001:db8::35\"]",
+        ));
+        assert_eq!(
+            l.bridges[0].dns6,
+            vec![
+                "fd00:16:1::53".parse::<std::net::Ipv6Addr>().unwrap(),
+                "2001:db8::35".parse().unwrap()
+            ]
+        );
+        let t = |list: &str| b(&format!("subnet6 = \"fd00:16:1::/64\"\ndns6 = {list}"));
+        err1(
+            &t("[\"fe80::53\"]"),
+            6,
+            9,
+            "dns6 fe80::53 is not a unicast global",
+        );
+        err1(&t("[\"ff02::fb\"]"), 6, 9, "is not a unicast global");
+        err1(&t("[\"::ffff:10.0.0.53\"]"), 6, 9, "IPv4-mapped");
+        err1(
+            &t("[\"10.0.0.53\"]"),
+            6,
+            9,
+            "each `dns6` server must be an IPv6 address",
+        );
+        err1(
+            &t("[\"fd00::1\", \"fd00::2\", \"fd00::3\", \"fd00::4\"]"),
+            6,
+            8,
+            "`dns6` lists 4 servers; at most 3",
+        );
+        err1(
+            &t("[\"fd00::1\", \"fd00::1\"]"),
+            6,
+            20,
+            "dns6 fd00::1 is listed twice",
+        );
+        err1(
+            &b("dns6 = [\"fd00::53\"]"),
+            5,
+            8,
+            "`dns6` needs a `subnet6` on bridge `b`",
+        );
+        // Written back by `show lab`, and read again the same.
+        let l = lab(&t("[\"fd00:16:1::53\"]"));
+        let again = lab(&crate::to_toml(&l));
+        assert_eq!(again.bridges[0].dns6, l.bridges[0].dns6);
+    }
 }

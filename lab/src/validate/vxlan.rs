@@ -397,7 +397,7 @@ mod tests {
             &vx("[2001:db8::1]:4789", "[\"[::ffff:192.0.2.2]:4789\"]"),
             4,
             10,
-            "must be a unicast address",
+            "an IPv4-mapped address; write the IPv4 address (192.0.2.2:4789)",
         );
         err1(
             &vx("[2001:db8::1]:4789", "[\"[2001:db8::1]:4789\"]"),

@@ -46,7 +46,11 @@ impl Router {
             && !sha.is_multicast()
             && !sha.is_zero();
         let answers_for = me.ip == Some(tpa)
-            || (me.on_link(tpa) && self.services.iter().any(|s| *s.vip.ip() == tpa));
+            || (me.on_link(tpa)
+                && self
+                    .services
+                    .iter()
+                    .any(|s| s.vip.ip() == std::net::IpAddr::V4(tpa)));
         if !answers_for {
             // Not for us: only refresh what we know (gratuitous ARP, a moved address).
             if sender_ok {

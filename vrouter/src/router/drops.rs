@@ -63,6 +63,9 @@ vswitch::drop_reasons! {
         /// An IPv6 next hop that never answered the router's neighbour solicitations
         /// (an ICMPv6 address unreachable went back).
         Neighbor6Unknown => "neighbor6_unknown",
+        /// UDP over IPv6 with a checksum of zero for a service VIP or one of its flows:
+        /// IPv6 forbids it (RFC 8200 section 8.1), so it is not translated.
+        Udp6ZeroChecksum => "udp6_zero_checksum",
     }
 }
 

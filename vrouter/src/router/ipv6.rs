@@ -15,7 +15,7 @@ use vswitch::wire::ethernet::{
 };
 use vswitch::wire::icmpv6::{
     self, Icmpv6Packet, Ipv6Repr, RaRepr, ALL_NODES, ECHO_REPLY, ECHO_REQUEST, NA_LEN,
-    ND_HOP_LIMIT, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, NS_LEN, RA_LEN, ROUTER_ADVERT, ROUTER_SOLICIT,
+    ND_HOP_LIMIT, NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT, NS_LEN, ROUTER_ADVERT, ROUTER_SOLICIT,
 };
 use vswitch::wire::ipv6::{Ipv6Packet, HEADER_LEN as IP6_HEADER_LEN};
 use vswitch::Mac;
@@ -28,6 +28,10 @@ pub const RA_EVERY: Duration = Duration::from_secs(200);
 /// How long hosts keep this router as their default one (RFC 4861's default, three
 /// times MaxRtrAdvInterval).
 const ROUTER_LIFETIME: u16 = 1800;
+/// How long hosts may use the DNS servers an advertisement names, seconds: RFC 8106
+/// section 5.1 asks at least three times MaxRtrAdvInterval, and the router advertises
+/// every [`RA_EVERY`].
+pub const RDNSS_LIFETIME: u32 = 3 * RA_EVERY.as_secs() as u32;
 /// IPv6 neighbours the router remembers, over every leg: past it, a new one is not
 /// learned (its packets wait for the next solicitation's answer to find room).
 pub const NEIGHBORS6_MAX: usize = 4096;
@@ -71,13 +75,31 @@ impl Router {
                 ip.payload_len(),
             )
         };
+        // Service translation first (TCP and UDP to a VIP, and the packets of its
+        // flows both ways, a hairpin's replies to gateway6 too), only from addresses
+        // that may be routed.
+        let routable_src = !src.is_unspecified() && !src.is_multicast() && !is_link_local(src);
+        if routable_src
+            && !dst.is_multicast()
+            && matches!(next, vswitch::wire::PROTO_TCP | vswitch::wire::PROTO_UDP)
+        {
+            match self.translate6(frame, now) {
+                Ok(Some((new_dst, _))) => {
+                    return self.forward6(iface, frame, src, new_dst, hops, now)
+                }
+                Ok(None) => {}
+                Err(reason) => return Action::Drop(reason),
+            }
+        }
         // Any of the router's addresses: this leg's, or another leg's gateway6 (a
-        // container may ping the far side's gateway).
+        // container may ping the far side's gateway), or a service VIP (pinged, or
+        // sent what no service of it takes).
         let ours = dst == lla
             || self
                 .ifaces
                 .iter()
-                .any(|i| i.ip6.is_some_and(|(g, _)| g == dst));
+                .any(|i| i.ip6.is_some_and(|(g, _)| g == dst))
+            || self.is_vip6(dst);
         let solicited_node = dst.segments()[..6] == [0xff02, 0, 0, 0, 0, 1];
         if !ours && !dst.is_multicast() {
             return self.forward6(iface, frame, src, dst, hops, now);
@@ -158,7 +180,13 @@ impl Router {
         }
         match kind {
             NEIGHBOR_SOLICIT => {
-                let Some(target) = target.filter(|t| *t == gw6 || *t == lla) else {
+                // The leg's addresses, and the VIPs in its subnet6 (at the router's
+                // MAC, as ARP answers for IPv4 VIPs).
+                let Some(target) = target.filter(|t| {
+                    *t == gw6
+                        || *t == lla
+                        || (self.is_vip6(*t) && me.ip6.is_some_and(|(g, p)| in_net6(*t, g, p)))
+                }) else {
                     // Another host's resolution or duplicate address detection.
                     return Action::Done;
                 };
@@ -231,6 +259,8 @@ impl Router {
             prefix_len: prefix,
             autonomous: prefix == 64,
             router_lifetime: ROUTER_LIFETIME,
+            rdnss: self.dns6.get(iface).copied().unwrap_or_default(),
+            rdnss_lifetime: RDNSS_LIFETIME,
         };
         let lla = icmpv6::link_local(me.mac);
         self.send_nd(
@@ -239,7 +269,7 @@ impl Router {
             lla,
             ALL_NODES,
             icmpv6::multicast_mac(ALL_NODES),
-            RA_LEN,
+            ra.len(),
             |m| ra.emit(m),
         );
         self.stats.ra_sent += 1;
@@ -441,9 +471,18 @@ impl Router {
         }
     }
 
-    /// Forgets IPv6 neighbour `ip` (a port detached).
-    pub fn forget_host6(&mut self, ip: Ipv6Addr) {
+    /// Forgets IPv6 host `ip` (a port detached): its neighbour entry and every
+    /// service flow from or to it. How many flows went.
+    pub fn forget_host6(&mut self, ip: Ipv6Addr) -> usize {
         self.neighbors6.retain(|(_, a), _| *a != ip);
+        self.forget_flows_of(ip.into())
+    }
+
+    /// Whether `ip` is an IPv6 service VIP.
+    fn is_vip6(&self, ip: Ipv6Addr) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.vip.ip() == std::net::IpAddr::V6(ip))
     }
 
     /// Forgets every IPv6 neighbour at `mac` (a port detached: its SLAAC and
@@ -543,7 +582,9 @@ impl Router {
         let Some(ip) = Ipv6Packet::new_checked(&frame[at..]) else {
             return;
         };
-        let src = ip.src();
+        // A translated packet: the error goes to its sender, quoting it as sent.
+        let sent_as = self.sent_as6(frame);
+        let src = sent_as.map_or(ip.src(), |(s, _)| *s.ip());
         // The upper layer behind any extension headers: never an error about an error,
         // however it is wrapped.
         let is_error = match vswitch::wire::ipv6::upper_layer(ip.next_header(), ip.payload()) {
@@ -578,6 +619,9 @@ impl Router {
             .emit(&mut eth[ETH_HDR_LEN..]);
             let msg = &mut eth[ETH_HDR_LEN + IP6_HEADER_LEN..ETH_HDR_LEN + IP6_HEADER_LEN + len];
             icmpv6::emit_error(msg, kind, code, param, original);
+            if let Some((s, d)) = sent_as {
+                vswitch::wire::nat::rewrite_quoted_v6(icmpv6::error_quote_mut(msg), s, d);
+            }
             icmpv6::fill_checksum(gw6, src, msg);
             Some(VNET_HDR_LEN + ETH_HDR_LEN + IP6_HEADER_LEN + len)
         });
@@ -652,7 +696,7 @@ fn is_link_local(ip: Ipv6Addr) -> bool {
 }
 
 /// Whether `ip` is inside the /`prefix` of `net`.
-fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
+pub(super) fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
     let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
     u128::from(ip) & m == u128::from(net) & m
 }

@@ -3,7 +3,7 @@
 //! [`Action`] comes out. Frames the router makes itself (ARP requests, ICMP errors) wait
 //! in a small fixed outbox. Time is passed in.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use vswitch::frame::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
@@ -63,13 +63,15 @@ impl Iface {
 }
 
 /// A load-balanced virtual address: connections to `vip` go to one of `backends`.
+/// One family per service: an IPv4 VIP has IPv4 backends, an IPv6 VIP IPv6 ones (a
+/// backend of the other family is never chosen).
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
     /// 6 (TCP) or 17 (UDP).
     pub proto: u8,
-    pub vip: SocketAddrV4,
-    pub backends: Vec<SocketAddrV4>,
+    pub vip: SocketAddr,
+    pub backends: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,9 +131,10 @@ pub enum Action {
     Drop(RouterDrop),
 }
 
-/// Room for a frame the router builds: the virtio-net header, Ethernet, IPv4 and an
-/// ICMP error quoting at most a 60-byte IP header and 8 bytes.
-pub const SMALL_FRAME: usize = 128;
+/// Room for a frame the router builds, bytes: the virtio-net header, Ethernet, IPv4 and
+/// an ICMP error quoting at most a 60-byte IP header and 8 bytes; or IPv6 and a router
+/// advertisement with three DNS servers (RFC 8106), the largest.
+pub const SMALL_FRAME: usize = 192;
 const OUTBOX_SLOTS: usize = 256;
 
 /// Frames the router made, waiting to be sent. Fixed size: nothing is allocated.
@@ -211,6 +214,8 @@ pub struct Router {
     neighbors6: std::collections::HashMap<(usize, std::net::Ipv6Addr), (Mac, Instant, bool)>,
     /// When each leg last answered a router solicitation.
     last_solicited_ra: Vec<Option<Instant>>,
+    /// Each leg's recursive DNS servers for its advertisements (RFC 8106).
+    dns6: Vec<[Option<Ipv6Addr>; vswitch::wire::icmpv6::RDNSS_MAX]>,
     /// Each error destination's share of the ICMP error budget.
     icmp_per_sender: std::collections::HashMap<std::net::IpAddr, TokenBucket>,
 }
@@ -246,6 +251,7 @@ impl Router {
             next_ra: None,
             neighbors6: std::collections::HashMap::new(),
             last_solicited_ra: vec![None; legs],
+            dns6: vec![[None; vswitch::wire::icmpv6::RDNSS_MAX]; legs],
             icmp_per_sender: std::collections::HashMap::new(),
         }
     }
@@ -257,19 +263,34 @@ impl Router {
         }
     }
 
-    /// Tells the router where a port of the lab is: `ip` at `mac`, for good (a
-    /// PERMANENT neighbour on the leg whose subnet holds `ip`; no ARP for it, and none
-    /// can change it). False if no leg's subnet holds it.
+    /// The recursive DNS servers leg `iface`'s router advertisements name (RFC 8106;
+    /// the first [`vswitch::wire::icmpv6::RDNSS_MAX`] of `servers`).
+    pub fn set_dns6(&mut self, iface: usize, servers: &[Ipv6Addr]) {
+        if let Some(d) = self.dns6.get_mut(iface) {
+            *d = [None; vswitch::wire::icmpv6::RDNSS_MAX];
+            for (slot, a) in d.iter_mut().zip(servers) {
+                *slot = Some(*a);
+            }
+        }
+    }
+
     /// Forgets a host that left (a container detached at run time): its neighbour
     /// entry, static or learned, and every service flow from or to it. How many flows
     /// went.
     pub fn forget_host(&mut self, ip: Ipv4Addr) -> usize {
         self.neighbors.forget(ip);
-        let ip = std::net::IpAddr::V4(ip);
+        self.forget_flows_of(IpAddr::V4(ip))
+    }
+
+    /// Forgets every service flow from or to `ip` (either family). How many.
+    pub(crate) fn forget_flows_of(&mut self, ip: IpAddr) -> usize {
         self.flows
             .forget(|f| f.original.src.ip() == ip || f.reply.src.ip() == ip)
     }
 
+    /// Tells the router where a port of the lab is: `ip` at `mac`, for good (a
+    /// PERMANENT neighbour on the leg whose subnet holds `ip`; no ARP for it, and none
+    /// can change it). False if no leg's subnet holds it.
     pub fn add_static_neighbor(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) -> bool {
         match self.ifaces.iter().position(|i| i.on_link(ip)) {
             Some(leg) => {
@@ -313,7 +334,7 @@ impl Router {
             || self
                 .services
                 .iter()
-                .any(|s| s.backends.iter().any(|b| *b.ip() == src))
+                .any(|s| s.backends.iter().any(|b| b.ip() == IpAddr::V4(src)))
     }
 
     /// Sends what no subnet holds to the host proxy instead of answering "no route".
@@ -334,6 +355,7 @@ impl Router {
     }
 
     /// Adds a service at run time: its VIP answers ARP from now on.
+    /// An IPv6 VIP answers neighbour solicitations on the leg whose subnet6 holds it.
     pub fn add_service(&mut self, service: Service) {
         self.services.push(service);
     }
@@ -393,7 +415,7 @@ impl Router {
     /// The gateways' addresses and the services' VIPs: the router answers for them.
     fn is_own_ip(&self, ip: Ipv4Addr) -> bool {
         self.ifaces.iter().any(|i| i.ip == Some(ip))
-            || self.services.iter().any(|s| *s.vip.ip() == ip)
+            || self.services.iter().any(|s| s.vip.ip() == IpAddr::V4(ip))
     }
 
     /// Decides over `frame`, which arrived on interface `iface` at `now`, and counts a
@@ -628,19 +650,13 @@ impl Router {
 
     /// Fills in the destination MAC of a frame kept by [`Action::Resolve`], if the next
     /// hop is known by now.
-    pub fn complete(
-        &self,
-        iface: usize,
-        next_hop: std::net::IpAddr,
-        frame: &mut [u8],
-        now: Instant,
-    ) -> bool {
+    pub fn complete(&self, iface: usize, next_hop: IpAddr, frame: &mut [u8], now: Instant) -> bool {
         let eth = frame
             .get_mut(VNET_HDR_LEN..)
             .and_then(EthernetFrame::new_checked);
         let mac = match next_hop {
-            std::net::IpAddr::V4(ip) => self.neighbors.lookup(iface, ip, now),
-            std::net::IpAddr::V6(ip) => self.neighbor6(iface, ip, now),
+            IpAddr::V4(ip) => self.neighbors.lookup(iface, ip, now),
+            IpAddr::V6(ip) => self.neighbor6(iface, ip, now),
         };
         match (mac, eth) {
             (Some(mac), Some(mut eth)) => {
@@ -675,6 +691,7 @@ impl Router {
             next_ra: self.next_ra,
             neighbors6: self.neighbors6.clone(),
             last_solicited_ra: self.last_solicited_ra.clone(),
+            dns6: self.dns6.clone(),
             icmp_per_sender: self.icmp_per_sender.clone(),
         };
         copy.decide(iface, frame, now)

@@ -44,6 +44,14 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// [`update16`] for a 128-bit field (an IPv6 address, RFC 1624 over each of its eight
+/// words).
+pub fn update128(check: u16, old: u128, new: u128) -> u16 {
+    (0..8).rev().fold(check, |c, i| {
+        update16(c, (old >> (16 * i)) as u16, (new >> (16 * i)) as u16)
+    })
+}
+
 /// What an IPv4 packet's IP header and TCP or UDP checksums hold, or an IPv6
 /// packet's TCP or UDP checksum, found in one pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,10 @@
 //! A transport flow as one packet shows it: protocol and both ends. Addresses are
 //! `SocketAddr`, so IPv6 flows join IPv4 ones in the same tables.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::ipv4::Ipv4Packet;
+use super::ipv6::Ipv6Packet;
 use super::{ports, PROTO_TCP, PROTO_UDP};
 
 /// One direction of a TCP or UDP flow.
@@ -23,6 +24,37 @@ impl FlowKey {
             src: SocketAddr::V4(src),
             dst: SocketAddr::V4(dst),
         }
+    }
+
+    /// An IPv6 flow.
+    pub fn v6(proto: u8, src: SocketAddrV6, dst: SocketAddrV6) -> FlowKey {
+        FlowKey {
+            proto,
+            src: SocketAddr::V6(src),
+            dst: SocketAddr::V6(dst),
+        }
+    }
+
+    /// Both ends, if this is an IPv6 flow.
+    pub fn as_v6(&self) -> Option<(SocketAddrV6, SocketAddrV6)> {
+        match (self.src, self.dst) {
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => Some((s, d)),
+            _ => None,
+        }
+    }
+
+    /// The flow of an IPv6 packet whose TCP or UDP header follows the fixed header
+    /// (none behind extension headers: those are not translated).
+    pub fn from_ipv6<T: AsRef<[u8]>>(ip: &Ipv6Packet<T>) -> Option<FlowKey> {
+        if !matches!(ip.next_header(), PROTO_TCP | PROTO_UDP) {
+            return None;
+        }
+        let (sport, dport) = ports(ip.payload())?;
+        Some(FlowKey::v6(
+            ip.next_header(),
+            SocketAddrV6::new(ip.src(), sport, 0, 0),
+            SocketAddrV6::new(ip.dst(), dport, 0, 0),
+        ))
     }
 
     /// The other direction.
@@ -55,13 +87,18 @@ impl FlowKey {
         ))
     }
 
-    /// The flow of an IPv4 packet in an Ethernet frame (`eth`: header first).
+    /// The flow of an IPv4 or IPv6 packet in an Ethernet frame (`eth`: header first).
     pub fn from_frame(eth: &[u8]) -> Option<FlowKey> {
         let frame = super::ethernet::EthernetFrame::new_checked(eth)?;
-        if frame.ethertype() != super::ethernet::ETHERTYPE_IPV4 {
-            return None;
+        match frame.ethertype() {
+            super::ethernet::ETHERTYPE_IPV4 => {
+                FlowKey::from_ipv4(&Ipv4Packet::new_checked(frame.payload()).ok()?)
+            }
+            super::ethernet::ETHERTYPE_IPV6 => {
+                FlowKey::from_ipv6(&Ipv6Packet::new_checked(frame.payload())?)
+            }
+            _ => None,
         }
-        FlowKey::from_ipv4(&Ipv4Packet::new_checked(frame.payload()).ok()?)
     }
 }
 

@@ -29,6 +29,11 @@ pub const OPT_SOURCE_LLADDR: u8 = 1;
 pub const OPT_TARGET_LLADDR: u8 = 2;
 pub const OPT_PREFIX_INFO: u8 = 3;
 pub const OPT_MTU: u8 = 5;
+/// Recursive DNS server option (RFC 8106 section 5.1).
+pub const OPT_RDNSS: u8 = 25;
+/// DNS servers one advertisement names at most (what a lab's `dns6` may list; the
+/// option itself takes more, but the router's frames are small).
+pub const RDNSS_MAX: usize = 3;
 /// The hop limit every neighbour discovery message must carry (RFC 4861 section 6.1):
 /// one from anywhere else was forwarded, and is dropped.
 pub const ND_HOP_LIMIT: u8 = 255;
@@ -37,7 +42,7 @@ pub const NS_LEN: usize = 24;
 /// A neighbour advertisement with its target link-layer address option.
 pub const NA_LEN: usize = 32;
 /// A router advertisement with source link-layer address, MTU and one prefix
-/// information option.
+/// information option (an RDNSS option comes on top: [`RaRepr::len`]).
 pub const RA_LEN: usize = 16 + 8 + 8 + 32;
 
 /// An ICMPv6 message: at least its 4-byte header.
@@ -127,6 +132,12 @@ pub fn emit_error(buf: &mut [u8], kind: u8, code: u8, param: u32, original: &[u8
     b[..4].copy_from_slice(&[kind, code, 0, 0]);
     b[4..8].copy_from_slice(&param.to_be_bytes());
     b[8..].copy_from_slice(original);
+}
+
+/// The packet an ICMPv6 error (`msg`: the message, type first) quotes, to rewrite in
+/// place (RFC 4443 section 2.4 (c)); empty if `msg` is shorter than an error's header.
+pub fn error_quote_mut(msg: &mut [u8]) -> &mut [u8] {
+    msg.get_mut(8..).unwrap_or_default()
 }
 
 /// The ICMPv6 checksum of `msg` (its checksum field included: 0 when it is right)
@@ -321,6 +332,12 @@ pub struct RaRepr {
     pub autonomous: bool,
     /// Seconds this router is a default router (0: not one).
     pub router_lifetime: u16,
+    /// Recursive DNS servers to name in an RDNSS option (RFC 8106), in order; none:
+    /// no option.
+    pub rdnss: [Option<Ipv6Addr>; RDNSS_MAX],
+    /// Seconds hosts may use the servers (RFC 8106 section 5.1: at least three times
+    /// the longest interval between advertisements).
+    pub rdnss_lifetime: u32,
 }
 
 /// The prefix's lifetimes: valid a day, preferred four hours (RFC 4861's defaults
@@ -329,10 +346,25 @@ const VALID_LIFETIME: u32 = 86_400;
 const PREFERRED_LIFETIME: u32 = 14_400;
 
 impl RaRepr {
-    /// Writes the advertisement into `buf` (at least [`RA_LEN`] bytes), its checksum
-    /// left to [`fill_checksum`].
+    /// The advertisement's length, bytes: [`RA_LEN`], and 8 + 16 per server of an
+    /// RDNSS option when there is one.
+    pub fn len(&self) -> usize {
+        let n = self.rdnss.iter().flatten().count();
+        RA_LEN + if n == 0 { 0 } else { 8 + 16 * n }
+    }
+
+    /// Never: an advertisement has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Writes the advertisement into `buf` (at least [`RaRepr::len`] bytes), its
+    /// checksum left to [`fill_checksum`].
+    ///
+    /// # Panics
+    /// If `buf` is shorter than [`RaRepr::len`].
     pub fn emit(&self, buf: &mut [u8]) {
-        let b = &mut buf[..RA_LEN];
+        let b = &mut buf[..self.len()];
         b.fill(0);
         b[0] = ROUTER_ADVERT;
         b[4] = 64; // current hop limit for the hosts
@@ -353,6 +385,18 @@ impl RaRepr {
         b[36..40].copy_from_slice(&VALID_LIFETIME.to_be_bytes());
         b[40..44].copy_from_slice(&PREFERRED_LIFETIME.to_be_bytes());
         b[48..64].copy_from_slice(&self.prefix.octets());
+        // Recursive DNS servers (RFC 8106 section 5.1): its length in 8 bytes is
+        // 1 + 2 per address.
+        let n = self.rdnss.iter().flatten().count();
+        if n > 0 {
+            let o = &mut b[RA_LEN..];
+            o[0] = OPT_RDNSS;
+            o[1] = (1 + 2 * n) as u8;
+            o[4..8].copy_from_slice(&self.rdnss_lifetime.to_be_bytes());
+            for (i, a) in self.rdnss.iter().flatten().enumerate() {
+                o[8 + 16 * i..24 + 16 * i].copy_from_slice(&a.octets());
+            }
+        }
     }
 }
 
@@ -390,5 +434,39 @@ mod tests {
         assert!(!Icmpv6Packet::new_checked(&bad[..])
             .unwrap()
             .nd_options_valid(NS_LEN));
+    }
+
+    #[test]
+    fn an_advertisement_carries_its_dns_servers() {
+        let dns: [Ipv6Addr; 2] = [
+            "fd00:16:1::53".parse().unwrap(),
+            "2001:db8::35".parse().unwrap(),
+        ];
+        let mut ra = RaRepr {
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            mtu: 1500,
+            prefix: "fd00:16:1::".parse().unwrap(),
+            prefix_len: 64,
+            autonomous: true,
+            router_lifetime: 1800,
+            rdnss: [None; RDNSS_MAX],
+            rdnss_lifetime: 600,
+        };
+        assert_eq!(ra.len(), RA_LEN, "no servers, no option");
+        ra.rdnss = [Some(dns[0]), Some(dns[1]), None];
+        assert_eq!(ra.len(), RA_LEN + 8 + 32);
+        let mut buf = [0u8; RA_LEN + 8 + 32];
+        ra.emit(&mut buf);
+        let (src, dst) = ("fe80::1".parse().unwrap(), ALL_NODES);
+        fill_checksum(src, dst, &mut buf);
+        let v = Icmpv6Packet::new_checked(&buf[..]).unwrap();
+        assert!(v.verify_checksum(src, dst));
+        assert!(v.nd_options_valid(16), "every option whole");
+        // RFC 8106 section 5.1: type 25, length 5 (1 + 2 x 2), reserved, lifetime,
+        // then the addresses.
+        let o = &buf[RA_LEN..];
+        assert_eq!(&o[..8], &[25, 5, 0, 0, 0, 0, 0x02, 0x58]);
+        assert_eq!(o[8..24], dns[0].octets());
+        assert_eq!(o[24..40], dns[1].octets());
     }
 }

@@ -23,8 +23,9 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         (HEADER_LEN + plen <= b.len()).then_some(Ipv6Packet { buf })
     }
 
-    /// A view over the head of a packet whose payload may be cut short (quoted, or
-    /// a GRO run's first headers): the fixed header must be whole;
+    /// A view over the head of a packet whose payload may be cut short (quoted in an
+    /// ICMPv6 error, RFC 4443 section 2.4 (c), or a GRO run's first headers): the
+    /// fixed header must be whole;
     /// [`Ipv6Packet::payload`] gives what is there.
     pub fn new_quoted(buf: T) -> Option<Ipv6Packet<T>> {
         let b = buf.as_ref();
@@ -68,6 +69,8 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ipv6Addr::from(b)
     }
 
+    /// The payload (for a quoted packet, [`Ipv6Packet::new_quoted`], what of it the
+    /// quote holds).
     pub fn payload(&self) -> &[u8] {
         let b = self.buf.as_ref();
         &b[HEADER_LEN..(HEADER_LEN + self.payload_len()).min(b.len())]
@@ -101,9 +104,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
         self.buf.as_mut()[4..6].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// The payload, to rewrite.
+    /// Sets the source address (no header checksum; an upper-layer checksum covers
+    /// it through the pseudo-header, RFC 8200 section 8.1: the caller mends that).
+    pub fn set_src(&mut self, ip: Ipv6Addr) {
+        self.buf.as_mut()[8..24].copy_from_slice(&ip.octets());
+    }
+
+    /// Sets the destination address (see [`Ipv6Packet::set_src`]).
+    pub fn set_dst(&mut self, ip: Ipv6Addr) {
+        self.buf.as_mut()[24..40].copy_from_slice(&ip.octets());
+    }
+
+    /// The payload, to rewrite in place.
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let end = (HEADER_LEN + self.payload_len()).min(self.buf.as_ref().len());
+        let end = self.buf.as_ref().len().min(HEADER_LEN + self.payload_len());
         &mut self.buf.as_mut()[HEADER_LEN..end]
     }
 }

@@ -180,6 +180,41 @@ pub fn emit_rst(
     Some(total)
 }
 
+/// Writes a TCP reset (RST and ACK, in the window of `seq`/`ack`) from `src` to `dst`
+/// over IPv6 into `buf` (RFC 9293 section 3.5.2, RFC 8200): the fixed header and 20
+/// bytes of TCP, checksum filled in. Its length, or None if `buf` is too short.
+pub fn emit_rst6(
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    seq: u32,
+    ack: u32,
+    buf: &mut [u8],
+) -> Option<usize> {
+    use super::ipv6::HEADER_LEN as IP6_HEADER_LEN;
+    let total = IP6_HEADER_LEN + HEADER_LEN;
+    let buf = buf.get_mut(..total)?;
+    super::icmpv6::Ipv6Repr {
+        src: *src.ip(),
+        dst: *dst.ip(),
+        next_header: PROTO_TCP,
+        hop_limit: 64,
+        payload_len: HEADER_LEN,
+    }
+    .emit(buf);
+    let t = &mut buf[IP6_HEADER_LEN..];
+    TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        seq,
+        ack,
+        flags: RST | ACK,
+        window: 0,
+    }
+    .emit(t);
+    super::icmpv6::fill_l4_checksum6(*src.ip(), *dst.ip(), PROTO_TCP, t);
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
