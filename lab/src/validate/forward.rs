@@ -113,7 +113,7 @@ pub(super) fn forwards(
                 IpAddr::V4(ip) => pinfo.iter().any(|p| p.ip == Some(ip)),
                 IpAddr::V6(ip) => pinfo.iter().any(|p| p.ip6 == Some(ip)),
             } || sinfo.iter().any(|x| {
-                x.vip_any == Some(t.v)
+                x.vip == Some(t.v)
                     && (proto.is_none() || x.proto.is_none() || x.proto == proto)
             });
             let routed = match t.v.ip() {

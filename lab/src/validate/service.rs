@@ -18,10 +18,8 @@ pub(crate) const SERVICE_KEYS: &[&str] = &["name", "vip", "proto", "backends"];
 pub(super) struct SInfo<'a> {
     pub(super) name: Option<&'a str>,
     pub(super) proto: Option<Proto>,
-    /// The VIP, if it is an IPv4 one (what a forward may target).
-    pub(super) vip: Option<SocketAddrV4>,
-    /// The VIP, either family.
-    pub(super) vip_any: Option<SocketAddr>,
+    /// The VIP, either family (what a forward may target).
+    pub(super) vip: Option<SocketAddr>,
     pub(super) backends: Vec<F<SocketAddr>>,
 }
 
@@ -199,7 +197,7 @@ pub(super) fn services<'a>(
                 }
                 if let Some(other) = infos
                     .iter()
-                    .find(|o| o.vip_any == Some(v) && proto.is_some() && o.proto == proto)
+                    .find(|o| o.vip == Some(v) && proto.is_some() && o.proto == proto)
                 {
                     cx.err(
                         f.at,
@@ -256,11 +254,7 @@ pub(super) fn services<'a>(
         infos.push(SInfo {
             name: if name_ok { name.map(|n| n.v) } else { None },
             proto,
-            vip: match vip {
-                Some(SocketAddr::V4(v)) => Some(v),
-                _ => None,
-            },
-            vip_any: vip,
+            vip,
             backends,
         });
     }
@@ -270,7 +264,7 @@ pub(super) fn services<'a>(
         for b in &svc.backends {
             let msg = if let Some(other) = infos
                 .iter()
-                .find(|o| o.vip_any.map(|v| v.ip()) == Some(b.v.ip()))
+                .find(|o| o.vip.map(|v| v.ip()) == Some(b.v.ip()))
             {
                 Some(format!(
                     "backend {} is the vip of {}, not a host",
