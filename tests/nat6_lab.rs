@@ -245,3 +245,62 @@ fn an_ipv6_only_bridge_is_routed_and_masqueraded() {
         "{routes}"
     );
 }
+
+#[test]
+fn iperf3_over_ipv6_on_a_bridge_and_routed() {
+    let name = unique("l");
+    let (a, b, c) = (unique("n"), unique("n"), unique("n"));
+    let text = LabText::new(&name)
+        .bridge("br0", "10.254.1.0/24")
+        .with("subnet6", "fd00:254:1::/64")
+        .bridge("br1", "10.254.2.0/24")
+        .with("subnet6", "fd00:254:2::/64")
+        .port("a", "br0", &a, "10.254.1.2/24")
+        .with("ip6", "fd00:254:1::2/64")
+        .port("b", "br0", &b, "10.254.1.3/24")
+        .with("ip6", "fd00:254:1::3/64")
+        .port("c", "br1", &c, "10.254.2.2/24")
+        .with("ip6", "fd00:254:2::2/64")
+        .text();
+    let lab = RunningLab::start(&name, &[a.clone(), b.clone(), c.clone()], &text);
+    let _sb = Background::spawn(&b, &["iperf3", "-s", "-p", "5411"]);
+    let _sc = Background::spawn(&c, &["iperf3", "-s", "-p", "5412"]);
+    let bridged = iperf3(&a, "fd00:254:1::3", 5411).expect("iperf3 -6 on a bridge");
+    let routed = iperf3(&a, "fd00:254:2::2", 5412).expect("iperf3 -6 routed");
+    assert!(
+        bridged > 10_000_000 && routed > 10_000_000,
+        "{bridged} {routed}"
+    );
+    let drops = lab.show("drops");
+    assert_eq!(
+        drops["router"]["too_big"].as_u64().unwrap_or(0),
+        0,
+        "super-frames routed whole: {drops}"
+    );
+}
+
+#[test]
+fn trace_follows_ipv6_through_the_host_proxy() {
+    let net = HostAndOutside::dual_stack();
+    let (name, c) = (unique("l"), unique("n"));
+    let text = lab_text(&name, &c)
+        .nat()
+        .with("masquerade", true)
+        .forward("tcp", "[::]:8080", "[fd00:252:1::2]:80")
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, std::slice::from_ref(&c), &text);
+    let trace = |packet: &str| {
+        let mut cmd: Vec<&str> = lab.client.iter().map(String::as_str).collect();
+        cmd.extend(["trace", "web", packet, "--lab", &name]);
+        String::from_utf8_lossy(&run(&cmd, 10).stdout).to_string()
+    };
+    let text = trace(&format!("tcp [fd00:252:1::2]:4000 -> [{OUTSIDE_IP6}]:80"));
+    assert!(
+        text.contains("handed to the host proxy") && text.contains("masquerade"),
+        "{text}"
+    );
+    let text = trace("tcp [fd00:252:1::2]:4000 -> [::1]:80");
+    assert!(text.contains("no_route"), "the host's loopback: {text}");
+    let text = trace(&format!("icmp6 fd00:252:1::2 -> {OUTSIDE_IP6}"));
+    assert!(text.contains("echo request"), "{text}");
+}

@@ -113,8 +113,7 @@ pub(super) fn forwards(
                 IpAddr::V4(ip) => pinfo.iter().any(|p| p.ip == Some(ip)),
                 IpAddr::V6(ip) => pinfo.iter().any(|p| p.ip6 == Some(ip)),
             } || sinfo.iter().any(|x| {
-                x.vip == Some(t.v)
-                    && (proto.is_none() || x.proto.is_none() || x.proto == proto)
+                x.vip == Some(t.v) && (proto.is_none() || x.proto.is_none() || x.proto == proto)
             });
             let routed = match t.v.ip() {
                 IpAddr::V4(ip) => binfo.iter().any(|b| in_net(u32::from(ip), b.net)),
