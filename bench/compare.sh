@@ -14,9 +14,14 @@
 #   ping : ping -c 200 -i 0.005 a -> b, average RTT
 # and prints the medians, tapnet/kernel ratios, tapnet's CPU time and the
 # frames/bytes per frame tapnet read from port a during the TCP test.
+# With --ipv6 both networks are dual-stack (kernel fd00:251::2 and ::3, tapnet
+# fd00:250::2 and ::3 on subnet6 fd00:250::/64) and the same three tests run over
+# IPv6 too (tcp6, udp6, ping6), in the same run: the report sets each IPv6 ratio
+# beside tapnet's IPv4 ratio (issue 13's target: within 5% of it).
 #
 # Usage: bench/compare.sh [--seconds N] [--repeat R] [--json FILE] [--no-build]
 #                         [--busy-poll-us US]   (passed to `tapnet up`)
+#                         [--ipv6]
 # Needs root, iproute2, iperf3, ping, python3. Everything it creates carries the
 # script's PID in its name and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
@@ -26,9 +31,11 @@ BENCH_NAME=compare.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
 BUSY_POLL_US=""
+IPV6=0
 extra_arg() {  # this script's options beyond lib.sh's
     case "$1" in
         --busy-poll-us) BUSY_POLL_US="${2:?--busy-poll-us needs a value}"; ARGS_USED=2 ;;
+        --ipv6) IPV6=1; ARGS_USED=1 ;;
     esac
 }
 parse_args "$@"
@@ -51,6 +58,10 @@ T_A_NS="bench-tn-a-$ID"
 T_B_NS="bench-tn-b-$ID"
 T_A_IP=10.250.0.2
 T_B_IP=10.250.0.3
+K_B_IP6=fd00:251::3
+K_A_IP6=fd00:251::2
+T_A_IP6=fd00:250::2
+T_B_IP6=fd00:250::3
 PORT=5201                        # iperf3 port, inside our own namespaces
 OUR_NS=("$K_A_NS" "$K_B_NS" "$K_BR_NS" "$T_A_NS" "$T_B_NS")
 
@@ -99,6 +110,12 @@ def report(samples_path, meta_path, json_out=""):
         ("udp", "udp 64B rx (kpps)", "pps", 1e-3, "%.1f", ">=", 0.75),
         ("ping", "ping rtt (us)", "avg_us", 1.0, "%.1f", "<=", 2.0),
     ]
+    if any(s["test"] == "tcp6" for s in S):
+        rows += [
+            ("tcp6", "tcp6 1500 (Gbit/s)", "bps", 1e-9, "%.2f", ">=", 0.85),
+            ("udp6", "udp6 64B rx (kpps)", "pps", 1e-3, "%.1f", ">=", 0.75),
+            ("ping6", "ping6 rtt (us)", "avg_us", 1.0, "%.1f", "<=", 2.0),
+        ]
     print()
     print("%-21s %-16s %-10s %-15s %-8s %s" % ("test", "kernel bridge", "tapnet", "tapnet/kernel", "target", "met"))
     for test, label, key, scale, fmt, op, tgt in rows:
@@ -116,6 +133,19 @@ def report(samples_path, meta_path, json_out=""):
                               "kernel": k * scale if k is not None else None,
                               "tapnet": t * scale if t is not None else None,
                               "ratio": ratio, "target": "%s %g" % (op, tgt), "met": ok}
+    v6 = [r for r in rows if r[0].endswith("6")]
+    if v6:
+        # Issue 13's target: each IPv6 ratio within 5% of tapnet's own IPv4 ratio.
+        print("\n%-21s %-12s %-12s %-15s %s" % ("IPv6 vs IPv4", "ratio v4", "ratio v6", "v6/v4", "within 5%"))
+        for test, label, key, *_ in v6:
+            r4, r6 = out["tests"][test[:-1]]["ratio"], out["tests"][test]["ratio"]
+            rel = r6 / r4 if r4 and r6 else None
+            # For the ping RTT, lower is better: v6/v4 above 1 is worse.
+            ok = None if rel is None else (rel >= 0.95 if key != "avg_us" else rel <= 1.05)
+            print("%-21s %-12s %-12s %-15s %s" % (
+                test, "%.2fx" % r4 if r4 else "-", "%.2fx" % r6 if r6 else "-",
+                "%.3f" % rel if rel else "-", {None: "-", True: "yes", False: "NO"}[ok]))
+            out["tests"][test].update({"ipv4_ratio": r4, "v6_over_v4": rel, "within_5pct": ok})
     lk, lt = med(S, "udp", "kernel", "loss_pct"), med(S, "udp", "tapnet", "loss_pct")
     sk, st = med(S, "udp", "kernel", "tx_pps"), med(S, "udp", "tapnet", "tx_pps")
     print("%-21s %-16s %-10s" % ("udp 64B loss (%)", "%.2f" % lk, "%.2f" % lt))
@@ -139,7 +169,7 @@ def report(samples_path, meta_path, json_out=""):
             print("  %-5s %-7s %s" % (test, impl, "  ".join(fmt % (v * scale) for v in vals(S, test, impl, key))))
 
     tn = meta.get("tapnet", {})
-    cpu_rows(S, out, ("tcp", "udp", "ping"), 5)
+    cpu_rows(S, out, tuple(r[0] for r in rows), 5)
     if "cpu_s" in tn:
         print("  whole run: %.2f s CPU over %.2f s from ready to SIGTERM" % (tn["cpu_s"], tn["wall_s"]))
     fr = sum(vals(S, "tcp", "tapnet", "a_rx_frames")); by = sum(vals(S, "tcp", "tapnet", "a_rx_bytes"))
@@ -171,6 +201,10 @@ ip -n "$K_A_NS" addr add "$K_A_IP/24" dev eth0
 ip -n "$K_B_NS" addr add "$K_B_IP/24" dev eth0
 ip -n "$K_A_NS" link set eth0 up
 ip -n "$K_B_NS" link set eth0 up
+if (( IPV6 )); then
+    ip -n "$K_A_NS" addr add "$K_A_IP6/64" dev eth0 nodad
+    ip -n "$K_B_NS" addr add "$K_B_IP6/64" dev eth0 nodad
+fi
 
 # ---------------------------------------------------------------- tapnet
 cat >"$TMP/lab.toml" <<EOF
@@ -178,16 +212,19 @@ name = "$T_LAB"
 [[bridge]]
 name = "br0"
 subnet = "10.250.0.0/24"
+$( (( IPV6 )) && echo 'subnet6 = "fd00:250::/64"')
 [[port]]
 name = "a"
 bridge = "br0"
 netns = "$T_A_NS"
 ip = "$T_A_IP/24"
+$( (( IPV6 )) && echo "ip6 = \"$T_A_IP6/64\"")
 [[port]]
 name = "b"
 bridge = "br0"
 netns = "$T_B_NS"
 ip = "$T_B_IP/24"
+$( (( IPV6 )) && echo "ip6 = \"$T_B_IP6/64\"")
 EOF
 log "tapnet: $BIN up (lab $T_LAB: $T_A_NS $T_A_IP, $T_B_NS $T_B_IP)"
 "$BIN" up ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
@@ -202,39 +239,47 @@ tapnet_alive() {
 }
 
 # ---------------------------------------------------------------- measurement helpers
-# impl -> client ns, server ns, server ip
+# impl [test] -> client ns, server ns, server ip (IPv6 for tcp6, udp6, ping6)
 ends() {
-    if [[ $1 == kernel ]]; then echo "$K_A_NS $K_B_NS $K_B_IP"; else echo "$T_A_NS $T_B_NS $T_B_IP"; fi
+    local v6=0
+    [[ ${2:-} == *6 ]] && v6=1
+    if [[ $1 == kernel ]]; then
+        echo "$K_A_NS $K_B_NS $( ((v6)) && echo "$K_B_IP6" || echo "$K_B_IP")"
+    else
+        echo "$T_A_NS $T_B_NS $( ((v6)) && echo "$T_B_IP6" || echo "$T_B_IP")"
+    fi
 }
 
 # run_one TEST IMPL ROUND: one measurement, appends a JSON line to $SAMPLES
 run_one() {
     local test=$1 impl=$2 round=$3 cns sns sip out t0 c0 t1 c1 extra='' p0 p1 b0 b1 d0 d1 r0 r1
-    read -r cns sns sip <<<"$(ends "$impl")"
+    # tcp6, udp6, ping6: the same test over IPv6.
+    local base=${test%6}
+    read -r cns sns sip <<<"$(ends "$impl" "$test")"
     out="$TMP/$test-$impl-$round.out"
     [[ $impl == tapnet ]] && tapnet_alive
-    if [[ $test != ping ]]; then start_server "$sns" "$sip"; fi
-    if [[ $test == udp ]]; then
+    if [[ $base != ping ]]; then start_server "$sns" "$sip"; fi
+    if [[ $base == udp ]]; then
         udp_drops "$cns" "$sns" >"$TMP/drops0" || die "cannot read drop counters via $impl"
     fi
     if [[ $impl == tapnet ]]; then
-        if [[ $test == tcp ]]; then
+        if [[ $base == tcp ]]; then
             "$BIN" show ports --lab "$T_LAB" --json >"$TMP/ports0.json" || die "tapnet show ports failed"
         fi
         t0="$(now)"; c0="$(cpu_ticks "$TN_PID")" || tapnet_alive
     fi
     local rc=0
-    case $test in
+    case $base in
         tcp)  timeout $((SECS + 30)) ip netns exec "$cns" iperf3 -c "$sip" -p "$PORT" -t "$SECS" -J >"$out" 2>&1 || rc=$? ;;
         udp)  timeout $((SECS + 30)) ip netns exec "$cns" iperf3 -c "$sip" -p "$PORT" -u -l 64 -b 0 -t "$SECS" -J >"$out" 2>&1 || rc=$? ;;
-        ping) timeout 60 ip netns exec "$cns" ping -c 200 -i 0.005 -q -w 50 "$sip" >"$out" 2>&1 || rc=$? ;;
+        ping) timeout 60 ip netns exec "$cns" ping $( [[ $test == ping6 ]] && echo -6) -c 200 -i 0.005 -q -w 50 "$sip" >"$out" 2>&1 || rc=$? ;;
     esac
     if [[ $impl == tapnet ]]; then
         tapnet_alive
         c1="$(cpu_ticks "$TN_PID")" || tapnet_alive
         t1="$(now)"
         extra=", $(H cpu_wall "$CLK_TCK" "$t0" "$t1" cpu_s "$c0" "$c1")"
-        if [[ $test == tcp ]]; then
+        if [[ $base == tcp ]]; then
             "$BIN" show ports --lab "$T_LAB" --json >"$TMP/ports1.json" || die "tapnet show ports failed"
             H port "$TMP/ports0.json" a >"$TMP/port0" || die "cannot read port a counters"
             H port "$TMP/ports1.json" a >"$TMP/port1" || die "cannot read port a counters"
@@ -243,8 +288,8 @@ run_one() {
             extra+=", \"a_rx_frames\": $((p1 - p0)), \"a_rx_bytes\": $((b1 - b0))"
         fi
     fi
-    if [[ $test != ping ]]; then stop_server; fi
-    if [[ $test == udp && $rc -eq 0 ]]; then
+    if [[ $base != ping ]]; then stop_server; fi
+    if [[ $base == udp && $rc -eq 0 ]]; then
         read -r d0 r0 <"$TMP/drops0"
         udp_drops "$cns" "$sns" >"$TMP/drops1" || die "cannot read drop counters via $impl"
         read -r d1 r1 <"$TMP/drops1"
@@ -256,23 +301,29 @@ run_one() {
         die "$test via $impl failed"
     fi
     local parsed
-    parsed="$(H "$test" "$out")" || die "cannot read $test result via $impl"
+    parsed="$(H "$base" "$out")" || die "cannot read $test result via $impl"
     echo "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, ${parsed#\{}" \
         | sed "s/}\$/$extra}/" >>"$SAMPLES"
-    local kind=$test
-    [[ $test == tcp ]] && kind=tcp_bps
+    local kind=$base
+    [[ $base == tcp ]] && kind=tcp_bps
     log "$(printf '%-4s %-6s run %d: %s' "$test" "$impl" "$round" "$(H line "$kind" "$parsed")")"
 }
 
 # ---------------------------------------------------------------- connectivity
+TESTS=(tcp udp ping)
+(( IPV6 )) && TESTS+=(tcp6 udp6 ping6)
 for impl in kernel tapnet; do
     read -r cns sns sip <<<"$(ends "$impl")"
     ping_ok "$cns" "$sip" "$impl"
+    if (( IPV6 )); then
+        read -r cns sns sip <<<"$(ends "$impl" ping6)"
+        ping_ok "$cns" "$sip" "$impl over IPv6" -6
+    fi
 done
-log "both networks answer ping; running tcp, udp, ping: $REPEAT x ${SECS}s each, alternating"
+log "both networks answer ping; running ${TESTS[*]}: $REPEAT x ${SECS}s each, alternating"
 
 # ---------------------------------------------------------------- measurements
-for test in tcp udp ping; do
+for test in "${TESTS[@]}"; do
     for ((r = 1; r <= REPEAT; r++)); do
         if (( r % 2 == 1 )); then order=(kernel tapnet); else order=(tapnet kernel); fi
         for impl in "${order[@]}"; do run_one "$test" "$impl" "$r"; done

@@ -429,9 +429,9 @@ udp_drops() {  # client-ns server-ns -> "eth0-tx-dropped-in-client-ns udp-rcvbuf
     H drops "$TMP/link.json" "$TMP/snmp.txt"
 }
 
-ping_ok() {  # ns ip [impl]: up to 50 single pings, 0.1 s apart, until one is answered
+ping_ok() {  # ns ip [impl] [-6]: up to 50 single pings, 0.1 s apart, until one is answered
     for _ in $(seq 50); do
-        ip netns exec "$1" ping -c 1 -W 1 -q "$2" >/dev/null 2>&1 && return 0
+        ip netns exec "$1" ping ${4:-} -c 1 -W 1 -q "$2" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     die "no ping from $1 to $2${3:+ via $3}"
