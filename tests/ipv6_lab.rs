@@ -428,10 +428,19 @@ fn two_hosts() -> (TestNetns, TestNetns) {
 #[test]
 fn tcp_over_ipv6_crosses_vxlan_between_two_tapnets() {
     let (ha, hb) = two_hosts();
-    let (ca, cb) = (unique("n"), unique("n"));
+    let (ca, cb, cl) = (unique("n"), unique("n"), unique("n"));
     let (la, lb) = (unique("l"), unique("l"));
     let lab = |name: &str, me: &str, peer: &str, c: &str, ip: &str, ip6: &str| {
         LabText::new(name)
+            // A plain bridge (MTU 1500) beside the VNI bridge (1450) on host a.
+            .raw(&if name == la {
+                format!(
+                    "[[bridge]]\nname = \"lo6\"\nsubnet6 = \"fd00:68::/64\"\n\
+                     [[port]]\nname = \"l\"\nbridge = \"lo6\"\nnetns = \"{cl}\"\nip6 = \"fd00:68::2/64\"\n"
+                )
+            } else {
+                String::new()
+            })
             .bridge("ov", "10.67.0.0/24")
             .with("subnet6", "fd00:67::/64")
             .with("vni", 42)
@@ -443,7 +452,7 @@ fn tcp_over_ipv6_crosses_vxlan_between_two_tapnets() {
     let a = RunningLab::start_in(
         Some(&ha.name),
         &la,
-        std::slice::from_ref(&ca),
+        &[ca.clone(), cl.clone()],
         &lab(
             &la,
             "10.66.0.1",
@@ -467,6 +476,32 @@ fn tcp_over_ipv6_crosses_vxlan_between_two_tapnets() {
         ),
     );
     assert!(ping6(&ca, "fd00:67::3", 3), "a -> b over VXLAN");
+    // From the 1500 bridge into the VNI bridge (1450): packet too big, MTU 1450,
+    // from the router; what fits goes through, across the tunnel. (A 1500-byte
+    // packet: 1452 bytes of echo data; one of 2000 would not leave a 1500 link.)
+    let out = ns_run(
+        &cl,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1452",
+            "fd00:67::3",
+        ],
+        5,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Packet too big: mtu=1450"), "{text}");
+    assert!(
+        ping6(&cl, "fd00:67::3", 2),
+        "routed into the VNI bridge and across"
+    );
     // The containers' TCP goes as TSO super-frames (GSO_TCPV6): cut into segments
     // that fit the VNI's MTU, none dropped as unsupported.
     let _server = Background::spawn(&cb, &["iperf3", "-s", "-p", "5406"]);
