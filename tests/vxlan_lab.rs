@@ -220,6 +220,42 @@ fn csum_errors(ns: &str) -> (u64, u64) {
 /// unfinished and uncut. tapnet must hand both to its container as the kernel would
 /// (NEEDS_CSUM, GSO) for ping, UDP and TCP to work both ways, and keep them right
 /// through its router to a container on another bridge (lan, 10.63.0.0/24).
+/// The kernel's side of a VXLAN test on host namespace `host`: a `vxlan` device
+/// (VNI 42, port 4789, `remote`/`local` of either family, every other setting the
+/// kernel's default) in a Linux bridge with a veth to container namespace `ctr`,
+/// whose eth0 gets `mtu` and 10.62.0.3/24 and comes up.
+fn kernel_vtep(host: &str, ctr: &str, remote: &str, local: &str, mtu: u32) {
+    let mtu = mtu.to_string();
+    steps(&[
+        &[
+            "ip", "-n", host, "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport",
+            "4789", "remote", remote, "local", local,
+        ],
+        &["ip", "-n", host, "link", "add", "br42", "type", "bridge"],
+        &["ip", "-n", host, "link", "set", "vx42", "master", "br42"],
+        &[
+            "ip", "-n", host, "link", "add", "cv", "type", "veth", "peer", "name", "eth0", "netns",
+            ctr,
+        ],
+        &["ip", "-n", host, "link", "set", "cv", "master", "br42"],
+        &["ip", "-n", host, "link", "set", "vx42", "up"],
+        &["ip", "-n", host, "link", "set", "br42", "up"],
+        &["ip", "-n", host, "link", "set", "cv", "up"],
+        &["ip", "-n", ctr, "link", "set", "eth0", "mtu", &mtu],
+        &[
+            "ip",
+            "-n",
+            ctr,
+            "addr",
+            "add",
+            "10.62.0.3/24",
+            "dev",
+            "eth0",
+        ],
+        &["ip", "-n", ctr, "link", "set", "eth0", "up"],
+    ]);
+}
+
 #[test]
 fn tapnet_and_the_kernels_vxlan_interoperate() {
     let (ha, hb) = two_hosts();
@@ -233,69 +269,17 @@ fn tapnet_and_the_kernels_vxlan_interoperate() {
     // Host b: the kernel's vxlan device on port 4789, a Linux bridge, a veth to a
     // container.
     let cb = TestNetns::new("k");
-    for step in [
-        vec![
-            "ip",
-            "-n",
-            &hb.name,
-            "link",
-            "add",
-            "vx42",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "dstport",
-            "4789",
-            "remote",
-            "10.60.0.1",
-            "local",
-            "10.60.0.2",
-        ],
-        vec![
-            "ip", "-n", &hb.name, "link", "add", "br42", "type", "bridge",
-        ],
-        vec![
-            "ip", "-n", &hb.name, "link", "set", "vx42", "master", "br42",
-        ],
-        vec![
-            "ip", "-n", &hb.name, "link", "add", "cv", "type", "veth", "peer", "name", "eth0",
-            "netns", &cb.name,
-        ],
-        vec!["ip", "-n", &hb.name, "link", "set", "cv", "master", "br42"],
-        vec!["ip", "-n", &hb.name, "link", "set", "vx42", "up"],
-        vec!["ip", "-n", &hb.name, "link", "set", "br42", "up"],
-        vec!["ip", "-n", &hb.name, "link", "set", "cv", "up"],
-        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "mtu", "1450"],
-        vec![
-            "ip",
-            "-n",
-            &cb.name,
-            "addr",
-            "add",
-            "10.62.0.3/24",
-            "dev",
-            "eth0",
-        ],
-        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "up"],
-        vec![
-            "ip",
-            "-n",
-            &cb.name,
-            "route",
-            "add",
-            "10.63.0.0/24",
-            "via",
-            "10.62.0.1",
-        ],
-    ] {
-        let out = run(&step, 10);
-        assert!(
-            out.status.success(),
-            "{step:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    kernel_vtep(&hb.name, &cb.name, "10.60.0.1", "10.60.0.2", 1450);
+    steps(&[&[
+        "ip",
+        "-n",
+        &cb.name,
+        "route",
+        "add",
+        "10.63.0.0/24",
+        "via",
+        "10.62.0.1",
+    ]]);
     // Nothing changed on the kernel side: its container's veth keeps the kernel's
     // default offloads (checked, not set).
     let k = ns_run(&cb.name, &["ethtool", "-k", "eth0"], 10);
@@ -756,71 +740,19 @@ fn tapnet_and_the_kernels_vxlan_interoperate_over_an_ipv6_underlay() {
         .text(),
     );
     let cb = TestNetns::new("k");
-    for step in [
-        vec![
-            "ip",
-            "-n",
-            &hb.name,
-            "link",
-            "add",
-            "vx42",
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "dstport",
-            "4789",
-            "remote",
-            "fd00:60::1",
-            "local",
-            "fd00:60::2",
-        ],
-        vec![
-            "ip", "-n", &hb.name, "link", "add", "br42", "type", "bridge",
-        ],
-        vec![
-            "ip", "-n", &hb.name, "link", "set", "vx42", "master", "br42",
-        ],
-        vec![
-            "ip", "-n", &hb.name, "link", "add", "cv", "type", "veth", "peer", "name", "eth0",
-            "netns", &cb.name,
-        ],
-        vec!["ip", "-n", &hb.name, "link", "set", "cv", "master", "br42"],
-        vec!["ip", "-n", &hb.name, "link", "set", "vx42", "up"],
-        vec!["ip", "-n", &hb.name, "link", "set", "br42", "up"],
-        vec!["ip", "-n", &hb.name, "link", "set", "cv", "up"],
-        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "mtu", "1430"],
-        vec![
-            "ip",
-            "-n",
-            &cb.name,
-            "addr",
-            "add",
-            "10.62.0.3/24",
-            "dev",
-            "eth0",
-        ],
-        vec![
-            "ip",
-            "-n",
-            &cb.name,
-            "-6",
-            "addr",
-            "add",
-            "fd00:62::3/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-        vec!["ip", "-n", &cb.name, "link", "set", "eth0", "up"],
-    ] {
-        let out = run(&step, 10);
-        assert!(
-            out.status.success(),
-            "{step:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    kernel_vtep(&hb.name, &cb.name, "fd00:60::1", "fd00:60::2", 1430);
+    steps(&[&[
+        "ip",
+        "-n",
+        &cb.name,
+        "-6",
+        "addr",
+        "add",
+        "fd00:62::3/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]]);
     // With no `dev`, the kernel's device keeps MTU 1500; its container is set to
     // 1430 (1500 less the 70 bytes over IPv6), as tapnet's containers are.
     assert!(

@@ -7,8 +7,6 @@ use std::time::Instant;
 
 use vswitch::frame::{VnetHdr, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use vswitch::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV4, ETHERTYPE_IPV6, HEADER_LEN};
-use vswitch::wire::ipv4::Ipv4Packet;
-use vswitch::wire::ipv6::Ipv6Packet;
 use vswitch::wire::nat::Rewrite6;
 use vswitch::wire::tcp::{self, TcpPacket};
 use vswitch::wire::{nat, PROTO_TCP};
@@ -19,6 +17,14 @@ use crate::nat::{Direction, Flow, FlowKey, Inserted};
 /// The NAT flow key of a TCP or UDP packet in `frame` (a first fragment), if any.
 pub(super) fn flow_key(frame: &[u8]) -> Option<FlowKey> {
     FlowKey::from_frame(frame.get(VNET_HDR_LEN..)?)
+}
+
+/// A TCP segment's end and flags (`packet`: IPv4 or IPv6, TCP right after the
+/// header), to reset both ends should its flow be dropped.
+fn tcp_segment(packet: &[u8]) -> Option<(u32, u8)> {
+    let ip = vswitch::wire::ip::IpHead::parse(packet).filter(|ip| ip.proto == PROTO_TCP)?;
+    let t = TcpPacket::new_checked(ip.payload)?;
+    Some((t.seq_end(), t.flags()))
 }
 
 impl Router {
@@ -40,14 +46,7 @@ impl Router {
         if !nat::can_rewrite_v4(packet) {
             return Ok(None);
         }
-        // A TCP segment's end and flags, to reset both ends should the flow be dropped.
-        let segment = Ipv4Packet::new_checked(&*packet)
-            .ok()
-            .filter(|ip| ip.protocol() == PROTO_TCP)
-            .and_then(|ip| {
-                let t = TcpPacket::new_checked(ip.payload())?;
-                Some((t.seq_end(), t.flags()))
-            });
+        let segment = tcp_segment(packet);
         let Some((new_src, new_dst, dir)) = self.flow_target(key, now)? else {
             return Ok(None);
         };
@@ -55,9 +54,16 @@ impl Router {
             return Ok(None);
         };
         nat::rewrite_v4(packet, partial, new_src, new_dst);
+        self.translated(&key, dir, segment);
+        Ok(Some((*new_dst.ip(), key)))
+    }
+
+    /// Counts a translated packet, and follows its TCP `segment` (its end and flags)
+    /// in the flow, to reset both ends should the flow be dropped.
+    fn translated(&mut self, key: &FlowKey, dir: Direction, segment: Option<(u32, u8)>) {
         if let Some((next_seq, flags)) = segment {
             self.flows.tcp_segment(
-                &key,
+                key,
                 dir,
                 next_seq,
                 flags & tcp::FIN != 0,
@@ -65,7 +71,6 @@ impl Router {
             );
         }
         self.stats.translated += 1;
-        Ok(Some((*new_dst.ip(), key)))
     }
 
     /// Where a packet of flow `key` is to be rewritten to (source, destination) and
@@ -129,12 +134,7 @@ impl Router {
                 };
             }
         }
-        let segment = Ipv6Packet::new_checked(&*packet)
-            .filter(|ip| ip.next_header() == PROTO_TCP)
-            .and_then(|ip| {
-                let t = TcpPacket::new_checked(ip.payload())?;
-                Some((t.seq_end(), t.flags()))
-            });
+        let segment = tcp_segment(packet);
         let Some((new_src, new_dst, dir)) = self.flow_target(key, now)? else {
             return Ok(None);
         };
@@ -142,16 +142,7 @@ impl Router {
             return Ok(None);
         };
         nat::rewrite_v6(packet, partial, new_src, new_dst);
-        if let Some((next_seq, flags)) = segment {
-            self.flows.tcp_segment(
-                &key,
-                dir,
-                next_seq,
-                flags & tcp::FIN != 0,
-                flags & tcp::RST != 0,
-            );
-        }
-        self.stats.translated += 1;
+        self.translated(&key, dir, segment);
         Ok(Some((*new_dst.ip(), key)))
     }
 

@@ -50,27 +50,41 @@ pub fn rewrite_v4(
     }
     let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
     let (proto, ihl) = (ip.protocol(), ip.header_len());
-    let at = csum_offset(proto).expect("checked");
     let (os, od) = (u32::from(ip.src()), u32::from(ip.dst()));
     let (ns, nd) = (u32::from(*new_src.ip()), u32::from(*new_dst.ip()));
     let c = checksum::update32(checksum::update32(ip.checksum(), os, ns), od, nd);
     ip.set_checksum(c);
     ip.set_src(*new_src.ip());
     ip.set_dst(*new_dst.ip());
-    let l4 = &mut packet[ihl..];
-    let (osp, odp) = (
-        u16::from_be_bytes([l4[0], l4[1]]),
-        u16::from_be_bytes([l4[2], l4[3]]),
-    );
+    let addrs = |c| checksum::update32(checksum::update32(c, os, ns), od, nd);
+    let ports = (new_src.port(), new_dst.port());
+    rewrite_l4(&mut packet[ihl..], proto, partial, true, addrs, ports);
+    true
+}
+
+/// Writes `ports` (source, destination) into a TCP or UDP header `l4` (`proto`) and
+/// mends its checksum incrementally (RFC 1624): `addrs` folds the address change
+/// into a checksum. A checksum the sender left to offload (`partial`: the field holds
+/// the pseudo-header sum, not inverted) only follows the addresses; a UDP checksum of
+/// zero ("none sent", IPv4 only: `zero_is_none`) stays zero, and a computed zero is
+/// sent as all ones (RFC 768).
+fn rewrite_l4(
+    l4: &mut [u8],
+    proto: u8,
+    partial: bool,
+    zero_is_none: bool,
+    addrs: impl Fn(u16) -> u16,
+    ports: (u16, u16),
+) {
+    let at = csum_offset(proto).expect("TCP or UDP, checked");
+    let (osp, odp) = super::ports(l4).expect("checked");
     let old = u16::from_be_bytes([l4[at], l4[at + 1]]);
     let new = if partial {
-        !checksum::update32(checksum::update32(!old, os, ns), od, nd)
-    } else if proto == PROTO_UDP && old == 0 {
+        !addrs(!old)
+    } else if zero_is_none && proto == PROTO_UDP && old == 0 {
         0
     } else {
-        let c = checksum::update32(checksum::update32(old, os, ns), od, nd);
-        let c = checksum::update16(c, osp, new_src.port());
-        let c = checksum::update16(c, odp, new_dst.port());
+        let c = checksum::update16(checksum::update16(addrs(old), osp, ports.0), odp, ports.1);
         if proto == PROTO_UDP && c == 0 {
             0xffff
         } else {
@@ -78,9 +92,8 @@ pub fn rewrite_v4(
         }
     };
     l4[at..at + 2].copy_from_slice(&new.to_be_bytes());
-    l4[0..2].copy_from_slice(&new_src.port().to_be_bytes());
-    l4[2..4].copy_from_slice(&new_dst.port().to_be_bytes());
-    true
+    l4[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    l4[2..4].copy_from_slice(&ports.1.to_be_bytes());
 }
 
 /// Rewrites the head of a packet quoted in an ICMP error (`quote`: its IP header and
@@ -176,30 +189,14 @@ pub fn rewrite_v6(
     }
     let mut ip = Ipv6Packet::new_checked(&mut *packet).expect("checked");
     let proto = ip.next_header();
-    let at = csum_offset(proto).expect("checked");
     let (os, od) = (u128::from(ip.src()), u128::from(ip.dst()));
     let (ns, nd) = (u128::from(*new_src.ip()), u128::from(*new_dst.ip()));
     ip.set_src(*new_src.ip());
     ip.set_dst(*new_dst.ip());
-    let l4 = ip.payload_mut();
-    let (osp, odp) = super::ports(l4).expect("checked");
-    let old = u16::from_be_bytes([l4[at], l4[at + 1]]);
-    let new = if partial {
-        !checksum::update128(checksum::update128(!old, os, ns), od, nd)
-    } else {
-        let c = checksum::update128(checksum::update128(old, os, ns), od, nd);
-        let c = checksum::update16(c, osp, new_src.port());
-        let c = checksum::update16(c, odp, new_dst.port());
-        // UDP over IPv6 never carries zero (RFC 8200 section 8.1): all ones instead.
-        if proto == PROTO_UDP && c == 0 {
-            0xffff
-        } else {
-            c
-        }
-    };
-    l4[at..at + 2].copy_from_slice(&new.to_be_bytes());
-    l4[0..2].copy_from_slice(&new_src.port().to_be_bytes());
-    l4[2..4].copy_from_slice(&new_dst.port().to_be_bytes());
+    // UDP over IPv6 never carries zero (RFC 8200 section 8.1): all ones instead.
+    let addrs = |c| checksum::update128(checksum::update128(c, os, ns), od, nd);
+    let ports = (new_src.port(), new_dst.port());
+    rewrite_l4(ip.payload_mut(), proto, partial, false, addrs, ports);
     true
 }
 
