@@ -112,7 +112,7 @@ fn check_and_up_refuse_the_same_labs_with_the_same_message() {
         // a bridge MTU no TAP takes, an interface name the kernel would rewrite.
         (
             Box::new(|name| bridge(name).port("a", "br0", &ns, "").nat()),
-            "8:1: masquerade needs a bridge with a `subnet`: its gateway is the containers' way out"
+            "8:1: masquerade needs a bridge with a `subnet` or `subnet6`: its gateway is the containers' way out"
                 .to_string(),
         ),
         (
@@ -121,8 +121,8 @@ fn check_and_up_refuse_the_same_labs_with_the_same_message() {
                     .port("a", "br0", &ns, "10.208.1.2/24")
                     .forward("", "8080", "10.208.1.2:80")
             }),
-            "11:6: forward to 10.208.1.2:80: that address is on no bridge with a `subnet`, so \
-             its replies could not come back (give its bridge a `subnet`)"
+            "11:6: forward to 10.208.1.2:80: that address is on no bridge with a `subnet` (or \
+             `subnet6`), so its replies could not come back (give its bridge one)"
                 .to_string(),
         ),
         (

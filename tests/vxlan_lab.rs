@@ -678,6 +678,15 @@ fn two_tapnets_over_an_ipv6_underlay() {
     std::thread::sleep(std::time::Duration::from_millis(1000));
     assert!(ping(&ca, "10.62.0.3", 3), "a to b, IPv4 inside IPv6");
     assert!(ping6(&cb, "fd00:62::2", 3), "b to a, IPv6 inside IPv6");
+    // Both hosts' routers answer for gateway6 on the stretched bridge: each
+    // container keeps its own host's (the first answer; no override flag).
+    for (ctr, lab) in [(&ca, &a), (&cb, &b)] {
+        assert!(ping6(ctr, "fd00:62::1", 2), "gateway6");
+        let own = lab.port("router:ov")["mac"].as_str().unwrap().to_string();
+        let neigh = ns_run(ctr, &["ip", "-6", "neigh", "show", "fd00:62::1"], 5);
+        let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+        assert!(neigh.contains(&own), "gateway6 at {own}: {neigh}");
+    }
     let text = capture.join().unwrap();
     let from_a: Vec<&str> = text
         .lines()

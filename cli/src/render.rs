@@ -302,6 +302,13 @@ pub fn render(what: &str, v: &Value) -> String {
                     }
                 }
             }
+            if let Some(reasons) = v["host_proxy"].as_object() {
+                for (reason, count) in reasons {
+                    if count.as_u64().unwrap_or(0) > 0 {
+                        rows.push(vec!["host proxy".into(), reason.clone(), s(count)]);
+                    }
+                }
+            }
             if let Some(reasons) = v["router"]["drops"].as_object() {
                 for (reason, count) in reasons {
                     if count.as_u64().unwrap_or(0) > 0 {

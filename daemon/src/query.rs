@@ -201,7 +201,19 @@ fn drops(l: Live<'_>, lab: &str) -> Value {
             .map(|d| (d.name().to_string(), json!(v.dropped(*d))))
             .collect::<serde_json::Map<String, Value>>()
     });
-    json!({"lab": lab, "ports": ports, "bridges": bridges, "router": router, "vxlan": vxlan})
+    // What the host proxy dropped (the rest of its counters: `show nat`).
+    let host_proxy = l.router().and_then(|r| r.proxy()).map(|p| {
+        let st = p.stats();
+        json!({
+            "malformed": st.malformed,
+            "not_carried": st.not_carried,
+            "no_flow": st.no_flow,
+            "container_limited": st.container_limited,
+            "syn_limited": st.syn_limited,
+            "ping_refused": st.ping_refused,
+        })
+    });
+    json!({"lab": lab, "ports": ports, "bridges": bridges, "router": router, "vxlan": vxlan, "host_proxy": host_proxy})
 }
 
 fn routes(l: Live<'_>, lab: &str) -> Value {
@@ -419,6 +431,7 @@ fn nat(l: Live<'_>, lab: &str, now: Instant) -> Value {
             "ping_refused": st.ping_refused,
             "ping_mode": format!("{:?}", proxy.ping_mode()).to_lowercase(),
             "malformed": st.malformed,
+            "not_carried": st.not_carried,
             "flows_expired": st.flows_expired,
             "tcp_reset": st.tcp_reset,
             "syn_limited": st.syn_limited,

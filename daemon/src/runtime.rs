@@ -250,7 +250,7 @@ impl Live<'_> {
     /// nothing changed on an error.
     pub fn add_forward(&mut self, dp: &mut Datapath, proto: &str, listen: &str, to: &str) -> Value {
         let Some(router) = self.handles.router else {
-            return json!({"error": format!("lab `{}` has no router (no bridge with a subnet): a forward needs one", self.lab.name)});
+            return json!({"error": format!("lab `{}` has no router (no bridge with a subnet or subnet6): a forward needs one", self.lab.name)});
         };
         let mut text = lab::to_toml(&self.lab);
         let q = |v: &str| {
@@ -298,7 +298,7 @@ impl Live<'_> {
             return json!({"error": "service add NAME VIP PROTO BACKEND..."});
         };
         let Some(router) = self.handles.router else {
-            return json!({"error": format!("lab `{}` has no router (no bridge with a subnet): a service needs one", self.lab.name)});
+            return json!({"error": format!("lab `{}` has no router (no bridge with a subnet or subnet6): a service needs one", self.lab.name)});
         };
         let q = |v: &str| {
             let mut value = toml_edit::Value::from(v);

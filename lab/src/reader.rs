@@ -543,7 +543,7 @@ mod tests {
                 "6:1: missing required key `backends` in [[service]]",
                 "7:1: missing required key `listen` in [vxlan]",
                 "7:1: [vxlan] needs `peers` (static tunnel endpoints), `etcd` (endpoints found through the store), or both",
-                "8:1: masquerade needs a bridge with a `subnet`: its gateway is the containers' way out",
+                "8:1: masquerade needs a bridge with a `subnet` or `subnet6`: its gateway is the containers' way out",
             ]
         );
     }

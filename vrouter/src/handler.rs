@@ -385,8 +385,10 @@ impl Handler for RouterHandler {
             ),
             Action::ToHost => {
                 if let Some(proxy) = self.proxy.as_mut() {
-                    let packet = &out.frame(buf, len)[VNET_HDR_LEN + ETH_HDR_LEN..];
-                    proxy.from_container(packet, &reg(out), now);
+                    let frame = out.frame(buf, len);
+                    let sender = vswitch::frame::source_mac(&frame[VNET_HDR_LEN..]);
+                    let packet = &frame[VNET_HDR_LEN + ETH_HDR_LEN..];
+                    proxy.from_container(packet, sender, &reg(out), now);
                     self.run_proxy(out, now);
                 }
                 Verdict::Release
@@ -556,7 +558,11 @@ impl Handler for RouterHandler {
                 } else {
                     "outside every subnet: handed to the host proxy"
                 };
-                match proxy.trace(packet) {
+                let sender = frame
+                    .get(VNET_HDR_LEN..)
+                    .and_then(vswitch::wire::ethernet::EthernetFrame::new_checked)
+                    .map_or(Mac::default(), |e| e.src());
+                match proxy.trace(packet, sender) {
                     ProxyTrace::Out(how) => Traced::Leaves {
                         egress: "host".into(),
                         step: format!("router: {whose}{rewrite}; {how}"),

@@ -433,3 +433,43 @@ fn advertisements_name_the_dns_servers() {
     let without = ra(1);
     assert_eq!(without.len(), 10 + 14 + 40 + icmpv6::RA_LEN);
 }
+
+#[test]
+fn what_no_service_takes_at_a_vip_never_goes_to_the_host() {
+    // With the host proxy on (masquerade), TCP or UDP to a VIP's port no service
+    // serves is the router's to answer, not something to send out of the host.
+    let mut r = router();
+    r.set_host_egress(true);
+    let now = Instant::now();
+    let other_port = sa6("[fd00:16:2::100]:81");
+    let mut f = l4(
+        PROTO_TCP,
+        CLIENT,
+        GW0,
+        client(40000),
+        other_port,
+        tcp::SYN,
+        b"",
+    );
+    let action = r.handle(0, &mut f, now);
+    assert!(matches!(action, Action::Drop(_)), "{action:?}");
+    let mut f = l4(PROTO_UDP, CLIENT, GW0, client(40000), other_port, 0, b"x");
+    let action = r.handle(0, &mut f, now);
+    assert!(matches!(action, Action::Drop(_)), "{action:?}");
+    // Port unreachable back to the client, from the router.
+    let mut frames = Vec::new();
+    r.outbox().drain(|leg, f| frames.push((leg, f.to_vec())));
+    assert_eq!(frames.len(), 1);
+    // A gateway6's TCP (a forward's return half) is the host proxy's.
+    let gw = sa6("[fd00:16:1::1]:33000");
+    let mut f = l4(
+        PROTO_TCP,
+        CLIENT,
+        GW0,
+        client(80),
+        gw,
+        tcp::SYN | tcp::ACK,
+        b"",
+    );
+    assert_eq!(r.handle(0, &mut f, now), Action::ToHost);
+}

@@ -171,7 +171,7 @@ mod tests {
 
     fn na(target: &str, mac: Mac) -> Vec<u8> {
         let mut m = vec![0u8; 32];
-        crate::wire::icmpv6::emit_na(&mut m, target.parse().unwrap(), mac, false);
+        crate::wire::icmpv6::emit_na(&mut m, target.parse().unwrap(), mac, false, true);
         m
     }
 

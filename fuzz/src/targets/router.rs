@@ -174,7 +174,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let routed6 = ipv6_frame(GW0, CLIENT, c6, b6, 64, icmpv6::NEXT_HEADER, echo6());
     let hop1 = ipv6_frame(GW0, CLIENT, c6, b6, 1, icmpv6::NEXT_HEADER, echo6());
     let mut na = vec![0u8; 32];
-    icmpv6::emit_na(&mut na, b6, B1, true);
+    icmpv6::emit_na(&mut na, b6, B1, true, true);
     let na_b = ipv6_frame(
         GW1,
         B1,

@@ -132,8 +132,8 @@ pub(super) fn forwards(
                 cx.err(
                     t.at,
                     format!(
-                        "forward to {}: that address is on no bridge with a `subnet`, so its \
-                         replies could not come back (give its bridge a `subnet`)",
+                        "forward to {}: that address is on no bridge with a `subnet` (or \
+                         `subnet6`), so its replies could not come back (give its bridge one)",
                         t.v
                     ),
                 );

@@ -35,10 +35,10 @@ pub(super) fn nat(cx: &mut Cx<'_>, root: &Sec<'_>, binfo: &[BInfo<'_>]) -> Optio
         let read = cx.bool_(&s, "masquerade");
         let masquerade = read.is_none_or(|m| m.v);
         let readable = read.is_some() || !s.has("masquerade");
-        if masquerade && readable && !binfo.iter().any(|b| b.has_subnet) {
+        if masquerade && readable && !binfo.iter().any(|b| b.has_subnet || b.net6.is_some()) {
             cx.err(
                 s.at,
-                "masquerade needs a bridge with a `subnet`: its gateway is the containers' way out",
+                "masquerade needs a bridge with a `subnet` or `subnet6`: its gateway is the containers' way out",
             );
         }
         NatCfg {

@@ -333,7 +333,7 @@ pub(super) fn ports<'a>(
         // The router's own MAC on the port's bridge is a static FDB entry there:
         // a port using it would have every frame dropped as static_mac_conflict.
         let router = br
-            .filter(|b| b.has_subnet)
+            .filter(|b| b.has_subnet || b.net6.is_some())
             .and_then(|b| b.name)
             .map(|b| (b, router_mac(lab_name, b)));
         if let (Some(m), Some((b, r))) = (mac, router) {
@@ -415,9 +415,13 @@ pub(super) fn ports<'a>(
                 .ok()
         });
         // A VM picks its own MAC: port security on a QEMU port is asked for, with `mac`.
+        // A port on a bridge with a subnet6 is guarded even without addresses of its
+        // own (SLAAC): else it could advertise itself as the router or take another's
+        // address in neighbour discovery.
+        let routed6 = br.is_some_and(|b| b.net6.is_some());
         let spoof_check = cx
             .bool_(&s, "spoof_check")
-            .map_or(ip.is_some() && qemu.is_none(), |f| f.v);
+            .map_or((ip.is_some() || routed6) && qemu.is_none(), |f| f.v);
         cfgs.push(PortCfg {
             impair,
             mirror,

@@ -42,6 +42,8 @@ pub(super) struct PingFlow {
     pub socket: Option<socket2::Socket>,
     pub container: IpAddr,
     pub remote: IpAddr,
+    /// The container's MAC, whose share the flow counts against.
+    pub owner: vswitch::Mac,
     /// The container's echo identifier, put back into the replies.
     pub ident: u16,
     /// On the raw socket: the identifier sent instead (unique among the lab's flows).
@@ -137,7 +139,7 @@ impl HostProxy {
         let n = match self.flows.get(&key) {
             Some(&n) => n,
             None => {
-                if !self.within_share(container.into()) {
+                if !self.within_share() {
                     return;
                 }
                 let (socket, wire_ident) = match self.ping {
@@ -162,6 +164,7 @@ impl HostProxy {
                     socket,
                     container: container.into(),
                     remote: remote.into(),
+                    owner: self.from,
                     ident,
                     wire_ident,
                     ttl: 0,
@@ -385,7 +388,7 @@ impl HostProxy {
                         return self.error_from_gateway(packet, Unreachable::AdminProhibited);
                     }
                 };
-                if !self.within_share(container.into()) {
+                if !self.within_share() {
                     return;
                 }
                 let socket = match icmp6_socket(kind, remote) {
@@ -404,6 +407,7 @@ impl HostProxy {
                     socket: Some(socket),
                     container: container.into(),
                     remote: remote.into(),
+                    owner: self.from,
                     ident,
                     wire_ident,
                     ttl: 0,

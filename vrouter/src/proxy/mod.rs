@@ -46,6 +46,7 @@ use vswitch::wire::icmpv4::{self, IcmpRepr};
 use vswitch::wire::icmpv6;
 use vswitch::wire::ip::IpHead;
 use vswitch::wire::ipv4::Ipv4Packet;
+use vswitch::Mac;
 
 use crate::nat::{Timeouts, PROTO_TCP, PROTO_UDP};
 use device::Queues;
@@ -108,8 +109,13 @@ pub struct ProxyStats {
     /// `net.ipv4.ping_group_range` leaves tapnet's group out): the container was told
     /// "administratively prohibited".
     pub ping_refused: u64,
-    /// Packets for the outside too short or malformed to carry ports: dropped.
+    /// Packets for the outside too short or malformed to carry ports, to or from port
+    /// 0, or UDP over IPv6 with no checksum: dropped.
     pub malformed: u64,
+    /// IPv6 packets for the outside behind extension headers, or of an upper layer
+    /// other than TCP, UDP and ICMPv6 (IPv4: other than TCP, UDP and ICMP): no host
+    /// socket carries them as sent, so they are dropped.
+    pub not_carried: u64,
     /// accept() failing on a forward's listener (out of descriptors, say).
     pub accept_errors: u64,
     /// Spliced connections cut because one side failed or reset (the other side was
@@ -184,11 +190,11 @@ pub struct HostProxy {
     timers: BinaryHeap<Reverse<(smoltcp::time::Instant, usize, u64)>>,
     next_conn: u64,
     /// Half-open masquerade connections, per container address, and in all.
-    pending: HashMap<IpAddr, u32>,
+    pending: HashMap<Mac, u32>,
     pending_total: usize,
     /// Masquerade flows (TCP, UDP, echo) per container address, and the most one
     /// container may hold.
-    owned: HashMap<IpAddr, u32>,
+    owned: HashMap<Mac, u32>,
     max_per_container: u32,
     /// Flows in order of last activity, to evict the least recently used in O(1).
     lru: Lru,
@@ -206,6 +212,9 @@ pub struct HostProxy {
     gateways: Vec<(u32, u8, Ipv4Addr)>,
     /// The gateways of the routed subnet6s: (gateway6, prefix length).
     gateways6: Vec<(Ipv6Addr, u8)>,
+    /// The sender (its MAC) of the packet [`HostProxy::from_container`] works on: new
+    /// masquerade flows are its, and count against its share.
+    from: Mac,
     /// The last port handed out on a gateway's address for forwarded connections.
     next_port: u16,
     ping: PingMode,
@@ -227,11 +236,11 @@ fn default_share(max_flows: usize) -> u32 {
 
 /// The container a masquerade flow belongs to (forwards' flows belong to their
 /// clients, and listeners to the lab).
-fn owner(entry: &Entry) -> Option<IpAddr> {
+fn owner(entry: &Entry) -> Option<Mac> {
     match entry {
-        Entry::Tcp(c) if c.rule.is_none() => Some(c.container.ip()),
-        Entry::Udp(f) if f.rule.is_none() => Some(f.container.ip()),
-        Entry::Ping(f) => Some(f.container),
+        Entry::Tcp(c) if c.rule.is_none() => Some(c.owner),
+        Entry::Udp(f) if f.rule.is_none() => Some(f.owner),
+        Entry::Ping(f) => Some(f.owner),
         _ => None,
     }
 }
@@ -312,6 +321,7 @@ impl HostProxy {
             unregistered: Vec::new(),
             gateways: Vec::new(),
             gateways6: Vec::new(),
+            from: Mac::default(),
             next_port: 0,
             ping: PingMode::None,
             raw: None,
@@ -467,8 +477,8 @@ impl HostProxy {
     }
 
     /// Whether container `ip` may open another masquerade flow; counts a refusal.
-    fn within_share(&mut self, ip: IpAddr) -> bool {
-        let ok = self.owned.get(&ip).copied().unwrap_or(0) < self.max_per_container;
+    fn within_share(&mut self) -> bool {
+        let ok = self.owned.get(&self.from).copied().unwrap_or(0) < self.max_per_container;
         if !ok {
             self.stats.container_limited += 1;
         }
@@ -523,8 +533,13 @@ impl HostProxy {
     /// gateway's, for the return half of a forward sourced from it).
     /// `packet` is IPv4 or IPv6 (an IPv6 packet's next header must be TCP, UDP or
     /// ICMPv6 itself: extension headers are not followed here).
-    pub fn from_container(&mut self, packet: &[u8], reg: &Reg<'_>, now: Instant) {
+    ///
+    /// `sender` is the MAC the packet came from: a container's flows, half-open
+    /// connections and share are counted by it, not by source address (a container may
+    /// use many addresses of its /64, or forge another's).
+    pub fn from_container(&mut self, packet: &[u8], sender: Mac, reg: &Reg<'_>, now: Instant) {
         self.register_listeners(reg);
+        self.from = sender;
         let Some(ip) = IpHead::parse(packet) else {
             self.stats.malformed += 1;
             return;
@@ -541,7 +556,7 @@ impl HostProxy {
             (PROTO_UDP, _) => self.udp_from_container(&ip, packet, reg, now),
             (PROTO_ICMP, IpAddr::V4(_)) => self.ping(packet, reg, now),
             (PROTO_ICMPV6, IpAddr::V6(_)) => self.ping6(&ip, packet, reg, now),
-            _ => self.stats.no_flow += 1,
+            _ => self.stats.not_carried += 1,
         }
     }
 
@@ -1118,7 +1133,8 @@ mod tests {
         for port in 0..100u16 {
             let from = format!("10.0.0.{}:{}", 2 + port % 4, 20000 + port);
             let p = udp(&from, "127.0.0.1:9", b"x");
-            proxy.from_container(&p, &reg, now + Duration::from_millis(port as u64));
+            let mac = Mac([2, 0, 0, 0, 0, 2 + (port % 4) as u8]);
+            proxy.from_container(&p, mac, &reg, now + Duration::from_millis(port as u64));
         }
         assert_eq!(proxy.flows(now).count(), 16);
         assert_eq!(proxy.stats().flows_evicted, 84);
@@ -1137,19 +1153,22 @@ mod tests {
             registry: poll.registry(),
             base: 0,
         };
+        // One container (one MAC), sending from many addresses: its share is one.
+        let (one, other) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
         for port in 0..100u16 {
-            let p = udp(&format!("10.0.0.2:{}", 20000 + port), "127.0.0.1:9", b"x");
-            proxy.from_container(&p, &reg, now);
+            let from = format!("10.0.0.{}:{}", 2 + port % 7 * 10, 20000 + port);
+            let p = udp(&from, "127.0.0.1:9", b"x");
+            proxy.from_container(&p, one, &reg, now);
         }
         assert_eq!(proxy.flows(now).count(), 12);
         assert_eq!(proxy.stats().container_limited, 88);
         assert_eq!(proxy.stats().flows_evicted, 0);
         // Another container still gets its flows, and the first one's known flows go on.
         let p = udp("10.0.0.3:20000", "127.0.0.1:9", b"x");
-        proxy.from_container(&p, &reg, now);
+        proxy.from_container(&p, other, &reg, now);
         assert_eq!(proxy.flows(now).count(), 13);
         let p = udp("10.0.0.2:20000", "127.0.0.1:9", b"x");
-        proxy.from_container(&p, &reg, now);
+        proxy.from_container(&p, one, &reg, now);
         assert_eq!(proxy.stats().container_limited, 88);
     }
 
@@ -1172,7 +1191,12 @@ mod tests {
             registry: poll.registry(),
             base: 0,
         };
-        proxy.from_container(&udp("10.0.0.2:1000", "127.0.0.1:9", b"x"), &reg, now);
+        proxy.from_container(
+            &udp("10.0.0.2:1000", "127.0.0.1:9", b"x"),
+            Mac([2, 0, 0, 0, 0, 1]),
+            &reg,
+            now,
+        );
         proxy.tick(now + Duration::from_secs(4));
         let flows: Vec<_> = proxy.flows(now + Duration::from_secs(4)).collect();
         assert_eq!(flows.len(), 1);
@@ -1192,7 +1216,7 @@ mod tests {
                 registry: poll.registry(),
                 base: 0,
             };
-            proxy.from_container(&full[..cut], &reg, Instant::now());
+            proxy.from_container(&full[..cut], Mac([2, 0, 0, 0, 0, 1]), &reg, Instant::now());
         }
         assert_eq!(proxy.stats().malformed, 28);
         assert_eq!(proxy.flows(Instant::now()).count(), 0);

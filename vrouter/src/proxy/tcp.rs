@@ -49,6 +49,8 @@ pub(super) struct TcpConn {
     /// The container side's view: (container address, the other end's address).
     pub container: SocketAddr,
     pub remote: SocketAddr,
+    /// The container's MAC, whose share a masquerade connection counts against.
+    pub owner: vswitch::Mac,
     pub rule: Option<usize>,
     pub connected: bool,
     /// The container's side reached ESTABLISHED.
@@ -69,6 +71,7 @@ impl TcpConn {
         host: TcpStream,
         container: SocketAddr,
         remote: SocketAddr,
+        owner: vswitch::Mac,
         now: Instant,
     ) -> TcpConn {
         TcpConn {
@@ -81,6 +84,7 @@ impl TcpConn {
             last_active: now,
             container,
             remote,
+            owner,
             rule: None,
             connected: false,
             established: false,
@@ -170,6 +174,10 @@ impl HostProxy {
         };
         let src = SocketAddr::new(ip.src, tcp.src_port());
         let dst = SocketAddr::new(ip.dst, tcp.dst_port());
+        if src.port() == 0 || dst.port() == 0 {
+            self.stats.malformed += 1;
+            return;
+        }
         let syn_only = tcp.flags() & (SYN | ACK | RST) == SYN;
         let Some(n) = self.flows.get(&(PROTO_TCP, src, dst)).copied() else {
             if syn_only && !self.is_gateway(dst.ip()) {
@@ -240,12 +248,12 @@ impl HostProxy {
         reg: &Reg<'_>,
         now: Instant,
     ) {
-        let mine = self.pending.get(&src.ip()).copied().unwrap_or(0);
+        let mine = self.pending.get(&self.from).copied().unwrap_or(0);
         if mine >= PENDING_PER_CONTAINER || self.pending_total >= PENDING_TOTAL {
             self.stats.syn_limited += 1;
             return;
         }
-        if !self.within_share(src.ip()) {
+        if !self.within_share() {
             return;
         }
         let host = match connect(dst, ttl.saturating_sub(1)) {
@@ -254,11 +262,11 @@ impl HostProxy {
         };
         self.make_room();
         let id = self.next_id();
-        let mut conn = TcpConn::new(id, host, src, dst, now);
+        let mut conn = TcpConn::new(id, host, src, dst, self.from, now);
         conn.pending_syn = Some(syn.to_vec());
         conn.pending_since = Some(now);
         let n = self.add(Entry::Tcp(conn));
-        *self.pending.entry(src.ip()).or_insert(0) += 1;
+        *self.pending.entry(self.from).or_insert(0) += 1;
         self.pending_total += 1;
         self.track_tcp(n, reg, now);
         self.stats.tcp_opened += 1;
@@ -392,7 +400,7 @@ impl HostProxy {
                 continue;
             }
             let id = self.next_id();
-            let mut conn = TcpConn::new(id, host, to, source, now);
+            let mut conn = TcpConn::new(id, host, to, source, vswitch::Mac::default(), now);
             conn.smol = Some(conn.set.add(smol));
             conn.rule = Some(rule);
             conn.connected = true;
@@ -563,7 +571,7 @@ impl HostProxy {
             c.established = true;
             smol.set_timeout(Some(smol_duration(DEAD_PEER)));
             if c.pending_since.take().is_some() {
-                unpend(&mut self.pending, &mut self.pending_total, c.container.ip());
+                unpend(&mut self.pending, &mut self.pending_total, c.owner);
             }
         }
         if state == tcp::State::Closed {
@@ -666,7 +674,7 @@ impl HostProxy {
     pub(super) fn forget_tcp(&mut self, mut c: TcpConn) {
         self.flows.remove(&(PROTO_TCP, c.container, c.remote));
         if c.pending_since.is_some() {
-            unpend(&mut self.pending, &mut self.pending_total, c.container.ip());
+            unpend(&mut self.pending, &mut self.pending_total, c.owner);
         }
         if !(c.host_eof && c.container_eof) {
             reset(&c.host);
@@ -688,7 +696,7 @@ impl HostProxy {
 
 /// One of container `ip`'s half-open connections is no longer: both handshakes are
 /// done, or it is gone.
-fn unpend(pending: &mut HashMap<IpAddr, u32>, total: &mut usize, ip: IpAddr) {
+fn unpend(pending: &mut HashMap<vswitch::Mac, u32>, total: &mut usize, ip: vswitch::Mac) {
     *total -= 1;
     if let Some(k) = pending.get_mut(&ip) {
         *k -= 1;

@@ -1,7 +1,7 @@
 //! What the host proxy would do with a container's packet, decided without doing it:
 //! the same lookups and limits as [`HostProxy::from_container`], for `tapnet trace`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use vswitch::wire::icmpv4::{self, IcmpPacket};
 use vswitch::wire::icmpv6;
@@ -28,7 +28,8 @@ pub enum ProxyTrace {
 impl HostProxy {
     /// What [`HostProxy::from_container`] would do with `packet` (an IPv4 or IPv6
     /// packet from a container), without doing it.
-    pub fn trace(&self, packet: &[u8]) -> ProxyTrace {
+    /// `sender`: the MAC it came from (whose share it would count against).
+    pub fn trace(&self, packet: &[u8], sender: vswitch::Mac) -> ProxyTrace {
         let malformed = || ProxyTrace::Dropped {
             reason: "malformed",
             why: "too short or malformed to carry ports".into(),
@@ -71,7 +72,7 @@ impl HostProxy {
                 if !self.masquerade {
                     return self.no_flow();
                 }
-                let mine = self.pending.get(&src).copied().unwrap_or(0);
+                let mine = self.pending.get(&sender).copied().unwrap_or(0);
                 if mine >= PENDING_PER_CONTAINER || self.pending_total >= PENDING_TOTAL {
                     return ProxyTrace::Dropped {
                         reason: "syn_limited",
@@ -80,7 +81,7 @@ impl HostProxy {
                         ),
                     };
                 }
-                if let Some(limited) = self.over_share(src) {
+                if let Some(limited) = self.over_share(sender) {
                     return limited;
                 }
                 ProxyTrace::Out(format!(
@@ -109,7 +110,7 @@ impl HostProxy {
                 if !self.masquerade {
                     return self.no_flow();
                 }
-                if let Some(limited) = self.over_share(src) {
+                if let Some(limited) = self.over_share(sender) {
                     return limited;
                 }
                 ProxyTrace::Out(format!("masquerade: a new host socket to {}", key.2))
@@ -139,7 +140,7 @@ impl HostProxy {
                     SocketAddr::new(dst, 0),
                 );
                 if !self.flows.contains_key(&key) {
-                    if let Some(limited) = self.over_share(src) {
+                    if let Some(limited) = self.over_share(sender) {
                         return limited;
                     }
                 }
@@ -147,7 +148,12 @@ impl HostProxy {
                     "masquerade: an echo request to {dst} from the host"
                 ))
             }
-            _ => self.no_flow(),
+            _ => ProxyTrace::Dropped {
+                reason: "not_carried",
+                why: "no host socket carries it as sent (an IPv6 extension header, or \
+                      another protocol than TCP, UDP and ICMP)"
+                    .into(),
+            },
         }
     }
 
@@ -159,7 +165,7 @@ impl HostProxy {
     }
 
     /// The refusal a new flow from `container` would get past its share.
-    fn over_share(&self, container: IpAddr) -> Option<ProxyTrace> {
+    fn over_share(&self, container: vswitch::Mac) -> Option<ProxyTrace> {
         let held = self.owned.get(&container).copied().unwrap_or(0);
         (held >= self.max_per_container).then(|| ProxyTrace::Dropped {
             reason: "container_limited",

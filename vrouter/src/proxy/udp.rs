@@ -22,6 +22,8 @@ pub(super) struct UdpFlow {
     pub socket: Option<UdpSocket>,
     pub listener: Option<usize>,
     pub container: SocketAddr,
+    /// The container's MAC, whose share a masquerade flow counts against.
+    pub owner: vswitch::Mac,
     /// The other end as the container sees it (the flow's key).
     pub remote: SocketAddr,
     /// The other end on the host side, where its datagrams go.
@@ -75,6 +77,12 @@ impl HostProxy {
         };
         let src = SocketAddr::new(ip.src, udp.src_port());
         let dst = SocketAddr::new(ip.dst, udp.dst_port());
+        // Port 0 is no one's; UDP over IPv6 without a checksum is not UDP (RFC 8200
+        // section 8.1: the receiver discards it).
+        if src.port() == 0 || dst.port() == 0 || (ip.src.is_ipv6() && udp.checksum() == 0) {
+            self.stats.malformed += 1;
+            return;
+        }
         let payload = udp.payload();
         let ttl = ip.ttl.saturating_sub(1);
         let df = ip.dont_frag;
@@ -129,7 +137,7 @@ impl HostProxy {
             self.stats.no_flow += 1;
             return;
         }
-        if !self.within_share(src.ip()) {
+        if !self.within_share() {
             return;
         }
         let socket = match masquerade_socket(dst, ttl, df) {
@@ -149,6 +157,7 @@ impl HostProxy {
             socket: Some(socket),
             listener: None,
             container: src,
+            owner: self.from,
             remote: dst,
             peer: dst,
             rule: None,
@@ -230,6 +239,7 @@ impl HostProxy {
                         socket: None,
                         listener: Some(n),
                         container: to,
+                        owner: vswitch::Mac::default(),
                         remote: source,
                         peer: client,
                         rule: Some(rule),

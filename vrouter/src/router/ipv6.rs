@@ -94,12 +94,11 @@ impl Router {
         // Any of the router's addresses: this leg's, or another leg's gateway6 (a
         // container may ping the far side's gateway), or a service VIP (pinged, or
         // sent what no service of it takes).
-        let ours = dst == lla
-            || self
-                .ifaces
-                .iter()
-                .any(|i| i.ip6.is_some_and(|(g, _)| g == dst))
-            || self.is_vip6(dst);
+        let gateway = self
+            .ifaces
+            .iter()
+            .any(|i| i.ip6.is_some_and(|(g, _)| g == dst));
+        let ours = dst == lla || gateway || self.is_vip6(dst);
         let solicited_node = dst.segments()[..6] == [0xff02, 0, 0, 0, 0, 1];
         if !ours && !dst.is_multicast() {
             return self.forward6(iface, frame, src, dst, hops, now);
@@ -109,12 +108,13 @@ impl Router {
                 // Multicast listener reports (behind a hop-by-hop header) and the
                 // like: a router that does not route multicast lets them be.
                 Action::Done
-            } else if ours
+            } else if gateway
                 && self.host_egress
                 && (next == vswitch::wire::PROTO_TCP || next == vswitch::wire::PROTO_UDP)
             {
                 // The host proxy sources some forwarded connections from gateway6 (for
                 // clients a container could not answer directly): the replies are its.
+                // (Not a VIP's: what no service of it takes is answered here.)
                 Action::ToHost
             } else if ours {
                 // UDP to the router (traceroute -6's last probe): port unreachable,
@@ -196,8 +196,13 @@ impl Router {
                 } else {
                     (src, sender)
                 };
+                // gateway6 and a VIP may be answered for by another router too: the
+                // gateway on a bridge stretched over VXLAN has a router on each host.
+                // Without the override flag, the first answer (the host's own router,
+                // nearest) stays in the container's cache (RFC 4861 section 7.2.5).
+                let overrides = target == lla;
                 self.send_nd(iface, me.mac, target, to, to_mac, NA_LEN, |m| {
-                    icmpv6::emit_na(m, target, me.mac, !src.is_unspecified())
+                    icmpv6::emit_na(m, target, me.mac, !src.is_unspecified(), overrides)
                 });
                 self.stats.na_sent += 1;
                 Action::Done

@@ -296,12 +296,14 @@ pub fn link_local(mac: Mac) -> Ipv6Addr {
 
 /// Writes a neighbour advertisement for `target` at `mac` into `buf` (at least
 /// [`NA_LEN`] bytes), its checksum left to [`fill_checksum`]: router flag, solicited
-/// as asked, override, and the target link-layer address option.
-pub fn emit_na(buf: &mut [u8], target: Ipv6Addr, mac: Mac, solicited: bool) {
+/// and override as asked (RFC 4861 section 4.4: no override for an address others
+/// may answer for too, an anycast one, section 7.2.7), and the target link-layer
+/// address option.
+pub fn emit_na(buf: &mut [u8], target: Ipv6Addr, mac: Mac, solicited: bool, overrides: bool) {
     let b = &mut buf[..NA_LEN];
     b.fill(0);
     b[0] = NEIGHBOR_ADVERT;
-    b[4] = 0x80 | if solicited { 0x40 } else { 0 } | 0x20;
+    b[4] = 0x80 | if solicited { 0x40 } else { 0 } | if overrides { 0x20 } else { 0 };
     b[8..24].copy_from_slice(&target.octets());
     b[24] = OPT_TARGET_LLADDR;
     b[25] = 1;
@@ -412,6 +414,7 @@ mod tests {
             &mut na,
             "fd00::1".parse().unwrap(),
             Mac([2, 0, 0, 0, 0, 1]),
+            true,
             true,
         );
         fill_checksum(src, dst, &mut na);
