@@ -52,7 +52,8 @@ enum Command {
     /// router, services and NAT, VXLAN) and print each step. Nothing is sent.
     Trace {
         port: String,
-        /// `tcp SRC:PORT -> DST:PORT`, `udp ...`, or `icmp SRC -> DST`.
+        /// `tcp SRC:PORT -> DST:PORT`, `udp ...`, or `icmp SRC -> DST`; over IPv6,
+        /// `tcp [SRC]:PORT -> [DST]:PORT` or `icmp6 SRC -> DST`. `size BYTES` after it.
         packet: String,
         #[arg(long)]
         lab: Option<String>,

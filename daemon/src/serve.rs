@@ -40,11 +40,12 @@ pub(crate) fn serve(
 
     // A closed stdout (the reader went away) must not stop the lab.
     let mut stdout = std::io::stdout();
+    let n = dp.up_ports();
     let _ = writeln!(
         stdout,
-        "ready: lab {}, {} ports",
+        "ready: lab {}, {n} port{}",
         live.lab.name,
-        dp.up_ports()
+        if n == 1 { "" } else { "s" }
     );
     let _ = stdout.flush();
 

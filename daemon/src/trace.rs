@@ -41,7 +41,7 @@ const MAX_SIZE: usize = ETH_HDR_LEN + 65535;
 
 /// Parses `PROTO SRC -> DST [size N]`; the error says what is expected.
 pub fn parse(text: &str) -> Result<PacketSpec, String> {
-    const FORM: &str = "expected `tcp|udp|icmp SRC -> DST [size BYTES]`, e.g. `tcp 172.16.1.3:40000 -> 172.16.1.2:3306` (no ports for icmp)";
+    const FORM: &str = "expected `tcp|udp|icmp SRC -> DST [size BYTES]`, e.g. `tcp 172.16.1.3:40000 -> 172.16.1.2:3306` (no ports for icmp; over IPv6, `icmp6` or `tcp [fd00::3]:4000 -> [fd00::2]:80`)";
     let words: Vec<&str> = text.split_whitespace().collect();
     let (head, size) = match words[..] {
         [p, s, "->", d] => ([p, s, d], None),
@@ -381,10 +381,14 @@ mod v6 {
         size: Option<usize>,
     }
 
-    /// None: not an IPv6 packet (no `icmp6`, no `[`); else the spec or why not.
+    /// None: not an IPv6 packet (no `icmp6`, no `[`, no `icmp` between IPv6
+    /// addresses); else the spec or why not.
     pub fn parse(text: &str) -> Option<Result<Spec, String>> {
         let words: Vec<&str> = text.split_whitespace().collect();
-        let is_v6 = words.first() == Some(&"icmp6") || text.contains('[');
+        // `icmp A -> B` with IPv6 addresses means ICMPv6, as `ping` takes either.
+        let icmp_v6 = words.first() == Some(&"icmp")
+            && words.get(1).is_some_and(|a| a.parse::<Ipv6Addr>().is_ok());
+        let is_v6 = words.first() == Some(&"icmp6") || icmp_v6 || text.contains('[');
         if !is_v6 {
             return None;
         }
@@ -397,7 +401,7 @@ mod v6 {
         let proto = match proto {
             "tcp" => PROTO_TCP,
             "udp" => PROTO_UDP,
-            "icmp6" => icmpv6::NEXT_HEADER,
+            "icmp6" | "icmp" => icmpv6::NEXT_HEADER,
             other => return Some(Err(format!("bad protocol {other:?}: {FORM}"))),
         };
         let addr = |s: &str| -> Result<SocketAddrV6, String> {

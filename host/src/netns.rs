@@ -516,7 +516,7 @@ pub fn mount_home() -> &'static MountHome {
 pub fn stuck_warning(whose: &str, why: &str) -> String {
     format!(
         "tapnet: warning: tapnet runs in a mount namespace of its own (as `ip netns exec` \
-         gives it) and cannot enter {whose}'s ({why}), so the namespaces it creates are \
+         gives it) and cannot enter the mount namespace of {whose} ({why}), so the namespaces it creates are \
          mounted at /run/netns only inside its own mount namespace: from anywhere else \
          `ip netns exec NAME ...` fails with \"setting the network namespace ... failed\". \
          To run tapnet inside another network namespace, use \
@@ -561,7 +561,7 @@ fn find_mount_home() -> MountHome {
         ) =>
         {
             MountHome::Stuck {
-                whose: "the mount namespace tapnet was started from".to_string(),
+                whose: "the process that started it".to_string(),
                 why: "tapnet runs in a private mount namespace (as `ip netns exec` makes) whose \
                       parent it cannot find or enter"
                     .to_string(),
@@ -909,7 +909,10 @@ pub(crate) mod tests {
     #[test]
     fn the_stuck_warning_says_what_happens_and_what_to_run() {
         let w = stuck_warning("PID 1", "Operation not permitted");
-        assert!(w.contains("PID 1's (Operation not permitted)"), "{w}");
+        assert!(
+            w.contains("cannot enter the mount namespace of PID 1 (Operation not permitted)"),
+            "{w}"
+        );
         assert!(w.contains("setting the network namespace"), "{w}");
         assert!(
             w.contains("nsenter --net=/run/netns/HOSTNS tapnet up"),
