@@ -171,19 +171,25 @@ fn forwards_over_ipv6_in_both_families() {
 #[test]
 fn an_ipv6_only_bridge_is_routed_and_masqueraded() {
     let net = HostAndOutside::dual_stack();
-    let (name, a, b) = (unique("l"), unique("n"), unique("n"));
+    let (name, a, b, c) = (unique("l"), unique("n"), unique("n"), unique("n"));
     // No IPv4 subnet anywhere: two IPv6-only bridges, b on SLAAC.
     let text = LabText::new(&name)
         .raw(&format!(
             "[[bridge]]\nname = \"br6\"\nsubnet6 = \"fd00:253:6::/64\"\n\
              [[bridge]]\nname = \"br0\"\nsubnet6 = \"fd00:253:1::/64\"\n\
              [[port]]\nname = \"a\"\nbridge = \"br6\"\nnetns = \"{a}\"\nip6 = \"fd00:253:6::2/64\"\n\
-             [[port]]\nname = \"b\"\nbridge = \"br0\"\nnetns = \"{b}\"\nip6 = \"fd00:253:1::2/64\"\n"
+             [[port]]\nname = \"b\"\nbridge = \"br0\"\nnetns = \"{b}\"\nip6 = \"fd00:253:1::2/64\"\n\
+             [[port]]\nname = \"c\"\nbridge = \"br6\"\nnetns = \"{c}\"\n"
         ))
         .nat()
         .with("masquerade", true)
         .text();
-    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[a.clone(), b.clone()], &text);
+    let lab = RunningLab::start_in(
+        Some(&net.host.name),
+        &name,
+        &[a.clone(), b.clone(), c.clone()],
+        &text,
+    );
     // No IPv4 in a: no address, no route.
     let addrs = ns_run(&a, &["ip", "-4", "-o", "addr"], 5);
     let addrs = String::from_utf8_lossy(&addrs.stdout).to_string();
@@ -236,6 +242,28 @@ fn an_ipv6_only_bridge_is_routed_and_masqueraded() {
     let _ = ns_run(&a, &["ping", "-c", "1", "-W", "1", "10.253.6.1"], 5);
     let drops = lab.show("drops").to_string();
     assert!(drops.contains("no_ipv4"), "{drops}");
+    // c has no address of its own (SLAAC), and is guarded all the same: it cannot
+    // claim the gateway or advertise itself as a router to a.
+    let out = ns_run(&c, &["python3", "-c", FORGE_ND, "fd00:253:6::1"], 10);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let c_drops = lab.show("drops")["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "c")
+        .unwrap()["drops"]
+        .clone();
+    assert_eq!(
+        (c_drops["spoofed_ip"].as_u64(), c_drops["ra_guard"].as_u64()),
+        (Some(3), Some(3)),
+        "{c_drops}"
+    );
+    let route = ns_run(&a, &["ip", "-6", "route", "show", "default"], 5);
+    assert!(
+        !String::from_utf8_lossy(&route.stdout).contains("fe80::bad"),
+        "{route:?}"
+    );
     // show routes: br6's subnet6 only, br0's subnet and subnet6.
     let routes = lab.show("routes").to_string();
     assert!(
@@ -301,4 +329,43 @@ fn trace_follows_ipv6_through_the_host_proxy() {
     assert!(text.contains("no_route"), "the host's loopback: {text}");
     let text = trace(&format!("icmp6 fd00:252:1::2 -> {OUTSIDE_IP6}"));
     assert!(text.contains("echo request"), "{text}");
+}
+
+#[test]
+fn a_container_using_many_addresses_of_its_prefix_holds_one_share() {
+    let net = HostAndOutside::dual_stack();
+    let (name, c, d) = (unique("l"), unique("n"), unique("n"));
+    let text = lab_text(&name, &c)
+        .port("api", "br0", &d, "10.252.1.3/24")
+        .with("ip6", "fd00:252:1::3/64")
+        .nat()
+        .with("masquerade", true)
+        .with("max_flows", 16)
+        .text();
+    let lab = RunningLab::start_in(Some(&net.host.name), &name, &[c.clone(), d.clone()], &text);
+    let _echo = udp_echo(&net.outside.name, OUTSIDE_IP6, 7000);
+    // web takes 20 more addresses of its /64 (port security allows any free one) and
+    // sends a datagram from each: one container, one share (12 of 16 flows).
+    const MANY: &str = r#"
+import socket, subprocess, sys
+for i in range(20):
+    a = "fd00:252:1::1:%x" % i
+    subprocess.run(["ip", "addr", "add", a + "/64", "dev", "eth0", "nodad"], check=True)
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind((a, 0))
+    s.sendto(b"x", (sys.argv[1], 7000))
+"#;
+    let out = ns_run(&c, &["python3", "-c", MANY, OUTSIDE_IP6], 20);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let nat = lab.show("nat");
+    assert!(
+        nat["host"]["container_limited"].as_u64().unwrap_or(0) >= 8,
+        "{nat}"
+    );
+    // The other container still gets its flows.
+    assert_eq!(
+        udp_ask(&d, OUTSIDE_IP6, 7000, "still").as_deref(),
+        Some("still")
+    );
 }

@@ -495,5 +495,9 @@ fn a_killed_rootless_lab_leaves_nothing_behind() {
     lab.stop_with(libc::SIGKILL);
     assert!(!namespace_alive(&inode), "{inode} outlived a killed lab");
     let again = home.start(None, &name, &text);
-    assert!(again.ready_line.contains(", 1 port"), "{}", again.ready_line);
+    assert!(
+        again.ready_line.contains(", 1 port"),
+        "{}",
+        again.ready_line
+    );
 }

