@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# bench/syscalls.sh: how many system calls tapnet makes per frame it forwards, by
+# call, on the bridge path (two containers on one bridge, as bench/compare.sh).
+#
+# Runs, one after the other, an iperf3 UDP flood of 64-byte datagrams (a -> b) and an
+# iperf3 TCP stream (a -> b), each for N seconds, with `strace -c -f` attached to
+# tapnet for the run, and divides each call's count by the frames tapnet forwarded in
+# that time (the frames it read from a and b, from `tapnet show ports`; a TCP frame
+# is mostly a TSO super-frame of ~60 KB). strace stops tapnet at
+# every call, so rates under it mean nothing: only the calls per frame do.
+# (Issue 15 asks for them: the baseline that recvmmsg, sendmmsg, io_uring and
+# multi-queue TAPs are measured against.)
+#
+# Usage: bench/syscalls.sh [--seconds N] [--no-build]
+# Needs root, iproute2, iperf3, strace, python3. Everything it creates carries the
+# script's PID in its name and is removed on exit, failure or Ctrl-C.
+set -euo pipefail
+
+BENCH_NAME=syscalls.sh
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+parse_args "$@"
+require_root "namespaces, TAP"
+require_cmds "apt-get install -y iperf3 strace" ip iperf3 strace python3 timeout
+
+ID=$$
+T_LAB="sysc-$ID"
+T_A_NS="sysc-a-$ID"
+T_B_NS="sysc-b-$ID"
+T_A_IP=10.246.0.2
+T_B_IP=10.246.0.3
+PORT=5201
+OUR_NS=("$T_A_NS" "$T_B_NS")
+TMP="$(mktemp -d /tmp/tapnet-sysc.XXXXXX)"
+TN_PID=""
+SRV_PID=""
+ST_PID=""
+
+teardown() {
+    [[ -n "$ST_PID" ]] && kill "$ST_PID" 2>/dev/null && wait "$ST_PID" 2>/dev/null
+    if [[ -n "$SRV_PID" ]] && kill -0 "$SRV_PID" 2>/dev/null; then
+        kill "$SRV_PID" 2>/dev/null; wait "$SRV_PID" 2>/dev/null
+    fi
+    [[ -n "$TN_PID" ]] && stop_tapnet_hard "$TN_PID"
+    kill_in_ns
+    del_ns
+    rm -f "/run/tapnet/$T_LAB.sock" "/run/tapnet/$T_LAB.state"
+}
+bench_traps
+
+write_helpers <<'PY'
+def per_frame(strace_path, ports0, ports1, what):
+    # strace -c's table: "% time seconds usecs/call calls errors syscall"
+    rows = []
+    for line in open(strace_path):
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] not in ("total",):
+            calls = int(f[3]); errors = int(f[4]) if len(f) == 6 else 0
+            rows.append((f[-1], calls, errors))
+    def frames(path):
+        # Frames tapnet read from either container: both directions of the test
+        # (a TCP stream's ACKs from b too).
+        return sum(p["rx_packets"] for p in json.load(open(path))["ports"] if p["name"] in ("a", "b"))
+    n = frames(ports1) - frames(ports0)
+    if n <= 0:
+        sys.exit("no frames forwarded")
+    total = sum(c for _, c, _ in rows)
+    print("%s: %d frames forwarded (a and b), %d system calls: %.2f per frame" % (what, n, total, total / n))
+    for name, calls, errors in sorted(rows, key=lambda r: -r[1]):
+        if calls / n >= 0.005:
+            err = errors / calls if calls else 0
+            print("  %-16s %8.3f per frame%s" % (name, calls / n,
+                  "  (%d%% of them errors: EAGAIN, the end of a batch)" % round(100 * err) if err >= 0.01 else ""))
+PY
+
+build_tapnet
+ns_free
+cat >"$TMP/lab.toml" <<TOML
+name = "$T_LAB"
+[[bridge]]
+name = "br0"
+subnet = "10.246.0.0/24"
+[[port]]
+name = "a"
+bridge = "br0"
+netns = "$T_A_NS"
+ip = "$T_A_IP/24"
+[[port]]
+name = "b"
+bridge = "br0"
+netns = "$T_B_NS"
+ip = "$T_B_IP/24"
+TOML
+"$BIN" up "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
+TN_PID=$!
+wait_ready "$TN_PID" "$TMP/tapnet" ""
+ping_ok "$T_A_NS" "$T_B_IP" tapnet
+
+measure() {  # name iperf3-args...
+    local name=$1; shift
+    start_server "$T_B_NS" "$T_B_IP"
+    "$BIN" show ports --lab "$T_LAB" --json >"$TMP/p0.json"
+    strace -c -f -q -p "$TN_PID" -o "$TMP/strace-$name" &
+    ST_PID=$!
+    sleep 0.5
+    timeout $((SECS + 30)) ip netns exec "$T_A_NS" iperf3 -c "$T_B_IP" -p "$PORT" -t "$SECS" "$@" >"$TMP/iperf-$name" 2>&1 \
+        || die "iperf3 ($name) failed: $(tail -3 "$TMP/iperf-$name")"
+    "$BIN" show ports --lab "$T_LAB" --json >"$TMP/p1.json"
+    kill -INT "$ST_PID"; wait "$ST_PID" 2>/dev/null || true
+    ST_PID=""
+    stop_server
+    H per_frame "$TMP/strace-$name" "$TMP/p0.json" "$TMP/p1.json" "$name"
+}
+
+echo "tapnet system calls per forwarded frame, $(uname -r), $(nproc) CPUs, tapnet $(git_id)"
+measure "udp 64B" -u -l 64 -b 0
+measure "tcp" 
+stop_tapnet "$TN_PID" "" "$T_LAB" "$T_A_NS" "$T_B_NS" >"$TMP/stop"
+TN_PID=""
