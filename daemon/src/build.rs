@@ -171,15 +171,22 @@ fn finish_port(lab: &Lab, port: &PortCfg, dp: &mut Datapath, id: PortId) -> Resu
 fn ipv6_guard(lab: &Lab, port: &PortCfg) -> Option<vswitch::guard::Ipv6Guard> {
     let b = lab.bridges.iter().find(|b| b.name == port.bridge)?;
     let subnet = b.subnet6?;
+    let others = lab
+        .ports
+        .iter()
+        .filter(|o| o.name != port.name && (o.netns.is_none() || o.netns != port.netns));
     let taken = b
         .gateway6
         .into_iter()
-        .chain(
-            lab.ports
-                .iter()
-                .filter(|o| o.name != port.name && (o.netns.is_none() || o.netns != port.netns))
-                .filter_map(|o| o.ip6.map(|(a, _)| a)),
-        )
+        // The router's link-local address: its advertisements' source, the SLAAC
+        // containers' default router.
+        .chain([vswitch::wire::icmpv6::link_local(router_mac(
+            &lab.name, &b.name,
+        ))])
+        .chain(others.clone().filter_map(|o| o.ip6.map(|(a, _)| a)))
+        // The other ports' own link-local addresses (their kernels derive them from
+        // their MACs, EUI-64): no one may answer for them.
+        .chain(others.map(|o| vswitch::wire::icmpv6::link_local(Mac(o.mac))))
         // A service's IPv6 VIP is the router's to answer for, as gateway6 is.
         .chain(lab.services.iter().filter_map(|s| match s.vip.ip() {
             std::net::IpAddr::V6(a) => Some(a),

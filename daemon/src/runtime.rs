@@ -119,10 +119,14 @@ impl Live<'_> {
             }
             return json!({"error": format!("{e:#}")});
         }
-        if let (Some(id), Some((ip6, _))) = (dp.port_by_name(&port.name), port.ip6) {
-            // The ports already there may no longer send from or advertise it.
+        if let Some(id) = dp.port_by_name(&port.name) {
+            // The ports already there may no longer send from or advertise its
+            // addresses: its ip6, and its link-local one.
             let bridge = dp.port(id).expect("just added").info.bridge;
-            dp.guards_take_ipv6(bridge, id, ip6, true);
+            let lla = vswitch::wire::icmpv6::link_local(Mac(port.mac));
+            for ip6 in port.ip6.map(|(a, _)| a).into_iter().chain([lla]) {
+                dp.guards_take_ipv6(bridge, id, ip6, true);
+            }
         }
         if let (Some(router), Some((ip6, _))) = (self.handles.router, port.ip6) {
             dp.handler_of_mut(router).router_mut().add_static_neighbor6(
@@ -188,8 +192,9 @@ impl Live<'_> {
         }
         let port = self.lab.ports.remove(at);
         if let Some(id) = dp.port_by_name(name) {
-            if let Some((ip6, _)) = port.ip6 {
-                let bridge = dp.port(id).expect("found").info.bridge;
+            let bridge = dp.port(id).expect("found").info.bridge;
+            let lla = vswitch::wire::icmpv6::link_local(Mac(port.mac));
+            for ip6 in port.ip6.map(|(a, _)| a).into_iter().chain([lla]) {
                 dp.guards_take_ipv6(bridge, id, ip6, false);
             }
             dp.remove_port(id);

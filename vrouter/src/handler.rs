@@ -387,8 +387,10 @@ impl Handler for RouterHandler {
                 if let Some(proxy) = self.proxy.as_mut() {
                     let frame = out.frame(buf, len);
                     let sender = vswitch::frame::source_mac(&frame[VNET_HDR_LEN..]);
+                    let partial =
+                        VnetHdr::parse(frame).is_some_and(|v| v.flags & VNET_F_NEEDS_CSUM != 0);
                     let packet = &frame[VNET_HDR_LEN + ETH_HDR_LEN..];
-                    proxy.from_container(packet, sender, &reg(out), now);
+                    proxy.from_container(packet, sender, partial, &reg(out), now);
                     self.run_proxy(out, now);
                 }
                 Verdict::Release

@@ -83,8 +83,9 @@ drop_reasons! {
         /// A source MAC that is another port's own (a static FDB entry: tapnet's TAPs and
         /// router legs), arriving elsewhere: from a VXLAN peer, say. Not learned, dropped.
         StaticMacConflict => "static_mac_conflict",
-        /// From a guarded port, a router advertisement: tapnet is the router, and a
-        /// rogue one would take the other containers' IPv6 (RA guard, RFC 6105).
+        /// From a guarded port, a router advertisement or a redirect: tapnet is the
+        /// router, and a rogue one would take the other containers' IPv6 (RA guard,
+        /// RFC 6105).
         RaGuard => "ra_guard",
     }
 }

@@ -29,8 +29,9 @@ pub struct PortGuard {
 }
 
 /// IPv6 sources a guarded port may use: `::` (duplicate address detection), any
-/// link-local address, and any address of the bridge's subnet6 that is not taken
-/// (the gateway's, another port's `ip6`). Addresses within the prefix are not tied to
+/// link-local address, and any address of the bridge's subnet6, that is not taken
+/// (the gateway's and the router's link-local address, a VIP, another port's `ip6`
+/// or EUI-64 link-local address). Addresses within the prefix are not tied to
 /// the MAC, so that privacy and stable-privacy addresses (RFC 8981, RFC 7217) work.
 /// Neighbour advertisements must advertise such an address, and neighbour discovery's
 /// link-layer options the port's own MAC; router advertisements are dropped.
@@ -44,9 +45,10 @@ impl Ipv6Guard {
     fn allows(&self, ip: Ipv6Addr) -> bool {
         let (net, prefix) = self.subnet;
         let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-        ip.is_unspecified()
-            || ip.segments()[0] & 0xffc0 == 0xfe80
-            || (u128::from(ip) & m == u128::from(net) & m && !self.taken.contains(&ip))
+        !self.taken.contains(&ip)
+            && (ip.is_unspecified()
+                || ip.segments()[0] & 0xffc0 == 0xfe80
+                || u128::from(ip) & m == u128::from(net) & m)
     }
 }
 
@@ -106,7 +108,9 @@ impl PortGuard {
             return Err(DropReason::Unverifiable);
         };
         let opts_at = match msg.msg_type() {
-            icmpv6::ROUTER_ADVERT => return Err(DropReason::RaGuard),
+            // Advertising a router, or redirecting to a better first hop (RFC 4861
+            // section 8: only a router may): tapnet is the router.
+            icmpv6::ROUTER_ADVERT | icmpv6::REDIRECT => return Err(DropReason::RaGuard),
             icmpv6::NEIGHBOR_ADVERT => {
                 let target = msg.nd_target().ok_or(DropReason::Unverifiable)?;
                 if !g.allows(target) || target.is_unspecified() {
@@ -183,7 +187,10 @@ mod tests {
             also: vec![],
             ipv6: Some(Ipv6Guard {
                 subnet: ("fd00::".parse().unwrap(), 64),
-                taken: vec!["fd00::1".parse().unwrap(), "fd00::3".parse().unwrap()],
+                // The gateway, another port's ip6, the router's link-local address.
+                taken: ["fd00::1", "fd00::3", "fe80::74:6eff:fe00:1"]
+                    .map(|a| a.parse().unwrap())
+                    .to_vec(),
             }),
         };
         let echo = [128u8, 0, 0, 0, 0, 1, 0, 1];
@@ -208,9 +215,26 @@ mod tests {
             g.check(&ipv6("fe80::9", &na("fd00::2", OTHER))),
             Err(DropReason::SpoofedMac)
         );
-        // A rogue router.
+        // Nor the router's link-local address (the SLAAC containers' default router),
+        // as a source or in an advertisement.
+        assert_eq!(
+            g.check(&ipv6("fe80::9", &na("fe80::74:6eff:fe00:1", MINE))),
+            Err(DropReason::SpoofedIp),
+            "claims the router's link-local address"
+        );
+        assert_eq!(
+            g.check(&ipv6("fe80::74:6eff:fe00:1", &echo)),
+            Err(DropReason::SpoofedIp)
+        );
+        // A rogue router: an advertisement, or a redirect.
         let ra = [134u8, 0, 0, 0, 64, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(g.check(&ipv6("fe80::9", &ra)), Err(DropReason::RaGuard));
+        let mut redirect = vec![137u8, 0, 0, 0, 0, 0, 0, 0];
+        redirect.extend_from_slice(&[0; 32]);
+        assert_eq!(
+            g.check(&ipv6("fe80::9", &redirect)),
+            Err(DropReason::RaGuard)
+        );
     }
 
     #[test]

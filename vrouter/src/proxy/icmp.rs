@@ -124,6 +124,10 @@ impl HostProxy {
             self.stats.no_flow += 1;
             return;
         }
+        if icmp.code() != 0 || !icmp.verify_checksum() {
+            self.stats.malformed += 1;
+            return;
+        }
         if self.ping == PingMode::None {
             self.stats.ping_refused += 1;
             return self.error_from_gateway(packet, Unreachable::AdminProhibited);
@@ -369,6 +373,10 @@ impl HostProxy {
         };
         if !self.masquerade || icmp.msg_type() != icmpv6::ECHO_REQUEST || ip.payload.len() < 8 {
             self.stats.no_flow += 1;
+            return;
+        }
+        if icmp.code() != 0 || !icmp.verify_checksum(container, remote) {
+            self.stats.malformed += 1;
             return;
         }
         let ident = u16::from_be_bytes([ip.payload[4], ip.payload[5]]);

@@ -42,6 +42,7 @@ use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Registry, Token};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+use vswitch::wire::checksum::{classify, Checksums};
 use vswitch::wire::icmpv4::{self, IcmpRepr};
 use vswitch::wire::icmpv6;
 use vswitch::wire::ip::IpHead;
@@ -110,7 +111,8 @@ pub struct ProxyStats {
     /// "administratively prohibited".
     pub ping_refused: u64,
     /// Packets for the outside too short or malformed to carry ports, to or from port
-    /// 0, or UDP over IPv6 with no checksum: dropped.
+    /// 0, with a TCP, UDP or ICMP checksum that does not verify (and was not left to
+    /// offload), or UDP over IPv6 with no checksum: dropped.
     pub malformed: u64,
     /// IPv6 packets for the outside behind extension headers, or of an upper layer
     /// other than TCP, UDP and ICMPv6 (IPv4: other than TCP, UDP and ICMP): no host
@@ -536,14 +538,27 @@ impl HostProxy {
     ///
     /// `sender` is the MAC the packet came from: a container's flows, half-open
     /// connections and share are counted by it, not by source address (a container may
-    /// use many addresses of its /64, or forge another's).
-    pub fn from_container(&mut self, packet: &[u8], sender: Mac, reg: &Reg<'_>, now: Instant) {
+    /// use many addresses of its /64, or forge another's). `partial`: the frame's
+    /// TCP or UDP checksum was left to offload (NEEDS_CSUM); else it must verify, or
+    /// the packet was damaged and is dropped (`malformed`) rather than carried on.
+    pub fn from_container(
+        &mut self,
+        packet: &[u8],
+        sender: Mac,
+        partial: bool,
+        reg: &Reg<'_>,
+        now: Instant,
+    ) {
         self.register_listeners(reg);
         self.from = sender;
         let Some(ip) = IpHead::parse(packet) else {
             self.stats.malformed += 1;
             return;
         };
+        if !partial && classify(packet) == Checksums::Wrong {
+            self.stats.malformed += 1;
+            return;
+        }
         // The router reassembles what comes here: a fragment left is one it could not.
         if ip.fragment {
             self.stats.malformed += 1;
@@ -1134,7 +1149,13 @@ mod tests {
             let from = format!("10.0.0.{}:{}", 2 + port % 4, 20000 + port);
             let p = udp(&from, "127.0.0.1:9", b"x");
             let mac = Mac([2, 0, 0, 0, 0, 2 + (port % 4) as u8]);
-            proxy.from_container(&p, mac, &reg, now + Duration::from_millis(port as u64));
+            proxy.from_container(
+                &p,
+                mac,
+                false,
+                &reg,
+                now + Duration::from_millis(port as u64),
+            );
         }
         assert_eq!(proxy.flows(now).count(), 16);
         assert_eq!(proxy.stats().flows_evicted, 84);
@@ -1158,17 +1179,17 @@ mod tests {
         for port in 0..100u16 {
             let from = format!("10.0.0.{}:{}", 2 + port % 7 * 10, 20000 + port);
             let p = udp(&from, "127.0.0.1:9", b"x");
-            proxy.from_container(&p, one, &reg, now);
+            proxy.from_container(&p, one, false, &reg, now);
         }
         assert_eq!(proxy.flows(now).count(), 12);
         assert_eq!(proxy.stats().container_limited, 88);
         assert_eq!(proxy.stats().flows_evicted, 0);
         // Another container still gets its flows, and the first one's known flows go on.
         let p = udp("10.0.0.3:20000", "127.0.0.1:9", b"x");
-        proxy.from_container(&p, other, &reg, now);
+        proxy.from_container(&p, other, false, &reg, now);
         assert_eq!(proxy.flows(now).count(), 13);
         let p = udp("10.0.0.2:20000", "127.0.0.1:9", b"x");
-        proxy.from_container(&p, one, &reg, now);
+        proxy.from_container(&p, one, false, &reg, now);
         assert_eq!(proxy.stats().container_limited, 88);
     }
 
@@ -1194,6 +1215,7 @@ mod tests {
         proxy.from_container(
             &udp("10.0.0.2:1000", "127.0.0.1:9", b"x"),
             Mac([2, 0, 0, 0, 0, 1]),
+            false,
             &reg,
             now,
         );
@@ -1207,6 +1229,25 @@ mod tests {
     }
 
     #[test]
+    fn damaged_checksums_are_dropped_unless_left_to_offload() {
+        let mut proxy = proxy(true, 16);
+        let poll = mio::Poll::new().unwrap();
+        let reg = Reg {
+            registry: poll.registry(),
+            base: 0,
+        };
+        let mac = Mac([2, 0, 0, 0, 0, 1]);
+        let mut p = udp("10.0.0.2:1000", "127.0.0.1:9", b"xy");
+        p[27] ^= 0xff; // a payload byte: the UDP checksum no longer verifies
+        proxy.from_container(&p, mac, false, &reg, Instant::now());
+        assert_eq!(proxy.stats().malformed, 1);
+        assert_eq!(proxy.flows(Instant::now()).count(), 0);
+        // The same bytes with the checksum left to offload: not checked here.
+        proxy.from_container(&p, mac, true, &reg, Instant::now());
+        assert_eq!(proxy.flows(Instant::now()).count(), 1);
+    }
+
+    #[test]
     fn truncated_packets_are_counted_not_followed() {
         let mut proxy = proxy(true, 16);
         let poll = mio::Poll::new().unwrap();
@@ -1216,7 +1257,13 @@ mod tests {
                 registry: poll.registry(),
                 base: 0,
             };
-            proxy.from_container(&full[..cut], Mac([2, 0, 0, 0, 0, 1]), &reg, Instant::now());
+            proxy.from_container(
+                &full[..cut],
+                Mac([2, 0, 0, 0, 0, 1]),
+                false,
+                &reg,
+                Instant::now(),
+            );
         }
         assert_eq!(proxy.stats().malformed, 28);
         assert_eq!(proxy.flows(Instant::now()).count(), 0);

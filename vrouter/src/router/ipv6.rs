@@ -524,19 +524,25 @@ impl Router {
     }
 
     /// Queues a neighbour solicitation for `target` on leg `iface`, to its
-    /// solicited-node group, from the leg's `gateway6` with its MAC (rate-limited
+    /// solicited-node group, from the leg's link-local address with its MAC (rate-limited
     /// with the ARP requests).
     fn solicit(&mut self, iface: usize, target: Ipv6Addr) {
         let me = self.ifaces[iface].clone();
-        let Some((gw6, _)) = me.ip6 else { return };
+        if me.ip6.is_none() {
+            return;
+        }
         let o = target.octets();
         let group = Ipv6Addr::from([
             0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
         ]);
+        // From the link-local address, not gateway6: the solicited host learns the
+        // sender's address from it (RFC 4861 section 7.2.3), and on a bridge
+        // stretched over VXLAN another host's router asking would otherwise move that
+        // host's gateway6 to itself. The link-local address is this router's alone.
         self.send_nd(
             iface,
             me.mac,
-            gw6,
+            icmpv6::link_local(me.mac),
             group,
             icmpv6::multicast_mac(group),
             icmpv6::NS_LEN + 8,

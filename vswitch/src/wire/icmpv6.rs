@@ -24,6 +24,7 @@ pub const ROUTER_SOLICIT: u8 = 133;
 pub const ROUTER_ADVERT: u8 = 134;
 pub const NEIGHBOR_SOLICIT: u8 = 135;
 pub const NEIGHBOR_ADVERT: u8 = 136;
+pub const REDIRECT: u8 = 137;
 /// Neighbour discovery options (RFC 4861 section 4.6).
 pub const OPT_SOURCE_LLADDR: u8 = 1;
 pub const OPT_TARGET_LLADDR: u8 = 2;
