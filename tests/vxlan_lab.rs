@@ -625,25 +625,31 @@ fn mtu_of(ns: &str, dev: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// Host a's tapnet over the IPv6 underlay: `container` at 10.62.0.2 and fd00:62::2,
+/// peer fd00:60::2.
+fn start_host_a6(host: &TestNetns, lab: &str, container: &str) -> RunningLab {
+    RunningLab::start_in(
+        Some(&host.name),
+        lab,
+        &[container.to_string()],
+        &host_lab6(
+            lab,
+            "fd00:60::1",
+            "fd00:60::2",
+            container,
+            "10.62.0.2",
+            "fd00:62::2",
+        )
+        .text(),
+    )
+}
+
 #[test]
 fn two_tapnets_over_an_ipv6_underlay() {
     let (ha, hb) = two_hosts6();
     let (ca, cb) = (unique("n"), unique("n"));
     let (la, lb) = (unique("l"), unique("l"));
-    let a = RunningLab::start_in(
-        Some(&ha.name),
-        &la,
-        std::slice::from_ref(&ca),
-        &host_lab6(
-            &la,
-            "fd00:60::1",
-            "fd00:60::2",
-            &ca,
-            "10.62.0.2",
-            "fd00:62::2",
-        )
-        .text(),
-    );
+    let a = start_host_a6(&ha, &la, &ca);
     let b = RunningLab::start_in(
         Some(&hb.name),
         &lb,
@@ -734,20 +740,7 @@ fn tapnet_and_the_kernels_vxlan_interoperate_over_an_ipv6_underlay() {
     let (ha, hb) = two_hosts6();
     let ca = unique("n");
     let la = unique("l");
-    let a = RunningLab::start_in(
-        Some(&ha.name),
-        &la,
-        std::slice::from_ref(&ca),
-        &host_lab6(
-            &la,
-            "fd00:60::1",
-            "fd00:60::2",
-            &ca,
-            "10.62.0.2",
-            "fd00:62::2",
-        )
-        .text(),
-    );
+    let a = start_host_a6(&ha, &la, &ca);
     let cb = TestNetns::new("k");
     kernel_vtep(&hb.name, &cb.name, "fd00:60::1", "fd00:60::2", 1430);
     steps(&[&[

@@ -57,6 +57,36 @@ pub(super) struct PingFlow {
 }
 
 impl PingFlow {
+    /// A new flow from `container` (whose MAC is `owner`) to `remote`, on `socket`
+    /// (`None`: the lab's raw socket); its identifiers are set by
+    /// [`PingFlow::idents`].
+    fn new(
+        socket: Option<socket2::Socket>,
+        container: IpAddr,
+        remote: IpAddr,
+        owner: vswitch::Mac,
+        now: Instant,
+    ) -> PingFlow {
+        PingFlow {
+            socket,
+            container,
+            remote,
+            owner,
+            ident: 0,
+            wire_ident: 0,
+            ttl: 0,
+            last_active: now,
+            quotes: [(0, Quote::default()); QUOTES],
+            next_quote: 0,
+        }
+    }
+
+    /// The container's echo identifier, and the one the flow sends with.
+    fn idents(mut self, ident: u16, wire_ident: u16) -> PingFlow {
+        (self.ident, self.wire_ident) = (ident, wire_ident);
+        self
+    }
+
     /// The flow's key: the container's identifier in the place of its port.
     pub fn key(&self) -> Key {
         let proto = if self.remote.is_ipv4() {
@@ -164,18 +194,8 @@ impl HostProxy {
                     _ => (None, self.free_ident(remote.into())),
                 };
                 self.make_room();
-                let n = self.add(Entry::Ping(Box::new(PingFlow {
-                    socket,
-                    container: container.into(),
-                    remote: remote.into(),
-                    owner: self.from,
-                    ident,
-                    wire_ident,
-                    ttl: 0,
-                    last_active: now,
-                    quotes: [(0, Quote::default()); QUOTES],
-                    next_quote: 0,
-                })));
+                let flow = PingFlow::new(socket, container.into(), remote.into(), self.from, now);
+                let n = self.add(Entry::Ping(Box::new(flow.idents(ident, wire_ident))));
                 match &self.entries[n] {
                     Some(Entry::Ping(f)) if f.socket.is_some() => {
                         let s = f.socket.as_ref().expect("checked");
@@ -411,18 +431,14 @@ impl HostProxy {
                 // identifier no other flow to it uses. A ping socket's are the kernel's.
                 let wire_ident = self.free_ident(remote.into());
                 self.make_room();
-                let n = self.add(Entry::Ping(Box::new(PingFlow {
-                    socket: Some(socket),
-                    container: container.into(),
-                    remote: remote.into(),
-                    owner: self.from,
-                    ident,
-                    wire_ident,
-                    ttl: 0,
-                    last_active: now,
-                    quotes: [(0, Quote::default()); QUOTES],
-                    next_quote: 0,
-                })));
+                let flow = PingFlow::new(
+                    Some(socket),
+                    container.into(),
+                    remote.into(),
+                    self.from,
+                    now,
+                );
+                let n = self.add(Entry::Ping(Box::new(flow.idents(ident, wire_ident))));
                 if let Some(Entry::Ping(f)) = &self.entries[n] {
                     if let Some(s) = &f.socket {
                         let _ = reg.registry.register(
