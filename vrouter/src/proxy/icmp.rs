@@ -391,7 +391,11 @@ impl HostProxy {
             self.stats.malformed += 1;
             return;
         };
-        if !self.masquerade || icmp.msg_type() != icmpv6::ECHO_REQUEST || ip.payload.len() < 8 {
+        let Some((ident, _)) = icmp.echo_ident_seq() else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if !self.masquerade || icmp.msg_type() != icmpv6::ECHO_REQUEST {
             self.stats.no_flow += 1;
             return;
         }
@@ -399,7 +403,6 @@ impl HostProxy {
             self.stats.malformed += 1;
             return;
         }
-        let ident = u16::from_be_bytes([ip.payload[4], ip.payload[5]]);
         let key = (
             PROTO_ICMPV6,
             SocketAddr::from((container, ident)),
@@ -492,19 +495,27 @@ impl HostProxy {
         let Some(icmp) = icmpv6::Icmpv6Packet::new_checked(reply) else {
             return;
         };
-        if icmp.msg_type() != icmpv6::ECHO_REPLY || reply.len() < 8 {
+        let Some((got, seq)) = icmp.echo_ident_seq() else {
+            return;
+        };
+        if icmp.msg_type() != icmpv6::ECHO_REPLY
+            || (self.ping == PingMode::Raw && got != wire_ident)
+        {
             return;
         }
-        let got = u16::from_be_bytes([reply[4], reply[5]]);
-        if self.ping == PingMode::Raw && got != wire_ident {
-            return;
-        }
-        let mut rest = [0u8; 4];
-        rest[..2].copy_from_slice(&ident.to_be_bytes());
-        rest[2..].copy_from_slice(&reply[6..8]);
+        let [i0, i1] = ident.to_be_bytes();
+        let [s0, s1] = seq.to_be_bytes();
         let hops = hops.saturating_sub(1).max(1);
         let kind = icmpv6::ECHO_REPLY;
-        self.send_icmp6(remote, container, hops, kind, 0, rest, &reply[8..]);
+        self.send_icmp6(
+            remote,
+            container,
+            hops,
+            kind,
+            0,
+            [i0, i1, s0, s1],
+            icmp.body(),
+        );
     }
 
     /// An echo reply (`reply`: its ICMP header and data) from `remote` to the

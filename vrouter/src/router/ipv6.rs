@@ -693,13 +693,13 @@ impl Router {
 /// to the host's IPv4 addresses, 127.0.0.1 among them), nor unspecified, multicast or
 /// link-local.
 pub fn outside_routable6(dst: Ipv6Addr) -> bool {
-    let s = dst.segments();
     !(dst.is_loopback()
         || dst.is_unspecified()
         || dst.is_multicast()
         || is_link_local(dst)
         || dst.to_ipv4_mapped().is_some()
-        || s[..6] == [0; 6])
+        // ::/96, the IPv4-compatible addresses (RFC 4291 section 2.5.5.1).
+        || u128::from(dst) >> 32 == 0)
 }
 
 fn is_link_local(ip: Ipv6Addr) -> bool {

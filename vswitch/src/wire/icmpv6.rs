@@ -65,6 +65,21 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
         self.buf.as_ref()[1]
     }
 
+    /// An echo request's or reply's identifier and sequence number (RFC 4443
+    /// section 4), if the message is long enough to hold them.
+    pub fn echo_ident_seq(&self) -> Option<(u16, u16)> {
+        let b = self.buf.as_ref().get(4..8)?;
+        Some((
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+        ))
+    }
+
+    /// What follows the 8-byte header (an echo's data, an error's quote).
+    pub fn body(&self) -> &[u8] {
+        self.buf.as_ref().get(8..).unwrap_or_default()
+    }
+
     /// Whether the checksum is right for a message from `src` to `dst`.
     pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
         checksum_of(src, dst, self.buf.as_ref()) == 0
