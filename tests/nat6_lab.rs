@@ -76,6 +76,15 @@ fn masquerade_over_ipv6_by_tcp_udp_and_ping() {
         text.contains("From fd00:252:1::1") && text.contains("Time exceeded"),
         "{text}"
     );
+    // traceroute -6 (UDP) sees the router, the outside (its time exceeded reached the
+    // host's socket and is passed on from it), then the far host (its port
+    // unreachable, likewise), as through a kernel NAT.
+    let path = vec![
+        "fd00:252:1::1".to_string(),
+        OUTSIDE_IP6.to_string(),
+        FAR_IP6.to_string(),
+    ];
+    assert_eq!(traceroute(&c, FAR_IP6, &["-6"]), path, "traceroute -6");
     // A closed port outside: reset at once (curl exit 7).
     let out = ns_run(
         &c,
@@ -96,8 +105,26 @@ fn masquerade_over_ipv6_by_tcp_udp_and_ping() {
         let out = ns_run(&c, &["curl", "-s", "-m", "2", url], 5);
         assert!(!out.status.success(), "a container reached {url}");
     }
-    // An address the host has no route to: the gateway says so (no route).
+    // An address the network beyond has no route to: the router there says so, and
+    // the container hears it from that router.
     let out = ns_run(&c, &["ping", "-6", "-c", "1", "-W", "2", "fd00:99::1"], 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("From {OUTSIDE_IP6}")) && text.contains("Destination unreachable"),
+        "{text}"
+    );
+    // An address the host itself has no route to: the gateway says so.
+    steps(&[&[
+        "ip",
+        "-n",
+        &net.host.name,
+        "-6",
+        "route",
+        "add",
+        "unreachable",
+        "fd00:98::/64",
+    ]]);
+    let out = ns_run(&c, &["ping", "-6", "-c", "1", "-W", "2", "fd00:98::1"], 5);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("From fd00:252:1::1") && text.contains("Destination unreachable"),

@@ -492,6 +492,7 @@ pub const HOST_IP: &str = "10.250.0.1";
 pub const OUTSIDE_IP: &str = "10.250.0.2";
 pub const FAR_IP: &str = "10.249.0.2";
 pub const HOST_IP6: &str = "fd00:250::1";
+pub const FAR_IP6: &str = "fd00:249::2";
 pub const OUTSIDE_IP6: &str = "fd00:250::2";
 
 /// Runs each step (a command line), asserting it succeeds.
@@ -601,33 +602,65 @@ impl HostAndOutside {
         HostAndOutside { host, outside, far }
     }
 
-    /// [`HostAndOutside::new`] with IPv6 on the host's link too: host
-    /// [`HOST_IP6`], outside [`OUTSIDE_IP6`] (no duplicate address detection wait).
+    /// [`HostAndOutside::new`] with IPv6 on both links too: host [`HOST_IP6`],
+    /// outside [`OUTSIDE_IP6`] and fd00:249::1, far [`FAR_IP6`] (no duplicate address
+    /// detection wait); the host's default IPv6 route via the outside, which routes
+    /// IPv6 too (a test namespace's own setting, as its IPv4 forwarding).
     pub fn dual_stack() -> HostAndOutside {
         let net = HostAndOutside::new();
-        let (h, o) = (net.host.name.as_str(), net.outside.name.as_str());
+        let (h, o, f) = (
+            net.host.name.as_str(),
+            net.outside.name.as_str(),
+            net.far.name.as_str(),
+        );
+        let addr = |ns: &str, a: &str, dev: &str| -> Vec<String> {
+            ["ip", "-n", ns, "addr", "add", a, "dev", dev, "nodad"]
+                .map(String::from)
+                .to_vec()
+        };
+        let cmds = [
+            addr(h, "fd00:250::1/64", "veth0"),
+            addr(o, "fd00:250::2/64", "veth0"),
+            addr(o, "fd00:249::1/64", "veth1"),
+            addr(f, "fd00:249::2/64", "veth0"),
+        ];
+        let cmds: Vec<Vec<&str>> = cmds
+            .iter()
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        let cmds: Vec<&[&str]> = cmds.iter().map(Vec::as_slice).collect();
+        steps(&cmds);
         steps(&[
             &[
                 "ip",
                 "-n",
                 h,
-                "addr",
+                "-6",
+                "route",
                 "add",
-                "fd00:250::1/64",
-                "dev",
-                "veth0",
-                "nodad",
+                "default",
+                "via",
+                "fd00:250::2",
             ],
             &[
                 "ip",
                 "-n",
-                o,
-                "addr",
+                f,
+                "-6",
+                "route",
                 "add",
-                "fd00:250::2/64",
-                "dev",
-                "veth0",
-                "nodad",
+                "default",
+                "via",
+                "fd00:249::1",
+            ],
+            &[
+                "ip",
+                "netns",
+                "exec",
+                o,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.forwarding=1",
             ],
         ]);
         net

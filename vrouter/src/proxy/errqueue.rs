@@ -5,7 +5,7 @@
 //! through masquerade as they do through a kernel NAT.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 /// One ICMP error a host socket received.
@@ -17,7 +17,9 @@ pub(super) struct IcmpError {
     /// The next-hop MTU of fragmentation-needed (`ee_info`).
     pub info: u32,
     /// Who sent it: a router on the way, or the destination.
-    pub offender: Ipv4Addr,
+    /// Who sent the error: a router on the way, or the destination (its family is
+    /// the socket's).
+    pub offender: IpAddr,
     /// The start of what the socket had sent: for a ping socket, the echo header.
     pub payload: [u8; 8],
 }
@@ -46,8 +48,12 @@ fn setsockopt_int(
 }
 
 /// Asks the kernel to queue ICMP errors on the socket (IP_RECVERR).
-pub(super) fn enable(fd: RawFd) -> io::Result<()> {
-    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+pub(super) fn enable(fd: RawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)
+    } else {
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+    }
 }
 
 /// The TTL of the socket's packets (IP_TTL, 1 to 255).
@@ -163,21 +169,33 @@ pub(super) fn read(fd: RawFd) -> Option<Option<IcmpError>> {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR {
+            let v4 = c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR;
+            let v6 = c.cmsg_level == libc::SOL_IPV6 && c.cmsg_type == libc::IPV6_RECVERR;
+            if v4 || v6 {
                 let data = libc::CMSG_DATA(cmsg);
                 let ee: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
-                if ee.ee_origin != libc::SO_EE_ORIGIN_ICMP {
+                let origin = if v6 {
+                    libc::SO_EE_ORIGIN_ICMP6
+                } else {
+                    libc::SO_EE_ORIGIN_ICMP
+                };
+                if ee.ee_origin != origin {
                     return Some(None);
                 }
-                let sin: libc::sockaddr_in = std::ptr::read_unaligned(
-                    data.add(std::mem::size_of::<libc::sock_extended_err>())
-                        .cast(),
-                );
+                // SO_EE_OFFENDER: the sockaddr right after the extended error.
+                let at = data.add(std::mem::size_of::<libc::sock_extended_err>());
+                let offender = if v6 {
+                    let sin6: libc::sockaddr_in6 = std::ptr::read_unaligned(at.cast());
+                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
+                } else {
+                    let sin: libc::sockaddr_in = std::ptr::read_unaligned(at.cast());
+                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+                };
                 return Some(Some(IcmpError {
                     kind: ee.ee_type,
                     code: ee.ee_code,
                     info: ee.ee_info,
-                    offender: Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                    offender,
                     payload,
                 }));
             }
@@ -206,7 +224,13 @@ impl Default for Quote {
 
 impl Quote {
     pub fn of(packet: &[u8]) -> Quote {
-        let q = vswitch::wire::icmpv4::quote(packet);
+        // IPv6: the fixed header and 28 bytes of what follows (the ports, a TCP
+        // sequence number); IPv4: its header and 8 bytes, as routers quote (RFC 792).
+        let q = if packet.first().is_some_and(|b| b >> 4 == 6) {
+            &packet[..packet.len().min(vswitch::wire::icmpv4::MAX_QUOTE)]
+        } else {
+            vswitch::wire::icmpv4::quote(packet)
+        };
         let mut out = Quote::default();
         out.bytes[..q.len()].copy_from_slice(q);
         out.len = q.len() as u8;

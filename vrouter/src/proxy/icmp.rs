@@ -126,6 +126,9 @@ fn icmp6_socket(kind: socket2::Type, remote: Ipv6Addr) -> std::io::Result<socket
     let s = socket2::Socket::new(socket2::Domain::IPV6, kind, Some(socket2::Protocol::ICMPV6))?;
     s.set_nonblocking(true)?;
     let _ = errqueue::want_ttl(s.as_raw_fd(), true);
+    // Errors about the requests (a hop limit run out on the way): a ping socket
+    // queues them; a raw one, connected, never sees a router's.
+    let _ = errqueue::enable(s.as_raw_fd(), true);
     s.connect(&SocketAddr::from((remote, 0)).into())?;
     Ok(s)
 }
@@ -179,7 +182,7 @@ impl HostProxy {
                 let (socket, wire_ident) = match self.ping {
                     PingMode::Socket => match icmp_socket(socket2::Type::DGRAM) {
                         Ok(s) => {
-                            let _ = errqueue::enable(s.as_raw_fd());
+                            let _ = errqueue::enable(s.as_raw_fd(), false);
                             let _ = errqueue::want_ttl(s.as_raw_fd(), false);
                             if let Err(e) = s.connect(&SocketAddr::from((remote, 0)).into()) {
                                 return self.unreachable_for(packet, &e);
@@ -371,7 +374,7 @@ impl HostProxy {
                         kind: icmp.kind(),
                         code: icmp.code(),
                         info: u16::from_be_bytes([rest[2], rest[3]]) as u32,
-                        offender: ip.src(),
+                        offender: ip.src().into(),
                         payload: [0; 8],
                     };
                     self.relay_error(&err, &quote);
@@ -461,6 +464,9 @@ impl HostProxy {
             return;
         };
         f.last_active = now;
+        if let Some((_, seq)) = icmp.echo_ident_seq() {
+            f.remember(seq, packet);
+        }
         self.lru.touch(n);
         let Some(Some(Entry::Ping(f))) = self.entries.get_mut(n) else {
             return;

@@ -643,6 +643,25 @@ impl HostProxy {
     /// learnt it), passed on to the container from the same sender, quoting the
     /// container's own packet.
     fn relay_error(&mut self, err: &IcmpError, quote: &Quote) {
+        if let IpAddr::V6(from) = err.offender {
+            // ICMPv6 (RFC 4443): the error's type and code as the network sent them,
+            // packet too big with its MTU.
+            let Some(to) =
+                vswitch::wire::ipv6::Ipv6Packet::new_quoted(quote.bytes()).map(|q| q.src())
+            else {
+                return;
+            };
+            let rest = if err.kind == icmpv6::PACKET_TOO_BIG {
+                err.info.to_be_bytes()
+            } else {
+                [0; 4]
+            };
+            self.stats.icmp_errors += 1;
+            return self.send_icmp6(from, to, 64, err.kind, err.code, rest, quote.bytes());
+        }
+        let IpAddr::V4(offender) = err.offender else {
+            return;
+        };
         let Ok(to) = Ipv4Packet::new_quoted(quote.bytes()).map(|q| q.src()) else {
             return;
         };
@@ -652,7 +671,7 @@ impl HostProxy {
         }
         self.stats.icmp_errors += 1;
         self.send_icmp(
-            err.offender,
+            offender,
             to,
             IcmpRepr {
                 kind: err.kind,

@@ -728,9 +728,7 @@ fn connect(dst: SocketAddr, ttl: u8) -> io::Result<TcpStream> {
         Some(socket2::Protocol::TCP),
     )?;
     s.set_nonblocking(true)?;
-    if dst.is_ipv4() {
-        let _ = errqueue::enable(s.as_raw_fd());
-    }
+    let _ = errqueue::enable(s.as_raw_fd(), dst.is_ipv6());
     let _ = errqueue::set_ttl(s.as_raw_fd(), dst.is_ipv6(), ttl);
     match s.connect(&dst.into()) {
         Ok(()) => {}

@@ -50,8 +50,8 @@ fn masquerade_socket(dst: SocketAddr, ttl: u8, df: bool) -> std::io::Result<UdpS
     let fd = s.as_raw_fd();
     let _ = errqueue::set_ttl(fd, dst.is_ipv6(), ttl);
     let _ = errqueue::want_ttl(fd, dst.is_ipv6());
+    let _ = errqueue::enable(fd, dst.is_ipv6());
     if dst.is_ipv4() {
-        let _ = errqueue::enable(fd);
         let _ = errqueue::set_dont_fragment(fd, df);
         s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
     } else {
