@@ -353,8 +353,9 @@ fn run(data: &[u8], cov: &mut Cov) {
                 let action = r.handle(leg, &mut frame, now);
                 cov.hit(3, action_code(action));
                 invariant!(t == action, "trace said {t:?}, handle did {action:?}");
+                let ctx = (admitted, false);
                 after(
-                    &mut r, leg, &before, &mut frame, action, admitted, now, &mut held, cov,
+                    &mut r, leg, &before, &mut frame, action, ctx, now, &mut held, cov,
                 );
             }
             FROM_HOST => {
@@ -376,8 +377,10 @@ fn run(data: &[u8], cov: &mut Cov) {
                 let before = frame.clone();
                 let action = r.from_host(&mut frame, now);
                 cov.hit(4, action_code(action) | (made as u64) << 16);
+                // The proxy set the hop limit the container sees: not routed again.
+                let ctx = (made, true);
                 after(
-                    &mut r, 0, &before, &mut frame, action, made, now, &mut held, cov,
+                    &mut r, 0, &before, &mut frame, action, ctx, now, &mut held, cov,
                 );
             }
             TICK => {
@@ -493,13 +496,15 @@ fn action_code(a: Action) -> u64 {
 
 /// What the handler does with an action, with the invariants on what is sent.
 #[allow(clippy::too_many_arguments)]
+/// `ctx`: whether what came in passed the bridge's ingress check, and whether it
+/// came from the host proxy.
 fn after(
     r: &mut Router,
     ingress: usize,
     before: &[u8],
     frame: &mut [u8],
     action: Action,
-    admitted: bool,
+    ctx: (bool, bool),
     now: Instant,
     held: &mut Vec<Held>,
     cov: &mut Cov,
@@ -508,10 +513,11 @@ fn after(
         frame.len() == before.len(),
         "the router changed a frame's length"
     );
+    let admitted = ctx.0;
     match action {
         Action::Send { iface } => {
             invariant!(iface < 2, "sent on leg {iface}");
-            sent(r, iface, before, frame, admitted, cov);
+            sent(r, iface, before, frame, ctx, cov);
         }
         Action::Resolve {
             iface,
@@ -589,7 +595,7 @@ fn release(r: &mut Router, held: &mut Vec<Held>, now: Instant, cov: &mut Cov) {
             let h = held.remove(i);
             cov.hit(8, h.iface as u64);
             // The frame was rewritten when it was kept: only its MAC is new.
-            sent(r, h.iface, &h.frame, &h.frame, h.admitted, cov);
+            sent(r, h.iface, &h.frame, &h.frame, (h.admitted, false), cov);
         } else {
             i += 1;
         }
@@ -597,7 +603,15 @@ fn release(r: &mut Router, held: &mut Vec<Held>, now: Instant, cov: &mut Cov) {
 }
 
 /// The invariants of a frame the router sends on leg `iface` (`before`: as it came).
-fn sent(r: &mut Router, iface: usize, before: &[u8], frame: &[u8], admitted: bool, cov: &mut Cov) {
+fn sent(
+    r: &mut Router,
+    iface: usize,
+    before: &[u8],
+    frame: &[u8],
+    ctx: (bool, bool),
+    cov: &mut Cov,
+) {
+    let (admitted, from_host) = ctx;
     let me = r.ifaces()[iface].mac;
     let eth = EthernetFrame::new_checked(&frame[VNET_HDR_LEN..]).expect("the router read it");
     invariant!(eth.src() == me, "sent on leg {iface} from {}", eth.src());
@@ -614,7 +628,7 @@ fn sent(r: &mut Router, iface: usize, before: &[u8], frame: &[u8], admitted: boo
         let released = std::ptr::eq(before, frame);
         if routed {
             invariant!(
-                released || came.is_some_and(|c| c.hop_limit() == ip.hop_limit() + 1),
+                released || from_host || came.is_some_and(|c| c.hop_limit() == ip.hop_limit() + 1),
                 "a routed IPv6 packet whose hop limit did not go down by one"
             );
         } else if ip.next_header() == icmpv6::NEXT_HEADER {
