@@ -233,8 +233,7 @@ fn routes(l: Live<'_>, lab: &str) -> Value {
             // Each dual-stack leg's subnet6, connected.
             let v6 = ifaces.iter().filter_map(|iface| {
                 let (gw6, prefix) = iface.ip6?;
-                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-                let net = std::net::Ipv6Addr::from(u128::from(gw6) & mask);
+                let net = vswitch::wire::ipv6::network(gw6, prefix);
                 Some(json!({
                     "destination": format!("{net}/{prefix}"),
                     "bridge": iface.name,

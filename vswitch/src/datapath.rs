@@ -316,9 +316,10 @@ impl Datapath {
                 continue;
             }
             if let Some(g) = slot.guard.as_mut().and_then(|g| g.ipv6.as_mut()) {
-                g.taken.retain(|t| *t != ip);
                 if taken {
-                    g.taken.push(ip);
+                    g.taken.insert(ip);
+                } else {
+                    g.taken.remove(&ip);
                 }
             }
         }

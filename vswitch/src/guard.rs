@@ -38,17 +38,18 @@ pub struct PortGuard {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ipv6Guard {
     pub subnet: (Ipv6Addr, u8),
-    pub taken: Vec<Ipv6Addr>,
+    /// A set: it holds two addresses for every other port of the bridge, and every
+    /// IPv6 packet from the port is looked up in it.
+    pub taken: std::collections::HashSet<Ipv6Addr>,
 }
 
 impl Ipv6Guard {
     fn allows(&self, ip: Ipv6Addr) -> bool {
         let (net, prefix) = self.subnet;
-        let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
         !self.taken.contains(&ip)
             && (ip.is_unspecified()
                 || ip.segments()[0] & 0xffc0 == 0xfe80
-                || u128::from(ip) & m == u128::from(net) & m)
+                || crate::wire::ipv6::in_prefix(ip, net, prefix))
     }
 }
 
@@ -190,7 +191,7 @@ mod tests {
                 // The gateway, another port's ip6, the router's link-local address.
                 taken: ["fd00::1", "fd00::3", "fe80::74:6eff:fe00:1"]
                     .map(|a| a.parse().unwrap())
-                    .to_vec(),
+                    .into(),
             }),
         };
         let echo = [128u8, 0, 0, 0, 0, 1, 0, 1];

@@ -13,14 +13,7 @@ pub(super) fn parse_cidr6(text: &str) -> Option<(Ipv6Addr, u8)> {
     Some((a.parse().ok()?, p))
 }
 
-fn mask6(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
-/// Whether `ip` is inside `net`/`prefix`.
-pub(super) fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
-    u128::from(ip) & mask6(prefix) == u128::from(net) & mask6(prefix)
-}
+pub(super) use vswitch::wire::ipv6::in_prefix as in_net6;
 
 /// Why `subnet6` cannot be a bridge's, or None. `others` are the other bridges' valid
 /// subnets, by label.
@@ -29,9 +22,8 @@ pub(super) fn check_subnet6(
     prefix: u8,
     others: &[(String, Ipv6Addr, u8)],
 ) -> Option<String> {
-    let n = u128::from(net);
-    if n & !mask6(prefix) != 0 {
-        let fixed = Ipv6Addr::from(n & mask6(prefix));
+    let fixed = vswitch::wire::ipv6::network(net, prefix);
+    if fixed != net {
         return Some(format!(
             "subnet6 {net}/{prefix} has host bits set; did you mean {fixed}/{prefix}?"
         ));

@@ -263,11 +263,7 @@ fn unmapped(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether `ip` is in the subnet6 of gateway `gw` (prefix length `prefix`).
-fn in_net6(ip: Ipv6Addr, gw: Ipv6Addr, prefix: u8) -> bool {
-    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-    u128::from(ip) & mask == u128::from(gw) & mask
-}
+use vswitch::wire::ipv6::in_prefix as in_net6;
 
 impl HostProxy {
     /// Binds every forward's listening socket now, so that a port taken on the host is

@@ -254,9 +254,7 @@ impl Router {
     pub(super) fn advertise(&mut self, iface: usize) {
         let me = self.ifaces[iface].clone();
         let Some((gw6, prefix)) = me.ip6 else { return };
-        let net = Ipv6Addr::from(
-            u128::from(gw6) & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0),
-        );
+        let net = vswitch::wire::ipv6::network(gw6, prefix);
         let ra = RaRepr {
             mac: me.mac,
             mtu: self.mtu(iface),
@@ -706,8 +704,4 @@ fn is_link_local(ip: Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
-/// Whether `ip` is inside the /`prefix` of `net`.
-pub(super) fn in_net6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
-    let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-    u128::from(ip) & m == u128::from(net) & m
-}
+pub(super) use vswitch::wire::ipv6::in_prefix as in_net6;

@@ -122,6 +122,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     }
 }
 
+/// The network address of `ip` under a /`prefix` (0 to 128; more is taken as 128).
+pub fn network(ip: Ipv6Addr, prefix: u8) -> Ipv6Addr {
+    let mask = u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0);
+    Ipv6Addr::from(u128::from(ip) & mask)
+}
+
+/// Whether `ip` is inside `net`/`prefix` (`net` may have host bits: they are ignored).
+pub fn in_prefix(ip: Ipv6Addr, net: Ipv6Addr, prefix: u8) -> bool {
+    network(ip, prefix) == network(net, prefix)
+}
+
 /// Extension headers read through at most (RFC 8200 section 4 puts no limit; a router
 /// that reads them must): a routed packet with a longer chain (or one cut short) is
 /// dropped, so that no one can make the hosts behind the router walk an endless one.
@@ -208,5 +221,17 @@ mod tests {
         assert!(Ipv6Packet::new_checked(&p[..47]).is_none());
         p[0] = 0x40;
         assert!(Ipv6Packet::new_checked(&p[..]).is_none());
+    }
+
+    #[test]
+    fn prefixes_from_0_to_128() {
+        let a: Ipv6Addr = "fd00:1:2:3:4:5:6:7".parse().unwrap();
+        assert_eq!(network(a, 64), "fd00:1:2:3::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(network(a, 0), Ipv6Addr::UNSPECIFIED);
+        assert_eq!(network(a, 128), a);
+        assert_eq!(network(a, 200), a);
+        assert!(in_prefix(a, "fd00:1:2:3::1".parse().unwrap(), 64));
+        assert!(!in_prefix(a, "fd00:1:2:4::".parse().unwrap(), 64));
+        assert!(in_prefix(a, "::".parse().unwrap(), 0));
     }
 }
