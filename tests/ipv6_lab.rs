@@ -390,36 +390,7 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
 
 /// Two hosts joined by one veth: 10.66.0.1 and 10.66.0.2.
 fn two_hosts() -> (TestNetns, TestNetns) {
-    let (a, b) = (TestNetns::new("h"), TestNetns::new("h"));
-    steps(&[
-        &[
-            "ip", "link", "add", "u0", "netns", &a.name, "type", "veth", "peer", "name", "u0",
-            "netns", &b.name,
-        ],
-        &[
-            "ip",
-            "-n",
-            &a.name,
-            "addr",
-            "add",
-            "10.66.0.1/24",
-            "dev",
-            "u0",
-        ],
-        &[
-            "ip",
-            "-n",
-            &b.name,
-            "addr",
-            "add",
-            "10.66.0.2/24",
-            "dev",
-            "u0",
-        ],
-        &["ip", "-n", &a.name, "link", "set", "u0", "up"],
-        &["ip", "-n", &b.name, "link", "set", "u0", "up"],
-    ]);
-    (a, b)
+    hosts_linked("10.66.0.1/24", "10.66.0.2/24")
 }
 
 #[test]

@@ -21,38 +21,7 @@ fn host_lab(name: &str, me: &str, peers: &[&str], container: &str, ip: &str) -> 
 
 /// Two hosts joined by one veth: 10.60.0.1 and 10.60.0.2.
 fn two_hosts() -> (TestNetns, TestNetns) {
-    let (a, b) = (TestNetns::new("h"), TestNetns::new("h"));
-    for step in [
-        vec![
-            "ip", "link", "add", "u0", "netns", &a.name, "type", "veth", "peer", "name", "u0",
-            "netns", &b.name,
-        ],
-        vec![
-            "ip",
-            "-n",
-            &a.name,
-            "addr",
-            "add",
-            "10.60.0.1/24",
-            "dev",
-            "u0",
-        ],
-        vec![
-            "ip",
-            "-n",
-            &b.name,
-            "addr",
-            "add",
-            "10.60.0.2/24",
-            "dev",
-            "u0",
-        ],
-        vec!["ip", "-n", &a.name, "link", "set", "u0", "up"],
-        vec!["ip", "-n", &b.name, "link", "set", "u0", "up"],
-    ] {
-        assert!(run(&step, 10).status.success(), "{step:?}");
-    }
-    (a, b)
+    hosts_linked("10.60.0.1/24", "10.60.0.2/24")
 }
 
 fn peer_stats(lab: &RunningLab, peer: &str) -> serde_json::Value {
@@ -549,47 +518,7 @@ fn two_rootless_tapnets_share_a_subnet_over_vxlan() {
 /// Two hosts joined by one veth with an IPv6 underlay only: fd00:60::1 and
 /// fd00:60::2 (no duplicate address detection to wait for).
 fn two_hosts6() -> (TestNetns, TestNetns) {
-    let (a, b) = (TestNetns::new("h"), TestNetns::new("h"));
-    for step in [
-        vec![
-            "ip", "link", "add", "u0", "netns", &a.name, "type", "veth", "peer", "name", "u0",
-            "netns", &b.name,
-        ],
-        vec![
-            "ip",
-            "-n",
-            &a.name,
-            "-6",
-            "addr",
-            "add",
-            "fd00:60::1/64",
-            "dev",
-            "u0",
-            "nodad",
-        ],
-        vec![
-            "ip",
-            "-n",
-            &b.name,
-            "-6",
-            "addr",
-            "add",
-            "fd00:60::2/64",
-            "dev",
-            "u0",
-            "nodad",
-        ],
-        vec!["ip", "-n", &a.name, "link", "set", "u0", "up"],
-        vec!["ip", "-n", &b.name, "link", "set", "u0", "up"],
-    ] {
-        let out = run(&step, 10);
-        assert!(
-            out.status.success(),
-            "{step:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (a, b)
+    hosts_linked("fd00:60::1/64", "fd00:60::2/64")
 }
 
 /// A host's lab over the IPv6 underlay: bridge `ov` (VNI 42, dual-stack) and

@@ -995,3 +995,21 @@ for _ in range(3):
     s.send(frame(allnodes, "fe80::bad", "ff02::1", na))
     s.send(frame(allnodes, "fe80::bad", "ff02::1", ra))
 "#;
+
+/// Two hosts joined by one veth `u0`, with `a_addr` and `b_addr` on its ends (IPv6
+/// ones without duplicate address detection).
+pub fn hosts_linked(a_addr: &str, b_addr: &str) -> (TestNetns, TestNetns) {
+    let (a, b) = (TestNetns::new("h"), TestNetns::new("h"));
+    steps(&[&[
+        "ip", "link", "add", "u0", "netns", &a.name, "type", "veth", "peer", "name", "u0", "netns",
+        &b.name,
+    ]]);
+    for (ns, addr) in [(&a.name, a_addr), (&b.name, b_addr)] {
+        let mut add = vec!["ip", "-n", ns, "addr", "add", addr, "dev", "u0"];
+        if addr.contains(':') {
+            add.push("nodad");
+        }
+        steps(&[&add, &["ip", "-n", ns, "link", "set", "u0", "up"]]);
+    }
+    (a, b)
+}

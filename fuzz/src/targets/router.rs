@@ -364,8 +364,10 @@ fn run(data: &[u8], cov: &mut Cov) {
                     let n = frame.len().min(IP_AT);
                     frame[..n].fill(0);
                 }
-                // What the proxy makes: a valid IPv4 packet behind zero headers, within
-                // the smaller leg's MTU unless it may be cut (no DF).
+                // What the proxy makes, for the checks on what leaves: a valid IPv4
+                // packet behind zero headers, within the smaller leg's MTU unless it may
+                // be cut (no DF). (IPv6 from the proxy goes through as well; its own
+                // invariants are those of any IPv6 the router sends.)
                 let small = r.mtu(0).min(r.mtu(1)) as usize;
                 let made = frame.len() >= IP_AT
                     && frame[..IP_AT].iter().all(|&b| b == 0)
