@@ -119,22 +119,11 @@ fn build(spec: &PacketSpec, src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
     .emit(ip);
     let (src, dst) = (*spec.src.ip(), *spec.dst.ip());
     let l4 = &mut ip[IP_HEADER_LEN..];
+    let (sp, dp) = (spec.src.port(), spec.dst.port());
     match spec.proto {
-        PROTO_TCP => {
-            TcpRepr {
-                src_port: spec.src.port(),
-                dst_port: spec.dst.port(),
-                seq: 1,
-                ack: 0,
-                flags: tcp::SYN,
-                window: 64240,
-            }
-            .emit(l4);
-            fill_l4_checksum(src, dst, PROTO_TCP, l4);
-        }
-        PROTO_UDP => {
-            udp::emit_header(spec.src.port(), spec.dst.port(), payload, l4);
-            fill_l4_checksum(src, dst, PROTO_UDP, l4);
+        PROTO_TCP | PROTO_UDP => {
+            emit_probe_l4(spec.proto, sp, dp, payload, l4);
+            fill_l4_checksum(src, dst, spec.proto, l4);
         }
         _ => {
             let data = vec![0u8; payload];
@@ -368,7 +357,7 @@ mod v6 {
     use vswitch::frame::{VnetHdr, ETH_HDR_LEN, VNET_HDR_LEN};
     use vswitch::wire::ethernet::{EthernetRepr, ETHERTYPE_IPV6};
     use vswitch::wire::icmpv6::{self, Ipv6Repr};
-    use vswitch::wire::tcp::{self, TcpRepr};
+    use vswitch::wire::tcp;
     use vswitch::wire::{udp, PROTO_TCP, PROTO_UDP};
     use vswitch::{Datapath, Mac};
 
@@ -507,21 +496,10 @@ mod v6 {
         .emit(&mut f[VNET_HDR_LEN + ETH_HDR_LEN..]);
         let l4 = &mut f[VNET_HDR_LEN + ETH_HDR_LEN + 40..];
         match spec.proto {
-            PROTO_TCP => {
-                TcpRepr {
-                    src_port: spec.src.port(),
-                    dst_port: spec.dst.port(),
-                    seq: 1,
-                    ack: 0,
-                    flags: tcp::SYN,
-                    window: 64240,
-                }
-                .emit(l4);
-                icmpv6::fill_l4_checksum6(src, dst, PROTO_TCP, l4);
-            }
-            PROTO_UDP => {
-                udp::emit_header(spec.src.port(), spec.dst.port(), payload, l4);
-                icmpv6::fill_l4_checksum6(src, dst, PROTO_UDP, l4);
+            PROTO_TCP | PROTO_UDP => {
+                let (sp, dp) = (spec.src.port(), spec.dst.port());
+                super::emit_probe_l4(spec.proto, sp, dp, payload, l4);
+                icmpv6::fill_l4_checksum6(src, dst, spec.proto, l4);
             }
             _ => {
                 l4[..8].copy_from_slice(&[icmpv6::ECHO_REQUEST, 0, 0, 0, 0x74, 0x6e, 0, 1]);
@@ -532,6 +510,25 @@ mod v6 {
             f.truncate(VNET_HDR_LEN + size);
         }
         f
+    }
+}
+
+/// Writes the header of the probe `trace` sends for `proto` into `l4`: a TCP SYN
+/// (what opens a connection: the decisions that matter are made on it), or a UDP
+/// header for `payload` bytes; its checksum is the caller's, by family.
+fn emit_probe_l4(proto: u8, src_port: u16, dst_port: u16, payload: usize, l4: &mut [u8]) {
+    if proto == PROTO_TCP {
+        TcpRepr {
+            src_port,
+            dst_port,
+            seq: 1,
+            ack: 0,
+            flags: tcp::SYN,
+            window: 64240,
+        }
+        .emit(l4);
+    } else {
+        udp::emit_header(src_port, dst_port, payload, l4);
     }
 }
 
