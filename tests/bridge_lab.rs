@@ -34,10 +34,8 @@ const MACS: [&str; 3] = [
 #[test]
 fn every_pair_pings_and_fdb_learns_each_mac_on_its_port() {
     let t = three_ports();
-    assert_eq!(
-        t.lab.ready_line,
-        format!("ready: lab {}, 3 ports", t.lab.name)
-    );
+    let ready = format!("ready: lab {}, 3 ports, ", t.lab.name);
+    assert!(t.lab.ready_line.starts_with(&ready), "{}", t.lab.ready_line);
     for (i, ns) in t.ns.iter().enumerate() {
         for (j, ip) in IPS.iter().enumerate() {
             if i != j {

@@ -32,7 +32,7 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
-pub fn up(path: Option<&Path>, busy_poll: Duration) -> ExitCode {
+pub fn up(path: Option<&Path>, tuning: daemon::Tuning) -> ExitCode {
     let loaded = match path {
         Some(path) => lab::load(path),
         None => lab::parse("<default lab>", lab::DEFAULT_LAB),
@@ -41,7 +41,7 @@ pub fn up(path: Option<&Path>, busy_poll: Duration) -> ExitCode {
         Ok(lab) => lab,
         Err(errors) => return report(&errors),
     };
-    match daemon::run(lab, busy_poll) {
+    match daemon::run(lab, tuning) {
         Ok(()) => ExitCode::SUCCESS,
         Err(daemon::HostError(e)) if e.is::<daemon::LabRefused>() => {
             eprintln!("{e}");

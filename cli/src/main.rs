@@ -31,6 +31,10 @@ enum Command {
         /// lower round-trip latency for a core's worth of CPU while traffic flows.
         #[arg(long, value_name = "US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
         busy_poll_us: u64,
+        /// Datapath threads, each with its own queue of every TAP (default: the cores
+        /// this process may run on, at most 16; 1: one thread, single-queue TAPs).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+        threads: Option<u16>,
     },
     /// Print the embedded default lab file.
     Example,
@@ -149,8 +153,9 @@ enum Command {
     },
     /// Read live state from a running lab.
     Show {
-        /// ports, fdb, drops, routes, arp, nat, forwards, services, vxlan, or lab (the
-        /// running lab as a lab file, with what was attached and detached)
+        /// ports, fdb, drops, routes, arp, nat, forwards, services, vxlan, lab (the
+        /// running lab as a lab file, with what was attached and detached), or threads
+        /// (the datapath threads: frames each forwarded, CPU time)
         what: String,
         /// The lab to ask; may be left out when exactly one runs.
         #[arg(long)]
@@ -229,9 +234,17 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Example => commands::example(),
         Command::Check { lab } => commands::check(&lab),
-        Command::Up { lab, busy_poll_us } => {
-            commands::up(lab.as_deref(), Duration::from_micros(busy_poll_us))
-        }
+        Command::Up {
+            lab,
+            busy_poll_us,
+            threads,
+        } => commands::up(
+            lab.as_deref(),
+            daemon::Tuning {
+                busy_poll: Duration::from_micros(busy_poll_us),
+                threads: threads.map(usize::from),
+            },
+        ),
         Command::Capture { port, lab, write } => commands::capture(&port, lab.as_deref(), write),
         Command::Trace {
             port,

@@ -170,6 +170,22 @@ pub fn render(what: &str, v: &Value) -> String {
                 );
             }
         }
+        "threads" => {
+            rows.push(
+                ["THREAD", "TID", "FRAMES", "HANDED_OFF", "CPU_MS"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for t in list("threads") {
+                rows.push(vec![
+                    s(&t["thread"]),
+                    s(&t["tid"]),
+                    s(&t["frames"]),
+                    s(&t["handed_off"]),
+                    s(&t["cpu_ms"]),
+                ]);
+            }
+        }
         "forwards" => {
             rows.push(
                 [

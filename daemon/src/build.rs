@@ -26,7 +26,7 @@ const POOL_BUFFERS: usize = 256;
 /// the lab never says it is ready).
 pub(crate) fn datapath(
     lab: &Lab,
-    busy_poll: Duration,
+    tuning: crate::Tuning,
     proxy: Option<HostProxy>,
     vtep: Option<Vtep>,
     built: &mut Built,
@@ -34,7 +34,8 @@ pub(crate) fn datapath(
     signals: &mut Signals,
 ) -> Result<Option<(Datapath, Handles)>> {
     let mut dp = Datapath::new(POOL_BUFFERS)?;
-    dp.set_busy_poll(busy_poll);
+    dp.set_busy_poll(tuning.busy_poll);
+    dp.set_threads(tuning.threads.unwrap_or_else(crate::default_threads))?;
     let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
     for b in &lab.bridges {
         let id = dp.add_bridge(BridgeConfig {
@@ -121,10 +122,19 @@ pub(crate) fn add_port(
         ip6: port.ip6,
         gateway6: gateway6_of(lab, port),
         index,
+        queues: dp.threads(),
     };
-    let tap = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
-        .with_context(|| format!("building port `{}`", port.name))?;
-    let id = dp.add_port(info, Box::new(tap))?;
+    let mut queues = host::tap::port_tap(&plan, &mut |ns| built.add(ns))
+        .with_context(|| format!("building port `{}`", port.name))?
+        .into_iter();
+    let first = queues.next().expect("a TAP has a queue");
+    let id = dp.add_port(info, Box::new(first))?;
+    dp.add_port_queues(
+        id,
+        queues
+            .map(|q| Box::new(q) as Box<dyn vswitch::Port>)
+            .collect(),
+    );
     finish_port(lab, port, dp, id)?;
     Ok(id)
 }

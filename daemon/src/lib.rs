@@ -62,12 +62,33 @@ pub fn refused_here(lab: &Lab) -> Vec<LabError> {
     }
 }
 
+/// How the datapath runs (`tapnet up`'s options).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tuning {
+    /// See [`vswitch::Datapath::set_busy_poll`]; zero: never spin.
+    pub busy_poll: Duration,
+    /// Datapath threads (see [`vswitch::shard`]); None: the cores this process may run
+    /// on ([`std::thread::available_parallelism`]), at most [`MAX_THREADS`].
+    pub threads: Option<usize>,
+}
+
+/// The most datapath threads `tapnet up` starts.
+pub const MAX_THREADS: usize = 16;
+
+/// One datapath thread per core this process may use, up to [`MAX_THREADS`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_THREADS)
+}
+
 /// Builds the lab, runs it until SIGINT, SIGTERM or SIGHUP, tears it down.
 ///
 /// Without root, the process first enters the lab's user namespace
 /// ([`host::userns::enter_lab_userns`]); it must then still be single-threaded, so
 /// this is called before anything starts a thread.
-pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
+///
+pub fn run(lab: Lab, tuning: Tuning) -> Result<(), HostError> {
     let refused = refused_here(&lab);
     if !refused.is_empty() {
         let lines = refused.iter().map(|e| e.to_string()).collect();
@@ -109,7 +130,7 @@ pub fn run(lab: Lab, busy_poll: Duration) -> Result<(), HostError> {
     let mut building = namespaces::Namespaces::default();
     let Some((mut dp, handles)) = build::datapath(
         &lab,
-        busy_poll,
+        tuning,
         proxy,
         vtep,
         &mut built,

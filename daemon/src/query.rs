@@ -30,8 +30,9 @@ impl<'a> Live<'a> {
 }
 
 /// What `show` can name. The ones later issues fill in answer with a clear error.
-pub const WHATS: [&str; 10] = [
+pub const WHATS: [&str; 11] = [
     "ports", "fdb", "drops", "routes", "arp", "nat", "forwards", "services", "vxlan", "lab",
+    "threads",
 ];
 
 /// Answers one control request line, e.g. `show fdb`, on the datapath thread.
@@ -49,6 +50,7 @@ pub fn answer(dp: &Datapath, handles: Handles, lab: &str, line: &str, now: Insta
             "forwards" => forwards(l, lab),
             "vxlan" => vxlan(l, lab, now),
             "arp" => arp(l, lab, now),
+            "threads" => threads(dp, lab),
             w if WHATS.contains(&w) => {
                 json!({"error": format!("show {w}: not supported by this tapnet")})
             }
@@ -56,6 +58,42 @@ pub fn answer(dp: &Datapath, handles: Handles, lab: &str, line: &str, now: Insta
         },
         _ => json!({"error": format!("unknown request {line:?}")}),
     }
+}
+
+/// The datapath threads: what each forwarded, what the workers handed to thread 0,
+/// and each one's CPU time so far (user and system, ms, from
+/// `/proc/self/task/TID/stat`: what `top -H` shows).
+fn threads(dp: &Datapath, lab: &str) -> Value {
+    let threads: Vec<Value> = dp
+        .thread_stats()
+        .iter()
+        .map(|t| {
+            json!({
+                "thread": t.index,
+                "tid": t.tid,
+                "frames": t.frames,
+                "handed_off": t.handed_off,
+                "cpu_ms": cpu_ms(t.tid),
+            })
+        })
+        .collect();
+    json!({"lab": lab, "threads": threads})
+}
+
+/// A thread's CPU time (utime + stime), in milliseconds; None if unknown.
+fn cpu_ms(tid: u64) -> Option<u64> {
+    if tid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after `)`.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1000 / hz)
 }
 
 fn ports(dp: &Datapath, lab: &str) -> Value {

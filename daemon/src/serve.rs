@@ -41,11 +41,13 @@ pub(crate) fn serve(
     // A closed stdout (the reader went away) must not stop the lab.
     let mut stdout = std::io::stdout();
     let n = dp.up_ports();
+    let t = dp.threads();
     let _ = writeln!(
         stdout,
-        "ready: lab {}, {n} port{}",
+        "ready: lab {}, {n} port{}, {t} datapath thread{}",
         live.lab.name,
-        if n == 1 { "" } else { "s" }
+        if n == 1 { "" } else { "s" },
+        if t == 1 { "" } else { "s" },
     );
     let _ = stdout.flush();
 

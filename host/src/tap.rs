@@ -62,6 +62,8 @@ pub struct PortTap<'a> {
     /// Unique among the lab's ports: names the TAP while it is still in tapnet's
     /// namespace (`tn<pid>p<index>`).
     pub index: usize,
+    /// Queues to open (one per datapath thread; see [`Tap::create_queues`]).
+    pub queues: usize,
 }
 
 /// Creates one port's TAP and puts it in place, configured.
@@ -76,13 +78,16 @@ pub struct PortTap<'a> {
 /// namespace (the host's), so the TAP is opened inside the container's namespace from
 /// a thread that entered it, as pasta and slirp4netns do; its descriptor then holds
 /// that namespace alive for as long as the lab runs.
+///
+/// Returns the TAP's queues, [`PortTap::queues`] of them: all are opened where the
+/// device is created, before it moves, so none holds the container's namespace.
 pub fn port_tap(
     port: &PortTap<'_>,
     created: &mut dyn FnMut(NetnsRecord) -> Result<()>,
-) -> Result<Tap> {
+) -> Result<Vec<Tap>> {
     let Some(place) = port.netns else {
         let mut root = Rtnl::new()?;
-        let tap = Tap::create(port.ifname)
+        let tap = Tap::create_queues(port.ifname, port.queues)
             .with_context(|| format!("cannot create TAP `{}`", port.ifname))?;
         let idx = root
             .link_index(port.ifname)?
@@ -127,7 +132,7 @@ pub fn port_tap(
     let tap = if let Some(st) = staging {
         let mut outer = Rtnl::in_netns_fd(st)?;
         let temp = format!("tn{}p{}", std::process::id(), port.index);
-        let tap = run_in_fd(st, || Tap::create(&temp))?
+        let tap = run_in_fd(st, || Tap::create_queues(&temp, port.queues))?
             .with_context(|| format!("cannot create TAP `{temp}`"))?;
         let idx = outer
             .link_index(&temp)?
@@ -146,9 +151,10 @@ pub fn port_tap(
         if inner.link_index(port.ifname)?.is_some() {
             return Err(taken());
         }
-        let tap = run_in_fd(fd, || Tap::create(port.ifname))?.with_context(|| {
-            format!("cannot create TAP `{}` in namespace `{label}`", port.ifname)
-        })?;
+        let tap =
+            run_in_fd(fd, || Tap::create_queues(port.ifname, port.queues))?.with_context(|| {
+                format!("cannot create TAP `{}` in namespace `{label}`", port.ifname)
+            })?;
         let idx = inner
             .link_index(port.ifname)?
             .ok_or_else(|| anyhow!("TAP `{}` vanished after creation", port.ifname))?;
@@ -157,7 +163,8 @@ pub fn port_tap(
     } else {
         let mut root = Rtnl::new()?;
         let temp = format!("tn{}p{}", std::process::id(), port.index);
-        let tap = Tap::create(&temp).with_context(|| format!("cannot create TAP `{temp}`"))?;
+        let tap = Tap::create_queues(&temp, port.queues)
+            .with_context(|| format!("cannot create TAP `{temp}`"))?;
         let idx = root
             .link_index(&temp)?
             .ok_or_else(|| anyhow!("TAP `{temp}` vanished after creation"))?;

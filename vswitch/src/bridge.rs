@@ -145,6 +145,17 @@ impl Bridge {
         &self.fdb
     }
 
+    /// Another datapath thread forwarded `n` frames of this bridge to a known port.
+    pub fn add_forwarded(&mut self, n: u64) {
+        self.stats.unicast += n;
+    }
+
+    /// Another datapath thread forwarded from source `mac` on `port` at about `now`
+    /// (see [`crate::fdb::Fdb::refresh`]).
+    pub fn refresh(&mut self, mac: Mac, port: PortId, now: Instant) {
+        self.fdb.refresh(mac, port, now);
+    }
+
     pub fn fdb_stats(&self) -> FdbStats {
         self.fdb.stats()
     }

@@ -87,6 +87,10 @@ drop_reasons! {
         /// router, and a rogue one would take the other containers' IPv6 (RA guard,
         /// RFC 6105).
         RaGuard => "ra_guard",
+        /// Read by another datapath thread than the first, a frame only the first may
+        /// handle (a flood, one for the router or VXLAN, from a source not learned yet)
+        /// found the hand-over queue between them full: the first thread is saturated.
+        HandoffFull => "handoff_full",
     }
 }
 
@@ -114,6 +118,18 @@ impl PortCounters {
 
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Adds `other`'s counts (another datapath thread's, for the same port).
+    pub fn add(&mut self, other: &PortCounters) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+        self.capture_dropped += other.capture_dropped;
     }
 }
 

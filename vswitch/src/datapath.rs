@@ -3,6 +3,7 @@
 //! each frame out. It never blocks on a port: a full egress queue drops (counted), and a
 //! port whose device vanished is taken down while the others keep forwarding.
 
+use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,12 +17,13 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use crate::bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 use crate::counters::{DropReason, PortCounters};
 use crate::fdb::Mac;
-use crate::frame::{check_ingress, VnetHdr, VNET_HDR_LEN};
+use crate::frame::{VnetHdr, VNET_HDR_LEN};
 use crate::guard::PortGuard;
 use crate::impair::{Fate, Impairment, Shaper};
 use crate::internal::{Emitter, Handler, HandlerId, HandlerRef, Verdict, HANDLER_TOKENS};
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
+use crate::shard::{BridgeView, FastPort, View, WorkerHandle};
 
 /// Frames read from one port per wakeup before moving on to the next, so one busy port
 /// cannot starve the others.
@@ -30,6 +32,8 @@ pub const BATCH: usize = 64;
 /// [`HANDLER_TOKEN_BASE`] are ports; between, each handler has [`HANDLER_TOKENS`].
 pub const FIRST_FOREIGN_TOKEN: usize = 1 << 30;
 pub const HANDLER_TOKEN_BASE: usize = 1 << 24;
+/// Wakes thread 0 when another datapath thread hands it frames.
+const HANDOFF_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN - 1);
 /// How often aged-out FDB entries are swept.
 const AGE_SWEEP: Duration = Duration::from_secs(1);
 
@@ -185,6 +189,31 @@ pub struct Datapath {
     /// See [`Datapath::set_busy_poll`].
     busy_poll: Duration,
     last_frame: Option<Instant>,
+    /// The other datapath threads (see [`crate::shard`]); empty with one thread.
+    workers: Vec<WorkerHandle>,
+    main_waker: Option<Arc<mio::Waker>>,
+    /// Bumped when what workers know of the ports changes.
+    ports_gen: u64,
+    /// The copies of the tables for the workers, and the one they read now.
+    views: Vec<Arc<View>>,
+    current_view: Option<usize>,
+    /// Frames thread 0 read from its own queues, and its thread id.
+    frames: u64,
+    tid: u64,
+}
+
+/// One datapath thread, for `show threads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadStats {
+    /// 0 for the thread with the bridges and handlers.
+    pub index: usize,
+    /// Its Linux thread id (0 before it first ran): `/proc/self/task/TID/stat` has its
+    /// CPU time.
+    pub tid: u64,
+    /// Frames it read (thread 0) or forwarded itself (the others).
+    pub frames: u64,
+    /// Frames it handed to thread 0 (the others; 0 for thread 0).
+    pub handed_off: u64,
 }
 
 impl Datapath {
@@ -212,7 +241,74 @@ impl Datapath {
             next_sweep: Instant::now() + AGE_SWEEP,
             busy_poll: Duration::ZERO,
             last_frame: None,
+            workers: Vec::new(),
+            main_waker: None,
+            ports_gen: 1,
+            views: Vec::new(),
+            current_view: None,
+            frames: 0,
+            tid: 0,
         })
+    }
+
+    /// Runs the datapath on `threads` threads (at least 1): this one, and `threads - 1`
+    /// workers started now (see [`crate::shard`]). Call once, before adding ports; each
+    /// device port may then get a queue per worker ([`Datapath::add_port_queues`]).
+    pub fn set_threads(&mut self, threads: usize) -> io::Result<()> {
+        if !self.workers.is_empty() || threads <= 1 {
+            return Ok(());
+        }
+        let waker = Arc::new(mio::Waker::new(self.poll.registry(), HANDOFF_TOKEN)?);
+        for index in 1..threads {
+            self.workers.push(WorkerHandle::spawn(
+                index,
+                Arc::new(View::default()),
+                waker.clone(),
+            )?);
+        }
+        self.main_waker = Some(waker);
+        self.ports_gen += 1;
+        Ok(())
+    }
+
+    /// How many threads forward: 1 and the workers.
+    pub fn threads(&self) -> usize {
+        1 + self.workers.len()
+    }
+
+    /// Gives `port`'s other queues to the workers, the first to worker 1 and so on
+    /// (a queue more than workers is closed). A port with fewer queues than workers
+    /// is served by thread 0 alone on the rest.
+    pub fn add_port_queues(&mut self, port: PortId, queues: Vec<Box<dyn Port>>) {
+        for (worker, queue) in self.workers.iter().zip(queues) {
+            worker.add(port, queue);
+        }
+        self.ports_gen += 1;
+    }
+
+    /// Every datapath thread's figures, thread 0 first.
+    pub fn thread_stats(&self) -> Vec<ThreadStats> {
+        let mut all = vec![ThreadStats {
+            index: 0,
+            tid: self.tid,
+            frames: self.frames,
+            handed_off: 0,
+        }];
+        for (i, w) in self.workers.iter().enumerate() {
+            all.push(ThreadStats {
+                index: i + 1,
+                tid: w.shared.tid.load(std::sync::atomic::Ordering::Relaxed),
+                frames: w
+                    .shared
+                    .forwarded
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                handed_off: w
+                    .shared
+                    .handed_off
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+        all
     }
 
     pub fn add_bridge(&mut self, config: BridgeConfig) -> BridgeId {
@@ -262,6 +358,7 @@ impl Datapath {
             Some(free) => *free = slot,
             None => self.ports.push(slot),
         }
+        self.ports_gen += 1;
         Ok(id)
     }
 
@@ -288,6 +385,7 @@ impl Datapath {
         slot.guard = None;
         self.bridges[slot.info.bridge.0].detach(port);
         self.went_down.retain(|p| *p != port);
+        self.lost_port(port);
         true
     }
 
@@ -298,6 +396,7 @@ impl Datapath {
             return false;
         };
         slot.guard = Some(guard);
+        self.ports_gen += 1;
         true
     }
 
@@ -323,6 +422,7 @@ impl Datapath {
                 }
             }
         }
+        self.ports_gen += 1;
     }
 
     /// Makes `mac` a static entry of `port`'s bridge on `port` (the port's own
@@ -357,6 +457,7 @@ impl Datapath {
         let alive = Arc::new(());
         slot.capture = Some(tx);
         slot.capture_alive = Some(alive.clone());
+        self.ports_gen += 1;
         Ok(CaptureStream {
             frames: rx,
             _alive: alive,
@@ -370,6 +471,7 @@ impl Datapath {
             return false;
         };
         slot.mirror = Some(mirror);
+        self.ports_gen += 1;
         true
     }
 
@@ -426,7 +528,7 @@ impl Datapath {
     /// Adds the logic behind internal ports.
     pub fn add_handler(&mut self, mut handler: Box<dyn Handler>) -> HandlerId {
         let h = self.handlers.len();
-        assert!(HANDLER_TOKEN_BASE + (h + 1) * HANDLER_TOKENS <= FIRST_FOREIGN_TOKEN);
+        assert!(HANDLER_TOKEN_BASE + (h + 1) * HANDLER_TOKENS <= HANDOFF_TOKEN.0);
         let mut out = Emitter {
             pool: &mut self.pool,
             inject: &mut self.injected,
@@ -451,6 +553,7 @@ impl Datapath {
             io::Error::new(io::ErrorKind::InvalidInput, "port on an unknown bridge")
         })?;
         bridge.attach(id);
+        self.ports_gen += 1;
         self.ports.push(PortSlot {
             info,
             io: None,
@@ -516,7 +619,9 @@ impl Datapath {
             )
             .min()
             .map_or(until_sweep, |t| t.saturating_duration_since(now));
+        let handed_over = self.workers.iter().any(|w| !w.shared.handoff_rx.is_empty());
         let timeout = if spinning
+            || handed_over
             || !self.handler_again.is_empty()
             || self.ports.iter().any(|p| p.readable)
         {
@@ -535,6 +640,8 @@ impl Datapath {
             let token = event.token();
             if token.0 >= FIRST_FOREIGN_TOKEN {
                 self.fired.push(token);
+            } else if token == HANDOFF_TOKEN {
+                // Taken below, every turn.
             } else if token.0 >= HANDLER_TOKEN_BASE {
                 let t = token.0 - HANDLER_TOKEN_BASE;
                 self.handler_events
@@ -545,6 +652,14 @@ impl Datapath {
             }
         }
         let now = Instant::now();
+        if !self.workers.is_empty() {
+            if self.tid == 0 {
+                // SAFETY: gettid has no preconditions.
+                self.tid = unsafe { libc::gettid() } as u64;
+            }
+            self.take_reports(now);
+            self.take_handoffs(now);
+        }
         for p in 0..self.ports.len() {
             if self.ports[p].readable {
                 self.forward_from(PortId(p), now);
@@ -599,7 +714,11 @@ impl Datapath {
             }
             self.run_internal(now);
             self.next_sweep = now + AGE_SWEEP;
+            if self.fast_changed() {
+                self.ports_gen += 1;
+            }
         }
+        self.publish(now);
         Ok(&self.fired)
     }
 
@@ -637,6 +756,7 @@ impl Datapath {
         }
         if !self.rx.is_empty() {
             self.last_frame = Some(now);
+            self.frames += self.rx.len() as u64;
         }
         for i in 0..self.rx.len() {
             let (buf, len) = self.rx[i];
@@ -684,6 +804,7 @@ impl Datapath {
                     .map_or(0, |d| d.as_nanos() as u64);
             slot.shaper = Some(Shaper::new(spec, seed));
         }
+        self.ports_gen += 1;
         true
     }
 
@@ -820,6 +941,169 @@ impl Datapath {
         slot.down_reason = Some(reason);
         self.bridges[slot.info.bridge.0].detach(port);
         self.went_down.push(port);
+        self.lost_port(port);
+    }
+
+    /// `port` went down or away: the workers close their queues of it.
+    fn lost_port(&mut self, port: PortId) {
+        for w in &self.workers {
+            w.remove(port);
+        }
+        self.ports_gen += 1;
+    }
+
+    /// Sums what the workers counted since the last call into the ports and bridges,
+    /// and refreshes the FDB entries they forwarded from.
+    fn take_reports(&mut self, now: Instant) {
+        for w in &self.workers {
+            if !w
+                .shared
+                .reported
+                .swap(false, std::sync::atomic::Ordering::Acquire)
+            {
+                continue;
+            }
+            let mut report = w.shared.report.lock().unwrap_or_else(|p| p.into_inner());
+            for (slot, c) in self.ports.iter_mut().zip(report.counters.iter_mut()) {
+                if c.rx_packets != 0 || c.tx_packets != 0 || c.total_drops() != 0 {
+                    slot.counters.add(c);
+                    *c = PortCounters::default();
+                }
+            }
+            for (bridge, n) in self.bridges.iter_mut().zip(report.unicast.iter_mut()) {
+                bridge.add_forwarded(std::mem::take(n));
+            }
+            for (bridge, mac, port) in report.seen.drain(..) {
+                if let Some(b) = self.bridges.get_mut(bridge.0) {
+                    b.refresh(mac, port, now);
+                }
+            }
+        }
+    }
+
+    /// Forwards the frames the workers handed over, as if read here.
+    fn take_handoffs(&mut self, now: Instant) {
+        for w in 0..self.workers.len() {
+            while let Ok(h) = self.workers[w].shared.handoff_rx.try_recv() {
+                let live = self
+                    .ports
+                    .get(h.port.0)
+                    .is_some_and(|p| !p.removed && p.io.is_some());
+                match self.pool.alloc() {
+                    Some(buf) if live => {
+                        self.pool.buf_mut(buf)[DATA_OFFSET..DATA_OFFSET + h.len]
+                            .copy_from_slice(&h.buf[..h.len]);
+                        let _ = self.workers[w].shared.free_tx.try_send(h.buf);
+                        self.forward_frame(h.port, buf, h.len, now);
+                    }
+                    other => {
+                        if let Some(buf) = other {
+                            self.pool.release(buf);
+                        }
+                        if let Some(slot) = self.ports.get_mut(h.port.0).filter(|_| live) {
+                            slot.counters.rx_packets += 1;
+                            slot.counters.drop(DropReason::HandoffFull);
+                        }
+                        let _ = self.workers[w].shared.free_tx.try_send(h.buf);
+                    }
+                }
+            }
+        }
+        self.run_internal(now);
+        while let Some((port, reason)) = self.failed.pop() {
+            self.take_down(port, reason);
+        }
+    }
+
+    /// Gives the workers a new copy of the tables if a port or an FDB changed since
+    /// the last one. The copy is one of a few kept here that no worker reads any
+    /// more, refilled in place (only its parts that changed): no allocation once
+    /// they have grown to size. If every copy is still being read, it tries again
+    /// next turn.
+    fn publish(&mut self, now: Instant) {
+        if self.workers.is_empty() {
+            return;
+        }
+        let current = self.current_view.map(|i| &*self.views[i]);
+        let stale = current.is_none_or(|v| {
+            v.ports_gen != self.ports_gen
+                || v.bridges.len() != self.bridges.len()
+                || v.bridges
+                    .iter()
+                    .zip(&self.bridges)
+                    .any(|(v, b)| v.generation != b.fdb().generation())
+        });
+        if !stale {
+            return;
+        }
+        const VIEWS: usize = 4;
+        let idx = match self.views.iter().position(|v| Arc::strong_count(v) == 1) {
+            Some(i) => i,
+            None if self.views.len() < VIEWS => {
+                self.views.push(Arc::new(View::default()));
+                self.views.len() - 1
+            }
+            None => return,
+        };
+        let view = Arc::get_mut(&mut self.views[idx]).expect("no other holder");
+        if view.ports_gen != self.ports_gen || view.ports.len() != self.ports.len() {
+            view.ports.resize_with(self.ports.len(), || None);
+            for (v, slot) in view.ports.iter_mut().zip(&self.ports) {
+                if slot.removed || slot.handler.is_some() {
+                    *v = None;
+                    continue;
+                }
+                match v {
+                    Some(fp) => {
+                        fp.bridge = slot.info.bridge;
+                        fp.fast = fast(slot);
+                        fp.guard.clone_from(&slot.guard);
+                    }
+                    None => {
+                        *v = Some(FastPort {
+                            bridge: slot.info.bridge,
+                            guard: slot.guard.clone(),
+                            fast: fast(slot),
+                        })
+                    }
+                }
+            }
+            view.ports_gen = self.ports_gen;
+        }
+        view.bridges.truncate(self.bridges.len());
+        for (i, b) in self.bridges.iter().enumerate() {
+            if view.bridges.len() <= i {
+                view.bridges.push(BridgeView {
+                    mtu: b.mtu(),
+                    // As the FDB itself reserves: refilling never grows it.
+                    fdb: HashMap::with_capacity(b.fdb().max().saturating_mul(2).saturating_add(64)),
+                    generation: u64::MAX,
+                });
+            }
+            let v = &mut view.bridges[i];
+            if v.generation != b.fdb().generation() {
+                v.fdb.clear();
+                v.fdb.extend(b.fdb().entries(now).map(|(m, e)| (m, e.port)));
+                v.generation = b.fdb().generation();
+            }
+        }
+        for w in &self.workers {
+            w.shared.view.store(self.views[idx].clone());
+        }
+        self.current_view = Some(idx);
+    }
+
+    /// Whether a port's part of the published view is out of date: a capture ended
+    /// (found only when its next copy fails), so the port may go back to the workers.
+    fn fast_changed(&self) -> bool {
+        let Some(current) = self.current_view else {
+            return false;
+        };
+        self.views[current]
+            .ports
+            .iter()
+            .zip(&self.ports)
+            .any(|(v, slot)| v.as_ref().is_some_and(|v| v.fast != fast(slot)))
     }
 
     /// Ports that went down since the last call, with why.
@@ -927,15 +1211,16 @@ fn write_out(slot: &mut PortSlot, failed: &mut Vec<(PortId, String)>, egress: Po
 
 /// [`Datapath::admit`], over the port's slot and its bridge.
 fn admit(slot: &PortSlot, bridge: &Bridge, data: &[u8]) -> Result<VnetHdr, DropReason> {
-    if data.len() > VNET_HDR_LEN + MAX_FRAME {
-        // Longer than any frame a TAP may hand over (the buffer has a little slack).
-        return Err(DropReason::Oversize);
-    }
-    let vnet = check_ingress(data, bridge.mtu())?;
-    match &slot.guard {
-        Some(g) => g.check(&data[VNET_HDR_LEN..]).map(|()| vnet),
-        None => Ok(vnet),
-    }
+    crate::shard::admit(slot.guard.as_ref(), bridge.mtu(), data)
+}
+
+/// Whether the workers may forward from and to this port (see [`FastPort::fast`]).
+fn fast(slot: &PortSlot) -> bool {
+    slot.io.is_some()
+        && slot.handler.is_none()
+        && slot.capture.is_none()
+        && slot.mirror.is_none()
+        && slot.shaper.is_none()
 }
 
 fn count_tx(counters: &mut PortCounters, len: usize) {

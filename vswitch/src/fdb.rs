@@ -104,6 +104,10 @@ pub struct Fdb<P = PortId> {
     max: usize,
     aging: Duration,
     stats: FdbStats,
+    /// Bumped whenever an address is added, moves or goes (not when one is only seen
+    /// again): the datapath's other threads read a copy of the table, made again when
+    /// this changes.
+    generation: u64,
 }
 
 impl<P: Copy + Eq> Fdb<P> {
@@ -119,6 +123,7 @@ impl<P: Copy + Eq> Fdb<P> {
             max,
             aging,
             stats: FdbStats::default(),
+            generation: 0,
         }
     }
 
@@ -129,6 +134,7 @@ impl<P: Copy + Eq> Fdb<P> {
     /// Makes `mac` a static entry on `port`: a port's own address, which no other port
     /// (or VXLAN peer) can take over. Not counted against the table's limit.
     pub fn add_static(&mut self, mac: Mac, port: P, now: Instant) {
+        self.generation += 1;
         let old = self.entries.insert(
             mac,
             FdbEntry {
@@ -163,6 +169,7 @@ impl<P: Copy + Eq> Fdb<P> {
             .is_some_and(|e| e.fixed && e.port == port)
         {
             self.entries.remove(&mac);
+            self.generation += 1;
             true
         } else {
             false
@@ -191,6 +198,9 @@ impl<P: Copy + Eq> Fdb<P> {
             let stale = now.saturating_duration_since(e.last_seen) >= aging;
             e.port = port;
             e.last_seen = now;
+            if from != port || stale {
+                self.generation += 1;
+            }
             return if from == port {
                 Learned::Refreshed
             } else if stale {
@@ -216,6 +226,7 @@ impl<P: Copy + Eq> Fdb<P> {
         );
         self.learned += 1;
         self.stats.learned += 1;
+        self.generation += 1;
         Learned::New
     }
 
@@ -234,6 +245,9 @@ impl<P: Copy + Eq> Fdb<P> {
         self.entries
             .retain(|_, e| e.fixed || now.saturating_duration_since(e.last_seen) < aging);
         let removed = before - self.entries.len();
+        if removed > 0 {
+            self.generation += 1;
+        }
         self.learned -= removed;
         self.stats.aged_out += removed as u64;
         removed
@@ -241,6 +255,7 @@ impl<P: Copy + Eq> Fdb<P> {
 
     /// Forgets every address learned on `port`, and its static ones (it went down).
     pub fn flush_port(&mut self, port: P) {
+        self.generation += 1;
         let before = self.learned;
         let mut gone = 0;
         self.entries.retain(|_, e| {
@@ -251,6 +266,22 @@ impl<P: Copy + Eq> Fdb<P> {
             keep
         });
         self.learned = before - gone;
+    }
+
+    /// Marks `mac` seen on `port` at `now` if the table has it there (another thread
+    /// forwarded from it): it never adds or moves an entry, so a stale sighting
+    /// cannot undo a move learned since.
+    pub fn refresh(&mut self, mac: Mac, port: P, now: Instant) {
+        if let Some(e) = self.entries.get_mut(&mac) {
+            if e.port == port && !e.fixed {
+                e.last_seen = e.last_seen.max(now);
+            }
+        }
+    }
+
+    /// Changes with every address added, moved or removed (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Learned entries (static ones aside): what the limit counts.

@@ -15,7 +15,7 @@ use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::Ipv6Packet;
 
 /// What a port may send as.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct PortGuard {
     pub mac: Mac,
     /// With it, ARP and IPv4 must come from this address (or 0.0.0.0: an ARP probe
@@ -35,12 +35,46 @@ pub struct PortGuard {
 /// the MAC, so that privacy and stable-privacy addresses (RFC 8981, RFC 7217) work.
 /// Neighbour advertisements must advertise such an address, and neighbour discovery's
 /// link-layer options the port's own MAC; router advertisements are dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Ipv6Guard {
     pub subnet: (Ipv6Addr, u8),
     /// A set: it holds two addresses for every other port of the bridge, and every
     /// IPv6 packet from the port is looked up in it.
     pub taken: std::collections::HashSet<Ipv6Addr>,
+}
+
+// By hand, for `clone_from`: the datapath refreshes its workers' copies of the guards
+// in place, reusing their sets' memory (see `crate::shard::View`).
+impl Clone for PortGuard {
+    fn clone(&self) -> PortGuard {
+        PortGuard {
+            mac: self.mac,
+            ipv4: self.ipv4,
+            also: self.also.clone(),
+            ipv6: self.ipv6.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &PortGuard) {
+        self.mac = source.mac;
+        self.ipv4 = source.ipv4;
+        self.also.clone_from(&source.also);
+        self.ipv6.clone_from(&source.ipv6);
+    }
+}
+
+impl Clone for Ipv6Guard {
+    fn clone(&self) -> Ipv6Guard {
+        Ipv6Guard {
+            subnet: self.subnet,
+            taken: self.taken.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Ipv6Guard) {
+        self.subnet = source.subnet;
+        self.taken.clone_from(&source.taken);
+    }
 }
 
 impl Ipv6Guard {

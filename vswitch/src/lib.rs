@@ -15,6 +15,7 @@ pub mod impair;
 pub mod internal;
 pub mod pool;
 pub mod port;
+pub mod shard;
 pub mod tap;
 pub mod wire;
 
@@ -23,7 +24,7 @@ pub use wire::checksum;
 
 pub use bridge::{Bridge, BridgeConfig, BridgeId, Decision};
 pub use counters::{DropReason, PortCounters};
-pub use datapath::{Datapath, PortInfo};
+pub use datapath::{Datapath, PortInfo, ThreadStats};
 pub use fdb::{Fdb, Mac};
 pub use internal::{Emitter, Handler, HandlerId, HandlerRef, Traced, Verdict, HANDLER_TOKENS};
 pub use port::{Port, PortId};

@@ -16,6 +16,7 @@ const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 const TUN_F_TSO6: libc::c_uint = 0x04;
@@ -37,6 +38,26 @@ impl Tap {
     /// Creates TAP `name` in the calling thread's network namespace, non-blocking, with
     /// a 10-byte virtio-net header on every frame and TCP/checksum offloads on.
     pub fn create(name: &str) -> io::Result<Tap> {
+        Tap::open(name, 0)
+    }
+
+    /// Creates TAP `name` with `queues` queues (`IFF_MULTI_QUEUE` when more than one),
+    /// each its own descriptor, configured as [`Tap::create`] does. The kernel's flow
+    /// hash picks the queue of each frame the container sends (`tun_automq_select_queue`),
+    /// and a flow whose frames tapnet writes on a queue answers on that queue
+    /// (`tun_flow_update`), so one flow stays on one queue. Open them all before the
+    /// device moves to another namespace: afterwards the name would create a new
+    /// device here. The device goes when every queue is closed.
+    pub fn create_queues(name: &str, queues: usize) -> io::Result<Vec<Tap>> {
+        if queues <= 1 {
+            return Ok(vec![Tap::create(name)?]);
+        }
+        (0..queues)
+            .map(|_| Tap::open(name, IFF_MULTI_QUEUE))
+            .collect()
+    }
+
+    fn open(name: &str, extra_flags: libc::c_short) -> io::Result<Tap> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -58,7 +79,7 @@ impl Tap {
 
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | extra_flags,
             _pad: [0; 22],
         };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {

@@ -1,0 +1,616 @@
+//! The datapath's threads beyond the first: every core forwards.
+//!
+//! A TAP port has one queue per thread (`IFF_MULTI_QUEUE`, [`crate::tap::Tap::create_queues`]).
+//! The kernel's flow hash picks the queue a container's frame arrives on, and a flow
+//! tapnet writes on a queue answers on it, so each flow stays with one thread and in
+//! order. Thread 0 is the [`crate::Datapath`] itself, with the bridges, the handlers
+//! (router, NAT, VXLAN), captures and impairments, as with one thread. Every other
+//! thread ("worker") reads its queue of every TAP and forwards the common case itself:
+//! a unicast frame between two TAP ports of one bridge, from a source learned on its
+//! port to a destination learned elsewhere ([`decide`]). Anything else (a flood, a frame
+//! for the router or VXLAN, a source not learned yet or moved, a port captured, mirrored
+//! or impaired) it hands to thread 0 as if thread 0 had read it ([`Handoff`]), so every
+//! rule of the datapath holds unchanged. A frame thread 0 writes steers its flow to
+//! queue 0, so flows through the router settle on thread 0 after their first exchange.
+//!
+//! The tables are read without locks: thread 0 owns the FDB and publishes a read-only
+//! copy ([`View`]) through `arc-swap` whenever an address is added, moves or goes (and
+//! each sweep, for ports' state), and workers load it once per wakeup. Workers never
+//! write a table; they report the sources they forwarded from, so thread 0 keeps those
+//! entries from ageing out ([`crate::fdb::Fdb::refresh`]). Counters are per thread and
+//! summed into thread 0's at each of its wakeups, so `show` sees them all.
+//!
+//! Nothing here allocates per frame: each worker reads into one buffer, hand-overs move
+//! preallocated boxes through bounded channels, and the sets and vectors are sized up
+//! front.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::bridge::BridgeId;
+use crate::counters::{DropReason, PortCounters};
+use crate::fdb::Mac;
+use crate::frame::{check_ingress, destination_mac, source_mac, VnetHdr, VNET_HDR_LEN};
+use crate::guard::PortGuard;
+use crate::pool::{BUF_SIZE, MAX_FRAME};
+use crate::port::{is_fatal, Port, PortId};
+
+/// Frames a worker may have handed to thread 0 and thread 0 not taken yet; past that a
+/// hand-over is dropped ([`DropReason::HandoffFull`]). Each holds a buffer of
+/// [`BUF_SIZE`] bytes, allocated at start.
+pub const HANDOFF_QUEUE: usize = 64;
+/// Frames a worker reads from one queue per wakeup before moving on to the next.
+const BATCH: usize = 64;
+/// Distinct (source, port) pairs a worker remembers between reports to thread 0; more
+/// are not remembered (their entries then age as if unused, and are learned again).
+const SEEN_MAX: usize = 4096;
+/// How often a worker reports the sources it forwarded from.
+const SEEN_REPORT: Duration = Duration::from_millis(500);
+const WAKE: Token = Token(usize::MAX - 1);
+
+/// What a worker knows of one port.
+#[derive(Debug, Clone)]
+pub struct FastPort {
+    pub bridge: BridgeId,
+    pub guard: Option<PortGuard>,
+    /// A device port that is up, with nothing that only thread 0 does (capture,
+    /// mirror, impairment): workers may forward from and to it.
+    pub fast: bool,
+}
+
+/// What a worker knows of one bridge.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeView {
+    pub mtu: u32,
+    /// The FDB as thread 0 last published it: live entries, static ones included.
+    pub fdb: HashMap<Mac, PortId>,
+    /// The FDB's [`crate::fdb::Fdb::generation`] it was copied at.
+    pub generation: u64,
+}
+
+/// The read-only copy of the tables that workers forward by. Thread 0 keeps a few
+/// and refills one that no worker reads any more, in place, so publishing allocates
+/// nothing once their tables have grown to size.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// By [`PortId`]; None for a removed or internal port.
+    pub ports: Vec<Option<FastPort>>,
+    /// The datapath's ports generation `ports` was made at.
+    pub ports_gen: u64,
+    pub bridges: Vec<BridgeView>,
+}
+
+/// What a worker does with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// Write it to this port's queue of the same thread.
+    Forward(PortId),
+    /// Hand it to thread 0, which decides as if it had read it.
+    Handoff,
+    /// Drop it, counted on the ingress port: what thread 0 would drop for the same
+    /// reason before looking at any table.
+    Drop(DropReason),
+}
+
+/// The admission every frame passes before the bridge looks at it, on any thread:
+/// its size, its virtio-net header against the bridge's MTU ([`check_ingress`]), and
+/// the port's guard. `data` is the virtio-net header, then the Ethernet frame.
+pub fn admit(guard: Option<&PortGuard>, mtu: u32, data: &[u8]) -> Result<VnetHdr, DropReason> {
+    if data.len() > VNET_HDR_LEN + MAX_FRAME {
+        // Longer than any frame a TAP may hand over (the buffer has a little slack).
+        return Err(DropReason::Oversize);
+    }
+    let vnet = check_ingress(data, mtu)?;
+    match guard {
+        Some(g) => g.check(&data[VNET_HDR_LEN..]).map(|()| vnet),
+        None => Ok(vnet),
+    }
+}
+
+/// Decides what a worker does with `data` (virtio-net header and Ethernet frame) read
+/// on its queue of `ingress`. Pure: the same view and frame give the same answer.
+pub fn decide(view: &View, ingress: PortId, data: &[u8]) -> Fast {
+    let Some(Some(port)) = view.ports.get(ingress.0) else {
+        return Fast::Handoff;
+    };
+    if !port.fast {
+        return Fast::Handoff;
+    }
+    let Some(bridge) = view.bridges.get(port.bridge.0) else {
+        return Fast::Handoff;
+    };
+    if let Err(reason) = admit(port.guard.as_ref(), bridge.mtu, data) {
+        return Fast::Drop(reason);
+    }
+    let eth = &data[VNET_HDR_LEN..];
+    let (src, dst) = (source_mac(eth), destination_mac(eth));
+    // Floods, and sources to learn or move (or bad ones, to count), are thread 0's.
+    if dst.is_multicast() || bridge.fdb.get(&src) != Some(&ingress) {
+        return Fast::Handoff;
+    }
+    match bridge.fdb.get(&dst) {
+        Some(&egress)
+            if egress != ingress
+                && view
+                    .ports
+                    .get(egress.0)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|p| p.fast && p.bridge == port.bridge) =>
+        {
+            Fast::Forward(egress)
+        }
+        _ => Fast::Handoff,
+    }
+}
+
+/// A frame a worker read and thread 0 is to handle.
+pub struct Handoff {
+    pub port: PortId,
+    /// Holds the frame (virtio-net header first) in `..len`; goes back to the worker's
+    /// free list once thread 0 has copied it.
+    pub buf: Box<[u8]>,
+    pub len: usize,
+}
+
+/// Counts of one worker, summed into thread 0's at its next wakeup.
+#[derive(Default)]
+pub struct Report {
+    pub counters: Vec<PortCounters>,
+    /// Frames forwarded by bridge, for its `unicast` count.
+    pub unicast: Vec<u64>,
+    pub seen: Vec<(BridgeId, Mac, PortId)>,
+}
+
+/// What a worker and thread 0 share.
+pub struct Shared {
+    pub view: ArcSwap<View>,
+    pub handoff_rx: Receiver<Handoff>,
+    pub free_tx: Sender<Box<[u8]>>,
+    pub report: Mutex<Report>,
+    pub reported: AtomicBool,
+    /// The worker's thread id (for `show threads`: its CPU time) and totals.
+    pub tid: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub handed_off: AtomicU64,
+}
+
+enum Msg {
+    Add(PortId, Box<dyn Port>),
+    Remove(PortId),
+    Stop,
+}
+
+/// Thread 0's handle on one worker.
+pub struct WorkerHandle {
+    pub shared: Arc<Shared>,
+    msgs: Sender<Msg>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts worker `index` (1 and up); it wakes thread 0 through `main_waker` when it
+    /// hands over frames.
+    pub fn spawn(
+        index: usize,
+        view: Arc<View>,
+        main_waker: Arc<Waker>,
+    ) -> io::Result<WorkerHandle> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let (handoff_tx, handoff_rx) = bounded(HANDOFF_QUEUE);
+        let (free_tx, free_rx) = bounded(HANDOFF_QUEUE);
+        for _ in 0..HANDOFF_QUEUE {
+            let _ = free_tx.send(vec![0u8; BUF_SIZE].into_boxed_slice());
+        }
+        let shared = Arc::new(Shared {
+            view: ArcSwap::new(view),
+            handoff_rx,
+            free_tx,
+            report: Mutex::new(Report {
+                seen: Vec::with_capacity(SEEN_MAX),
+                ..Report::default()
+            }),
+            reported: AtomicBool::new(false),
+            tid: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
+        });
+        let (msgs, msgs_rx) = bounded(1024);
+        let worker = Worker {
+            poll,
+            events: Events::with_capacity(256),
+            queues: Vec::new(),
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            shared: shared.clone(),
+            msgs: msgs_rx,
+            handoff_tx,
+            free_rx,
+            main_waker,
+            counters: Vec::new(),
+            unicast: Vec::new(),
+            seen: HashSet::with_capacity(SEEN_MAX),
+            last_seen: None,
+            next_report: Instant::now() + SEEN_REPORT,
+            dirty: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("tapnet-dp{index}"))
+            .spawn(move || worker.run())?;
+        Ok(WorkerHandle {
+            shared,
+            msgs,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Gives the worker its queue of `port`.
+    pub fn add(&self, port: PortId, queue: Box<dyn Port>) {
+        self.send(Msg::Add(port, queue));
+    }
+
+    /// Takes `port`'s queue from the worker (it closes it).
+    pub fn remove(&self, port: PortId) {
+        self.send(Msg::Remove(port));
+    }
+
+    fn send(&self, msg: Msg) {
+        // The queue holds far more messages than a control request makes; a worker
+        // that died has nothing left to tell.
+        let _ = self.msgs.send(msg);
+        let _ = self.waker.wake();
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Queue {
+    io: Box<dyn Port>,
+    readable: bool,
+}
+
+struct Worker {
+    poll: Poll,
+    events: Events,
+    /// By [`PortId`].
+    queues: Vec<Option<Queue>>,
+    buf: Box<[u8]>,
+    shared: Arc<Shared>,
+    msgs: Receiver<Msg>,
+    handoff_tx: Sender<Handoff>,
+    free_rx: Receiver<Box<[u8]>>,
+    main_waker: Arc<Waker>,
+    counters: Vec<PortCounters>,
+    unicast: Vec<u64>,
+    seen: HashSet<(BridgeId, Mac, PortId)>,
+    last_seen: Option<(BridgeId, Mac, PortId)>,
+    next_report: Instant,
+    /// Counts not reported yet.
+    dirty: bool,
+}
+
+impl Worker {
+    fn run(mut self) {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        self.shared.tid.store(tid as u64, Ordering::Relaxed);
+        loop {
+            let busy = self.queues.iter().flatten().any(|q| q.readable);
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                self.next_report.saturating_duration_since(Instant::now())
+            };
+            match self.poll.poll(&mut self.events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Cannot happen with a valid epoll fd; the frames steered to this
+                // thread's queues then wait there, thread 0's keep flowing.
+                Err(_) => return,
+            }
+            let mut woken = false;
+            for event in self.events.iter() {
+                if event.token() == WAKE {
+                    woken = true;
+                } else if let Some(Some(q)) = self.queues.get_mut(event.token().0) {
+                    q.readable = true;
+                }
+            }
+            if woken && !self.messages() {
+                return;
+            }
+            let view = self.shared.view.load();
+            let mut handed = false;
+            for p in 0..self.queues.len() {
+                if self.queues[p].as_ref().is_some_and(|q| q.readable) {
+                    handed |= self.forward_from(&view, PortId(p));
+                }
+            }
+            drop(view);
+            if handed {
+                let _ = self.main_waker.wake();
+            }
+            self.report(Instant::now());
+        }
+    }
+
+    /// Applies thread 0's messages; false once told to stop.
+    fn messages(&mut self) -> bool {
+        while let Ok(msg) = self.msgs.try_recv() {
+            match msg {
+                Msg::Add(port, io) => {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut SourceFd(&io.fd()), Token(port.0), Interest::READABLE)
+                        .is_err()
+                    {
+                        // Its frames stay queued and are lost with the queue; thread 0
+                        // keeps forwarding everything on its own queue.
+                        continue;
+                    }
+                    if self.queues.len() <= port.0 {
+                        self.queues.resize_with(port.0 + 1, || None);
+                        self.counters.resize_with(port.0 + 1, PortCounters::default);
+                    }
+                    self.queues[port.0] = Some(Queue { io, readable: true });
+                }
+                Msg::Remove(port) => {
+                    if let Some(q) = self.queues.get_mut(port.0).and_then(Option::take) {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&q.io.fd()));
+                    }
+                }
+                Msg::Stop => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads up to [`BATCH`] frames from this thread's queue of `ingress` and forwards
+    /// each; true if some went to thread 0.
+    fn forward_from(&mut self, view: &View, ingress: PortId) -> bool {
+        let mut handed = false;
+        for _ in 0..BATCH {
+            let Some(q) = self.queues[ingress.0].as_mut() else {
+                return handed;
+            };
+            let len = match q.io.recv(&mut self.buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    q.readable = false;
+                    if is_fatal(&e) {
+                        // The device is gone: thread 0 sees it on its own queue and
+                        // takes the port down (and this queue with it).
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&q.io.fd()));
+                    }
+                    return handed;
+                }
+            };
+            self.dirty = true;
+            match decide(view, ingress, &self.buf[..len]) {
+                Fast::Forward(egress) => {
+                    let Some(out) = self.queues.get_mut(egress.0).and_then(Option::as_mut) else {
+                        // This thread has no queue of it (yet): thread 0 has.
+                        handed |= self.hand_off(ingress, len);
+                        continue;
+                    };
+                    let sent = out.io.send(&self.buf[..len]);
+                    let bytes = len.saturating_sub(VNET_HDR_LEN) as u64;
+                    let c = &mut self.counters[ingress.0];
+                    c.rx_packets += 1;
+                    c.rx_bytes += bytes;
+                    let c = &mut self.counters[egress.0];
+                    match sent {
+                        Ok(()) => {
+                            c.tx_packets += 1;
+                            c.tx_bytes += bytes;
+                            self.shared.forwarded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            c.drop(DropReason::EgressFull)
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                            c.drop(DropReason::EgressLinkDown)
+                        }
+                        Err(_) => c.drop(DropReason::EgressError),
+                    }
+                    let bridge = view.ports[ingress.0]
+                        .as_ref()
+                        .map_or(BridgeId(0), |p| p.bridge);
+                    if self.unicast.len() <= bridge.0 {
+                        self.unicast.resize(bridge.0 + 1, 0);
+                    }
+                    self.unicast[bridge.0] += 1;
+                    let src = source_mac(&self.buf[VNET_HDR_LEN..len]);
+                    self.note_seen(bridge, src, ingress);
+                }
+                Fast::Drop(reason) => {
+                    let c = &mut self.counters[ingress.0];
+                    c.rx_packets += 1;
+                    c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+                    c.drop(reason);
+                }
+                Fast::Handoff => handed |= self.hand_off(ingress, len),
+            }
+        }
+        handed
+    }
+
+    /// Hands the frame in `self.buf[..len]` to thread 0; thread 0 counts it.
+    fn hand_off(&mut self, ingress: PortId, len: usize) -> bool {
+        let Ok(mut buf) = self.free_rx.try_recv() else {
+            let c = &mut self.counters[ingress.0];
+            c.rx_packets += 1;
+            c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+            c.drop(DropReason::HandoffFull);
+            return false;
+        };
+        buf[..len].copy_from_slice(&self.buf[..len]);
+        self.shared.handed_off.fetch_add(1, Ordering::Relaxed);
+        // As many boxes as the channel holds: it is never full.
+        let _ = self.handoff_tx.try_send(Handoff {
+            port: ingress,
+            buf,
+            len,
+        });
+        true
+    }
+
+    fn note_seen(&mut self, bridge: BridgeId, mac: Mac, port: PortId) {
+        let key = (bridge, mac, port);
+        // Bursts come from one source: skip the hash for a repeat.
+        if self.last_seen == Some(key) {
+            return;
+        }
+        self.last_seen = Some(key);
+        if self.seen.len() < SEEN_MAX {
+            self.seen.insert(key);
+        }
+    }
+
+    /// Adds this thread's counts to what thread 0 sums next; the sources seen, every
+    /// [`SEEN_REPORT`].
+    fn report(&mut self, now: Instant) {
+        let seen_due = now >= self.next_report;
+        if !self.dirty && !seen_due {
+            return;
+        }
+        let mut report = self.shared.report.lock().unwrap_or_else(|p| p.into_inner());
+        if self.dirty {
+            if report.counters.len() < self.counters.len() {
+                report
+                    .counters
+                    .resize_with(self.counters.len(), PortCounters::default);
+            }
+            for (total, mine) in report.counters.iter_mut().zip(self.counters.iter_mut()) {
+                if mine.rx_packets != 0 || mine.tx_packets != 0 || mine.total_drops() != 0 {
+                    total.add(mine);
+                    *mine = PortCounters::default();
+                }
+            }
+            if report.unicast.len() < self.unicast.len() {
+                report.unicast.resize(self.unicast.len(), 0);
+            }
+            for (total, mine) in report.unicast.iter_mut().zip(self.unicast.iter_mut()) {
+                *total += std::mem::take(mine);
+            }
+            self.dirty = false;
+        }
+        if seen_due {
+            let room = SEEN_MAX.saturating_sub(report.seen.len());
+            report.seen.extend(self.seen.drain().take(room));
+            self.seen.clear();
+            self.last_seen = None;
+            self.next_report = now + SEEN_REPORT;
+        }
+        drop(report);
+        self.shared.reported.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Mac = Mac([2, 0, 0, 0, 0, 0xa]);
+    const B: Mac = Mac([2, 0, 0, 0, 0, 0xb]);
+
+    fn frame(dst: Mac, src: Mac) -> Vec<u8> {
+        // An all-zero virtio-net header: no offload.
+        let mut f = vec![0u8; VNET_HDR_LEN];
+        f.extend_from_slice(&dst.0);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.resize(VNET_HDR_LEN + 64, 0);
+        f
+    }
+
+    fn view(fast_b: bool) -> View {
+        let port = |fast| {
+            Some(FastPort {
+                bridge: BridgeId(0),
+                guard: None,
+                fast,
+            })
+        };
+        let mut fdb = HashMap::new();
+        fdb.insert(A, PortId(0));
+        fdb.insert(B, PortId(1));
+        View {
+            ports: vec![port(true), port(fast_b), None],
+            ports_gen: 0,
+            bridges: vec![BridgeView {
+                mtu: 1500,
+                fdb,
+                generation: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn known_unicast_between_fast_ports_is_forwarded() {
+        assert_eq!(
+            decide(&view(true), PortId(0), &frame(B, A)),
+            Fast::Forward(PortId(1))
+        );
+        assert_eq!(
+            decide(&view(true), PortId(1), &frame(A, B)),
+            Fast::Forward(PortId(0))
+        );
+    }
+
+    #[test]
+    fn everything_else_goes_to_thread_0() {
+        let v = view(true);
+        // A flood, an unknown destination, a source not learned there, a port removed.
+        assert_eq!(
+            decide(&v, PortId(0), &frame(Mac([0xff; 6]), A)),
+            Fast::Handoff
+        );
+        assert_eq!(
+            decide(&v, PortId(0), &frame(Mac([2, 0, 0, 0, 0, 0xc]), A)),
+            Fast::Handoff
+        );
+        assert_eq!(decide(&v, PortId(1), &frame(B, A)), Fast::Handoff);
+        assert_eq!(decide(&v, PortId(2), &frame(B, A)), Fast::Handoff);
+        assert_eq!(decide(&v, PortId(7), &frame(B, A)), Fast::Handoff);
+        // An egress port captured (not fast), and a destination on the ingress port.
+        assert_eq!(decide(&view(false), PortId(0), &frame(B, A)), Fast::Handoff);
+        assert_eq!(decide(&v, PortId(0), &frame(A, A)), Fast::Handoff);
+    }
+
+    #[test]
+    fn bad_frames_and_spoofs_are_dropped_by_the_worker() {
+        let mut v = view(true);
+        assert_eq!(
+            decide(&v, PortId(0), &frame(B, A)[..20]),
+            Fast::Drop(DropReason::Runt)
+        );
+        v.ports[0].as_mut().unwrap().guard = Some(PortGuard {
+            mac: Mac([2, 0, 0, 0, 0, 0xd]),
+            ..PortGuard::default()
+        });
+        assert_eq!(
+            decide(&v, PortId(0), &frame(B, A)),
+            Fast::Drop(DropReason::SpoofedMac)
+        );
+    }
+}
