@@ -89,7 +89,8 @@ drop_reasons! {
         RaGuard => "ra_guard",
         /// Read by another datapath thread than the first, a frame only the first may
         /// handle (a flood, one for the router or VXLAN, from a source not learned yet)
-        /// found the hand-over queue between them full: the first thread is saturated.
+        /// found no buffer for it on the first thread: its pool was taken by frames
+        /// waiting for handlers (workers otherwise wait rather than drop).
         HandoffFull => "handoff_full",
     }
 }

@@ -981,7 +981,8 @@ impl Datapath {
         }
     }
 
-    /// Forwards the frames the workers handed over, as if read here.
+    /// Forwards the frames the workers handed over, as if read here, and wakes a
+    /// worker that waited for its buffers back.
     fn take_handoffs(&mut self, now: Instant) {
         for w in 0..self.workers.len() {
             while let Ok(h) = self.workers[w].shared.handoff_rx.try_recv() {
@@ -989,6 +990,10 @@ impl Datapath {
                     .ports
                     .get(h.port.0)
                     .is_some_and(|p| !p.removed && p.io.is_some());
+                if self.pool.available() == 0 {
+                    // Handlers hold buffers until they are run: let them go first.
+                    self.run_internal(now);
+                }
                 match self.pool.alloc() {
                     Some(buf) if live => {
                         self.pool.buf_mut(buf)[DATA_OFFSET..DATA_OFFSET + h.len]
@@ -1007,6 +1012,14 @@ impl Datapath {
                         let _ = self.workers[w].shared.free_tx.try_send(h.buf);
                     }
                 }
+            }
+            let worker = &self.workers[w];
+            if worker
+                .shared
+                .starved
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                worker.wake();
             }
         }
         self.run_internal(now);

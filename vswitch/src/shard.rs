@@ -44,9 +44,11 @@ use crate::guard::PortGuard;
 use crate::pool::{BUF_SIZE, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
 
-/// Frames a worker may have handed to thread 0 and thread 0 not taken yet; past that a
-/// hand-over is dropped ([`DropReason::HandoffFull`]). Each holds a buffer of
-/// [`BUF_SIZE`] bytes, allocated at start.
+/// Frames a worker may have handed to thread 0 and thread 0 not taken yet. Each holds
+/// a buffer of [`BUF_SIZE`] bytes, allocated at start. When all are out, the worker
+/// stops reading until thread 0 gives some back and wakes it: frames wait in the
+/// TAP's queue (and past its length the kernel drops them, counted as the container's
+/// TX drops), as they would for one saturated thread.
 pub const HANDOFF_QUEUE: usize = 64;
 /// Frames a worker reads from one queue per wakeup before moving on to the next.
 const BATCH: usize = 64;
@@ -177,6 +179,9 @@ pub struct Shared {
     pub free_tx: Sender<Box<[u8]>>,
     pub report: Mutex<Report>,
     pub reported: AtomicBool,
+    /// The worker stopped reading for want of a hand-over buffer: thread 0 wakes it
+    /// when it gives some back.
+    pub starved: AtomicBool,
     /// The worker's thread id (for `show threads`: its CPU time) and totals.
     pub tid: AtomicU64,
     pub forwarded: AtomicU64,
@@ -221,6 +226,7 @@ impl WorkerHandle {
                 ..Report::default()
             }),
             reported: AtomicBool::new(false),
+            starved: AtomicBool::new(false),
             tid: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
@@ -242,6 +248,7 @@ impl WorkerHandle {
             last_seen: None,
             next_report: Instant::now() + SEEN_REPORT,
             dirty: false,
+            starved: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("tapnet-dp{index}"))
@@ -262,6 +269,11 @@ impl WorkerHandle {
     /// Takes `port`'s queue from the worker (it closes it).
     pub fn remove(&self, port: PortId) {
         self.send(Msg::Remove(port));
+    }
+
+    /// Wakes the worker (it was starved: see [`Shared::starved`]).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
     }
 
     fn send(&self, msg: Msg) {
@@ -304,6 +316,8 @@ struct Worker {
     next_report: Instant,
     /// Counts not reported yet.
     dirty: bool,
+    /// Waiting for thread 0 to give hand-over buffers back.
+    starved: bool,
 }
 
 impl Worker {
@@ -312,7 +326,10 @@ impl Worker {
         let tid = unsafe { libc::gettid() };
         self.shared.tid.store(tid as u64, Ordering::Relaxed);
         loop {
-            let busy = self.queues.iter().flatten().any(|q| q.readable);
+            if self.starved && !self.free_rx.is_empty() {
+                self.starved = false;
+            }
+            let busy = !self.starved && self.queues.iter().flatten().any(|q| q.readable);
             let timeout = if busy {
                 Duration::ZERO
             } else {
@@ -339,6 +356,9 @@ impl Worker {
             let view = self.shared.view.load();
             let mut handed = false;
             for p in 0..self.queues.len() {
+                if self.starved {
+                    break;
+                }
                 if self.queues[p].as_ref().is_some_and(|q| q.readable) {
                     handed |= self.forward_from(&view, PortId(p));
                 }
@@ -388,6 +408,16 @@ impl Worker {
     fn forward_from(&mut self, view: &View, ingress: PortId) -> bool {
         let mut handed = false;
         for _ in 0..BATCH {
+            if self.free_rx.is_empty() {
+                // Any frame may be one for thread 0: read on only with a buffer for it.
+                // Said before looking again, so thread 0 either sees it or gave back
+                // a buffer this sees.
+                self.shared.starved.store(true, Ordering::SeqCst);
+                if self.free_rx.is_empty() {
+                    self.starved = true;
+                    return handed;
+                }
+            }
             let Some(q) = self.queues[ingress.0].as_mut() else {
                 return handed;
             };

@@ -1,0 +1,160 @@
+//! The datapath on several threads (`tapnet up --threads N`): multi-queue TAPs, flows
+//! spread over the threads by the kernel's flow hash, counters summed over the
+//! threads, and queues closed with their port (a namespace deleted, a detach) and
+//! opened with it (an attach).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `tapnet up --threads N FILE`, waited for until ready.
+fn start(name: &str, namespaces: &[String], text: &str, threads: u32) -> RunningLab {
+    let file = LabFile::new(text);
+    let mut cmd = Command::new(TAPNET);
+    cmd.args(["up", "--threads", &threads.to_string()])
+        .arg(&file.path);
+    RunningLab::launch(cmd, name, namespaces, Some(file), vec![TAPNET.into()])
+}
+
+/// Descriptors of /dev/net/tun the process holds: one per queue of every TAP.
+fn tun_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy() == "/dev/net/tun")
+        .count()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn two_ports(threads: u32) -> (RunningLab, Vec<String>) {
+    let name = unique("mq");
+    let ns: Vec<String> = (0..3).map(|_| unique("mq")).collect();
+    let text = LabText::new(&name)
+        .bridge("br0", "10.94.0.0/24")
+        .port("a", "br0", &ns[0], "10.94.0.2/24")
+        .port("b", "br0", &ns[1], "10.94.0.3/24")
+        .text();
+    (start(&name, &ns, &text, threads), ns)
+}
+
+#[test]
+fn flows_spread_over_both_threads_and_every_byte_is_counted() {
+    let (lab, ns) = two_ports(2);
+    assert!(
+        lab.ready_line.ends_with("2 ports, 2 datapath threads"),
+        "{}",
+        lab.ready_line
+    );
+    let link = ns_run(&ns[0], &["ip", "-d", "link", "show", "eth0"], 5);
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(
+        link.contains("multi_queue numqueues 2"),
+        "a TAP queue per thread: {link}"
+    );
+    assert_eq!(tun_fds(lab.pid), 4, "two queues of each of the two TAPs");
+    assert!(ping(&ns[0], "10.94.0.3", 3));
+
+    // Sixteen flows: all on one queue by chance once in 2^15 runs.
+    let _server = Background::spawn(&ns[1], &["iperf3", "-s", "-p", "5201"]);
+    wait_listening(&ns[1], 5201);
+    let out = ns_run(
+        &ns[0],
+        &["iperf3", "-c", "10.94.0.3", "-P", "16", "-t", "2", "-J"],
+        30,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    let received = v["end"]["sum_received"]["bytes"].as_u64().expect("bytes");
+    assert!(received > 10_000_000, "{received}");
+
+    let threads = lab.show("threads");
+    let threads = threads["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    for t in threads {
+        assert!(t["tid"].as_u64().unwrap() > 0, "{t}");
+        assert!(t["cpu_ms"].as_u64().is_some(), "{t}");
+    }
+    // The worker forwarded frames of its flows itself, not through thread 0.
+    assert!(
+        threads[1]["frames"].as_u64().unwrap() > 1000,
+        "thread 1 forwarded: {threads:?}"
+    );
+    assert!(threads[0]["frames"].as_u64().unwrap() > 1000, "{threads:?}");
+    // Both threads' counts are in `show ports`: b was sent every byte iperf3 got
+    // (and the headers around them).
+    wait_for("b's counters to include what b received", || {
+        lab.port("b")["tx_bytes"].as_u64().unwrap() >= received
+    });
+    assert_eq!(lab.port("a")["drops"], 0, "{}", lab.port("a"));
+}
+
+#[test]
+fn queues_close_with_their_port_and_open_with_an_attached_one() {
+    let (mut lab, ns) = two_ports(2);
+    let tapnet = |args: &[&str]| {
+        let mut cmd = vec![TAPNET];
+        cmd.extend_from_slice(args);
+        run(&cmd, 20)
+    };
+    let out = tapnet(&[
+        "attach",
+        "br0",
+        "--name",
+        "c",
+        "--netns",
+        &ns[2],
+        "--ip",
+        "10.94.0.4/24",
+        "--lab",
+        &lab.name,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        tun_fds(lab.pid),
+        6,
+        "the attached port has a queue per thread"
+    );
+    let link = ns_run(&ns[2], &["ip", "-d", "link", "show", "eth0"], 5);
+    assert!(String::from_utf8_lossy(&link.stdout).contains("numqueues 2"));
+    // Enough pings that both threads' queues carry some (each ping run is a flow).
+    for _ in 0..4 {
+        assert!(ping(&ns[2], "10.94.0.2", 2));
+        assert!(ping(&ns[0], "10.94.0.4", 2));
+    }
+
+    let out = tapnet(&["detach", "c", "--lab", &lab.name]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the workers to close c's queues", || tun_fds(lab.pid) == 4);
+
+    // A namespace deleted: its port goes down, and every thread lets go of it.
+    let out = run(&["ip", "netns", "del", &ns[1]], 10);
+    assert!(out.status.success());
+    wait_for("port b to go down", || lab.port("b")["up"] == false);
+    wait_for("every queue of b to close", || tun_fds(lab.pid) == 2);
+    let (code, stderr) = lab.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn one_thread_keeps_single_queue_taps() {
+    let (lab, ns) = two_ports(1);
+    assert!(
+        lab.ready_line.ends_with("2 ports, 1 datapath thread"),
+        "{}",
+        lab.ready_line
+    );
+    let link = ns_run(&ns[0], &["ip", "-d", "link", "show", "eth0"], 5);
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("multi_queue"));
+    assert_eq!(tun_fds(lab.pid), 2);
+    assert!(ping(&ns[0], "10.94.0.3", 2));
+    assert_eq!(lab.show("threads")["threads"].as_array().unwrap().len(), 1);
+}
