@@ -25,6 +25,11 @@
 # wrote to the container during the forward test, and `tapnet show forwards`.
 #
 # Usage: bench/compare-l3.sh [--seconds N] [--repeat R] [--json FILE] [--no-build]
+#                            [--first-round N]
+#   --first-round N numbers the rounds from N (the order of the networks alternates
+#   by round number), so that bench/roundrobin.sh, which runs one round at a time
+#   (--repeat 1), alternates the order too. TAPNET_UP_ARGS (environment) adds its
+#   words to every `tapnet up`.
 # Needs root, iproute2, iperf3, ping, python3, nsenter, nft (nftables), socat.
 # Everything it creates carries the script's PID in its name, lives in namespaces it
 # creates, and is removed on exit, failure or Ctrl-C. Nothing is added to the root
@@ -34,7 +39,15 @@ set -euo pipefail
 BENCH_NAME=compare-l3.sh
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+FIRST_ROUND=1
+extra_arg() {  # this script's option beyond lib.sh's
+    case "$1" in
+        --first-round) FIRST_ROUND="${2:?--first-round needs a value}"; ARGS_USED=2 ;;
+        --first-round=*) FIRST_ROUND="${1#*=}"; ARGS_USED=1 ;;
+    esac
+}
 parse_args "$@"
+[[ "$FIRST_ROUND" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --first-round must be a positive integer" >&2; exit 1; }
 
 require_root "namespaces, veth, TAP, nft"
 require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux nftables socat" \
@@ -386,11 +399,11 @@ proc_live "$SOCAT_PID" || { cat "$TMP/socat.log" >&2; die "socat exited"; }
 log "every network answers ping; running routed (kernel, tapnet) and forward (direct, dnat, socat, tapnet): $REPEAT x ${SECS}s each, alternating"
 
 # ---------------------------------------------------------------- measurements
-for ((r = 1; r <= REPEAT; r++)); do
+for ((r = FIRST_ROUND; r < FIRST_ROUND + REPEAT; r++)); do
     if (( r % 2 == 1 )); then order=(kernel tapnet); else order=(tapnet kernel); fi
     for impl in "${order[@]}"; do run_one routed "$impl" "$r"; done
 done
-for ((r = 1; r <= REPEAT; r++)); do
+for ((r = FIRST_ROUND; r < FIRST_ROUND + REPEAT; r++)); do
     if (( r % 2 == 1 )); then order=(direct dnat socat tapnet); else order=(tapnet socat dnat direct); fi
     for impl in "${order[@]}"; do
         [[ $impl == socat ]] && { proc_live "$SOCAT_PID" || { cat "$TMP/socat.log" >&2; die "socat exited"; }; }

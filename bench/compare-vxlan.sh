@@ -27,6 +27,11 @@
 # frames and datagrams per tapnet run, and `tapnet show vxlan --json` after the runs.
 #
 # Usage: bench/compare-vxlan.sh [--seconds N] [--repeat R] [--json FILE] [--no-build]
+#                               [--first-round N]
+#   --first-round N numbers the rounds from N (the order of the networks alternates
+#   by round number), so that bench/roundrobin.sh, which runs one round at a time
+#   (--repeat 1), alternates the order too. TAPNET_UP_ARGS (environment) adds its
+#   words to every `tapnet up`.
 # Needs root, iproute2, iperf3, ping, python3, nsenter (util-linux), ethtool, and the
 # vxlan, bridge, veth and tun kernel drivers. Everything it creates carries the
 # script's PID in its name, lives in namespaces it creates, and is removed on exit,
@@ -37,7 +42,15 @@ set -euo pipefail
 BENCH_NAME=compare-vxlan.sh
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+FIRST_ROUND=1
+extra_arg() {  # this script's option beyond lib.sh's
+    case "$1" in
+        --first-round) FIRST_ROUND="${2:?--first-round needs a value}"; ARGS_USED=2 ;;
+        --first-round=*) FIRST_ROUND="${1#*=}"; ARGS_USED=1 ;;
+    esac
+}
 parse_args "$@"
+[[ "$FIRST_ROUND" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --first-round must be a positive integer" >&2; exit 1; }
 
 require_root "namespaces, veth, vxlan, bridge, TAP"
 require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux ethtool" \
@@ -470,7 +483,7 @@ log "all three overlays answer ping; running tcp, udp: $REPEAT x ${SECS}s each, 
 
 # ---------------------------------------------------------------- measurements
 for test in tcp udp; do
-    for ((r = 1; r <= REPEAT; r++)); do
+    for ((r = FIRST_ROUND; r < FIRST_ROUND + REPEAT; r++)); do
         if (( r % 2 == 1 )); then order=(kernel kdef tapnet); else order=(tapnet kdef kernel); fi
         for impl in "${order[@]}"; do run_one "$test" "$impl" "$r"; done
     done

@@ -24,6 +24,7 @@
 # Usage: bench/compare.sh [--seconds N] [--repeat R] [--json FILE] [--no-build]
 #                         [--busy-poll-us US]   (passed to `tapnet up`)
 #                         [--ipv6]
+# TAPNET_UP_ARGS (environment) adds its words to `tapnet up`.
 # Needs root, iproute2, iperf3, ping, python3. Everything it creates carries the
 # script's PID in its name and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
@@ -230,7 +231,7 @@ ip = "$T_B_IP/24"
 $( (( IPV6 )) && echo "ip6 = \"$T_B_IP6/64\"")
 EOF
 log "tapnet: $BIN up (lab $T_LAB: $T_A_NS $T_A_IP, $T_B_NS $T_B_IP)"
-"$BIN" up ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
+"$BIN" up ${BUSY_POLL_US:+--busy-poll-us "$BUSY_POLL_US"} "${TAPNET_UP[@]}" "$TMP/lab.toml" >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
 TN_PID=$!
 wait_ready "$TN_PID" "$TMP/tapnet" ""
 TN_T0="$(now)"; TN_C0="$(cpu_ticks "$TN_PID")"

@@ -339,8 +339,12 @@ new_ns() {  # ns...: new namespaces, loopback up
 }
 
 # ---------------------------------------------------------------- tapnet
+# TAPNET_UP_ARGS (environment): extra arguments for every `tapnet up` a script starts,
+# split at whitespace (e.g. TAPNET_UP_ARGS="--busy-poll-us 50"); empty by default.
+read -ra TAPNET_UP <<<"${TAPNET_UP_ARGS-}"
+
 start_tapnet() {  # home-ns lab-file out-prefix -> sets STARTED_PID
-    nsenter --net="/run/netns/$1" "$BIN" up "$2" >"$3.out" 2>"$3.err" &
+    nsenter --net="/run/netns/$1" "$BIN" up "${TAPNET_UP[@]}" "$2" >"$3.out" 2>"$3.err" &
     # shellcheck disable=SC2034  # read by the caller
     STARTED_PID=$!
 }
@@ -355,7 +359,7 @@ wait_ready() {
         sleep 0.1
     done
     grep -q '^ready: ' "$2.out" || { cat "$2.err" >&2; die "tapnet$what not ready after 30 s"; }
-    log "tapnet (pid $1): $(grep '^ready: ' "$2.out")"
+    log "tapnet (pid $1)${TAPNET_UP_ARGS:+, up ${TAPNET_UP[*]}}: $(grep '^ready: ' "$2.out")"
 }
 
 # stop_tapnet PID LABEL LAB NS...: SIGTERM, wait up to 10 s, reap; prints the exit
