@@ -182,7 +182,10 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("ttl=63"), "{text}");
 
-    // traceroute -6 sees the router's address on a's side, then b.
+    // traceroute -6 sees the router's address on a's side, then b. One probe at a
+    // time: its 16 simultaneous probes are 16 flows, which several datapath threads
+    // may deliver in any order, and b's kernel answers only the first few of a burst
+    // (ICMPv6 rate limit), so which hop it answers first would be chance.
     let hops = ns_run(
         &a,
         &[
@@ -190,6 +193,8 @@ fn the_router_routes_ipv6_between_subnets_with_its_errors() {
             "-6",
             "-n",
             "-q",
+            "1",
+            "-N",
             "1",
             "-w",
             "1",

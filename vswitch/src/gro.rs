@@ -6,7 +6,7 @@
 use crate::frame::{MAX_GSO_SEGS, MIN_GSO_SIZE};
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::{self, Ipv6Packet};
-use crate::wire::tcp::{TcpPacket, ACK, PSH};
+use crate::wire::tcp::{TcpPacket, ACK, PSH, RST, SYN};
 use crate::wire::{pseudo_sum, pseudo_sum6, PROTO_TCP};
 
 /// Headers plus payload of a super-packet at most (the IPv4 total length field).
@@ -42,20 +42,7 @@ impl TcpRun {
     /// over IPv6 with TCP as the fixed header's next header (no extension headers:
     /// Linux's `ipv6_gro_receive` merges only headers it can compare).
     pub fn start(p: &[u8]) -> Option<TcpRun> {
-        let v6 = p.first().is_some_and(|b| b >> 4 == 6);
-        let l4 = if v6 {
-            let ip = Ipv6Packet::new_checked(p)?;
-            if ip.next_header() != PROTO_TCP || ipv6::HEADER_LEN + ip.payload_len() != p.len() {
-                return None;
-            }
-            ipv6::HEADER_LEN
-        } else {
-            let ip = Ipv4Packet::new_checked(p).ok()?;
-            if ip.protocol() != PROTO_TCP || ip.is_fragment() || ip.total_len() != p.len() {
-                return None;
-            }
-            ip.header_len()
-        };
+        let (v6, l4) = tcp_at(p)?;
         let tcp = TcpPacket::new_checked(&p[l4..])?;
         let headers = l4 + tcp.header_len();
         if headers >= p.len() || tcp.flags() & !(ACK | PSH) != 0 {
@@ -184,6 +171,58 @@ impl TcpRun {
     pub fn l4(&self) -> usize {
         self.l4
     }
+}
+
+/// Where TCP starts in `p`, an IPv4 or IPv6 packet (and whether it is IPv6): TCP
+/// right after the IPv4 header or IPv6's fixed one, the packet as long as its header
+/// says, not a fragment.
+fn tcp_at(p: &[u8]) -> Option<(bool, usize)> {
+    if p.first().is_some_and(|b| b >> 4 == 6) {
+        let ip = Ipv6Packet::new_checked(p)?;
+        if ip.next_header() != PROTO_TCP || ipv6::HEADER_LEN + ip.payload_len() != p.len() {
+            return None;
+        }
+        Some((true, ipv6::HEADER_LEN))
+    } else {
+        let ip = Ipv4Packet::new_checked(p).ok()?;
+        if ip.protocol() != PROTO_TCP || ip.is_fragment() || ip.total_len() != p.len() {
+            return None;
+        }
+        Some((false, ip.header_len()))
+    }
+}
+
+/// Makes `packet`, one TCP segment (IPv4 or IPv6, as [`TcpRun::start`] takes them)
+/// whose data is longer than `segment` bytes, a super-frame for GSO to cut into
+/// `segment`-byte segments: the TCP checksum field is left holding the pseudo-header
+/// sum, as a frame with NEEDS_CSUM expects; returns the segment size. This is for
+/// a sender told a larger MSS than its peer's link carries (the host proxy's TCP
+/// stack), so that one segment of 64 KiB replaces 45 (the kernel's TSO does the
+/// same, `tcp_gso_segment`, which also puts FIN and PSH on the last piece only).
+/// None, and nothing changed, if the data fits one segment, if it is a SYN or a
+/// reset, or if GSO would refuse the result (segments under [`MIN_GSO_SIZE`], more
+/// than [`MAX_GSO_SEGS`]).
+pub fn cut_super_frame(packet: &mut [u8], segment: usize) -> Option<u16> {
+    let (v6, l4) = tcp_at(packet)?;
+    let tcp = TcpPacket::new_checked(&packet[l4..])?;
+    let data = tcp.payload().len();
+    if data <= segment
+        || segment < MIN_GSO_SIZE as usize
+        || data.div_ceil(segment) > MAX_GSO_SEGS
+        || tcp.flags() & (SYN | RST) != 0
+    {
+        return None;
+    }
+    let len = packet.len() - l4;
+    let sum = if v6 {
+        let ip = Ipv6Packet::new_checked(&packet[..])?;
+        pseudo_sum6(ip.src(), ip.dst(), PROTO_TCP, len)
+    } else {
+        let ip = Ipv4Packet::new_checked(&packet[..]).ok()?;
+        pseudo_sum(ip.src(), ip.dst(), PROTO_TCP, len)
+    };
+    TcpPacket::new_checked(&mut packet[l4..])?.set_checksum(sum);
+    Some(segment as u16)
 }
 
 /// Whether `b`, an IPv4 packet whose length is its own, has the IPv4 header `a` but
@@ -369,6 +408,36 @@ mod tests {
         udp_len[25] -= 1;
         assert_eq!(checksums(&udp_len), Checksums::NotChecked);
         assert_eq!(checksums(&p[..100]), Checksums::NotChecked, "truncated");
+    }
+
+    #[test]
+    fn one_big_segment_becomes_a_super_frame_for_gso() {
+        // 10,000 bytes for a peer whose segments carry 1448: FIN stays (GSO puts it
+        // on the last piece).
+        let mut p = segment(7, &[9; 10_000], 0x19);
+        let before = p.clone();
+        assert_eq!(cut_super_frame(&mut p, 1448), Some(1448));
+        assert_eq!(p[..36], before[..36], "headers but the checksum unchanged");
+        assert_eq!(u16::from_be_bytes([p[36], p[37]]), pseudo_sum(&p));
+        assert_eq!(p[40..], before[40..]);
+        let mut p6 = segment6(7, &[9; 3000], 1, 0, false);
+        assert_eq!(cut_super_frame(&mut p6, 1000), Some(1000));
+        assert_eq!(u16::from_be_bytes([p6[56], p6[57]]), pseudo6(&p6));
+    }
+
+    #[test]
+    fn what_fits_or_gso_would_refuse_is_not_cut() {
+        for (mut p, segment) in [
+            (segment(7, &[9; 1448], 0x10), 1448),  // fits one segment
+            (segment(7, &[9; 3000], 0x12), 1448),  // a SYN
+            (segment(7, &[9; 3000], 0x14), 1448),  // a reset
+            (segment(7, &[9; 3000], 0x10), 47),    // segments under MIN_GSO_SIZE
+            (segment(7, &[9; 60_000], 0x10), 200), // 300 segments
+        ] {
+            let before = p.clone();
+            assert_eq!(cut_super_frame(&mut p, segment), None);
+            assert_eq!(p, before);
+        }
     }
 
     /// A TCP/IPv6 segment (TCP right after the fixed header), flow label `flow`,

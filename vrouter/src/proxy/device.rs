@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
-use vswitch::gro::TcpRun;
+use vswitch::gro::{cut_super_frame, TcpRun};
 
 /// Spare buffers kept at most, each way.
 const SPARES: usize = 256;
@@ -30,6 +30,11 @@ impl Queues {
         buf.clear();
         buf.extend_from_slice(packet);
         self.rx.push_back(buf);
+    }
+
+    /// The packet queued for smoltcp last, to change before smoltcp reads it.
+    pub fn last_rx(&mut self) -> Option<&mut [u8]> {
+        self.rx.back_mut().map(Vec::as_mut_slice)
     }
 
     /// Queues a packet for the containers, built by `emit` into a reused buffer of
@@ -63,8 +68,14 @@ impl Queues {
     /// packet waits, first, for the next call). Runs of TCP segments of one
     /// connection are merged into super-frames first (with `Some(segment size)`), to
     /// be handed to the container's TAP as one GSO frame instead of one write per
-    /// 1448 bytes; everything else comes with `None`.
-    pub fn drain(&mut self, mut f: impl FnMut(&[u8], Option<u16>) -> bool) {
+    /// 1448 bytes; everything else comes with `None`. A segment longer than its
+    /// connection's `segment(packet)` (data bytes a segment) goes as a super-frame
+    /// cut at that size ([`cut_super_frame`]).
+    pub fn drain(
+        &mut self,
+        segment: impl Fn(&[u8]) -> Option<usize>,
+        mut f: impl FnMut(&[u8], Option<u16>) -> bool,
+    ) {
         if let Some((packet, mss)) = self.waiting.take() {
             if !f(&packet, mss) {
                 self.waiting = Some((packet, mss));
@@ -73,6 +84,14 @@ impl Queues {
             self.recycle_tx(packet);
         }
         while let Some(mut first) = self.tx.pop_front() {
+            if let Some(mss) = segment(&first).and_then(|s| cut_super_frame(&mut first, s)) {
+                if !f(&first, Some(mss)) {
+                    self.waiting = Some((first, Some(mss)));
+                    return;
+                }
+                self.recycle_tx(first);
+                continue;
+            }
             let Some(mut run) = TcpRun::start(&first) else {
                 if !f(&first, None) {
                     self.waiting = Some((first, None));

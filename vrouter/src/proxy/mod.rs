@@ -850,7 +850,30 @@ impl HostProxy {
     /// `f` returns false when it has no room: the rest waits for the next call (the
     /// proxy asks for one at once: [`HostProxy::next_timeout`]).
     pub fn drain_output(&mut self, f: impl FnMut(&[u8], Option<u16>) -> bool) {
-        self.queues.drain(f);
+        let (flows, entries) = (&self.flows, &self.entries);
+        // A connection's segments longer than its container asked for (see
+        // `tcp::PROXY_MSS`): how much data a segment the container takes.
+        let segment = |p: &[u8]| -> Option<usize> {
+            let ip = IpHead::parse(p)?;
+            let tcp = vswitch::wire::tcp::TcpPacket::new_checked(ip.payload)?;
+            // The smallest MSS IPv4 promises (RFC 9293): no lookup for what fits it.
+            if ip.proto != PROTO_TCP || tcp.payload().len() <= 536 {
+                return None;
+            }
+            let key = (
+                PROTO_TCP,
+                SocketAddr::new(ip.dst, tcp.dst_port()),
+                SocketAddr::new(ip.src, tcp.src_port()),
+            );
+            let Some(Entry::Tcp(c)) = entries.get(*flows.get(&key)?)?.as_ref() else {
+                return None;
+            };
+            // The container's MSS counts data without options; smoltcp's segments
+            // carry some (timestamps).
+            let options = tcp.header_len() - vswitch::wire::tcp::HEADER_LEN;
+            (c.segment > 0).then(|| (c.segment as usize).saturating_sub(options))
+        };
+        self.queues.drain(segment, f);
     }
 
     /// When a connection next needs serving (smoltcp's retransmissions, delayed ACKs,
@@ -1081,6 +1104,29 @@ mod tests {
             Instant::now(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn segments_longer_than_their_container_asked_for_leave_as_super_frames() {
+        let mut proxy = proxy(false, 16);
+        // smoltcp, told a 65000-byte MSS, sends 5000 bytes at once to a container that
+        // asked for 1448.
+        let big = segment(1000, &[1; 5000], 0x18);
+        let small = segment(6000, &[2; 800], 0x10);
+        proxy.queues.tx.extend([big.clone(), small.clone()]);
+        let mut out = Vec::new();
+        proxy.queues.drain(
+            |p| (p.len() > 1500).then_some(1448),
+            |p, gso| {
+                out.push((p.to_vec(), gso));
+                true
+            },
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].1, Some(1448));
+        assert_eq!(out[0].0[..36], big[..36]);
+        assert_eq!(out[0].0[40..], big[40..], "the data as it was");
+        assert_eq!(out[1], (small, None));
     }
 
     fn run_of(packets: &[Vec<u8>]) -> Vec<(Vec<u8>, Option<u16>)> {

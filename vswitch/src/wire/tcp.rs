@@ -78,6 +78,14 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         &self.b()[HEADER_LEN..self.header_len()]
     }
 
+    /// The maximum segment size option's value (kind 2, RFC 9293 3.7.1), if the
+    /// options carry one; None for options that do not parse.
+    pub fn mss_option(&self) -> Option<u16> {
+        let at = mss_option_at(self.options())?;
+        let o = self.options();
+        Some(u16::from_be_bytes([o[at + 2], o[at + 3]]))
+    }
+
     /// The sequence number after this segment: its data, SYN and FIN each count.
     pub fn seq_end(&self) -> u32 {
         let f = self.flags();
@@ -112,6 +120,43 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn set_checksum(&mut self, check: u16) {
         self.m()[16..18].copy_from_slice(&check.to_be_bytes());
     }
+
+    /// Sets the maximum segment size option to `mss`, if the segment has one; its
+    /// old value. The checksum is left as it was (the caller's to fix, if anyone
+    /// checks it).
+    pub fn set_mss_option(&mut self, mss: u16) -> Option<u16> {
+        let at = HEADER_LEN + mss_option_at(self.options())?;
+        let b = self.m();
+        let old = u16::from_be_bytes([b[at + 2], b[at + 3]]);
+        b[at + 2..at + 4].copy_from_slice(&mss.to_be_bytes());
+        Some(old)
+    }
+}
+
+/// Where the MSS option (kind 2, length 4) starts in `options`: walks the
+/// kind-length list (RFC 9293 3.1), stopping at End of Option List.
+fn mss_option_at(options: &[u8]) -> Option<usize> {
+    const END: u8 = 0;
+    const NOP: u8 = 1;
+    const MSS: u8 = 2;
+    let mut at = 0;
+    while at < options.len() {
+        match options[at] {
+            END => return None,
+            NOP => at += 1,
+            kind => {
+                let len = *options.get(at + 1)? as usize;
+                if len < 2 || at + len > options.len() {
+                    return None;
+                }
+                if kind == MSS {
+                    return (len == 4).then_some(at);
+                }
+                at += len;
+            }
+        }
+    }
+    None
 }
 
 /// A TCP header (no options) to emit.
@@ -241,5 +286,48 @@ mod tests {
         let sum = checksum::sum_with(ip.payload(), pseudo_sum(*s.ip(), *d.ip(), 6, 20));
         assert_eq!(sum, 0xffff);
         assert!(TcpPacket::new_checked(&[0u8; 19][..]).is_none());
+    }
+
+    fn syn(options: &[u8]) -> Vec<u8> {
+        let mut t = vec![0u8; HEADER_LEN];
+        t[12] = (((HEADER_LEN + options.len()) / 4) as u8) << 4;
+        t[13] = SYN;
+        t.extend_from_slice(options);
+        t
+    }
+
+    #[test]
+    fn the_mss_option_is_found_and_set_among_others() {
+        // NOP, NOP, timestamps (10 bytes), MSS 1460, window scale 7, NOP.
+        let opts = [
+            1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 2, 4, 0x05, 0xb4, 3, 3, 7, 1,
+        ];
+        let mut seg = syn(&opts);
+        assert_eq!(
+            TcpPacket::new_checked(&seg[..]).unwrap().mss_option(),
+            Some(1460)
+        );
+        let mut t = TcpPacket::new_checked(&mut seg[..]).unwrap();
+        assert_eq!(t.set_mss_option(65000), Some(1460));
+        assert_eq!(t.mss_option(), Some(65000));
+        assert_eq!(&seg[HEADER_LEN + 12..HEADER_LEN + 16], &[2, 4, 0xfd, 0xe8]);
+    }
+
+    #[test]
+    fn options_without_a_whole_mss_are_left_alone() {
+        for opts in [
+            &[][..],
+            &[1, 1, 1, 1],
+            // After End of Option List; a wrong length; a zero one; one past the end.
+            &[0, 0, 2, 4, 0x05, 0xb4, 0, 0],
+            &[2, 3, 0x05, 0xb4],
+            &[8, 0, 2, 4],
+            &[8, 40, 2, 4],
+        ] {
+            let mut seg = syn(opts);
+            let mut t = TcpPacket::new_checked(&mut seg[..]).unwrap();
+            assert_eq!(t.mss_option(), None, "{opts:?}");
+            assert_eq!(t.set_mss_option(1), None, "{opts:?}");
+        }
     }
 }
