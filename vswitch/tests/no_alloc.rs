@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use seqpacket_port::{frame, pair, tso_frame};
+use seqpacket_port::{frame, pair, tso_frame, Peer};
 use vswitch::{BridgeConfig, Datapath, PortInfo};
 
 struct Counting;
@@ -60,12 +60,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[test]
-fn forwarding_allocates_nothing_per_packet() {
-    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
-    const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+
+/// A datapath on `threads` threads with bridge br0 and ports a, b and c, each with a
+/// queue per thread; the test's ends of them, by port, then queue.
+fn three_ports(threads: usize) -> (Datapath, Vec<Vec<Peer>>) {
     let mut dp = Datapath::new(128).unwrap();
+    dp.set_threads(threads).unwrap();
     let br = dp.add_bridge(BridgeConfig {
         name: "br0".into(),
         mtu: 1500,
@@ -74,41 +77,83 @@ fn forwarding_allocates_nothing_per_packet() {
     });
     let mut peers = Vec::new();
     for name in ["a", "b", "c"] {
-        let (io, peer) = pair(true);
-        let info = PortInfo::named(name, br);
-        dp.add_port(info, Box::new(io)).unwrap();
-        peers.push(peer);
+        let mut queues = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..threads {
+            let (io, peer) = pair(true);
+            queues.push(Box::new(io) as Box<dyn vswitch::Port>);
+            ends.push(peer);
+        }
+        let first = queues.remove(0);
+        let id = dp.add_port(PortInfo::named(name, br), first).unwrap();
+        dp.add_port_queues(id, queues);
+        peers.push(ends);
     }
-    let unicast_ab = frame(B, A, 1000);
-    let unicast_ba = frame(A, B, 64);
-    let broadcast = frame([0xff; 6], C, 64);
-    // A 60 KB TCP super-frame as a container with TSO hands it over.
-    let super_frame = tso_frame(B, A, 60_000, 1448);
-    // Each round also brings a source MAC never seen before, to be learned.
-    let mut newcomer = frame(B, [2, 0, 1, 0, 0, 0], 64);
-    let mut sink = vec![0u8; 70_000];
+    (dp, peers)
+}
 
-    let mut n: u32 = 0;
+/// What each round sends: unicast both ways, a 60 KB TCP super-frame as a container
+/// with TSO hands it over, a broadcast, and a source MAC never seen before, to learn.
+struct Frames {
+    unicast_ab: Vec<u8>,
+    unicast_ba: Vec<u8>,
+    broadcast: Vec<u8>,
+    super_frame: Vec<u8>,
+    newcomer: Vec<u8>,
+    n: u32,
+}
+
+impl Frames {
+    fn new() -> Frames {
+        Frames {
+            unicast_ab: frame(B, A, 1000),
+            unicast_ba: frame(A, B, 64),
+            broadcast: frame([0xff; 6], C, 64),
+            super_frame: tso_frame(B, A, 60_000, 1448),
+            newcomer: frame(B, [2, 0, 1, 0, 0, 0], 64),
+            n: 0,
+        }
+    }
+
+    /// The next newcomer: its source MAC one more than the last.
+    fn newcomer(&mut self) -> &[u8] {
+        self.n += 1;
+        self.newcomer[18..22].copy_from_slice(&self.n.to_be_bytes());
+        &self.newcomer
+    }
+}
+
+/// Per round: 40 unicast, one super-frame, one newcomer to B, a broadcast to two.
+const PER_ROUND: usize = 40 + 1 + 1 + 2;
+
+/// Frames waiting at the test's ends of every queue, taken and counted.
+fn take(peers: &[Vec<Peer>], sink: &mut [u8]) -> usize {
+    let mut got = 0;
+    for p in peers.iter().flatten() {
+        while p.recv(sink).is_some() {
+            got += 1;
+        }
+    }
+    got
+}
+
+#[test]
+fn forwarding_allocates_nothing_per_packet() {
+    let (mut dp, peers) = three_ports(1);
+    let mut f = Frames::new();
+    let mut sink = vec![0u8; 70_000];
     let mut round = |dp: &mut Datapath| {
         for _ in 0..20 {
-            peers[0].send(&unicast_ab);
-            peers[1].send(&unicast_ba);
+            peers[0][0].send(&f.unicast_ab);
+            peers[1][0].send(&f.unicast_ba);
         }
-        peers[0].send(&super_frame);
-        n += 1;
-        newcomer[18..22].copy_from_slice(&n.to_be_bytes());
-        peers[2].send(&newcomer);
-        peers[2].send(&broadcast);
+        peers[0][0].send(&f.super_frame);
+        peers[2][0].send(f.newcomer());
+        peers[2][0].send(&f.broadcast);
         for _ in 0..3 {
             dp.poll_once(Some(Duration::from_millis(1))).unwrap();
         }
-        let mut got = 0;
-        for p in &peers {
-            while p.recv(&mut sink).is_some() {
-                got += 1;
-            }
-        }
-        got
+        take(&peers, &mut sink)
     };
     // Warm up: learning, first flood, lazily sized kernel and mio state.
     for _ in 0..10 {
@@ -122,8 +167,7 @@ fn forwarding_allocates_nothing_per_packet() {
     }
     WATCHING.with(|w| w.set(false));
 
-    // Per round: 40 unicast, one super-frame, one newcomer to B, a broadcast to two.
-    assert_eq!(forwarded, 200 * (40 + 1 + 1 + 2), "every frame delivered");
+    assert_eq!(forwarded, 200 * PER_ROUND, "every frame delivered");
     assert_eq!(
         ALLOCATIONS.load(Ordering::Relaxed),
         0,
@@ -137,59 +181,22 @@ fn forwarding_allocates_nothing_per_packet() {
 /// FDB for the worker every round: none of it allocates, on either thread.
 #[test]
 fn forwarding_on_two_threads_allocates_nothing_per_packet() {
-    const A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-    const B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
-    const C: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
-    let mut dp = Datapath::new(128).unwrap();
-    dp.set_threads(2).unwrap();
-    let br = dp.add_bridge(BridgeConfig {
-        name: "br0".into(),
-        mtu: 1500,
-        fdb_max: 1024,
-        fdb_aging: Duration::from_secs(300),
-    });
-    // peers[port][queue]
-    let mut peers = Vec::new();
-    for name in ["a", "b", "c"] {
-        let (io0, peer0) = pair(true);
-        let (io1, peer1) = pair(true);
-        let id = dp
-            .add_port(PortInfo::named(name, br), Box::new(io0))
-            .unwrap();
-        dp.add_port_queues(id, vec![Box::new(io1)]);
-        peers.push([peer0, peer1]);
-    }
-    let unicast_ab = frame(B, A, 1000);
-    let unicast_ba = frame(A, B, 64);
-    let broadcast = frame([0xff; 6], C, 64);
-    let super_frame = tso_frame(B, A, 60_000, 1448);
-    let mut newcomer = frame(B, [2, 0, 1, 0, 0, 0], 64);
+    let (mut dp, peers) = three_ports(2);
+    let mut f = Frames::new();
     let mut sink = vec![0u8; 70_000];
-
-    let mut n: u32 = 0;
     let mut round = |dp: &mut Datapath| {
         for _ in 0..20 {
             // The worker's queues (thread 0 learns these sources once, at warm-up).
-            peers[0][1].send(&unicast_ab);
-            peers[1][1].send(&unicast_ba);
+            peers[0][1].send(&f.unicast_ab);
+            peers[1][1].send(&f.unicast_ba);
         }
-        peers[0][1].send(&super_frame);
-        n += 1;
-        newcomer[18..22].copy_from_slice(&n.to_be_bytes());
-        peers[2][1].send(&newcomer);
-        peers[2][0].send(&broadcast);
+        peers[0][1].send(&f.super_frame);
+        peers[2][1].send(f.newcomer());
+        peers[2][0].send(&f.broadcast);
         for _ in 0..3 {
             dp.poll_once(Some(Duration::from_millis(1))).unwrap();
         }
-        let mut got = 0;
-        for queues in &peers {
-            for p in queues {
-                while p.recv(&mut sink).is_some() {
-                    got += 1;
-                }
-            }
-        }
-        got
+        take(&peers, &mut sink)
     };
     // Warm up: learning (through thread 0), the first copies of the tables.
     let mut warm = 0;
@@ -199,6 +206,7 @@ fn forwarding_on_two_threads_allocates_nothing_per_packet() {
     assert!(warm > 0);
     let worker = dp.thread_stats()[1];
     assert_ne!(worker.tid, 0, "the worker runs");
+    let mut sink = vec![0u8; 70_000];
     WATCHED_TIDS[1].store(worker.tid, Ordering::Relaxed);
     // SAFETY: gettid has no preconditions.
     WATCHED_TIDS[0].store(unsafe { libc::gettid() } as u64, Ordering::Relaxed);
@@ -208,22 +216,16 @@ fn forwarding_on_two_threads_allocates_nothing_per_packet() {
     }
     // Whatever the worker still had in hand.
     for _ in 0..100 {
-        if forwarded >= 200 * 44 {
+        if forwarded >= 200 * PER_ROUND {
             break;
         }
         dp.poll_once(Some(Duration::from_millis(5))).unwrap();
-        for queues in &peers {
-            for p in queues {
-                while p.recv(&mut sink).is_some() {
-                    forwarded += 1;
-                }
-            }
-        }
+        forwarded += take(&peers, &mut sink);
     }
     WATCHED_TIDS[0].store(0, Ordering::Relaxed);
     let after = dp.thread_stats();
 
-    assert_eq!(forwarded, 200 * (40 + 1 + 1 + 2), "every frame delivered");
+    assert_eq!(forwarded, 200 * PER_ROUND, "every frame delivered");
     assert!(
         after[1].frames >= 200 * 41,
         "the worker forwarded the known unicast itself: {after:?}"
