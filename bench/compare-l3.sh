@@ -39,15 +39,7 @@ set -euo pipefail
 BENCH_NAME=compare-l3.sh
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
-FIRST_ROUND=1
-extra_arg() {  # this script's option beyond lib.sh's
-    case "$1" in
-        --first-round) FIRST_ROUND="${2:?--first-round needs a value}"; ARGS_USED=2 ;;
-        --first-round=*) FIRST_ROUND="${1#*=}"; ARGS_USED=1 ;;
-    esac
-}
 parse_args "$@"
-[[ "$FIRST_ROUND" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --first-round must be a positive integer" >&2; exit 1; }
 
 require_root "namespaces, veth, TAP, nft"
 require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux nftables socat" \
@@ -207,14 +199,6 @@ build_tapnet
 ns_free
 
 # ---------------------------------------------------------------- building blocks
-# veth NS_A IF_A ADDR_A NS_B IF_B ADDR_B: a veth pair between two of our namespaces
-veth() {
-    ip -n "$1" link add "$2" mtu 1500 type veth peer name "$5" mtu 1500 netns "$4"
-    ip -n "$1" addr add "$3" dev "$2"
-    ip -n "$4" addr add "$6" dev "$5"
-    ip -n "$1" link set "$2" up
-    ip -n "$4" link set "$5" up
-}
 sysctl_in() { ip netns exec "$1" sysctl -qw "$2"; }
 
 # ---------------------------------------------------------------- A. kernel router

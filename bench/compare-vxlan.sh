@@ -42,15 +42,7 @@ set -euo pipefail
 BENCH_NAME=compare-vxlan.sh
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
-FIRST_ROUND=1
-extra_arg() {  # this script's option beyond lib.sh's
-    case "$1" in
-        --first-round) FIRST_ROUND="${2:?--first-round needs a value}"; ARGS_USED=2 ;;
-        --first-round=*) FIRST_ROUND="${1#*=}"; ARGS_USED=1 ;;
-    esac
-}
 parse_args "$@"
-[[ "$FIRST_ROUND" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --first-round must be a positive integer" >&2; exit 1; }
 
 require_root "namespaces, veth, vxlan, bridge, TAP"
 require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux ethtool" \

@@ -21,7 +21,9 @@ usage() {  # the script's header comment, up to `set -euo pipefail`
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 }
 
-# parse_args "$@": sets SECS, REPEAT, JSON_OUT (made absolute) and BUILD. An option it
+# parse_args "$@": sets SECS, REPEAT, JSON_OUT (made absolute), BUILD and FIRST_ROUND
+# (--first-round N: the number of the first round, whose parity picks which network
+# goes first, so that a driver running one round at a time still alternates). An option it
 # does not know goes to the script's extra_arg "$@", if it has one, which sets
 # ARGS_USED to the number of words it took; none taken is an unknown argument.
 parse_args() {
@@ -29,6 +31,7 @@ parse_args() {
     REPEAT=3
     JSON_OUT=""
     BUILD=1
+    FIRST_ROUND=1
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --seconds) SECS="${2:?--seconds needs a value}"; shift 2 ;;
@@ -38,6 +41,8 @@ parse_args() {
             --json) JSON_OUT="${2:?--json needs a file}"; shift 2 ;;
             --json=*) JSON_OUT="${1#*=}"; shift ;;
             --no-build) BUILD=0; shift ;;
+            --first-round) FIRST_ROUND="${2:?--first-round needs a value}"; shift 2 ;;
+            --first-round=*) FIRST_ROUND="${1#*=}"; shift ;;
             -h|--help) usage; exit 0 ;;
             *)
                 ARGS_USED=0
@@ -48,8 +53,19 @@ parse_args() {
     done
     [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --seconds must be a positive integer" >&2; exit 1; }
     [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --repeat must be a positive integer" >&2; exit 1; }
+    [[ "$FIRST_ROUND" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --first-round must be a positive integer" >&2; exit 1; }
     if [[ -n "$JSON_OUT" && "$JSON_OUT" != /* ]]; then JSON_OUT="$PWD/$JSON_OUT"; fi
     return 0
+}
+
+# veth NS_A IF_A ADDR_A NS_B IF_B ADDR_B: a veth pair (MTU 1500) between two of our
+# namespaces, addressed and up
+veth() {
+    ip -n "$1" link add "$2" mtu 1500 type veth peer name "$5" mtu 1500 netns "$4"
+    ip -n "$1" addr add "$3" dev "$2"
+    ip -n "$4" addr add "$6" dev "$5"
+    ip -n "$1" link set "$2" up
+    ip -n "$4" link set "$5" up
 }
 
 require_root() {  # why

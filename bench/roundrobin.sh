@@ -301,14 +301,6 @@ T_START="$(date +%s)"
 } >"$OUT" || die "cannot write $OUT"
 
 # ---------------------------------------------------------------- building blocks
-# veth NS_A IF_A ADDR_A NS_B IF_B ADDR_B: a veth pair between two of our namespaces
-veth() {
-    ip -n "$1" link add "$2" mtu 1500 type veth peer name "$5" mtu 1500 netns "$4"
-    ip -n "$1" addr add "$3" dev "$2"
-    ip -n "$4" addr add "$6" dev "$5"
-    ip -n "$1" link set "$2" up
-    ip -n "$4" link set "$5" up
-}
 emit() {  # round scenario metric value from
     echo "round=$1 scenario=$2 metric=$3 value=$4 from=$5" >>"$OUT"
 }
