@@ -348,6 +348,7 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
                 "source": if p.from_store { "etcd" } else { "static" },
                 "tx_packets": p.stats.tx_packets,
                 "tx_bytes": p.stats.tx_bytes,
+                "tx_gso_sends": p.stats.tx_gso_sends,
                 "rx_packets": p.stats.rx_packets,
                 "rx_bytes": p.stats.rx_bytes,
                 "tx_errors": p.stats.tx_errors,

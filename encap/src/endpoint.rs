@@ -2,7 +2,7 @@
 //! VNIs served and the MACs learned behind each peer, which datagrams are accepted,
 //! and where a frame leaving by a VNI port goes (one peer, or every peer: head-end
 //! replication), with the MTU and GSO checks that come first. Time is passed in.
-//! [`crate::Vtep`] is the IO shell around it: sockets, `sendmmsg`, the underlay
+//! [`crate::Vtep`] is the IO shell around it: sockets, UDP GSO, the underlay
 //! capture. Both sending and `tapnet trace` call [`Endpoint::egress`].
 
 use std::collections::HashMap;
@@ -65,6 +65,9 @@ impl From<OffloadError> for VtepDrop {
 pub struct PeerStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Batches of a super-frame's segments sent to this peer as one UDP GSO send
+    /// (`UDP_SEGMENT`); each also counts its datagrams in `tx_packets`.
+    pub tx_gso_sends: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_errors: u64,

@@ -68,8 +68,11 @@ pub struct Vtep {
     /// Where super-frames are cut into segments, and where datagrams that find no
     /// free buffer are read and dropped.
     scratch: Vec<u8>,
-    /// Equal-sized datagrams gathered for one sendmmsg.
+    /// Equal-sized datagrams gathered for one send.
     batch: Vec<u8>,
+    /// Whether a batch goes as one UDP GSO send (`UDP_SEGMENT`): true until the
+    /// kernel refuses one (a device without checksum offload, an old kernel).
+    udp_gso: bool,
     /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
     underlay: Underlay,
     /// The store's status, when the lab has `etcd`.
@@ -175,11 +178,40 @@ const GSO_BATCH_BYTES: usize = 65000;
 const GSO_BATCH_SEGMENTS: usize = 64;
 
 /// Sends `batch`, datagrams of `size` bytes back to back (the last may be shorter), to
-/// `peer` with one sendmmsg. (Not UDP GSO: the kernel refuses it on a socket that
-/// sends UDP checksum zero, and RFC 7348 asks for zero over IPv4.)
-/// Returns false if some did not go.
-fn send_batch(socket: &UdpSocket, peer: &mut Peer, batch: &[u8], size: usize) -> bool {
+/// `peer`: as one UDP GSO send while `udp_gso` holds ([`send_gso`]; a refusal clears
+/// it), else with one sendmmsg. Returns false if some did not go.
+fn send_batch(
+    socket: &UdpSocket,
+    peer: &mut Peer,
+    batch: &[u8],
+    size: usize,
+    udp_gso: &mut bool,
+) -> bool {
     let addr = socket2::SockAddr::from(peer.addr);
+    if *udp_gso && batch.len() > size {
+        match send_gso(socket, &addr, batch, size) {
+            Ok(()) => {
+                let count = batch.len().div_ceil(size.max(1));
+                peer.stats.tx_packets += count as u64;
+                peer.stats.tx_bytes += batch.len() as u64;
+                peer.stats.tx_gso_sends += 1;
+                return true;
+            }
+            // Not for this socket or device: one sendmmsg a batch from now on.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                ) =>
+            {
+                *udp_gso = false
+            }
+            Err(_) => {
+                peer.stats.tx_errors += batch.len().div_ceil(size.max(1)) as u64;
+                return false;
+            }
+        }
+    }
     // SAFETY: all-zero is a valid iovec and mmsghdr.
     let mut iovs: [libc::iovec; GSO_BATCH_SEGMENTS] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; GSO_BATCH_SEGMENTS] = unsafe { std::mem::zeroed() };
@@ -227,6 +259,53 @@ fn send_batch(socket: &UdpSocket, peer: &mut Peer, batch: &[u8], size: usize) ->
     true
 }
 
+/// `UDP_SEGMENT` from <linux/udp.h> (not in the libc crate for glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Sends `batch`, datagrams of `size` bytes back to back (the last may be shorter),
+/// to `addr` as one UDP GSO send (udp(7) `UDP_SEGMENT`, Linux 4.18): the kernel
+/// builds one super-datagram and cuts it into the datagrams at the device (or the
+/// device does), instead of taking each through the stack.
+fn send_gso(
+    socket: &UdpSocket,
+    addr: &socket2::SockAddr,
+    batch: &[u8],
+    size: usize,
+) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: batch.as_ptr() as *mut libc::c_void,
+        iov_len: batch.len(),
+    };
+    // SAFETY: CMSG_SPACE only computes a size.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; SPACE.div_ceil(8)];
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = SPACE;
+    // SAFETY: the control buffer holds one cmsghdr with room for a u16 (SPACE), so
+    // CMSG_FIRSTHDR is not null and CMSG_DATA points inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::IPPROTO_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size as u16);
+    }
+    // SAFETY: msg points at the iovec over `batch`, at `addr` and at `control`, all
+    // alive for the call.
+    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The socket (and its source port) a flow leaves from.
 fn sender(senders: &[(UdpSocket, u16)], flow: u64) -> &(UdpSocket, u16) {
     &senders[(flow % senders.len() as u64) as usize]
@@ -268,9 +347,14 @@ fn set_int(s: &socket2::Socket, level: libc::c_int, name: libc::c_int, value: li
 }
 
 /// VXLAN never lets its datagrams be fragmented (RFC 7348 section 4.3): a datagram
-/// too big for the underlay fails to send (EMSGSIZE, counted) instead. Over IPv4 it
-/// sends UDP checksum zero (RFC 7348 section 5), as the kernel does by default
-/// (`SO_NO_CHECK`). Over IPv6 the checksum stays on (the kernel computes it):
+/// too big for the underlay fails to send (EMSGSIZE, counted) instead. The UDP
+/// checksum is on over both families, because UDP GSO (`UDP_SEGMENT`, which sends a
+/// super-frame's segments as one datagram the device cuts) refuses a socket without
+/// it; the device computes it (checksum offload), so it costs the sender nothing.
+/// RFC 7348 section 5 lets an IPv4 VTEP send a correct checksum instead of zero, and
+/// receivers (the kernel's vxlan included) must take either. If the kernel refuses
+/// GSO, the IPv4 sockets go back to zero (`SO_NO_CHECK`), as the kernel's vxlan
+/// sends by default. Over IPv6 the checksum always stays on:
 /// RFC 6935/6936 allow zero only where the receiver opts in, and a Linux vxlan device
 /// drops zero-checksum IPv6 VXLAN unless `udp6zerocsumrx` is set, which is off by
 /// default; so UDP_NO_CHECK6_TX is never set.
@@ -291,7 +375,6 @@ fn underlay_options(s: &socket2::Socket, ipv6: bool) {
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_DO,
         );
-        set_int(s, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1);
     }
 }
 
@@ -326,6 +409,7 @@ impl Vtep {
             endpoint: Endpoint::new(&config.peers, config.remote_max, config.remote_aging),
             scratch: vec![0; MAX_DATAGRAM + 64],
             batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
+            udp_gso: true,
             underlay: Underlay::default(),
             store: None,
         })
@@ -506,8 +590,8 @@ impl Vtep {
     }
 
     /// Cuts the super-frame `eth` as `egress` planned and sends the segments to its
-    /// peers in batches, one sendmmsg per batch and peer, so a 64 KiB super-frame
-    /// costs a syscall, not forty-five. Returns the batches that failed to go.
+    /// peers in batches, one send (UDP GSO, or sendmmsg) per batch and peer, so a 64
+    /// KiB super-frame costs a syscall, not forty-five. Returns the batches that failed to go.
     fn send_segments(
         &mut self,
         vnet: &VnetHdr,
@@ -521,12 +605,14 @@ impl Vtep {
             scratch,
             batch,
             underlay,
+            udp_gso,
             ..
         } = self;
         let (socket, src_port) = sender(senders, egress.flow);
         let src = SocketAddr::new(listen.ip(), *src_port);
         let targets = egress.peers(endpoint.peers().len());
         let mut failed = 0u64;
+        let gso_before = *udp_gso;
         // Sends the batch (datagrams of `size` bytes, the last maybe shorter).
         let mut flush = |batch: &[u8], size: usize| {
             for p in targets.clone() {
@@ -539,7 +625,7 @@ impl Vtep {
                         underlay.copy(src, peer.addr, datagram);
                     }
                 }
-                if !send_batch(socket, peer, batch, size) {
+                if !send_batch(socket, peer, batch, size, udp_gso) {
                     failed += 1;
                 }
             }
@@ -563,6 +649,17 @@ impl Vtep {
         })?;
         if count > 0 {
             flush(batch, size);
+        }
+        if gso_before && !*udp_gso && !listen.is_ipv6() {
+            // The checksum was on for GSO alone: without it, zero again (RFC 7348).
+            for (s, _) in senders.iter() {
+                set_int(
+                    &socket2::SockRef::from(s),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    1,
+                );
+            }
         }
         Ok(failed)
     }
