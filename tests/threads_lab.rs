@@ -156,5 +156,10 @@ fn one_thread_keeps_single_queue_taps() {
     assert!(!String::from_utf8_lossy(&link.stdout).contains("multi_queue"));
     assert_eq!(tun_fds(lab.pid), 2);
     assert!(ping(&ns[0], "10.94.0.3", 2));
-    assert_eq!(lab.show("threads")["threads"].as_array().unwrap().len(), 1);
+    let threads = lab.show("threads");
+    let threads = threads["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 1);
+    // Thread 0 has its tid and CPU time with one thread too (bench/threads.sh reads them).
+    assert!(threads[0]["tid"].as_u64().unwrap() > 0, "{threads:?}");
+    assert!(threads[0]["cpu_ms"].as_u64().is_some(), "{threads:?}");
 }

@@ -652,11 +652,12 @@ impl Datapath {
             }
         }
         let now = Instant::now();
+        if self.tid == 0 {
+            // For `show threads`, with one thread or several.
+            // SAFETY: gettid has no preconditions.
+            self.tid = unsafe { libc::gettid() } as u64;
+        }
         if !self.workers.is_empty() {
-            if self.tid == 0 {
-                // SAFETY: gettid has no preconditions.
-                self.tid = unsafe { libc::gettid() } as u64;
-            }
             self.take_reports(now);
             self.take_handoffs(now);
         }
