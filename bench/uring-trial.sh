@@ -18,14 +18,18 @@
 # forwarder's CPU per test and per frame, and the system calls per frame it counted
 # itself (SIGUSR1 prints its counters). Then, unless --no-strace, `strace -c -f` on
 # each forwarder for a short run of each test (--strace-seconds), as a cross-check,
-# and with --perf a `perf record -g` of each the same way (where the forwarder's CPU
-# goes, by symbol).
+# and with --perf a `perf record` of each the same way: where the forwarder's CPU goes
+# (copies, system call entry and exit, io_uring, the receiver's stack run inside the
+# write, scheduling), in us per frame.
 #
 # Usage: bench/uring-trial.sh [--seconds N] [--repeat R] [--json FILE] [--no-build]
 #                             [--modes "MODE..."] [--depth N] [--no-kernel]
 #                             [--no-strace] [--strace-seconds S] [--perf]
+#                             [--quiet PCT] [--quiet-max S]
 # Defaults: --seconds 5 --repeat 3 --modes "rw uring uring-ms" --depth 64
-# --strace-seconds 2. A mode is rw, uring or uring-ms; an io_uring one may carry its own
+# --strace-seconds 2 --quiet 80 --quiet-max 15: before each timed run the script waits
+# (at most S s) until the machine is PCT % idle, since others' builds and benchmarks
+# share its CPUs, and records how idle it was. A mode is rw, uring or uring-ms; an io_uring one may carry its own
 # depth and `plain` (no registered files or buffers): "uring:4", "uring-ms:16:plain".
 # Needs root, iproute2, iperf3, ping, python3, nsenter, strace (unless --no-strace) and
 # a kernel with io_uring (6.7 for uring-ms). Everything it creates carries the
@@ -43,6 +47,8 @@ KERNEL=1
 STRACE=1
 STRACE_SECS=2
 PERF=0
+QUIET_PCT=80
+QUIET_MAX=15
 # shellcheck disable=SC2034,SC2317  # ARGS_USED is read by lib.sh's parse_args
 extra_arg() {  # this script's options beyond lib.sh's
     case "$1" in
@@ -51,6 +57,8 @@ extra_arg() {  # this script's options beyond lib.sh's
         --no-kernel) KERNEL=0; ARGS_USED=1 ;;
         --no-strace) STRACE=0; ARGS_USED=1 ;;
         --perf) PERF=1; ARGS_USED=1 ;;
+        --quiet) QUIET_PCT="${2:?--quiet needs a value}"; ARGS_USED=2 ;;
+        --quiet-max) QUIET_MAX="${2:?--quiet-max needs a value}"; ARGS_USED=2 ;;
         --strace-seconds) STRACE_SECS="${2:?--strace-seconds needs a value}"; ARGS_USED=2 ;;
     esac
 }
@@ -75,6 +83,7 @@ for m in "${MODES[@]}"; do  # MODE[:DEPTH][:plain]: the forwarder's arguments
     done
 done
 [[ "$STRACE_SECS" =~ ^[1-9][0-9]*$ ]] || die "--strace-seconds must be a positive integer"
+[[ "$QUIET_PCT" =~ ^[0-9]+$ && "$QUIET_MAX" =~ ^[0-9]+$ ]] || die "--quiet and --quiet-max take whole numbers"
 
 require_root "namespaces, bridge, TAP"
 require_cmds "apt-get install -y iproute2 iperf3 iputils-ping util-linux strace" \
@@ -186,6 +195,36 @@ def strace_line(path, p0, p1, what):
     return {"frames": n, "calls_per_frame": total / n,
             "by_call": {name: calls / n for name, calls, _ in rows}}
 
+# perf symbols by what they do, first match wins (the rest is "other")
+PERF_CATS = [
+    ("copy (frame bytes)", r"^(_copy_to_iter|_copy_from_iter|__pi_memcpy|memcpy|copy_user|rep_movs|copy_page|csum_partial_copy|skb_copy_datagram|__check_object_size|__check_heap_object|__virt_addr_valid)"),
+    ("syscall entry/exit", r"^(do_syscall_64|entry_SYSCALL|syscall_exit|syscall_return|exit_to_user_mode|__x64_sys_(read|write)$|ksys_(read|write)|vfs_(read|write)|fdget|__fget|fput|rw_verify_area|__fsnotify_parent|security_file_permission|read$|write$|__GI___libc_(read|write)|__libc_(read|write)|epoll_wait$|__GI_epoll_wait|__GI___io_uring_enter|syscall$)"),
+    ("epoll", r"^(ep_|do_epoll|__x64_sys_epoll|__ep_|epoll_)"),
+    ("io_uring", r"^(io_|__io_|tctx_|__x64_sys_io_uring|__sys_io_uring|io_uring|llist_)"),
+    ("tun read/write", r"^(tun_|__tun_|tap_|virtio_net_hdr)"),
+    ("skb alloc/free", r"^(slab_|__slab|kmem_cache|kmalloc|__kmalloc|kfree|__free_frozen_pages|__folio_put|page_frag|__alloc_skb|alloc_skb|build_skb|__build_skb|kfree_skb|consume_skb|__kfree_skb|skb_release|skb_free|free_unref|__free_pages|alloc_pages|__alloc_pages|get_page_from_freelist|rmqueue|__put_page|put_page)"),
+    ("receiver's stack", r"^(handle_softirqs|__do_softirq|do_softirq|net_rx_action|__netif|netif_|process_backlog|__napi|napi_|ip_|ip6_|__ip|udp|__udp|tcp_|__tcp|sock_|sk_|__sk_|skb_|__skb|kfree_skb|consume_skb|__kfree_skb|eth_|__dev_|dev_|inet_|raw_|nf_|br_|__build_skb|build_skb|kmem_cache|kmalloc|__kmalloc|kfree|page_frag|__alloc_skb|alloc_skb|__copy_skb|__wake_up|sock_def_readable|ep_poll_callback)"),
+    ("scheduling, wakeups, irqs", r"^(__raw_callee_save___pv|pv_|finish_task_switch|__schedule|schedule|try_to_wake_up|_raw_spin_unlock_irqrestore|_raw_spin_lock|_raw_spin_unlock|ttwu_|enqueue_|dequeue_|update_|pick_next|psi_|native_|irqentry|sysvec|asm_sysvec|__sysvec|hrtimer|_raw_spin|cpuidle|default_idle|do_idle)"),
+    ("forwarder's own code", r"^(uring_trial|core::|alloc::|std::|io_uring::|<)"),
+]
+
+def perf_split(path, others=None):
+    # shares (%) of the samples by PERF_CATS; a line is "  12.34%  [k] symbol". The
+    # symbols left in "other" go to others (a list), if given.
+    sh = {}
+    for line in open(path):
+        m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.*\S)", line)
+        if not m:
+            continue
+        pct, kind, sym = float(m.group(1)), m.group(2), m.group(3)
+        cat = next((c for c, rx in PERF_CATS if re.search(rx, sym)), None)
+        if cat is None and kind == "." and not sym.startswith("0x"):
+            cat = "forwarder's own code"
+        sh[cat or "other"] = sh.get(cat or "other", 0.0) + pct
+        if cat is None and others is not None:
+            others.append((pct, sym))
+    return sh
+
 def report(samples_path, meta_path, json_out=""):
     meta, S, out = run_data(samples_path, meta_path)
     impls = meta["impls"]; modes = [i for i in impls if i != "kernel"]
@@ -203,6 +242,13 @@ def report(samples_path, meta_path, json_out=""):
                               "ratio": {}}
     print("(medians of %d round(s), %d s per iperf3 run; every network once a round, the order rotating)"
           % (meta["repeat"], meta["seconds"]))
+    idle = [s["idle_before_pct"] for s in S if "idle_before_pct" in s]
+    waited = sum(s.get("waited_s", 0) for s in S)
+    if idle:
+        print("(the machine was %d%% idle before the median run, %d%% to %d%%; %.0f s spent waiting for it to be quieter)"
+              % (statistics.median(idle), min(idle), max(idle), waited))
+        out["idle_before_pct"] = {"median": statistics.median(idle), "min": min(idle), "max": max(idle),
+                                  "waited_s": waited}
 
     bases = [b for b in ("rw", "kernel") if b in impls]
     cols = [(test, b) for b in bases for test, *_ in rows]
@@ -234,8 +280,8 @@ def report(samples_path, meta_path, json_out=""):
             w, i, (med(S, "udp", i, "tx_pps") or 0) / 1e3, m_("sender_txq_drops"), m_("rcvbuf_drops")))
 
     print("\nforwarder, over the timed runs (its own counters; CPU = utime+stime of all its threads):")
-    print("  %-4s %-*s %9s %10s %12s %13s  %s" % ("test", w, "mode", "CPU %core", "kframes/s", "CPU us/frame",
-                                                  "syscalls/frame", "by call (per frame)"))
+    print("  %-4s %-*s %9s %10s %12s %9s %14s  %s" % ("test", w, "mode", "CPU %core", "kframes/s", "CPU us/frame",
+                                                       "CPU s/GB", "syscalls/frame", "by call (per frame)"))
     for test, *_ in rows:
         for mo in modes:
             ss = [s for s in S if s["test"] == test and s["impl"] == mo and "frames" in s]
@@ -249,10 +295,12 @@ def report(samples_path, meta_path, json_out=""):
                 by += " (%.0f%% of reads EAGAIN)" % (100 * sum(s["eagain"] for s in ss) / max(1, sum(s["read"] for s in ss)))
             else:
                 by += " (%.1f frames per enter)" % (fr / max(1, sum(s["io_uring_enter"] for s in ss)))
-            print("  %-4s %-*s %8.1f%% %10.1f %12.2f %13.3f  %s" % (
-                test, w, mo, 100 * cpu / wall, fr / wall / 1e3, cpu / fr * 1e6, sc, by))
+            gb = sum(s["bytes"] for s in ss) / 1e9
+            print("  %-4s %-*s %8.1f%% %10.1f %12.2f %9.2f %14.3f  %s" % (
+                test, w, mo, 100 * cpu / wall, fr / wall / 1e3, cpu / fr * 1e6, cpu / gb if gb else 0, sc, by))
             out["tests"][test].setdefault("forwarder", {})[mo] = {
                 "cpu_pct_of_core": 100 * cpu / wall, "frames_per_s": fr / wall, "cpu_us_per_frame": cpu / fr * 1e6,
+                "cpu_s_per_gb": cpu / gb if gb else None,
                 "syscalls_per_frame": sc, "calls_per_frame": calls,
                 "bytes_per_frame": sum(s["bytes"] for s in ss) / fr,
                 "dropped": sum(s["dropped"] for s in ss)}
@@ -269,12 +317,28 @@ def report(samples_path, meta_path, json_out=""):
             r = strace_line(p + ".strace", p + ".0", p + ".1", what)
             out["strace"][what] = r
     if meta.get("perf"):
-        print("\nperf record -g on the forwarder, %d s per test: where its CPU went (symbols >= 2%%):" % meta["strace_seconds"])
+        print("\nperf record on the forwarder, %d s per test: where its CPU went, in us per frame forwarded"
+              " (perf's share of samples x its CPU time / frames; the share in %%):" % meta["strace_seconds"])
         out["perf"] = {}
+        cols = []
         for what, p in meta["perf"]:
-            top = open(p + ".top").read().rstrip("\n")
-            print("  %s:\n%s" % (what, "\n".join("    " + l.strip() for l in top.splitlines())))
-            out["perf"][what] = top.splitlines()
+            c0, c1 = json.load(open(p + ".0")), json.load(open(p + ".1"))
+            n = c1["frames"] - c0["frames"]
+            cpu = (int(open(p + ".cpu1").read()) - int(open(p + ".cpu0").read())) / int(meta["clk_tck"])
+            others = []
+            cols.append((what, perf_split(p + ".syms", others), cpu / n * 1e6 if n > 0 else 0.0))
+            out["perf_other_top"] = out.get("perf_other_top", {})
+            out["perf_other_top"][what] = ["%.2f%% %s" % o for o in sorted(others, reverse=True)[:8]]
+        cw = max(16, max(len(w) for w, *_ in cols) + 2)
+        print("  %-28s" % "" + "".join("%-*s" % (cw, w) for w, *_ in cols))
+        for cat in [c for c, _ in PERF_CATS] + ["other"]:
+            print("  %-28s" % cat + "".join("%-*s" % (cw, "%.2f (%.0f%%)" % (us * sh.get(cat, 0) / 100, sh.get(cat, 0)))
+                                              for w, sh, us in cols))
+        print("  %-28s" % "total" + "".join("%-*s" % (cw, "%.2f" % us) for w, sh, us in cols))
+        for what, sh, us in cols:
+            out["perf"][what] = {"cpu_us_per_frame": us, "share_pct": sh}
+        print("  (on a VM perf samples by timer, which cannot fire while interrupts are off: the time of a\n"
+              "   context switch or a wakeup lands on finish_task_switch or _raw_spin_unlock_irqrestore)")
     stops = meta.get("stops", {})
     if stops:
         print("\nforwarders' threads at the end, and exit status after SIGTERM:")
@@ -283,7 +347,7 @@ def report(samples_path, meta_path, json_out=""):
         out["stops"] = stops
     write_json(out, json_out)
 
-def meta(path, secs, repeat, impls, strace_secs, stops, strace_list, perf_list, *env_):
+def meta(path, secs, repeat, impls, strace_secs, stops, strace_list, perf_list, clk_tck, *env_):
     st = [l.split("\t") for l in open(strace_list).read().splitlines() if l]
     pf = [l.split("\t") for l in open(perf_list).read().splitlines() if l]
     stops_d = {}
@@ -293,6 +357,7 @@ def meta(path, secs, repeat, impls, strace_secs, stops, strace_list, perf_list, 
             stops_d[m] = {"exit_status": int(rc), "threads": threads}
     json.dump({"seconds": int(secs), "repeat": int(repeat), "impls": impls.split(),
                "strace_seconds": int(strace_secs), "strace": st, "perf": pf, "stops": stops_d,
+               "clk_tck": int(clk_tck),
                "env": env(*env_)},
               open(path, "w"))
 PY
@@ -386,10 +451,36 @@ try_client() {  # for iperf3_tries; sees run_one's locals
     esac
 }
 
+idle_pct() {  # the share of both CPUs idle over the next 0.5 s (/proc/stat), in %
+    local a b
+    read -r _ a <<<"$(head -1 /proc/stat)"
+    sleep 0.5
+    read -r _ b <<<"$(head -1 /proc/stat)"
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " "); t = 0
+        for (k = 1; k <= 8 && k <= n; k++) t += y[k] - x[k]   # user..steal
+        idle = (y[4] - x[4]) + (y[5] - x[5])                  # idle + iowait
+        printf "%.0f", (t > 0 ? 100 * idle / t : 100) }'
+}
+
+# wait_quiet: before a timed run, while nothing of ours runs, waits up to QUIET_MAX s
+# for the machine to be at least QUIET_PCT % idle (others' builds and benchmarks);
+# sets IDLE to the last figure and WAITED to the seconds waited.
+wait_quiet() {
+    local t0
+    t0="$(now)"
+    IDLE="$(idle_pct)"
+    while (( IDLE < QUIET_PCT )) && awk -v a="$t0" -v b="$(now)" -v m="$QUIET_MAX" 'BEGIN { exit !(b - a < m) }'; do
+        IDLE="$(idle_pct)"
+    done
+    WAITED="$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a - 0.5 }')"
+}
+
 # run_one TEST IMPL ROUND: one timed run, appends a JSON line to $SAMPLES
 run_one() {
     local test=$1 impl=$2 round=$3 secs=$SECS cns sns sip out t0 t1 c0 c1 extra="{}" d0 r0 d1 r1
     read -r cns sns sip <<<"$(ends "$impl")"
+    wait_quiet
     out="$TMP/$test-$impl-$round.json"
     [[ $test == udp ]] && { udp_drops "$cns" "$sns" >"$TMP/drops0" || die "cannot read drop counters ($impl)"; }
     if [[ $impl != kernel ]]; then
@@ -413,15 +504,16 @@ run_one() {
     fi
     local parsed
     parsed="$(H "$test" "$out")" || die "cannot read $test result ($impl)"
-    H sample "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, \"attempts\": $TRY_N}" \
+    H sample "{\"test\": \"$test\", \"impl\": \"$impl\", \"round\": $round, \"attempts\": $TRY_N, \"idle_before_pct\": $IDLE, \"waited_s\": $WAITED}" \
         "$parsed" "$extra" >>"$SAMPLES"
     local kind=$test
     [[ $test == tcp ]] && kind=tcp_bps
-    log "$(printf '%-4s %-9s run %d: %s' "$test" "$impl" "$round" "$(H line "$kind" "$parsed")")"
+    log "$(printf '%-4s %-9s run %d: %s (machine %s%% idle before)' "$test" "$impl" "$round" "$(H line "$kind" "$parsed")" "$IDLE")"
 }
 
 log "running tcp and udp through ${IMPLS[*]}: $REPEAT round(s) x ${SECS} s, the order rotating"
 T_START="$(now)"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 for test in tcp udp; do
     for ((r = 0; r < REPEAT; r++)); do
         n=${#IMPLS[@]}
@@ -437,9 +529,10 @@ side_run() {
     read -r cns sns sip <<<"$(ends "$m")"
     fw_alive "$m"
     snap "$m" "$p.0"
+    cpu_ticks "${FW_PID[$m]}" >"$p.cpu0"
     case $tool in
         strace) strace -c -f -q -p "${FW_PID[$m]}" -o "$p.strace" & ;;
-        perf) perf record -q -g -p "${FW_PID[$m]}" -o "$p.perf" >/dev/null 2>&1 & ;;
+        perf) perf record -q -p "${FW_PID[$m]}" -o "$p.perf" >/dev/null 2>&1 & ;;
     esac
     ST_PID=$!
     sleep 0.5
@@ -450,10 +543,11 @@ side_run() {
     ST_PID=""
     [[ $TRY_RC -eq 0 ]] || { tail -5 "$out" >&2; die "iperf3 under $tool ($m $test) failed"; }
     snap "$m" "$p.1"
+    cpu_ticks "${FW_PID[$m]}" >"$p.cpu1"
     if [[ $tool == perf ]]; then
-        # The symbols where the forwarder's thread spent its time, kernel and user.
-        perf report -i "$p.perf" --stdio --no-children --sort sym -g none --percent-limit 2 2>/dev/null \
-            | grep -v '^#' | grep -v '^ *$' | head -14 >"$p.top" || true
+        # Every symbol where the forwarder's threads spent time, kernel and user.
+        perf report -i "$p.perf" --stdio --no-children --sort sym -g none --percent-limit 0 2>/dev/null \
+            | grep -v '^#' | grep -v '^ *$' >"$p.syms" || true
     fi
     printf '%s %s\t%s\n' "$test" "$m" "$p" >>"$TMP/$tool.list"
     log "$tool: $test through $m done"
@@ -467,6 +561,7 @@ for m in "${MODES[@]}"; do
     done
 done
 T_END="$(now)"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- stop the forwarders
 : >"$TMP/stops"
@@ -479,10 +574,11 @@ for m in "${MODES[@]}"; do
     echo "$m $FW_RC $threads" >>"$TMP/stops"
 done
 
-H meta "$TMP/meta.json" "$SECS" "$REPEAT" "${IMPLS[*]}" "$STRACE_SECS" "$TMP/stops" "$TMP/strace.list" "$TMP/perf.list" \
+H meta "$TMP/meta.json" "$SECS" "$REPEAT" "${IMPLS[*]}" "$STRACE_SECS" "$TMP/stops" "$TMP/strace.list" "$TMP/perf.list" "$CLK_TCK" \
     "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" "$(git_id)"
 echo "io_uring vs read/write, TAP to TAP: $(uname -r), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(iperf3 --version | head -1), tapnet $(git_id), depth $DEPTH"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
-awk -v a="$T_START" -v b="$T_END" 'BEGIN { printf "\n(measurements took %.0f s)\n", b - a }'
+awk -v a="$T_START" -v b="$T_END" -v l0="$LOAD_START" -v l1="$LOAD_END" \
+    'BEGIN { printf "\n(measurements took %.0f s; load average %s before the first run, %s at the end, where this run itself adds about 2-3)\n", b - a, l0, l1 }'
 awk '$2 != 0 { bad = 1 } END { exit !bad }' "$TMP/stops" && die "a forwarder did not exit 0 after SIGTERM: $(tr '\n' ' ' <"$TMP/stops")"
 exit 0
