@@ -250,17 +250,28 @@ def report(samples_path, meta_path, json_out=""):
         out["idle_before_pct"] = {"median": statistics.median(idle), "min": min(idle), "max": max(idle),
                                   "waited_s": waited}
 
+    # Each ratio twice: of the medians, and the median of the ratios round by round (the
+    # two runs of a round are close in time, so they share most of the machine's mood).
     bases = [b for b in ("rw", "kernel") if b in impls]
     cols = [(test, b) for b in bases for test, *_ in rows]
-    print("\n%-20s" % "ratio of medians" + "".join("%-15s" % ("%s vs %s" % c) for c in cols))
+    print("\n%-20s" % "ratio" + "".join("%-17s" % ("%s vs %s" % c) for c in cols))
     for i in modes:
         line = "%-20s" % i
         for test, b in cols:
+            key = next(r[2] for r in rows if r[0] == test)
             r = M[test][i] / M[test][b] if i != b and M[test][i] and M[test][b] else None
-            line += "%-15s" % ("%.2fx" % r if r is not None else "-")
+            by_round = {}
+            for smp in S:
+                if smp["test"] == test and smp["impl"] in (i, b) and smp.get(key):
+                    by_round.setdefault(smp["round"], {})[smp["impl"]] = smp[key]
+            pr = [d[i] / d[b] for d in by_round.values() if i in d and b in d] if i != b else []
+            rr = statistics.median(pr) if pr else None
+            line += "%-17s" % ("%.2fx (%.2fx)" % (r, rr) if r is not None and rr is not None else "-")
             if r is not None:
                 out["tests"][test]["ratio"]["%s/%s" % (i, b)] = r
+                out["tests"][test]["ratio"]["%s/%s by round" % (i, b)] = rr
         print(line)
+    print("(ratio of the medians, and in brackets the median of the ratios round by round)")
 
     print("\nper-run samples (spread: (max - min) / median, the noise of this run):")
     for test, label, key, scale, fmt in rows:
