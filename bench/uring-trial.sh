@@ -14,8 +14,9 @@
 # once a round in an order that rotates each round:
 #   tcp : iperf3 one stream a -> b, MTU 1500, N seconds, receiver bits/s
 #   udp : iperf3 -u -l 64 -b 0 a -> b, N seconds, packets/s received by b
-# and prints medians, the ratios uring/rw and each against the kernel, the
-# forwarder's CPU per test and per frame, and the system calls per frame it counted
+# and prints medians, the ratios against rw and against the kernel (of the medians and,
+# round by round, the median ratio), the forwarder's CPU per test, per frame and per
+# GB, the threads it ended with (io-wq workers), and the system calls per frame it counted
 # itself (SIGUSR1 prints its counters). Then, unless --no-strace, `strace -c -f` on
 # each forwarder for a short run of each test (--strace-seconds), as a cross-check,
 # and with --perf a `perf record` of each the same way: where the forwarder's CPU goes
@@ -29,10 +30,11 @@
 # Defaults: --seconds 5 --repeat 3 --modes "rw uring uring-ms" --depth 64
 # --strace-seconds 2 --quiet 80 --quiet-max 15: before each timed run the script waits
 # (at most S s) until the machine is PCT % idle, since others' builds and benchmarks
-# share its CPUs, and records how idle it was. A mode is rw, uring or uring-ms; an io_uring one may carry its own
-# depth and `plain` (no registered files or buffers): "uring:4", "uring-ms:16:plain".
-# Needs root, iproute2, iperf3, ping, python3, nsenter, strace (unless --no-strace) and
-# a kernel with io_uring (6.7 for uring-ms). Everything it creates carries the
+# share its CPUs, and records how idle it was. A mode is rw, uring or uring-ms; an
+# io_uring one may carry its own depth and `plain` (no registered files or buffers):
+# "uring:4", "uring-ms:16:plain". bench/README.md explains the modes and every figure.
+# Needs root, iproute2, iperf3, ping, python3, nsenter, strace (unless --no-strace),
+# perf (with --perf) and a kernel with io_uring (6.7 for uring-ms). Everything it creates carries the
 # script's PID in its name, lives in namespaces it creates, and is removed on exit,
 # failure or Ctrl-C.
 set -euo pipefail
@@ -454,12 +456,15 @@ for impl in "${IMPLS[@]}"; do
 done
 
 # ---------------------------------------------------------------- measurements
-try_client() {  # for iperf3_tries; sees run_one's locals
+try_client() {  # for iperf3_tries; sees the caller's test, impl, secs, cns, sip, out
     TRY_RC=0
     case $test in
         tcp) timeout $((secs + 30)) ip netns exec "$cns" iperf3 -c "$sip" -p "$PORT" -t "$secs" -J >"$out" 2>&1 || TRY_RC=$? ;;
         udp) timeout $((secs + 30)) ip netns exec "$cns" iperf3 -c "$sip" -p "$PORT" -t "$secs" -u -l 64 -b 0 -J >"$out" 2>&1 || TRY_RC=$? ;;
     esac
+    # A forwarder that died takes its TAPs with it: say so rather than retry.
+    if [[ $TRY_RC -ne 0 && $impl != kernel ]]; then fw_alive "$impl"; fi
+    return 0
 }
 
 idle_pct() {  # the share of both CPUs idle over the next 0.5 s (/proc/stat), in %
@@ -536,7 +541,7 @@ done
 # side_run TOOL MODE TEST: one short run (--strace-seconds) with TOOL attached to the
 # forwarder; its output in $TMP/TOOL-MODE-TEST.*, listed in $TMP/TOOL.list
 side_run() {
-    local tool=$1 m=$2 test=$3 p="$TMP/$1-$2-$3" cns sns sip secs=$STRACE_SECS out="$TMP/$1-$2-$3.iperf"
+    local tool=$1 m=$2 test=$3 impl=$2 p="$TMP/$1-$2-$3" cns sns sip secs=$STRACE_SECS out="$TMP/$1-$2-$3.iperf"
     read -r cns sns sip <<<"$(ends "$m")"
     fw_alive "$m"
     snap "$m" "$p.0"

@@ -393,7 +393,7 @@ fn new_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
 /// this very call) plus one more when a read is armed on every TAP, so that the call
 /// returns with the next frame rather than at once with the writes' completions alone.
 /// (When a TAP has no read armed, because all its buffers are being written, the call
-/// must return with the writes, so that their buffers can read again.) A signal (EINTR)
+/// must return with the writes, so that their buffers can be read into again.) A signal (EINTR)
 /// or a full completion queue (EBUSY) is not an error: the caller looks at its flags
 /// and drains the queue.
 fn enter(ring: &IoUring, want: usize, c: &mut Counters) -> io::Result<()> {
@@ -430,7 +430,9 @@ fn run_uring(
     // Buffers 0..depth read from TAP a and are written to b; depth..2*depth the other way.
     let n = 2 * depth;
     let bufs = Buffers::new(n)?;
-    let (mut ring, setup) = new_ring(n.next_power_of_two() as u32)?;
+    // Every buffer has at most one operation queued; twice that leaves room for what an
+    // interrupted io_uring_enter may have left unsubmitted.
+    let (mut ring, setup) = new_ring((2 * n).next_power_of_two() as u32)?;
     if fixed {
         ring.submitter()
             .register_files(&taps)
@@ -562,7 +564,7 @@ fn run_uring_multishot(
     let n = 2 * depth;
     let bufs = Buffers::new(n)?;
     let mut rings = [BufRing::new(depth)?, BufRing::new(depth)?];
-    let (mut ring, setup) = new_ring(n.next_power_of_two() as u32)?;
+    let (mut ring, setup) = new_ring((2 * n).next_power_of_two() as u32)?;
     if fixed {
         ring.submitter()
             .register_files(&taps)
@@ -651,8 +653,16 @@ fn run_uring_multishot(
                 lens[i] = res as usize;
                 queued.push(write(i, res as u32));
                 writes += 1;
-            } else if res < 0 && -res != libc::ENOBUFS && !retry(res) {
-                return Err(context("multishot read", errno(res)));
+            } else {
+                // Nothing read; a buffer it took (none should be) goes back.
+                if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                    rings[from].free -= 1;
+                    rings[from].add(bufs.ptr(from * depth + bid as usize), bid);
+                    returned[from] = true;
+                }
+                if res < 0 && -res != libc::ENOBUFS && !retry(res) {
+                    return Err(context("multishot read", errno(res)));
+                }
             }
         }
         for (br, r) in rings.iter().zip(returned) {
