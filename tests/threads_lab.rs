@@ -163,3 +163,76 @@ fn one_thread_keeps_single_queue_taps() {
     assert!(threads[0]["tid"].as_u64().unwrap() > 0, "{threads:?}");
     assert!(threads[0]["cpu_ms"].as_u64().is_some(), "{threads:?}");
 }
+
+/// A container flooding broadcasts (each its own flow, so on every thread) takes every
+/// buffer a worker may hand to thread 0 in a turn; the other containers' ports must
+/// still be read. Before the workers took their ports in turn, with a share of those
+/// buffers each, a ping from a port after the flooder's waited seconds.
+#[test]
+fn a_flooding_container_does_not_starve_the_others_on_a_worker() {
+    let name = unique("mq");
+    let ns: Vec<String> = (0..3).map(|_| unique("mq")).collect();
+    let text = LabText::new(&name)
+        .bridge("br0", "10.95.0.0/24")
+        .port("a", "br0", &ns[0], "10.95.0.2/24")
+        .port("c", "br0", &ns[1], "10.95.0.4/24")
+        .port("d", "br0", &ns[2], "10.95.0.5/24")
+        .text();
+    let lab = start(&name, &ns, &text, 2);
+    assert!(ping(&ns[2], "10.95.0.2", 2));
+    let flood = r#"
+import socket, struct, random, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+own = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+src, dst = socket.inet_aton("10.95.0.4"), socket.inet_aton("10.95.0.255")
+end = time.time() + 8
+while time.time() < end:
+    for _ in range(200):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 0, 0, 64, 17, 0, src, dst)
+        c = sum(struct.unpack("!10H", ip))
+        c = (c & 0xffff) + (c >> 16)
+        ip = ip[:10] + struct.pack("!H", ~c & 0xffff) + ip[12:]
+        udp = struct.pack("!HHHH", random.randrange(1024, 65535), 9, 26, 0) + b"x" * 18
+        try:
+            s.send(b"\xff" * 6 + own + b"\x08\x00" + ip + udp)
+        except OSError:
+            pass
+"#;
+    let _echo = udp_echo(&ns[0], "10.95.0.2", 7000);
+    assert_eq!(
+        udp_ask(&ns[2], "10.95.0.2", 7000, "up?").as_deref(),
+        Some("up?")
+    );
+    let _flood = Background::spawn(&ns[1], &["python3", "-c", flood]);
+    std::thread::sleep(Duration::from_millis(1500));
+    // 40 exchanges, each from a port of its own: about half of them the worker's
+    // flows. Each waits 0.25 s for its answer.
+    let ask = r#"
+import socket
+ok = 0
+for i in range(40):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.25)
+    s.sendto(b"ping", ("10.95.0.2", 7000))
+    try:
+        ok += s.recv(16) == b"ping"
+    except socket.timeout:
+        pass
+    s.close()
+print(ok)
+"#;
+    let out = ns_run(&ns[2], &["python3", "-c", ask], 30);
+    let answered: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        answered >= 36,
+        "d to a under c's broadcast flood: {answered} of 40"
+    );
+    let drops = lab.show("drops");
+    for p in drops["ports"].as_array().unwrap() {
+        assert_eq!(p["drops"]["handoff_full"], 0, "lost between threads: {p}");
+    }
+}

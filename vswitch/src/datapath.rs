@@ -34,6 +34,9 @@ pub const FIRST_FOREIGN_TOKEN: usize = 1 << 30;
 pub const HANDLER_TOKEN_BASE: usize = 1 << 24;
 /// Wakes thread 0 when another datapath thread hands it frames.
 const HANDOFF_TOKEN: Token = Token(FIRST_FOREIGN_TOKEN - 1);
+/// Entries a copy of an FDB for the workers reserves at most up front: twice the
+/// default `fdb_max` and the ports' own (see `Fdb::new`).
+const VIEW_RESERVE: usize = 2 * 8192 + 64;
 /// How often aged-out FDB entries are swept.
 const AGE_SWEEP: Duration = Duration::from_secs(1);
 
@@ -197,6 +200,8 @@ pub struct Datapath {
     /// The copies of the tables for the workers, and the one they read now.
     views: Vec<Arc<View>>,
     current_view: Option<usize>,
+    /// When an FDB change may next be published (see [`Datapath::publish`]).
+    next_publish: Instant,
     /// Frames thread 0 read from its own queues, and its thread id.
     frames: u64,
     tid: u64,
@@ -246,6 +251,7 @@ impl Datapath {
             ports_gen: 1,
             views: Vec::new(),
             current_view: None,
+            next_publish: Instant::now(),
             frames: 0,
             tid: 0,
         })
@@ -604,6 +610,9 @@ impl Datapath {
     pub fn poll_once(&mut self, timeout: Option<Duration>) -> io::Result<&[Token]> {
         self.fired.clear();
         let now = Instant::now();
+        // What the caller changed since the last turn (a capture, an impairment, a
+        // port) reaches the workers before this thread sleeps.
+        self.publish(now);
         let until_sweep = self.next_sweep.saturating_duration_since(now);
         let spinning = self
             .last_frame
@@ -617,6 +626,7 @@ impl Datapath {
                     .iter()
                     .filter_map(|p| p.shaper.as_ref()?.next_due()),
             )
+            .chain(self.view_stale().1.then_some(self.next_publish))
             .min()
             .map_or(until_sweep, |t| t.saturating_duration_since(now));
         let handed_over = self.workers.iter().any(|w| !w.shared.handoff_rx.is_empty());
@@ -1034,23 +1044,19 @@ impl Datapath {
     /// more, refilled in place (only its parts that changed): no allocation once
     /// they have grown to size. If every copy is still being read, it tries again
     /// next turn.
+    ///
+    /// A change of ports (a capture, an impairment, a port attached or gone) goes out
+    /// at once. FDB changes go out at most so often that copying takes a tenth of
+    /// thread 0's time: a copy is as long as the table, and a MAC flood changes it
+    /// every turn (the workers meanwhile hand the new sources to thread 0).
     fn publish(&mut self, now: Instant) {
-        if self.workers.is_empty() {
+        let (ports, fdbs) = self.view_stale();
+        let due = ports || (fdbs && now >= self.next_publish);
+        if !due {
             return;
         }
-        let current = self.current_view.map(|i| &*self.views[i]);
-        let stale = current.is_none_or(|v| {
-            v.ports_gen != self.ports_gen
-                || v.bridges.len() != self.bridges.len()
-                || v.bridges
-                    .iter()
-                    .zip(&self.bridges)
-                    .any(|(v, b)| v.generation != b.fdb().generation())
-        });
-        if !stale {
-            return;
-        }
-        const VIEWS: usize = 4;
+        let started = Instant::now();
+        const VIEWS: usize = 3;
         let idx = match self.views.iter().position(|v| Arc::strong_count(v) == 1) {
             Some(i) => i,
             None if self.views.len() < VIEWS => {
@@ -1089,15 +1095,23 @@ impl Datapath {
             if view.bridges.len() <= i {
                 view.bridges.push(BridgeView {
                     mtu: b.mtu(),
-                    // As the FDB itself reserves: refilling never grows it.
-                    fdb: HashMap::with_capacity(b.fdb().max().saturating_mul(2).saturating_add(64)),
+                    // As the FDB itself reserves, so that refilling does not grow it,
+                    // up to the default limit's room; a larger table grows as it fills.
+                    fdb: HashMap::with_capacity(
+                        b.fdb()
+                            .max()
+                            .saturating_mul(2)
+                            .saturating_add(64)
+                            .min(VIEW_RESERVE),
+                    ),
                     generation: u64::MAX,
                 });
             }
             let v = &mut view.bridges[i];
             if v.generation != b.fdb().generation() {
                 v.fdb.clear();
-                v.fdb.extend(b.fdb().entries(now).map(|(m, e)| (m, e.port)));
+                v.fdb
+                    .extend(b.fdb().entries(now).map(|(m, e)| (m, (e.port, !e.fixed))));
                 v.generation = b.fdb().generation();
             }
         }
@@ -1105,6 +1119,23 @@ impl Datapath {
             w.shared.view.store(self.views[idx].clone());
         }
         self.current_view = Some(idx);
+        self.next_publish = now + started.elapsed() * 9;
+    }
+
+    /// Whether the workers' view is out of date: (ports changed, an FDB changed).
+    fn view_stale(&self) -> (bool, bool) {
+        if self.workers.is_empty() {
+            return (false, false);
+        }
+        let Some(v) = self.current_view.map(|i| &*self.views[i]) else {
+            return (true, true);
+        };
+        let fdbs = v.bridges.len() != self.bridges.len()
+            || v.bridges
+                .iter()
+                .zip(&self.bridges)
+                .any(|(v, b)| v.generation != b.fdb().generation());
+        (v.ports_gen != self.ports_gen, fdbs)
     }
 
     /// Whether a port's part of the published view is out of date: a capture ended

@@ -52,8 +52,12 @@ use crate::port::{is_fatal, Port, PortId};
 pub const HANDOFF_QUEUE: usize = 64;
 /// Frames a worker reads from one queue per wakeup before moving on to the next.
 const BATCH: usize = 64;
-/// Distinct (source, port) pairs a worker remembers between reports to thread 0; more
-/// are not remembered (their entries then age as if unused, and are learned again).
+/// Of those, how many one queue may hand to thread 0 in a turn: a quarter of the
+/// hand-over buffers, so one flooding container leaves the rest to the others.
+const HANDOFF_BUDGET: usize = HANDOFF_QUEUE / 4;
+/// Distinct learned (source, port) pairs a worker remembers between reports to thread
+/// 0 (and pairs a report holds until thread 0 takes it); with both full, frames from a
+/// further source go to thread 0, which refreshes its entry itself.
 const SEEN_MAX: usize = 4096;
 /// How often a worker reports the sources it forwarded from.
 const SEEN_REPORT: Duration = Duration::from_millis(500);
@@ -73,8 +77,9 @@ pub struct FastPort {
 #[derive(Debug, Clone, Default)]
 pub struct BridgeView {
     pub mtu: u32,
-    /// The FDB as thread 0 last published it: live entries, static ones included.
-    pub fdb: HashMap<Mac, PortId>,
+    /// The FDB as thread 0 last published it: live entries, static ones included,
+    /// each with its port and whether it was learned (so ages, unlike a static one).
+    pub fdb: HashMap<Mac, (PortId, bool)>,
     /// The FDB's [`crate::fdb::Fdb::generation`] it was copied at.
     pub generation: u64,
 }
@@ -94,8 +99,9 @@ pub struct View {
 /// What a worker does with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fast {
-    /// Write it to this port's queue of the same thread.
-    Forward(PortId),
+    /// Write it to port `egress`'s queue of the same thread. `learned`: the source's
+    /// entry was learned, not static, so thread 0 must hear it was seen (or it ages).
+    Forward { egress: PortId, learned: bool },
     /// Hand it to thread 0, which decides as if it had read it.
     Handoff,
     /// Drop it, counted on the ingress port: what thread 0 would drop for the same
@@ -136,11 +142,12 @@ pub fn decide(view: &View, ingress: PortId, data: &[u8]) -> Fast {
     let eth = &data[VNET_HDR_LEN..];
     let (src, dst) = (source_mac(eth), destination_mac(eth));
     // Floods, and sources to learn or move (or bad ones, to count), are thread 0's.
-    if dst.is_multicast() || bridge.fdb.get(&src) != Some(&ingress) {
-        return Fast::Handoff;
-    }
+    let learned = match bridge.fdb.get(&src) {
+        Some(&(port, learned)) if port == ingress && !dst.is_multicast() => learned,
+        _ => return Fast::Handoff,
+    };
     match bridge.fdb.get(&dst) {
-        Some(&egress)
+        Some(&(egress, _))
             if egress != ingress
                 && view
                     .ports
@@ -148,7 +155,7 @@ pub fn decide(view: &View, ingress: PortId, data: &[u8]) -> Fast {
                     .and_then(Option::as_ref)
                     .is_some_and(|p| p.fast && p.bridge == port.bridge) =>
         {
-            Fast::Forward(egress)
+            Fast::Forward { egress, learned }
         }
         _ => Fast::Handoff,
     }
@@ -249,6 +256,7 @@ impl WorkerHandle {
             next_report: Instant::now() + SEEN_REPORT,
             dirty: false,
             starved: false,
+            first: 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("tapnet-dp{index}"))
@@ -318,6 +326,8 @@ struct Worker {
     dirty: bool,
     /// Waiting for thread 0 to give hand-over buffers back.
     starved: bool,
+    /// The port this turn's round over the queues starts at.
+    first: usize,
 }
 
 impl Worker {
@@ -355,7 +365,12 @@ impl Worker {
             }
             let view = self.shared.view.load();
             let mut handed = false;
-            for p in 0..self.queues.len() {
+            // Each turn starts one port further on: a port that takes every
+            // hand-over buffer (a flood) cannot keep the ones after it unread.
+            let n = self.queues.len();
+            self.first = if n == 0 { 0 } else { (self.first + 1) % n };
+            for k in 0..n {
+                let p = (self.first + k) % n;
                 if self.starved {
                     break;
                 }
@@ -407,7 +422,12 @@ impl Worker {
     /// each; true if some went to thread 0.
     fn forward_from(&mut self, view: &View, ingress: PortId) -> bool {
         let mut handed = false;
+        let mut budget = HANDOFF_BUDGET;
         for _ in 0..BATCH {
+            if budget == 0 {
+                // Its share of the hand-over buffers this turn: the rest next turn.
+                return handed;
+            }
             if self.free_rx.is_empty() {
                 // Any frame may be one for thread 0: read on only with a buffer for it.
                 // Said before looking again, so thread 0 either sees it or gave back
@@ -436,9 +456,19 @@ impl Worker {
             };
             self.dirty = true;
             match decide(view, ingress, &self.buf[..len]) {
-                Fast::Forward(egress) => {
-                    let Some(out) = self.queues.get_mut(egress.0).and_then(Option::as_mut) else {
-                        // This thread has no queue of it (yet): thread 0 has.
+                Fast::Forward { egress, learned } => {
+                    let bridge = view.ports[ingress.0]
+                        .as_ref()
+                        .map_or(BridgeId(0), |p| p.bridge);
+                    let src = source_mac(&self.buf[VNET_HDR_LEN..len]);
+                    // A sighting thread 0 cannot hear of would let the entry age
+                    // while its traffic flows: such a frame goes to thread 0, which
+                    // refreshes the entry itself.
+                    let noted = !learned || self.note_seen(bridge, src, ingress);
+                    let out = self.queues.get_mut(egress.0).and_then(Option::as_mut);
+                    let (true, Some(out)) = (noted, out) else {
+                        // (Or this thread has no queue of it, yet: thread 0 has.)
+                        budget = budget.saturating_sub(1);
                         handed |= self.hand_off(ingress, len);
                         continue;
                     };
@@ -462,15 +492,10 @@ impl Worker {
                         }
                         Err(_) => c.drop(DropReason::EgressError),
                     }
-                    let bridge = view.ports[ingress.0]
-                        .as_ref()
-                        .map_or(BridgeId(0), |p| p.bridge);
                     if self.unicast.len() <= bridge.0 {
                         self.unicast.resize(bridge.0 + 1, 0);
                     }
                     self.unicast[bridge.0] += 1;
-                    let src = source_mac(&self.buf[VNET_HDR_LEN..len]);
-                    self.note_seen(bridge, src, ingress);
                 }
                 Fast::Drop(reason) => {
                     let c = &mut self.counters[ingress.0];
@@ -478,7 +503,10 @@ impl Worker {
                     c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
                     c.drop(reason);
                 }
-                Fast::Handoff => handed |= self.hand_off(ingress, len),
+                Fast::Handoff => {
+                    budget -= 1;
+                    handed |= self.hand_off(ingress, len);
+                }
             }
         }
         handed
@@ -504,16 +532,35 @@ impl Worker {
         true
     }
 
-    fn note_seen(&mut self, bridge: BridgeId, mac: Mac, port: PortId) {
+    /// Remembers that learned source `mac` was forwarded from `port`, for the next
+    /// report; false if it cannot (its set is full and thread 0 has not taken the
+    /// last full one yet).
+    fn note_seen(&mut self, bridge: BridgeId, mac: Mac, port: PortId) -> bool {
         let key = (bridge, mac, port);
         // Bursts come from one source: skip the hash for a repeat.
         if self.last_seen == Some(key) {
-            return;
+            return true;
         }
+        if self.seen.len() >= SEEN_MAX && !self.seen.contains(&key) && !self.report_seen() {
+            return false;
+        }
+        self.seen.insert(key);
         self.last_seen = Some(key);
-        if self.seen.len() < SEEN_MAX {
-            self.seen.insert(key);
+        true
+    }
+
+    /// Passes the sources seen to thread 0 now, if its report has room for them all;
+    /// false (and nothing passed) if not.
+    fn report_seen(&mut self) -> bool {
+        let mut report = self.shared.report.lock().unwrap_or_else(|p| p.into_inner());
+        if report.seen.len() + self.seen.len() > SEEN_MAX {
+            return false;
         }
+        report.seen.extend(self.seen.drain());
+        drop(report);
+        self.last_seen = None;
+        self.shared.reported.store(true, Ordering::Release);
+        true
     }
 
     /// Adds this thread's counts to what thread 0 sums next; the sources seen, every
@@ -544,10 +591,9 @@ impl Worker {
             }
             self.dirty = false;
         }
-        if seen_due {
-            let room = SEEN_MAX.saturating_sub(report.seen.len());
-            report.seen.extend(self.seen.drain().take(room));
-            self.seen.clear();
+        // All of them or none: what does not fit waits for the next report.
+        if seen_due && report.seen.len() + self.seen.len() <= SEEN_MAX {
+            report.seen.extend(self.seen.drain());
             self.last_seen = None;
             self.next_report = now + SEEN_REPORT;
         }
@@ -582,8 +628,8 @@ mod tests {
             })
         };
         let mut fdb = HashMap::new();
-        fdb.insert(A, PortId(0));
-        fdb.insert(B, PortId(1));
+        fdb.insert(A, (PortId(0), false));
+        fdb.insert(B, (PortId(1), true));
         View {
             ports: vec![port(true), port(fast_b), None],
             ports_gen: 0,
@@ -597,13 +643,20 @@ mod tests {
 
     #[test]
     fn known_unicast_between_fast_ports_is_forwarded() {
+        // A's entry is static (no report needed), B's learned.
         assert_eq!(
             decide(&view(true), PortId(0), &frame(B, A)),
-            Fast::Forward(PortId(1))
+            Fast::Forward {
+                egress: PortId(1),
+                learned: false
+            }
         );
         assert_eq!(
             decide(&view(true), PortId(1), &frame(A, B)),
-            Fast::Forward(PortId(0))
+            Fast::Forward {
+                egress: PortId(0),
+                learned: true
+            }
         );
     }
 

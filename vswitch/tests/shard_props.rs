@@ -36,10 +36,10 @@ fn setup(now: Instant) -> (Bridge, View) {
         f[6..12].copy_from_slice(mac);
         bridge.decide(PortId(p), &f, now);
     }
-    let fdb: HashMap<Mac, PortId> = bridge
+    let fdb: HashMap<Mac, (PortId, bool)> = bridge
         .fdb()
         .entries(now)
-        .map(|(m, e)| (m, e.port))
+        .map(|(m, e)| (m, (e.port, !e.fixed)))
         .collect();
     let port = |fast| {
         Some(FastPort {
@@ -78,7 +78,8 @@ proptest! {
         data.extend_from_slice(&rest);
         let ingress = PortId(ingress);
         match decide(&view, ingress, &data) {
-            Fast::Forward(egress) => {
+            Fast::Forward { egress, learned } => {
+                prop_assert!(learned, "every entry here was learned");
                 prop_assert!(admit(None, 1500, &data).is_ok());
                 prop_assert_eq!(bridge.peek(ingress, &data[10..], now), Decision::Unicast(egress));
                 prop_assert!(egress != PortId(2), "never to a port that is not fast");
