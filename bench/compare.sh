@@ -194,17 +194,7 @@ ns_free
 
 # ---------------------------------------------------------------- kernel bridge
 log "kernel: bridge $K_BR in $K_BR_NS, veth to $K_A_NS ($K_A_IP) and $K_B_NS ($K_B_IP)"
-new_ns "$K_BR_NS" "$K_A_NS" "$K_B_NS"
-ip -n "$K_BR_NS" link add "$K_BR" type bridge stp_state 0 forward_delay 0
-ip -n "$K_BR_NS" link set "$K_BR" mtu 1500
-ip -n "$K_BR_NS" link add "$K_VA" mtu 1500 type veth peer name eth0 mtu 1500 netns "$K_A_NS"
-ip -n "$K_BR_NS" link add "$K_VB" mtu 1500 type veth peer name eth0 mtu 1500 netns "$K_B_NS"
-for v in "$K_VA" "$K_VB"; do ip -n "$K_BR_NS" link set "$v" master "$K_BR" up; done
-ip -n "$K_BR_NS" link set "$K_BR" up
-ip -n "$K_A_NS" addr add "$K_A_IP/24" dev eth0
-ip -n "$K_B_NS" addr add "$K_B_IP/24" dev eth0
-ip -n "$K_A_NS" link set eth0 up
-ip -n "$K_B_NS" link set eth0 up
+kernel_bridge "$K_BR_NS" "$K_BR" "$K_VA" "$K_VB" "$K_A_NS" "$K_A_IP" "$K_B_NS" "$K_B_IP"
 if (( IPV6 )); then
     ip -n "$K_A_NS" addr add "$K_A_IP6/64" dev eth0 nodad
     ip -n "$K_B_NS" addr add "$K_B_IP6/64" dev eth0 nodad

@@ -68,6 +68,24 @@ veth() {
     ip -n "$4" link set "$5" up
 }
 
+# kernel_bridge BR_NS BR VA VB A_NS A_IP B_NS B_IP: the kernel baseline. New
+# namespaces BR_NS (bridge BR, STP off, forward delay 0, MTU 1500), A_NS and B_NS, each
+# of these with eth0 (A_IP/24, B_IP/24), a veth whose other end (VA, VB) is on BR.
+kernel_bridge() {
+    local br_ns=$1 br=$2 va=$3 vb=$4 a_ns=$5 a_ip=$6 b_ns=$7 b_ip=$8 v
+    new_ns "$br_ns" "$a_ns" "$b_ns"
+    ip -n "$br_ns" link add "$br" type bridge stp_state 0 forward_delay 0
+    ip -n "$br_ns" link set "$br" mtu 1500
+    ip -n "$br_ns" link add "$va" mtu 1500 type veth peer name eth0 mtu 1500 netns "$a_ns"
+    ip -n "$br_ns" link add "$vb" mtu 1500 type veth peer name eth0 mtu 1500 netns "$b_ns"
+    for v in "$va" "$vb"; do ip -n "$br_ns" link set "$v" master "$br" up; done
+    ip -n "$br_ns" link set "$br" up
+    ip -n "$a_ns" addr add "$a_ip/24" dev eth0
+    ip -n "$b_ns" addr add "$b_ip/24" dev eth0
+    ip -n "$a_ns" link set eth0 up
+    ip -n "$b_ns" link set eth0 up
+}
+
 require_root() {  # why
     [[ $EUID -eq 0 ]] || die "must run as root ($1)"
 }

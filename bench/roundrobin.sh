@@ -307,16 +307,7 @@ emit() {  # round scenario metric value from
 
 # ---------------------------------------------------------------- kernel bridge (lone ping)
 log "lone ping, kernel: bridge in $KBR_NS, $KA_NS ($KA_IP) -> $KB_NS ($KB_IP)"
-new_ns "$KBR_NS" "$KA_NS" "$KB_NS"
-ip -n "$KBR_NS" link add kbr type bridge stp_state 0 forward_delay 0
-ip -n "$KBR_NS" link add kva mtu 1500 type veth peer name eth0 mtu 1500 netns "$KA_NS"
-ip -n "$KBR_NS" link add kvb mtu 1500 type veth peer name eth0 mtu 1500 netns "$KB_NS"
-for v in kva kvb; do ip -n "$KBR_NS" link set "$v" master kbr up; done
-ip -n "$KBR_NS" link set kbr up
-ip -n "$KA_NS" addr add "$KA_IP/24" dev eth0
-ip -n "$KB_NS" addr add "$KB_IP/24" dev eth0
-ip -n "$KA_NS" link set eth0 up
-ip -n "$KB_NS" link set eth0 up
+kernel_bridge "$KBR_NS" kbr kva kvb "$KA_NS" "$KA_IP" "$KB_NS" "$KB_IP"
 
 # ---------------------------------------------------------------- tapnet: forward and lone ping
 cat >"$TMP/lab.toml" <<EOF

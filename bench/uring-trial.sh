@@ -388,17 +388,7 @@ ns_free
 # ---------------------------------------------------------------- kernel bridge
 if (( KERNEL )); then
     log "kernel: bridge $K_BR in $K_BR_NS, veth to $K_A_NS (10.248.0.2) and $K_B_NS (10.248.0.3)"
-    new_ns "$K_BR_NS" "$K_A_NS" "$K_B_NS"
-    ip -n "$K_BR_NS" link add "$K_BR" type bridge stp_state 0 forward_delay 0
-    ip -n "$K_BR_NS" link set "$K_BR" mtu 1500
-    ip -n "$K_BR_NS" link add "$K_VA" mtu 1500 type veth peer name eth0 mtu 1500 netns "$K_A_NS"
-    ip -n "$K_BR_NS" link add "$K_VB" mtu 1500 type veth peer name eth0 mtu 1500 netns "$K_B_NS"
-    for v in "$K_VA" "$K_VB"; do ip -n "$K_BR_NS" link set "$v" master "$K_BR" up; done
-    ip -n "$K_BR_NS" link set "$K_BR" up
-    ip -n "$K_A_NS" addr add 10.248.0.2/24 dev eth0
-    ip -n "$K_B_NS" addr add 10.248.0.3/24 dev eth0
-    ip -n "$K_A_NS" link set eth0 up
-    ip -n "$K_B_NS" link set eth0 up
+    kernel_bridge "$K_BR_NS" "$K_BR" "$K_VA" "$K_VB" "$K_A_NS" 10.248.0.2 "$K_B_NS" 10.248.0.3
 fi
 
 # ---------------------------------------------------------------- forwarders
