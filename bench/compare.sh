@@ -90,16 +90,6 @@ bench_traps
 
 # ---------------------------------------------------------------- python helpers
 write_helpers <<'PY'
-def ping(path):
-    t = open(path).read()
-    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", t)
-    l = re.search(r"(\d+) packets transmitted, (\d+) received", t)
-    if not m or not l:
-        sys.exit("cannot parse ping output:\n" + t)
-    print(json.dumps({"min_us": float(m.group(1)) * 1000, "avg_us": float(m.group(2)) * 1000,
-                      "max_us": float(m.group(3)) * 1000, "mdev_us": float(m.group(4)) * 1000,
-                      "sent": int(l.group(1)), "received": int(l.group(2))}))
-
 def meta(path, secs, repeat, tck, c0, c1, t0, t1, stop, *env_):
     json.dump({"seconds": int(secs), "repeat": int(repeat),
                "tapnet": stopped(tck, c0, c1, t0, t1, stop), "env": env(*env_)},

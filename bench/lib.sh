@@ -215,6 +215,16 @@ def load(path):
         sys.exit("iperf3: " + d["error"])
     return d
 
+def ping(path):
+    t = open(path).read()
+    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", t)
+    l = re.search(r"(\d+) packets transmitted, (\d+) received", t)
+    if not m or not l:
+        sys.exit("cannot parse ping output:\n" + t)
+    print(json.dumps({"min_us": float(m.group(1)) * 1000, "avg_us": float(m.group(2)) * 1000,
+                      "max_us": float(m.group(3)) * 1000, "mdev_us": float(m.group(4)) * 1000,
+                      "sent": int(l.group(1)), "received": int(l.group(2))}))
+
 def tcp(path):
     e = load(path)["end"]
     print(json.dumps({"bps": e["sum_received"]["bits_per_second"],

@@ -105,16 +105,6 @@ write_helpers <<'PY'
 CFGS = ("kernel", "t1", "t2", "t2p")
 CFG_LABEL = {"kernel": "kernel", "t1": "tapnet 1 thread", "t2": "2 threads", "t2p": "2 threads pinned"}
 
-def ping(path):
-    t = open(path).read()
-    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", t)
-    l = re.search(r"(\d+) packets transmitted, (\d+) received", t)
-    if not m or not l:
-        sys.exit("cannot parse ping output:\n" + t)
-    print(json.dumps({"min_us": float(m.group(1)) * 1000, "avg_us": float(m.group(2)) * 1000,
-                      "max_us": float(m.group(3)) * 1000, "mdev_us": float(m.group(4)) * 1000,
-                      "sent": int(l.group(1)), "received": int(l.group(2))}))
-
 def ends_cpu(path):
     # the iperf3 client's and server's CPU over the test (getrusage: utime+stime), % of one core
     c = load(path)["end"].get("cpu_utilization_percent", {})
