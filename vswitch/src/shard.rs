@@ -14,11 +14,16 @@
 //! queue 0, so flows through the router settle on thread 0 after their first exchange.
 //!
 //! The tables are read without locks: thread 0 owns the FDB and publishes a read-only
-//! copy ([`View`]) through `arc-swap` whenever an address is added, moves or goes (and
-//! each sweep, for ports' state), and workers load it once per wakeup. Workers never
-//! write a table; they report the sources they forwarded from, so thread 0 keeps those
-//! entries from ageing out ([`crate::fdb::Fdb::refresh`]). Counters are per thread and
-//! summed into thread 0's at each of its wakeups, so `show` sees them all.
+//! copy ([`View`]) through `arc-swap`: a change of ports before it next sleeps, an
+//! address added, moved or gone at most so often that copying takes a tenth of its
+//! time (see `Datapath::publish`); workers load it once per wakeup. Workers never write
+//! a table; they report the learned sources they forwarded from, so thread 0 keeps
+//! those entries from ageing out ([`crate::fdb::Fdb::refresh`]), and a source they
+//! cannot report goes to thread 0 itself. Counters are per thread and summed into
+//! thread 0's at each of its wakeups, so `show` sees them all. A worker takes its
+//! ports in turn, starting one further on each wakeup, and one port may hand over at
+//! most a quarter of its buffers a turn, so one flooding container cannot keep the
+//! others unread.
 //!
 //! Nothing here allocates per frame: each worker reads into one buffer, hand-overs move
 //! preallocated boxes through bounded channels, and the sets and vectors are sized up
