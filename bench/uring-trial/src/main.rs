@@ -416,6 +416,26 @@ fn push_all(ring: &mut IoUring, entries: &mut Vec<squeue::Entry>) {
 }
 
 /// A read's error that only means "read again".
+/// The write of buffer `i` (`len` bytes) to the other TAP than the one it was read
+/// from (buffers `0..depth` are TAP 0's, the rest TAP 1's), by registered buffer and
+/// file when `fixed`; both io_uring loops send this way.
+fn write_entry(
+    bufs: &Buffers,
+    taps: [RawFd; 2],
+    depth: usize,
+    fixed: bool,
+    i: usize,
+    len: u32,
+) -> squeue::Entry {
+    let to = 1 - i / depth;
+    if fixed {
+        opcode::WriteFixed::new(types::Fixed(to as u32), bufs.ptr(i), len, i as u16).build()
+    } else {
+        opcode::Write::new(types::Fd(taps[to]), bufs.ptr(i), len).build()
+    }
+    .user_data(WRITE | i as u64)
+}
+
 fn retry(res: i32) -> bool {
     matches!(-res, libc::EAGAIN | libc::EINTR | libc::ECANCELED)
 }
@@ -456,15 +476,7 @@ fn run_uring(
         }
         .user_data(i as u64)
     };
-    let write = |i: usize, len: u32| {
-        let to = 1 - i / depth;
-        if fixed {
-            opcode::WriteFixed::new(types::Fixed(to as u32), bufs.ptr(i), len, i as u16).build()
-        } else {
-            opcode::Write::new(types::Fd(taps[to]), bufs.ptr(i), len).build()
-        }
-        .user_data(WRITE | i as u64)
-    };
+    let write = |i: usize, len: u32| write_entry(&bufs, taps, depth, fixed, i, len);
     ready(setup)?;
     let mut lens = vec![0usize; n];
     let mut queued: Vec<squeue::Entry> = (0..n).map(read).collect();
@@ -597,15 +609,7 @@ fn run_uring_multishot(
         }
         .user_data(from as u64)
     };
-    let write = |i: usize, len: u32| {
-        let to = 1 - i / depth;
-        if fixed {
-            opcode::WriteFixed::new(types::Fixed(to as u32), bufs.ptr(i), len, i as u16).build()
-        } else {
-            opcode::Write::new(types::Fd(taps[to]), bufs.ptr(i), len).build()
-        }
-        .user_data(WRITE | i as u64)
-    };
+    let write = |i: usize, len: u32| write_entry(&bufs, taps, depth, fixed, i, len);
     ready(setup)?;
     let mut armed = [false; 2];
     let mut writes = 0;
