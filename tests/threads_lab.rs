@@ -164,12 +164,16 @@ fn one_thread_keeps_single_queue_taps() {
     assert!(threads[0]["cpu_ms"].as_u64().is_some(), "{threads:?}");
 }
 
-/// A container flooding broadcasts (each its own flow, so on every thread) takes every
-/// buffer a worker may hand to thread 0 in a turn; the other containers' ports must
-/// still be read. Before the workers took their ports in turn, with a share of those
-/// buffers each, a ping from a port after the flooder's waited seconds.
+/// A container flooding broadcasts (each its own flow, so on every thread, and every
+/// one a hand-over to thread 0): the other containers' exchanges, half of them the
+/// worker's flows, are all answered in time, and no frame is lost between the
+/// threads. (What it does not show: the starvation a review found before the workers
+/// took their ports in turn, with a share of hand-over buffers each, which delayed a
+/// later port's pings by seconds, needed a busier machine than this test makes; on
+/// quiet runs this test passed without that fix too; the fix was checked against the
+/// review's own reproduction instead.)
 #[test]
-fn a_flooding_container_does_not_starve_the_others_on_a_worker() {
+fn under_a_broadcast_flood_other_flows_are_answered_and_nothing_is_lost_between_threads() {
     let name = unique("mq");
     let ns: Vec<String> = (0..3).map(|_| unique("mq")).collect();
     let text = LabText::new(&name)
