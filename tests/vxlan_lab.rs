@@ -148,8 +148,12 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
     assert!(got > 1_000_000);
 
     let pa = peer_stats(&a, "10.60.0.2");
-    // The container's TSO frames were cut and sent as UDP GSO batches.
+    // The container's TSO frames were cut and sent as UDP GSO batches...
     assert!(pa["tx_gso_sends"].as_u64().unwrap() > 100, "{pa}");
+    // ... which crossed the veth whole and reached b's socket as one receive each
+    // (UDP_GRO), at the kernel's defaults.
+    let pb = peer_stats(&b, "10.60.0.1");
+    assert!(pb["rx_gro_recvs"].as_u64().unwrap() > 100, "{pb}");
     assert!(
         pa["remote_macs"]
             .as_array()
@@ -163,6 +167,118 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
     for reason in ["not_peer", "bad_flags", "unknown_vni", "no_buffer"] {
         assert_eq!(vx[reason], 0, "{drops}");
     }
+}
+
+/// Sends SIGCONT to a process stopped with SIGSTOP when dropped (a failing test
+/// must not leave tapnet stopped: it would not take the SIGTERM that ends it).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        // SAFETY: signalling a tapnet this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// The sizes the batching test sends, in turn: runs of one size (which go as one
+/// UDP GSO batch), a shorter one (which ends a batch: GSO cuts at the first size),
+/// and longer ones (which start a new batch).
+const BATCH_SIZES: [usize; 9] = [64, 64, 64, 20, 64, 300, 300, 1000, 64];
+
+#[test]
+fn small_frames_leave_in_gso_batches_and_arrive_whole_and_in_order() {
+    let (ha, hb) = two_hosts();
+    let (ca, cb) = (unique("n"), unique("n"));
+    let (la, lb) = (unique("l"), unique("l"));
+    let a = RunningLab::start_in(
+        Some(&ha.name),
+        &la,
+        std::slice::from_ref(&ca),
+        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2").text(),
+    );
+    let b = RunningLab::start_in(
+        Some(&hb.name),
+        &lb,
+        std::slice::from_ref(&cb),
+        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3").text(),
+    );
+    assert!(ping(&ca, "10.62.0.3", 2), "a to b over the overlay");
+    const COUNT: usize = 270;
+    let sizes = BATCH_SIZES.map(|n| n.to_string()).join(",");
+    // The receiver checks every datagram: its number, its size from the pattern,
+    // and its bytes.
+    const RECEIVE: &str = r#"
+import socket, sys
+n, sizes = int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.bind(("10.62.0.3", 9000))
+s.settimeout(10)
+got = 0
+try:
+    while got < n:
+        d = s.recv(65535)
+        want = bytes([got % 251]) * sizes[got % len(sizes)]
+        if d != want:
+            print("datagram %d: %d bytes, first %r, wanted %d bytes of %r" % (got, len(d), d[:1], len(want), want[:1]))
+            break
+        got += 1
+except socket.timeout:
+    pass
+print("received %d" % got)
+"#;
+    let cb2 = cb.clone();
+    let (count, sizes2) = (COUNT.to_string(), sizes.clone());
+    let receiver = std::thread::spawn(move || {
+        let out = ns_run(&cb2, &["python3", "-c", RECEIVE, &count, &sizes2], 30);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let gso0 = peer_stats(&a, "10.60.0.2")["tx_gso_sends"]
+        .as_u64()
+        .unwrap();
+    let gro0 = peer_stats(&b, "10.60.0.1")["rx_gro_recvs"]
+        .as_u64()
+        .unwrap();
+    const SEND: &str = r#"
+import socket, sys
+n, sizes = int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    s.sendto(bytes([i % 251]) * sizes[i % len(sizes)], ("10.62.0.3", 9000))
+"#;
+    {
+        // With tapnet a stopped, the frames wait in the container's TAP queue (500
+        // frames), and tapnet reads them in batches when it goes on: frames of one
+        // size that leave in the same turn must go as one UDP GSO send.
+        let _stopped = Stopped::new(a.pid);
+        let out = ns_run(
+            &ca,
+            &["python3", "-c", SEND, &COUNT.to_string(), &sizes],
+            10,
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let text = receiver.join().unwrap();
+    assert!(
+        text.contains(&format!("received {COUNT}")),
+        "every datagram, whole and in order: {text}"
+    );
+    let pa = peer_stats(&a, "10.60.0.2");
+    assert!(pa["tx_gso_sends"].as_u64().unwrap() > gso0, "{pa}");
+    // The batches crossed the veth whole, and b took each with one receive.
+    let pb = peer_stats(&b, "10.60.0.1");
+    assert!(pb["rx_gro_recvs"].as_u64().unwrap() > gro0, "{pb}");
+    let drops = b.show("drops");
+    assert_eq!(drops["vxlan"]["no_buffer"], 0, "{drops}");
 }
 
 /// The TCP and UDP `InCsumErrors` counters of namespace `ns` (/proc/net/snmp as a

@@ -45,7 +45,8 @@ vswitch::drop_reasons! {
         Malformed => "malformed",
         /// No free buffer for an arriving datagram.
         NoBuffer => "no_buffer",
-        /// The underlay socket refused to send.
+        /// The underlay socket refused to send a batch (one datagram, or up to 64
+        /// sent together) to one peer.
         SendError => "send_error",
     }
 }
@@ -65,11 +66,16 @@ impl From<OffloadError> for VtepDrop {
 pub struct PeerStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Batches of a super-frame's segments sent to this peer as one UDP GSO send
-    /// (`UDP_SEGMENT`); each also counts its datagrams in `tx_packets`.
+    /// Batches of datagrams sent to this peer as one UDP GSO send (`UDP_SEGMENT`):
+    /// a super-frame's segments, or frames of one size that left in the same turn
+    /// of the datapath; each also counts its datagrams in `tx_packets`.
     pub tx_gso_sends: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    /// Receives that brought several datagrams from this peer at once (`UDP_GRO`:
+    /// a sender's UDP GSO batch that reached the socket whole, or datagrams the
+    /// kernel's GRO coalesced); each datagram also counts in `rx_packets`.
+    pub rx_gro_recvs: u64,
     pub tx_errors: u64,
     /// Inner TCP or UDP packets (over IPv4 or IPv6) from this peer whose checksum the sending kernel
     /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed
@@ -147,13 +153,20 @@ pub struct Egress {
     pub cut: Option<Cut>,
 }
 
-impl Egress {
-    /// The peers' indices.
-    pub fn peers(&self, count: usize) -> Range<usize> {
-        match self.targets {
+impl Targets {
+    /// The peers' indices, of `count` peers.
+    pub fn peers(self, count: usize) -> Range<usize> {
+        match self {
             Targets::One(p) => p..p + 1,
             Targets::All => 0..count,
         }
+    }
+}
+
+impl Egress {
+    /// The peers' indices, of `count` peers.
+    pub fn peers(&self, count: usize) -> Range<usize> {
+        self.targets.peers(count)
     }
 }
 

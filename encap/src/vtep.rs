@@ -11,6 +11,7 @@
 //! [`offload::rx_checksums`] and [`offload::rx_super_frame`]).
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -56,23 +57,47 @@ const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 const SOCKET_BUFFER: usize = 4 << 20;
 /// The largest datagram: header plus a 64 KiB inner frame.
 const MAX_DATAGRAM: usize = HEADER_LEN + 65535;
-/// Datagrams read per turn of the poll loop: each holds a buffer until it is
+/// Frames handed on per turn of the poll loop: each holds a buffer until it is
 /// forwarded, so this stays well under the pool's size.
 const RX_BATCH: usize = 64;
+/// Datagrams one recvmmsg asks for (each into its own buffer).
+const RX_MMSG: usize = 16;
+/// Buffers a receive leaves free for the rest of the datapath.
+const RX_RESERVE: usize = 16;
+/// Where a datagram lands in its buffer: the VXLAN header where the virtio-net
+/// header's tail goes, so the inner frame sits exactly where a port's frame does
+/// (no copy).
+const RX_AT: usize = VNET_HDR_LEN - HEADER_LEN;
+
+/// `UDP_GRO` from <linux/udp.h> (Linux 5.0; not in the libc crate for glibc
+/// targets): the socket takes datagrams the kernel kept together (a sender's UDP
+/// GSO batch that crossed a veth whole, or datagrams a device's GRO coalesced) as
+/// one, their size in a control message, instead of one receive each.
+const UDP_GRO: libc::c_int = 104;
+
+/// A datagram received and not handed on yet: `len` bytes in `buf` at [`RX_AT`],
+/// from `from`; if the kernel coalesced several (UDP GRO), each is `size` bytes (the
+/// last may be shorter), and those before `done` went on already.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    buf: BufId,
+    len: usize,
+    size: usize,
+    done: usize,
+    from: SocketAddr,
+}
 
 pub struct Vtep {
     listen: SocketAddr,
     socket: UdpSocket,
-    senders: Vec<(UdpSocket, u16)>,
+    /// The sending sockets, and the datagrams waiting to leave together.
+    tx: Tx,
+    /// Datagrams received and not yet handed on, oldest first (at most [`RX_MMSG`]).
+    held: VecDeque<Held>,
     endpoint: Endpoint,
     /// Where super-frames are cut into segments, and where datagrams that find no
     /// free buffer are read and dropped.
     scratch: Vec<u8>,
-    /// Equal-sized datagrams gathered for one send.
-    batch: Vec<u8>,
-    /// Whether a batch goes as one UDP GSO send (`UDP_SEGMENT`): true until the
-    /// kernel refuses one (a device without checksum offload, an old kernel).
-    udp_gso: bool,
     /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
     underlay: Underlay,
     /// The store's status, when the lab has `etcd`.
@@ -306,9 +331,254 @@ fn send_gso(
     Ok(())
 }
 
-/// The socket (and its source port) a flow leaves from.
-fn sender(senders: &[(UdpSocket, u16)], flow: u64) -> &(UdpSocket, u16) {
-    &senders[(flow % senders.len() as u64) as usize]
+/// Sends one datagram to `peer`, counted in its stats. Returns false if it did not go.
+fn send_one(socket: &UdpSocket, peer: &mut Peer, datagram: &[u8]) -> bool {
+    match socket.send_to(datagram, peer.addr) {
+        Ok(_) => {
+            peer.stats.tx_packets += 1;
+            peer.stats.tx_bytes += datagram.len() as u64;
+            true
+        }
+        Err(_) => {
+            peer.stats.tx_errors += 1;
+            false
+        }
+    }
+}
+
+/// Receives up to `want` datagrams (1..=[`RX_MMSG`], each into a fresh buffer
+/// from `out`) with one recvmmsg(2), and appends them to `held`, with their
+/// senders and, where the kernel coalesced several into one (`UDP_GRO`), their
+/// size. Buffers not filled go back. Returns how many came; an error (EAGAIN: the
+/// socket is empty) means none did.
+fn recv_batch(
+    socket: &UdpSocket,
+    out: &mut Emitter<'_>,
+    want: usize,
+    held: &mut VecDeque<Held>,
+) -> io::Result<usize> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    const SPACE: usize =
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    let want = want.min(RX_MMSG);
+    let mut bufs = [None; RX_MMSG];
+    // SAFETY: all-zero is a valid iovec, sockaddr_storage and mmsghdr.
+    let mut iovs: [libc::iovec; RX_MMSG] = unsafe { std::mem::zeroed() };
+    let mut names: [libc::sockaddr_storage; RX_MMSG] = unsafe { std::mem::zeroed() };
+    let mut msgs: [libc::mmsghdr; RX_MMSG] = unsafe { std::mem::zeroed() };
+    // u64 words keep each control buffer aligned for cmsghdr.
+    let mut control = [[0u64; SPACE.div_ceil(8)]; RX_MMSG];
+    let mut asked = 0;
+    for (k, slot) in bufs.iter_mut().enumerate().take(want) {
+        let Some(buf) = out.alloc() else { break };
+        *slot = Some(buf);
+        let room = out.room(buf);
+        let max = (room.len() - RX_AT).min(MAX_DATAGRAM);
+        iovs[k] = libc::iovec {
+            iov_base: room[RX_AT..].as_mut_ptr().cast(),
+            iov_len: max,
+        };
+        asked = k + 1;
+    }
+    for k in 0..asked {
+        let hdr = &mut msgs[k].msg_hdr;
+        hdr.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdr.msg_iov = &mut iovs[k];
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = control[k].as_mut_ptr().cast();
+        hdr.msg_controllen = SPACE;
+    }
+    // SAFETY: msgs[..asked] point at iovecs into pool buffers lent to this call (the
+    // pool's slab never moves), at `names` and at `control`, all alive for the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            asked as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let got = if n < 0 { 0 } else { n as usize };
+    for k in 0..asked {
+        let buf = bufs[k].expect("filled above");
+        let from = (k < got).then(|| sockaddr(&names[k])).flatten();
+        let Some(from) = from else {
+            out.release(buf);
+            continue;
+        };
+        let len = msgs[k].msg_len as usize;
+        held.push_back(Held {
+            buf,
+            len,
+            size: gro_size(&msgs[k].msg_hdr).filter(|&s| s > 0).unwrap_or(len),
+            done: 0,
+            from,
+        });
+    }
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(got)
+}
+
+/// The datagram size in a `UDP_GRO` control message of `msg`, if it has one.
+fn gro_size(msg: &libc::msghdr) -> Option<usize> {
+    // SAFETY: msg's control buffer was filled by the kernel; CMSG_FIRSTHDR and
+    // CMSG_NXTHDR stay inside msg_controllen, and the UDP_GRO payload is an int.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
+}
+
+/// The address in `ss`, if it is IPv4 or IPv6.
+fn sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is large and aligned enough for either; the family
+    // says which the kernel wrote.
+    unsafe {
+        match ss.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a = &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                Some(SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                let a = &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The sending side: the sockets datagrams leave from, and the datagrams waiting to
+/// leave together. Datagrams for the same peers from the same socket, of one size
+/// (the last may be shorter: UDP GSO cuts at the first one's size), are gathered
+/// and sent as one UDP GSO send (or one sendmmsg) when the batch is full, when a
+/// datagram that cannot join comes, or when the datapath has handed over all it
+/// had ([`Handler::flush`]): a flood of small frames costs a send per batch, not per
+/// frame, and a super-frame's segments go as before. Datagrams never change order.
+struct Tx {
+    /// Sockets bound to distinct source ports, with their ports.
+    senders: Vec<(UdpSocket, u16)>,
+    /// The local address the datagrams leave from (for the underlay capture).
+    ip: IpAddr,
+    /// Whether a batch goes as one UDP GSO send (`UDP_SEGMENT`): true until the
+    /// kernel refuses one (a device without checksum offload, an old kernel).
+    udp_gso: bool,
+    /// The waiting datagrams, back to back (at most [`GSO_BATCH_BYTES`] unless one
+    /// datagram is larger).
+    batch: Vec<u8>,
+    /// Which sender they leave from, and for which peers.
+    sender: usize,
+    targets: Targets,
+    /// The first datagram's size, and how many wait.
+    size: usize,
+    count: usize,
+    /// A shorter datagram ended the batch: nothing may follow it.
+    closed: bool,
+}
+
+impl Tx {
+    /// The sender a flow (its inner hash) leaves from.
+    fn sender_of(&self, flow: u64) -> usize {
+        (flow % self.senders.len() as u64) as usize
+    }
+
+    /// Queues `datagram` (VXLAN header included) for the peers `targets`, from
+    /// sender `sender`; sends what was waiting first if it cannot join them. Its
+    /// underlay copy (if a capture runs) is taken now.
+    fn push(
+        &mut self,
+        endpoint: &mut Endpoint,
+        underlay: &mut Underlay,
+        sender: usize,
+        targets: Targets,
+        datagram: &[u8],
+    ) {
+        let joins = self.count > 0
+            && !self.closed
+            && self.sender == sender
+            && self.targets == targets
+            && datagram.len() <= self.size
+            && self.count < GSO_BATCH_SEGMENTS
+            && self.batch.len() + datagram.len() <= GSO_BATCH_BYTES;
+        if !joins {
+            self.flush(endpoint);
+            self.sender = sender;
+            self.targets = targets;
+            self.size = datagram.len();
+        }
+        if underlay.on() {
+            let src = SocketAddr::new(self.ip, self.senders[sender].1);
+            for p in targets.peers(endpoint.peers().len()) {
+                let peer = &endpoint.peers()[p];
+                if peer.live {
+                    underlay.copy(src, peer.addr, datagram);
+                }
+            }
+        }
+        self.batch.extend_from_slice(datagram);
+        self.count += 1;
+        self.closed = datagram.len() < self.size;
+    }
+
+    /// Sends the waiting datagrams to each live peer of the batch: one datagram with
+    /// sendto, several as one UDP GSO send or sendmmsg ([`send_batch`]). A batch
+    /// that does not go to a peer is one [`VtepDrop::SendError`].
+    fn flush(&mut self, endpoint: &mut Endpoint) {
+        if self.count == 0 {
+            return;
+        }
+        let gso_before = self.udp_gso;
+        let socket = &self.senders[self.sender].0;
+        let mut failed = 0;
+        for p in self.targets.peers(endpoint.peers().len()) {
+            let peer = endpoint.peer_mut(p);
+            if !peer.live {
+                continue;
+            }
+            let sent = if self.count == 1 {
+                send_one(socket, peer, &self.batch)
+            } else {
+                send_batch(socket, peer, &self.batch, self.size, &mut self.udp_gso)
+            };
+            if !sent {
+                failed += 1;
+            }
+        }
+        endpoint.count(VtepDrop::SendError, failed);
+        self.batch.clear();
+        self.count = 0;
+        self.closed = false;
+        if gso_before && !self.udp_gso && self.ip.is_ipv4() {
+            // The checksum was on for GSO alone: without it, zero again (RFC 7348).
+            for (s, _) in &self.senders {
+                set_int(
+                    &socket2::SockRef::from(s),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    1,
+                );
+            }
+        }
+    }
 }
 
 /// A UDP socket of `addr`'s family, bound to it, set up for VXLAN
@@ -383,6 +653,9 @@ impl Vtep {
     /// refuses the lab before anything else is built.
     pub fn bind(config: &VtepConfig) -> io::Result<Vtep> {
         let socket = udp_socket(config.listen)?;
+        // Several datagrams per receive where the kernel kept them together; an
+        // older kernel refuses, and each comes alone, as before.
+        set_int(&socket, libc::SOL_UDP, UDP_GRO, 1);
         let mut senders = Vec::new();
         let span = (*SOURCE_PORTS.end() - *SOURCE_PORTS.start()) as u32 + 1;
         let seed = std::process::id();
@@ -405,11 +678,20 @@ impl Vtep {
         Ok(Vtep {
             listen: config.listen,
             socket: UdpSocket::from_std(socket.into()),
-            senders,
+            tx: Tx {
+                senders,
+                ip: config.listen.ip(),
+                udp_gso: true,
+                batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
+                sender: 0,
+                targets: Targets::All,
+                size: 0,
+                count: 0,
+                closed: false,
+            },
+            held: VecDeque::with_capacity(RX_MMSG),
             endpoint: Endpoint::new(&config.peers, config.remote_max, config.remote_aging),
             scratch: vec![0; MAX_DATAGRAM + 64],
-            batch: Vec::with_capacity(GSO_BATCH_BYTES + MAX_DATAGRAM),
-            udp_gso: true,
             underlay: Underlay::default(),
             store: None,
         })
@@ -454,7 +736,7 @@ impl Vtep {
     }
 
     pub fn source_ports(&self) -> Vec<u16> {
-        self.senders.iter().map(|(_, p)| *p).collect()
+        self.tx.senders.iter().map(|(_, p)| *p).collect()
     }
 
     /// What sending `frame` (virtio-net header, then Ethernet) by VNI port `port` would
@@ -485,183 +767,187 @@ impl Vtep {
         self.endpoint.dropped(reason)
     }
 
-    /// Sends one datagram (header included) to peer `p` from the sender that the
-    /// inner flow hashes to.
-    fn send(socket: &UdpSocket, peer: &mut Peer, datagram: &[u8]) -> bool {
-        match socket.send_to(datagram, peer.addr) {
-            Ok(_) => {
-                peer.stats.tx_packets += 1;
-                peer.stats.tx_bytes += datagram.len() as u64;
-                true
-            }
-            Err(_) => {
-                peer.stats.tx_errors += 1;
-                false
-            }
-        }
-    }
-
-    /// Reads up to a batch of datagrams; true if there may be more.
+    /// Reads datagrams (a recvmmsg at a time, [`recv_batch`]) and hands each inner
+    /// frame on, until [`RX_BATCH`] frames went on or the socket is empty; true if
+    /// there may be more (a batch limit, or datagrams still [`Held`]).
     fn receive(&mut self, out: &mut Emitter<'_>, now: Instant) -> bool {
         // Consecutive TCP segments of one flow are merged into the first one's buffer
         // (GRO) and go into the bridge as one super-frame: one TAP write, not forty.
         let mut open: Option<Open> = None;
-        let mut more = true;
-        for _ in 0..RX_BATCH {
-            let Some(buf) = out.alloc() else {
-                // No buffer: read the datagram anyway (readiness is edge-triggered) and
+        let mut frames = 0;
+        let more = loop {
+            // What was received and not handed on yet goes first, in order.
+            if !self.hand_on_held(out, &mut open, &mut frames, now) {
+                break true;
+            }
+            if frames >= RX_BATCH {
+                break true;
+            }
+            let want = RX_MMSG.min(out.available().saturating_sub(RX_RESERVE));
+            if want == 0 {
+                // No buffer: read a datagram anyway (readiness is edge-triggered) and
                 // drop it, counted.
                 match self.socket.recv_from(&mut self.scratch) {
                     Ok(_) => {
                         self.endpoint.count(VtepDrop::NoBuffer, 1);
+                        frames += 1;
                         continue;
                     }
-                    Err(_) => {
-                        more = false;
-                        break;
-                    }
-                }
-            };
-            // The VXLAN header lands where the virtio-net header's tail goes, so the
-            // inner frame sits exactly where a port's frame does: no copy.
-            let at = VNET_HDR_LEN - HEADER_LEN;
-            let room = out.room(buf);
-            let max = (room.len() - at).min(MAX_DATAGRAM);
-            let (n, from) = match self.socket.recv_from(&mut room[at..at + max]) {
-                Ok(got) => got,
-                Err(_) => {
-                    out.release(buf);
-                    more = false;
-                    break;
-                }
-            };
-            self.underlay.copy(from, self.listen, &room[at..at + n]);
-            let got = match self.endpoint.accept(from, &room[at..at + n], now) {
-                Ok(got) => got,
-                Err(reason) => {
-                    self.endpoint.count(reason, 1);
-                    out.release(buf);
-                    continue;
-                }
-            };
-            let (port, mtu) = (got.port, got.mtu);
-            VnetHdr::default().emit(&mut room[..VNET_HDR_LEN]);
-            // A checksum the peer's kernel left partial goes on marked NEEDS_CSUM.
-            let (sums, len) = offload::rx_checksums(&mut room[..VNET_HDR_LEN + n - HEADER_LEN]);
-            self.endpoint.rx_checksums(got.peer, sums);
-            let frame = &mut room[..len];
-            if len - VNET_HDR_LEN > max_frame_len(mtu, &frame[VNET_HDR_LEN..]) {
-                // A TCP super-frame sent whole: on as GSO, never merged into a run.
-                if !offload::rx_super_frame(frame, mtu, sums) {
-                    self.endpoint.count(VtepDrop::Oversize, 1);
-                    out.release(buf);
-                    continue;
-                }
-                self.endpoint.peer_mut(got.peer).stats.rx_gso_frames += 1;
-                if let Some(o) = open.take() {
-                    o.flush(out);
-                }
-                out.inject(port, buf, len);
-                continue;
-            }
-            if let Some(o) = open.as_mut() {
-                if o.port == port && o.merge(out, buf, len, sums) {
-                    out.release(buf);
-                    let stats = &mut self.endpoint.peer_mut(got.peer).stats;
-                    stats.rx_gro_merged += 1;
-                    if o.run.is_v6() {
-                        stats.rx_gro_merged_v6 += 1;
-                    }
-                    continue;
+                    Err(_) => break false,
                 }
             }
-            if let Some(o) = open.take() {
-                o.flush(out);
+            match recv_batch(&self.socket, out, want, &mut self.held) {
+                Ok(got) if got == want => {}
+                // Fewer than asked: the socket is empty (hand on what came).
+                Ok(_) | Err(_) => {
+                    let held_back = !self.hand_on_held(out, &mut open, &mut frames, now);
+                    break held_back;
+                }
             }
-            match Open::start(out, buf, len, port, sums) {
-                Some(o) => open = Some(o),
-                None => out.inject(port, buf, len),
-            }
-        }
+        };
         if let Some(o) = open.take() {
             o.flush(out);
         }
         more
     }
 
-    /// Cuts the super-frame `eth` as `egress` planned and sends the segments to its
-    /// peers in batches, one send (UDP GSO, or sendmmsg) per batch and peer, so a 64
-    /// KiB super-frame costs a syscall, not forty-five. Returns the batches that failed to go.
+    /// Hands on the [`Held`] datagrams, oldest first: one datagram in place, one
+    /// that the kernel coalesced (UDP GRO) cut into a buffer per datagram. Returns
+    /// false if it stopped because the pool ran low (the rest stays held; the
+    /// datapath frees buffers by forwarding what went on, then calls again).
+    fn hand_on_held(
+        &mut self,
+        out: &mut Emitter<'_>,
+        open: &mut Option<Open>,
+        frames: &mut usize,
+        now: Instant,
+    ) -> bool {
+        while let Some(&h) = self.held.front() {
+            if h.size >= h.len {
+                self.held.pop_front();
+                self.deliver(out, open, h.buf, h.len, h.from, false, now);
+                *frames += 1;
+                continue;
+            }
+            let mut done = h.done;
+            while done < h.len {
+                if out.available() <= RX_RESERVE {
+                    if *frames > 0 {
+                        // Forwarding what went on frees buffers: go on then.
+                        self.held[0].done = done;
+                        return false;
+                    }
+                    // Nothing this call handed on would free one: drop the rest.
+                    let left = (h.len - done).div_ceil(h.size);
+                    self.endpoint.count(VtepDrop::NoBuffer, left as u64);
+                    break;
+                }
+                let seg = (h.len - done).min(h.size);
+                let buf = out.alloc().expect("the pool has more than RX_RESERVE");
+                let (src, dst) = out.two(h.buf, RX_AT + h.len, buf);
+                dst[RX_AT..RX_AT + seg].copy_from_slice(&src[RX_AT + done..RX_AT + done + seg]);
+                self.deliver(out, open, buf, seg, h.from, done == 0, now);
+                done += seg;
+                *frames += 1;
+            }
+            self.held.pop_front();
+            out.release(h.buf);
+        }
+        true
+    }
+
+    /// Hands on the datagram of `len` bytes in `buf` (at [`RX_AT`]) from `from`:
+    /// accepted by the endpoint, its inner frame checked and injected into its
+    /// bridge, merged into the open TCP run if it continues it. `coalesced_first`:
+    /// the first of several datagrams one receive brought (counted once per peer).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        out: &mut Emitter<'_>,
+        open: &mut Option<Open>,
+        buf: BufId,
+        len: usize,
+        from: SocketAddr,
+        coalesced_first: bool,
+        now: Instant,
+    ) {
+        let n = len;
+        let room = out.room(buf);
+        self.underlay
+            .copy(from, self.listen, &room[RX_AT..RX_AT + n]);
+        let got = match self.endpoint.accept(from, &room[RX_AT..RX_AT + n], now) {
+            Ok(got) => got,
+            Err(reason) => {
+                self.endpoint.count(reason, 1);
+                out.release(buf);
+                return;
+            }
+        };
+        if coalesced_first {
+            self.endpoint.peer_mut(got.peer).stats.rx_gro_recvs += 1;
+        }
+        let (port, mtu) = (got.port, got.mtu);
+        VnetHdr::default().emit(&mut room[..VNET_HDR_LEN]);
+        // A checksum the peer's kernel left partial goes on marked NEEDS_CSUM.
+        let (sums, len) = offload::rx_checksums(&mut room[..VNET_HDR_LEN + n - HEADER_LEN]);
+        self.endpoint.rx_checksums(got.peer, sums);
+        let frame = &mut room[..len];
+        if len - VNET_HDR_LEN > max_frame_len(mtu, &frame[VNET_HDR_LEN..]) {
+            // A TCP super-frame sent whole: on as GSO, never merged into a run.
+            if !offload::rx_super_frame(frame, mtu, sums) {
+                self.endpoint.count(VtepDrop::Oversize, 1);
+                out.release(buf);
+                return;
+            }
+            self.endpoint.peer_mut(got.peer).stats.rx_gso_frames += 1;
+            if let Some(o) = open.take() {
+                o.flush(out);
+            }
+            out.inject(port, buf, len);
+            return;
+        }
+        if let Some(o) = open.as_mut() {
+            if o.port == port && o.merge(out, buf, len, sums) {
+                out.release(buf);
+                let stats = &mut self.endpoint.peer_mut(got.peer).stats;
+                stats.rx_gro_merged += 1;
+                if o.run.is_v6() {
+                    stats.rx_gro_merged_v6 += 1;
+                }
+                return;
+            }
+        }
+        if let Some(o) = open.take() {
+            o.flush(out);
+        }
+        match Open::start(out, buf, len, port, sums) {
+            Some(o) => *open = Some(o),
+            None => out.inject(port, buf, len),
+        }
+    }
+
+    /// Cuts the super-frame `eth` as `egress` planned and queues the segments for its
+    /// peers ([`Tx::push`]): they leave in batches, one send (UDP GSO, or sendmmsg)
+    /// per batch and peer, so a 64 KiB super-frame costs a syscall, not forty-five.
     fn send_segments(
         &mut self,
         vnet: &VnetHdr,
         eth: &[u8],
         egress: &Egress,
-    ) -> Result<u64, VtepDrop> {
+    ) -> Result<(), VtepDrop> {
         let Vtep {
-            listen,
-            senders,
+            tx,
             endpoint,
             scratch,
-            batch,
             underlay,
-            udp_gso,
             ..
         } = self;
-        let (socket, src_port) = sender(senders, egress.flow);
-        let src = SocketAddr::new(listen.ip(), *src_port);
-        let targets = egress.peers(endpoint.peers().len());
-        let mut failed = 0u64;
-        let gso_before = *udp_gso;
-        // Sends the batch (datagrams of `size` bytes, the last maybe shorter).
-        let mut flush = |batch: &[u8], size: usize| {
-            for p in targets.clone() {
-                let peer = endpoint.peer_mut(p);
-                if !peer.live {
-                    continue;
-                }
-                if underlay.on() {
-                    for datagram in batch.chunks(size.max(1)) {
-                        underlay.copy(src, peer.addr, datagram);
-                    }
-                }
-                if !send_batch(socket, peer, batch, size, udp_gso) {
-                    failed += 1;
-                }
-            }
-        };
-        batch.clear();
-        let (mut size, mut count) = (0, 0);
+        let sender = tx.sender_of(egress.flow);
         offload::segment(vnet, eth, scratch, HEADER_LEN, |datagram| {
             vxlan::emit(datagram, egress.vni);
-            let full =
-                batch.len() + datagram.len() > GSO_BATCH_BYTES || count == GSO_BATCH_SEGMENTS;
-            if count > 0 && full {
-                flush(batch, size);
-                batch.clear();
-                count = 0;
-            }
-            if count == 0 {
-                size = datagram.len();
-            }
-            batch.extend_from_slice(datagram);
-            count += 1;
+            tx.push(endpoint, underlay, sender, egress.targets, datagram);
         })?;
-        if count > 0 {
-            flush(batch, size);
-        }
-        if gso_before && !*udp_gso && !listen.is_ipv6() {
-            // The checksum was on for GSO alone: without it, zero again (RFC 7348).
-            for (s, _) in senders.iter() {
-                set_int(
-                    &socket2::SockRef::from(s),
-                    libc::SOL_SOCKET,
-                    libc::SO_NO_CHECK,
-                    1,
-                );
-            }
-        }
-        Ok(failed)
+        Ok(())
     }
 }
 
@@ -811,14 +1097,9 @@ impl Handler for Vtep {
         };
         let vnet = VnetHdr::parse(data).expect("checked by egress");
         if egress.cut.is_some() {
-            let failed = match self.send_segments(&vnet, &data[VNET_HDR_LEN..], &egress) {
-                Ok(failed) => failed,
-                Err(reason) => {
-                    self.endpoint.count(reason, 1);
-                    0
-                }
-            };
-            self.endpoint.count(VtepDrop::SendError, failed);
+            if let Err(reason) = self.send_segments(&vnet, &data[VNET_HDR_LEN..], &egress) {
+                self.endpoint.count(reason, 1);
+            }
             return Verdict::Release;
         }
         if offload::finish(&vnet, &mut data[VNET_HDR_LEN..]).is_err() {
@@ -828,21 +1109,20 @@ impl Handler for Vtep {
         // The header goes over the virtio-net header's tail: the frame is not copied.
         let datagram = &mut data[VNET_HDR_LEN - HEADER_LEN..];
         vxlan::emit(datagram, egress.vni);
-        let (socket, src_port) = sender(&self.senders, egress.flow);
-        let src = SocketAddr::new(self.listen.ip(), *src_port);
-        let mut failed = 0;
-        for p in egress.peers(self.endpoint.peers().len()) {
-            let peer = self.endpoint.peer_mut(p);
-            if !peer.live {
-                continue;
-            }
-            self.underlay.copy(src, peer.addr, datagram);
-            if !Self::send(socket, peer, datagram) {
-                failed += 1;
-            }
-        }
-        self.endpoint.count(VtepDrop::SendError, failed);
+        // Sent with the frames of this turn that can go with it (Handler::flush).
+        let sender = self.tx.sender_of(egress.flow);
+        self.tx.push(
+            &mut self.endpoint,
+            &mut self.underlay,
+            sender,
+            egress.targets,
+            datagram,
+        );
         Verdict::Release
+    }
+
+    fn flush(&mut self, _out: &mut Emitter<'_>) {
+        self.tx.flush(&mut self.endpoint);
     }
 
     fn ready(&mut self, _n: usize, out: &mut Emitter<'_>, now: Instant) -> bool {

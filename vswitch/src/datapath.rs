@@ -179,6 +179,8 @@ pub struct Datapath {
     went_down: Vec<PortId>,
     next_sweep: Instant,
     handlers: Vec<Box<dyn Handler>>,
+    /// Per handler: given a frame since its last [`Handler::flush`].
+    flush_due: Vec<bool>,
     /// Handler descriptors that fired this wakeup: (handler, number).
     handler_events: Vec<(usize, usize)>,
     /// Handler descriptors to serve again next turn (they stopped at a batch limit).
@@ -230,6 +232,7 @@ impl Datapath {
             events: Events::with_capacity(256),
             pool: Pool::new(buffers),
             handlers: Vec::new(),
+            flush_due: Vec::new(),
             handler_events: Vec::with_capacity(256),
             handler_again: Vec::with_capacity(16),
             // A queued frame holds a buffer, so no queue outgrows the pool.
@@ -543,6 +546,7 @@ impl Datapath {
         };
         handler.attach(&mut out);
         self.handlers.push(handler);
+        self.flush_due.push(false);
         HandlerId(h)
     }
 
@@ -830,7 +834,12 @@ impl Datapath {
         const MAX_ROUNDS: usize = 16;
         for _ in 0..MAX_ROUNDS {
             if self.to_handlers.is_empty() && self.injected.is_empty() {
-                return;
+                // Everything is handed over: handlers send what they held back to
+                // send together, and anything they inject goes round once more.
+                if !self.flush_handlers() {
+                    return;
+                }
+                continue;
             }
             std::mem::swap(&mut self.to_handlers, &mut self.to_handlers_work);
             for i in 0..self.to_handlers_work.len() {
@@ -842,6 +851,7 @@ impl Datapath {
                     registry: self.poll.registry(),
                     token_base: HANDLER_TOKEN_BASE + handler.0 * HANDLER_TOKENS,
                 };
+                self.flush_due[handler.0] = true;
                 match self.handlers[handler.0].handle(port, buf, len, &mut out, now) {
                     Verdict::Inject { via, len } => self.injected.push((via, buf, len)),
                     Verdict::Keep => {}
@@ -861,6 +871,26 @@ impl Datapath {
             self.ports[port.0].counters.drop(DropReason::InternalLoop);
             self.pool.release(buf);
         }
+    }
+
+    /// Calls [`Handler::flush`] on the handlers given frames since their last flush.
+    /// Returns whether it called any.
+    fn flush_handlers(&mut self) -> bool {
+        let mut any = false;
+        for h in 0..self.handlers.len() {
+            if !std::mem::take(&mut self.flush_due[h]) {
+                continue;
+            }
+            any = true;
+            let mut out = Emitter {
+                pool: &mut self.pool,
+                inject: &mut self.injected,
+                registry: self.poll.registry(),
+                token_base: HANDLER_TOKEN_BASE + h * HANDLER_TOKENS,
+            };
+            self.handlers[h].flush(&mut out);
+        }
+        any
     }
 
     /// Forwards one frame that entered at `ingress`; takes the buffer (releases it, or

@@ -129,6 +129,11 @@ impl Emitter<'_> {
         self.pool.alloc()
     }
 
+    /// Buffers free in the pool now.
+    pub fn available(&self) -> usize {
+        self.pool.available()
+    }
+
     /// Sends a frame (one the handler kept or built) into the bridge of `via`.
     pub fn inject(&mut self, via: PortId, buf: BufId, len: usize) {
         self.inject.push((via, buf, len));
@@ -155,6 +160,12 @@ pub trait Handler: Send {
 
     /// Called once, when the handler joins the datapath: register descriptors here.
     fn attach(&mut self, _out: &mut Emitter<'_>) {}
+
+    /// Called once the datapath has handed over every frame it had for now (after
+    /// each batch it read, at most [`crate::datapath::BATCH`] frames a port), if
+    /// [`Handler::handle`] was called since the last time: a handler that holds
+    /// frames back to send them together (VXLAN's UDP GSO batches) sends them now.
+    fn flush(&mut self, _out: &mut Emitter<'_>) {}
 
     /// Called about once a second: aging, retries, giving up on kept frames.
     fn tick(&mut self, _out: &mut Emitter<'_>, _now: Instant) {}
