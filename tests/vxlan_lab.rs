@@ -35,8 +35,20 @@ fn peer_stats(lab: &RunningLab, peer: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no peer {peer} in {v}"))
 }
 
-#[test]
-fn two_tapnets_share_a_subnet_over_vxlan() {
+/// Two tapnets, one in each of [`two_hosts`], sharing VNI 42: container `ca`
+/// (10.62.0.2) behind lab `la` (`a`) and `cb` (10.62.0.3) behind `b`.
+struct TwoTapnets {
+    // Fields drop in this order: the labs before the hosts they run in.
+    a: RunningLab,
+    b: RunningLab,
+    ca: String,
+    cb: String,
+    la: String,
+    hb: TestNetns,
+    _ha: TestNetns,
+}
+
+fn two_tapnets() -> TwoTapnets {
     let (ha, hb) = two_hosts();
     let (ca, cb) = (unique("n"), unique("n"));
     let (la, lb) = (unique("l"), unique("l"));
@@ -52,6 +64,21 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
         std::slice::from_ref(&cb),
         &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3").text(),
     );
+    TwoTapnets {
+        a,
+        b,
+        ca,
+        cb,
+        la,
+        hb,
+        _ha: ha,
+    }
+}
+
+#[test]
+fn two_tapnets_share_a_subnet_over_vxlan() {
+    let t = two_tapnets();
+    let (a, b, ca, cb, la, hb) = (&t.a, &t.b, &t.ca, &t.cb, &t.la, &t.hb);
 
     // A capture on the underlay (tcpdump, stopping after 8 datagrams) while the
     // containers talk.
@@ -67,8 +94,8 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
         String::from_utf8_lossy(&out.stdout).to_string()
     });
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    assert!(ping(&ca, "10.62.0.3", 3), "a to b over the overlay");
-    assert!(ping(&cb, "10.62.0.2", 3), "b to a over the overlay");
+    assert!(ping(ca, "10.62.0.3", 3), "a to b over the overlay");
+    assert!(ping(cb, "10.62.0.2", 3), "b to a over the overlay");
     let text = capture.join().unwrap();
     let from_a: Vec<&str> = text
         .lines()
@@ -99,14 +126,14 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
             "capture",
             "underlay",
             "--lab",
-            &la,
+            la,
             "-w",
             file.to_str().unwrap(),
         ])
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(ping(&ca, "10.62.0.3", 2));
+    assert!(ping(ca, "10.62.0.3", 2));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = capture.kill();
     let _ = capture.wait();
@@ -133,7 +160,7 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
             "c",
             "icmp 10.62.0.2 -> 10.62.0.3",
             "--lab",
-            &la,
+            la,
         ],
         10,
     );
@@ -143,16 +170,16 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
         "{t}"
     );
 
-    let _server = Background::spawn(&cb, &["iperf3", "-s", "-B", "10.62.0.3"]);
-    let got = iperf3(&ca, "10.62.0.3", 5201).expect("iperf3 over the overlay");
+    let _server = Background::spawn(cb, &["iperf3", "-s", "-B", "10.62.0.3"]);
+    let got = iperf3(ca, "10.62.0.3", 5201).expect("iperf3 over the overlay");
     assert!(got > 1_000_000);
 
-    let pa = peer_stats(&a, "10.60.0.2");
+    let pa = peer_stats(a, "10.60.0.2");
     // The container's TSO frames were cut and sent as UDP GSO batches...
     assert!(pa["tx_gso_sends"].as_u64().unwrap() > 100, "{pa}");
     // ... which crossed the veth whole and reached b's socket as one receive each
     // (UDP_GRO), at the kernel's defaults.
-    let pb = peer_stats(&b, "10.60.0.1");
+    let pb = peer_stats(b, "10.60.0.1");
     assert!(pb["rx_gro_recvs"].as_u64().unwrap() > 100, "{pb}");
     assert!(
         pa["remote_macs"]
@@ -195,22 +222,9 @@ const BATCH_SIZES: [usize; 9] = [64, 64, 64, 20, 64, 300, 300, 1000, 64];
 
 #[test]
 fn small_frames_leave_in_gso_batches_and_arrive_whole_and_in_order() {
-    let (ha, hb) = two_hosts();
-    let (ca, cb) = (unique("n"), unique("n"));
-    let (la, lb) = (unique("l"), unique("l"));
-    let a = RunningLab::start_in(
-        Some(&ha.name),
-        &la,
-        std::slice::from_ref(&ca),
-        &host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2").text(),
-    );
-    let b = RunningLab::start_in(
-        Some(&hb.name),
-        &lb,
-        std::slice::from_ref(&cb),
-        &host_lab(&lb, "10.60.0.2", &["10.60.0.1"], &cb, "10.62.0.3").text(),
-    );
-    assert!(ping(&ca, "10.62.0.3", 2), "a to b over the overlay");
+    let t = two_tapnets();
+    let (a, b, ca, cb) = (&t.a, &t.b, &t.ca, &t.cb);
+    assert!(ping(ca, "10.62.0.3", 2), "a to b over the overlay");
     const COUNT: usize = 270;
     let sizes = BATCH_SIZES.map(|n| n.to_string()).join(",");
     // The receiver checks every datagram: its number, its size from the pattern,
@@ -242,12 +256,8 @@ print("received %d" % got)
         String::from_utf8_lossy(&out.stdout).to_string()
     });
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let gso0 = peer_stats(&a, "10.60.0.2")["tx_gso_sends"]
-        .as_u64()
-        .unwrap();
-    let gro0 = peer_stats(&b, "10.60.0.1")["rx_gro_recvs"]
-        .as_u64()
-        .unwrap();
+    let gso0 = peer_stats(a, "10.60.0.2")["tx_gso_sends"].as_u64().unwrap();
+    let gro0 = peer_stats(b, "10.60.0.1")["rx_gro_recvs"].as_u64().unwrap();
     const SEND: &str = r#"
 import socket, sys
 n, sizes = int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]
@@ -260,11 +270,7 @@ for i in range(n):
         // frames), and tapnet reads them in batches when it goes on: frames of one
         // size that leave in the same turn must go as one UDP GSO send.
         let _stopped = Stopped::new(a.pid);
-        let out = ns_run(
-            &ca,
-            &["python3", "-c", SEND, &COUNT.to_string(), &sizes],
-            10,
-        );
+        let out = ns_run(ca, &["python3", "-c", SEND, &COUNT.to_string(), &sizes], 10);
         assert!(out.status.success(), "{out:?}");
     }
     let text = receiver.join().unwrap();
@@ -272,10 +278,10 @@ for i in range(n):
         text.contains(&format!("received {COUNT}")),
         "every datagram, whole and in order: {text}"
     );
-    let pa = peer_stats(&a, "10.60.0.2");
+    let pa = peer_stats(a, "10.60.0.2");
     assert!(pa["tx_gso_sends"].as_u64().unwrap() > gso0, "{pa}");
     // The batches crossed the veth whole, and b took each with one receive.
-    let pb = peer_stats(&b, "10.60.0.1");
+    let pb = peer_stats(b, "10.60.0.1");
     assert!(pb["rx_gro_recvs"].as_u64().unwrap() > gro0, "{pb}");
     let drops = b.show("drops");
     assert_eq!(drops["vxlan"]["no_buffer"], 0, "{drops}");
