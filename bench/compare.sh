@@ -236,7 +236,7 @@ ends() {
 
 # run_one TEST IMPL ROUND: one measurement, appends a JSON line to $SAMPLES
 run_one() {
-    local test=$1 impl=$2 round=$3 cns sns sip out t0 c0 t1 c1 extra='' p0 p1 b0 b1 d0 d1 r0 r1
+    local test=$1 impl=$2 round=$3 cns sns sip out t0 c0 t1 c1 x0 x1 extra='' p0 p1 b0 b1 d0 d1 r0 r1
     # tcp6, udp6, ping6: the same test over IPv6; ping1: a ping a second.
     local base=${test%6}
     base=${base%1}
@@ -248,10 +248,11 @@ run_one() {
         udp_drops "$cns" "$sns" >"$TMP/drops0" || die "cannot read drop counters via $impl"
     fi
     if [[ $impl == tapnet ]]; then
-        if [[ $base == tcp ]]; then
+        if [[ $base == tcp || $base == udp ]]; then
             "$BIN" show ports --lab "$T_LAB" --json >"$TMP/ports0.json" || die "tapnet show ports failed"
         fi
         t0="$(now)"; c0="$(cpu_ticks "$TN_PID")" || tapnet_alive
+        x0="$(preemptions "$TN_PID")" || tapnet_alive
     fi
     local rc=0
     case $base in
@@ -266,9 +267,10 @@ run_one() {
     if [[ $impl == tapnet ]]; then
         tapnet_alive
         c1="$(cpu_ticks "$TN_PID")" || tapnet_alive
+        x1="$(preemptions "$TN_PID")" || tapnet_alive
         t1="$(now)"
-        extra=", $(H cpu_wall "$CLK_TCK" "$t0" "$t1" cpu_s "$c0" "$c1")"
-        if [[ $base == tcp ]]; then
+        extra=", $(H cpu_wall "$CLK_TCK" "$t0" "$t1" cpu_s "$c0" "$c1"), \"preempted\": $((x1 - x0))"
+        if [[ $base == tcp || $base == udp ]]; then
             "$BIN" show ports --lab "$T_LAB" --json >"$TMP/ports1.json" || die "tapnet show ports failed"
             H port "$TMP/ports0.json" a >"$TMP/port0" || die "cannot read port a counters"
             H port "$TMP/ports1.json" a >"$TMP/port1" || die "cannot read port a counters"

@@ -115,6 +115,16 @@ cpu_ticks() {  # utime+stime of a process (whole thread group), in clock ticks
 # shellcheck disable=SC2034  # read by the scripts
 CLK_TCK="$(getconf CLK_TCK)"
 
+preemptions() {  # involuntary context switches of a process's threads, summed: the
+                 # times one was switched out while it could still run
+    local n=0 f v
+    for f in /proc/"$1"/task/*/status; do
+        v="$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$f" 2>/dev/null)" || continue
+        n=$((n + ${v:-0}))
+    done
+    [[ -d /proc/$1 ]] && echo "$n"
+}
+
 git_id() {  # the commit, with -dirty when the work tree differs from it
     echo "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)"
 }
@@ -321,6 +331,14 @@ def udp_drop_rows(S, out):
         print("%-21s %-16s %-10s" % ("  lost at b sock (%)", "%.2f" % rk, "%.2f" % rt))
         out["tests"]["udp"].update({"kernel_lost_at_sender_eth0_pct": dk, "tapnet_lost_at_sender_eth0_pct": dt,
                                     "kernel_lost_at_receiver_socket_pct": rk, "tapnet_lost_at_receiver_socket_pct": rt})
+    # How often tapnet's threads were switched out while runnable, per frame read from
+    # a: a woken receiver taking the core from the thread that woke it, frame by frame.
+    per = [s["preempted"] / s["a_rx_frames"] for s in S
+           if s["test"] == "udp" and s["impl"] == "tapnet" and s.get("a_rx_frames") and "preempted" in s]
+    if per:
+        p = statistics.median(per)
+        print("%-21s %-16s %-10s" % ("  tapnet preempted", "", "%.2f a frame" % p))
+        out["tests"]["udp"]["tapnet_preempted_per_frame"] = p
 
 def cpu_rows(S, out, tests, width):
     # one tapnet's CPU time per test, over the tapnet runs of that test
