@@ -34,10 +34,11 @@ OUR_NS=("$T_A_NS" "$T_B_NS")
 TMP="$(mktemp -d /tmp/tapnet-sysc.XXXXXX)"
 TN_PID=""
 SRV_PID=""
-ST_PID=""
+ST_PIDS=()                       # the running straces
 
 teardown() {
-    [[ -n "$ST_PID" ]] && kill "$ST_PID" 2>/dev/null && wait "$ST_PID" 2>/dev/null
+    local pid
+    for pid in "${ST_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
     if [[ -n "$SRV_PID" ]] && kill -0 "$SRV_PID" 2>/dev/null; then
         kill "$SRV_PID" 2>/dev/null; wait "$SRV_PID" 2>/dev/null
     fi
@@ -49,7 +50,7 @@ teardown() {
 bench_traps
 
 write_helpers <<'PY'
-def per_frame(strace_path, ports0, ports1, what):
+def strace_rows(strace_path):
     # strace -c's table: "% time seconds usecs/call calls errors syscall"
     rows = []
     for line in open(strace_path):
@@ -57,6 +58,20 @@ def per_frame(strace_path, ports0, ports1, what):
         if len(f) >= 5 and f[0][0].isdigit() and f[-1] not in ("total",):
             calls = int(f[3]); errors = int(f[4]) if len(f) == 6 else 0
             rows.append((f[-1], calls, errors))
+    return rows
+
+def per_unit(strace_path, n, head, unit):
+    # one strace -c table's calls divided by n units (frames, datagrams), by call
+    rows = strace_rows(strace_path)
+    total = sum(c for _, c, _ in rows)
+    print("%s, %d system calls: %.2f per %s" % (head, total, total / n, unit))
+    for name, calls, errors in sorted(rows, key=lambda r: -r[1]):
+        if calls / n >= 0.005:
+            err = errors / calls if calls else 0
+            print("  %-16s %8.3f per %s%s" % (name, calls / n, unit,
+                  "  (%d%% of them errors: EAGAIN, the end of a batch)" % round(100 * err) if err >= 0.01 else ""))
+
+def per_frame(strace_path, ports0, ports1, what):
     def frames(path):
         # Frames tapnet read from either container: both directions of the test
         # (a TCP stream's ACKs from b too).
@@ -64,14 +79,20 @@ def per_frame(strace_path, ports0, ports1, what):
     n = frames(ports1) - frames(ports0)
     if n <= 0:
         sys.exit("no frames forwarded")
-    total = sum(c for _, c, _ in rows)
-    print("%s: %d frames forwarded (a and b), %d system calls: %.2f per frame" % (what, n, total, total / n))
-    for name, calls, errors in sorted(rows, key=lambda r: -r[1]):
-        if calls / n >= 0.005:
-            err = errors / calls if calls else 0
-            print("  %-16s %8.3f per frame%s" % (name, calls / n,
-                  "  (%d%% of them errors: EAGAIN, the end of a batch)" % round(100 * err) if err >= 0.01 else ""))
+    per_unit(strace_path, n, "%s: %d frames forwarded (a and b)" % (what, n), "frame")
 PY
+
+strace_start() {  # tapnet-pid out: strace -c -f attached to it, added to ST_PIDS
+    strace -c -f -q -p "$1" -o "$2" &
+    ST_PIDS+=("$!")
+}
+
+strace_stop() {  # SIGINT to every strace of ST_PIDS: each detaches and writes its table
+    local pid
+    for pid in "${ST_PIDS[@]}"; do kill -INT "$pid"; done
+    for pid in "${ST_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    ST_PIDS=()
+}
 
 build_tapnet
 ns_free
@@ -100,14 +121,12 @@ measure() {  # name iperf3-args...
     local name=$1; shift
     start_server "$T_B_NS" "$T_B_IP"
     "$BIN" show ports --lab "$T_LAB" --json >"$TMP/p0.json"
-    strace -c -f -q -p "$TN_PID" -o "$TMP/strace-$name" &
-    ST_PID=$!
+    strace_start "$TN_PID" "$TMP/strace-$name"
     sleep 0.5
     timeout $((SECS + 30)) ip netns exec "$T_A_NS" iperf3 -c "$T_B_IP" -p "$PORT" -t "$SECS" "$@" >"$TMP/iperf-$name" 2>&1 \
         || die "iperf3 ($name) failed: $(tail -3 "$TMP/iperf-$name")"
     "$BIN" show ports --lab "$T_LAB" --json >"$TMP/p1.json"
-    kill -INT "$ST_PID"; wait "$ST_PID" 2>/dev/null || true
-    ST_PID=""
+    strace_stop
     stop_server
     H per_frame "$TMP/strace-$name" "$TMP/p0.json" "$TMP/p1.json" "$name"
 }
