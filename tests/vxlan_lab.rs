@@ -175,12 +175,8 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
     assert!(got > 1_000_000);
 
     let pa = peer_stats(a, "10.60.0.2");
-    // The container's TSO frames were cut and sent as UDP GSO batches...
+    // The container's TSO frames were cut and sent as UDP GSO batches.
     assert!(pa["tx_gso_sends"].as_u64().unwrap() > 100, "{pa}");
-    // ... which crossed the veth whole and reached b's socket as one receive each
-    // (UDP_GRO), at the kernel's defaults.
-    let pb = peer_stats(b, "10.60.0.1");
-    assert!(pb["rx_gro_recvs"].as_u64().unwrap() > 100, "{pb}");
     assert!(
         pa["remote_macs"]
             .as_array()
@@ -257,7 +253,6 @@ print("received %d" % got)
     });
     std::thread::sleep(std::time::Duration::from_millis(500));
     let gso0 = peer_stats(a, "10.60.0.2")["tx_gso_sends"].as_u64().unwrap();
-    let gro0 = peer_stats(b, "10.60.0.1")["rx_gro_recvs"].as_u64().unwrap();
     const SEND: &str = r#"
 import socket, sys
 n, sizes = int(sys.argv[1]), [int(x) for x in sys.argv[2].split(",")]
@@ -280,9 +275,6 @@ for i in range(n):
     );
     let pa = peer_stats(a, "10.60.0.2");
     assert!(pa["tx_gso_sends"].as_u64().unwrap() > gso0, "{pa}");
-    // The batches crossed the veth whole, and b took each with one receive.
-    let pb = peer_stats(b, "10.60.0.1");
-    assert!(pb["rx_gro_recvs"].as_u64().unwrap() > gro0, "{pb}");
     let drops = b.show("drops");
     assert_eq!(drops["vxlan"]["no_buffer"], 0, "{drops}");
 }
@@ -426,6 +418,121 @@ fn tapnet_and_the_kernels_vxlan_interoperate() {
     assert_eq!(csum_errors(&cb.name), (0, 0), "on the kernel side");
     let drops = a.show("drops");
     assert_eq!(drops["vxlan"]["oversize"], 0, "{drops}");
+}
+
+/// Received in a container behind tapnet from one behind the kernel's vxlan: 50
+/// datagrams of 1000 bytes on port 9000 (numbered, each with a digest of itself), and
+/// 3 of 1000 bytes on port 9001 (the escape attempt, taken as plain data).
+const KERNEL_GSO_RECEIVE: &str = r#"
+import hashlib, select, socket, struct, time
+socks = {}
+for port in (9000, 9001):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.62.0.2", port))
+    socks[s] = port
+numbered, plain, bad, end = [], [], [], time.time() + 15
+while (len(numbered) < 50 or len(plain) < 3) and time.time() < end:
+    for s in select.select(list(socks), [], [], 1)[0]:
+        d = s.recv(65535)
+        if socks[s] == 9001:
+            plain.append(len(d))
+            continue
+        seq, size = struct.unpack("!Ii", d[4:12])
+        if size != len(d) or hashlib.md5(d[:12] + d[28:]).digest() != d[12:28]:
+            bad.append(seq)
+        numbered.append(seq)
+print("numbered", numbered == list(range(50)), len(numbered), "bad", bad, "plain", plain)
+"#;
+
+/// Sent from the kernel side with UDP_SEGMENT (the container's kernel hands its vxlan
+/// one UDP GSO packet, which crosses the veth underlay whole): 5 sends of 10 numbered
+/// datagrams of 1000 bytes to port 9000, then one of 3 x 1000 bytes to port 9001 whose
+/// payload holds, where a cut at the wrong place would start a datagram, a VXLAN
+/// header for VNI 43 and a frame for the container there.
+const KERNEL_GSO_SEND: &str = r#"
+import hashlib, socket, struct
+S, UDP_SEGMENT = 1000, 103
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+seq = 0
+for _ in range(5):
+    buf = b""
+    for _ in range(10):
+        body = bytes([(seq + i) & 0xff for i in range(S - 28)])
+        head = struct.pack("!IIi", 0, seq, S)
+        buf += head + hashlib.md5(head + body).digest() + body
+        seq += 1
+    s.sendmsg([buf], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("H", S))], 0, ("10.62.0.2", 9000))
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    t = (t & 0xffff) + (t >> 16)
+    return ~((t & 0xffff) + (t >> 16)) & 0xffff
+src, dst = socket.inet_aton("10.64.0.99"), socket.inet_aton("10.64.0.2")
+data = b"frame from VNI 42 in VNI 43"
+udp = struct.pack("!HHHH", 5555, 7777, 8 + len(data), 0) + data
+udp = udp[:6] + struct.pack("!H", csum(src + dst + struct.pack("!BBH", 0, 17, len(udp)) + udp)) + udp[8:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+frame = bytes.fromhex("02000a400002" "026666666666" "0800") + ip + udp
+forged = struct.pack("!B3xI", 0x08, 43 << 8) + frame
+payload = bytearray(b"A" * (3 * S))
+# The inner headers (Ethernet, IPv4, UDP: 42 bytes) and the VXLAN header (8) come
+# before the payload in the one datagram the kernel's vxlan sends.
+payload[S - 50:S - 50 + len(forged)] = forged
+s.sendmsg([bytes(payload)], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("H", S))], 0, ("10.62.0.2", 9001))
+"#;
+
+#[test]
+fn a_kernel_peers_udp_gso_arrives_whole_and_its_payload_stays_in_its_vni() {
+    let (ha, hb) = two_hosts();
+    let (ca, cf) = (unique("n"), unique("n"));
+    let la = unique("l");
+    let lab = host_lab(&la, "10.60.0.1", &["10.60.0.2"], &ca, "10.62.0.2")
+        .bridge("sec", "10.64.0.0/24")
+        .with("vni", 43)
+        .port("f", "sec", &cf, "10.64.0.2/24")
+        .text();
+    let a = RunningLab::start_in(Some(&ha.name), &la, &[ca.clone(), cf.clone()], &lab);
+    let cb = TestNetns::new("k");
+    kernel_vtep(&hb.name, &cb.name, "10.60.0.1", "10.60.0.2", 1450);
+    assert!(ping(&cb.name, "10.62.0.2", 2), "kernel side to tapnet side");
+    let (ca2, cf2) = (ca.clone(), cf.clone());
+    let receiver = std::thread::spawn(move || {
+        let out = ns_run(&ca2, &["python3", "-c", KERNEL_GSO_RECEIVE], 30);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    // The container on VNI 43, listening where the forged frame is addressed.
+    let victim = std::thread::spawn(move || {
+        const LISTEN: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.64.0.2", 7777))
+s.settimeout(8)
+try:
+    print("got", s.recvfrom(65535))
+except socket.timeout:
+    print("nothing")
+"#;
+        let out = ns_run(&cf2, &["python3", "-c", LISTEN], 20);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let out = ns_run(&cb.name, &["python3", "-c", KERNEL_GSO_SEND], 10);
+    assert!(out.status.success(), "{out:?}");
+    let got = receiver.join().unwrap();
+    assert!(
+        got.contains("numbered True 50 bad [] plain [1000, 1000, 1000]"),
+        "every datagram whole and in order, the forged one as plain data: {got}"
+    );
+    let victim = victim.join().unwrap();
+    assert!(
+        victim.contains("nothing"),
+        "VNI 43 reached from VNI 42: {victim}"
+    );
+    let vx = a.show("vxlan");
+    assert!(!vx.to_string().contains("02:66:66:66:66:66"), "{vx}");
+    let drops = a.show("drops");
+    assert_eq!(drops["vxlan"]["bad_flags"], 0, "{drops}");
 }
 
 /// Three hosts on a kernel bridge in a "switch" namespace: 10.60.0.1, .2, .3.

@@ -351,7 +351,6 @@ fn vxlan(l: Live<'_>, lab: &str, now: Instant) -> Value {
                 "tx_gso_sends": p.stats.tx_gso_sends,
                 "rx_packets": p.stats.rx_packets,
                 "rx_bytes": p.stats.rx_bytes,
-                "rx_gro_recvs": p.stats.rx_gro_recvs,
                 "tx_errors": p.stats.tx_errors,
                 "rx_partial_checksum": p.stats.rx_partial_checksum,
                 "rx_bad_checksum": p.stats.rx_bad_checksum,

@@ -72,10 +72,6 @@ pub struct PeerStats {
     pub tx_gso_sends: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    /// Receives that brought several datagrams from this peer at once (`UDP_GRO`:
-    /// a sender's UDP GSO batch that reached the socket whole, or datagrams the
-    /// kernel's GRO coalesced); each datagram also counts in `rx_packets`.
-    pub rx_gro_recvs: u64,
     pub tx_errors: u64,
     /// Inner TCP or UDP packets (over IPv4 or IPv6) from this peer whose checksum the sending kernel
     /// left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header sum), handed

@@ -11,7 +11,6 @@
 //! [`offload::rx_checksums`] and [`offload::rx_super_frame`]).
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -69,21 +68,11 @@ const RX_RESERVE: usize = 16;
 /// (no copy).
 const RX_AT: usize = VNET_HDR_LEN - HEADER_LEN;
 
-/// `UDP_GRO` from <linux/udp.h> (Linux 5.0; not in the libc crate for glibc
-/// targets): the socket takes datagrams the kernel kept together (a sender's UDP
-/// GSO batch that crossed a veth whole, or datagrams a device's GRO coalesced) as
-/// one, their size in a control message, instead of one receive each.
-const UDP_GRO: libc::c_int = 104;
-
-/// A datagram received and not handed on yet: `len` bytes in `buf` at [`RX_AT`],
-/// from `from`; if the kernel coalesced several (UDP GRO), each is `size` bytes (the
-/// last may be shorter), and those before `done` went on already.
+/// A datagram [`recv_batch`] received: `len` bytes in `buf` at [`RX_AT`], from `from`.
 #[derive(Debug, Clone, Copy)]
-struct Held {
+struct Received {
     buf: BufId,
     len: usize,
-    size: usize,
-    done: usize,
     from: SocketAddr,
 }
 
@@ -92,8 +81,6 @@ pub struct Vtep {
     socket: UdpSocket,
     /// The sending sockets, and the datagrams waiting to leave together.
     tx: Tx,
-    /// Datagrams received and not yet handed on, oldest first (at most [`RX_MMSG`]).
-    held: VecDeque<Held>,
     endpoint: Endpoint,
     /// Where super-frames are cut into segments, and where datagrams that find no
     /// free buffer are read and dropped.
@@ -203,8 +190,10 @@ const GSO_BATCH_BYTES: usize = 65000;
 const GSO_BATCH_SEGMENTS: usize = 64;
 
 /// Sends `batch`, datagrams of `size` bytes back to back (the last may be shorter), to
-/// `peer`: as one UDP GSO send while `udp_gso` holds ([`send_gso`]; a refusal clears
-/// it), else with one sendmmsg. Returns false if some did not go.
+/// `peer`: as one UDP GSO send while `udp_gso` holds ([`send_gso`]), else with one
+/// sendmmsg. A GSO refusal clears `udp_gso` only if the same datagrams then go with
+/// sendmmsg (so an oversize batch on an older kernel, which also says EINVAL, does
+/// not turn GSO off for good). Returns false if some did not go.
 fn send_batch(
     socket: &UdpSocket,
     peer: &mut Peer,
@@ -213,6 +202,7 @@ fn send_batch(
     udp_gso: &mut bool,
 ) -> bool {
     let addr = socket2::SockAddr::from(peer.addr);
+    let mut gso_refused = false;
     if *udp_gso && batch.len() > size {
         match send_gso(socket, &addr, batch, size) {
             Ok(()) => {
@@ -222,14 +212,15 @@ fn send_batch(
                 peer.stats.tx_gso_sends += 1;
                 return true;
             }
-            // Not for this socket or device: one sendmmsg a batch from now on.
+            // Not for this socket or device, or (EINVAL, before Linux 5.10's fix)
+            // datagrams larger than the path MTU: the sendmmsg below tells which.
             Err(e)
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
                 ) =>
             {
-                *udp_gso = false
+                gso_refused = true
             }
             Err(_) => {
                 peer.stats.tx_errors += batch.len().div_ceil(size.max(1)) as u64;
@@ -280,6 +271,11 @@ fn send_batch(
             peer.stats.tx_bytes += m.msg_len as u64;
         }
         done += n as usize;
+    }
+    if gso_refused {
+        // The same datagrams went one by one: GSO itself is refused here, so one
+        // sendmmsg a batch from now on.
+        *udp_gso = false;
     }
     true
 }
@@ -346,28 +342,21 @@ fn send_one(socket: &UdpSocket, peer: &mut Peer, datagram: &[u8]) -> bool {
     }
 }
 
-/// Receives up to `want` datagrams (1..=[`RX_MMSG`], each into a fresh buffer
-/// from `out`) with one recvmmsg(2), and appends them to `held`, with their
-/// senders and, where the kernel coalesced several into one (`UDP_GRO`), their
-/// size. Buffers not filled go back. Returns how many came; an error (EAGAIN: the
-/// socket is empty) means none did.
+/// Receives up to `want` datagrams (1..=[`RX_MMSG`], each into a fresh buffer from
+/// `out`) with one recvmmsg(2) into `got`, with their senders. Buffers not filled go
+/// back. Returns how many came; an error (EAGAIN: the socket is empty) means none did.
 fn recv_batch(
     socket: &UdpSocket,
     out: &mut Emitter<'_>,
     want: usize,
-    held: &mut VecDeque<Held>,
+    got: &mut [Option<Received>; RX_MMSG],
 ) -> io::Result<usize> {
-    // SAFETY: CMSG_SPACE only computes a size.
-    const SPACE: usize =
-        unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
     let want = want.min(RX_MMSG);
     let mut bufs = [None; RX_MMSG];
     // SAFETY: all-zero is a valid iovec, sockaddr_storage and mmsghdr.
     let mut iovs: [libc::iovec; RX_MMSG] = unsafe { std::mem::zeroed() };
     let mut names: [libc::sockaddr_storage; RX_MMSG] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; RX_MMSG] = unsafe { std::mem::zeroed() };
-    // u64 words keep each control buffer aligned for cmsghdr.
-    let mut control = [[0u64; SPACE.div_ceil(8)]; RX_MMSG];
     let mut asked = 0;
     for (k, slot) in bufs.iter_mut().enumerate().take(want) {
         let Some(buf) = out.alloc() else { break };
@@ -386,11 +375,9 @@ fn recv_batch(
         hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = &mut iovs[k];
         hdr.msg_iovlen = 1;
-        hdr.msg_control = control[k].as_mut_ptr().cast();
-        hdr.msg_controllen = SPACE;
     }
     // SAFETY: msgs[..asked] point at iovecs into pool buffers lent to this call (the
-    // pool's slab never moves), at `names` and at `control`, all alive for the call.
+    // pool's slab never moves) and at `names`, all alive for the call.
     let n = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
@@ -400,44 +387,25 @@ fn recv_batch(
             std::ptr::null_mut(),
         )
     };
-    let got = if n < 0 { 0 } else { n as usize };
+    let n = if n < 0 { 0 } else { n as usize };
     for k in 0..asked {
         let buf = bufs[k].expect("filled above");
-        let from = (k < got).then(|| sockaddr(&names[k])).flatten();
-        let Some(from) = from else {
-            out.release(buf);
-            continue;
+        got[k] = match (k < n).then(|| sockaddr(&names[k])).flatten() {
+            Some(from) => Some(Received {
+                buf,
+                len: msgs[k].msg_len as usize,
+                from,
+            }),
+            None => {
+                out.release(buf);
+                None
+            }
         };
-        let len = msgs[k].msg_len as usize;
-        held.push_back(Held {
-            buf,
-            len,
-            size: gro_size(&msgs[k].msg_hdr).filter(|&s| s > 0).unwrap_or(len),
-            done: 0,
-            from,
-        });
     }
-    if n < 0 {
+    if n == 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(got)
-}
-
-/// The datagram size in a `UDP_GRO` control message of `msg`, if it has one.
-fn gro_size(msg: &libc::msghdr) -> Option<usize> {
-    // SAFETY: msg's control buffer was filled by the kernel; CMSG_FIRSTHDR and
-    // CMSG_NXTHDR stay inside msg_controllen, and the UDP_GRO payload is an int.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                return usize::try_from(size).ok();
-            }
-            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-        }
-    }
-    None
+    Ok(n)
 }
 
 /// The address in `ss`, if it is IPv4 or IPv6.
@@ -653,9 +621,6 @@ impl Vtep {
     /// refuses the lab before anything else is built.
     pub fn bind(config: &VtepConfig) -> io::Result<Vtep> {
         let socket = udp_socket(config.listen)?;
-        // Several datagrams per receive where the kernel kept them together; an
-        // older kernel refuses, and each comes alone, as before.
-        set_int(&socket, libc::SOL_UDP, UDP_GRO, 1);
         let mut senders = Vec::new();
         let span = (*SOURCE_PORTS.end() - *SOURCE_PORTS.start()) as u32 + 1;
         let seed = std::process::id();
@@ -689,7 +654,6 @@ impl Vtep {
                 count: 0,
                 closed: false,
             },
-            held: VecDeque::with_capacity(RX_MMSG),
             endpoint: Endpoint::new(&config.peers, config.remote_max, config.remote_aging),
             scratch: vec![0; MAX_DATAGRAM + 64],
             underlay: Underlay::default(),
@@ -767,23 +731,21 @@ impl Vtep {
         self.endpoint.dropped(reason)
     }
 
-    /// Reads datagrams (a recvmmsg at a time, [`recv_batch`]) and hands each inner
-    /// frame on, until [`RX_BATCH`] frames went on or the socket is empty; true if
-    /// there may be more (a batch limit, or datagrams still [`Held`]).
+    /// Reads datagrams ([`RX_MMSG`] a recvmmsg, [`recv_batch`]) and hands each inner
+    /// frame on, until [`RX_BATCH`] went on or the socket is empty; true if there may
+    /// be more.
     fn receive(&mut self, out: &mut Emitter<'_>, now: Instant) -> bool {
         // Consecutive TCP segments of one flow are merged into the first one's buffer
         // (GRO) and go into the bridge as one super-frame: one TAP write, not forty.
         let mut open: Option<Open> = None;
         let mut frames = 0;
         let more = loop {
-            // What was received and not handed on yet goes first, in order.
-            if !self.hand_on_held(out, &mut open, &mut frames, now) {
-                break true;
-            }
             if frames >= RX_BATCH {
                 break true;
             }
-            let want = RX_MMSG.min(out.available().saturating_sub(RX_RESERVE));
+            let want = RX_MMSG
+                .min(RX_BATCH - frames)
+                .min(out.available().saturating_sub(RX_RESERVE));
             if want == 0 {
                 // No buffer: read a datagram anyway (readiness is edge-triggered) and
                 // drop it, counted.
@@ -796,13 +758,15 @@ impl Vtep {
                     Err(_) => break false,
                 }
             }
-            match recv_batch(&self.socket, out, want, &mut self.held) {
-                Ok(got) if got == want => {}
-                // Fewer than asked: the socket is empty (hand on what came).
-                Ok(_) | Err(_) => {
-                    let held_back = !self.hand_on_held(out, &mut open, &mut frames, now);
-                    break held_back;
-                }
+            let mut got = [None; RX_MMSG];
+            let n = recv_batch(&self.socket, out, want, &mut got).unwrap_or(0);
+            for r in got.iter().flatten() {
+                self.deliver(out, &mut open, r.buf, r.len, r.from, now);
+            }
+            frames += n;
+            if n < want {
+                // Fewer than asked: the socket is empty.
+                break false;
             }
         };
         if let Some(o) = open.take() {
@@ -811,56 +775,9 @@ impl Vtep {
         more
     }
 
-    /// Hands on the [`Held`] datagrams, oldest first: one datagram in place, one
-    /// that the kernel coalesced (UDP GRO) cut into a buffer per datagram. Returns
-    /// false if it stopped because the pool ran low (the rest stays held; the
-    /// datapath frees buffers by forwarding what went on, then calls again).
-    fn hand_on_held(
-        &mut self,
-        out: &mut Emitter<'_>,
-        open: &mut Option<Open>,
-        frames: &mut usize,
-        now: Instant,
-    ) -> bool {
-        while let Some(&h) = self.held.front() {
-            if h.size >= h.len {
-                self.held.pop_front();
-                self.deliver(out, open, h.buf, h.len, h.from, false, now);
-                *frames += 1;
-                continue;
-            }
-            let mut done = h.done;
-            while done < h.len {
-                if out.available() <= RX_RESERVE {
-                    if *frames > 0 {
-                        // Forwarding what went on frees buffers: go on then.
-                        self.held[0].done = done;
-                        return false;
-                    }
-                    // Nothing this call handed on would free one: drop the rest.
-                    let left = (h.len - done).div_ceil(h.size);
-                    self.endpoint.count(VtepDrop::NoBuffer, left as u64);
-                    break;
-                }
-                let seg = (h.len - done).min(h.size);
-                let buf = out.alloc().expect("the pool has more than RX_RESERVE");
-                let (src, dst) = out.two(h.buf, RX_AT + h.len, buf);
-                dst[RX_AT..RX_AT + seg].copy_from_slice(&src[RX_AT + done..RX_AT + done + seg]);
-                self.deliver(out, open, buf, seg, h.from, done == 0, now);
-                done += seg;
-                *frames += 1;
-            }
-            self.held.pop_front();
-            out.release(h.buf);
-        }
-        true
-    }
-
     /// Hands on the datagram of `len` bytes in `buf` (at [`RX_AT`]) from `from`:
     /// accepted by the endpoint, its inner frame checked and injected into its
-    /// bridge, merged into the open TCP run if it continues it. `coalesced_first`:
-    /// the first of several datagrams one receive brought (counted once per peer).
-    #[allow(clippy::too_many_arguments)]
+    /// bridge, merged into the open TCP run if it continues it.
     fn deliver(
         &mut self,
         out: &mut Emitter<'_>,
@@ -868,7 +785,6 @@ impl Vtep {
         buf: BufId,
         len: usize,
         from: SocketAddr,
-        coalesced_first: bool,
         now: Instant,
     ) {
         let n = len;
@@ -883,9 +799,6 @@ impl Vtep {
                 return;
             }
         };
-        if coalesced_first {
-            self.endpoint.peer_mut(got.peer).stats.rx_gro_recvs += 1;
-        }
         let (port, mtu) = (got.port, got.mtu);
         VnetHdr::default().emit(&mut room[..VNET_HDR_LEN]);
         // A checksum the peer's kernel left partial goes on marked NEEDS_CSUM.
