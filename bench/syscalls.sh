@@ -23,8 +23,7 @@
 # from host a (`show vxlan`, the peer's rx_packets), by call; each side's calls include
 # whatever else it did meanwhile (a TCP stream's ACKs going back b -> a). Also the
 # sender's tx_gso_sends per datagram sent (UDP GSO sends: a super-frame's segments, or
-# the small frames of one turn) and the receiver's rx_gro_recvs per datagram received
-# (receives that took a UDP_GRO batch of several datagrams at once).
+# the small frames of one turn).
 #
 # Usage: bench/syscalls.sh [--vxlan] [--seconds N] [--no-build]
 # Needs root, iproute2, iperf3, strace, python3 (and, for --vxlan, ping and nsenter
@@ -147,18 +146,15 @@ def per_frame_vxlan(what, strace_a, strace_b, ports_a0, ports_a1, vx_a0, vx_a1, 
     sent = delta(vx_a0, vx_a1, "peers", "tx_packets")
     gso = delta(vx_a0, vx_a1, "peers", "tx_gso_sends")
     got = delta(vx_b0, vx_b1, "peers", "rx_packets")
-    gro = delta(vx_b0, vx_b1, "peers", "rx_gro_recvs")
     if frames <= 0 or sent <= 0 or got <= 0:
         sys.exit("%s: nothing went a -> b (frames read from a %d, datagrams sent %d, received %d)"
                  % (what, frames, sent, got))
-    # a floor of 0.001: a receive that takes a batch of 64 datagrams is 0.016 per datagram,
-    # and a recvmmsg taking several such batches goes below the bridge path's 0.005
+    # a floor of 0.001: a GSO send of 64 datagrams is 0.016 per datagram, below the
+    # bridge path's 0.005 when several frames share a turn
     per_unit(strace_a, frames, "%s, host a (sender): %d frames read from container a" % (what, frames), "frame", 0.001)
     print("  show vxlan: tx_gso_sends %.3f per datagram sent (%d UDP GSO sends, %d datagrams to host b)"
           % (gso / sent, gso, sent))
     per_unit(strace_b, got, "%s, host b (receiver): %d datagrams received from host a" % (what, got), "datagram", 0.001)
-    print("  show vxlan: rx_gro_recvs %.3f per datagram received (%d receives that took several at once)"
-          % (gro / got, gro))
 PY
 
 strace_start() {  # tapnet-pid out: strace -c -f attached to it, added to ST_PIDS
