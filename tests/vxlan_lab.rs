@@ -44,6 +44,7 @@ struct TwoTapnets {
     ca: String,
     cb: String,
     la: String,
+    ha_name: String,
     hb: TestNetns,
     _ha: TestNetns,
 }
@@ -70,6 +71,7 @@ fn two_tapnets() -> TwoTapnets {
         ca,
         cb,
         la,
+        ha_name: ha.name.clone(),
         hb,
         _ha: ha,
     }
@@ -418,6 +420,34 @@ fn tapnet_and_the_kernels_vxlan_interoperate() {
     assert_eq!(csum_errors(&cb.name), (0, 0), "on the kernel side");
     let drops = a.show("drops");
     assert_eq!(drops["vxlan"]["oversize"], 0, "{drops}");
+}
+
+#[test]
+fn datagrams_the_kernel_drops_at_a_full_underlay_socket_are_counted() {
+    let t = two_tapnets();
+    let (a, b, ca) = (&t.a, &t.b, &t.ca);
+    assert!(ping(ca, "10.62.0.3", 1), "a to b over the overlay");
+    const FLOOD: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.60.0.1", 0))
+for i in range(50000):
+    s.sendto(b"\x08" + bytes(99), ("10.60.0.2", 4789))
+"#;
+    {
+        // With tapnet b stopped, its socket's receive buffer fills and the kernel
+        // drops the rest.
+        let _stopped = Stopped::new(b.pid);
+        let out = ns_run(&t.ha_name, &["python3", "-c", FLOOD], 20);
+        assert!(out.status.success(), "{out:?}");
+    }
+    // The kernel's count comes with the next datagrams read: the overlay's own.
+    assert!(ping(ca, "10.62.0.3", 2), "the overlay works again");
+    let drops = b.show("drops");
+    let overflow = drops["vxlan"]["socket_overflow"].as_u64().unwrap();
+    assert!((10_000..=50_000).contains(&overflow), "{drops}");
+    // Nothing else counted it: a's side saw none.
+    assert_eq!(a.show("drops")["vxlan"]["socket_overflow"], 0);
 }
 
 /// Received in a container behind tapnet from one behind the kernel's vxlan: 50

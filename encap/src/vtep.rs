@@ -68,6 +68,11 @@ const RX_RESERVE: usize = 16;
 /// (no copy).
 const RX_AT: usize = VNET_HDR_LEN - HEADER_LEN;
 
+/// `SO_RXQ_OVFL` from <asm-generic/socket.h> (not in the libc crate for glibc
+/// targets): each datagram read comes with the socket's count of datagrams dropped
+/// for a full receive buffer so far.
+const SO_RXQ_OVFL: libc::c_int = 40;
+
 /// A datagram [`recv_batch`] received: `len` bytes in `buf` at [`RX_AT`], from `from`.
 #[derive(Debug, Clone, Copy)]
 struct Received {
@@ -85,6 +90,8 @@ pub struct Vtep {
     /// Where super-frames are cut into segments, and where datagrams that find no
     /// free buffer are read and dropped.
     scratch: Vec<u8>,
+    /// The kernel's count of datagrams dropped at the listening socket, as last seen.
+    rx_overflowed: u32,
     /// A capture of the underlay side (`tapnet capture underlay`), if one runs.
     underlay: Underlay,
     /// The store's status, when the lab has `etcd`.
@@ -350,13 +357,18 @@ fn recv_batch(
     out: &mut Emitter<'_>,
     want: usize,
     got: &mut [Option<Received>; RX_MMSG],
+    overflowed: &mut Option<u32>,
 ) -> io::Result<usize> {
+    // SAFETY: CMSG_SPACE only computes a size.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32) } as usize;
     let want = want.min(RX_MMSG);
     let mut bufs = [None; RX_MMSG];
     // SAFETY: all-zero is a valid iovec, sockaddr_storage and mmsghdr.
     let mut iovs: [libc::iovec; RX_MMSG] = unsafe { std::mem::zeroed() };
     let mut names: [libc::sockaddr_storage; RX_MMSG] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; RX_MMSG] = unsafe { std::mem::zeroed() };
+    // u64 words keep each control buffer aligned for cmsghdr.
+    let mut control = [[0u64; SPACE.div_ceil(8)]; RX_MMSG];
     let mut asked = 0;
     for (k, slot) in bufs.iter_mut().enumerate().take(want) {
         let Some(buf) = out.alloc() else { break };
@@ -375,9 +387,11 @@ fn recv_batch(
         hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = &mut iovs[k];
         hdr.msg_iovlen = 1;
+        hdr.msg_control = control[k].as_mut_ptr().cast();
+        hdr.msg_controllen = SPACE;
     }
     // SAFETY: msgs[..asked] point at iovecs into pool buffers lent to this call (the
-    // pool's slab never moves) and at `names`, all alive for the call.
+    // pool's slab never moves), at `names` and at `control`, all alive for the call.
     let n = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
@@ -388,6 +402,11 @@ fn recv_batch(
         )
     };
     let n = if n < 0 { 0 } else { n as usize };
+    for msg in &msgs[..n.min(asked)] {
+        if let Some(count) = rxq_overflow(&msg.msg_hdr) {
+            *overflowed = Some(count);
+        }
+    }
     for k in 0..asked {
         let buf = bufs[k].expect("filled above");
         got[k] = match (k < n).then(|| sockaddr(&names[k])).flatten() {
@@ -406,6 +425,25 @@ fn recv_batch(
         return Err(io::Error::last_os_error());
     }
     Ok(n)
+}
+
+/// The socket's count of datagrams dropped so far, in an `SO_RXQ_OVFL` control
+/// message of `msg`, if it has one (the kernel adds it once the count is not zero).
+fn rxq_overflow(msg: &libc::msghdr) -> Option<u32> {
+    // SAFETY: msg's control buffer was filled by the kernel; CMSG_FIRSTHDR and
+    // CMSG_NXTHDR stay inside msg_controllen, and the SO_RXQ_OVFL payload is a u32.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_RXQ_OVFL {
+                return Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(cmsg).cast::<u32>(),
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    None
 }
 
 /// The address in `ss`, if it is IPv4 or IPv6.
@@ -621,6 +659,8 @@ impl Vtep {
     /// refuses the lab before anything else is built.
     pub fn bind(config: &VtepConfig) -> io::Result<Vtep> {
         let socket = udp_socket(config.listen)?;
+        // The kernel's count of datagrams it dropped for want of room (show drops).
+        set_int(&socket, libc::SOL_SOCKET, SO_RXQ_OVFL, 1);
         let mut senders = Vec::new();
         let span = (*SOURCE_PORTS.end() - *SOURCE_PORTS.start()) as u32 + 1;
         let seed = std::process::id();
@@ -656,6 +696,7 @@ impl Vtep {
             },
             endpoint: Endpoint::new(&config.peers, config.remote_max, config.remote_aging),
             scratch: vec![0; MAX_DATAGRAM + 64],
+            rx_overflowed: 0,
             underlay: Underlay::default(),
             store: None,
         })
@@ -758,8 +799,14 @@ impl Vtep {
                     Err(_) => break false,
                 }
             }
-            let mut got = [None; RX_MMSG];
-            let n = recv_batch(&self.socket, out, want, &mut got).unwrap_or(0);
+            let (mut got, mut overflowed) = ([None; RX_MMSG], None);
+            let n = recv_batch(&self.socket, out, want, &mut got, &mut overflowed).unwrap_or(0);
+            if let Some(count) = overflowed {
+                // A running count, which wraps at 2^32.
+                let new = count.wrapping_sub(self.rx_overflowed);
+                self.endpoint.count(VtepDrop::SocketOverflow, new as u64);
+                self.rx_overflowed = count;
+            }
             for r in got.iter().flatten() {
                 self.deliver(out, &mut open, r.buf, r.len, r.from, now);
             }
