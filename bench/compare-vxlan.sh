@@ -261,17 +261,6 @@ done
 OURS=1
 
 # ---------------------------------------------------------------- building blocks
-# underlay HOST_A HOST_B: one veth between two host namespaces, u0 on both sides.
-# The pair is created inside HOST_A with its peer placed straight into HOST_B, so
-# neither end ever exists in the root namespace.
-underlay() {
-    ip -n "$1" link add u0 mtu 1500 type veth peer name u0 mtu 1500 netns "$2"
-    ip -n "$1" addr add "$UL_A/24" dev u0
-    ip -n "$2" addr add "$UL_B/24" dev u0
-    ip -n "$1" link set u0 up
-    ip -n "$2" link set u0 up
-}
-
 # ---------------------------------------------------------------- kernel overlays
 # kernel_host HOST ME PEER CONTAINER CONTAINER_IP TX: TX "off" turns the container's tx
 # checksum offload off (the like-for-like baseline), "defaults" leaves it as it is
@@ -302,45 +291,23 @@ kernel_host() {
 }
 log "kernel: $K_CA ($K_CA_IP) - $K_HA ($UL_A, vx42 + br42) =underlay= $K_HB ($UL_B, vx42 + br42) - $K_CB ($K_CB_IP)"
 new_ns "$K_HA" "$K_HB" "$K_CA" "$K_CB"
-underlay "$K_HA" "$K_HB"
+veth "$K_HA" u0 "$UL_A/24" "$K_HB" u0 "$UL_B/24"
 kernel_host "$K_HA" "$UL_A" "$UL_B" "$K_CA" "$K_CA_IP" off
 kernel_host "$K_HB" "$UL_B" "$UL_A" "$K_CB" "$K_CB_IP" off
 log "kdef: $D_CA ($D_CA_IP) - $D_HA ($UL_A, vx42 + br42) =underlay= $D_HB ($UL_B, vx42 + br42) - $D_CB ($D_CB_IP), default offloads"
 new_ns "$D_HA" "$D_HB" "$D_CA" "$D_CB"
-underlay "$D_HA" "$D_HB"
+veth "$D_HA" u0 "$UL_A/24" "$D_HB" u0 "$UL_B/24"
 kernel_host "$D_HA" "$UL_A" "$UL_B" "$D_CA" "$D_CA_IP" defaults
 kernel_host "$D_HB" "$UL_B" "$UL_A" "$D_CB" "$D_CB_IP" defaults
 
 # ---------------------------------------------------------------- tapnet overlay
-lab_file() {  # name me peer container ip
-    cat <<EOF
-name = "$1"
-[[bridge]]
-name = "ov"
-subnet = "10.72.0.0/24"
-vni = $VNI
-[[port]]
-name = "c"
-bridge = "ov"
-netns = "$4"
-ip = "$5/24"
-[vxlan]
-listen = "$2:$VXPORT"
-peers = ["$3:$VXPORT"]
-EOF
-}
-lab_file "$T_LAB_A" "$UL_A" "$UL_B" "$T_CA" "$T_CA_IP" >"$TMP/a.toml"
-lab_file "$T_LAB_B" "$UL_B" "$UL_A" "$T_CB" "$T_CB_IP" >"$TMP/b.toml"
+vxlan_lab "$T_LAB_A" "$UL_A" "$UL_B" "$T_CA" "$T_CA_IP" 10.72.0.0/24 >"$TMP/a.toml"
+vxlan_lab "$T_LAB_B" "$UL_B" "$UL_A" "$T_CB" "$T_CB_IP" 10.72.0.0/24 >"$TMP/b.toml"
 "$BIN" check "$TMP/a.toml" || die "tapnet check refused the lab of host a"
 "$BIN" check "$TMP/b.toml" || die "tapnet check refused the lab of host b"
 
 log "tapnet: $T_CA ($T_CA_IP) - $T_HA ($UL_A, lab $T_LAB_A) =underlay= $T_HB ($UL_B, lab $T_LAB_B) - $T_CB ($T_CB_IP)"
-new_ns "$T_HA" "$T_HB"
-underlay "$T_HA" "$T_HB"
-start_tapnet "$T_HA" "$TMP/a.toml" "$TMP/tn-a"; TA_PID=$STARTED_PID
-start_tapnet "$T_HB" "$TMP/b.toml" "$TMP/tn-b"; TB_PID=$STARTED_PID
-wait_ready "$TA_PID" "$TMP/tn-a"
-wait_ready "$TB_PID" "$TMP/tn-b"
+vxlan_pair "$T_HA" "$T_HB" "$TMP/a.toml" "$TMP/b.toml" "$TMP/tn-a" "$TMP/tn-b"
 TA_T0="$(now)"; TA_C0="$(cpu_ticks "$TA_PID")"
 TB_T0="$(now)"; TB_C0="$(cpu_ticks "$TB_PID")"
 

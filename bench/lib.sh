@@ -405,6 +405,41 @@ new_ns() {  # ns...: new namespaces, loopback up
 # split at whitespace (e.g. TAPNET_UP_ARGS="--busy-poll-us 50"); empty by default.
 read -ra TAPNET_UP <<<"${TAPNET_UP_ARGS-}"
 
+# vxlan_lab NAME ME PEER CONTAINER IP SUBNET [MTU]: the lab file (stdout) of one of two
+# VXLAN hosts: bridge ov (SUBNET, VNI $VNI, MTU if given) with port c (CONTAINER,
+# IP/24), [vxlan] on ME:$VXPORT with PEER:$VXPORT as its peer.
+vxlan_lab() {
+    cat <<TOML
+name = "$1"
+[[bridge]]
+name = "ov"
+subnet = "$6"
+vni = $VNI
+${7:+mtu = $7}
+[[port]]
+name = "c"
+bridge = "ov"
+netns = "$4"
+ip = "$5/24"
+[vxlan]
+listen = "$2:$VXPORT"
+peers = ["$3:$VXPORT"]
+TOML
+}
+
+# vxlan_pair HA HB A_TOML B_TOML OUT_A OUT_B: new host namespaces HA and HB joined by a
+# veth underlay (u0, $UL_A/24 and $UL_B/24), a tapnet up in each on its lab file, both
+# ready; sets TA_PID and TB_PID.
+vxlan_pair() {
+    new_ns "$1" "$2"
+    # created inside host a with its peer put straight into host b: never in the root
+    veth "$1" u0 "$UL_A/24" "$2" u0 "$UL_B/24"
+    start_tapnet "$1" "$3" "$5"; TA_PID=$STARTED_PID
+    start_tapnet "$2" "$4" "$6"; TB_PID=$STARTED_PID
+    wait_ready "$TA_PID" "$5"
+    wait_ready "$TB_PID" "$6"
+}
+
 start_tapnet() {  # home-ns lab-file out-prefix -> sets STARTED_PID
     nsenter --net="/run/netns/$1" "$BIN" up "${TAPNET_UP[@]}" "$2" >"$3.out" 2>"$3.err" &
     # shellcheck disable=SC2034  # read by the caller

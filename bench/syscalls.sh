@@ -215,43 +215,18 @@ measure() {  # name iperf3-args...
 }
 
 # ---------------------------------------------------------------- VXLAN path
-vxlan_lab() {  # name me peer container ip
-    cat <<TOML
-name = "$1"
-[[bridge]]
-name = "ov"
-subnet = "10.247.0.0/24"
-vni = $VNI
-mtu = 1450
-[[port]]
-name = "c"
-bridge = "ov"
-netns = "$4"
-ip = "$5/24"
-[vxlan]
-listen = "$2:$VXPORT"
-peers = ["$3:$VXPORT"]
-TOML
-}
-
 vxlan_path() {
     local lab
     ns_free " (not ours: left alone)"
     for lab in "${OUR_LABS[@]}"; do
         [[ -e "/run/tapnet/$lab.sock" ]] && { OURS=0; die "a lab $lab already runs (not ours: left alone)"; }
     done
-    vxlan_lab "$V_LAB_A" "$UL_A" "$UL_B" "$V_CA" "$V_CA_IP" >"$TMP/a.toml"
-    vxlan_lab "$V_LAB_B" "$UL_B" "$UL_A" "$V_CB" "$V_CB_IP" >"$TMP/b.toml"
+    vxlan_lab "$V_LAB_A" "$UL_A" "$UL_B" "$V_CA" "$V_CA_IP" 10.247.0.0/24 1450 >"$TMP/a.toml"
+    vxlan_lab "$V_LAB_B" "$UL_B" "$UL_A" "$V_CB" "$V_CB_IP" 10.247.0.0/24 1450 >"$TMP/b.toml"
     "$BIN" check "$TMP/a.toml" >/dev/null || die "tapnet check refused the lab of host a"
     "$BIN" check "$TMP/b.toml" >/dev/null || die "tapnet check refused the lab of host b"
     log "tapnet: $V_CA ($V_CA_IP) - $V_HA ($UL_A, lab $V_LAB_A) =underlay= $V_HB ($UL_B, lab $V_LAB_B) - $V_CB ($V_CB_IP)"
-    new_ns "$V_HA" "$V_HB"
-    # the underlay: a veth created inside host a with its peer put straight into host b
-    veth "$V_HA" u0 "$UL_A/24" "$V_HB" u0 "$UL_B/24"
-    start_tapnet "$V_HA" "$TMP/a.toml" "$TMP/tn-a"; TA_PID=$STARTED_PID
-    start_tapnet "$V_HB" "$TMP/b.toml" "$TMP/tn-b"; TB_PID=$STARTED_PID
-    wait_ready "$TA_PID" "$TMP/tn-a"
-    wait_ready "$TB_PID" "$TMP/tn-b"
+    vxlan_pair "$V_HA" "$V_HB" "$TMP/a.toml" "$TMP/b.toml" "$TMP/tn-a" "$TMP/tn-b"
     ping_ok "$V_HA" "$UL_B"
     ping_ok "$V_CA" "$V_CB_IP" tapnet
     ping_ok "$V_CB" "$V_CA_IP" tapnet
