@@ -46,8 +46,8 @@ vswitch::drop_reasons! {
         /// No free buffer for an arriving datagram.
         NoBuffer => "no_buffer",
         /// Dropped by the kernel before tapnet read it: the underlay socket's receive
-        /// buffer was full. Counted from the kernel's own count (`SO_RXQ_OVFL`,
-        /// socket(7)), learned with the next datagram read.
+        /// buffer was full. Counted from the kernel's own count (`SO_MEMINFO`'s
+        /// `SK_MEMINFO_DROPS`), read once a second.
         SocketOverflow => "socket_overflow",
         /// The underlay socket refused to send a batch (one datagram, or up to 64
         /// sent together) to one peer.

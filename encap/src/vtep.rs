@@ -68,10 +68,33 @@ const RX_RESERVE: usize = 16;
 /// (no copy).
 const RX_AT: usize = VNET_HDR_LEN - HEADER_LEN;
 
-/// `SO_RXQ_OVFL` from <asm-generic/socket.h> (not in the libc crate for glibc
-/// targets): each datagram read comes with the socket's count of datagrams dropped
-/// for a full receive buffer so far.
-const SO_RXQ_OVFL: libc::c_int = 40;
+/// `SO_MEMINFO` from <asm-generic/socket.h> (Linux 4.6; not in the libc crate for
+/// glibc targets): a socket's memory figures, `SK_MEMINFO_VARS` u32s, the last of
+/// which (`SK_MEMINFO_DROPS`, <linux/sock_diag.h>) counts the datagrams the kernel
+/// dropped for a full receive buffer. Read rather than `SO_RXQ_OVFL`, whose control
+/// message the kernel copies out of the packet's buffer: with hardened usercopy, a
+/// datagram in a cloned buffer (a local kernel vxlan peer's TCP) made that copy a
+/// kernel BUG that killed the reading thread (found by review).
+const SO_MEMINFO: libc::c_int = 55;
+const SK_MEMINFO_DROPS: usize = 8;
+
+/// The kernel's count of datagrams dropped at `socket` for a full receive buffer
+/// (a running count that wraps at 2^32), if it tells.
+fn socket_drops(socket: &UdpSocket) -> Option<u32> {
+    let mut info = [0u32; SK_MEMINFO_DROPS + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` has room for `len` bytes; the kernel writes at most that many.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && len as usize >= std::mem::size_of_val(&info)).then_some(info[SK_MEMINFO_DROPS])
+}
 
 /// A datagram [`recv_batch`] received: `len` bytes in `buf` at [`RX_AT`], from `from`.
 #[derive(Debug, Clone, Copy)]
@@ -357,18 +380,13 @@ fn recv_batch(
     out: &mut Emitter<'_>,
     want: usize,
     got: &mut [Option<Received>; RX_MMSG],
-    overflowed: &mut Option<u32>,
 ) -> io::Result<usize> {
-    // SAFETY: CMSG_SPACE only computes a size.
-    const SPACE: usize = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32) } as usize;
     let want = want.min(RX_MMSG);
     let mut bufs = [None; RX_MMSG];
     // SAFETY: all-zero is a valid iovec, sockaddr_storage and mmsghdr.
     let mut iovs: [libc::iovec; RX_MMSG] = unsafe { std::mem::zeroed() };
     let mut names: [libc::sockaddr_storage; RX_MMSG] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; RX_MMSG] = unsafe { std::mem::zeroed() };
-    // u64 words keep each control buffer aligned for cmsghdr.
-    let mut control = [[0u64; SPACE.div_ceil(8)]; RX_MMSG];
     let mut asked = 0;
     for (k, slot) in bufs.iter_mut().enumerate().take(want) {
         let Some(buf) = out.alloc() else { break };
@@ -387,11 +405,9 @@ fn recv_batch(
         hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_iov = &mut iovs[k];
         hdr.msg_iovlen = 1;
-        hdr.msg_control = control[k].as_mut_ptr().cast();
-        hdr.msg_controllen = SPACE;
     }
     // SAFETY: msgs[..asked] point at iovecs into pool buffers lent to this call (the
-    // pool's slab never moves), at `names` and at `control`, all alive for the call.
+    // pool's slab never moves) and at `names`, all alive for the call.
     let n = unsafe {
         libc::recvmmsg(
             socket.as_raw_fd(),
@@ -402,11 +418,6 @@ fn recv_batch(
         )
     };
     let n = if n < 0 { 0 } else { n as usize };
-    for msg in &msgs[..n.min(asked)] {
-        if let Some(count) = rxq_overflow(&msg.msg_hdr) {
-            *overflowed = Some(count);
-        }
-    }
     for k in 0..asked {
         let buf = bufs[k].expect("filled above");
         got[k] = match (k < n).then(|| sockaddr(&names[k])).flatten() {
@@ -425,25 +436,6 @@ fn recv_batch(
         return Err(io::Error::last_os_error());
     }
     Ok(n)
-}
-
-/// The socket's count of datagrams dropped so far, in an `SO_RXQ_OVFL` control
-/// message of `msg`, if it has one (the kernel adds it once the count is not zero).
-fn rxq_overflow(msg: &libc::msghdr) -> Option<u32> {
-    // SAFETY: msg's control buffer was filled by the kernel; CMSG_FIRSTHDR and
-    // CMSG_NXTHDR stay inside msg_controllen, and the SO_RXQ_OVFL payload is a u32.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_RXQ_OVFL {
-                return Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(cmsg).cast::<u32>(),
-                ));
-            }
-            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-        }
-    }
-    None
 }
 
 /// The address in `ss`, if it is IPv4 or IPv6.
@@ -659,8 +651,6 @@ impl Vtep {
     /// refuses the lab before anything else is built.
     pub fn bind(config: &VtepConfig) -> io::Result<Vtep> {
         let socket = udp_socket(config.listen)?;
-        // The kernel's count of datagrams it dropped for want of room (show drops).
-        set_int(&socket, libc::SOL_SOCKET, SO_RXQ_OVFL, 1);
         let mut senders = Vec::new();
         let span = (*SOURCE_PORTS.end() - *SOURCE_PORTS.start()) as u32 + 1;
         let seed = std::process::id();
@@ -799,14 +789,8 @@ impl Vtep {
                     Err(_) => break false,
                 }
             }
-            let (mut got, mut overflowed) = ([None; RX_MMSG], None);
-            let n = recv_batch(&self.socket, out, want, &mut got, &mut overflowed).unwrap_or(0);
-            if let Some(count) = overflowed {
-                // A running count, which wraps at 2^32.
-                let new = count.wrapping_sub(self.rx_overflowed);
-                self.endpoint.count(VtepDrop::SocketOverflow, new as u64);
-                self.rx_overflowed = count;
-            }
+            let mut got = [None; RX_MMSG];
+            let n = recv_batch(&self.socket, out, want, &mut got).unwrap_or(0);
             for r in got.iter().flatten() {
                 self.deliver(out, &mut open, r.buf, r.len, r.from, now);
             }
@@ -1091,6 +1075,13 @@ impl Handler for Vtep {
 
     fn tick(&mut self, _out: &mut Emitter<'_>, now: Instant) {
         self.endpoint.tick(now);
+        // What the kernel dropped at the socket since the last tick (a count that
+        // wraps at 2^32), for `show drops`.
+        if let Some(count) = socket_drops(&self.socket) {
+            let new = count.wrapping_sub(self.rx_overflowed);
+            self.endpoint.count(VtepDrop::SocketOverflow, new as u64);
+            self.rx_overflowed = count;
+        }
     }
 
     fn capture_outside(&mut self, tx: Sender<Captured>) -> bool {
