@@ -457,6 +457,36 @@ for i in range(50000):
     assert!((10_000..=50_000).contains(&overflow), "{drops}");
     // Nothing else counted it: a's side saw none.
     assert_eq!(a.show("drops")["vxlan"]["socket_overflow"], 0);
+
+    // The sockets tapnet sends from are never read: datagrams sent to them hold at
+    // most the kernel's smallest receive buffer (a few KiB), not megabytes.
+    let port = b.show("vxlan")["source_ports"][0].as_u64().unwrap();
+    const TO_SENDER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(2000):
+    s.sendto(bytes(1400), ("10.60.0.2", int(sys.argv[1])))
+"#;
+    let out = ns_run(
+        &t.ha_name,
+        &["python3", "-c", TO_SENDER, &port.to_string()],
+        20,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ss = ns_run(
+        &t.hb.name,
+        &["ss", "-uanm", "sport", "=", &format!(":{port}")],
+        10,
+    );
+    let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+    // skmem:(r<queued>,rb<buffer>,...)
+    let field = |key: &str| -> u64 {
+        ss.split(['(', ',', ')'])
+            .find_map(|f| f.strip_prefix(key)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {ss}"))
+    };
+    assert!(field("rb") <= 16384, "{ss}");
+    assert!(field("r") <= 16384, "{ss}");
 }
 
 /// Received in a container behind tapnet from one behind the kernel's vxlan: 50

@@ -661,6 +661,10 @@ impl Vtep {
             let port = *SOURCE_PORTS.start()
                 + ((seed.wrapping_mul(2654435761).wrapping_add(k * 4099)) % span) as u16;
             if let Ok(s) = udp_socket(SocketAddr::new(config.listen.ip(), port)) {
+                // Nothing is read from a sender: the smallest receive buffer the kernel
+                // allows, so that datagrams sent to it hold a few KiB, not megabytes,
+                // until tapnet exits (found by review).
+                let _ = s.set_recv_buffer_size(0);
                 senders.push((UdpSocket::from_std(s.into()), port));
             }
         }
