@@ -110,6 +110,12 @@ impl Tap {
     pub fn created_name(&self) -> &str {
         &self.name
     }
+
+    /// The descriptor, for a caller that drives the device itself (the io_uring
+    /// trial in bench/uring-trial). Closing it removes the device.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
 }
 
 impl Port for Tap {

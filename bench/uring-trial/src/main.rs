@@ -370,6 +370,30 @@ const WRITE: u64 = 1 << 32;
 /// A ring with room for `entries` submissions and twice that many completions.
 /// SINGLE_ISSUER | DEFER_TASKRUN (Linux 6.1) when the kernel has them: completions are
 /// then only run inside our own io_uring_enter, never by interrupting the thread.
+/// A ring for `n` buffers (`bufs`), each with at most one operation queued (twice that
+/// leaves room for what an interrupted io_uring_enter may have left unsubmitted); with
+/// `fixed`, the TAPs and the buffers registered with it.
+///
+/// # Safety
+/// `bufs` must outlive the ring: the kernel keeps the registered buffers' addresses.
+unsafe fn ring_over(
+    bufs: &Buffers,
+    n: usize,
+    taps: &[RawFd; 2],
+    fixed: bool,
+) -> io::Result<(IoUring, &'static str)> {
+    let (ring, setup) = new_ring((2 * n).next_power_of_two() as u32)?;
+    if fixed {
+        ring.submitter()
+            .register_files(taps)
+            .map_err(|e| context("register files", e))?;
+        // SAFETY: the caller keeps the buffers alive as long as the ring.
+        unsafe { ring.submitter().register_buffers(&bufs.iovecs()) }
+            .map_err(|e| context("register buffers", e))?;
+    }
+    Ok((ring, setup))
+}
+
 fn new_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     let tuned = IoUring::builder()
         .setup_single_issuer()
@@ -450,17 +474,8 @@ fn run_uring(
     // Buffers 0..depth read from TAP a and are written to b; depth..2*depth the other way.
     let n = 2 * depth;
     let bufs = Buffers::new(n)?;
-    // Every buffer has at most one operation queued; twice that leaves room for what an
-    // interrupted io_uring_enter may have left unsubmitted.
-    let (mut ring, setup) = new_ring((2 * n).next_power_of_two() as u32)?;
-    if fixed {
-        ring.submitter()
-            .register_files(&taps)
-            .map_err(|e| context("register files", e))?;
-        // SAFETY: the buffers outlive the ring (declared before it, dropped after).
-        unsafe { ring.submitter().register_buffers(&bufs.iovecs()) }
-            .map_err(|e| context("register buffers", e))?;
-    }
+    // SAFETY: the buffers outlive the ring (declared before it, dropped after).
+    let (mut ring, setup) = unsafe { ring_over(&bufs, n, &taps, fixed)? };
     let read = |i: usize| {
         let from = i / depth;
         if fixed {
@@ -576,15 +591,8 @@ fn run_uring_multishot(
     let n = 2 * depth;
     let bufs = Buffers::new(n)?;
     let mut rings = [BufRing::new(depth)?, BufRing::new(depth)?];
-    let (mut ring, setup) = new_ring((2 * n).next_power_of_two() as u32)?;
-    if fixed {
-        ring.submitter()
-            .register_files(&taps)
-            .map_err(|e| context("register files", e))?;
-        // SAFETY: the buffers and the buffer rings outlive the ring (declared before it).
-        unsafe { ring.submitter().register_buffers(&bufs.iovecs()) }
-            .map_err(|e| context("register buffers", e))?;
-    }
+    // SAFETY: the buffers and the buffer rings outlive the ring (declared before it).
+    let (mut ring, setup) = unsafe { ring_over(&bufs, n, &taps, fixed)? };
     for (g, br) in rings.iter_mut().enumerate() {
         // SAFETY: as above.
         unsafe {
