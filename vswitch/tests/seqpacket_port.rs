@@ -84,8 +84,22 @@ impl Port for SeqpacketPort {
 }
 
 impl Peer {
+    /// Sends `frame` to the datapath. A full socket is waited on (up to 10 s): a
+    /// worker thread drains its queues on its own schedule, later on a busy machine.
     pub fn send(&self, frame: &[u8]) {
-        write(self.fd.as_raw_fd(), frame).expect("peer send");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match write(self.fd.as_raw_fd(), frame) {
+                Ok(()) => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("peer send: {e}"),
+            }
+        }
     }
 
     /// The next frame the datapath wrote to this port, if any.
