@@ -1161,3 +1161,62 @@ impl Handler for Vtep {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender and a receiver on loopback (the test's own addresses), the receiver
+    /// non-blocking; and a peer record for the receiver.
+    fn loopback() -> (UdpSocket, std::net::UdpSocket, Peer) {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let peer = Peer {
+            addr: rx.local_addr().unwrap(),
+            stats: PeerStats::default(),
+            from_store: false,
+            live: true,
+            registered: Vec::new(),
+        };
+        (UdpSocket::from_std(tx.into()), rx, peer)
+    }
+
+    /// The datagrams waiting at `rx`, by size.
+    fn received(rx: &std::net::UdpSocket) -> Vec<usize> {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| rx.recv(&mut buf).ok()).collect()
+    }
+
+    #[test]
+    fn a_batch_goes_as_one_gso_send_cut_at_the_first_size() {
+        let (tx, rx, mut peer) = loopback();
+        let mut gso = true;
+        let batch = [vec![1u8; 100], vec![2u8; 100], vec![3u8; 40]].concat();
+        assert!(send_batch(&tx, &mut peer, &batch, 100, &mut gso));
+        assert!(gso);
+        assert_eq!(received(&rx), [100, 100, 40]);
+        assert_eq!(peer.stats.tx_gso_sends, 1);
+        assert_eq!(peer.stats.tx_packets, 3);
+    }
+
+    #[test]
+    fn a_gso_refusal_sends_the_batch_one_by_one_and_turns_gso_off() {
+        let (tx, rx, mut peer) = loopback();
+        // UDP GSO needs the checksum (the kernel says EIO without it): refused.
+        set_int(
+            &socket2::SockRef::from(&tx),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            1,
+        );
+        let mut gso = true;
+        let batch = [vec![1u8; 100], vec![2u8; 100], vec![3u8; 40]].concat();
+        assert!(send_batch(&tx, &mut peer, &batch, 100, &mut gso));
+        assert!(!gso, "refused, and the datagrams went without it");
+        assert_eq!(received(&rx), [100, 100, 40]);
+        assert_eq!(peer.stats.tx_gso_sends, 0);
+        assert_eq!(peer.stats.tx_packets, 3);
+    }
+}
