@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// Containers web (10.251.1.2) and api (.3) on br0, 10.251.1.0/24; each test adds
 /// its masquerade, forwards or services.
@@ -441,39 +442,53 @@ fn forwards_reset_refused_clients_and_reuse_ports_without_delay() {
     // The same client port again and again: the container's TIME_WAIT of the last
     // connection takes the next SYN (TCP timestamps) instead of costing a second. The
     // client reads each answer to its end before closing, so it is never the one in
-    // TIME_WAIT itself.
+    // TIME_WAIT itself. Ten reconnects come at once, while tapnet may still hold the
+    // last connection (it resets that one first); ten come 50 ms later, when only
+    // the container's TIME_WAIT is left and nothing but a newer timestamp gets the
+    // SYN in. On a busy machine the container's kernel may drop a SYN that comes
+    // while the web server is still inside close() (it lands in the old socket's
+    // backlog and dies with it), as it would from any client through kernel DNAT;
+    // so one slow reconnect in ten is let pass.
     const SAME_PORT: &str = r#"
 import socket, sys, time
-worst = 0.0
-for i in range(5):
-    t = time.time()
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 40123))
-    s.settimeout(5)
-    s.connect((sys.argv[1], 8080))
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    body = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        body += d
-    s.close()
-    assert b"inside page" in body, body
-    worst = max(worst, time.time() - t)
-print("%.3f" % worst)
+for pause in (0, 0.05):
+    took = []
+    for i in range(10):
+        time.sleep(pause)
+        t = time.time()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", 40123))
+        s.settimeout(5)
+        s.connect((sys.argv[1], 8080))
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        body = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            body += d
+        s.close()
+        assert b"inside page" in body, body
+        took.append(time.time() - t)
+    print(" ".join("%.3f" % x for x in sorted(took)))
 "#;
     let out = ns_run(
         &net.outside.name,
         &["python3", "-c", SAME_PORT, HOST_IP],
-        40,
+        80,
     );
-    let worst: f64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(worst < 0.7, "a request from a reused port took {worst} s");
+    let runs: Vec<Vec<f64>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(runs.len(), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    for took in &runs {
+        assert!(
+            took.iter().filter(|&&t| t > 0.5).count() <= 1,
+            "requests from a reused port took {runs:?} s (at once, then after 50 ms)"
+        );
+    }
 
     // A UDP forward carries datagrams larger than the container's MTU both ways.
     let _echo = udp_echo(&d, "10.251.1.3", 5353);
@@ -688,15 +703,18 @@ fn one_container_holds_its_share_of_the_host_flows_and_no_more() {
         assert!(ns_run(ns, &["python3", "-c", &code], 10).status.success());
     };
     send(&c, 14);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let host = lab.show("nat")["host"].clone();
+    let host = lab.show_until("nat", Duration::from_secs(5), |n| {
+        n["host"]["container_limited"].as_u64() >= Some(2)
+    })["host"]
+        .clone();
     assert_eq!(host["max_per_container"], 12, "{host}");
     assert_eq!(host["container_limited"], 2, "{host}");
     assert_eq!(host["flows_evicted"], 0, "{host}");
     // The other container gets its flows, without taking the first one's.
     send(&d, 4);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let nat = lab.show("nat");
+    let nat = lab.show_until("nat", Duration::from_secs(5), |n| {
+        n["host_flows"].as_array().map(Vec::len) >= Some(16)
+    });
     assert_eq!(nat["host_flows"].as_array().unwrap().len(), 16, "{nat}");
     assert_eq!(nat["host"]["container_limited"], 2, "{nat}");
     assert_eq!(nat["host"]["flows_evicted"], 0, "{nat}");

@@ -357,6 +357,25 @@ impl RunningLab {
         serde_json::from_slice(&out.stdout).expect("show --json gives JSON")
     }
 
+    /// `show WHAT`, asked again every 100 ms until `done` holds of the answer or
+    /// `within` has passed: the last answer either way, for the caller to assert on
+    /// (a busy machine may take a while to forward what a test just sent).
+    pub fn show_until(
+        &self,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let v = self.show(what);
+            if done(&v) || start.elapsed() > within {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The `show ports` entry of a port.
     pub fn port(&self, name: &str) -> serde_json::Value {
         let v = self.show("ports");

@@ -716,9 +716,9 @@ impl HostProxy {
             let smol = c.set.get_mut::<tcp::Socket>(h);
             if !matches!(smol.state(), tcp::State::Closed | tcp::State::TimeWait) {
                 smol.abort();
-                let ts = self.last_ts;
-                while self.iface.poll_egress(ts, &mut self.queues, &mut c.set) != PollResult::None {
-                }
+                // With the connection's own timestamps: a reset that looks older
+                // than what the container last saw is dropped (PAWS, RFC 7323).
+                egress(&mut self.iface, &mut self.queues, &mut c, self.last_ts);
             }
         }
         if let Some(r) = c.rule {
