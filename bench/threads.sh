@@ -10,9 +10,9 @@
 #   t1:     `tapnet up --threads 1`, lab thr-t1-PID, run inside thr-t1-h-PID (nsenter):
 #           ports a (thr-t1-a-PID) and b (thr-t1-b-PID).
 #   t2:     the same with `--threads 2` (names thr-t2-*).
-#   t2p:    `--threads 2` again (names thr-t2p-*), its threads pinned
-#           once it is ready: from `tapnet show threads --json`, thread k (its tid) to
-#           CPU k mod nproc with `taskset -p -c`. Nothing else is pinned.
+#   t2p:    `--threads 2 --pin-threads` (names thr-t2p-*): tapnet binds its thread k
+#           to CPU k mod nproc (the script checks with `taskset -p -c` on the tids
+#           `tapnet show threads --json` gives). Nothing else is pinned.
 # and runs R rounds; each round runs every test once on every network, the order of
 # the networks alternating by round (odd: kernel t1 t2 t2p, even: the reverse):
 #   tcp1 : iperf3 TCP, one stream, a -> b, N seconds, receiver bits/s
@@ -69,6 +69,7 @@ K_A_IP=10.241.0.2                # a and b, on every network
 K_B_IP=10.241.0.3
 CFGS=(t1 t2 t2p)                 # the tapnet configurations
 declare -A THREADS=([t1]=1 [t2]=2 [t2p]=2)
+declare -A PIN=([t1]="" [t2]="" [t2p]="--pin-threads")
 declare -A LAB HOME_NS A_NS B_NS TN_PID
 for c in "${CFGS[@]}"; do
     LAB[$c]="thr-$c-$ID"
@@ -280,9 +281,10 @@ netns = "${B_NS[$c]}"
 ip = "$K_B_IP/24"
 EOF
     "$BIN" check "$TMP/$c.toml" >/dev/null || die "tapnet check refused lab ${LAB[$c]}"
-    log "$c: tapnet up --threads ${THREADS[$c]}, lab ${LAB[$c]} in ${HOME_NS[$c]}: ${A_NS[$c]} -> ${B_NS[$c]}"
+    log "$c: tapnet up --threads ${THREADS[$c]}${PIN[$c]:+ ${PIN[$c]}}, lab ${LAB[$c]} in ${HOME_NS[$c]}: ${A_NS[$c]} -> ${B_NS[$c]}"
     new_ns "${HOME_NS[$c]}"
-    nsenter --net="/run/netns/${HOME_NS[$c]}" "$BIN" up --threads "${THREADS[$c]}" "${TAPNET_UP[@]}" \
+    # shellcheck disable=SC2086  # PIN is one word or none
+    nsenter --net="/run/netns/${HOME_NS[$c]}" "$BIN" up --threads "${THREADS[$c]}" ${PIN[$c]} "${TAPNET_UP[@]}" \
         "$TMP/$c.toml" >"$TMP/tn-$c.out" 2>"$TMP/tn-$c.err" &
     TN_PID[$c]=$!
 done
@@ -315,15 +317,15 @@ affinity() {  # tid -> its CPU list
     taskset -p -c "$1" | sed 's/.*: *//'
 }
 : >"$TMP/pinning"
-while read -r k tid; do
-    taskset -p -c "$((k % NPROC))" "$tid" >/dev/null || die "taskset -p -c $((k % NPROC)) $tid failed"
-done <"$TMP/tids-t2p"
 for c in "${CFGS[@]}"; do
     line="$c (pid ${TN_PID[$c]}):"
     while read -r k tid; do line+=" thread $k tid $tid CPUs $(affinity "$tid");"; done <"$TMP/tids-$c"
     echo "${line%;}" >>"$TMP/pinning"
 done
-log "affinity after pinning t2p: $(tr '\n' ' ' <"$TMP/pinning")"
+log "affinity (t2p pinned by tapnet up --pin-threads): $(tr '\n' ' ' <"$TMP/pinning")"
+while read -r k tid; do
+    [[ "$(affinity "$tid")" == "$((k % NPROC))" ]] || die "t2p thread $k (tid $tid) is not pinned to CPU $((k % NPROC)): $(affinity "$tid")"
+done <"$TMP/tids-t2p"
 
 # ---------------------------------------------------------------- measurement
 ends() {  # cfg -> client ns, server ns, server ip

@@ -240,3 +240,80 @@ print(ok)
         assert_eq!(p["drops"]["handoff_full"], 0, "lost between threads: {p}");
     }
 }
+
+/// The CPUs in a kernel CPU list (`0-2,5`).
+fn cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// What `taskset -p -c TID` says thread TID may run on.
+fn taskset_cpus(tid: u64) -> Vec<usize> {
+    let out = run(&["taskset", "-p", "-c", &tid.to_string()], 5);
+    assert!(out.status.success(), "taskset -p -c {tid}");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    cpu_list(text.rsplit(':').next().unwrap())
+}
+
+/// `--pin-threads`: datapath thread k on the k-th CPU the process may use, wrapping
+/// around (three threads on this 2-CPU machine: 0, 1, 0), as `taskset` sees it, with
+/// `show threads` saying the same; the process's other threads keep every CPU; and
+/// under `taskset -c CPU` every datapath thread goes to that one CPU.
+#[test]
+fn pinned_threads_each_run_on_their_own_cpu_and_nothing_else_is_pinned() {
+    let allowed = taskset_cpus(u64::from(std::process::id()));
+    let last = *allowed.last().unwrap();
+    for (under, threads) in [(None, 3usize), (Some(last), 2)] {
+        let name = unique("pin");
+        let ns: Vec<String> = (0..2).map(|_| unique("pin")).collect();
+        let text = LabText::new(&name)
+            .bridge("br0", "10.94.1.0/24")
+            .port("a", "br0", &ns[0], "10.94.1.2/24")
+            .port("b", "br0", &ns[1], "10.94.1.3/24")
+            .text();
+        let file = LabFile::new(&text);
+        let mut cmd = match under {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string(), TAPNET]);
+                c
+            }
+            None => Command::new(TAPNET),
+        };
+        cmd.args(["up", "--pin-threads", "--threads", &threads.to_string()])
+            .arg(&file.path);
+        let lab = RunningLab::launch(cmd, &name, &ns, Some(file), vec![TAPNET.into()]);
+        let usable = under.map_or(allowed.clone(), |cpu| vec![cpu]);
+        let shown = lab.show("threads");
+        let shown = shown["threads"].as_array().unwrap().clone();
+        assert_eq!(shown.len(), threads, "{shown:?}");
+        let mut datapath = Vec::new();
+        for (k, t) in shown.iter().enumerate() {
+            let tid = t["tid"].as_u64().unwrap();
+            let want = usable[k % usable.len()];
+            assert_eq!(taskset_cpus(tid), vec![want], "thread {k} under {under:?}");
+            assert_eq!(t["cpus"], want.to_string(), "{t}");
+            datapath.push(tid);
+        }
+        let others: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", lab.pid))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|tid| !datapath.contains(tid))
+            .collect();
+        assert!(!others.is_empty(), "the control thread at least");
+        for tid in others {
+            assert_eq!(
+                taskset_cpus(tid),
+                usable,
+                "thread {tid} is not the datapath's"
+            );
+        }
+        assert!(ping(&ns[0], "10.94.1.3", 3), "pinned, it still forwards");
+    }
+}

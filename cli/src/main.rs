@@ -35,6 +35,11 @@ enum Command {
         /// this process may run on, at most 16; 1: one thread, single-queue TAPs).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
         threads: Option<u16>,
+        /// Bind datapath thread k to the k-th CPU this process may run on (wrapping
+        /// around), so a flow's thread stays on one core; `show threads` lists each
+        /// thread's CPUs.
+        #[arg(long)]
+        pin_threads: bool,
     },
     /// Print the embedded default lab file.
     Example,
@@ -238,11 +243,13 @@ fn main() -> ExitCode {
             lab,
             busy_poll_us,
             threads,
+            pin_threads,
         } => commands::up(
             lab.as_deref(),
             daemon::Tuning {
                 busy_poll: Duration::from_micros(busy_poll_us),
                 threads: threads.map(usize::from),
+                pin_threads,
             },
         ),
         Command::Capture { port, lab, write } => commands::capture(&port, lab.as_deref(), write),

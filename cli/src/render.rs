@@ -174,7 +174,7 @@ pub fn render(what: &str, v: &Value) -> String {
         }
         "threads" => {
             rows.push(
-                ["THREAD", "TID", "FRAMES", "HANDED_OFF", "CPU_MS"]
+                ["THREAD", "TID", "FRAMES", "HANDED_OFF", "CPU_MS", "CPUS"]
                     .map(String::from)
                     .to_vec(),
             );
@@ -185,6 +185,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&t["frames"]),
                     s(&t["handed_off"]),
                     s(&t["cpu_ms"]),
+                    s(&t["cpus"]),
                 ]);
             }
         }

@@ -70,6 +70,9 @@ pub struct Tuning {
     /// Datapath threads (see [`vswitch::shard`]); None: the cores this process may run
     /// on ([`std::thread::available_parallelism`]), at most [`MAX_THREADS`].
     pub threads: Option<usize>,
+    /// Bind datapath thread k to the k-th CPU the process may use
+    /// ([`vswitch::Datapath::pin_threads`]).
+    pub pin_threads: bool,
 }
 
 /// The most datapath threads `tapnet up` starts.
@@ -167,7 +170,17 @@ pub fn run(lab: Lab, tuning: Tuning) -> Result<(), HostError> {
         made,
         store: store.as_ref(),
     };
-    let result = serve::serve(live, &mut dp, signals, &req_rx).map_err(HostError);
+    // Pinned last, once every other thread of the process is started: those keep
+    // every CPU, as only threads started later would inherit thread 0's.
+    let pinned = if tuning.pin_threads {
+        dp.pin_threads()
+            .map(|_| ())
+            .map_err(|e| HostError(anyhow::anyhow!("--pin-threads: {e}")))
+    } else {
+        Ok(())
+    };
+    let result =
+        pinned.and_then(|()| serve::serve(live, &mut dp, signals, &req_rx).map_err(HostError));
     // The host leaves the store first (its lease revoked: the others stop sending to
     // it at once), then TAPs go (closing their descriptors deletes the devices), then
     // namespaces, then the control socket.

@@ -61,8 +61,8 @@ pub fn answer(dp: &Datapath, handles: Handles, lab: &str, line: &str, now: Insta
 }
 
 /// The datapath threads: what each forwarded, what the workers handed to thread 0,
-/// and each one's CPU time so far (user and system, ms, from
-/// `/proc/self/task/TID/stat`: what `top -H` shows).
+/// each one's CPU time so far (user and system, ms, from
+/// `/proc/self/task/TID/stat`: what `top -H` shows) and the CPUs it may run on.
 fn threads(dp: &Datapath, lab: &str) -> Value {
     let threads: Vec<Value> = dp
         .thread_stats()
@@ -74,10 +74,24 @@ fn threads(dp: &Datapath, lab: &str) -> Value {
                 "frames": t.frames,
                 "handed_off": t.handed_off,
                 "cpu_ms": cpu_ms(t.tid),
+                "cpus": cpus_allowed(t.tid),
             })
         })
         .collect();
     json!({"lab": lab, "threads": threads})
+}
+
+/// The CPUs a thread may run on, as the kernel lists them (`0-1`, `3`: the
+/// `Cpus_allowed_list` of `/proc/self/task/TID/status`); None if unknown.
+fn cpus_allowed(tid: u64) -> Option<String> {
+    if tid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
 }
 
 /// A thread's CPU time (utime + stime), in milliseconds; None if unknown.

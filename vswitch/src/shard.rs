@@ -206,6 +206,48 @@ enum Msg {
     Stop,
 }
 
+/// The CPUs the calling thread may run on, lowest first (`sched_getaffinity(2)`): a
+/// process started under `taskset` or in a cpuset gets that set.
+///
+/// # Errors
+/// What `sched_getaffinity` says (it cannot fail for the calling thread on Linux).
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the size passed is its own.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size given; pid 0 is this thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the set's size in bits.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Binds thread `tid` of this process to `cpu` alone (`sched_setaffinity(2)`; tid 0:
+/// the calling thread). Threads it starts afterwards inherit the binding.
+///
+/// # Errors
+/// EINVAL for a CPU outside the process's cpuset or offline, ESRCH for a thread that
+/// has exited.
+pub fn pin(tid: u64, cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: as in `allowed_cpus`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    let rc =
+        unsafe { libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Thread 0's handle on one worker.
 pub struct WorkerHandle {
     pub shared: Arc<Shared>,
