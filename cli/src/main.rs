@@ -160,7 +160,7 @@ enum Command {
     Show {
         /// ports, fdb, drops, routes, arp, nat, forwards, services, vxlan, lab (the
         /// running lab as a lab file, with what was attached and detached), or threads
-        /// (the datapath threads: frames each forwarded, CPU time)
+        /// (the datapath threads: frames each forwarded, CPU time, CPUs)
         what: String,
         /// The lab to ask; may be left out when exactly one runs.
         #[arg(long)]

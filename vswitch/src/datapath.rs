@@ -282,15 +282,16 @@ impl Datapath {
 
     /// Binds datapath thread k to the k-th of the CPUs thread 0 (the caller) may run
     /// on, wrapping around when there are more threads than CPUs
-    /// ([`crate::shard::pin`]), thread 0 last. A flow then stays on one core with
-    /// its caches, and the scheduler no longer moves a busy thread onto the core
-    /// its flow's endpoints run on. Threads that thread 0 starts afterwards (for a
-    /// control request) inherit its CPU. Returns each thread's CPU, thread 0 first;
-    /// `show threads` has them as each thread's `cpus`.
+    /// ([`crate::shard::WorkerHandle::pin`], [`crate::shard::pin_current`]), thread 0
+    /// last. A flow then stays on one core with its caches, and the scheduler no
+    /// longer moves a busy thread onto the core its flow's endpoints run on. Threads
+    /// that thread 0 starts afterwards (for a control request) inherit its CPU.
+    /// Returns each thread's CPU, thread 0 first; `show threads` has them as each
+    /// thread's `cpus`.
     ///
     /// # Errors
-    /// A worker that did not start within a second, or what `sched_setaffinity`
-    /// says for one of the threads (named in the error).
+    /// What `sched_setaffinity` (or, for a worker, `pthread_setaffinity_np`) says for
+    /// one of the threads (named in the error).
     pub fn pin_threads(&mut self) -> io::Result<Vec<usize>> {
         let allowed = crate::shard::allowed_cpus()?;
         if allowed.is_empty() {
@@ -299,22 +300,8 @@ impl Datapath {
         let cpus: Vec<usize> = (0..self.threads())
             .map(|k| allowed[k % allowed.len()])
             .collect();
-        let started = Instant::now();
         for (k, w) in self.workers.iter().enumerate() {
-            let tid = loop {
-                let tid = w.shared.tid.load(std::sync::atomic::Ordering::Relaxed);
-                if tid != 0 {
-                    break tid;
-                }
-                if started.elapsed() > Duration::from_secs(1) {
-                    return Err(io::Error::other(format!(
-                        "datapath thread {} did not start",
-                        k + 1
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            crate::shard::pin(tid, cpus[k + 1]).map_err(|e| {
+            w.pin(cpus[k + 1]).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!(
@@ -325,7 +312,7 @@ impl Datapath {
                 )
             })?;
         }
-        crate::shard::pin(0, cpus[0]).map_err(|e| {
+        crate::shard::pin_current(cpus[0]).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("pinning datapath thread 0 to CPU {}: {e}", cpus[0]),

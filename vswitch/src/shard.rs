@@ -225,13 +225,8 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
         .collect())
 }
 
-/// Binds thread `tid` of this process to `cpu` alone (`sched_setaffinity(2)`; tid 0:
-/// the calling thread). Threads it starts afterwards inherit the binding.
-///
-/// # Errors
-/// EINVAL for a CPU outside the process's cpuset or offline, ESRCH for a thread that
-/// has exited.
-pub fn pin(tid: u64, cpu: usize) -> io::Result<()> {
+/// The set holding `cpu` alone; EINVAL past CPU_SETSIZE.
+fn only(cpu: usize) -> io::Result<libc::cpu_set_t> {
     if cpu >= libc::CPU_SETSIZE as usize {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -239,9 +234,18 @@ pub fn pin(tid: u64, cpu: usize) -> io::Result<()> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` is below CPU_SETSIZE (checked above).
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size given.
-    let rc =
-        unsafe { libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &set) };
+    Ok(set)
+}
+
+/// Binds the calling thread to `cpu` alone (`sched_setaffinity(2)`). Threads it starts
+/// afterwards inherit the binding.
+///
+/// # Errors
+/// EINVAL for a CPU outside the process's cpuset or offline.
+pub fn pin_current(cpu: usize) -> io::Result<()> {
+    let set = only(cpu)?;
+    // SAFETY: `set` is a valid cpu_set_t of the size given; pid 0 is this thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -314,6 +318,30 @@ impl WorkerHandle {
             waker,
             thread: Some(thread),
         })
+    }
+
+    /// Binds the worker's thread to `cpu` alone (`pthread_setaffinity_np(3)` on its
+    /// own handle: no need to wait for its thread id, and a worker that has exited is
+    /// ESRCH, never a thread of another process that was given its old id).
+    ///
+    /// # Errors
+    /// EINVAL for a CPU outside the process's cpuset or offline, ESRCH for a worker
+    /// that has exited.
+    pub fn pin(&self, cpu: usize) -> io::Result<()> {
+        use std::os::unix::thread::JoinHandleExt;
+        let Some(thread) = &self.thread else {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        };
+        let set = only(cpu)?;
+        // SAFETY: the handle is not joined yet, so its pthread_t is valid; `set` is a
+        // valid cpu_set_t of the size given.
+        let rc = unsafe {
+            libc::pthread_setaffinity_np(thread.as_pthread_t(), std::mem::size_of_val(&set), &set)
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
     }
 
     /// Gives the worker its queue of `port`.
