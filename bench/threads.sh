@@ -10,9 +10,10 @@
 #   t1:     `tapnet up --threads 1`, lab thr-t1-PID, run inside thr-t1-h-PID (nsenter):
 #           ports a (thr-t1-a-PID) and b (thr-t1-b-PID).
 #   t2:     the same with `--threads 2` (names thr-t2-*).
-#   t2p:    `--threads 2 --pin-threads` (names thr-t2p-*): tapnet binds its thread k
-#           to CPU k mod nproc (the script checks with `taskset -p -c` on the tids
-#           `tapnet show threads --json` gives). Nothing else is pinned.
+#   t2p:    `--threads 2 --pin-threads` (names thr-t2p-*): tapnet binds its thread
+#           k to the k-th CPU it may use, CPU k on 2 vCPUs (the script checks with
+#           `taskset -p -c` on the tids `tapnet show threads --json` gives). Nothing
+#           else is pinned.
 # and runs R rounds; each round runs every test once on every network, the order of
 # the networks alternating by round (odd: kernel t1 t2 t2p, even: the reverse):
 #   tcp1 : iperf3 TCP, one stream, a -> b, N seconds, receiver bits/s
@@ -313,6 +314,10 @@ for c in "${CFGS[@]}"; do
         || die "tapnet ($c) has $(wc -l <"$TMP/tids-$c") datapath threads, not ${THREADS[$c]}"
     ! awk '$2 == 0 { z = 1 } END { exit !z }' "$TMP/tids-$c" || die "tapnet ($c): a datapath thread has no tid yet"
 done
+# The CPUs this script may use (tapnet, its child, inherits them): t2p's thread k
+# belongs on the k-th, wrapping around.
+mapfile -t CPUS < <(python3 -c 'import os; print("\n".join(map(str, sorted(os.sched_getaffinity(0)))))')
+pinned_cpu() { echo "${CPUS[$(($1 % ${#CPUS[@]}))]}"; }
 affinity() {  # tid -> its CPU list
     taskset -p -c "$1" | sed 's/.*: *//'
 }
@@ -324,7 +329,7 @@ for c in "${CFGS[@]}"; do
 done
 log "affinity (t2p pinned by tapnet up --pin-threads): $(tr '\n' ' ' <"$TMP/pinning")"
 while read -r k tid; do
-    [[ "$(affinity "$tid")" == "$((k % NPROC))" ]] || die "t2p thread $k (tid $tid) is not pinned to CPU $((k % NPROC)): $(affinity "$tid")"
+    [[ "$(affinity "$tid")" == "$(pinned_cpu "$k")" ]] || die "t2p thread $k (tid $tid) is not pinned to CPU $(pinned_cpu "$k"): $(affinity "$tid")"
 done <"$TMP/tids-t2p"
 
 # ---------------------------------------------------------------- measurement
@@ -402,7 +407,7 @@ done
 # ---------------------------------------------------------------- stop tapnet
 # The pinned threads must still be where they were put.
 while read -r k tid; do
-    [[ "$(affinity "$tid")" == "$((k % NPROC))" ]] || die "t2p thread $k (tid $tid) is no longer pinned: $(affinity "$tid")"
+    [[ "$(affinity "$tid")" == "$(pinned_cpu "$k")" ]] || die "t2p thread $k (tid $tid) is no longer pinned: $(affinity "$tid")"
 done <"$TMP/tids-t2p"
 STOPS=""
 for c in "${CFGS[@]}"; do

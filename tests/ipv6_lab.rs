@@ -124,15 +124,18 @@ fn containers_ping_over_ipv6_and_one_without_ip6_autoconfigures() {
     // address, and a router advertisement of its own. Port security drops both.
     let out = ns_run(&b, &["python3", "-c", FORGE_ND, "fd00:231::1"], 10);
     assert!(out.status.success(), "{out:?}");
-    std::thread::sleep(Duration::from_millis(300));
-    let drops = lab.show("drops");
-    let b_drops = drops["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["port"] == "b")
-        .unwrap()["drops"]
-        .clone();
+    let port_drops = |d: &serde_json::Value, port: &str| {
+        d["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["port"] == port))
+            .map(|p| p["drops"].clone())
+    };
+    let drops = lab.show_until("drops", Duration::from_secs(5), |d| {
+        port_drops(d, "b").is_some_and(|b| {
+            b["spoofed_ip"].as_u64() >= Some(3) && b["ra_guard"].as_u64() >= Some(3)
+        })
+    });
+    let b_drops = port_drops(&drops, "b").expect("port b in show drops");
     assert_eq!(b_drops["spoofed_ip"], 3, "{b_drops}");
     assert_eq!(b_drops["ra_guard"], 3, "{b_drops}");
     assert!(ping6(&a, "fd00:231::1", 2), "a still reaches the gateway");

@@ -273,8 +273,15 @@ fn an_ipv6_only_bridge_is_routed_and_masqueraded() {
     // claim the gateway or advertise itself as a router to a.
     let out = ns_run(&c, &["python3", "-c", FORGE_ND, "fd00:253:6::1"], 10);
     assert!(out.status.success(), "{out:?}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let c_drops = lab.show("drops")["ports"]
+    let c_drops = lab.show_until("drops", std::time::Duration::from_secs(5), |d| {
+        d["ports"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["port"] == "c"
+                    && p["drops"]["spoofed_ip"].as_u64() >= Some(3)
+                    && p["drops"]["ra_guard"].as_u64() >= Some(3)
+            })
+        })
+    })["ports"]
         .as_array()
         .unwrap()
         .iter()
@@ -384,8 +391,9 @@ for i in range(20):
 "#;
     let out = ns_run(&c, &["python3", "-c", MANY, OUTSIDE_IP6], 20);
     assert!(out.status.success(), "{out:?}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let nat = lab.show("nat");
+    let nat = lab.show_until("nat", std::time::Duration::from_secs(5), |n| {
+        n["host"]["container_limited"].as_u64() >= Some(8)
+    });
     assert!(
         nat["host"]["container_limited"].as_u64().unwrap_or(0) >= 8,
         "{nat}"
