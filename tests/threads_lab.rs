@@ -12,9 +12,30 @@ use common::*;
 
 /// `tapnet up --threads N FILE`, waited for until ready.
 fn start(name: &str, namespaces: &[String], text: &str, threads: u32) -> RunningLab {
+    start_with(name, namespaces, text, threads, &[], &[])
+}
+
+/// `[WRAP...] tapnet up --threads N [EXTRA...] FILE` (WRAP: `taskset -c 1`, say),
+/// waited for until ready.
+fn start_with(
+    name: &str,
+    namespaces: &[String],
+    text: &str,
+    threads: u32,
+    wrap: &[&str],
+    extra: &[&str],
+) -> RunningLab {
     let file = LabFile::new(text);
-    let mut cmd = Command::new(TAPNET);
+    let mut cmd = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(TAPNET);
+            c
+        }
+        None => Command::new(TAPNET),
+    };
     cmd.args(["up", "--threads", &threads.to_string()])
+        .args(extra)
         .arg(&file.path);
     RunningLab::launch(cmd, name, namespaces, Some(file), vec![TAPNET.into()])
 }
@@ -37,6 +58,11 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn two_ports(threads: u32) -> (RunningLab, Vec<String>) {
+    two_ports_with(threads, &[], &[])
+}
+
+/// Ports a (10.94.0.2) and b (.3) on one bridge, started by [`start_with`].
+fn two_ports_with(threads: u32, wrap: &[&str], extra: &[&str]) -> (RunningLab, Vec<String>) {
     let name = unique("mq");
     let ns: Vec<String> = (0..3).map(|_| unique("mq")).collect();
     let text = LabText::new(&name)
@@ -44,7 +70,7 @@ fn two_ports(threads: u32) -> (RunningLab, Vec<String>) {
         .port("a", "br0", &ns[0], "10.94.0.2/24")
         .port("b", "br0", &ns[1], "10.94.0.3/24")
         .text();
-    (start(&name, &ns, &text, threads), ns)
+    (start_with(&name, &ns, &text, threads, wrap, extra), ns)
 }
 
 #[test]
@@ -277,25 +303,9 @@ fn pinned_threads_each_run_on_their_own_cpu_and_nothing_else_is_pinned() {
     let allowed = taskset_cpus(u64::from(std::process::id())).unwrap();
     let last = *allowed.last().unwrap();
     for (under, threads) in [(None, 3usize), (Some(last), 2)] {
-        let name = unique("pin");
-        let ns: Vec<String> = (0..2).map(|_| unique("pin")).collect();
-        let text = LabText::new(&name)
-            .bridge("br0", "10.94.1.0/24")
-            .port("a", "br0", &ns[0], "10.94.1.2/24")
-            .port("b", "br0", &ns[1], "10.94.1.3/24")
-            .text();
-        let file = LabFile::new(&text);
-        let mut cmd = match under {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string(), TAPNET]);
-                c
-            }
-            None => Command::new(TAPNET),
-        };
-        cmd.args(["up", "--pin-threads", "--threads", &threads.to_string()])
-            .arg(&file.path);
-        let lab = RunningLab::launch(cmd, &name, &ns, Some(file), vec![TAPNET.into()]);
+        let cpu = under.map(|c: usize| c.to_string());
+        let wrap: Vec<&str> = cpu.as_deref().map_or(vec![], |c| vec!["taskset", "-c", c]);
+        let (lab, ns) = two_ports_with(threads as u32, &wrap, &["--pin-threads"]);
         let usable = under.map_or(allowed.clone(), |cpu| vec![cpu]);
         let shown = lab.show("threads");
         let shown = shown["threads"].as_array().unwrap().clone();
@@ -324,6 +334,6 @@ fn pinned_threads_each_run_on_their_own_cpu_and_nothing_else_is_pinned() {
                 assert_eq!(cpus, usable, "thread {tid} is not the datapath's");
             }
         }
-        assert!(ping(&ns[0], "10.94.1.3", 3), "pinned, it still forwards");
+        assert!(ping(&ns[0], "10.94.0.3", 3), "pinned, it still forwards");
     }
 }

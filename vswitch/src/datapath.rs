@@ -297,27 +297,24 @@ impl Datapath {
         if allowed.is_empty() {
             return Err(io::Error::other("this thread may run on no CPU"));
         }
-        let cpus: Vec<usize> = (0..self.threads())
-            .map(|k| allowed[k % allowed.len()])
+        let cpus: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .cycle()
+            .take(self.threads())
             .collect();
-        for (k, w) in self.workers.iter().enumerate() {
-            w.pin(cpus[k + 1]).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "pinning datapath thread {} to CPU {}: {e}",
-                        k + 1,
-                        cpus[k + 1]
-                    ),
-                )
-            })?;
-        }
-        crate::shard::pin_current(cpus[0]).map_err(|e| {
+        let named = |thread: usize, cpu: usize, e: io::Error| {
             io::Error::new(
                 e.kind(),
-                format!("pinning datapath thread 0 to CPU {}: {e}", cpus[0]),
+                format!("pinning datapath thread {thread} to CPU {cpu}: {e}"),
             )
-        })?;
+        };
+        for (k, (w, &cpu)) in self.workers.iter().zip(cpus.iter().skip(1)).enumerate() {
+            w.pin(cpu).map_err(|e| named(k + 1, cpu, e))?;
+        }
+        if let Some(&cpu) = cpus.first() {
+            crate::shard::pin_current(cpu).map_err(|e| named(0, cpu, e))?;
+        }
         Ok(cpus)
     }
 
