@@ -687,7 +687,9 @@ impl HostAndOutside {
 }
 
 /// Python's http.server serving `dir`, writing each client's address to `log`;
-/// reverse DNS (getfqdn) is switched off so it starts at once anywhere.
+/// reverse DNS (getfqdn) is switched off so it starts at once anywhere. Returns once
+/// it listens: Python may take a second to start on a busy machine, and a client
+/// before that is refused.
 pub fn http_server(
     ns: &str,
     ip: &str,
@@ -697,7 +699,14 @@ pub fn http_server(
 ) -> Background {
     let argv = http_server_argv(ip, port, dir, log);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    Background::spawn(ns, &argv)
+    let server = Background::spawn(ns, &argv);
+    let local = if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
+    wait_listening_on(ns, &local);
+    server
 }
 
 /// The command line of [`http_server`], to run it elsewhere (`tapnet exec`).
@@ -944,12 +953,21 @@ while True:
 /// Waits (up to 10 s) until something in `ns` listens on TCP `port`: a server started
 /// in the background is ready for clients.
 pub fn wait_listening(ns: &str, port: u16) {
-    let want = format!(":{port}");
+    wait_listening_until(ns, |w| w.ends_with(&format!(":{port}")));
+}
+
+/// Waits (up to 10 s) until a TCP socket in `ns` listens on `local`, as `ss` writes
+/// it: `10.0.0.2:80`, `0.0.0.0:80`, `[::1]:8000`.
+pub fn wait_listening_on(ns: &str, local: &str) {
+    wait_listening_until(ns, |w| w == local);
+}
+
+fn wait_listening_until(ns: &str, local: impl Fn(&str) -> bool) {
     for _ in 0..200 {
         let out = ns_run(ns, &["ss", "-Hltn"], 5);
         if String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .any(|w| w.ends_with(&want))
+            .any(&local)
         {
             return;
         }
