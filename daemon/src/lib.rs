@@ -171,7 +171,7 @@ pub fn run(lab: Lab, tuning: Tuning) -> Result<(), HostError> {
         store: store.as_ref(),
     };
     // Pinned last, once every other thread of the process is started: those keep
-    // every CPU, as only threads started later would inherit thread 0's.
+    // the CPUs tapnet started with, as only threads started later inherit thread 0's.
     let pinned = if tuning.pin_threads {
         dp.pin_threads()
             .map(|_| ())

@@ -292,7 +292,7 @@ impl Datapath {
     /// # Errors
     /// What `sched_setaffinity` (or, for a worker, `pthread_setaffinity_np`) says for
     /// one of the threads (named in the error).
-    pub fn pin_threads(&mut self) -> io::Result<Vec<usize>> {
+    pub fn pin_threads(&self) -> io::Result<Vec<usize>> {
         let allowed = crate::shard::allowed_cpus()?;
         if allowed.is_empty() {
             return Err(io::Error::other("this thread may run on no CPU"));
