@@ -72,6 +72,10 @@ fn attach_and_detach_under_traffic_leave_the_others_alone() {
                     "0.01",
                     "-W",
                     "1",
+                    // Every answer is waited for (until then), not only 2 RTTs after
+                    // the last request: a busy machine may answer that one late.
+                    "-w",
+                    "25",
                     "-q",
                     "10.93.0.3",
                 ],
@@ -125,6 +129,9 @@ fn a_burst_of_changes_leaves_frames_their_turn_and_extra_clients_are_told() {
                     "0.01",
                     "-W",
                     "1",
+                    // As above: every answer waited for.
+                    "-w",
+                    "25",
                     "-q",
                     "10.97.0.3",
                 ],
@@ -165,7 +172,19 @@ fn a_burst_of_changes_leaves_frames_their_turn_and_extra_clients_are_told() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(stderr(&out).contains("too many clients"), "{out:?}");
     drop(held);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Each held client's thread sees its end and lets go in its own time (a busy
+    // machine may take a while to run 64 threads): until then the lab still says
+    // "too many clients"; then it serves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = tapnet(&["show", "ports", "--lab", &name]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            assert!(out.status.success(), "{out:?}");
+            break;
+        }
+        assert!(stderr(&out).contains("too many clients"), "{out:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(port_names(&lab).len(), 3, "a, b and the router");
 }
 
@@ -190,9 +209,10 @@ fn a_change_its_client_gave_up_on_is_not_made() {
             ])
         }
     });
-    std::thread::sleep(std::time::Duration::from_secs(6));
-    assert!(run(&["kill", "-CONT", &pid], 5).status.success());
+    // The client gives up by itself (tapnet, stopped, cannot answer); only then does
+    // tapnet go on (a fixed wait could end before a slowly started client gave up).
     let out = waiting.join().unwrap();
+    assert!(run(&["kill", "-CONT", &pid], 5).status.success());
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         stderr(&out).contains("gave no answer within 5 s"),

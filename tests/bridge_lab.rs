@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 /// A lab with one bridge and three containers, all named uniquely.
@@ -22,6 +24,17 @@ fn three_ports() -> ThreePorts {
         .text();
     let lab = RunningLab::start(&name, &ns, &text);
     ThreePorts { lab, ns }
+}
+
+/// Port a's entry in `show drops`.
+fn port_a(drops: &serde_json::Value) -> serde_json::Value {
+    drops["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "a")
+        .cloned()
+        .unwrap_or_else(|| panic!("no port a in {drops}"))
 }
 
 const IPS: [&str; 3] = ["10.200.1.2", "10.200.1.3", "10.200.1.4"];
@@ -62,7 +75,14 @@ fn every_pair_pings_and_fdb_learns_each_mac_on_its_port() {
 
     // Counters agree with the traffic: each port sent 6 echo requests and got 6
     // replies at least (plus ARP).
-    let ports = t.lab.show("ports");
+    // (Each datapath thread adds its counts after its turn: wait for them.)
+    let ports = t.lab.show_until("ports", Duration::from_secs(5), |v| {
+        v["ports"].as_array().is_some_and(|ps| {
+            ps.iter().filter(|p| p["kind"] == "tap").all(|p| {
+                p["rx_packets"].as_u64() >= Some(12) && p["tx_packets"].as_u64() >= Some(12)
+            })
+        })
+    });
     let taps = ports["ports"]
         .as_array()
         .unwrap()
@@ -101,6 +121,13 @@ fn iperf3_tcp_transfer_completes() {
     eprintln!("iperf3 through tapnet: {:.2} Gbit/s", bps / 1e9);
     // The transfer crossed tapnet as super-frames, unsegmented: far fewer frames than
     // 1448-byte segments would need.
+    // (Each datapath thread adds its counts after its turn: wait for them.)
+    t.lab.show_until("ports", Duration::from_secs(5), |v| {
+        v["ports"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == "b" && p["rx_bytes"].as_u64() >= Some(received))
+        })
+    });
     let b = t.lab.port("b");
     let (pkts, bytes) = (
         b["rx_packets"].as_u64().unwrap(),
@@ -252,13 +279,11 @@ s.send(b"\xff" * 6 + b"\x00" * 6 + b"\x08\x00" + b"x" * 46)
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(ping(&t.ns[0], IPS[1], 2));
-    let drops = t.lab.show("drops");
-    let a = drops["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["port"] == "a")
-        .unwrap();
+    // The raw frames may sit in another queue than the pings' (another thread's).
+    let drops = t.lab.show_until("drops", Duration::from_secs(5), |d| {
+        port_a(d)["drops"]["bad_source_mac"].as_u64() >= Some(2)
+    });
+    let a = port_a(&drops);
     assert_eq!(a["drops"]["bad_source_mac"], 2, "{drops}");
     let out = run(&[TAPNET, "show", "drops", "--lab", &t.lab.name], 10);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -304,14 +329,10 @@ for _ in range(20):
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let drops = t.lab.show("drops");
-    let a = drops["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["port"] == "a")
-        .unwrap()
-        .clone();
+    let drops = t.lab.show_until("drops", Duration::from_secs(5), |d| {
+        port_a(d)["drops"]["bad_gso"].as_u64() >= Some(20)
+    });
+    let a = port_a(&drops);
     assert_eq!(a["drops"]["bad_gso"], 20, "{drops}");
     // Nothing of them reached the others, and they still talk.
     let rx_after = t.lab.port("b")["tx_packets"].as_u64().unwrap();
@@ -328,7 +349,17 @@ for _ in range(20):
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let after = t.lab.port("b")["tx_packets"].as_u64().unwrap();
+    let tx_b = |v: &serde_json::Value| {
+        v["ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "b"))
+            .and_then(|p| p["tx_packets"].as_u64())
+            .unwrap_or(0)
+    };
+    let ports = t.lab.show_until("ports", Duration::from_secs(5), |v| {
+        tx_b(v) >= rx_after + 20
+    });
+    let after = tx_b(&ports);
     assert!(after - rx_after >= 20, "{rx_after} -> {after}");
 }
 

@@ -23,22 +23,16 @@ fn lab() -> (RunningLab, Vec<String>) {
 fn a_capture_file_holds_the_pings_both_ways() {
     let (lab, ns) = lab();
     let file = std::env::temp_dir().join(format!("{}.pcap", unique("cap")));
-    let capture = Reap(
-        Command::new(TAPNET)
-            .args([
-                "capture",
-                "a",
-                "--lab",
-                &lab.name,
-                "-w",
-                file.to_str().unwrap(),
-            ])
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let capture = capture_to_file(&lab, "a", &file);
     assert!(ping(&ns[0], "10.223.0.3", 3));
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the capture wrote them (more would still be counted below).
+    run_until(
+        &["tcpdump", "-nr", file.to_str().unwrap()],
+        Duration::from_secs(10),
+        |t| {
+            t.matches("ICMP echo request").count() >= 3 && t.matches("ICMP echo reply").count() >= 3
+        },
+    );
     drop(capture);
     // tshark reads the file as Wireshark would.
     let shark = run(
@@ -76,15 +70,31 @@ fn a_capture_streams_live_to_tcpdump_and_unknown_ports_are_refused() {
         "{TAPNET} capture b --lab {} | tcpdump -l -nr - -c 4 icmp",
         lab.name
     );
-    let live = Command::new("timeout")
+    let mut live = Command::new("timeout")
         .args(["10", "sh", "-c", &pipeline])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpdump says "reading from file -" once the pcap header came through the pipe:
+    // the capture is on. stderr is read to its end (a closed pipe would kill tcpdump).
+    let stderr = live.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("reading from file") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(10));
     assert!(ping(&ns[0], "10.223.0.3", 4));
     let out = live.wait_with_output().unwrap();
+    let _ = drain.join();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ICMP echo"), "{text}");
 
@@ -98,22 +108,43 @@ fn a_capture_streams_live_to_tcpdump_and_unknown_ports_are_refused() {
 #[test]
 fn a_reader_that_never_reads_costs_copies_not_the_datapath() {
     let (lab, ns) = lab();
-    // Asks for a capture, then never reads a byte.
-    let stuck = format!(
-        "import socket, time\ns = socket.socket(socket.AF_UNIX)\ns.connect('/run/tapnet/{}.sock')\ns.sendall(b'capture a\\n')\ntime.sleep(30)\n",
-        lab.name
-    );
-    let reader = Reap(
+    // Asks for a capture, reads the lab's answer (a byte at a time: not one byte of
+    // the pcap stream after it), says so, then never reads again.
+    const STUCK: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"capture a\n")
+line = b""
+while not line.endswith(b"\n"):
+    c = s.recv(1)
+    if not c:
+        break
+    line += c
+print(line.decode().strip(), flush=True)
+time.sleep(30)
+"#;
+    let socket = format!("/run/tapnet/{}.sock", lab.name);
+    let mut reader = Reap(
         Command::new("python3")
-            .args(["-c", &stuck])
+            .args(["-c", STUCK, &socket])
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The capture is on once the lab answered.
+    let mut on = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.0.stdout.take().unwrap()),
+        &mut on,
+    )
+    .unwrap();
+    assert_eq!(on.trim(), r#"{"ok":true}"#);
     // A flood of pings still gets through, at full speed.
     let out = ns_run(
         &ns[0],
-        &["ping", "-f", "-c", "20000", "-q", "10.223.0.3"],
+        // -w: every answer waited for, the last one too (a busy machine may be late).
+        &["ping", "-f", "-c", "20000", "-w", "50", "-q", "10.223.0.3"],
         60,
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -166,6 +197,34 @@ fn a_reader_that_never_reads_costs_copies_not_the_datapath() {
 #[test]
 fn top_shows_each_ports_rates() {
     let (lab, ns) = lab();
+    // Floods of pings from a, one after another, from before top's first reading to
+    // after its last: every refresh has some (one flood of a fixed size could be
+    // over before a slowly started top took its first reading).
+    struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = StopOnDrop(std::sync::Arc::default());
+    let flooding = std::thread::spawn({
+        let (a, stop) = (ns[0].clone(), stop.0.clone());
+        move || {
+            let mut floods = 0;
+            while floods == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let flood = ns_run(&a, &["ping", "-f", "-c", "3000", "-q", "10.223.0.3"], 30);
+                assert!(flood.status.success());
+                floods += 1;
+            }
+        }
+    });
+    // The first flood is under way.
+    lab.show_until("ports", Duration::from_secs(10), |v| {
+        v["ports"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == "a" && p["rx_packets"].as_u64() >= Some(100))
+        })
+    });
     let top = std::process::Command::new(TAPNET)
         .args([
             "top",
@@ -179,13 +238,9 @@ fn top_shows_each_ports_rates() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let flood = ns_run(
-        &ns[0],
-        &["ping", "-f", "-c", "3000", "-q", "10.223.0.3"],
-        30,
-    );
-    assert!(flood.status.success());
     let out = top.wait_with_output().unwrap();
+    drop(stop);
+    flooding.join().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -216,18 +271,14 @@ fn a_mirror_tap_shows_a_ports_frames_to_tcpdump_in_the_host() {
         .port("b", "br0", &ns[1], "10.226.0.3/24")
         .text();
     let mut lab = RunningLab::start_in(Some(&host.name), &name, &ns, &text);
-    let host_name = host.name.clone();
-    let watch = std::thread::spawn(move || {
-        let out = ns_run(
-            &host_name,
-            &["tcpdump", "-l", "-n", "-i", "mon0", "-c", "4", "icmp"],
-            15,
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    });
-    std::thread::sleep(Duration::from_millis(1000));
+    let watch = Watcher::start(
+        &host.name,
+        &["tcpdump", "-l", "-n", "-i", "mon0", "-c", "4", "icmp"],
+        15,
+        "listening on",
+    );
     assert!(ping(&ns[0], "10.226.0.3", 3));
-    let text = watch.join().unwrap();
+    let text = watch.finish();
     assert!(
         text.contains("10.226.0.2 > 10.226.0.3: ICMP echo request"),
         "{text}"

@@ -307,6 +307,8 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
             "host {i}: {:?}, want {want:?}",
             peers(h)
         );
+        // Its own registration is another thread's, and may come a moment later.
+        wait_for(Duration::from_secs(10), || store(h)["registered"] == true);
         let st = store(h);
         assert_eq!(st["reachable"], true, "{st}");
         assert_eq!(st["registered"], true, "{st}");
@@ -357,7 +359,8 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
         .as_u64()
         .unwrap();
     let dump = std::env::temp_dir().join(format!("{}.pcap", unique("arp")));
-    let sniff = Background::spawn(
+    // (Once tcpdump listens: else it could miss a request that did cross.)
+    let sniff = Watcher::start(
         &hosts[1].container,
         &[
             "tcpdump",
@@ -369,8 +372,9 @@ fn hosts_find_each_other_leave_within_the_ttl_and_join_at_once() {
             dump.to_str().unwrap(),
             "arp",
         ],
+        60,
+        "listening on",
     );
-    std::thread::sleep(Duration::from_millis(700));
     let flushed = ns_run(&hosts[0].container, &["ip", "neigh", "flush", "all"], 5);
     assert!(flushed.status.success());
     // trace says who answers.
@@ -440,6 +444,10 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     let addrs: Vec<String> = (0..3).map(|_| net.add_host()).collect();
     // etcd is not there yet: the lab starts anyway and keeps trying.
     let h0 = start_host(&net.hosts[0].name, &addrs[0], &lab, "10.64.0.10", "");
+    // The store's first try is on a thread of its own, after the lab is ready.
+    wait_for(Duration::from_secs(10), || {
+        store(&h0)["last_error"].as_str().is_some()
+    });
     let st = store(&h0);
     assert_eq!(st["reachable"], false, "{st}");
     assert!(st["last_error"].as_str().is_some(), "{st}");
@@ -530,7 +538,11 @@ fn losing_the_store_keeps_traffic_flowing_and_recovers_by_itself() {
     // Someone deletes h1's own key: h1 puts it back, and h0 has it again.
     let h1_key = format!("{prefix}{}:4789", addrs[1]);
     assert!(etcd.ctl(&["del", &h1_key]).status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    let put_back = || {
+        let out = etcd.ctl(&["get", "--keys-only", &h1_key]);
+        String::from_utf8_lossy(&out.stdout).contains(&h1_key)
+    };
+    wait_for(Duration::from_secs(5), put_back);
     let out = etcd.ctl(&["get", "--keys-only", &h1_key]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&h1_key),

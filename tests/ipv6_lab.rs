@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -53,13 +52,7 @@ fn containers_ping_over_ipv6_and_one_without_ip6_autoconfigures() {
         .text();
     let lab = RunningLab::start(&name, &[a.clone(), b.clone()], &text);
     let file = std::env::temp_dir().join(format!("{}.pcap", unique("cap6")));
-    let capture = Reap(
-        Command::new(TAPNET)
-            .args(["capture", "a", "--lab", &name, "-w", file.to_str().unwrap()])
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let capture = capture_to_file(&lab, "a", &file);
 
     // The static address, and the gateway (the default IPv6 route).
     assert!(
@@ -102,21 +95,22 @@ fn containers_ping_over_ipv6_and_one_without_ip6_autoconfigures() {
     assert!(ping6(&b, "fd00:231::2", 3), "b -> a");
     assert!(ping6(&b, "fd00:231::1", 2), "b -> gateway6");
 
-    // tshark reads the capture: neighbour discovery and the echo.
-    std::thread::sleep(Duration::from_millis(300));
-    drop(capture);
-    let shark = run(
-        &["tshark", "-n", "-r", file.to_str().unwrap(), "-Y", "icmpv6"],
-        20,
-    );
-    let _ = std::fs::remove_file(&file);
-    let text = String::from_utf8_lossy(&shark.stdout);
-    for what in [
+    // tshark reads the capture: neighbour discovery and the echo (read again until
+    // the capture wrote them).
+    let wanted = [
         "Echo (ping) request",
         "Echo (ping) reply",
         "Neighbor Solicitation",
         "Neighbor Advertisement",
-    ] {
+    ];
+    let text = run_until(
+        &["tshark", "-n", "-r", file.to_str().unwrap(), "-Y", "icmpv6"],
+        Duration::from_secs(10),
+        |t| wanted.iter().all(|w| t.contains(w)),
+    );
+    drop(capture);
+    let _ = std::fs::remove_file(&file);
+    for what in wanted {
         assert!(text.contains(what), "no {what} in:\n{text}");
     }
 

@@ -601,7 +601,8 @@ fn a_container_that_never_finishes_its_handshakes_holds_64_then_lets_go() {
             "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('10.249.0.2', 7100))\ns.listen(1024)\nheld = []\nwhile True:\n    held.append(s.accept()[0])",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // It listens before the SYNs come: the host's connects must find it.
+    wait_listening_on(&net.far.name, "10.249.0.2:7100");
     // web sends 200 SYNs from raw sockets and never answers a SYN-ACK: its kernel's
     // resets go nowhere (a blackhole route), as a container that drops them would.
     assert!(ping(&c, "10.251.1.1", 1));
@@ -641,9 +642,6 @@ for k in range(200):
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let nat = lab.show("nat");
-    let host = &nat["host"];
     let web_flows = |nat: &serde_json::Value| {
         nat["host_flows"]
             .as_array()
@@ -652,6 +650,11 @@ for k in range(200):
             .filter(|f| f["container"].as_str().unwrap().starts_with("10.251.1.2:"))
             .count()
     };
+    // Every SYN taken (a busy machine may take a while to read them all).
+    let nat = lab.show_until("nat", Duration::from_secs(10), |n| {
+        web_flows(n) >= 64 && n["host"]["syn_limited"].as_u64() >= Some(136)
+    });
+    let host = &nat["host"];
     assert_eq!(web_flows(&nat), 64, "{nat}");
     assert!(host["syn_limited"].as_u64().unwrap() >= 136, "{host}");
     // The other container still connects out meanwhile.

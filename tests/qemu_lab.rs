@@ -73,6 +73,14 @@ fn a_qemu_vm_joins_the_bridge_and_its_port_follows_the_vm() {
     assert_eq!(vm_port["kind"], "qemu", "{vm_port}");
 
     let vm = start_vm(&guest.name, &socket, "10.91.0.9/24");
+    // QEMU connects its stream on its own time (its TAP may be there first): frames
+    // go once the port is up.
+    lab.show_until("ports", Duration::from_secs(10), |v| {
+        v["ports"].as_array().is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p["name"] == "vm" && p["link_down"] == false)
+        })
+    });
     assert!(ping(&guest.name, "10.91.0.3", 3), "guest -> container");
     assert!(ping(&c, "10.91.0.9", 3), "container -> guest");
     assert!(ping(&guest.name, "10.91.0.1", 2), "guest -> gateway");

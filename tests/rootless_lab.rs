@@ -29,11 +29,11 @@ fn ping_from(home: &UserHome, lab: &str, port: &str, ip: &str) -> bool {
     ))
 }
 
-/// Waits (up to 2 s) until process `pid` is in a namespace of `kind` ("net", "user")
-/// other than this test's: it has unshared.
+/// Waits (up to 10 s: a busy machine may be slow to start it) until process `pid` is
+/// in a namespace of `kind` ("net", "user") other than this test's: it has unshared.
 fn wait_unshared(pid: u32, kind: &str) {
     let ours = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
-    for _ in 0..100 {
+    for _ in 0..500 {
         if std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).is_ok_and(|l| l != ours) {
             return;
         }
@@ -133,14 +133,22 @@ fn rootless_lab_mesh_routing_show_capture_exec_and_teardown() {
         .stderr(Stdio::null())
         .spawn()
         .expect("capture");
-    std::thread::sleep(Duration::from_millis(500));
+    // On once the pcap header is there; then until the capture wrote the pings.
+    wait_pcap_header(&pcap);
     assert!(ping_from(&home, &name, "a", "10.81.0.3"));
-    std::thread::sleep(Duration::from_millis(300));
+    let requests = |t: &str| {
+        t.lines()
+            .filter(|l| l.contains("10.81.0.2 > 10.81.0.3: ICMP echo request"))
+            .count()
+    };
+    let text = run_until(
+        &["tcpdump", "-nr", pcap.to_str().unwrap()],
+        Duration::from_secs(10),
+        |t| requests(t) >= 3,
+    );
     let _ = capture.kill();
     let _ = capture.wait();
-    let read = run(&["tcpdump", "-nr", pcap.to_str().unwrap()], 10);
     let _ = std::fs::remove_file(&pcap);
-    let text = String::from_utf8_lossy(&read.stdout);
     assert!(
         text.lines()
             .filter(|l| l.contains("10.81.0.2 > 10.81.0.3: ICMP echo request"))

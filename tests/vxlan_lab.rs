@@ -84,21 +84,17 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
 
     // A capture on the underlay (tcpdump, stopping after 8 datagrams) while the
     // containers talk.
-    let hb_name = hb.name.clone();
-    let capture = std::thread::spawn(move || {
-        let out = ns_run(
-            &hb_name,
-            &[
-                "tcpdump", "-c", "8", "-nvv", "-i", "u0", "udp", "port", "4789",
-            ],
-            15,
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    });
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let capture = Watcher::start(
+        &hb.name,
+        &[
+            "tcpdump", "-c", "8", "-nvv", "-i", "u0", "udp", "port", "4789",
+        ],
+        15,
+        "listening on",
+    );
     assert!(ping(ca, "10.62.0.3", 3), "a to b over the overlay");
     assert!(ping(cb, "10.62.0.2", 3), "b to a over the overlay");
-    let text = capture.join().unwrap();
+    let text = capture.finish();
     let from_a: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("> 10.60.0.2.4789"))
@@ -123,25 +119,16 @@ fn two_tapnets_share_a_subnet_over_vxlan() {
 
     // The underlay side, outer headers and all, through `tapnet capture underlay`.
     let file = std::env::temp_dir().join(format!("{}.pcap", unique("ul")));
-    let mut capture = std::process::Command::new(TAPNET)
-        .args([
-            "capture",
-            "underlay",
-            "--lab",
-            la,
-            "-w",
-            file.to_str().unwrap(),
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let capture = capture_to_file(a, "underlay", &file);
     assert!(ping(ca, "10.62.0.3", 2));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let _ = capture.kill();
-    let _ = capture.wait();
-    let out = run(&["tcpdump", "-nr", file.to_str().unwrap()], 10);
+    // Until the capture wrote both ways' datagrams.
+    let dump = run_until(
+        &["tcpdump", "-nr", file.to_str().unwrap()],
+        std::time::Duration::from_secs(10),
+        |d| d.contains("> 10.60.0.2.4789: VXLAN") && d.contains("> 10.60.0.1.4789: VXLAN"),
+    );
+    drop(capture);
     let _ = std::fs::remove_file(&file);
-    let dump = String::from_utf8_lossy(&out.stdout);
     assert!(
         dump.lines().any(|l| l.contains("10.60.0.1.")
             && l.contains("> 10.60.0.2.4789: VXLAN")
@@ -253,7 +240,8 @@ print("received %d" % got)
         let out = ns_run(&cb2, &["python3", "-c", RECEIVE, &count, &sizes2], 30);
         String::from_utf8_lossy(&out.stdout).to_string()
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The receiver's socket is bound before anything is sent to it.
+    wait_udp_bound(cb, "10.62.0.3:9000");
     let gso0 = peer_stats(a, "10.60.0.2")["tx_gso_sends"].as_u64().unwrap();
     const SEND: &str = r#"
 import socket, sys
@@ -585,7 +573,9 @@ except socket.timeout:
         let out = ns_run(&cf2, &["python3", "-c", LISTEN], 20);
         String::from_utf8_lossy(&out.stdout).to_string()
     });
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Both bound before anything is sent (the receiver binds 9001 second).
+    wait_udp_bound(&ca, "10.62.0.2:9001");
+    wait_udp_bound(&cf, "10.64.0.2:7777");
     let out = ns_run(&cb.name, &["python3", "-c", KERNEL_GSO_SEND], 10);
     assert!(out.status.success(), "{out:?}");
     let got = receiver.join().unwrap();
@@ -680,7 +670,18 @@ fn three_hosts_flood_to_both_peers_learn_per_peer_and_follow_a_moved_mac() {
     assert!(ping(&cs[0], "10.62.0.3", 2));
     let c_before = peer_stats(&labs[0], ips[2])["tx_packets"].as_u64().unwrap();
     assert!(c_before >= 1, "the flood reached host c");
-    assert!(peer_stats(&labs[2], ips[0])["rx_packets"].as_u64().unwrap() >= 1);
+    // Host c's tapnet, another process, may not have read it yet.
+    let rx = |v: &serde_json::Value| {
+        v["peers"].as_array().and_then(|ps| {
+            ps.iter()
+                .find(|p| p["peer"] == format!("{}:4789", ips[0]))
+                .and_then(|p| p["rx_packets"].as_u64())
+        })
+    };
+    let at_c = labs[2].show_until("vxlan", std::time::Duration::from_secs(5), |v| {
+        rx(v) >= Some(1)
+    });
+    assert!(rx(&at_c) >= Some(1), "{at_c}");
     let b_before = peer_stats(&labs[0], ips[1])["tx_packets"].as_u64().unwrap();
     assert!(ping(&cs[0], "10.62.0.3", 10));
     let b_after = peer_stats(&labs[0], ips[1])["tx_packets"].as_u64().unwrap();
@@ -696,13 +697,23 @@ fn three_hosts_flood_to_both_peers_learn_per_peer_and_follow_a_moved_mac() {
 
     // A MAC seen behind host b, then behind host c: a's endpoint follows it.
     let moving = "02:aa:bb:cc:dd:01";
+    // Learned once a's tapnet took the frame (a busy machine may take a while).
+    let learned_at = |peer: &str| {
+        let key = format!("{peer}:4789");
+        labs[0].show_until("vxlan", std::time::Duration::from_secs(5), |v| {
+            v["peers"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["peer"] == key.as_str() && p["remote_macs"].to_string().contains(moving)
+                })
+            })
+        });
+        peer_stats(&labs[0], peer)
+    };
     send_from_mac(&cs[1], moving);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let at_b = peer_stats(&labs[0], ips[1]);
+    let at_b = learned_at(ips[1]);
     assert!(at_b["remote_macs"].to_string().contains(moving), "{at_b}");
     send_from_mac(&cs[2], moving);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let at_c = peer_stats(&labs[0], ips[2]);
+    let at_c = learned_at(ips[2]);
     assert!(at_c["remote_macs"].to_string().contains(moving), "{at_c}");
     assert!(!peer_stats(&labs[0], ips[1])["remote_macs"]
         .to_string()
@@ -756,14 +767,20 @@ for _ in range(50):
         .cloned()
         .unwrap_or_default();
     assert_eq!(entry["port"], "c", "{fdb}");
-    let drops = a.show("drops");
-    let vx = drops["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["port"] == "vxlan:ov")
-        .unwrap()
-        .clone();
+    let vx_drops = |d: &serde_json::Value| {
+        d["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == "vxlan:ov")
+            .unwrap()
+            .clone()
+    };
+    // All 50 read (a busy machine may take a while).
+    let drops = a.show_until("drops", std::time::Duration::from_secs(5), |d| {
+        vx_drops(d)["drops"]["static_mac_conflict"].as_u64() >= Some(50)
+    });
+    let vx = vx_drops(&drops);
     assert!(
         vx["drops"]["static_mac_conflict"].as_u64().unwrap() >= 50,
         "{drops}"
@@ -907,18 +924,14 @@ fn two_tapnets_over_an_ipv6_underlay() {
 
     // The underlay carries UDP over IPv6 with a checksum (never zero over IPv6; over
     // the veth it is left partial, so tcpdump cannot verify it, only see it there).
-    let hb_name = hb.name.clone();
-    let capture = std::thread::spawn(move || {
-        let out = ns_run(
-            &hb_name,
-            &[
-                "tcpdump", "-c", "4", "-nvv", "-i", "u0", "ip6", "and", "udp", "port", "4789",
-            ],
-            15,
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    });
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let capture = Watcher::start(
+        &hb.name,
+        &[
+            "tcpdump", "-c", "4", "-nvv", "-i", "u0", "ip6", "and", "udp", "port", "4789",
+        ],
+        15,
+        "listening on",
+    );
     assert!(ping(&ca, "10.62.0.3", 3), "a to b, IPv4 inside IPv6");
     assert!(ping6(&cb, "fd00:62::2", 3), "b to a, IPv6 inside IPv6");
     // Both hosts' routers answer for gateway6 on the stretched bridge: each
@@ -930,7 +943,7 @@ fn two_tapnets_over_an_ipv6_underlay() {
         let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
         assert!(neigh.contains(&own), "gateway6 at {own}: {neigh}");
     }
-    let text = capture.join().unwrap();
+    let text = capture.finish();
     let from_a: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("fd00:60::1.") && l.contains("> fd00:60::2.4789"))

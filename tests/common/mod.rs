@@ -494,6 +494,112 @@ impl Drop for Background {
     }
 }
 
+/// `tapnet capture PORT -w FILE` on `lab` in the background (killed on drop), returned
+/// once the capture is on: the lab writes the pcap header only once its datapath took
+/// the capture, so every frame from then on is in the file.
+pub fn capture_to_file(lab: &RunningLab, port: &str, file: &std::path::Path) -> Reap {
+    let (program, args) = lab.client.split_first().expect("a client command");
+    let child = Command::new(program)
+        .args(args)
+        .args(["capture", port, "--lab", &lab.name, "-w"])
+        .arg(file)
+        .spawn()
+        .expect("tapnet capture");
+    let capture = Reap(child);
+    wait_pcap_header(file);
+    capture
+}
+
+/// Waits (up to 10 s) until `file` holds a pcap header (24 bytes): a `tapnet capture`
+/// writing there has begun.
+pub fn wait_pcap_header(file: &std::path::Path) {
+    for _ in 0..200 {
+        if std::fs::metadata(file).is_ok_and(|m| m.len() >= 24) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `cmd` again every 100 ms until its stdout satisfies `done` or `within` has
+/// passed; the last stdout either way, for the caller to assert on (a capture file
+/// being written, read until it holds what was sent).
+pub fn run_until(cmd: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&run(cmd, 20).stdout).to_string();
+        if done(&text) || start.elapsed() > within {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A program (tcpdump) run in `ns` in the background, bounded by `timeout`, its stdout
+/// kept for [`Watcher::finish`]; killed on drop.
+pub struct Watcher {
+    child: Option<Child>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Watcher {
+    /// Starts `cmd` in `ns` and returns once a line of its stderr contains `ready`
+    /// (tcpdump's "listening on": it sees what is sent from now on), or it ended, or
+    /// `timeout_s` passed.
+    pub fn start(ns: &str, cmd: &[&str], timeout_s: u32, ready: &str) -> Watcher {
+        let t = timeout_s.to_string();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "timeout", "-k", "2", &t])
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ready = ready.to_string();
+        // Reads stderr to its end (a closed pipe would kill the program with SIGPIPE
+        // when it writes its summary), saying when the ready line came.
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(&ready) {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(u64::from(timeout_s)));
+        Watcher {
+            child: Some(child),
+            stderr: Some(reader),
+        }
+    }
+
+    /// Waits for the program to end; its stdout.
+    pub fn finish(mut self) -> String {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        if let Some(reader) = self.stderr.take() {
+            let _ = reader.join();
+        }
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM, which `timeout` (the child, through exec) passes on to the
+            // program; SIGKILL would leave the program running.
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A test "host" namespace whose only link is a veth to a test "outside" namespace:
 /// tapnet runs in the host, so masquerade and forwards reach nothing but the outside.
 /// Host is 10.250.0.1/24, outside 10.250.0.2/24. The outside is also a router (the
@@ -700,12 +806,7 @@ pub fn http_server(
     let argv = http_server_argv(ip, port, dir, log);
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let server = Background::spawn(ns, &argv);
-    let local = if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    };
-    wait_listening_on(ns, &local);
+    wait_listening_on(ns, &socket_address(ip, port));
     server
 }
 
@@ -742,7 +843,8 @@ Server((ip, port), Handler).serve_forever()
     .to_vec()
 }
 
-/// A UDP echo server on ip:port.
+/// A UDP echo server on ip:port, returned once its socket is bound: a datagram sent
+/// before that is lost (Python may take a second to start on a busy machine).
 pub fn udp_echo(ns: &str, ip: &str, port: u16) -> Background {
     const CODE: &str = r#"
 import socket, sys
@@ -752,7 +854,18 @@ while True:
     d, a = s.recvfrom(65535)
     s.sendto(d, a)
 "#;
-    Background::spawn(ns, &["python3", "-c", CODE, ip, &port.to_string()])
+    let server = Background::spawn(ns, &["python3", "-c", CODE, ip, &port.to_string()]);
+    wait_udp_bound(ns, &socket_address(ip, port));
+    server
+}
+
+/// `ip:port` as `ss` writes a local address: `10.0.0.2:80`, `[fd00::2]:80`.
+pub fn socket_address(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// Sends `msg` to ip:port over UDP from `ns` and returns the answer, if one came
@@ -904,10 +1017,9 @@ pub fn traceroute(ns: &str, dst: &str, extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// A TCP echo server on ip:port that writes how each connection ended to `log`, one
-/// line each: `reset` (ECONNRESET), or `eof` (a clean close).
 /// A TCP echo server on `ip`:`port` in `ns` that writes a line to `log` for each
-/// connection: `open` when it is accepted, then `eof` or `reset` as it ends.
+/// connection: `open` when it is accepted, then `eof` (a clean close) or `reset`
+/// (ECONNRESET) as it ends. Returns once it listens.
 pub fn tcp_echo_logging(ns: &str, ip: &str, port: u16, log: &std::path::Path) -> Background {
     const CODE: &str = r#"
 import socket, sys, threading
@@ -934,7 +1046,7 @@ while True:
     c, _ = srv.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
-    Background::spawn(
+    let server = Background::spawn(
         ns,
         &[
             "python3",
@@ -944,12 +1056,11 @@ while True:
             &port.to_string(),
             log.to_str().unwrap(),
         ],
-    )
+    );
+    wait_listening_on(ns, &socket_address(ip, port));
+    server
 }
 
-/// From `ns`, connects to ip:port, exchanges one line, stays idle `idle_s` seconds,
-/// then tries again; prints and returns how that went: `answered`, `reset` or
-/// `timeout` (retries the first connect while the server starts).
 /// Waits (up to 10 s) until something in `ns` listens on TCP `port`: a server started
 /// in the background is ready for clients.
 pub fn wait_listening(ns: &str, port: u16) {
@@ -962,9 +1073,20 @@ pub fn wait_listening_on(ns: &str, local: &str) {
     wait_listening_until(ns, |w| w == local);
 }
 
+/// Waits (up to 10 s) until a UDP socket in `ns` is bound to `local`, as `ss` writes
+/// it (see [`wait_listening_on`]): a server started in the background gets the
+/// datagrams sent from now on.
+pub fn wait_udp_bound(ns: &str, local: &str) {
+    wait_socket_until(ns, "-Hlun", |w| w == local);
+}
+
 fn wait_listening_until(ns: &str, local: impl Fn(&str) -> bool) {
+    wait_socket_until(ns, "-Hltn", local);
+}
+
+fn wait_socket_until(ns: &str, ss_flags: &str, local: impl Fn(&str) -> bool) {
     for _ in 0..200 {
-        let out = ns_run(ns, &["ss", "-Hltn"], 5);
+        let out = ns_run(ns, &["ss", ss_flags], 5);
         if String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .any(&local)
@@ -975,6 +1097,9 @@ fn wait_listening_until(ns: &str, local: impl Fn(&str) -> bool) {
     }
 }
 
+/// From `ns`, connects to ip:port, exchanges one line, stays idle `idle_s` seconds,
+/// then tries again; prints and returns how that went: `answered`, `reset` or
+/// `timeout` (retries the first connect while the server starts).
 pub fn tcp_idle_then_talk(ns: &str, ip: &str, port: u16, idle_s: u32) -> String {
     const CODE: &str = r#"
 import socket, sys, time
