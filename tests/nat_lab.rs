@@ -448,19 +448,31 @@ fn forwards_reset_refused_clients_and_reuse_ports_without_delay() {
     // SYN in. On a busy machine the container's kernel may drop a SYN that comes
     // while the web server is still inside close() (it lands in the old socket's
     // backlog and dies with it), as it would from any client through kernel DNAT;
-    // so one slow reconnect in ten is let pass.
+    // so one slow reconnect in ten is let pass. (A connect that finds the client's
+    // own last socket still waiting for the ACK of its FIN is tried again: that is
+    // the client's kernel, before anything is sent.)
     const SAME_PORT: &str = r#"
-import socket, sys, time
+import errno, socket, sys, time
 for pause in (0, 0.05):
     took = []
     for i in range(10):
         time.sleep(pause)
         t = time.time()
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", 40123))
-        s.settimeout(5)
-        s.connect((sys.argv[1], 8080))
+        while True:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", 40123))
+            s.settimeout(5)
+            try:
+                s.connect((sys.argv[1], 8080))
+                break
+            except OSError as e:
+                # The client's own last socket on this four-tuple waits for the
+                # ACK of its FIN (LAST_ACK) when the machine is busy.
+                s.close()
+                if e.errno != errno.EADDRNOTAVAIL or time.time() - t > 5:
+                    raise
+                time.sleep(0.005)
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         body = b""
         while True:
