@@ -40,6 +40,10 @@ enum Command {
         /// thread's CPUs.
         #[arg(long)]
         pin_threads: bool,
+        /// Write every frame to its TAP with its own write(2), instead of small
+        /// frames in batches through io_uring (used where the kernel allows it).
+        #[arg(long)]
+        no_io_uring: bool,
     },
     /// Print the embedded default lab file.
     Example,
@@ -244,12 +248,14 @@ fn main() -> ExitCode {
             busy_poll_us,
             threads,
             pin_threads,
+            no_io_uring,
         } => commands::up(
             lab.as_deref(),
             daemon::Tuning {
                 busy_poll: Duration::from_micros(busy_poll_us),
                 threads: threads.map(usize::from),
                 pin_threads,
+                no_io_uring,
             },
         ),
         Command::Capture { port, lab, write } => commands::capture(&port, lab.as_deref(), write),

@@ -174,9 +174,17 @@ pub fn render(what: &str, v: &Value) -> String {
         }
         "threads" => {
             rows.push(
-                ["THREAD", "TID", "FRAMES", "HANDED_OFF", "CPU_MS", "CPUS"]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "THREAD",
+                    "TID",
+                    "FRAMES",
+                    "HANDED_OFF",
+                    "CPU_MS",
+                    "CPUS",
+                    "WRITES",
+                ]
+                .map(String::from)
+                .to_vec(),
             );
             for t in list("threads") {
                 rows.push(vec![
@@ -186,6 +194,7 @@ pub fn render(what: &str, v: &Value) -> String {
                     s(&t["handed_off"]),
                     s(&t["cpu_ms"]),
                     s(&t["cpus"]),
+                    s(&t["writes"]),
                 ]);
             }
         }

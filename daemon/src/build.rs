@@ -35,6 +35,7 @@ pub(crate) fn datapath(
 ) -> Result<Option<(Datapath, Handles)>> {
     let mut dp = Datapath::new(POOL_BUFFERS)?;
     dp.set_busy_poll(tuning.busy_poll);
+    dp.set_write_batching(!tuning.no_io_uring);
     dp.set_threads(tuning.threads.unwrap_or_else(crate::default_threads))?;
     let mut bridge_ids: Vec<(String, BridgeId, u32)> = Vec::new();
     for b in &lab.bridges {

@@ -73,6 +73,9 @@ pub struct Tuning {
     /// Bind datapath thread k to the k-th CPU the process may use
     /// ([`vswitch::Datapath::pin_threads`]).
     pub pin_threads: bool,
+    /// Write each frame to its TAP by itself, not in io_uring batches
+    /// ([`vswitch::Datapath::set_write_batching`]).
+    pub no_io_uring: bool,
 }
 
 /// The most datapath threads `tapnet up` starts.

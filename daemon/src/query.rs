@@ -62,7 +62,8 @@ pub fn answer(dp: &Datapath, handles: Handles, lab: &str, line: &str, now: Insta
 
 /// The datapath threads: what each forwarded, what the workers handed to thread 0,
 /// each one's CPU time so far (user and system, ms, from
-/// `/proc/self/task/TID/stat`: what `top -H` shows) and the CPUs it may run on.
+/// `/proc/self/task/TID/stat`: what `top -H` shows), the CPUs it may run on, and how
+/// it writes frames to TAPs (`io_uring` in batches, or one `write` each).
 fn threads(dp: &Datapath, lab: &str) -> Value {
     let threads: Vec<Value> = dp
         .thread_stats()
@@ -73,6 +74,7 @@ fn threads(dp: &Datapath, lab: &str) -> Value {
                 "tid": t.tid,
                 "frames": t.frames,
                 "handed_off": t.handed_off,
+                "writes": if t.batched_writes { "io_uring" } else { "write" },
                 "cpu_ms": cpu_ms(t.tid),
                 "cpus": cpus_allowed(t.tid),
             })

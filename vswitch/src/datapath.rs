@@ -24,6 +24,7 @@ use crate::internal::{Emitter, Handler, HandlerId, HandlerRef, Verdict, HANDLER_
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
 use crate::shard::{BridgeView, FastPort, View, WorkerHandle};
+use crate::uring::WriteBatch;
 
 /// Frames read from one port per wakeup before moving on to the next, so one busy port
 /// cannot starve the others.
@@ -193,6 +194,15 @@ pub struct Datapath {
     injected_work: Vec<(PortId, BufId, usize)>,
     /// See [`Datapath::set_busy_poll`].
     busy_poll: Duration,
+    /// Small frames forwarded to device ports and not written yet: written together,
+    /// one system call per batch, before this thread sleeps ([`crate::uring`]). None
+    /// where io_uring is not available or is turned off.
+    batch: Option<WriteBatch>,
+    /// Whether [`Datapath::batch`] is to be made at the first turn (on the thread
+    /// that runs the datapath, which is the one that must submit to it).
+    batch_wanted: bool,
+    /// See [`Datapath::set_write_batching`]; workers get it when they start.
+    write_batching: bool,
     last_frame: Option<Instant>,
     /// The other datapath threads (see [`crate::shard`]); empty with one thread.
     workers: Vec<WorkerHandle>,
@@ -221,6 +231,9 @@ pub struct ThreadStats {
     pub frames: u64,
     /// Frames it handed to thread 0 (the others; 0 for thread 0).
     pub handed_off: u64,
+    /// Whether it writes small frames in batches through io_uring ([`crate::uring`])
+    /// rather than one `write(2)` each.
+    pub batched_writes: bool,
 }
 
 impl Datapath {
@@ -248,6 +261,9 @@ impl Datapath {
             went_down: Vec::new(),
             next_sweep: Instant::now() + AGE_SWEEP,
             busy_poll: Duration::ZERO,
+            batch: None,
+            batch_wanted: true,
+            write_batching: true,
             last_frame: None,
             workers: Vec::new(),
             main_waker: None,
@@ -273,6 +289,7 @@ impl Datapath {
                 index,
                 Arc::new(View::default()),
                 waker.clone(),
+                self.write_batching,
             )?);
         }
         self.main_waker = Some(waker);
@@ -340,6 +357,7 @@ impl Datapath {
             tid: self.tid,
             frames: self.frames,
             handed_off: 0,
+            batched_writes: self.batch.is_some(),
         }];
         for (i, w) in self.workers.iter().enumerate() {
             all.push(ThreadStats {
@@ -352,6 +370,10 @@ impl Datapath {
                 handed_off: w
                     .shared
                     .handed_off
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                batched_writes: w
+                    .shared
+                    .batched_writes
                     .load(std::sync::atomic::Ordering::Relaxed),
             });
         }
@@ -414,6 +436,9 @@ impl Datapath {
     /// static ones, its capture, mirror and impairment end, and its name is free.
     /// False for an internal port or an unknown one.
     pub fn remove_port(&mut self, port: PortId) -> bool {
+        // Nothing may wait for its descriptor once it is closed (the number could be
+        // another's by the next flush).
+        self.flush_writes();
         let Some(slot) = self.ports.get_mut(port.0) else {
             return false;
         };
@@ -642,6 +667,25 @@ impl Datapath {
         self.busy_poll = window;
     }
 
+    /// Whether frames to TAP ports are written in batches through io_uring (the
+    /// default, where the kernel allows it) or each with its own `write(2)`: see
+    /// [`crate::uring`]. Takes effect for thread 0 at its next turn and for workers
+    /// started after the call; set it before [`Datapath::set_threads`].
+    pub fn set_write_batching(&mut self, on: bool) {
+        self.batch_wanted = on;
+        if !on {
+            flush_batch(&mut self.ports, &mut self.failed, &mut self.batch);
+            self.batch = None;
+        }
+        self.write_batching = on;
+    }
+
+    /// Whether thread 0 writes in batches now (false before its first turn, and where
+    /// io_uring could not be set up).
+    pub fn write_batching(&self) -> bool {
+        self.batch.is_some()
+    }
+
     /// For the caller's own event sources; use tokens from [`FIRST_FOREIGN_TOKEN`] up.
     pub fn registry(&self) -> &Registry {
         self.poll.registry()
@@ -651,6 +695,11 @@ impl Datapath {
     /// arrived. Returns the caller's tokens that fired.
     pub fn poll_once(&mut self, timeout: Option<Duration>) -> io::Result<&[Token]> {
         self.fired.clear();
+        if self.batch_wanted && self.batch.is_none() {
+            // Once: where io_uring is refused, every frame is written by itself.
+            self.batch_wanted = false;
+            self.batch = WriteBatch::new().ok();
+        }
         let now = Instant::now();
         // What the caller changed since the last turn (a capture, an impairment, a
         // port) reaches the workers before this thread sleeps.
@@ -771,6 +820,7 @@ impl Datapath {
                 self.ports_gen += 1;
             }
         }
+        self.flush_writes();
         self.publish(now);
         Ok(&self.fired)
     }
@@ -817,6 +867,7 @@ impl Datapath {
         }
         self.rx.clear();
         self.run_internal(now);
+        self.flush_writes();
         while let Some((port, reason)) = self.failed.pop() {
             self.take_down(port, reason);
         }
@@ -933,6 +984,11 @@ impl Datapath {
 
     /// Forwards one frame that entered at `ingress`; takes the buffer (releases it, or
     /// passes it on to a handler).
+    /// Writes the frames waiting in [`Datapath::batch`], counting each on its port.
+    fn flush_writes(&mut self) {
+        flush_batch(&mut self.ports, &mut self.failed, &mut self.batch);
+    }
+
     fn forward_frame(&mut self, ingress: PortId, buf: BufId, len: usize, now: Instant) {
         let Datapath {
             ports,
@@ -940,6 +996,7 @@ impl Datapath {
             pool,
             failed,
             to_handlers,
+            batch,
             ..
         } = self;
         let counters = &mut ports[ingress.0].counters;
@@ -966,7 +1023,7 @@ impl Datapath {
                 capture_copy(&mut ports[egress.0], data);
                 return to_handlers.push((egress, buf, len));
             }
-            Decision::Unicast(egress) => send(ports, failed, egress, data, gso, now),
+            Decision::Unicast(egress) => send(ports, failed, batch, egress, data, gso, now),
             Decision::Flood => {
                 for egress in bridge.flood_targets(ingress) {
                     if ports[egress.0].handler.is_none() {
@@ -974,6 +1031,7 @@ impl Datapath {
                         send(
                             ports,
                             failed,
+                            batch,
                             egress,
                             pool.buf(buf)[DATA_OFFSET..DATA_OFFSET + len].as_ref(),
                             gso,
@@ -1012,6 +1070,8 @@ impl Datapath {
     }
 
     fn take_down(&mut self, port: PortId, reason: String) {
+        // As in remove_port: its descriptor closes here.
+        self.flush_writes();
         let slot = &mut self.ports[port.0];
         let Some(io) = slot.io.take() else { return };
         let _ = self.poll.registry().deregister(&mut SourceFd(&io.fd()));
@@ -1272,10 +1332,12 @@ impl Datapath {
     }
 }
 
-/// Writes one frame to `egress`, counting the outcome there.
+/// Writes one frame to `egress`, counting the outcome there: now, or, for a small
+/// frame to a TAP while `batch` is on, at the next [`flush_batch`].
 fn send(
     ports: &mut [PortSlot],
     failed: &mut Vec<(PortId, String)>,
+    batch: &mut Option<WriteBatch>,
     egress: PortId,
     data: &[u8],
     gso: bool,
@@ -1294,13 +1356,55 @@ fn send(
         }
         return;
     }
-    write_out(slot, failed, egress, data);
+    if let (Some(b), Some(fd)) = (batch.as_mut(), io.write_fd()) {
+        if WriteBatch::fits(data) {
+            if b.is_full() {
+                flush_batch(ports, failed, batch);
+            }
+            if batch.as_mut().is_some_and(|b| b.push(fd, egress, data)) {
+                return;
+            }
+        }
+    }
+    // A super-frame, a port of another kind, or no batching: after what waits, so
+    // each port's frames keep their order.
+    flush_batch(ports, failed, batch);
+    write_out(&mut ports[egress.0], failed, egress, data);
+}
+
+/// Writes what waits in `batch` and counts each frame on its port, as [`write_out`]
+/// does. A ring that fails is dropped: frames are written one by one from then on.
+fn flush_batch(
+    ports: &mut [PortSlot],
+    failed: &mut Vec<(PortId, String)>,
+    batch: &mut Option<WriteBatch>,
+) {
+    let Some(b) = batch.as_mut() else { return };
+    let flushed = b.flush(|w, frame| {
+        let result = w.result.map_err(io::Error::from_raw_os_error);
+        written(&mut ports[w.egress.0], failed, w.egress, frame, result);
+    });
+    if flushed.is_err() {
+        *batch = None;
+    }
 }
 
 /// Writes one frame to a port now, counting the outcome there.
 fn write_out(slot: &mut PortSlot, failed: &mut Vec<(PortId, String)>, egress: PortId, data: &[u8]) {
     let Some(io) = slot.io.as_mut() else { return };
-    match io.send(data) {
+    let result = io.send(data);
+    written(slot, failed, egress, data, result);
+}
+
+/// Counts the outcome of writing `data` to a port.
+fn written(
+    slot: &mut PortSlot,
+    failed: &mut Vec<(PortId, String)>,
+    egress: PortId,
+    data: &[u8],
+    result: io::Result<()>,
+) {
+    match result {
         Ok(()) => {
             slot.link_down = false;
             count_tx(&mut slot.counters, data.len());

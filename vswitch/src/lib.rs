@@ -17,6 +17,7 @@ pub mod pool;
 pub mod port;
 pub mod shard;
 pub mod tap;
+pub mod uring;
 pub mod wire;
 
 /// The internet checksum (RFC 1071, RFC 1624): `wire::checksum`, kept at this path.

@@ -19,6 +19,13 @@ pub trait Port: Send {
     fn fd(&self) -> RawFd;
     /// Whether `send` takes GSO super-frames as they are.
     fn accepts_gso(&self) -> bool;
+    /// The descriptor on which one `write(2)` of a frame does exactly what `send`
+    /// does, for a caller that gathers writes into one system call
+    /// ([`crate::uring::WriteBatch`]); None where `send` does more (a VM's socket
+    /// frames each one).
+    fn write_fd(&self) -> Option<RawFd> {
+        None
+    }
     /// Whether anyone is at the other end: false for a VM's socket port with no VM
     /// connected, which `show ports` then says is link-down. A TAP always has one.
     fn carrier(&self) -> bool {

@@ -48,6 +48,7 @@ use crate::frame::{check_ingress, destination_mac, source_mac, VnetHdr, VNET_HDR
 use crate::guard::PortGuard;
 use crate::pool::{BUF_SIZE, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
+use crate::uring::{WriteBatch, Written};
 
 /// Frames a worker may have handed to thread 0 and thread 0 not taken yet. Each holds
 /// a buffer of [`BUF_SIZE`] bytes, allocated at start. When all are out, the worker
@@ -198,6 +199,8 @@ pub struct Shared {
     pub tid: AtomicU64,
     pub forwarded: AtomicU64,
     pub handed_off: AtomicU64,
+    /// Whether the worker writes through its io_uring batch ([`crate::uring`]).
+    pub batched_writes: AtomicBool,
 }
 
 enum Msg {
@@ -262,11 +265,13 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Starts worker `index` (1 and up); it wakes thread 0 through `main_waker` when it
-    /// hands over frames.
+    /// hands over frames. With `write_batching` it writes small frames in batches
+    /// through io_uring where the kernel allows ([`crate::uring`]).
     pub fn spawn(
         index: usize,
         view: Arc<View>,
         main_waker: Arc<Waker>,
+        write_batching: bool,
     ) -> io::Result<WorkerHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -288,6 +293,7 @@ impl WorkerHandle {
             tid: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
+            batched_writes: AtomicBool::new(false),
         });
         let (msgs, msgs_rx) = bounded(1024);
         let worker = Worker {
@@ -308,6 +314,8 @@ impl WorkerHandle {
             dirty: false,
             starved: false,
             first: 0,
+            batch: None,
+            write_batching,
         };
         let thread = std::thread::Builder::new()
             .name(format!("tapnet-dp{index}"))
@@ -403,6 +411,12 @@ struct Worker {
     starved: bool,
     /// The port this turn's round over the queues starts at.
     first: usize,
+    /// Small frames forwarded and not written yet, written together at the end of a
+    /// queue's turn; None where io_uring is not available (each frame is then written
+    /// as it is forwarded).
+    batch: Option<WriteBatch>,
+    /// Whether to set up [`Worker::batch`] when the thread starts.
+    write_batching: bool,
 }
 
 impl Worker {
@@ -410,6 +424,13 @@ impl Worker {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         self.shared.tid.store(tid as u64, Ordering::Relaxed);
+        // Made here: the ring belongs to the thread that submits to it.
+        if self.write_batching {
+            self.batch = WriteBatch::new().ok();
+        }
+        self.shared
+            .batched_writes
+            .store(self.batch.is_some(), Ordering::Relaxed);
         loop {
             if self.starved && !self.free_rx.is_empty() {
                 self.starved = false;
@@ -494,8 +515,15 @@ impl Worker {
     }
 
     /// Reads up to [`BATCH`] frames from this thread's queue of `ingress` and forwards
-    /// each; true if some went to thread 0.
+    /// each, all written by the time it returns; true if some went to thread 0.
     fn forward_from(&mut self, view: &View, ingress: PortId) -> bool {
+        let handed = self.forward_batch(view, ingress);
+        flush_writes(&mut self.batch, &mut self.counters, &self.shared);
+        handed
+    }
+
+    /// [`Worker::forward_from`] but for the frames left in [`Worker::batch`].
+    fn forward_batch(&mut self, view: &View, ingress: PortId) -> bool {
         let mut handed = false;
         let mut budget = HANDOFF_BUDGET;
         for _ in 0..BATCH {
@@ -547,25 +575,34 @@ impl Worker {
                         handed |= self.hand_off(ingress, len);
                         continue;
                     };
-                    let sent = out.io.send(&self.buf[..len]);
-                    let bytes = len.saturating_sub(VNET_HDR_LEN) as u64;
                     let c = &mut self.counters[ingress.0];
                     c.rx_packets += 1;
-                    c.rx_bytes += bytes;
-                    let c = &mut self.counters[egress.0];
-                    match sent {
-                        Ok(()) => {
-                            c.tx_packets += 1;
-                            c.tx_bytes += bytes;
-                            self.shared.forwarded.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            c.drop(DropReason::EgressFull)
-                        }
-                        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-                            c.drop(DropReason::EgressLinkDown)
-                        }
-                        Err(_) => c.drop(DropReason::EgressError),
+                    c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+                    let frame = &self.buf[..len];
+                    if self.batch.as_ref().is_some_and(WriteBatch::is_full) {
+                        flush_writes(&mut self.batch, &mut self.counters, &self.shared);
+                    }
+                    let queued = match (self.batch.as_mut(), out.io.write_fd()) {
+                        (Some(batch), Some(fd)) => batch.push(fd, egress, frame),
+                        _ => false,
+                    };
+                    if !queued {
+                        // Too long for a slot (a TSO super-frame), or no ring: after
+                        // what waits, so the port's frames keep their order.
+                        flush_writes(&mut self.batch, &mut self.counters, &self.shared);
+                        let result = out
+                            .io
+                            .send(frame)
+                            .map_err(|e| e.raw_os_error().unwrap_or(0));
+                        count_written(
+                            &mut self.counters,
+                            &self.shared,
+                            Written {
+                                egress,
+                                len,
+                                result,
+                            },
+                        );
                     }
                     if self.unicast.len() <= bridge.0 {
                         self.unicast.resize(bridge.0 + 1, 0);
@@ -589,6 +626,8 @@ impl Worker {
 
     /// Hands the frame in `self.buf[..len]` to thread 0; thread 0 counts it.
     fn hand_off(&mut self, ingress: PortId, len: usize) -> bool {
+        // Frames forwarded before it leave before thread 0 can send it on.
+        flush_writes(&mut self.batch, &mut self.counters, &self.shared);
         let Ok(mut buf) = self.free_rx.try_recv() else {
             let c = &mut self.counters[ingress.0];
             c.rx_packets += 1;
@@ -674,6 +713,32 @@ impl Worker {
         }
         drop(report);
         self.shared.reported.store(true, Ordering::Release);
+    }
+}
+
+/// Writes what waits in `batch` and counts each frame on its egress port. A ring
+/// that fails is dropped, and the worker writes frame by frame from then on.
+fn flush_writes(batch: &mut Option<WriteBatch>, counters: &mut [PortCounters], shared: &Shared) {
+    let Some(b) = batch.as_mut() else { return };
+    if b.flush(|w, _| count_written(counters, shared, w)).is_err() {
+        *batch = None;
+        shared.batched_writes.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Counts one forwarded frame's write on its egress port: sent, or dropped by reason
+/// (`EAGAIN`: the port's queue was full; `EIO`: its link is down).
+fn count_written(counters: &mut [PortCounters], shared: &Shared, w: Written) {
+    let c = &mut counters[w.egress.0];
+    match w.result {
+        Ok(()) => {
+            c.tx_packets += 1;
+            c.tx_bytes += w.len.saturating_sub(VNET_HDR_LEN) as u64;
+            shared.forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(libc::EAGAIN) => c.drop(DropReason::EgressFull),
+        Err(libc::EIO) => c.drop(DropReason::EgressLinkDown),
+        Err(_) => c.drop(DropReason::EgressError),
     }
 }
 

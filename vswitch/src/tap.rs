@@ -146,4 +146,8 @@ impl Port for Tap {
     fn accepts_gso(&self) -> bool {
         true
     }
+
+    fn write_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
 }

@@ -159,6 +159,12 @@ fn forwarding_allocates_nothing_per_packet() {
     for _ in 0..10 {
         round(&mut dp);
     }
+    // Small frames go out in io_uring batches where the kernel allows io_uring: that
+    // is the path watched below.
+    assert_eq!(
+        dp.write_batching(),
+        vswitch::uring::WriteBatch::new().is_ok()
+    );
 
     WATCHING.with(|w| w.set(true));
     let mut forwarded = 0;
@@ -231,6 +237,11 @@ fn forwarding_on_two_threads_allocates_nothing_per_packet() {
     }
     let worker = dp.thread_stats()[1];
     assert_ne!(worker.tid, 0, "the worker runs");
+    // Both threads write small frames in io_uring batches (where the kernel allows
+    // io_uring), so that path is the one watched here.
+    let uring = vswitch::uring::WriteBatch::new().is_ok();
+    assert_eq!(dp.write_batching(), uring);
+    assert_eq!(worker.batched_writes, uring);
     WATCHED_TIDS[1].store(worker.tid, Ordering::Relaxed);
     // SAFETY: gettid has no preconditions.
     WATCHED_TIDS[0].store(unsafe { libc::gettid() } as u64, Ordering::Relaxed);

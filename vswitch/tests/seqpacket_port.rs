@@ -81,6 +81,12 @@ impl Port for SeqpacketPort {
     fn accepts_gso(&self) -> bool {
         self.gso
     }
+
+    /// One `write(2)` of a SOCK_SEQPACKET socket is one message, as one of a TAP is
+    /// one frame: the datapath's io_uring batches write to these ports as to TAPs.
+    fn write_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
 }
 
 impl Peer {
