@@ -982,13 +982,13 @@ impl Datapath {
         any
     }
 
-    /// Forwards one frame that entered at `ingress`; takes the buffer (releases it, or
-    /// passes it on to a handler).
     /// Writes the frames waiting in [`Datapath::batch`], counting each on its port.
     fn flush_writes(&mut self) {
         flush_batch(&mut self.ports, &mut self.failed, &mut self.batch);
     }
 
+    /// Forwards one frame that entered at `ingress`; takes the buffer (releases it, or
+    /// passes it on to a handler).
     fn forward_frame(&mut self, ingress: PortId, buf: BufId, len: usize, now: Instant) {
         let Datapath {
             ports,

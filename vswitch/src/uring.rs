@@ -37,6 +37,7 @@ pub const SLOT_SIZE: usize = 2048;
 /// One frame waiting in a batch: where it goes and how long it is.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
+    fd: RawFd,
     egress: PortId,
     len: usize,
 }
@@ -118,6 +119,7 @@ impl WriteBatch {
             return false;
         }
         self.pending.push(Pending {
+            fd,
             egress,
             len: frame.len(),
         });
@@ -129,8 +131,11 @@ impl WriteBatch {
     /// descriptor's queue full, where the descriptor can wait for room, as a socket
     /// can) is cancelled at once and reported as EAGAIN, as `write(2)` on the
     /// non-blocking descriptor would say: a flush never waits for a slow reader.
-    /// Returns Err only when the ring itself failed: the frames it did not write are
-    /// then reported as ECANCELED, and the caller should stop using it.
+    /// Returns Err only when the ring itself failed, and the caller should stop using
+    /// it. Where it refused the batch outright (nothing was submitted: a seccomp
+    /// profile that allows `io_uring_setup` but not `io_uring_enter`), each frame is
+    /// written with `write(2)` instead; frames of a batch that failed midway are
+    /// reported as ECANCELED.
     pub fn flush(&mut self, mut done: impl FnMut(Written, &[u8])) -> io::Result<()> {
         let n = self.pending.len();
         if n == 0 {
@@ -138,6 +143,7 @@ impl WriteBatch {
         }
         let mut results = [None::<i32>; SLOTS];
         let mut failed = self.enter(0).err();
+        let refused = failed.is_some();
         let mut seen = self.reap(&mut results);
         if seen < n && failed.is_none() {
             // Parked waiting for room: take them back.
@@ -166,6 +172,21 @@ impl WriteBatch {
                 None => Err(libc::ECANCELED),
             };
             let frame = &self.slots[i * SLOT_SIZE..i * SLOT_SIZE + p.len];
+            let result = if refused && results[i].is_none() {
+                // io_uring_enter failed before it took any entry: the kernel has no
+                // pointer to this slot, so writing it here cannot duplicate it.
+                // SAFETY: writes frame.len() bytes from frame.
+                let n = unsafe { libc::write(p.fd, frame.as_ptr().cast(), frame.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(libc::EIO))
+                } else {
+                    Ok(())
+                }
+            } else {
+                result
+            };
             done(
                 Written {
                     egress: p.egress,
