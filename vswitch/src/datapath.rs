@@ -821,6 +821,10 @@ impl Datapath {
             }
         }
         self.flush_writes();
+        // A port found dead by that last flush goes down now, not at some later turn.
+        while let Some((port, reason)) = self.failed.pop() {
+            self.take_down(port, reason);
+        }
         self.publish(now);
         Ok(&self.fired)
     }

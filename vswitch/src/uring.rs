@@ -57,6 +57,19 @@ pub struct WriteBatch {
     ring: IoUring,
     slots: Box<[u8]>,
     pending: Vec<Pending>,
+    /// A flush failed with writes possibly still in the kernel: the slots are never
+    /// freed (see `Drop`).
+    poisoned: bool,
+}
+
+impl Drop for WriteBatch {
+    fn drop(&mut self) {
+        if self.poisoned {
+            // The ring's teardown in the kernel is asynchronous: a write still in
+            // flight could read the slots after they were freed. 128 KiB, once.
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+    }
 }
 
 impl WriteBatch {
@@ -80,6 +93,7 @@ impl WriteBatch {
             ring,
             slots: vec![0u8; SLOTS * SLOT_SIZE].into_boxed_slice(),
             pending: Vec::with_capacity(SLOTS),
+            poisoned: false,
         })
     }
 
@@ -144,6 +158,8 @@ impl WriteBatch {
         let mut results = [None::<i32>; SLOTS];
         let mut failed = self.enter(0).err();
         let refused = failed.is_some();
+        // Failing later, some writes may still be in the kernel.
+        let mut poisoned = false;
         let mut seen = self.reap(&mut results);
         if seen < n && failed.is_none() {
             // Parked waiting for room: take them back.
@@ -159,6 +175,7 @@ impl WriteBatch {
             while seen < n {
                 if let Err(e) = self.enter(n - seen) {
                     failed = Some(e);
+                    poisoned = true;
                     break;
                 }
                 seen += self.reap(&mut results);
@@ -196,6 +213,7 @@ impl WriteBatch {
                 frame,
             );
         }
+        self.poisoned |= poisoned;
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
