@@ -5,11 +5,11 @@
 //! preemption (`PREEMPT_NONE`, Debian's and most distributions' default, or
 //! `preempt=none`), the woken process takes the CPU when the call returns to user
 //! space, so with one write per frame a receiver sharing tapnet's CPU preempts it on
-//! every frame (35% of a worker's samples in `perf record` on a 64-byte UDP flood,
-//! README "Performance"). Here a worker copies each small frame it forwards into a
-//! slot and submits the slots as one batch of `IORING_OP_WRITE`s: the kernel runs
-//! them one after the other inside one system call, and the receiver wakes once per
-//! batch to find all of it queued.
+//! every frame (35% of tapnet's samples in `perf record` on a 64-byte UDP flood,
+//! README "Performance"). Here each datapath thread copies every small frame it
+//! forwards into a slot and submits the slots as one batch of `IORING_OP_WRITE`s: the
+//! kernel runs them one after the other inside one system call, and the receiver
+//! wakes once per batch to find all of it queued.
 //!
 //! A TAP descriptor is `O_NONBLOCK`, so every write completes inside the submitting
 //! call (a full queue is `-EAGAIN`, as for `write(2)`); no buffer is lent to the kernel
