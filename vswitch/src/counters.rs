@@ -95,6 +95,19 @@ drop_reasons! {
     }
 }
 
+impl DropReason {
+    /// Why a frame a port's write refused is dropped, from the `errno` the write gave
+    /// (`write(2)`'s or io_uring's): EAGAIN, the port's queue is full; EIO, a TAP whose
+    /// link the container set down (`tun_get_user`); anything else, an error.
+    pub fn of_write_error(errno: Option<i32>) -> DropReason {
+        match errno {
+            Some(libc::EAGAIN) => DropReason::EgressFull,
+            Some(libc::EIO) => DropReason::EgressLinkDown,
+            _ => DropReason::EgressError,
+        }
+    }
+}
+
 /// Traffic and drop counters of one port. Received and sent are from tapnet's side:
 /// `rx` is what the port handed to tapnet, `tx` what tapnet wrote to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1414,15 +1414,10 @@ fn written(
             count_tx(&mut slot.counters, data.len());
             capture_copy(slot, data);
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            slot.counters.drop(DropReason::EgressFull)
-        }
-        Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-            slot.link_down = true;
-            slot.counters.drop(DropReason::EgressLinkDown)
-        }
         Err(e) => {
-            slot.counters.drop(DropReason::EgressError);
+            let reason = DropReason::of_write_error(e.raw_os_error());
+            slot.counters.drop(reason);
+            slot.link_down |= reason == DropReason::EgressLinkDown;
             if is_fatal(&e) && !failed.iter().any(|(p, _)| *p == egress) {
                 failed.push((egress, e.to_string()));
             }

@@ -736,9 +736,7 @@ fn count_written(counters: &mut [PortCounters], shared: &Shared, w: Written) {
             c.tx_bytes += w.len.saturating_sub(VNET_HDR_LEN) as u64;
             shared.forwarded.fetch_add(1, Ordering::Relaxed);
         }
-        Err(libc::EAGAIN) => c.drop(DropReason::EgressFull),
-        Err(libc::EIO) => c.drop(DropReason::EgressLinkDown),
-        Err(_) => c.drop(DropReason::EgressError),
+        Err(errno) => c.drop(DropReason::of_write_error(Some(errno))),
     }
 }
 
