@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use crate::internal::{Emitter, Handler, HandlerId, HandlerRef, Verdict, HANDLER_
 use crate::pool::{BufId, Pool, DATA_OFFSET, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
 use crate::shard::{BridgeView, FastPort, View, WorkerHandle};
-use crate::uring::{IoBatch, Written, READS};
+use crate::uring::WriteBatch;
 
 /// Frames read from one port per wakeup before moving on to the next, so one busy port
 /// cannot starve the others.
@@ -96,14 +95,7 @@ struct PortSlot {
     link_down: bool,
     /// Detached at run time: the slot is free for the next port added.
     removed: bool,
-    /// Reads to queue in the next burst through the batch (adapts to the traffic:
-    /// twice what the last burst brought, within [`MIN_READS`]..=[`READS`]).
-    read_depth: usize,
 }
-
-/// The fewest reads a burst asks for: a lone frame costs three reads that find the
-/// queue empty, inside one system call.
-const MIN_READS: usize = 4;
 
 /// A running capture, as its reader holds it: dropping it ends the capture.
 pub struct CaptureStream {
@@ -205,7 +197,7 @@ pub struct Datapath {
     /// Small frames forwarded to device ports and not written yet: written together,
     /// one system call per batch, before this thread sleeps ([`crate::uring`]). None
     /// where io_uring is not available or is turned off.
-    batch: Option<IoBatch>,
+    batch: Option<WriteBatch>,
     /// Whether [`Datapath::batch`] is to be made at the first turn (on the thread
     /// that runs the datapath, which is the one that must submit to it).
     batch_wanted: bool,
@@ -430,7 +422,6 @@ impl Datapath {
             guard: None,
             link_down: false,
             removed: false,
-            read_depth: MIN_READS,
         };
         match self.ports.get_mut(id.0) {
             Some(free) => *free = slot,
@@ -650,7 +641,6 @@ impl Datapath {
             guard: None,
             link_down: false,
             removed: false,
-            read_depth: MIN_READS,
         });
         Ok(id)
     }
@@ -708,7 +698,7 @@ impl Datapath {
         if self.batch_wanted && self.batch.is_none() {
             // Once: where io_uring is refused, every frame is written by itself.
             self.batch_wanted = false;
-            self.batch = IoBatch::new().ok();
+            self.batch = WriteBatch::new().ok();
         }
         let now = Instant::now();
         // What the caller changed since the last turn (a capture, an impairment, a
@@ -841,30 +831,36 @@ impl Datapath {
 
     /// Reads up to [`BATCH`] frames from `ingress`, then forwards them.
     fn forward_from(&mut self, ingress: PortId, now: Instant) {
+        let slot = &mut self.ports[ingress.0];
+        let Some(io) = slot.io.as_mut() else {
+            slot.readable = false;
+            return;
+        };
         while self.rx.len() < BATCH {
-            let slot = &self.ports[ingress.0];
-            let Some(io) = slot.io.as_ref() else { break };
-            let more = match io.read_fd().filter(|_| self.batch.is_some()) {
-                Some(fd) => self.read_burst(ingress, fd),
-                None => self.read_one(ingress),
-            };
-            if !more {
-                break;
+            // An empty pool leaves frames queued in the port; `readable` stays set.
+            let Some(buf) = self.pool.alloc() else { break };
+            let room = &mut self.pool.buf_mut(buf)[DATA_OFFSET..];
+            match io.recv(room) {
+                Ok(len) => self.rx.push((buf, len)),
+                Err(e) => {
+                    self.pool.release(buf);
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock => slot.readable = false,
+                        _ if is_fatal(&e) => self.failed.push((ingress, e.to_string())),
+                        // Anything else: wait for the next readiness event rather than
+                        // spinning on an error.
+                        _ => slot.readable = false,
+                    }
+                    break;
+                }
             }
         }
-        let slot = &mut self.ports[ingress.0];
-        match slot.io.as_ref() {
-            None => slot.readable = false,
-            // A port that came back by itself (a VM reconnected) is up before
-            // anything is sent to it.
-            Some(io) if io.carrier() => slot.link_down = false,
-            Some(_) => {}
+        // A port that came back by itself (a VM reconnected) is up before anything
+        // is sent to it.
+        if io.carrier() {
+            slot.link_down = false;
         }
-        self.forward_rx(ingress, now);
-    }
-
-    /// Forwards the frames read from `ingress` into [`Datapath::rx`], then writes.
-    fn forward_rx(&mut self, ingress: PortId, now: Instant) {
         if !self.rx.is_empty() {
             self.last_frame = Some(now);
             self.frames += self.rx.len() as u64;
@@ -878,107 +874,6 @@ impl Datapath {
         self.flush_writes();
         while let Some((port, reason)) = self.failed.pop() {
             self.take_down(port, reason);
-        }
-    }
-
-    /// Reads one frame from `ingress` into [`Datapath::rx`] with `recv`; false once
-    /// it should stop reading this turn (drained, failed, or the pool is empty).
-    fn read_one(&mut self, ingress: PortId) -> bool {
-        let slot = &mut self.ports[ingress.0];
-        let Some(io) = slot.io.as_mut() else {
-            return false;
-        };
-        // An empty pool leaves frames queued in the port; `readable` stays set.
-        let Some(buf) = self.pool.alloc() else {
-            return false;
-        };
-        let room = &mut self.pool.buf_mut(buf)[DATA_OFFSET..];
-        match io.recv(room) {
-            Ok(len) => {
-                self.rx.push((buf, len));
-                true
-            }
-            Err(e) => {
-                self.pool.release(buf);
-                self.read_failed(ingress, e)
-            }
-        }
-    }
-
-    /// What a failed read of `ingress` means: true to read again (EINTR).
-    fn read_failed(&mut self, ingress: PortId, e: io::Error) -> bool {
-        let slot = &mut self.ports[ingress.0];
-        match e.kind() {
-            io::ErrorKind::Interrupted => return true,
-            io::ErrorKind::WouldBlock => slot.readable = false,
-            _ if is_fatal(&e) => self.failed.push((ingress, e.to_string())),
-            // Anything else: wait for the next readiness event rather than spinning
-            // on an error.
-            _ => slot.readable = false,
-        }
-        false
-    }
-
-    /// Reads a burst of frames from descriptor `fd` of `ingress` into pool buffers and
-    /// [`Datapath::rx`], through the batch and in one system call with the writes that
-    /// wait ([`crate::uring`]); false once it should stop reading this turn.
-    fn read_burst(&mut self, ingress: PortId, fd: RawFd) -> bool {
-        let want = self.ports[ingress.0]
-            .read_depth
-            .min(BATCH - self.rx.len())
-            .min(READS);
-        let Some(b) = self.batch.as_mut() else {
-            return false;
-        };
-        let mut bufs = [None::<BufId>; READS];
-        for slot in bufs.iter_mut().take(want) {
-            let Some(buf) = self.pool.alloc() else { break };
-            let room = &mut self.pool.buf_mut(buf)[DATA_OFFSET..];
-            // SAFETY: the buffer is out of the pool and nothing touches it until the
-            // flush below returns; one the flush reports lost is never released.
-            if !unsafe { b.push_read(fd, room.as_mut_ptr(), room.len()) } {
-                self.pool.release(buf);
-                break;
-            }
-            *slot = Some(buf);
-        }
-        let asked = bufs.iter().flatten().count();
-        if asked == 0 {
-            // An empty pool leaves frames queued in the port; `readable` stays set.
-            return false;
-        }
-        let (ports, failed, pool, rx) = (
-            &mut self.ports,
-            &mut self.failed,
-            &mut self.pool,
-            &mut self.rx,
-        );
-        let (mut got, mut again, mut error) = (0, false, None);
-        let flushed = b.flush_with_reads(on_written(ports, failed), |i, result| {
-            let Some(buf) = bufs[i] else { return };
-            match result.and_then(not_eof) {
-                Ok(len) => {
-                    rx.push((buf, len));
-                    got += 1;
-                }
-                // Lost with a failed ring: the kernel may still write it.
-                Err(libc::ECANCELED) => {}
-                Err(e) => {
-                    pool.release(buf);
-                    match e {
-                        libc::EINTR => again = true,
-                        _ => error = error.or(Some(e)),
-                    }
-                }
-            }
-        });
-        if flushed.is_err() {
-            self.batch = None;
-        }
-        self.ports[ingress.0].read_depth = (got * 2).clamp(MIN_READS, READS);
-        match error {
-            Some(e) => self.read_failed(ingress, io::Error::from_raw_os_error(e)),
-            None => got == asked || again,
         }
     }
 
@@ -1446,7 +1341,7 @@ impl Datapath {
 fn send(
     ports: &mut [PortSlot],
     failed: &mut Vec<(PortId, String)>,
-    batch: &mut Option<IoBatch>,
+    batch: &mut Option<WriteBatch>,
     egress: PortId,
     data: &[u8],
     gso: bool,
@@ -1466,7 +1361,7 @@ fn send(
         return;
     }
     if let (Some(b), Some(fd)) = (batch.as_mut(), io.write_fd()) {
-        if IoBatch::fits(data) {
+        if WriteBatch::fits(data) {
             if b.is_full() {
                 flush_batch(ports, failed, batch);
             }
@@ -1486,32 +1381,15 @@ fn send(
 fn flush_batch(
     ports: &mut [PortSlot],
     failed: &mut Vec<(PortId, String)>,
-    batch: &mut Option<IoBatch>,
+    batch: &mut Option<WriteBatch>,
 ) {
     let Some(b) = batch.as_mut() else { return };
-    if b.flush(on_written(ports, failed)).is_err() {
-        *batch = None;
-    }
-}
-
-/// A read through a batch that gave 0 bytes: the port's far end is gone
-/// ([`Port::read_fd`]), as `recv`'s EBADFD says.
-pub(crate) fn not_eof(len: usize) -> Result<usize, i32> {
-    if len == 0 {
-        Err(libc::EBADFD)
-    } else {
-        Ok(len)
-    }
-}
-
-/// What a batch's flush calls for each frame it wrote: [`written`] on its port.
-fn on_written<'a>(
-    ports: &'a mut [PortSlot],
-    failed: &'a mut Vec<(PortId, String)>,
-) -> impl FnMut(Written, &[u8]) + 'a {
-    |w, frame| {
+    let flushed = b.flush(|w, frame| {
         let result = w.result.map_err(io::Error::from_raw_os_error);
         written(&mut ports[w.egress.0], failed, w.egress, frame, result);
+    });
+    if flushed.is_err() {
+        *batch = None;
     }
 }
 

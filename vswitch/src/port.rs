@@ -21,16 +21,9 @@ pub trait Port: Send {
     fn accepts_gso(&self) -> bool;
     /// The descriptor on which one `write(2)` of a frame does exactly what `send`
     /// does, for a caller that gathers writes into one system call
-    /// ([`crate::uring::IoBatch`]); None where `send` does more (a VM's socket
+    /// ([`crate::uring::WriteBatch`]); None where `send` does more (a VM's socket
     /// frames each one).
     fn write_fd(&self) -> Option<RawFd> {
-        None
-    }
-    /// The descriptor on which one `read(2)` of a frame does exactly what `recv`
-    /// does, for a caller that gathers reads into one system call
-    /// ([`crate::uring::IoBatch::push_read`]); None where `recv` does more. A read of
-    /// 0 bytes there is taken as the end of the port (a TAP never gives one).
-    fn read_fd(&self) -> Option<RawFd> {
         None
     }
     /// Whether anyone is at the other end: false for a VM's socket port with no VM

@@ -48,7 +48,7 @@ use crate::frame::{check_ingress, destination_mac, source_mac, VnetHdr, VNET_HDR
 use crate::guard::PortGuard;
 use crate::pool::{BUF_SIZE, MAX_FRAME};
 use crate::port::{is_fatal, Port, PortId};
-use crate::uring::{IoBatch, Written, READS};
+use crate::uring::{WriteBatch, Written};
 
 /// Frames a worker may have handed to thread 0 and thread 0 not taken yet. Each holds
 /// a buffer of [`BUF_SIZE`] bytes, allocated at start. When all are out, the worker
@@ -300,8 +300,7 @@ impl WorkerHandle {
             poll,
             events: Events::with_capacity(256),
             queues: Vec::new(),
-            bufs: vec![vec![0u8; BUF_SIZE].into_boxed_slice()],
-            lens: [None; READS],
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             shared: shared.clone(),
             msgs: msgs_rx,
             handoff_tx,
@@ -388,24 +387,14 @@ impl Drop for WorkerHandle {
 struct Queue {
     io: Box<dyn Port>,
     readable: bool,
-    /// Reads to ask for in the next burst through the batch: twice what the last one
-    /// brought, within [`MIN_READS`]..=[`READS`].
-    read_depth: usize,
 }
-
-/// The fewest reads a burst asks for (as thread 0's).
-const MIN_READS: usize = 4;
 
 struct Worker {
     poll: Poll,
     events: Events,
     /// By [`PortId`].
     queues: Vec<Option<Queue>>,
-    /// Where frames are read to: one buffer, or [`READS`] where the thread reads in
-    /// bursts through its batch.
-    bufs: Vec<Box<[u8]>>,
-    /// The length of the frame each of [`Worker::bufs`] holds after a burst, if any.
-    lens: [Option<usize>; READS],
+    buf: Box<[u8]>,
     shared: Arc<Shared>,
     msgs: Receiver<Msg>,
     handoff_tx: Sender<Handoff>,
@@ -425,7 +414,7 @@ struct Worker {
     /// Small frames forwarded and not written yet, written together at the end of a
     /// queue's turn; None where io_uring is not available (each frame is then written
     /// as it is forwarded).
-    batch: Option<IoBatch>,
+    batch: Option<WriteBatch>,
     /// Whether to set up [`Worker::batch`] when the thread starts.
     write_batching: bool,
 }
@@ -437,13 +426,7 @@ impl Worker {
         self.shared.tid.store(tid as u64, Ordering::Relaxed);
         // Made here: the ring belongs to the thread that submits to it.
         if self.write_batching {
-            self.batch = IoBatch::new().ok();
-        }
-        if self.batch.is_some() {
-            // Untouched pages cost nothing: a burst of small frames uses the first
-            // page of each.
-            self.bufs
-                .resize_with(READS, || vec![0u8; BUF_SIZE].into_boxed_slice());
+            self.batch = WriteBatch::new().ok();
         }
         self.shared
             .batched_writes
@@ -518,11 +501,7 @@ impl Worker {
                         self.queues.resize_with(port.0 + 1, || None);
                         self.counters.resize_with(port.0 + 1, PortCounters::default);
                     }
-                    self.queues[port.0] = Some(Queue {
-                        io,
-                        readable: true,
-                        read_depth: MIN_READS,
-                    });
+                    self.queues[port.0] = Some(Queue { io, readable: true });
                 }
                 Msg::Remove(port) => {
                     if let Some(q) = self.queues.get_mut(port.0).and_then(Option::take) {
@@ -547,8 +526,7 @@ impl Worker {
     fn forward_batch(&mut self, view: &View, ingress: PortId) -> bool {
         let mut handed = false;
         let mut budget = HANDOFF_BUDGET;
-        let mut done = 0;
-        while done < BATCH {
+        for _ in 0..BATCH {
             if budget == 0 {
                 // Its share of the hand-over buffers this turn: the rest next turn.
                 return handed;
@@ -563,177 +541,91 @@ impl Worker {
                     return handed;
                 }
             }
-            // No more frames than there are hand-over buffers for (only this thread
-            // takes them, so there are at least as many when the frames are in).
-            let room = self.free_rx.len().min(budget).min(BATCH - done);
-            let more = self.read(ingress, room);
-            for i in 0..self.lens.len() {
-                let Some(len) = self.lens[i].take() else {
-                    continue;
-                };
-                done += 1;
-                handed |= self.forward_one(view, ingress, i, len, &mut budget);
-            }
-            if !more {
+            let Some(q) = self.queues[ingress.0].as_mut() else {
                 return handed;
+            };
+            let len = match q.io.recv(&mut self.buf) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    q.readable = false;
+                    if is_fatal(&e) {
+                        // The device is gone: thread 0 sees it on its own queue and
+                        // takes the port down (and this queue with it).
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&q.io.fd()));
+                    }
+                    return handed;
+                }
+            };
+            self.dirty = true;
+            match decide(view, ingress, &self.buf[..len]) {
+                Fast::Forward { egress, learned } => {
+                    let bridge = view.ports[ingress.0]
+                        .as_ref()
+                        .map_or(BridgeId(0), |p| p.bridge);
+                    let src = source_mac(&self.buf[VNET_HDR_LEN..len]);
+                    // A sighting thread 0 cannot hear of would let the entry age
+                    // while its traffic flows: such a frame goes to thread 0, which
+                    // refreshes the entry itself.
+                    let noted = !learned || self.note_seen(bridge, src, ingress);
+                    let out = self.queues.get_mut(egress.0).and_then(Option::as_mut);
+                    let (true, Some(out)) = (noted, out) else {
+                        // (Or this thread has no queue of it, yet: thread 0 has.)
+                        budget = budget.saturating_sub(1);
+                        handed |= self.hand_off(ingress, len);
+                        continue;
+                    };
+                    let c = &mut self.counters[ingress.0];
+                    c.rx_packets += 1;
+                    c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+                    let frame = &self.buf[..len];
+                    if self.batch.as_ref().is_some_and(WriteBatch::is_full) {
+                        flush_writes(&mut self.batch, &mut self.counters, &self.shared);
+                    }
+                    let queued = match (self.batch.as_mut(), out.io.write_fd()) {
+                        (Some(batch), Some(fd)) => batch.push(fd, egress, frame),
+                        _ => false,
+                    };
+                    if !queued {
+                        // Too long for a slot (a TSO super-frame), or no ring: after
+                        // what waits, so the port's frames keep their order.
+                        flush_writes(&mut self.batch, &mut self.counters, &self.shared);
+                        let result = out
+                            .io
+                            .send(frame)
+                            .map_err(|e| e.raw_os_error().unwrap_or(0));
+                        count_written(
+                            &mut self.counters,
+                            &self.shared,
+                            Written {
+                                egress,
+                                len,
+                                result,
+                            },
+                        );
+                    }
+                    if self.unicast.len() <= bridge.0 {
+                        self.unicast.resize(bridge.0 + 1, 0);
+                    }
+                    self.unicast[bridge.0] += 1;
+                }
+                Fast::Drop(reason) => {
+                    let c = &mut self.counters[ingress.0];
+                    c.rx_packets += 1;
+                    c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
+                    c.drop(reason);
+                }
+                Fast::Handoff => {
+                    budget -= 1;
+                    handed |= self.hand_off(ingress, len);
+                }
             }
         }
         handed
     }
 
-    /// Reads up to `room` frames (at least one) of `ingress` into [`Worker::bufs`],
-    /// their lengths into [`Worker::lens`]: a burst through the batch where there is
-    /// one ([`crate::uring`]), else one `recv`. False once the queue is drained or
-    /// failed.
-    fn read(&mut self, ingress: PortId, room: usize) -> bool {
-        let Some(q) = self.queues[ingress.0].as_mut() else {
-            return false;
-        };
-        let (Some(b), Some(fd)) = (self.batch.as_mut(), q.io.read_fd()) else {
-            return match q.io.recv(&mut self.bufs[0]) {
-                Ok(len) => {
-                    self.lens[0] = Some(len);
-                    true
-                }
-                Err(e) => self.read_failed(ingress, e),
-            };
-        };
-        let want = q.read_depth.min(room).min(self.bufs.len());
-        let mut asked = 0;
-        for buf in self.bufs.iter_mut().take(want) {
-            // SAFETY: nothing touches the buffer until the flush below returns; one
-            // the flush reports lost is replaced, never used again.
-            if !unsafe { b.push_read(fd, buf.as_mut_ptr(), buf.len()) } {
-                break;
-            }
-            asked += 1;
-        }
-        let (counters, shared, lens) = (&mut self.counters, &self.shared, &mut self.lens);
-        let (mut got, mut again, mut error, mut lost) = (0, false, None, 0u64);
-        let flushed = b.flush_with_reads(
-            |w, _| count_written(counters, shared, w),
-            |i, result| match result.and_then(crate::datapath::not_eof) {
-                Ok(len) => {
-                    lens[i] = Some(len);
-                    got += 1;
-                }
-                // Lost with a failed ring: the kernel may still write the buffer.
-                Err(libc::ECANCELED) => lost |= 1 << i,
-                Err(libc::EINTR) => again = true,
-                Err(e) => error = error.or(Some(e)),
-            },
-        );
-        if flushed.is_err() {
-            self.batch = None;
-            self.shared.batched_writes.store(false, Ordering::Relaxed);
-        }
-        for i in (0..asked).filter(|i| lost & (1 << i) != 0) {
-            let fresh = vec![0u8; BUF_SIZE].into_boxed_slice();
-            std::mem::forget(std::mem::replace(&mut self.bufs[i], fresh));
-        }
-        if let Some(q) = self.queues[ingress.0].as_mut() {
-            q.read_depth = (got * 2).clamp(MIN_READS, READS);
-        }
-        match error {
-            Some(e) => self.read_failed(ingress, io::Error::from_raw_os_error(e)),
-            None => got == asked || again,
-        }
-    }
-
-    /// What a failed read of `ingress` means: true to read again (EINTR).
-    fn read_failed(&mut self, ingress: PortId, e: io::Error) -> bool {
-        if e.kind() == io::ErrorKind::Interrupted {
-            return true;
-        }
-        if let Some(q) = self.queues[ingress.0].as_mut() {
-            q.readable = false;
-            if is_fatal(&e) {
-                // The device is gone: thread 0 sees it on its own queue and takes the
-                // port down (and this queue with it).
-                let _ = self.poll.registry().deregister(&mut SourceFd(&q.io.fd()));
-            }
-        }
-        false
-    }
-
-    /// Forwards the frame of `len` bytes in `self.bufs[i]`, read from `ingress`;
-    /// true if it went to thread 0 (which takes one of `budget`).
-    fn forward_one(
-        &mut self,
-        view: &View,
-        ingress: PortId,
-        i: usize,
-        len: usize,
-        budget: &mut usize,
-    ) -> bool {
-        self.dirty = true;
-        match decide(view, ingress, &self.bufs[i][..len]) {
-            Fast::Forward { egress, learned } => {
-                let bridge = view.ports[ingress.0]
-                    .as_ref()
-                    .map_or(BridgeId(0), |p| p.bridge);
-                let src = source_mac(&self.bufs[i][VNET_HDR_LEN..len]);
-                // A sighting thread 0 cannot hear of would let the entry age while its
-                // traffic flows: such a frame goes to thread 0, which refreshes the
-                // entry itself.
-                let noted = !learned || self.note_seen(bridge, src, ingress);
-                let out = self.queues.get_mut(egress.0).and_then(Option::as_mut);
-                let (true, Some(out)) = (noted, out) else {
-                    // (Or this thread has no queue of it, yet: thread 0 has.)
-                    *budget = budget.saturating_sub(1);
-                    return self.hand_off(ingress, i, len);
-                };
-                let c = &mut self.counters[ingress.0];
-                c.rx_packets += 1;
-                c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
-                let frame = &self.bufs[i][..len];
-                if self.batch.as_ref().is_some_and(IoBatch::is_full) {
-                    flush_writes(&mut self.batch, &mut self.counters, &self.shared);
-                }
-                let queued = match (self.batch.as_mut(), out.io.write_fd()) {
-                    (Some(batch), Some(fd)) => batch.push(fd, egress, frame),
-                    _ => false,
-                };
-                if !queued {
-                    // Too long for a slot (a TSO super-frame), or no ring: after what
-                    // waits, so the port's frames keep their order.
-                    flush_writes(&mut self.batch, &mut self.counters, &self.shared);
-                    let result = out
-                        .io
-                        .send(frame)
-                        .map_err(|e| e.raw_os_error().unwrap_or(0));
-                    count_written(
-                        &mut self.counters,
-                        &self.shared,
-                        Written {
-                            egress,
-                            len,
-                            result,
-                        },
-                    );
-                }
-                if self.unicast.len() <= bridge.0 {
-                    self.unicast.resize(bridge.0 + 1, 0);
-                }
-                self.unicast[bridge.0] += 1;
-                false
-            }
-            Fast::Drop(reason) => {
-                let c = &mut self.counters[ingress.0];
-                c.rx_packets += 1;
-                c.rx_bytes += len.saturating_sub(VNET_HDR_LEN) as u64;
-                c.drop(reason);
-                false
-            }
-            Fast::Handoff => {
-                *budget -= 1;
-                self.hand_off(ingress, i, len)
-            }
-        }
-    }
-
-    /// Hands the frame in `self.bufs[i][..len]` to thread 0; thread 0 counts it.
-    fn hand_off(&mut self, ingress: PortId, i: usize, len: usize) -> bool {
+    /// Hands the frame in `self.buf[..len]` to thread 0; thread 0 counts it.
+    fn hand_off(&mut self, ingress: PortId, len: usize) -> bool {
         // Frames forwarded before it leave before thread 0 can send it on.
         flush_writes(&mut self.batch, &mut self.counters, &self.shared);
         let Ok(mut buf) = self.free_rx.try_recv() else {
@@ -743,7 +635,7 @@ impl Worker {
             c.drop(DropReason::HandoffFull);
             return false;
         };
-        buf[..len].copy_from_slice(&self.bufs[i][..len]);
+        buf[..len].copy_from_slice(&self.buf[..len]);
         self.shared.handed_off.fetch_add(1, Ordering::Relaxed);
         // As many boxes as the channel holds: it is never full.
         let _ = self.handoff_tx.try_send(Handoff {
@@ -826,7 +718,7 @@ impl Worker {
 
 /// Writes what waits in `batch` and counts each frame on its egress port. A ring
 /// that fails is dropped, and the worker writes frame by frame from then on.
-fn flush_writes(batch: &mut Option<IoBatch>, counters: &mut [PortCounters], shared: &Shared) {
+fn flush_writes(batch: &mut Option<WriteBatch>, counters: &mut [PortCounters], shared: &Shared) {
     let Some(b) = batch.as_mut() else { return };
     if b.flush(|w, _| count_written(counters, shared, w)).is_err() {
         *batch = None;

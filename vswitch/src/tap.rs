@@ -150,8 +150,4 @@ impl Port for Tap {
     fn write_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
-
-    fn read_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
-    }
 }

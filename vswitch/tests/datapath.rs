@@ -415,7 +415,7 @@ fn small_frames_and_super_frames_to_one_port_keep_their_order() {
         sent.iter().map(|f| f.len() as u64 - 10).sum::<u64>()
     );
     assert!(
-        dp.write_batching() || vswitch::uring::IoBatch::new().is_err(),
+        dp.write_batching() || vswitch::uring::WriteBatch::new().is_err(),
         "thread 0 writes in batches where io_uring works"
     );
 }

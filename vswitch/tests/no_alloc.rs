@@ -161,7 +161,10 @@ fn forwarding_allocates_nothing_per_packet() {
     }
     // Small frames go out in io_uring batches where the kernel allows io_uring: that
     // is the path watched below.
-    assert_eq!(dp.write_batching(), vswitch::uring::IoBatch::new().is_ok());
+    assert_eq!(
+        dp.write_batching(),
+        vswitch::uring::WriteBatch::new().is_ok()
+    );
 
     WATCHING.with(|w| w.set(true));
     let mut forwarded = 0;
@@ -236,7 +239,7 @@ fn forwarding_on_two_threads_allocates_nothing_per_packet() {
     assert_ne!(worker.tid, 0, "the worker runs");
     // Both threads write small frames in io_uring batches (where the kernel allows
     // io_uring), so that path is the one watched here.
-    let uring = vswitch::uring::IoBatch::new().is_ok();
+    let uring = vswitch::uring::WriteBatch::new().is_ok();
     assert_eq!(dp.write_batching(), uring);
     assert_eq!(worker.batched_writes, uring);
     WATCHED_TIDS[1].store(worker.tid, Ordering::Relaxed);

@@ -87,12 +87,6 @@ impl Port for SeqpacketPort {
     fn write_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
     }
-
-    /// And one `read(2)` one message: the datapath reads these ports in bursts as it
-    /// reads TAPs (a read of 0 bytes, the peer closed, is taken as `recv`'s EBADFD).
-    fn read_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
-    }
 }
 
 impl Peer {

@@ -1,13 +1,12 @@
-//! `IoBatch` over real descriptors: SOCK_SEQPACKET socket pairs, where one write is
-//! one message as one write to a TAP is one frame, and one read one message as one
-//! read of a TAP is one frame.
+//! `WriteBatch` over real descriptors: SOCK_SEQPACKET socket pairs, where one write is
+//! one message as one write to a TAP is one frame.
 
 // Shared with the datapath's tests; these use only part of it.
 #[allow(dead_code)]
 mod seqpacket_port;
 
 use seqpacket_port::{pair, Peer, SeqpacketPort};
-use vswitch::uring::{IoBatch, READS, SLOTS, SLOT_SIZE};
+use vswitch::uring::{WriteBatch, SLOTS, SLOT_SIZE};
 use vswitch::{Port, PortId};
 
 /// What the far end received, message by message.
@@ -21,8 +20,8 @@ fn read_all(peer: &Peer) -> Vec<Vec<u8>> {
 }
 
 /// A ring, or None where this kernel or sandbox refuses io_uring (said on stderr).
-fn batch() -> Option<IoBatch> {
-    match IoBatch::new() {
+fn batch() -> Option<WriteBatch> {
+    match WriteBatch::new() {
         Ok(b) => Some(b),
         Err(e) => {
             eprintln!("io_uring refused here ({e}): the batch is not tested");
@@ -124,107 +123,4 @@ fn a_closed_far_end_fails_its_frame_only() {
         read_all(&x_peer),
         vec![b"first".to_vec(), b"second".to_vec()]
     );
-}
-
-/// Queues `n` reads of `fd` into `bufs` and flushes; each read's result, in order.
-fn read_burst(
-    b: &mut IoBatch,
-    fd: i32,
-    bufs: &mut [[u8; 256]],
-    n: usize,
-) -> Vec<Result<usize, i32>> {
-    for buf in bufs.iter_mut().take(n) {
-        // SAFETY: each buffer lives past the flush below, and nothing else uses it.
-        assert!(unsafe { b.push_read(fd, buf.as_mut_ptr(), buf.len()) });
-    }
-    let mut results = vec![None; n];
-    b.flush_with_reads(|_, _| panic!("no write waits"), |i, r| results[i] = Some(r))
-        .unwrap();
-    results
-        .into_iter()
-        .map(|r| r.expect("every read is reported"))
-        .collect()
-}
-
-#[test]
-fn a_burst_of_reads_brings_what_waits_in_order_then_eagain() {
-    let Some(mut b) = batch() else { return };
-    let (x, x_peer) = pair(true);
-    let sent: Vec<Vec<u8>> = (0..3u8)
-        .map(|i| vec![i + 1; 10 * (i as usize + 1)])
-        .collect();
-    for m in &sent {
-        x_peer.send(m);
-    }
-    let mut bufs = [[0u8; 256]; 6];
-    let started = std::time::Instant::now();
-    let results = read_burst(&mut b, x.read_fd().unwrap(), &mut bufs, 6);
-    // An empty queue ends a read at once (RWF_NOWAIT, or a cancel), never a wait for
-    // the next message.
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
-    assert_eq!(
-        results,
-        vec![
-            Ok(10),
-            Ok(20),
-            Ok(30),
-            Err(libc::EAGAIN),
-            Err(libc::EAGAIN),
-            Err(libc::EAGAIN)
-        ]
-    );
-    for (i, m) in sent.iter().enumerate() {
-        assert_eq!(&bufs[i][..m.len()], &m[..]);
-    }
-    // Nothing was left behind, nothing read twice.
-    let results = read_burst(&mut b, x.read_fd().unwrap(), &mut bufs, 2);
-    assert_eq!(results, vec![Err(libc::EAGAIN); 2]);
-}
-
-#[test]
-fn reads_and_writes_go_in_one_flush_and_a_closed_peer_reads_as_eof() {
-    let Some(mut b) = batch() else { return };
-    let (x, x_peer) = pair(true);
-    let (y, y_peer) = pair(true);
-    x_peer.send(b"in");
-    assert!(b.push(fd(&y), PortId(1), b"out"));
-    let mut buf = [0u8; 64];
-    // SAFETY: `buf` outlives the flush and nothing else touches it until then.
-    assert!(unsafe { b.push_read(x.read_fd().unwrap(), buf.as_mut_ptr(), buf.len()) });
-    let (mut wrote, mut read) = (Vec::new(), Vec::new());
-    b.flush_with_reads(|w, _| wrote.push(w.result), |i, r| read.push((i, r)))
-        .unwrap();
-    assert_eq!(wrote, vec![Ok(())]);
-    assert_eq!(read, vec![(0, Ok(2))]);
-    assert_eq!(&buf[..2], b"in");
-    assert_eq!(read_all(&y_peer), vec![b"out".to_vec()]);
-    // The far end gone: a read of 0 bytes (the datapath takes the port down).
-    drop(x_peer);
-    let mut bufs = [[0u8; 256]; 1];
-    assert_eq!(
-        read_burst(&mut b, x.read_fd().unwrap(), &mut bufs, 1),
-        vec![Ok(0)]
-    );
-}
-
-#[test]
-fn no_more_than_reads_reads_wait_at_once() {
-    let Some(mut b) = batch() else { return };
-    let (x, _x_peer) = pair(true);
-    let mut bufs = vec![[0u8; 16]; READS + 1];
-    for (i, buf) in bufs.iter_mut().enumerate() {
-        // SAFETY: `bufs` outlives the flush below, and nothing else touches it.
-        let queued = unsafe { b.push_read(x.read_fd().unwrap(), buf.as_mut_ptr(), buf.len()) };
-        assert_eq!(queued, i < READS, "read {i}");
-    }
-    let mut n = 0;
-    b.flush_with_reads(
-        |_, _| panic!("no write waits"),
-        |_, r| {
-            assert_eq!(r, Err(libc::EAGAIN));
-            n += 1;
-        },
-    )
-    .unwrap();
-    assert_eq!(n, READS);
 }
