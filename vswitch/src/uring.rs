@@ -11,9 +11,13 @@
 //! kernel runs them one after the other inside one system call, and the receiver
 //! wakes once per batch to find all of it queued.
 //!
-//! A TAP descriptor is `O_NONBLOCK`, so every write completes inside the submitting
-//! call (a full queue is `-EAGAIN`, as for `write(2)`); no buffer is lent to the kernel
-//! past [`WriteBatch::flush`], which waits for every completion before it returns.
+//! Every write completes inside [`WriteBatch::flush`], which waits for each completion
+//! before it returns, so no buffer is lent to the kernel past it. A write to a TAP
+//! does not wait (the TAP's queue drops, and counts, what the container does not
+//! read); a write that would wait all the same (a socket's queue full: io_uring parks
+//! it on the queue even on an `O_NONBLOCK` descriptor, for any file that supports
+//! non-blocking IO, as a TAP's does on Linux 6.x) is cancelled at once and reported as
+//! EAGAIN, as `write(2)` would say.
 //! Frames larger than a slot (TSO super-frames) are written directly, after the batch
 //! is flushed, so each port's frames leave in the order they were forwarded.
 //!
