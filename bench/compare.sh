@@ -333,7 +333,7 @@ log "tapnet stopped, exit status $TN_RC"
 H meta "$TMP/meta.json" "$SECS" "$REPEAT" "$CLK_TCK" "$TN_C0" "$TN_C1" "$TN_T0" "$TN_T1" "$TMP/stop" \
     "$(uname -r)" "$(iperf3 --version | head -1)" "$(nproc)" "$(git_id)"
 
-echo "tapnet vs Linux kernel bridge, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')${BUSY_POLL_US:+, --busy-poll-us $BUSY_POLL_US}"
+echo "tapnet vs Linux kernel bridge, $(uname -r), $(nproc) CPUs, $(iperf3 --version | head -1), tapnet $(git_id)${BUSY_POLL_US:+, --busy-poll-us $BUSY_POLL_US}"
 H report "$SAMPLES" "$TMP/meta.json" "$JSON_OUT"
 if [[ $TN_RC -ne 0 || ${#LEFT[@]} -gt 0 ]]; then
     die "tapnet exited $TN_RC after SIGTERM / left behind: ${LEFT[*]-}"

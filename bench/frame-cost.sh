@@ -7,17 +7,23 @@
 # each binary (--bin, given once or twice; default the repository's release build), R
 # rounds, the binaries in turn, the first one alternating every round, a fresh
 # `tapnet up` for each measurement:
-#   flood: iperf3 -u -l 64 -b 0 a -> b for N+3 s. Over N s in the middle: the frames
-#          tapnet forwarded (`tapnet show threads`), the datagrams b received, tapnet's
-#          CPU time, and (where `perf` can count the syscalls tracepoints) tapnet's
-#          system calls per forwarded frame, all of them and by call.
+#   flood: iperf3 -u -l 64 -b 0 a -> b. Over N s, after 1.5 s of warm-up: the frames
+#          tapnet forwarded (`tapnet show threads`), the datagrams b's stack took in
+#          (Udp InDatagrams in b's namespace), and tapnet's CPU time per forwarded
+#          frame. Then, over N s more, where `perf` can count the syscalls
+#          tracepoints: tapnet's system calls per forwarded frame, all of them and by
+#          call. The two windows are apart because perf's tracing adds its own cost to
+#          every system call (and to everything else running meanwhile).
 #   rate:  iperf3 -u -l 64 paced at --rate KPPS (default 100), below what tapnet
-#          carries on this machine (check `lost` in the report): tapnet's CPU time per
-#          forwarded frame over N s, the figure a flood cannot give (there tapnet
-#          gets the share of the CPUs the scheduler gives it, whatever it does with it).
-# It prints the medians for each binary and, with two, the second's over the first's.
-# The flood's received datagrams are compared in the same run, never across runs:
-# they depend on how the CPUs are shared between the sender, tapnet and the receiver.
+#          carries on this machine (the report's received/offered says whether it was):
+#          the same figures over N s. This is the test that says whether a frame got
+#          cheaper: on a flood tapnet gets the share of the CPUs the scheduler gives it,
+#          whatever it does with it.
+# It prints the median and the range of each figure for each binary and, with two, the
+# second's median over the first's. Anything else busy on the machine moves every
+# figure: run it on a quiet one. The flood's received datagrams are compared in the
+# same run, never across runs: they depend on how the CPUs are shared between the
+# sender, tapnet and the receiver.
 #
 # Usage: bench/frame-cost.sh [--bin FILE [--bin FILE]] [--rate KPPS] [--threads N]
 #                            [--seconds N] [--repeat R] [--json FILE] [--no-build]
@@ -26,7 +32,7 @@
 # hash picks), --seconds 4, --repeat 3. TAPNET_UP_ARGS (environment) adds its words to
 # `tapnet up`. Two builds of two commits: `git worktree add /tmp/old COMMIT`, build it
 # there, and pass --bin /tmp/old/target/release/tapnet --bin target/release/tapnet.
-# Needs root, iproute2, iperf3, python3; perf (Debian: linux-perf) for the system
+# Needs root, iproute2, iperf3, ping, python3; perf (Debian: linux-perf) for the system
 # calls, optional. Everything it creates carries the script's PID in its name, lives in
 # namespaces tapnet creates for the run, and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
@@ -41,8 +47,11 @@ extra_arg() {  # for parse_args: --bin FILE, --rate KPPS, --threads N
     # shellcheck disable=SC2034  # ARGS_USED is read by parse_args
     case "$1" in
         --bin) BINS+=("${2:?--bin needs a file}"); ARGS_USED=2 ;;
+        --bin=*) BINS+=("${1#*=}"); ARGS_USED=1 ;;
         --rate) RATE_KPPS="${2:?--rate needs a value}"; ARGS_USED=2 ;;
+        --rate=*) RATE_KPPS="${1#*=}"; ARGS_USED=1 ;;
         --threads) THREADS="${2:?--threads needs a value}"; ARGS_USED=2 ;;
+        --threads=*) THREADS="${1#*=}"; ARGS_USED=1 ;;
     esac
 }
 parse_args --seconds 4 "$@"
@@ -50,7 +59,7 @@ parse_args --seconds 4 "$@"
 [[ "$RATE_KPPS" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --rate must be a positive integer (kpps)" >&2; exit 1; }
 [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || { echo "$BENCH_NAME: --threads must be a positive integer" >&2; exit 1; }
 require_root "namespaces, TAP"
-require_cmds "apt-get install -y iperf3 iproute2 python3" ip iperf3 python3 ss
+require_cmds "apt-get install -y iperf3 iproute2 iputils-ping python3" ip iperf3 ping python3 ss
 
 ID=$$
 PORT=5201
@@ -79,13 +88,26 @@ for b in "${BINS[@]}"; do
 done
 ns_free " (another run of this script, or a leftover: ip netns del it)"
 
+# perf's list of events is one word, commas and all
+PERF_EVENTS=(-e "raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write"
+             -e "syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait")
 PERF=0
 if command -v perf >/dev/null \
-    && perf stat -e raw_syscalls:sys_enter -o /dev/null -- true >/dev/null 2>&1; then
+    && perf stat "${PERF_EVENTS[@]}" -o /dev/null -- true >/dev/null 2>&1; then
     PERF=1
 else
     log "perf cannot count the syscalls tracepoints here: no system call figures"
 fi
+
+bin_id() {  # bin: the commit it was built from, if it sits in a git work tree's target/
+    local root
+    root="$(cd "$(dirname "$1")/../.." 2>/dev/null && pwd)" || { echo "?"; return 0; }
+    if git -C "$root" rev-parse --short HEAD >/dev/null 2>&1; then
+        echo "$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo -dirty)"
+    else
+        echo "?"
+    fi
+}
 
 cat >"$TMP/lab.toml" <<EOF
 name = "fcost-$ID"
@@ -109,50 +131,51 @@ frames() {  # bin: the frames every datapath thread of the running lab forwarded
         | python3 -c 'import json,sys; print(sum(t["frames"] for t in json.load(sys.stdin)["threads"]))'
 }
 
+udp_in() {  # the datagrams b's UDP has taken in (Udp InDatagrams in fc-b-PID)
+    # shellcheck disable=SC2016  # awk's own $2
+    ip netns exec "fc-b-$ID" awk '/^Udp:/ { if (seen) { print $2; exit } seen = 1 }' /proc/net/snmp
+}
+
 # measure BIN-INDEX TEST ROUND: one tapnet up, one iperf3 run, one JSON line to $SAMPLES
 measure() {
-    local i=$1 test=$2 round=$3 bin=${BINS[$1]} client_args f0 f1 c0 c1 t0 t1 cpid
+    local i=$1 test=$2 round=$3 bin=${BINS[$1]} rate=0 f0 f1 c0 c1 t0 t1 u0 u1 p0 p1 cpid secs
     "$bin" up --threads "$THREADS" "${TAPNET_UP[@]}" "$TMP/lab.toml" \
         >"$TMP/tapnet.out" 2>"$TMP/tapnet.err" &
     TN_PID=$!
     wait_ready "$TN_PID" "$TMP/tapnet" " (bin $i)"
     ping_ok "fc-a-$ID" "$B_IP" "bin $i"
     start_server "fc-b-$ID" "$B_IP"
-    if [[ $test == flood ]]; then
-        client_args=(-b 0)
-    else
-        # iperf3 paces bits of payload: 64 bytes a datagram
-        client_args=(-b "$((RATE_KPPS * 1000 * 64 * 8))")
-    fi
-    ip netns exec "fc-a-$ID" iperf3 -c "$B_IP" -p "$PORT" -u -l 64 "${client_args[@]}" \
-        -t "$((SECS + 3))" -J >"$TMP/iperf.json" 2>&1 &
+    secs=$((SECS + 3))
+    [[ $test == flood && $PERF -eq 1 ]] && secs=$((2 * SECS + 3))
+    # iperf3 paces bits of payload: 64 bytes a datagram; 0 is unpaced
+    [[ $test == rate ]] && rate=$((RATE_KPPS * 1000 * 64 * 8))
+    ip netns exec "fc-a-$ID" iperf3 -c "$B_IP" -p "$PORT" -u -l 64 -b "$rate" \
+        -t "$secs" -J >"$TMP/iperf.json" 2>&1 &
     cpid=$!
     sleep 1.5
-    f0="$(frames "$bin")"; c0="$(cpu_ticks "$TN_PID")"; t0="$(now)"
-    if [[ $PERF -eq 1 ]]; then
-        perf stat -x, -o "$TMP/perf.txt" -p "$TN_PID" \
-            -e raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write \
-            -e syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait \
-            -- sleep "$SECS" 2>/dev/null
-    else
-        sleep "$SECS"
-        : >"$TMP/perf.txt"
+    f0="$(frames "$bin")"; c0="$(cpu_ticks "$TN_PID")"; u0="$(udp_in)"; t0="$(now)"
+    sleep "$SECS"
+    f1="$(frames "$bin")"; c1="$(cpu_ticks "$TN_PID")"; u1="$(udp_in)"; t1="$(now)"
+    : >"$TMP/perf.txt"
+    p0=0; p1=0
+    if [[ $test == flood && $PERF -eq 1 ]]; then
+        p0="$(frames "$bin")"
+        perf stat -x, -o "$TMP/perf.txt" -p "$TN_PID" "${PERF_EVENTS[@]}" -- sleep "$SECS" \
+            2>"$TMP/perf.err" || { cat "$TMP/perf.err" >&2; die "perf stat failed"; }
+        p1="$(frames "$bin")"
     fi
-    f1="$(frames "$bin")"; c1="$(cpu_ticks "$TN_PID")"; t1="$(now)"
     wait "$cpid" || { cat "$TMP/iperf.json" >&2; die "iperf3 client failed (bin $i, $test)"; }
     stop_server 50
     proc_live "$TN_PID" || { tail -20 "$TMP/tapnet.err" >&2; die "tapnet (bin $i) died during the run"; }
     stop_tapnet_hard "$TN_PID"
     TN_PID=""
     H sample "$SAMPLES" "$i" "$test" "$round" "$((f1 - f0))" "$((c1 - c0))" "$CLK_TCK" \
-        "$t0" "$t1" "$TMP/iperf.json" "$TMP/perf.txt"
+        "$t0" "$t1" "$((u1 - u0))" "$RATE_KPPS" "$((p1 - p0))" "$TMP/perf.txt"
 }
 
 write_helpers <<'PY'
-def sample(samples, i, test, rnd, frames, ticks, tck, t0, t1, iperf, perf):
-    frames, secs = int(frames), float(t1) - float(t0)
-    u = load(iperf)["end"]
-    r = u.get("sum_received") or u["sum"]
+def sample(samples, i, test, rnd, frames, ticks, tck, t0, t1, rx, rate, perf_frames, perf):
+    frames, secs, rx, perf_frames = int(frames), float(t1) - float(t0), int(rx), int(perf_frames)
     calls = {}
     for line in open(perf):
         f = line.strip().split(",")
@@ -160,21 +183,20 @@ def sample(samples, i, test, rnd, frames, ticks, tck, t0, t1, iperf, perf):
             calls[f[2].split(":")[-1].replace("sys_enter_", "")] = float(f[0])
     s = {"bin": int(i), "test": test, "round": int(rnd), "frames": frames, "seconds": secs,
          "fps": frames / secs if secs else None,
-         "rx_pps": (r["packets"] - r["lost_packets"]) / r["seconds"],
-         "lost_pct": r.get("lost_percent"),
+         "rx_pps": rx / secs if secs else None,
+         "rx_of_offered": rx / secs / (int(rate) * 1e3) if test == "rate" and secs else None,
          "cpu_us_per_frame": int(ticks) / int(tck) * 1e6 / frames if frames else None,
          "cpu_pct": 100.0 * int(ticks) / int(tck) / secs if secs else None}
     for k, v in calls.items():
-        s["calls_" + k] = v / frames if frames else None
+        s["calls_" + k] = v / perf_frames if perf_frames else None
     with open(samples, "a") as f:
         f.write(json.dumps(s) + "\n")
 
-def report(samples, bins, rate, threads, secs, repeat, json_out=""):
+def report(samples, bins, ids, rate, threads, secs, repeat, json_out=""):
     S = [json.loads(l) for l in open(samples)]
-    bins = bins.split("\n")
-    def med(i, test, key):
-        v = [s[key] for s in S if s["bin"] == i and s["test"] == test and s.get(key) is not None]
-        return statistics.median(v) if v else None
+    bins, ids = bins.split("\n"), ids.split("\n")
+    def got(i, test, key):
+        return [s[key] for s in S if s["bin"] == i and s["test"] == test and s.get(key) is not None]
     rows = [
         ("flood", "fps", 1e-3, "%.1f", "flood: frames forwarded (kpps)"),
         ("flood", "rx_pps", 1e-3, "%.1f", "flood: datagrams received (kpps)"),
@@ -186,29 +208,32 @@ def report(samples, bins, rate, threads, secs, repeat, json_out=""):
         ("flood", "calls_io_uring_enter", 1, "%.3f", "  io_uring_enter"),
         ("flood", "calls_epoll_wait", 1, "%.3f", "  epoll_wait"),
         ("rate", "fps", 1e-3, "%.1f", "rate: frames forwarded (kpps)"),
-        ("rate", "lost_pct", 1, "%.2f", "rate: lost (%)"),
+        ("rate", "rx_of_offered", 100, "%.1f", "rate: received of offered (%)"),
         ("rate", "cpu_us_per_frame", 1, "%.3f", "rate: tapnet CPU a frame (us)"),
     ]
     print("tapnet frame cost, %s, %d round(s) of %s s, --threads %s, rate %s kpps" % (
         env_line(), int(repeat), secs, threads, rate))
     for i, b in enumerate(bins):
-        print("bin %d: %s" % (i, b))
-    head = "%-34s" % "" + "".join("%-12s" % ("bin %d" % i) for i in range(len(bins)))
-    print("\n" + head + ("bin 1 / bin 0" if len(bins) == 2 else ""))
-    out = {"bins": bins, "rows": {}}
+        print("bin %d: %s (%s)" % (i, b, ids[i]))
+    print("\n%-34s" % "median (range)" + "".join("%-24s" % ("bin %d" % i) for i in range(len(bins)))
+          + ("bin 1 / bin 0" if len(bins) == 2 else ""))
+    out = {"bins": bins, "commits": ids, "rows": {}}
     for test, key, scale, fmt, label in rows:
-        m = [med(i, test, key) for i in range(len(bins))]
-        if all(v is None for v in m):
+        v = [got(i, test, key) for i in range(len(bins))]
+        if not any(v):
             continue
-        line = "%-34s" % label + "".join("%-12s" % (fmt % (v * scale) if v is not None else "-") for v in m)
+        m = [statistics.median(x) if x else None for x in v]
+        cell = lambda x: (fmt % (statistics.median(x) * scale) + " (" + fmt % (min(x) * scale)
+                          + "-" + fmt % (max(x) * scale) + ")") if x else "-"
+        line = "%-34s" % label + "".join("%-24s" % cell(x) for x in v)
         if len(bins) == 2 and m[0] and m[1] is not None:
             line += "%.2fx" % (m[1] / m[0])
         print(line)
         out["rows"][label.strip()] = m
-    print("\n(medians; per-run samples:)")
+    print("\n(per-run samples:)")
     for s in S:
         print("  bin %d %-5s round %d: %8.1f kpps forwarded, %8.1f kpps received, CPU %5.1f%%, %s us/frame%s" % (
-            s["bin"], s["test"], s["round"], (s["fps"] or 0) / 1e3, s["rx_pps"] / 1e3, s["cpu_pct"] or 0,
+            s["bin"], s["test"], s["round"], (s["fps"] or 0) / 1e3, (s["rx_pps"] or 0) / 1e3, s["cpu_pct"] or 0,
             "%.3f" % s["cpu_us_per_frame"] if s["cpu_us_per_frame"] else "-",
             ", %.3f calls/frame" % s["calls_sys_enter"] if s.get("calls_sys_enter") is not None else ""))
     write_json({"samples": S, **out}, json_out)
@@ -230,5 +255,7 @@ for ((r = FIRST_ROUND; r < FIRST_ROUND + REPEAT; r++)); do
         done
     done
 done
-H report "$SAMPLES" "$(IFS=$'\n'; echo "${BINS[*]}")" \
+IDS=()
+for b in "${BINS[@]}"; do IDS+=("$(bin_id "$b")"); done
+H report "$SAMPLES" "$(IFS=$'\n'; echo "${BINS[*]}")" "$(IFS=$'\n'; echo "${IDS[*]}")" \
     "$RATE_KPPS" "$THREADS" "$SECS" "$REPEAT" "$JSON_OUT"

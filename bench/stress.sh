@@ -163,7 +163,7 @@ tap_drops() {
     echo "TAP queue drops: p1 $a, p2 $b; tapnet: $(nsenter --net="/run/netns/$H" "$BIN" show drops --lab "$S" | tail -n +2 | tr -s ' ' | paste -sd, -)"
 }
 
-echo "# tapnet $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null), $(uname -r), $(nproc) CPUs"
+echo "# tapnet $(git_id), $(uname -r), $(nproc) CPUs"
 echo "# 1. $CONNS connections through a forward"
 RSS0=$(rss_kib)
 cat > "$TMP/client.py" <<'PY'

@@ -1,4 +1,4 @@
-//! A worker's TAP writes, gathered into one `io_uring_enter(2)` per batch.
+//! A datapath thread's TAP writes, gathered into one `io_uring_enter(2)` per batch.
 //!
 //! Each `write(2)` to a container's TAP runs the container's receive path inside the
 //! call and wakes the process waiting on that socket. On a kernel built without forced
@@ -12,12 +12,15 @@
 //! wakes once per batch to find all of it queued.
 //!
 //! Every write completes inside [`WriteBatch::flush`], which waits for each completion
-//! before it returns, so no buffer is lent to the kernel past it. A write to a TAP
-//! does not wait (the TAP's queue drops, and counts, what the container does not
-//! read); a write that would wait all the same (a socket's queue full: io_uring parks
-//! it on the queue even on an `O_NONBLOCK` descriptor, for any file that supports
-//! non-blocking IO, as a TAP's does on Linux 6.x) is cancelled at once and reported as
-//! EAGAIN, as `write(2)` would say.
+//! before it returns, so no buffer is lent to the kernel past it (unless the ring
+//! itself fails midway: then the slots are never freed). A write to a TAP finds no
+//! queue to wait on: it runs the container's receive path, and what the receiver does
+//! not take is dropped at its socket (tapnet leaves the TAP's send buffer at its
+//! default, which has no limit). Should a write find no room all the same (a send
+//! buffer lowered with `TUNSETSNDBUF`, or a socket in the tests), io_uring parks it
+//! even on an `O_NONBLOCK` descriptor, because the file supports non-blocking IO (a
+//! TAP's does, measured on Linux 6.18); the flush cancels it at once and reports
+//! EAGAIN, as `write(2)` would.
 //! Frames larger than a slot (TSO super-frames) are written directly, after the batch
 //! is flushed, so each port's frames leave in the order they were forwarded.
 //!
