@@ -292,3 +292,58 @@ fn a_mirror_tap_shows_a_ports_frames_to_tcpdump_in_the_host() {
     let out = ns_run(&host.name, &["ip", "link", "show", "mon0"], 5);
     assert!(!out.status.success(), "the mirror outlived the lab");
 }
+
+#[test]
+fn a_capture_stopped_by_a_signal_leaves_whole_records_and_a_port_going_down_ends_it() {
+    let (lab, ns) = lab();
+    let server = Background::spawn(&ns[1], &["iperf3", "-s", "-B", "10.223.0.3"]);
+    // A TCP stream: ~60 KB super-frames, so a signal lands inside a record more often
+    // than not.
+    let stream = std::thread::spawn({
+        let a = ns[0].clone();
+        move || iperf3(&a, "10.223.0.3", 5201)
+    });
+    for signal in ["INT", "TERM"] {
+        let file = std::env::temp_dir().join(format!("{}.pcap", unique("cap")));
+        let capture = capture_to_file(&lab, "b", &file);
+        std::thread::sleep(Duration::from_millis(700));
+        let pid = capture.0.id().to_string();
+        assert!(run(&["kill", &format!("-{signal}"), &pid], 5)
+            .status
+            .success());
+        let mut capture = capture;
+        let status = capture.0.wait().unwrap();
+        assert!(status.success(), "SIG{signal}: capture exited {status}");
+        // Every record whole: tcpdump reads to the end without a complaint.
+        let out = run(&["tcpdump", "-nr", file.to_str().unwrap()], 30);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success() && !err.contains("truncated"),
+            "SIG{signal}: {err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).lines().count() > 0,
+            "SIG{signal}: the capture caught nothing of the stream"
+        );
+    }
+    assert!(stream.join().unwrap().is_some(), "iperf3 through the lab");
+    // A port that goes down (its namespace deleted) ends its capture: the client
+    // says so and exits, rather than waiting on a port that will send nothing more.
+    let file = std::env::temp_dir().join(format!("{}.pcap", unique("cap")));
+    let mut capture = capture_to_file(&lab, "b", &file);
+    // (A process inside would keep the namespace, and the TAP, alive.)
+    drop(server);
+    assert!(run(&["ip", "netns", "del", &ns[1]], 10).status.success());
+    let mut ended = None;
+    for _ in 0..100 {
+        if let Some(status) = capture.0.try_wait().unwrap() {
+            ended = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_file(&file);
+    let status = ended.expect("the capture of a port that went down still runs after 10 s");
+    assert!(status.success(), "{status}");
+}

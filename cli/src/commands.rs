@@ -62,12 +62,10 @@ pub fn capture(port: &str, lab: Option<&str>, write: Option<PathBuf>) -> ExitCod
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let copied = match write {
-        Some(path) => {
-            std::fs::File::create(&path).and_then(|mut f| std::io::copy(&mut &stream, &mut f))
-        }
-        // Straight to fd 1, not through Stdout's line buffer: Ctrl-C must not leave
-        // the last pcap record behind in it.
+    let out = match write {
+        Some(path) => std::fs::File::create(&path),
+        // Straight to fd 1, not through Stdout's line buffer: each record leaves whole
+        // as soon as it is written.
         None => {
             use std::os::fd::FromRawFd;
             // SAFETY: dup returns a new descriptor of our own, or -1 (checked).
@@ -76,18 +74,110 @@ pub fn capture(port: &str, lab: Option<&str>, write: Option<PathBuf>) -> ExitCod
                 Err(std::io::Error::last_os_error())
             } else {
                 // SAFETY: `fd` is ours alone.
-                let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
-                std::io::copy(&mut &stream, &mut out)
+                Ok(unsafe { std::fs::File::from_raw_fd(fd) })
             }
         }
     };
-    match copied {
-        Ok(_) => ExitCode::SUCCESS,
+    match out.and_then(|out| copy_records(stream, out)) {
+        Ok(Ended::Stopped) => ExitCode::SUCCESS,
+        Ok(Ended::ByLab) => {
+            eprintln!(
+                "tapnet: capture: the lab ended the capture (the port went down or was \
+                 detached, or the lab stopped)"
+            );
+            ExitCode::SUCCESS
+        }
         // The reader went away (`| head`): that ends a capture.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tapnet: capture: {e}");
             ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Why a capture's copy ended without an error.
+enum Ended {
+    /// SIGINT or SIGTERM.
+    Stopped,
+    /// The lab closed the stream.
+    ByLab,
+}
+
+/// Set by SIGINT and SIGTERM while a capture runs.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Reads from the stream until [`STOP`] is set: a signal interrupts a waiting read
+/// (the handler is installed without SA_RESTART), and the read then fails as
+/// `Interrupted`, which nothing retries.
+struct Stoppable<R>(R);
+
+impl<R: std::io::Read> std::io::Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(std::io::Error::other(STOPPED));
+            }
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+const STOPPED: &str = "stopped by a signal";
+
+/// Copies the lab's pcap stream to `out` a whole record at a time (the `pcap-file`
+/// crate reads and writes them), so that a capture stopped with Ctrl-C or SIGTERM
+/// leaves a file every pcap reader takes whole: what was in flight is left out.
+fn copy_records(
+    stream: std::os::unix::net::UnixStream,
+    out: std::fs::File,
+) -> std::io::Result<Ended> {
+    use pcap_file::pcap::{PcapReader, PcapWriter};
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a handler that only stores to an atomic; sa_flags 0 (no SA_RESTART),
+        // so a blocked read returns EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+    let stopped = |e: &pcap_file::PcapError| match e {
+        pcap_file::PcapError::IoError(e) => e.to_string() == STOPPED,
+        _ => false,
+    };
+    let mut reader = match PcapReader::new(Stoppable(stream)) {
+        Ok(r) => r,
+        // Stopped before the header came: nothing to write.
+        Err(e) if stopped(&e) => return Ok(Ended::Stopped),
+        Err(pcap_file::PcapError::IncompleteBuffer) => return Ok(Ended::ByLab),
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let mut writer =
+        PcapWriter::with_header(out, reader.header()).map_err(std::io::Error::other)?;
+    loop {
+        match reader.next_packet() {
+            None => return Ok(Ended::ByLab),
+            Some(Ok(packet)) => {
+                if let Err(e) = writer.write_packet(&packet) {
+                    return Err(match e {
+                        pcap_file::PcapError::IoError(e) => e,
+                        e => std::io::Error::other(e),
+                    });
+                }
+            }
+            Some(Err(e)) if stopped(&e) => return Ok(Ended::Stopped),
+            // The stream ended inside a record: the lab went away mid-copy.
+            Some(Err(pcap_file::PcapError::IncompleteBuffer)) => return Ok(Ended::ByLab),
+            Some(Err(e)) => return Err(std::io::Error::other(e)),
         }
     }
 }

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -82,8 +83,9 @@ struct PortSlot {
     down_reason: Option<String>,
     /// Where copies of the port's frames go while someone captures it.
     capture: Option<Sender<Captured>>,
-    /// Shared with the capture's reader: more than one holder means it still reads.
-    capture_alive: Option<Arc<()>>,
+    /// Shared with the capture's reader: more than one holder means it still reads;
+    /// the value is the bytes of the copies queued for it.
+    capture_alive: Option<Arc<AtomicUsize>>,
     /// The port's impairment and the frames it holds back, if it has one.
     shaper: Option<Shaper>,
     /// A device (a TAP in tapnet's namespace) that gets a copy of every frame.
@@ -99,8 +101,10 @@ struct PortSlot {
 
 /// A running capture, as its reader holds it: dropping it ends the capture.
 pub struct CaptureStream {
-    pub frames: Receiver<Captured>,
-    _alive: Arc<()>,
+    frames: Receiver<Captured>,
+    /// The bytes of the copies queued (a port's capture counts them, up to
+    /// [`CAPTURE_BYTES`]).
+    queued: Arc<AtomicUsize>,
 }
 
 impl CaptureStream {
@@ -108,8 +112,21 @@ impl CaptureStream {
     pub fn outside(frames: Receiver<Captured>) -> CaptureStream {
         CaptureStream {
             frames,
-            _alive: Arc::new(()),
+            queued: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The next copy, waiting up to `timeout`. `Disconnected` once the capture ended
+    /// on the datapath's side: the port went down or away, or the lab stopped.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Captured, RecvTimeoutError> {
+        let c = self.frames.recv_timeout(timeout)?;
+        // Saturating: an outside stream's producer does not count.
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(c.frame.len()))
+            });
+        Ok(c)
     }
 }
 
@@ -123,6 +140,10 @@ pub struct Captured {
 /// Copies waiting for a slow capture reader at most; past that they are dropped
 /// (counted), never the datapath stalled.
 pub const CAPTURE_QUEUE: usize = 4096;
+/// Bytes of copies waiting for a slow reader of one port's capture at most (TSO
+/// super-frames are 64 KiB each: 4096 of them would be 256 MiB); past that, as past
+/// [`CAPTURE_QUEUE`], copies are dropped and counted.
+pub const CAPTURE_BYTES: usize = 8 << 20;
 
 /// Copies `data` (virtio-net header and frame) to the port's capture, if any. Costs a
 /// branch when nobody captures.
@@ -134,13 +155,25 @@ fn capture_copy(slot: &mut PortSlot, data: &[u8]) {
         }
     }
     let Some(tx) = &slot.capture else { return };
-    let frame = data.get(VNET_HDR_LEN..).unwrap_or_default().to_vec();
+    let frame = data.get(VNET_HDR_LEN..).unwrap_or_default();
+    if let Some(queued) = &slot.capture_alive {
+        if queued.load(Ordering::Relaxed) + frame.len() > CAPTURE_BYTES {
+            slot.counters.capture_dropped += 1;
+            return;
+        }
+        queued.fetch_add(frame.len(), Ordering::Relaxed);
+    }
     match tx.try_send(Captured {
         at: SystemTime::now(),
-        frame,
+        frame: frame.to_vec(),
     }) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => slot.counters.capture_dropped += 1,
+        Err(TrySendError::Full(c)) => {
+            slot.counters.capture_dropped += 1;
+            if let Some(queued) = &slot.capture_alive {
+                queued.fetch_sub(c.frame.len(), Ordering::Relaxed);
+            }
+        }
         // The reader went away: stop copying.
         Err(TrySendError::Disconnected(_)) => slot.capture = None,
     }
@@ -526,14 +559,11 @@ impl Datapath {
             return Err("is already being captured");
         }
         let (tx, rx) = bounded(CAPTURE_QUEUE);
-        let alive = Arc::new(());
+        let queued = Arc::new(AtomicUsize::new(0));
         slot.capture = Some(tx);
-        slot.capture_alive = Some(alive.clone());
+        slot.capture_alive = Some(queued.clone());
         self.ports_gen += 1;
-        Ok(CaptureStream {
-            frames: rx,
-            _alive: alive,
-        })
+        Ok(CaptureStream { frames: rx, queued })
     }
 
     /// Copies every frame `port` receives or sends to `mirror` (a device port outside
@@ -1082,6 +1112,9 @@ impl Datapath {
         drop(io);
         slot.readable = false;
         slot.down_reason = Some(reason);
+        // Its capture ends: the reader sees the stream close, not a silent one.
+        slot.capture = None;
+        slot.capture_alive = None;
         self.bridges[slot.info.bridge.0].detach(port);
         self.went_down.push(port);
         self.lost_port(port);

@@ -281,9 +281,8 @@ fn stream_capture(
         ..PcapHeader::default()
     };
     let mut pcap = PcapWriter::with_header(out, header).map_err(io::Error::other)?;
-    let frames = &stream_handle.frames;
     loop {
-        let captured = match frames.recv_timeout(Duration::from_secs(1)) {
+        let captured = match stream_handle.recv_timeout(Duration::from_secs(1)) {
             Ok(c) => c,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 // Nothing to write: see whether the reader is still there.
