@@ -103,6 +103,9 @@ fn a_capture_streams_live_to_tcpdump_and_unknown_ports_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no port `nosuch`"));
     let out = run(&[TAPNET, "capture", "a", "--lab", &unique("none")], 10);
     assert_eq!(out.status.code(), Some(1));
+    let out = run(&[TAPNET, "capture", "", "--lab", &lab.name], 10);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the port's name is empty"));
 }
 
 #[test]

@@ -55,6 +55,10 @@ pub fn up(path: Option<&Path>, tuning: daemon::Tuning) -> ExitCode {
 }
 
 pub fn capture(port: &str, lab: Option<&str>, write: Option<PathBuf>) -> ExitCode {
+    if port.trim().is_empty() {
+        eprintln!("tapnet: capture: the port's name is empty");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let stream = match client::resolve_lab(lab).and_then(|lab| client::capture(&lab, port)) {
         Ok(stream) => stream,
         Err(e) => {

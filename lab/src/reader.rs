@@ -59,7 +59,19 @@ pub(crate) fn read<T>(
         }
         Err(e) => {
             let at = e.span().map_or(text.len(), |s| s.start);
-            cx.err(at, format!("syntax error: {}", one_line(e.message())));
+            let mut message = one_line(e.message());
+            // toml_edit says only "duplicate key"; its span is the key (or the
+            // table's name, for a second `[nat]`): name it.
+            let key = e
+                .span()
+                .and_then(|s| text.get(s))
+                .and_then(|k| k.lines().next())
+                .map(str::trim)
+                .filter(|k| !k.is_empty());
+            if let (true, Some(key)) = (message == "duplicate key", key) {
+                message = format!("duplicate key `{key}`");
+            }
+            cx.err(at, format!("syntax error: {message}"));
             None
         }
     };
@@ -483,7 +495,16 @@ mod tests {
         );
         // A duplicated key is a syntax error too, reported at the second one.
         let e = errs("name = \"x\"\nname = \"y\"\n");
-        assert_eq!(e, vec!["2:1: syntax error: duplicate key".to_string()]);
+        assert_eq!(
+            e,
+            vec!["2:1: syntax error: duplicate key `name`".to_string()]
+        );
+        // A second table of the same name, named.
+        let e = errs("name = \"x\"\n[nat]\nmasquerade = true\n[nat]\n");
+        assert_eq!(
+            e,
+            vec!["4:2: syntax error: duplicate key `nat`".to_string()]
+        );
     }
 
     #[test]
