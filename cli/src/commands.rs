@@ -124,7 +124,7 @@ impl<R: std::io::Read> std::io::Read for Stoppable<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             if STOP.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(std::io::Error::other(STOPPED));
+                return Err(std::io::Error::other("stopped by a signal"));
             }
             match self.0.read(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -133,8 +133,6 @@ impl<R: std::io::Read> std::io::Read for Stoppable<R> {
         }
     }
 }
-
-const STOPPED: &str = "stopped by a signal";
 
 /// Copies the lab's pcap stream to `out` a whole record at a time (the `pcap-file`
 /// crate reads and writes them), so that a capture stopped with Ctrl-C or SIGTERM
@@ -154,10 +152,8 @@ fn copy_records(
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
-    let stopped = |e: &pcap_file::PcapError| match e {
-        pcap_file::PcapError::IoError(e) => e.to_string() == STOPPED,
-        _ => false,
-    };
+    // Whatever error a read gave once a signal came, the signal is why it ended.
+    let stopped = |_: &pcap_file::PcapError| STOP.load(std::sync::atomic::Ordering::Relaxed);
     let mut reader = match PcapReader::new(Stoppable(stream)) {
         Ok(r) => r,
         // Stopped before the header came: nothing to write.

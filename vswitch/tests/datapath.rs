@@ -457,3 +457,58 @@ fn a_port_that_stops_reading_costs_only_its_own_frames() {
     assert_eq!(counters.tx_packets - before + full, 40 * 50);
     assert_eq!(drain(&b).len() as u64, counters.tx_packets - before);
 }
+
+/// A capture whose reader stops reading holds at most CAPTURE_BYTES of copies (TSO
+/// super-frames would otherwise queue CAPTURE_QUEUE x 64 KiB): the rest are counted
+/// as capture_dropped, and every frame still reaches its port.
+#[test]
+fn a_stalled_capture_holds_at_most_capture_bytes_of_copies() {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let (_, a) = port(&mut dp, br, "a");
+    let (pb, b) = port(&mut dp, br, "b");
+    b.send(&frame(BCAST, B, 10));
+    run(&mut dp);
+    drain(&a);
+    let capture = dp.capture(pb).unwrap();
+    let sent = 300;
+    let len = tso_frame(B, A, 60_000, 1448).len();
+    let mut delivered = 0;
+    for _ in 0..sent {
+        // One at a time: a socket pair holds only a few of them.
+        a.send(&tso_frame(B, A, 60_000, 1448));
+        for _ in 0..2 {
+            dp.poll_once(Some(Duration::ZERO)).unwrap();
+        }
+        delivered += drain(&b).len();
+    }
+    run(&mut dp);
+    delivered += drain(&b).len();
+    assert_eq!(delivered, sent, "every frame reaches its port");
+    // Now the reader reads: what waited, and its size.
+    let (mut queued, mut bytes) = (0u64, 0usize);
+    while let Ok(c) = capture.recv_timeout(Duration::ZERO) {
+        queued += 1;
+        bytes += c.frame.len();
+    }
+    let dropped = dp.port(pb).unwrap().counters.capture_dropped;
+    assert!(
+        bytes <= vswitch::datapath::CAPTURE_BYTES,
+        "{bytes} bytes queued"
+    );
+    assert!(
+        bytes + len > vswitch::datapath::CAPTURE_BYTES,
+        "{bytes} bytes queued: the bound is {} bytes, not fewer",
+        vswitch::datapath::CAPTURE_BYTES
+    );
+    assert_eq!(
+        queued + dropped,
+        sent as u64,
+        "{queued} queued, {dropped} dropped"
+    );
+    // Read, the room is back: the next copies queue again.
+    a.send(&tso_frame(B, A, 60_000, 1448));
+    run(&mut dp);
+    assert!(capture.recv_timeout(Duration::from_secs(1)).is_ok());
+    assert_eq!(dp.port(pb).unwrap().counters.capture_dropped, dropped);
+}
