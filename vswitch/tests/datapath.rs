@@ -28,6 +28,14 @@ fn port(dp: &mut Datapath, bridge: BridgeId, name: &str) -> (PortId, Peer) {
     (dp.add_port(info, Box::new(io)).unwrap(), peer)
 }
 
+/// A datapath of 64 buffers with bridge br0 and N ports on it, named a, b, c, d.
+fn one_bridge<const N: usize>() -> (Datapath, BridgeId, [(PortId, Peer); N]) {
+    let mut dp = Datapath::new(64).unwrap();
+    let br = bridge(&mut dp, "br0");
+    let ports = std::array::from_fn(|i| port(&mut dp, br, ["a", "b", "c", "d"][i]));
+    (dp, br, ports)
+}
+
 fn run(dp: &mut Datapath) {
     for _ in 0..4 {
         dp.poll_once(Some(Duration::from_millis(5))).unwrap();
@@ -45,11 +53,7 @@ fn drain(peer: &Peer) -> Vec<Vec<u8>> {
 
 #[test]
 fn learns_floods_and_forwards_between_real_descriptors() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (pa, a) = port(&mut dp, br, "a");
-    let (_, b) = port(&mut dp, br, "b");
-    let (_, c) = port(&mut dp, br, "c");
+    let (mut dp, _, [(pa, a), (_, b), (_, c)]) = one_bridge();
 
     // Broadcast from A reaches B and C, never A.
     a.send(&frame(BCAST, A, 50));
@@ -73,10 +77,7 @@ fn learns_floods_and_forwards_between_real_descriptors() {
 
 #[test]
 fn a_burst_larger_than_a_batch_is_all_forwarded() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (_, b) = port(&mut dp, br, "b");
+    let (mut dp, _, [(_, a), (_, b)]) = one_bridge();
     b.send(&frame(BCAST, B, 10));
     a.send(&frame(BCAST, A, 10));
     run(&mut dp);
@@ -112,10 +113,7 @@ fn bridges_do_not_leak_into_each_other() {
 
 #[test]
 fn bad_frames_are_counted_and_the_rest_still_flows() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (pa, a) = port(&mut dp, br, "a");
-    let (_, b) = port(&mut dp, br, "b");
+    let (mut dp, _, [(pa, a), (_, b)]) = one_bridge();
     a.send(&[0u8; 12]); // runt
     a.send(&frame(B, A, 1600)); // oversize for MTU 1500
     a.send(&frame(B, BCAST, 10)); // multicast source
@@ -135,9 +133,7 @@ fn bad_frames_are_counted_and_the_rest_still_flows() {
 
 #[test]
 fn gso_frames_to_a_port_without_gso_are_dropped_and_counted() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
+    let (mut dp, br, [(_, a)]) = one_bridge();
     let (io, b) = pair(false);
     let info = PortInfo::named("nogso", br);
     let pb = dp.add_port(info, Box::new(io)).unwrap();
@@ -156,11 +152,7 @@ fn gso_frames_to_a_port_without_gso_are_dropped_and_counted() {
 
 #[test]
 fn a_vanished_port_goes_down_and_the_others_keep_forwarding() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (_, b) = port(&mut dp, br, "b");
-    let (pc, c) = port(&mut dp, br, "c");
+    let (mut dp, _, [(_, a), (_, b), (pc, c)]) = one_bridge();
     c.send(&frame(BCAST, C, 10));
     run(&mut dp);
     drop(c);
@@ -182,10 +174,7 @@ fn a_vanished_port_goes_down_and_the_others_keep_forwarding() {
 #[test]
 fn busy_poll_keeps_the_loop_awake_after_traffic_only() {
     use std::time::Instant;
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (_, _b) = port(&mut dp, br, "b");
+    let (mut dp, _, [(_, a), (_, _b)]) = one_bridge();
     dp.set_busy_poll(Duration::from_secs(30));
     run(&mut dp);
     // No frame yet: the loop sleeps for the timeout it was given.
@@ -355,11 +344,7 @@ fn a_loop_between_handlers_is_cut_and_counted() {
 
 #[test]
 fn a_removed_port_is_forgotten_and_its_slot_reused() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (pb, b) = port(&mut dp, br, "b");
-    let (_, c) = port(&mut dp, br, "c");
+    let (mut dp, br, [(_, a), (pb, b), (_, c)]) = one_bridge();
     // B is learned on its port; then B's port is detached.
     b.send(&frame(A, B, 50));
     run(&mut dp);
@@ -387,10 +372,7 @@ fn a_removed_port_is_forgotten_and_its_slot_reused() {
 /// batch slot), and the counters see each.
 #[test]
 fn small_frames_and_super_frames_to_one_port_keep_their_order() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (pb, b) = port(&mut dp, br, "b");
+    let (mut dp, _, [(_, a), (pb, b)]) = one_bridge();
     b.send(&frame(BCAST, B, 10));
     run(&mut dp);
     drain(&a);
@@ -425,11 +407,7 @@ fn small_frames_and_super_frames_to_one_port_keep_their_order() {
 /// never waits for it, and the other ports keep getting their frames.
 #[test]
 fn a_port_that_stops_reading_costs_only_its_own_frames() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (pb, b) = port(&mut dp, br, "b");
-    let (_, c) = port(&mut dp, br, "c");
+    let (mut dp, _, [(_, a), (pb, b), (_, c)]) = one_bridge();
     b.send(&frame(BCAST, B, 10));
     c.send(&frame(BCAST, C, 10));
     run(&mut dp);
@@ -463,10 +441,7 @@ fn a_port_that_stops_reading_costs_only_its_own_frames() {
 /// as capture_dropped, and every frame still reaches its port.
 #[test]
 fn a_stalled_capture_holds_at_most_capture_bytes_of_copies() {
-    let mut dp = Datapath::new(64).unwrap();
-    let br = bridge(&mut dp, "br0");
-    let (_, a) = port(&mut dp, br, "a");
-    let (pb, b) = port(&mut dp, br, "b");
+    let (mut dp, _, [(_, a), (pb, b)]) = one_bridge();
     b.send(&frame(BCAST, B, 10));
     run(&mut dp);
     drain(&a);
